@@ -1,0 +1,88 @@
+# tide - build, run, test, bench.
+#
+#   make            build build/tide and build/lua/tide/{core,engine}.so
+#   make run        build, then run the bank example on the embedded store
+#   make test       install what is missing, then run every spec, plain and
+#                   under AddressSanitizer + UBSan, against DynamoDB Local
+#   make bench      benchmarks (see bench/)
+#   make install PREFIX=/usr/local DESTDIR=
+#
+# SAN=1 builds into build-asan/ with -fsanitize=address,undefined.
+
+PKGS      := luajit libcurl jansson yaml-0.1 sqlite3 openssl
+CC        ?= cc
+PREFIX    ?= /usr/local
+LUA_LDIR  ?= $(PREFIX)/share/lua/5.1
+LUA_CDIR  ?= $(PREFIX)/lib/x86_64-linux-gnu/lua/5.1
+
+ifeq ($(SAN),1)
+BUILD     ?= build-asan
+OPT       := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+BUILD     ?= build
+OPT       := -O2 -g
+endif
+
+CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) \
+             $(shell pkg-config --cflags $(PKGS)) -Iruntime/core -Iruntime/engine \
+             -DTIDE_LUA_LDIR='"$(LUA_LDIR)"' -DTIDE_LUA_CDIR='"$(LUA_CDIR)"'
+LDFLAGS   += $(OPT)
+LIBS_CORE := $(shell pkg-config --libs openssl jansson) -lm
+LIBS_ENG  := $(shell pkg-config --libs libcurl)
+LIBS_CLI  := $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
+
+CORE_SRC  := $(wildcard runtime/core/*.c)
+ENG_SRC   := $(wildcard runtime/engine/*.c)
+CLI_SRC   := $(wildcard runtime/cli/*.c)
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+HEADERS   := $(wildcard runtime/*/*.h)
+
+.PHONY: all deps test-deps run test test-asan bench install clean
+
+all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so
+
+deps:
+	@tools/deps.sh build
+
+test-deps:
+	@tools/deps.sh test
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/lua/tide/core.so: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
+
+$(BUILD)/lua/tide/engine.so: $(ENG_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_ENG) $(LIBS_CORE)
+
+# -Wl,-E: the binary's own copy of the Lua API must be visible to C modules
+# it loads, and its luaopen_* symbols to LuaJIT's FFI.
+$(BUILD)/tide: $(CLI_OBJ) $(ENG_OBJ) $(CORE_OBJ)
+	$(CC) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS_CLI)
+
+run: deps all
+	@tools/run-example.sh
+
+test: test-deps
+	@tools/test.sh
+
+test-asan: test-deps
+	@tools/test.sh --asan-only
+
+bench: test-deps all
+	@bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_CDIR)/tide $(DESTDIR)$(LUA_LDIR)/tide
+	install -m 755 $(BUILD)/tide $(DESTDIR)$(PREFIX)/bin/tide
+	install -m 644 $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(DESTDIR)$(LUA_CDIR)/tide/
+	cd lua && find tide -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUA_LDIR)/{} \;
+
+clean:
+	rm -rf build build-asan

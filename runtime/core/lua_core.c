@@ -1,0 +1,16 @@
+#include "lua_core.h"
+
+#include <lauxlib.h>
+
+#define TIDE_VERSION "0.1.0"
+
+int luaopen_tide_core(lua_State *L)
+{
+    lua_newtable(L); // [core]
+    lua_pushliteral(L, TIDE_VERSION);
+    lua_setfield(L, -2, "version");
+    tide_lua_open_sigv4(L);
+    tide_lua_open_codec(L);
+    tide_lua_open_retry(L);
+    return 1;
+}

@@ -1,0 +1,20 @@
+/*
+ * lua_core.h - the pieces of the `tide.core` Lua module.
+ *
+ * `tide.core` exposes tide's pure C parts (no sockets, no clock of its own)
+ * to any LuaJIT: the tide process and nginx's Lua module load the same .so.
+ * Each binding file adds its functions to the module table on top of the
+ * stack: // [core]
+ */
+#ifndef TIDE_LUA_CORE_H
+#define TIDE_LUA_CORE_H
+
+#include <lua.h>
+
+void tide_lua_open_sigv4(lua_State *L);   /* sign, credentials (lua_sigv4.c) */
+void tide_lua_open_codec(lua_State *L);   /* DynamoDB JSON codec (lua_codec.c) */
+void tide_lua_open_retry(lua_State *L);   /* retry classification, backoff (lua_retry.c) */
+
+int luaopen_tide_core(lua_State *L);
+
+#endif

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Installs what tide needs to build, run and test, when it is missing.
+# Usage: tools/deps.sh [build|test]   (test adds the servers the suite starts)
+set -eu
+cd "$(dirname "$0")/.."
+
+BUILD_PKGS="gcc make pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev \
+libssl-dev libyaml-dev libjansson-dev libsqlite3-dev lua-cjson"
+TEST_PKGS="lua-busted openjdk-17-jre-headless nodejs npm nginx-light \
+libnginx-mod-http-lua lua-resty-core libclang-rt-14-dev"
+
+want="$BUILD_PKGS"
+[ "${1:-build}" = test ] && want="$want $TEST_PKGS"
+
+missing=""
+for p in $want; do
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  case "$st" in *" installed") ;; *) missing="$missing $p" ;; esac
+done
+
+if [ -n "$missing" ]; then
+  echo "deps: installing Debian packages:$missing"
+  if [ "$(id -u)" = 0 ]; then SUDO=""
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo"
+  else
+    echo "deps: missing Debian packages:$missing" >&2
+    echo "deps: run as root or with passwordless sudo, or install them yourself:" >&2
+    echo "      apt-get install$missing" >&2
+    exit 1
+  fi
+  # A fresh machine has no package lists yet; refresh them when absent or a day old.
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+    $SUDO apt-get update -qq
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing \
+    || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing; }
+fi
+
+if [ "${1:-build}" = test ]; then
+  tools/fetch-npm.sh
+fi

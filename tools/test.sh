@@ -1,0 +1,66 @@
+#!/bin/bash
+# Runs tide's whole busted suite twice: against the plain build and against
+# the AddressSanitizer + UBSan build (with LeakSanitizer), with DynamoDB
+# Local and dynalite started on loopback for the run and stopped after it.
+# Ends with one line: "N passed, N failed".
+#
+#   tools/test.sh               both runs
+#   tools/test.sh --asan-only   the sanitizer run only
+#   tools/test.sh --plain-only  the plain run only
+#   BUSTED_ARGS="spec/unit"     restrict to some specs (passed to busted)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+jobs=$(nproc 2>/dev/null || echo 2)
+
+make -s -j"$jobs" all || { echo "0 passed, 1 failed"; exit 1; }
+if [ "$mode" != --plain-only ]; then
+  make -s -j"$jobs" SAN=1 all || { echo "0 passed, 1 failed"; exit 1; }
+fi
+
+state=$(mktemp -d /tmp/tide-test.XXXXXX)
+cleanup() { tools/servers.sh stop "$state"; rm -rf "$state"; }
+trap cleanup EXIT
+tools/servers.sh start "$state" || { echo "0 passed, 1 failed"; exit 1; }
+# shellcheck disable=SC1091
+. "$state/env"
+
+passed=0 failed=0 status=0
+run_suite() { # label, then env assignments for busted
+  local label=$1; shift
+  echo "== $label"
+  local log="$state/$label.log"
+  env "$@" busted --lua=luajit -o utfTerminal ${BUSTED_ARGS:-} 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  # busted: "N successes / N failures / N errors / N pending : T seconds"
+  local line s f e
+  line=$(grep -aE '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -1)
+  s=$(sed -E 's/.*[^0-9]?([0-9]+) successes?.*/\1/' <<<"$line")
+  f=$(sed -E 's/.* ([0-9]+) failures?.*/\1/' <<<"$line")
+  e=$(sed -E 's/.* ([0-9]+) errors?.*/\1/' <<<"$line")
+  if [ -z "$line" ]; then s=0 f=0 e=1; fi
+  passed=$((passed + s)); failed=$((failed + f + e))
+  # A sanitizer report or a crash can end busted without its summary or
+  # with a non-zero code even when every test passed: count it as a failure.
+  if [ "$rc" -ne 0 ] && [ $((f + e)) -eq 0 ]; then failed=$((failed + 1)); fi
+  [ "$rc" -ne 0 ] && status=1
+  if grep -aqE '^(==[0-9]+==ERROR|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer)|runtime error:' "$log"; then
+    echo "tide test: sanitizer report in the $label run" >&2
+    status=1
+  fi
+}
+
+if [ "$mode" != --asan-only ]; then
+  run_suite plain TIDE_BUILD=build
+fi
+if [ "$mode" != --plain-only ]; then
+  asan_lib=$(gcc -print-file-name=libasan.so)
+  run_suite asan TIDE_BUILD=build-asan LD_PRELOAD="$asan_lib" \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    LSAN_OPTIONS=suppressions=$PWD/spec/fixtures/lsan.supp:print_suppressions=0
+fi
+
+[ "$failed" -gt 0 ] && status=1
+echo "$passed passed, $failed failed"
+exit $status
