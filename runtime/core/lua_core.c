@@ -12,5 +12,6 @@ int luaopen_tide_core(lua_State *L)
     tide_lua_open_sigv4(L);
     tide_lua_open_codec(L);
     tide_lua_open_retry(L);
+    tide_lua_open_random(L);
     return 1;
 }

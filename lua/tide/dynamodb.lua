@@ -1,0 +1,738 @@
+-- tide.dynamodb: the DynamoDB and DynamoDB Streams client.
+--
+-- Plain Lua values in and out (tide.core's codec marshals AttributeValues),
+-- SigV4 from tide.core, retries with capped exponential backoff and full
+-- jitter. The transport is pluggable: in the tide process it is
+-- tide.transport.engine (libcurl multi, the calling coroutine yields); in
+-- nginx it is a cosocket transport with the same interface:
+--
+--   t:request{method=, url=, headers=, body=, timeout_ms=}
+--       -> {status=, headers=, body=} | nil, {kind=, message=, retryable=}
+--   t.sleep(seconds), t.spawn(fn, ...) -> thread, t.wait(thread) -> ok, ...
+--
+-- Every operation returns its result table, or nil and an error object:
+--   err.type       AWS error type ("ConditionalCheckFailedException", ...),
+--                  or a tide type ("TransportError", "MalformedResponse",
+--                  "ItemTooLarge", "LimitExceeded", "InvalidValue", ...)
+--   err.message, err.status (HTTP status, 0 without a response),
+--   err.retryable, err.attempts, err.op, err.table,
+--   err.reasons    TransactionCanceledException's CancellationReasons
+--   err.ambiguous  true when an earlier attempt failed in transit, so a write
+--                  the service reports as failed may in fact have been applied
+--                  (a ConditionalCheckFailed after a dropped connection)
+-- tostring(err) gives one line naming the operation, the table and the type.
+
+local core = require "tide.core"
+
+local M = {}
+
+local DEFAULTS = {
+  max_attempts = 8,       -- attempts per request, the first included
+  base_delay = 0.025,     -- seconds; backoff ceiling doubles per retry
+  max_delay = 5,          -- seconds; cap of one backoff
+  timeout_ms = 30000,     -- per attempt
+  batch_concurrency = 8,  -- BatchWriteItem / BatchGetItem requests in flight
+  max_unprocessed_rounds = 20,
+}
+
+local limits = core.limits
+
+-- Seed jitter from the CSPRNG, so processes started together spread out.
+do
+  local seed = tonumber(core.random_hex(4), 16)
+  math.randomseed(seed)
+end
+
+------------------------------------------------------------------------
+-- Errors
+
+local Error = {}
+Error.__index = Error
+
+function Error:__tostring()
+  local where = "DynamoDB " .. (self.op or "request")
+  if self.table then where = where .. " on table '" .. self.table .. "'" end
+  local s = where .. ": " .. tostring(self.type) .. ": " .. tostring(self.message)
+  if self.status and self.status > 0 then s = s .. " (HTTP " .. self.status .. ")" end
+  if self.attempts and self.attempts > 1 then s = s .. " after " .. self.attempts .. " attempts" end
+  return s
+end
+
+local function new_error(fields)
+  return setmetatable(fields, Error)
+end
+M.Error = Error
+
+function M.is_error(v)
+  return getmetatable(v) == Error
+end
+
+------------------------------------------------------------------------
+-- Endpoints and configuration
+
+local function parse_url(url)
+  local scheme, rest = url:match("^(https?)://(.+)$")
+  if not scheme then return nil end
+  local hostport, path = rest:match("^([^/]+)(/?.*)$")
+  if not hostport or hostport == "" then return nil end
+  local host, port = hostport:match("^(.-):(%d+)$")
+  host = host or hostport
+  if host == "" then return nil end
+  -- The Host header carries the port only when it is not the default one,
+  -- exactly as libcurl and nginx send it, or the signature would not match.
+  local default = (scheme == "https" and "443" or "80")
+  local host_header = (port and port ~= default) and (host .. ":" .. port) or host
+  if path == "" then path = "/" end
+  return { scheme = scheme, host = host_header, path = path,
+           base = scheme .. "://" .. hostport }
+end
+M.parse_url = parse_url
+
+local function getenv(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+-- Resolves endpoint and region: explicit options, then AWS_ENDPOINT_URL_DYNAMODB,
+-- AWS_ENDPOINT_URL, AWS_REGION (via core.region: also AWS_DEFAULT_REGION
+-- and the profile's config file).
+local function resolve_config(opts)
+  local region = opts.region
+  if not region then
+    local r = core.region({ profile = opts.profile })
+    region = r
+  end
+  local endpoint = opts.endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB") or getenv("AWS_ENDPOINT_URL")
+  if not region then
+    if endpoint then
+      region = "us-east-1" -- a local endpoint needs some region to sign with
+    else
+      return nil, "no AWS region: set dynamodb.region, AWS_REGION or a profile's region"
+    end
+  end
+  endpoint = endpoint or ("https://dynamodb." .. region .. ".amazonaws.com")
+  local streams = opts.streams_endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
+    or ((opts.endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB") or getenv("AWS_ENDPOINT_URL")) and endpoint)
+    or ("https://streams.dynamodb." .. region .. ".amazonaws.com")
+  local e, s = parse_url(endpoint), parse_url(streams)
+  if not e then return nil, "invalid DynamoDB endpoint URL '" .. endpoint .. "' (want http(s)://host[:port])" end
+  if not s then return nil, "invalid DynamoDB Streams endpoint URL '" .. streams .. "'" end
+  return region, e, s
+end
+
+local Client = {}
+Client.__index = Client
+
+local function default_transport(opts)
+  local ok, mod = pcall(require, "tide.transport.engine")
+  if not ok then
+    error("tide.dynamodb: no transport given and tide.transport.engine is unavailable: " .. tostring(mod), 3)
+  end
+  return mod.new(opts)
+end
+
+-- dynamodb.new(opts) -> client | nil, err
+--   opts.region, opts.endpoint, opts.streams_endpoint, opts.profile,
+--   opts.credentials = {access_key_id=, secret_access_key=, session_token=},
+--   opts.transport, opts.max_attempts, opts.base_delay, opts.max_delay,
+--   opts.timeout_ms, opts.batch_concurrency, and transport options
+--   (max_connections, ca_bundle, verify_tls) for the default transport.
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("dynamodb.new: opts must be a table", 2) end
+  local region, ep, sep = resolve_config(opts)
+  if not region then return nil, new_error{ type = "ConfigError", message = ep, status = 0 } end
+  local self = setmetatable({}, Client)
+  for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
+  self.region = region
+  self.endpoint = ep
+  self.streams_endpoint = sep
+  self.profile = opts.profile
+  self.explicit_credentials = opts.credentials
+  self.transport = opts.transport or default_transport(opts)
+  return self
+end
+
+function Client:credentials()
+  if self.creds then return self.creds end
+  local c = self.explicit_credentials or {}
+  local creds, err = core.credentials({
+    access_key_id = c.access_key_id, secret_access_key = c.secret_access_key,
+    session_token = c.session_token, profile = self.profile,
+  })
+  if not creds then return nil, err end
+  self.creds = creds
+  return creds
+end
+
+------------------------------------------------------------------------
+-- One request, with retries
+
+local function table_of(params)
+  if type(params) ~= "table" then return nil end
+  if params.TableName then return params.TableName end
+  if params.RequestItems then
+    local names = {}
+    for name in pairs(params.RequestItems) do names[#names + 1] = name end
+    table.sort(names)
+    return table.concat(names, ",")
+  end
+  if params.StreamArn then return params.StreamArn:match(":table/([^/]+)") end
+  if params.ShardIterator then return nil end
+  return nil
+end
+
+local function parse_error_body(status, body)
+  local doc = body and body ~= "" and core.decode_response(body)
+  if type(doc) == "table" and (doc.__type or doc.message or doc.Message) then
+    local t = doc.__type and core.short_error_type(doc.__type) or ("HTTP" .. status)
+    return t, doc.message or doc.Message or "", doc
+  end
+  -- Not JSON: a proxy's or load balancer's page. Keep a short, one-line hint.
+  local snippet = (body or ""):sub(1, 160):gsub("%s+", " ")
+  return "HTTP" .. status, "non-JSON error response: " .. snippet, nil
+end
+
+local RETRYABLE_CANCEL = {
+  None = true, TransactionConflict = true, ThrottlingError = true,
+  ProvisionedThroughputExceeded = true,
+}
+
+-- A cancelled transaction is worth replaying (with the same token) only when
+-- no item failed its condition or validation.
+local function cancellation_retryable(reasons)
+  if type(reasons) ~= "table" then return false end
+  local any = false
+  for _, r in ipairs(reasons) do
+    if not RETRYABLE_CANCEL[r.Code or "None"] then return false end
+    if r.Code and r.Code ~= "None" then any = true end
+  end
+  return any
+end
+
+-- Sends one already-encoded request and classifies the outcome:
+-- returns result | nil, err (err.retry_class = "never"|"throttled"|"transient")
+function Client:attempt(target, endpoint, body, op, tname)
+  local creds, cerr = self:credentials()
+  if not creds then
+    return nil, new_error{ type = "CredentialsError", message = cerr, status = 0,
+                           retry_class = "never", op = op, table = tname }
+  end
+  local headers = {
+    ["content-type"] = "application/x-amz-json-1.0",
+    ["x-amz-target"] = target,
+  }
+  local signed = core.sign({ method = "POST", host = endpoint.host, path = "/",
+                             headers = headers, body = body },
+                           creds, { region = self.region, service = "dynamodb", time = os.time() })
+  for k, v in pairs(signed) do headers[k] = v end
+  local resp, terr = self.transport:request{
+    method = "POST", url = endpoint.base .. "/", headers = headers, body = body,
+    timeout_ms = self.timeout_ms,
+  }
+  if not resp then
+    local kind = type(terr) == "table" and terr.kind or "other"
+    local msg = type(terr) == "table" and terr.message or tostring(terr)
+    return nil, new_error{ type = "TransportError", kind = kind, message = msg, status = 0,
+                           retry_class = core.classify_error(0, nil, kind), op = op, table = tname }
+  end
+  local status = resp.status
+  if status == 200 then
+    local result, derr = core.decode_response(resp.body or "")
+    if result == nil then
+      return nil, new_error{ type = "MalformedResponse", message = derr, status = status,
+                             retry_class = "transient", op = op, table = tname }
+    end
+    return result
+  end
+  local etype, emsg, doc = parse_error_body(status, resp.body)
+  local err = new_error{ type = etype, message = emsg, status = status, op = op, table = tname,
+                         request_id = resp.headers and resp.headers["x-amzn-requestid"] }
+  if etype == "TransactionCanceledException" and doc and doc.CancellationReasons then
+    err.reasons = doc.CancellationReasons
+    err.retry_class = cancellation_retryable(err.reasons) and "transient" or "never"
+  else
+    err.retry_class = core.classify_error(status, doc and doc.__type or nil, nil)
+  end
+  return nil, err
+end
+
+function Client:backoff(attempt)
+  return core.backoff(attempt, self.base_delay, self.max_delay, math.random())
+end
+
+-- client:call(op, params [, opts]) -> result | nil, err
+-- The low-level entry: any DynamoDB (or, with opts.streams, Streams) API
+-- operation by name, with the codec's marshalling and the retry policy.
+function Client:call(op, params, opts)
+  if type(op) ~= "string" then error("call: op must be a string", 2) end
+  if type(params) ~= "table" then error("call: params must be a table (" .. op .. ")", 2) end
+  local streams = opts and opts.streams
+  local tname = table_of(params)
+  local body, eerr = core.encode_request(params)
+  if not body then
+    return nil, new_error{ type = "InvalidValue", message = eerr, status = 0, op = op,
+                           table = tname, retryable = false, attempts = 0 }
+  end
+  local target = (streams and "DynamoDBStreams_20120810." or "DynamoDB_20120810.") .. op
+  local endpoint = streams and self.streams_endpoint or self.endpoint
+  local in_doubt = false
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local result, err = self:attempt(target, endpoint, body, op, tname)
+    if result then return result end
+    err.attempts = attempt
+    err.retryable = err.retry_class ~= "never"
+    if in_doubt and err.retry_class == "never" then err.ambiguous = true end
+    if err.type == "TransportError" or err.type == "MalformedResponse" or err.status >= 500 then
+      in_doubt = true
+    end
+    if err.retry_class == "never" or attempt >= self.max_attempts then
+      return nil, err
+    end
+    self.transport.sleep(self:backoff(attempt - 1))
+  end
+end
+
+------------------------------------------------------------------------
+-- Single-item operations
+
+local function check_params(name, params)
+  if type(params) ~= "table" then error(name .. ": params must be a table", 3) end
+  if type(params.TableName) ~= "string" then error(name .. ": params.TableName must be a string", 3) end
+end
+
+local function check_item_size(op, tname, item)
+  local size = core.item_size(item)
+  if size > limits.item_bytes then
+    return new_error{ type = "ItemTooLarge", status = 0, op = op, table = tname, attempts = 0,
+      retryable = false,
+      message = string.format("item is %d bytes, over DynamoDB's %d-byte item limit", size, limits.item_bytes) }
+  end
+end
+
+function Client:get_item(params)
+  check_params("get_item", params)
+  return self:call("GetItem", params)
+end
+
+function Client:put_item(params)
+  check_params("put_item", params)
+  if type(params.Item) ~= "table" then error("put_item: params.Item must be a table", 2) end
+  local err = check_item_size("PutItem", params.TableName, params.Item)
+  if err then return nil, err end
+  return self:call("PutItem", params)
+end
+
+function Client:update_item(params)
+  check_params("update_item", params)
+  return self:call("UpdateItem", params)
+end
+
+function Client:delete_item(params)
+  check_params("delete_item", params)
+  return self:call("DeleteItem", params)
+end
+
+------------------------------------------------------------------------
+-- Query and Scan: pagination
+
+local function shallow_copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- Iterator over pages: `for page, err in client:query_pages(p) do ... end`.
+-- On failure the loop body sees page == false and err, once, then the loop ends.
+local function pages(self, op, params)
+  local p = shallow_copy(params)
+  local done = false
+  return function()
+    if done then return nil end
+    local page, err = self:call(op, p)
+    if not page then done = true; return false, err end
+    if page.LastEvaluatedKey then
+      p.ExclusiveStartKey = page.LastEvaluatedKey
+    else
+      done = true
+    end
+    return page
+  end
+end
+
+function Client:query_pages(params)
+  check_params("query_pages", params)
+  return pages(self, "Query", params)
+end
+
+function Client:scan_pages(params)
+  check_params("scan_pages", params)
+  return pages(self, "Scan", params)
+end
+
+-- Iterator over items across pages: `for item, err in client:query_items(p)`.
+local function items(self, op, params)
+  local next_page = pages(self, op, params)
+  local page, i = nil, 0
+  return function()
+    while true do
+      if page and page.Items and i < #page.Items then
+        i = i + 1
+        return page.Items[i]
+      end
+      local err
+      page, err = next_page()
+      i = 0
+      if page == nil then return nil end
+      if page == false then return false, err end
+    end
+  end
+end
+
+function Client:query_items(params)
+  check_params("query_items", params)
+  return items(self, "Query", params)
+end
+
+local function collect(self, op, params)
+  local all, count, scanned = {}, 0, 0
+  local last
+  for page, err in pages(self, op, params) do
+    if not page then return nil, err end
+    for _, item in ipairs(page.Items or {}) do all[#all + 1] = item end
+    count = count + (page.Count or 0)
+    scanned = scanned + (page.ScannedCount or 0)
+    last = page
+  end
+  return { Items = core.list(all), Count = count, ScannedCount = scanned,
+           ConsumedCapacity = last and last.ConsumedCapacity }
+end
+
+-- client:query(params) -> {Items=, Count=, ScannedCount=} with every page.
+function Client:query(params)
+  check_params("query", params)
+  return collect(self, "Query", params)
+end
+
+-- client:scan(params [, {segments=N}]) -> {Items=, Count=, ScannedCount=}.
+-- With segments > 1 the table is read by N parallel segment scans (item
+-- order across segments is unspecified).
+function Client:scan(params, opts)
+  check_params("scan", params)
+  local segments = opts and opts.segments or params.TotalSegments or 1
+  if segments <= 1 then return collect(self, "Scan", params) end
+  local threads = {}
+  for s = 0, segments - 1 do
+    local p = shallow_copy(params)
+    p.Segment, p.TotalSegments = s, segments
+    threads[#threads + 1] = self.transport.spawn(collect, self, "Scan", p)
+  end
+  local all, count, scanned, first_err = {}, 0, 0, nil
+  for _, th in ipairs(threads) do
+    local ok, res, err = self.transport.wait(th)
+    if not ok then
+      first_err = first_err or new_error{ type = "LuaError", message = tostring(res), status = 0,
+                                          op = "Scan", table = params.TableName }
+    elseif not res then
+      first_err = first_err or err
+    else
+      for _, item in ipairs(res.Items) do all[#all + 1] = item end
+      count, scanned = count + res.Count, scanned + res.ScannedCount
+    end
+  end
+  if first_err then return nil, first_err end
+  return { Items = core.list(all), Count = count, ScannedCount = scanned }
+end
+
+------------------------------------------------------------------------
+-- Batches
+
+-- Runs fn(chunk) for every chunk with at most n in flight; returns the
+-- first error, or nil.
+function Client:run_parallel(chunks, fn)
+  local n = self.batch_concurrency
+  local next_index, first_err = 1, nil
+  local function worker()
+    while not first_err and next_index <= #chunks do
+      local chunk = chunks[next_index]
+      next_index = next_index + 1
+      local ok, err = fn(chunk)
+      if not ok then first_err = first_err or err end
+    end
+  end
+  if #chunks == 1 then
+    worker()
+    return first_err
+  end
+  local threads = {}
+  for _ = 1, math.min(n, #chunks) do threads[#threads + 1] = self.transport.spawn(worker) end
+  for _, th in ipairs(threads) do
+    local ok, err = self.transport.wait(th)
+    if not ok then first_err = first_err or new_error{ type = "LuaError", message = tostring(err), status = 0 } end
+  end
+  return first_err
+end
+
+local function write_request_size(req)
+  if req.PutRequest then return core.item_size(req.PutRequest.Item) end
+  if req.DeleteRequest then return core.item_size(req.DeleteRequest.Key) end
+  return 0
+end
+
+local function count_items(request_items)
+  local n = 0
+  for _, reqs in pairs(request_items) do n = n + #reqs end
+  return n
+end
+
+-- client:batch_write(request_items) -> {requests=N} | nil, err
+-- request_items as for BatchWriteItem ({[table] = {{PutRequest={Item=}}, ...}})
+-- of any length: split into requests of at most 25 items and 16 MB, sent
+-- batch_concurrency at a time; UnprocessedItems are resent with backoff.
+-- On failure err.unprocessed holds what was not written (in the same shape).
+function Client:batch_write(request_items)
+  if type(request_items) ~= "table" then error("batch_write: request_items must be a table", 2) end
+  local flat = {}
+  local names = {}
+  for name in pairs(request_items) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    for _, req in ipairs(request_items[name]) do
+      if type(req) ~= "table" or not (req.PutRequest or req.DeleteRequest) then
+        error("batch_write: each request of table '" .. name .. "' must have PutRequest or DeleteRequest", 2)
+      end
+      local size = write_request_size(req)
+      if size > limits.item_bytes then
+        return nil, new_error{ type = "ItemTooLarge", status = 0, op = "BatchWriteItem", table = name,
+          attempts = 0, retryable = false,
+          message = string.format("item is %d bytes, over DynamoDB's %d-byte item limit", size, limits.item_bytes) }
+      end
+      flat[#flat + 1] = { name, req, size }
+    end
+  end
+  local chunks, cur, cur_bytes = {}, nil, 0
+  for _, e in ipairs(flat) do
+    if not cur or #cur >= limits.batch_write_items or cur_bytes + e[3] > limits.batch_write_bytes then
+      cur, cur_bytes = {}, 0
+      chunks[#chunks + 1] = cur
+    end
+    cur[#cur + 1] = e
+    cur_bytes = cur_bytes + e[3]
+  end
+  local unprocessed = {}
+  local err = self:run_parallel(chunks, function(chunk)
+    local ri = {}
+    for _, e in ipairs(chunk) do
+      ri[e[1]] = ri[e[1]] or {}
+      table.insert(ri[e[1]], e[2])
+    end
+    local round = 0
+    while true do
+      local res, cerr = self:call("BatchWriteItem", { RequestItems = ri })
+      if not res then
+        for name, reqs in pairs(ri) do
+          unprocessed[name] = unprocessed[name] or {}
+          for _, r in ipairs(reqs) do table.insert(unprocessed[name], r) end
+        end
+        return false, cerr
+      end
+      local left = res.UnprocessedItems
+      if not left or next(left) == nil then return true end
+      round = round + 1
+      if round > self.max_unprocessed_rounds then
+        for name, reqs in pairs(left) do
+          unprocessed[name] = unprocessed[name] or {}
+          for _, r in ipairs(reqs) do table.insert(unprocessed[name], r) end
+        end
+        return false, new_error{ type = "UnprocessedItems", status = 200, op = "BatchWriteItem",
+          retryable = true, attempts = round,
+          message = count_items(left) .. " items still unprocessed after " .. round .. " rounds of backoff" }
+      end
+      self.transport.sleep(self:backoff(round - 1))
+      ri = left
+    end
+  end)
+  if err then
+    err.unprocessed = unprocessed
+    return nil, err
+  end
+  return { requests = #flat, batches = #chunks }
+end
+
+-- client:batch_get(request_items) -> {Responses={[table]={items...}}} | nil, err
+-- request_items as for BatchGetItem ({[table] = {Keys={...}, ...}}), any
+-- number of keys: split by 100 keys, UnprocessedKeys resent with backoff.
+function Client:batch_get(request_items)
+  if type(request_items) ~= "table" then error("batch_get: request_items must be a table", 2) end
+  local flat = {}
+  local names = {}
+  for name in pairs(request_items) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local spec = request_items[name]
+    if type(spec) ~= "table" or type(spec.Keys) ~= "table" then
+      error("batch_get: request_items['" .. name .. "'].Keys must be a list of keys", 2)
+    end
+    for _, key in ipairs(spec.Keys) do flat[#flat + 1] = { name, key } end
+  end
+  local chunks = {}
+  for i = 1, #flat, limits.batch_get_keys do
+    local c = {}
+    for j = i, math.min(i + limits.batch_get_keys - 1, #flat) do c[#c + 1] = flat[j] end
+    chunks[#chunks + 1] = c
+  end
+  local responses = {}
+  for _, name in ipairs(names) do responses[name] = core.list() end
+  local err = self:run_parallel(chunks, function(chunk)
+    local ri = {}
+    for _, e in ipairs(chunk) do
+      local name = e[1]
+      if not ri[name] then
+        local spec = shallow_copy(request_items[name])
+        spec.Keys = core.list()
+        ri[name] = spec
+      end
+      table.insert(ri[name].Keys, e[2])
+    end
+    local round = 0
+    while true do
+      local res, cerr = self:call("BatchGetItem", { RequestItems = ri })
+      if not res then return false, cerr end
+      for name, list in pairs(res.Responses or {}) do
+        for _, item in ipairs(list) do table.insert(responses[name], item) end
+      end
+      local left = res.UnprocessedKeys
+      if not left or next(left) == nil then return true end
+      round = round + 1
+      if round > self.max_unprocessed_rounds then
+        return false, new_error{ type = "UnprocessedKeys", status = 200, op = "BatchGetItem",
+          retryable = true, attempts = round, message = "keys still unprocessed after " .. round .. " rounds" }
+      end
+      self.transport.sleep(self:backoff(round - 1))
+      ri = left
+    end
+  end)
+  if err then return nil, err end
+  return { Responses = responses }
+end
+
+-- client:transact_write(params) -> result | nil, err
+-- Checks DynamoDB's limits (100 actions, 4 MB, 400 KB per item) before
+-- sending anything, and adds a ClientRequestToken when absent so that a
+-- retried request can never apply twice (DynamoDB treats a replay of the
+-- same token within 10 minutes as the same transaction).
+function Client:transact_write(params)
+  if type(params) ~= "table" or type(params.TransactItems) ~= "table" then
+    error("transact_write: params.TransactItems must be a list", 2)
+  end
+  local actions = params.TransactItems
+  if #actions == 0 or #actions > limits.transact_items then
+    return nil, new_error{ type = "LimitExceeded", status = 0, op = "TransactWriteItems", attempts = 0,
+      retryable = false,
+      message = string.format("%d actions; a transaction takes 1 to %d", #actions, limits.transact_items) }
+  end
+  local total = 0
+  for i, a in ipairs(actions) do
+    local body = a.Put or a.Update or a.Delete or a.ConditionCheck
+    if type(body) ~= "table" then
+      error("transact_write: TransactItems[" .. i .. "] needs Put, Update, Delete or ConditionCheck", 2)
+    end
+    local item = a.Put and a.Put.Item or body.Key
+    if item then
+      local size = core.item_size(item)
+      if size > limits.item_bytes then
+        return nil, new_error{ type = "ItemTooLarge", status = 0, op = "TransactWriteItems",
+          table = body.TableName, attempts = 0, retryable = false,
+          message = string.format("TransactItems[%d] is %d bytes, over DynamoDB's %d-byte item limit",
+                                  i, size, limits.item_bytes) }
+      end
+      total = total + size
+    end
+  end
+  if total > limits.transact_bytes then
+    return nil, new_error{ type = "LimitExceeded", status = 0, op = "TransactWriteItems", attempts = 0,
+      retryable = false,
+      message = string.format("transaction is %d bytes, over DynamoDB's %d-byte limit", total, limits.transact_bytes) }
+  end
+  if not params.ClientRequestToken then
+    params = shallow_copy(params)
+    params.ClientRequestToken = core.random_hex(16)
+  end
+  return self:call("TransactWriteItems", params)
+end
+
+function Client:transact_get(params)
+  return self:call("TransactGetItems", params)
+end
+
+------------------------------------------------------------------------
+-- Tables
+
+function Client:create_table(params) check_params("create_table", params); return self:call("CreateTable", params) end
+function Client:describe_table(params) check_params("describe_table", params); return self:call("DescribeTable", params) end
+function Client:delete_table(params) check_params("delete_table", params); return self:call("DeleteTable", params) end
+function Client:update_table(params) check_params("update_table", params); return self:call("UpdateTable", params) end
+function Client:update_time_to_live(params)
+  check_params("update_time_to_live", params)
+  return self:call("UpdateTimeToLive", params)
+end
+function Client:list_tables(params) return self:call("ListTables", params or {}) end
+
+-- client:wait_for_table(name, timeout_seconds) -> description | nil, err
+-- Polls DescribeTable until the table is ACTIVE.
+function Client:wait_for_table(name, timeout)
+  local deadline = self.transport.now() + (timeout or 60)
+  local delay = 0.05
+  while true do
+    local res, err = self:describe_table{ TableName = name }
+    if res and res.Table.TableStatus == "ACTIVE" then return res.Table end
+    if not res and err.type ~= "ResourceNotFoundException" then return nil, err end
+    if self.transport.now() >= deadline then
+      return nil, new_error{ type = "Timeout", status = 0, op = "DescribeTable", table = name,
+                             message = "table did not become ACTIVE in " .. (timeout or 60) .. " s" }
+    end
+    self.transport.sleep(delay)
+    delay = math.min(delay * 2, 1)
+  end
+end
+
+------------------------------------------------------------------------
+-- DynamoDB Streams
+
+function Client:list_streams(params)
+  return self:call("ListStreams", params or {}, { streams = true })
+end
+
+-- client:describe_stream{StreamArn=} -> {StreamDescription = {..., Shards = every shard}}
+-- Follows LastEvaluatedShardId until the whole shard list is read.
+function Client:describe_stream(params)
+  if type(params) ~= "table" or type(params.StreamArn) ~= "string" then
+    error("describe_stream: params.StreamArn must be a string", 2)
+  end
+  local p = shallow_copy(params)
+  local shards, desc = {}, nil
+  while true do
+    local res, err = self:call("DescribeStream", p, { streams = true })
+    if not res then return nil, err end
+    desc = res.StreamDescription
+    for _, s in ipairs(desc.Shards or {}) do shards[#shards + 1] = s end
+    if not desc.LastEvaluatedShardId then break end
+    p.ExclusiveStartShardId = desc.LastEvaluatedShardId
+  end
+  desc.Shards = core.list(shards)
+  desc.LastEvaluatedShardId = nil
+  return { StreamDescription = desc }
+end
+
+function Client:get_shard_iterator(params)
+  return self:call("GetShardIterator", params, { streams = true })
+end
+
+function Client:get_records(params)
+  return self:call("GetRecords", params, { streams = true })
+end
+
+return M
