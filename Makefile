@@ -7,8 +7,11 @@
 #   make bench      benchmarks (see bench/)
 #   make install PREFIX=/usr/local DESTDIR=
 #
-# SAN=1 builds into build-asan/ with -fsanitize=address,undefined.
+# SAN=1 builds into build-asan/ with -fsanitize=address,undefined; V=1 shows
+# the compiler command lines.
 
+V         ?= 0
+Q         := $(if $(filter 1,$(V)),,@)
 PKGS      := luajit libcurl jansson yaml-0.1 sqlite3 openssl
 CC        ?= cc
 PREFIX    ?= /usr/local
@@ -51,20 +54,24 @@ test-deps:
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/lua/tide/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
 
 $(BUILD)/lua/tide/engine.so: $(ENG_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_ENG) $(LIBS_CORE)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_ENG) $(LIBS_CORE)
 
 # -Wl,-E: the binary's own copy of the Lua API must be visible to C modules
 # it loads, and its luaopen_* symbols to LuaJIT's FFI.
 $(BUILD)/tide: $(CLI_OBJ) $(ENG_OBJ) $(CORE_OBJ)
-	$(CC) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS_CLI)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS_CLI)
 
 run: deps all
 	@tools/run-example.sh

@@ -268,13 +268,24 @@ end
 function Client:call(op, params, opts)
   if type(op) ~= "string" then error("call: op must be a string", 2) end
   if type(params) ~= "table" then error("call: params must be a table (" .. op .. ")", 2) end
-  local streams = opts and opts.streams
-  local tname = table_of(params)
+  local body, err = self:encode(op, params)
+  if not body then return nil, err end
+  return self:send(op, params, body, opts)
+end
+
+function Client:encode(op, params)
   local body, eerr = core.encode_request(params)
   if not body then
     return nil, new_error{ type = "InvalidValue", message = eerr, status = 0, op = op,
-                           table = tname, retryable = false, attempts = 0 }
+                           table = table_of(params), retryable = false, attempts = 0 }
   end
+  return body
+end
+
+-- Sends an encoded request with the retry policy.
+function Client:send(op, params, body, opts)
+  local streams = opts and opts.streams
+  local tname = table_of(params)
   local target = (streams and "DynamoDBStreams_20120810." or "DynamoDB_20120810.") .. op
   local endpoint = streams and self.streams_endpoint or self.endpoint
   local in_doubt = false
@@ -304,12 +315,16 @@ local function check_params(name, params)
   if type(params.TableName) ~= "string" then error(name .. ": params.TableName must be a string", 3) end
 end
 
-local function check_item_size(op, tname, item)
+-- An item's DynamoDB size never exceeds the length of its DynamoDB JSON
+-- (names and values appear raw or longer there), so the exact size is only
+-- computed for requests whose body could hold an oversized item.
+local function item_too_large(op, tname, item, what)
   local size = core.item_size(item)
-  if size > limits.item_bytes then
+  if size and size > limits.item_bytes then
     return new_error{ type = "ItemTooLarge", status = 0, op = op, table = tname, attempts = 0,
       retryable = false,
-      message = string.format("item is %d bytes, over DynamoDB's %d-byte item limit", size, limits.item_bytes) }
+      message = string.format("%s is %d bytes, over DynamoDB's %d-byte item limit",
+                              what or "item", size, limits.item_bytes) }
   end
 end
 
@@ -321,9 +336,13 @@ end
 function Client:put_item(params)
   check_params("put_item", params)
   if type(params.Item) ~= "table" then error("put_item: params.Item must be a table", 2) end
-  local err = check_item_size("PutItem", params.TableName, params.Item)
-  if err then return nil, err end
-  return self:call("PutItem", params)
+  local body, err = self:encode("PutItem", params)
+  if not body then return nil, err end
+  if #body > limits.item_bytes then
+    err = item_too_large("PutItem", params.TableName, params.Item)
+    if err then return nil, err end
+  end
+  return self:send("PutItem", params, body)
 end
 
 function Client:update_item(params)
@@ -476,62 +495,69 @@ function Client:run_parallel(chunks, fn)
   return first_err
 end
 
-local function write_request_size(req)
-  if req.PutRequest then return core.item_size(req.PutRequest.Item) end
-  if req.DeleteRequest then return core.item_size(req.DeleteRequest.Key) end
-  return 0
-end
-
 local function count_items(request_items)
   local n = 0
   for _, reqs in pairs(request_items) do n = n + #reqs end
   return n
 end
 
--- client:batch_write(request_items) -> {requests=N} | nil, err
+-- client:batch_write(request_items) -> {requests=N, batches=N} | nil, err
 -- request_items as for BatchWriteItem ({[table] = {{PutRequest={Item=}}, ...}})
--- of any length: split into requests of at most 25 items and 16 MB, sent
+-- of any length: split into requests of at most 25 items, sent
 -- batch_concurrency at a time; UnprocessedItems are resent with backoff.
+-- Every request is encoded and checked before the first is sent, so an
+-- oversized or unencodable item means nothing is written. (25 items of at
+-- most 400 KB stay under BatchWriteItem's 16 MB, so the count bounds a request.)
 -- On failure err.unprocessed holds what was not written (in the same shape).
 function Client:batch_write(request_items)
   if type(request_items) ~= "table" then error("batch_write: request_items must be a table", 2) end
-  local flat = {}
   local names = {}
   for name in pairs(request_items) do names[#names + 1] = name end
   table.sort(names)
+  local chunks, cur = {}, nil
   for _, name in ipairs(names) do
     for _, req in ipairs(request_items[name]) do
       if type(req) ~= "table" or not (req.PutRequest or req.DeleteRequest) then
         error("batch_write: each request of table '" .. name .. "' must have PutRequest or DeleteRequest", 2)
       end
-      local size = write_request_size(req)
-      if size > limits.item_bytes then
-        return nil, new_error{ type = "ItemTooLarge", status = 0, op = "BatchWriteItem", table = name,
-          attempts = 0, retryable = false,
-          message = string.format("item is %d bytes, over DynamoDB's %d-byte item limit", size, limits.item_bytes) }
+      if not cur or cur.n >= limits.batch_write_items then
+        cur = { n = 0, ri = {} }
+        chunks[#chunks + 1] = cur
       end
-      flat[#flat + 1] = { name, req, size }
+      cur.n = cur.n + 1
+      cur.ri[name] = cur.ri[name] or {}
+      table.insert(cur.ri[name], req)
     end
   end
-  local chunks, cur, cur_bytes = {}, nil, 0
-  for _, e in ipairs(flat) do
-    if not cur or #cur >= limits.batch_write_items or cur_bytes + e[3] > limits.batch_write_bytes then
-      cur, cur_bytes = {}, 0
-      chunks[#chunks + 1] = cur
+  local total = 0
+  for _, chunk in ipairs(chunks) do
+    local params = { RequestItems = chunk.ri }
+    local body, err = self:encode("BatchWriteItem", params)
+    if not body then return nil, err end
+    if #body > limits.item_bytes then
+      for name, reqs in pairs(chunk.ri) do
+        for i, req in ipairs(reqs) do
+          local item = req.PutRequest and req.PutRequest.Item or req.DeleteRequest.Key
+          err = item_too_large("BatchWriteItem", name, item, "request " .. i .. " of the batch")
+          if err then return nil, err end
+        end
+      end
     end
-    cur[#cur + 1] = e
-    cur_bytes = cur_bytes + e[3]
+    chunk.params, chunk.body = params, body
+    total = total + chunk.n
   end
   local unprocessed = {}
   local err = self:run_parallel(chunks, function(chunk)
-    local ri = {}
-    for _, e in ipairs(chunk) do
-      ri[e[1]] = ri[e[1]] or {}
-      table.insert(ri[e[1]], e[2])
-    end
+    local ri, body = chunk.ri, chunk.body
     local round = 0
     while true do
-      local res, cerr = self:call("BatchWriteItem", { RequestItems = ri })
+      local res, cerr
+      if body then
+        res, cerr = self:send("BatchWriteItem", chunk.params, body)
+        body = nil
+      else
+        res, cerr = self:call("BatchWriteItem", { RequestItems = ri })
+      end
       if not res then
         for name, reqs in pairs(ri) do
           unprocessed[name] = unprocessed[name] or {}
@@ -559,7 +585,7 @@ function Client:batch_write(request_items)
     err.unprocessed = unprocessed
     return nil, err
   end
-  return { requests = #flat, batches = #chunks }
+  return { requests = total, batches = #chunks }
 end
 
 -- client:batch_get(request_items) -> {Responses={[table]={items...}}} | nil, err
@@ -634,34 +660,37 @@ function Client:transact_write(params)
       retryable = false,
       message = string.format("%d actions; a transaction takes 1 to %d", #actions, limits.transact_items) }
   end
-  local total = 0
   for i, a in ipairs(actions) do
-    local body = a.Put or a.Update or a.Delete or a.ConditionCheck
-    if type(body) ~= "table" then
+    if type(a) ~= "table" or type(a.Put or a.Update or a.Delete or a.ConditionCheck) ~= "table" then
       error("transact_write: TransactItems[" .. i .. "] needs Put, Update, Delete or ConditionCheck", 2)
     end
-    local item = a.Put and a.Put.Item or body.Key
-    if item then
-      local size = core.item_size(item)
-      if size > limits.item_bytes then
-        return nil, new_error{ type = "ItemTooLarge", status = 0, op = "TransactWriteItems",
-          table = body.TableName, attempts = 0, retryable = false,
-          message = string.format("TransactItems[%d] is %d bytes, over DynamoDB's %d-byte item limit",
-                                  i, size, limits.item_bytes) }
-      end
-      total = total + size
-    end
-  end
-  if total > limits.transact_bytes then
-    return nil, new_error{ type = "LimitExceeded", status = 0, op = "TransactWriteItems", attempts = 0,
-      retryable = false,
-      message = string.format("transaction is %d bytes, over DynamoDB's %d-byte limit", total, limits.transact_bytes) }
   end
   if not params.ClientRequestToken then
     params = shallow_copy(params)
     params.ClientRequestToken = core.random_hex(16)
   end
-  return self:call("TransactWriteItems", params)
+  local body, err = self:encode("TransactWriteItems", params)
+  if not body then return nil, err end
+  -- Exact sizes only when the body is big enough to break a limit (see
+  -- item_too_large): the common small transaction is encoded once.
+  if #body > limits.item_bytes then
+    local total = 0
+    for i, a in ipairs(actions) do
+      local action = a.Put or a.Update or a.Delete or a.ConditionCheck
+      local item = a.Put and a.Put.Item or action.Key
+      if item then
+        err = item_too_large("TransactWriteItems", action.TableName, item, "TransactItems[" .. i .. "]")
+        if err then return nil, err end
+        total = total + (core.item_size(item) or 0)
+      end
+    end
+    if total > limits.transact_bytes then
+      return nil, new_error{ type = "LimitExceeded", status = 0, op = "TransactWriteItems", attempts = 0,
+        retryable = false,
+        message = string.format("transaction is %d bytes, over DynamoDB's %d-byte limit", total, limits.transact_bytes) }
+    end
+  end
+  return self:send("TransactWriteItems", params, body)
 end
 
 function Client:transact_get(params)

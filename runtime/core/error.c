@@ -34,6 +34,7 @@ const char *tide_error_name(int code)
     case TIDE_EIO: return "EIO";
     case TIDE_ELIMIT: return "ELIMIT";
     case TIDE_EHTTP: return "EHTTP";
+    case TIDE_EURL: return "EURL";
     default: return "EUNKNOWN";
     }
 }

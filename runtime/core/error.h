@@ -19,6 +19,7 @@ enum tide_error_code {
     TIDE_EIO = -5,       /* reading a file or socket failed */
     TIDE_ELIMIT = -6,    /* a DynamoDB request limit would be exceeded */
     TIDE_EHTTP = -7,     /* the transport failed (libcurl) */
+    TIDE_EURL = -8,      /* a URL that cannot be used (malformed, not http/https) */
 };
 
 struct tide_error {

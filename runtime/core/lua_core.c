@@ -2,7 +2,7 @@
 
 #include <lauxlib.h>
 
-#define TIDE_VERSION "0.1.0"
+#include "version.h"
 
 int luaopen_tide_core(lua_State *L)
 {

@@ -57,6 +57,7 @@ local function client_suite(server, endpoint_fn, features)
           s = "héllo wörld ✓ 🎉", empty = "",
           n = 42, neg = -7.25, big = core.number("12345678901234567890123456789012345678"),
           tiny = core.number("-0.000000000000000000000000000000000001"),
+          precise = core.number("-0.12345678901234567890123456789012345678"),
           b = core.binary("\0\1\2\255bytes\0"),
           yes = true, no = false, nothing = core.null,
           map = { nested = { deeper = { x = 1 } } }, list = { 1, "two", { three = 3 } },
@@ -73,7 +74,8 @@ local function client_suite(server, endpoint_fn, features)
         assert.equal(42, got.n)
         assert.equal(-7.25, got.neg)
         assert.equal("12345678901234567890123456789012345678", tostring(got.big))
-        assert.equal(tostring(item.tiny), tostring(got.tiny))
+        assert.equal(-1e-36, got.tiny) -- one significant digit: a plain Lua number
+        assert.equal("-0.12345678901234567890123456789012345678", tostring(got.precise))
         assert.equal("\0\1\2\255bytes\0", core.bytes(got.b))
         assert.is_true(got.yes)
         assert.is_false(got.no)

@@ -1,0 +1,200 @@
+#!/bin/bash
+# tide benchmarks (make bench). Prints figures with their units and
+# conditions; a figure that misses its target is reported, not failed:
+# these are measurements, not tests. See bench/README.md.
+#
+#   bench/run.sh
+#
+# Environment (all optional):
+#   BENCH_N=3000            measured requests per cell (per client)
+#   BENCH_WARMUP=3000       warm-up requests per cell, not counted
+#   BENCH_CONCURRENCY="1 64"
+#   BENCH_OPS="PutItem GetItem"
+#   BENCH_SIGN_OPS=200000   iterations of each signing figure
+#
+# Exit status: 0 when every figure was measured, 1 when something could not
+# run (build, servers, a client erroring); a target not met is not a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+N=${BENCH_N:-3000}
+WARM=${BENCH_WARMUP:-3000}
+CONCS=${BENCH_CONCURRENCY:-"1 64"}
+OPS=${BENCH_OPS:-"PutItem GetItem"}
+SIGN_OPS=${BENCH_SIGN_OPS:-200000}
+export NODE_PATH="$ROOT/.deps/node_modules"
+export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
+
+status=0
+note() { echo "bench: $*" >&2; }
+
+if ! make; then
+  note "make failed: tide's figures cannot be measured"
+  status=1
+fi
+have_tide=0
+[ -x build/tide ] && have_tide=1
+[ $have_tide = 1 ] || { note "build/tide is missing: tide's client-CPU figures are skipped"; status=1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench.XXXXXX")
+cleanup() {
+  tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+results="$tmp/results.jsonl"
+: >"$results"
+
+# ---- client CPU per request ------------------------------------------------
+
+if ! tools/servers.sh start "$tmp/servers" >&2; then
+  note "could not start DynamoDB Local: client-CPU figures skipped"
+  status=1
+else
+  # shellcheck disable=SC1091
+  . "$tmp/servers/env"
+  E=$TIDE_TEST_DYNAMODB_ENDPOINT
+  TABLE="tide_bench_$$"
+
+  tide_run() { build/tide script bench/client_cpu.lua "$@"; }
+  sdk_run() { node bench/client_cpu_sdk.js "$@"; }
+
+  # The table and the items GetItem reads; tide creates them when it can.
+  if [ $have_tide = 1 ]; then
+    tide_run "$E" "$TABLE" setup >>"$results" || { note "tide setup failed; trying the SDK"; sdk_run "$E" "$TABLE" setup >/dev/null || status=1; }
+  else
+    sdk_run "$E" "$TABLE" setup >/dev/null || status=1
+  fi
+
+  for op in $OPS; do
+    for c in $CONCS; do
+      note "$op, concurrency $c: $WARM warm-up + $N measured requests per client"
+      if [ $have_tide = 1 ]; then
+        tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" >>"$results" || { note "tide $op c=$c failed"; status=1; }
+      fi
+      sdk_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" >>"$results" || { note "SDK $op c=$c failed"; status=1; }
+    done
+  done
+  tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true
+fi
+
+# ---- SigV4 signing -----------------------------------------------------------
+
+sign_lua="$tmp/sign_lua.txt"
+sign_js="$tmp/sign_js.txt"
+: >"$sign_lua"
+: >"$sign_js"
+if [ -f bench/sigv4.lua ] && [ -f build/lua/tide/core.so ]; then
+  note "signing: bench/sigv4.lua ($SIGN_OPS ops per figure)"
+  LUA_PATH="$ROOT/lua/?.lua;;" LUA_CPATH="$ROOT/build/lua/?.so;;" luajit bench/sigv4.lua "$SIGN_OPS" >"$sign_lua" \
+    || { note "bench/sigv4.lua failed"; status=1; }
+else
+  echo "(bench/sigv4.lua or build/lua/tide/core.so absent: skipped)" >"$sign_lua"
+fi
+if [ -f bench/sigv4_smithy.js ]; then
+  note "signing: bench/sigv4_smithy.js"
+  node bench/sigv4_smithy.js >"$sign_js" || { note "bench/sigv4_smithy.js failed"; status=1; }
+else
+  echo "(bench/sigv4_smithy.js absent: skipped)" >"$sign_js"
+fi
+
+# ---- report -----------------------------------------------------------------
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
+export BENCH_COND_CPU="$(nproc) cores, ${cpu_model:-unknown CPU}, $(uname -sr)"
+export BENCH_COND_NODE="$(node --version)"
+export BENCH_COND_LUAJIT="$(luajit -v 2>/dev/null | awk '{print $1, $2}')"
+export N WARM
+
+node - "$results" "$sign_lua" "$sign_js" <<'JS'
+const fs = require("fs");
+const [resultsFile, signLuaFile, signJsFile] = process.argv.slice(2);
+const rows = fs.readFileSync(resultsFile, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+const env = process.env;
+const pad = (s, n) => String(s).padStart(n);
+const fmt = (v, d = 1) => (v === undefined || v === null || Number.isNaN(v)) ? "-" : Number(v).toFixed(d);
+
+const setup = rows.find((r) => r.op === "setup" && r.client === "tide");
+const sdkAny = rows.find((r) => r.client === "aws-sdk-js-v3" && r.op === "PutItem");
+console.log("");
+console.log("== Client CPU per request: tide vs @aws-sdk/client-dynamodb v3 ==");
+console.log("conditions: " + env.BENCH_COND_CPU + "; DynamoDB Local (in-memory, -sharedDb) on 127.0.0.1, same machine;");
+console.log("  item: pk + 5 attributes incl. a 900-byte string" +
+  (setup && setup.item_bytes ? ", " + setup.item_bytes + " bytes by DynamoDB's size rules" : ", ~1 KB") +
+  (sdkAny ? "; PutItem body " + sdkAny.request_body_bytes + " bytes" : "") + ";");
+console.log("  " + env.N + " measured requests per cell after " + env.WARM + " warm-up requests; keys cycle over 1000 items;");
+console.log("  CPU = user+sys of the client process (getrusage / process.cpuUsage) over the measured requests only;");
+console.log("  tide: build/tide script, " + env.BENCH_COND_LUAJIT + "; SDK " + (sdkAny ? sdkAny.sdk_version : "?") +
+  " on Node " + env.BENCH_COND_NODE + ", DynamoDBClient, keep-alive http.Agent(maxSockets = concurrency).");
+console.log("");
+const hdr = ["op", "conc", "requests", "tide us CPU/req", "SDK us CPU/req", "SDK/tide", "tide req/s", "SDK req/s"];
+const w = [8, 5, 9, 16, 15, 9, 11, 10];
+console.log(hdr.map((h, i) => i === 0 ? h.padEnd(w[i]) : pad(h, w[i])).join(" "));
+const cells = [];
+const ops = [...new Set(rows.filter((r) => r.op !== "setup").map((r) => r.op))];
+for (const op of ops) {
+  const concs = [...new Set(rows.filter((r) => r.op === op).map((r) => r.concurrency))].sort((a, b) => a - b);
+  for (const c of concs) {
+    const t = rows.find((r) => r.client === "tide" && r.op === op && r.concurrency === c);
+    const s = rows.find((r) => r.client === "aws-sdk-js-v3" && r.op === op && r.concurrency === c);
+    const ratio = t && s ? s.cpu_us_per_req / t.cpu_us_per_req : undefined;
+    cells.push({ op, c, t, s, ratio });
+    const errs = [t && t.errors ? "tide errors: " + t.errors : "", s && s.errors ? "SDK errors: " + s.errors : ""].filter(Boolean).join(", ");
+    console.log([op.padEnd(w[0]), pad(c, w[1]), pad((t || s).requests, w[2]),
+      pad(fmt(t && t.cpu_us_per_req), w[3]), pad(fmt(s && s.cpu_us_per_req), w[4]),
+      pad(ratio ? fmt(ratio, 1) + "x" : "-", w[5]),
+      pad(fmt(t && t.req_per_s, 0), w[6]), pad(fmt(s && s.req_per_s, 0), w[7])].join(" ") + (errs ? "  (" + errs + ")" : ""));
+  }
+}
+if (!rows.some((r) => r.client === "tide" && r.op !== "setup")) console.log("(tide: not measured)");
+console.log("  req/s is bounded by DynamoDB Local sharing the same cores; the CPU columns are the client's own.");
+
+// Signing: lines "<name>: <us> us/op (...)".
+const parse = (file) => {
+  const text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
+  const figs = [];
+  for (const line of text.split("\n")) {
+    const m = line.match(/^(.*?):\s*([0-9.]+)\s*(us|µs)\/op/);
+    if (m) figs.push({ name: m[1].trim(), us: Number(m[2]) });
+  }
+  return { text, figs };
+};
+const sl = parse(signLuaFile), sj = parse(signJsFile);
+console.log("");
+console.log("== SigV4 signing of a 1 KB DynamoDB request (CPU time per signature) ==");
+for (const l of sl.text.trim().split("\n")) console.log("  " + l);
+for (const l of sj.text.trim().split("\n")) console.log("  " + l);
+const sign = sl.figs.find((f) => /sign/i.test(f.name) && !/sha/i.test(f.name));
+const floor = sl.figs.find((f) => /sha256/i.test(f.name));
+const smithy = sj.figs.find((f) => /smithy|sign/i.test(f.name)) || sj.figs[0];
+
+console.log("");
+console.log("== Targets ==");
+const measured = cells.filter((x) => x.ratio);
+if (measured.length === 0) {
+  console.log("client CPU <= 1/10 of the AWS SDK's: NOT MEASURED (no tide figures)");
+} else {
+  for (const x of measured) {
+    const ok = x.t.cpu_us_per_req * 10 <= x.s.cpu_us_per_req;
+    console.log(`client CPU ${x.op} c=${x.c}: tide ${fmt(x.t.cpu_us_per_req)} us vs SDK ${fmt(x.s.cpu_us_per_req)} us = 1/${fmt(x.ratio)} of the SDK's (target <= 1/10): ${ok ? "met" : "NOT MET"}`);
+  }
+  const missing = cells.length - measured.length;
+  if (missing) console.log(`client CPU: ${missing} cell(s) not measured`);
+}
+if (sign && floor) {
+  const r = sign.us / floor.us;
+  console.log(`signing vs SHA-256 floor: ${fmt(sign.us, 3)} us vs ${fmt(floor.us, 3)} us = ${fmt(r, 2)}x (target <= 2x): ${r <= 2 ? "met" : "NOT MET"}`);
+} else {
+  console.log("signing vs SHA-256 floor: NOT MEASURED");
+}
+if (sign && smithy) {
+  const r = smithy.us / sign.us;
+  console.log(`signing vs @smithy/signature-v4: ${fmt(sign.us, 3)} us vs ${fmt(smithy.us, 3)} us = ${fmt(r, 1)}x faster (target >= 10x): ${r >= 10 ? "met" : "NOT MET"}`);
+} else {
+  console.log("signing vs @smithy/signature-v4: NOT MEASURED");
+}
+JS
+exit $status

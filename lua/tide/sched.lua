@@ -1,0 +1,424 @@
+-- tide.sched - the cooperative scheduler of the tide process.
+--
+-- Named the way OpenResty users expect (ngx.thread.spawn / ngx.thread.wait,
+-- ngx.sleep): code runs in coroutines ("threads") and every blocking call
+-- yields to the loop, which keeps many HTTP requests in flight on one
+-- tide.engine and resumes each thread when its response arrives.
+--
+--   local sched = require "tide.sched"
+--   sched.configure{max_connections = 512}   -- engine options, next engine
+--   local a, b = sched.run(function(...)    -- drives the loop until fn and
+--     local th = sched.spawn(f, x)          -- every spawned thread are done
+--     local ok, res = sched.wait(th)
+--     sched.sleep(0.1)
+--     local resp, err = sched.request{method=, url=, headers=, body=, timeout_ms=}
+--   end, ...)
+--
+-- * sched.run(fn, ...) returns fn's results, or raises fn's error (with the
+--   thread's traceback). If fn fails, the other threads are abandoned and
+--   their requests aborted (as OpenResty aborts a request's user threads).
+-- * sched.spawn(fn, ...) -> thread. The new thread runs at once until it
+--   first yields; then spawn returns to the caller.
+-- * sched.wait(th) -> true, results... | false, err (err carries a traceback
+--   when it is a string). Any thread may wait on any thread, even a dead one.
+-- * sched.wait_all(list) -> array with, per thread, {n=, ok, results...}.
+-- * A thread's error is kept for wait. An error no thread collected by the
+--   end of sched.run is reported through the on_error option (default: a
+--   line on stderr); it never stops the loop or the other threads.
+-- * sched.sleep(s): s >= 0 seconds; sleep(0) just lets the others run.
+-- * sched.request(req) -> {id=, status=, headers=, body=} | nil, err where
+--   err = {kind=, message=} (see tide.engine).
+-- * sched.now() -> monotonic seconds (works anywhere).
+-- * Yielding functions (sleep, request, wait, wait_all, spawn) raise
+--   "sched.<name> called outside sched.run" outside a scheduler thread, and
+--   also from a coroutine the scheduler does not manage.
+-- * Timers are a binary heap; when nothing is ready the loop blocks in the
+--   engine's poll until the next timer or I/O, never spinning.
+local engine_mod = require "tide.engine"
+
+local co_create, co_resume, co_running, co_yield, co_status =
+  coroutine.create, coroutine.resume, coroutine.running, coroutine.yield, coroutine.status
+local traceback = debug.traceback
+local select, type, error, tostring, setmetatable, unpack =
+  select, type, error, tostring, setmetatable, unpack or table.unpack
+local floor, ceil, huge = math.floor, math.ceil, math.huge
+
+local M = {}
+
+local now = engine_mod.now
+M.now = now
+
+-- Options for the engine of the next sched.run (and on_error).
+local config = {}
+
+-- The loop state of the sched.run in progress, or nil.
+local loop = nil
+
+-- What a thread yields to tell the loop "I registered my wake-up already".
+local PARKED = setmetatable({}, { __tostring = function() return "sched.parked" end })
+
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+local function default_on_error(err)
+  io.stderr:write("tide.sched: error in a thread nobody waited for: ", tostring(err), "\n")
+end
+
+M.default_on_error = default_on_error
+
+-- Sets options (only the keys given) for the engine of the next sched.run:
+-- max_connections, connect_timeout_ms, timeout_ms, ca_bundle, verify_tls;
+-- and on_error(err), called with each thread error nobody collected.
+function M.configure(opts)
+  if type(opts) ~= "table" then
+    error("sched.configure: opts must be a table", 2)
+  end
+  for k, v in pairs(opts) do
+    config[k] = v
+  end
+end
+
+-- ---- timers: a binary min-heap ordered by (at, seq) -----------------------
+
+local function heap_less(a, b)
+  return a.at < b.at or (a.at == b.at and a.seq < b.seq)
+end
+
+local function heap_push(h, item)
+  local i = #h + 1
+  h[i] = item
+  while i > 1 do
+    local p = floor(i / 2)
+    if not heap_less(h[i], h[p]) then break end
+    h[i], h[p] = h[p], h[i]
+    i = p
+  end
+end
+
+local function heap_pop(h)
+  local n = #h
+  local top = h[1]
+  h[1] = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and heap_less(h[l], h[m]) then m = l end
+    if r <= n and heap_less(h[r], h[m]) then m = r end
+    if m == i then break end
+    h[i], h[m] = h[m], h[i]
+    i = m
+  end
+  return top
+end
+
+-- ---- threads ---------------------------------------------------------------
+
+local Thread = {}
+Thread.__index = Thread
+Thread.__tostring = function(th)
+  return "sched.thread (" .. th.status .. ")"
+end
+
+local function on_error_handler(err)
+  if type(err) == "string" then
+    -- drop the xpcall frame at the bottom: it is this file's, not the user's
+    return (traceback(err, 2):gsub("\n\t%[builtin#%d+%]: at 0x%x+$", ""))
+  end
+  return err
+end
+
+local function current_thread(name)
+  local co = co_running()
+  local th = co and loop and loop.by_co[co]
+  if not th then
+    error("sched." .. name .. " called outside sched.run", 3)
+  end
+  return th
+end
+
+-- Queue th to be resumed with the given values.
+local function make_ready(th, ...)
+  local q = loop.ready
+  q.last = q.last + 1
+  q[q.last] = { th = th, args = pack(...) }
+end
+
+local finish
+
+-- Resumes th with the values and handles the outcome. Runs from the loop or
+-- nested from spawn; either way th's body is inside xpcall, so errors come
+-- back as values, never raised here.
+local function step(th, ...)
+  local prev = loop.current
+  loop.current = th
+  local res = pack(co_resume(th.co, ...))
+  loop.current = prev
+  if not res[1] then
+    -- only a bug in this file gets here (the body runs in xpcall)
+    finish(th, false, pack(res[2]))
+  elseif co_status(th.co) == "dead" then
+    -- res = {true, xpcall_ok, results...}
+    finish(th, res[2], pack(unpack(res, 3, res.n)))
+  elseif res[2] ~= PARKED then
+    -- a bare coroutine.yield() from user code: treat it as sleep(0)
+    make_ready(th)
+  end
+end
+
+finish = function(th, ok, results)
+  local L = loop
+  th.status = ok and "done" or "failed"
+  th.ok = ok
+  th.results = results
+  L.by_co[th.co] = nil
+  L.live = L.live - 1
+  if th == L.main then
+    return
+  end
+  local waiters = th.waiters
+  th.waiters = nil
+  if waiters and #waiters > 0 then
+    th.collected = true
+    for i = 1, #waiters do
+      make_ready(waiters[i], th)
+    end
+  elseif not ok then
+    L.uncollected[#L.uncollected + 1] = th
+  end
+end
+
+local function new_thread(fn, args)
+  local th = setmetatable({ status = "running", loop = loop }, Thread)
+  th.co = co_create(function()
+    return xpcall(fn, on_error_handler, unpack(args, 1, args.n))
+  end)
+  loop.by_co[th.co] = th
+  loop.live = loop.live + 1
+  return th
+end
+
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("sched.spawn: fn must be a function", 2)
+  end
+  local parent = current_thread("spawn")
+  local th = new_thread(fn, pack(...))
+  step(th)
+  -- the spawned thread ran first; the parent goes on at once
+  return th
+end
+
+local function results_of(th)
+  th.collected = true
+  if th.ok then
+    return true, unpack(th.results, 1, th.results.n)
+  end
+  return false, th.results[1]
+end
+
+function M.wait(th)
+  local self = current_thread("wait")
+  if getmetatable(th) ~= Thread then
+    error("sched.wait: expected a thread from sched.spawn", 2)
+  end
+  if th.loop ~= loop then
+    error("sched.wait: the thread belongs to another sched.run", 2)
+  end
+  if th == self then
+    error("sched.wait: a thread cannot wait for itself", 2)
+  end
+  if th.status == "running" then
+    th.waiters = th.waiters or {}
+    th.waiters[#th.waiters + 1] = self
+    co_yield(PARKED)
+  end
+  return results_of(th)
+end
+
+function M.wait_all(list)
+  current_thread("wait_all")
+  if type(list) ~= "table" then
+    error("sched.wait_all: expected an array of threads", 2)
+  end
+  local out = {}
+  for i = 1, #list do
+    out[i] = pack(M.wait(list[i]))
+  end
+  return out
+end
+
+function M.sleep(seconds)
+  local th = current_thread("sleep")
+  if type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds then
+    error("sched.sleep: seconds must be a non-negative number", 2)
+  end
+  if seconds == 0 then
+    make_ready(th)
+  else
+    loop.seq = loop.seq + 1
+    heap_push(loop.timers, { at = now() + seconds, seq = loop.seq, th = th })
+  end
+  co_yield(PARKED)
+end
+
+local function get_engine(L)
+  if not L.engine then
+    local e, err = engine_mod.new({
+      max_connections = config.max_connections,
+      connect_timeout_ms = config.connect_timeout_ms,
+      timeout_ms = config.timeout_ms,
+      ca_bundle = config.ca_bundle,
+      verify_tls = config.verify_tls,
+    })
+    if not e then
+      error("sched: cannot create the HTTP engine: " .. tostring(err), 0)
+    end
+    L.engine = e
+  end
+  return L.engine
+end
+
+function M.request(req)
+  local th = current_thread("request")
+  if type(req) ~= "table" then
+    error("sched.request: req must be a table", 2)
+  end
+  local e = get_engine(loop)
+  local id, err = e:submit(req)
+  if not id then
+    return nil, err
+  end
+  loop.waiting[id] = th
+  local c = co_yield(PARKED)
+  if c.error then
+    return nil, c.error
+  end
+  return c
+end
+
+-- Number of HTTP requests in flight in the current run (0 outside).
+function M.pending()
+  return loop and loop.engine and loop.engine:pending() or 0
+end
+
+-- True inside a scheduler thread.
+function M.running()
+  local co = co_running()
+  return (co and loop and loop.by_co[co]) ~= nil
+end
+
+-- ---- the loop --------------------------------------------------------------
+
+local function run_ready(L)
+  local q = L.ready
+  -- only what was ready when this pass began: a thread that yields again
+  -- (sleep(0)) waits for the next pass, after I/O got a chance
+  local last = q.last
+  while q.first <= last do
+    local item = q[q.first]
+    q[q.first] = nil
+    q.first = q.first + 1
+    step(item.th, unpack(item.args, 1, item.args.n))
+    if L.main.status == "failed" then
+      return
+    end
+  end
+end
+
+local function fire_timers(L)
+  local t = L.timers
+  if #t == 0 then return end
+  local n = now()
+  while #t > 0 and t[1].at <= n do
+    make_ready(heap_pop(t).th)
+  end
+end
+
+local function drive(L)
+  while true do
+    run_ready(L)
+    if L.main.status == "failed" then return end
+    if L.live == 0 then return end
+    fire_timers(L)
+    local q = L.ready
+    local timeout
+    if q.first <= q.last then
+      timeout = 0
+    elseif #L.timers > 0 then
+      timeout = (L.timers[1].at - now()) * 1000
+      if timeout < 0 then timeout = 0 end
+    else
+      timeout = -1
+    end
+    local pending = L.engine and L.engine:pending() or 0
+    if timeout < 0 and pending == 0 then
+      error(string.format("sched.run: deadlock: %d thread(s) waiting for each other with nothing"
+        .. " pending (no timer, no request)", L.live), 0)
+    end
+    if timeout ~= 0 or pending > 0 then
+      local done, err = get_engine(L):poll(timeout)
+      if not done then
+        error("sched.run: engine poll failed: " .. tostring(err), 0)
+      end
+      for i = 1, #done do
+        local c = done[i]
+        local th = L.waiting[c.id]
+        if th then
+          L.waiting[c.id] = nil
+          make_ready(th, c)
+        end
+      end
+    end
+  end
+end
+
+function M.run(fn, ...)
+  if type(fn) ~= "function" then
+    error("sched.run: fn must be a function", 2)
+  end
+  if loop then
+    error("sched.run: already running (use sched.spawn inside a run)", 2)
+  end
+  local L = {
+    ready = { first = 1, last = 0 },
+    timers = {},
+    seq = 0,
+    waiting = {},
+    by_co = setmetatable({}, { __mode = "k" }),
+    live = 0,
+    uncollected = {},
+    on_error = config.on_error or default_on_error,
+  }
+  loop = L
+  local ok, err = pcall(function(...)
+    L.main = new_thread(fn, pack(...))
+    make_ready(L.main)
+    drive(L)
+  end, ...)
+  loop = nil
+  if L.engine then
+    L.engine:close()
+  end
+  for i = 1, #L.uncollected do
+    local th = L.uncollected[i]
+    if not th.collected then
+      local rok, rerr = pcall(L.on_error, th.results[1])
+      if not rok then
+        io.stderr:write("tide.sched: on_error failed: ", tostring(rerr), "\n")
+      end
+    end
+  end
+  if not ok then
+    error(err, 0)
+  end
+  local m = L.main
+  if not m.ok then
+    error(m.results[1], 0)
+  end
+  return unpack(m.results, 1, m.results.n)
+end
+
+return M

@@ -1,0 +1,100 @@
+-- tide.transport.engine - the HTTP transport of the tide process.
+--
+-- The DynamoDB client talks to a transport, never to a host directly; the
+-- nginx host gets a transport with the same interface over cosockets.
+--
+--   local t = require("tide.transport.engine").new{timeout_ms = 5000}
+--   local resp, err = t:request{method=, url=, headers={name=value},
+--                               body=, timeout_ms=}
+--   -- resp = {status=, headers={lowercase=value}, body=}
+--   -- err  = {kind=, message=, retryable=}  (tostring(err) = "kind: message")
+--   t.sleep(seconds); t.now(); local th = t.spawn(fn, ...); t.wait(th)
+--
+-- HTTP statuses are not errors here: a 400 or a 500 comes back as resp; the
+-- client decides. err covers only failures to get a response. Its kind is
+-- one of timeout, connect, resolve, reset, truncated, tls, send, url, other;
+-- all are retryable except url and tls (retrying cannot fix those).
+--
+-- request/sleep/spawn/wait must run inside sched.run (the `tide script`
+-- command runs scripts that way); outside they raise. new(opts) also
+-- accepts the engine options of sched.configure (max_connections,
+-- connect_timeout_ms, ca_bundle, verify_tls): they are process-wide and
+-- apply to the next sched.run.
+local sched = require "tide.sched"
+
+local type, pairs, error, setmetatable, tostring = type, pairs, error, setmetatable, tostring
+
+local M = {}
+
+local NOT_RETRYABLE = { url = true, tls = true }
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e)
+  return tostring(e.kind) .. ": " .. tostring(e.message)
+end
+
+local function new_error(kind, message)
+  return setmetatable({ kind = kind, message = message, retryable = not NOT_RETRYABLE[kind] }, Error)
+end
+M.new_error = new_error
+
+local Transport = {}
+Transport.__index = Transport
+
+local ENGINE_OPTS = { "max_connections", "connect_timeout_ms", "ca_bundle", "verify_tls" }
+
+function M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("tide.transport.engine.new: opts must be a table or nil", 2)
+  end
+  opts = opts or {}
+  if opts.timeout_ms ~= nil and (type(opts.timeout_ms) ~= "number" or opts.timeout_ms < 0) then
+    error("tide.transport.engine.new: timeout_ms must be a non-negative number", 2)
+  end
+  local engine_opts
+  for _, k in ipairs(ENGINE_OPTS) do
+    if opts[k] ~= nil then
+      engine_opts = engine_opts or {}
+      engine_opts[k] = opts[k]
+    end
+  end
+  if engine_opts then
+    sched.configure(engine_opts)
+  end
+  return setmetatable({ timeout_ms = opts.timeout_ms }, Transport)
+end
+
+function Transport:request(req)
+  if type(req) ~= "table" then
+    error("transport:request: req must be a table", 2)
+  end
+  if type(req.url) ~= "string" then
+    error("transport:request: req.url must be a string", 2)
+  end
+  if req.headers ~= nil and type(req.headers) ~= "table" then
+    error("transport:request: req.headers must be a table", 2)
+  end
+  if req.body ~= nil and type(req.body) ~= "string" then
+    error("transport:request: req.body must be a string or nil", 2)
+  end
+  local resp, err = sched.request({
+    method = req.method or "GET",
+    url = req.url,
+    headers = req.headers,
+    body = req.body,
+    timeout_ms = req.timeout_ms or self.timeout_ms,
+  })
+  if not resp then
+    return nil, new_error(err.kind or "other", err.message or tostring(err))
+  end
+  return { status = resp.status, headers = resp.headers, body = resp.body }
+end
+
+-- Plain functions (t.sleep(s), not t:sleep(s)), forwarding to the host.
+Transport.sleep = sched.sleep
+Transport.spawn = sched.spawn
+Transport.wait = sched.wait
+Transport.now = sched.now
+
+return M

@@ -1,0 +1,47 @@
+/*
+ * cli.h - the `tide` command line: the subcommand table (main.c) and what
+ * every subcommand shares. Each subcommand lives in its own cmd_<name>.c
+ * and is one `int tide_cmd_<name>(int argc, char **argv)` entry, where
+ * argv[0] is the subcommand's name; it returns the process exit status.
+ */
+#ifndef TIDE_CLI_H
+#define TIDE_CLI_H
+
+#include <lua.h>
+
+#include "error.h"
+
+#include "version.h"
+
+/* Exit statuses of every subcommand. */
+enum {
+    TIDE_EXIT_OK = 0,
+    TIDE_EXIT_FAILURE = 1, /* the work failed (script error, request failed) */
+    TIDE_EXIT_USAGE = 2,   /* bad command line, missing file */
+};
+
+/* One subcommand of the dispatch table in main.c. */
+struct tide_cli_command {
+    const char *name;
+    const char *summary; /* one line for `tide --help` */
+    int (*run)(int argc, char **argv);
+};
+
+/* Subcommands. */
+int tide_cmd_script(int argc, char **argv);
+
+/* Creates a LuaJIT state ready for tide code: standard libraries opened,
+ * `tide.core` and `tide.engine` in package.preload (the copies linked into
+ * this binary), package.path/cpath pointing at the project's lua/ next to
+ * the executable and at the installed TIDE_LUA_LDIR/TIDE_LUA_CDIR (unless
+ * LUA_PATH/LUA_CPATH are set), and os.exit closing the state before the
+ * process exits (so leak checkers see a clean heap).
+ * Returns the state (caller owns it: lua_close), or NULL with err filled. */
+lua_State *tide_cli_lua_new(struct tide_error *err);
+
+/* Prints "tide: <error value>" to stderr, for the error on top of L's stack
+ * (strings as they are, other values through __tostring when they have
+ * one). Leaves the stack unchanged. */
+void tide_cli_lua_report(lua_State *L);
+
+#endif

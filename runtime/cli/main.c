@@ -1,0 +1,204 @@
+/*
+ * main.c - the `tide` binary: subcommand dispatch and the Lua state every
+ * subcommand starts from.
+ *
+ *   tide <command> [args...]     see `tide --help`
+ *
+ * Add a command: write cmd_<name>.c with tide_cmd_<name>(), declare it in
+ * cli.h and add a row to `commands` below.
+ */
+#include "cli.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luajit.h>
+
+#include <curl/curl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lua_core.h"
+#include "lua_engine.h"
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const struct tide_cli_command commands[] = {
+    {"script", "run a Lua file inside the engine (like OpenResty's resty)", tide_cmd_script},
+    {"version", "print the versions of tide, LuaJIT and libcurl", cmd_version},
+    {"help", "show this help, or a command's help: tide help <command>", cmd_help},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tide <command> [args...]\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n"
+            "options:\n"
+            "  -h, --help     show this help\n"
+            "  --version      same as `tide version`\n"
+            "\n"
+            "Run `tide <command> --help` for a command's options.\n");
+}
+
+static const struct tide_cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "usage: tide version\n");
+        return TIDE_EXIT_USAGE;
+    }
+    printf("tide %s (%s, libcurl %s)\n", TIDE_VERSION, LUAJIT_VERSION, curl_version_info(CURLVERSION_NOW)->version);
+    return TIDE_EXIT_OK;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stdout);
+        return TIDE_EXIT_OK;
+    }
+    const struct tide_cli_command *cmd = find_command(argv[1]);
+    if (cmd == NULL || cmd->run == cmd_help) {
+        fprintf(stderr, "tide: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return TIDE_EXIT_USAGE;
+    }
+    char *sub[] = {argv[1], "--help", NULL};
+    return cmd->run(2, sub);
+}
+
+/* ---- the Lua state ---------------------------------------------------------- */
+
+/* Directory of the running executable, from /proc/self/exe; "." if unknown. */
+static void exe_dir(char *out, size_t size)
+{
+    char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+    if (n <= 0) {
+        snprintf(out, size, ".");
+        return;
+    }
+    path[n] = '\0';
+    snprintf(out, size, "%s", dirname(path));
+}
+
+/* package[field] = prefix .. package[field], unless env is set (then
+ * LuaJIT already took the path from the environment). */
+static void prepend_path(lua_State *L, const char *field, const char *env, const char *prefix)
+{
+    if (getenv(env) != NULL)
+        return;
+    lua_getglobal(L, "package");      // [package]
+    lua_pushstring(L, prefix);        // [package, prefix]
+    lua_getfield(L, -2, field);       // [package, prefix, old]
+    lua_concat(L, 2);                 // [package, new]
+    lua_setfield(L, -2, field);       // [package]
+    lua_pop(L, 1);                    // []
+}
+
+/* os.exit(code) always closes the state first: LuaJIT's os.exit(code, true)
+ * runs every __gc (the engine aborts its transfers) and frees the heap. */
+static const char exit_wrapper[] =
+    "local exit = os.exit\n"
+    "os.exit = function(code) io.stdout:flush() io.stderr:flush() return exit(code, true) end\n";
+
+static int setup_state(lua_State *L)
+{
+    luaL_openlibs(L);
+    /* the binary's own copies: never load the build/lua/tide .so files beside them */
+    lua_getglobal(L, "package");        // [package]
+    lua_getfield(L, -1, "preload");     // [package, preload]
+    lua_pushcfunction(L, luaopen_tide_core);
+    lua_setfield(L, -2, "tide.core");
+    lua_pushcfunction(L, luaopen_tide_engine);
+    lua_setfield(L, -2, "tide.engine");
+    lua_pop(L, 2);                      // []
+
+    char dir[PATH_MAX], buf[4 * PATH_MAX + 256];
+    exe_dir(dir, sizeof(dir));
+    snprintf(buf, sizeof(buf), "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/?.lua;%s/?/init.lua;",
+             dir, dir, TIDE_LUA_LDIR, TIDE_LUA_LDIR);
+    prepend_path(L, "path", "LUA_PATH", buf);
+    snprintf(buf, sizeof(buf), "%s/lua/?.so;%s/?.so;", dir, TIDE_LUA_CDIR);
+    prepend_path(L, "cpath", "LUA_CPATH", buf);
+
+    if (luaL_loadbuffer(L, exit_wrapper, sizeof(exit_wrapper) - 1, "=tide") != 0)
+        return -1;
+    return lua_pcall(L, 0, 0, 0) == 0 ? 0 : -1;
+}
+
+static int setup_protected(lua_State *L)
+{
+    if (setup_state(L) != 0)
+        return lua_error(L); /* message already on the stack */
+    return 0;
+}
+
+lua_State *tide_cli_lua_new(struct tide_error *err)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        tide_error_set(err, TIDE_ENOMEM, "cannot create a Lua state (out of memory)");
+        return NULL;
+    }
+    /* setup allocates: run it protected so a memory error is reported */
+    if (lua_cpcall(L, setup_protected, NULL) != 0) {
+        tide_error_set(err, TIDE_ENOMEM, "cannot set up the Lua state: %s",
+                       lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_close(L);
+        return NULL;
+    }
+    return L;
+}
+
+void tide_cli_lua_report(lua_State *L)
+{
+    const char *msg;
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        lua_pushvalue(L, -1);
+    } else if (!luaL_callmeta(L, -1, "__tostring")) {
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+    } // [.., err, text]
+    msg = lua_tostring(L, -1);
+    fprintf(stderr, "tide: %s\n", msg ? msg : "(error)");
+    lua_pop(L, 1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return TIDE_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0)
+        name = "help";
+    else if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0)
+        name = "version";
+    const struct tide_cli_command *cmd = find_command(name);
+    if (cmd == NULL) {
+        fprintf(stderr, "tide: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return TIDE_EXIT_USAGE;
+    }
+    return cmd->run(argc - 1, argv + 1);
+}

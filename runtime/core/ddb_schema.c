@@ -1,0 +1,49 @@
+#include "ddb_schema.h"
+
+#include <string.h>
+
+struct rule {
+    const char *name;
+    size_t len;
+    enum tide_ddb_field object; /* when the value is an object */
+    enum tide_ddb_field array;  /* when the value is an array */
+};
+
+#define RULE(n, o, a) {n, sizeof(n) - 1, TIDE_DDB_##o, TIDE_DDB_##a}
+
+static const struct rule rules[] = {
+    RULE("Item", AV_MAP, PLAIN),
+    RULE("Key", AV_MAP, PLAIN),
+    RULE("Items", PLAIN, AV_MAP_LIST),
+    /* BatchGetItem: a list of keys; a Streams record: one key */
+    RULE("Keys", AV_MAP, AV_MAP_LIST),
+    RULE("ExpressionAttributeValues", AV_MAP, PLAIN),
+    RULE("ExclusiveStartKey", AV_MAP, PLAIN),
+    RULE("LastEvaluatedKey", AV_MAP, PLAIN),
+    RULE("Attributes", AV_MAP, PLAIN),
+    RULE("NewImage", AV_MAP, PLAIN),
+    RULE("OldImage", AV_MAP, PLAIN),
+    RULE("ItemCollectionKey", AV_MAP, PLAIN),
+    RULE("Parameters", PLAIN, AV_LIST),
+    /* BatchGetItem: by table; TransactGetItems, BatchExecuteStatement: a list */
+    RULE("Responses", NAMED_AV_LISTS, PLAIN),
+    RULE("RequestItems", NAMED, PLAIN),
+    RULE("UnprocessedItems", NAMED, PLAIN),
+    RULE("UnprocessedKeys", NAMED, PLAIN),
+    /* ConsumedCapacity: by table and index name */
+    RULE("Tables", NAMED, PLAIN),
+    RULE("GlobalSecondaryIndexes", NAMED, PLAIN),
+    RULE("LocalSecondaryIndexes", NAMED, PLAIN),
+};
+
+enum tide_ddb_field tide_ddb_field_kind(const char *key, size_t len, enum tide_ddb_shape shape)
+{
+    if (shape == TIDE_DDB_SHAPE_SCALAR)
+        return TIDE_DDB_PLAIN;
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+        const struct rule *r = &rules[i];
+        if (r->len == len && memcmp(r->name, key, len) == 0)
+            return shape == TIDE_DDB_SHAPE_ARRAY ? r->array : r->object;
+    }
+    return TIDE_DDB_PLAIN;
+}

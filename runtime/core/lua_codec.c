@@ -1,0 +1,1566 @@
+/*
+ * lua_codec.c - the DynamoDB JSON codec of tide.core: plain Lua values in
+ * and out, like the AWS DocumentClient (conventions: docs/codec.md).
+ *
+ * Encoding builds one jansson tree and dumps it compactly; decoding loads a
+ * tree and turns it into Lua tables. Which fields hold AttributeValues is
+ * decided by key name (ddb_schema.c). Value errors come back as nil, message
+ * naming the path ("Item.tags[3]: ..."); only wrong argument types raise.
+ *
+ * Resources: every call first pushes a "guard" userdata that owns the jansson
+ * tree and the dumped text. Its __gc frees them, so a Lua error raised in the
+ * middle (out of memory, a failing finalizer) cannot leak them; on the normal
+ * paths the call frees them itself at once.
+ */
+#include "lua_core.h"
+
+#include <lauxlib.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ddb_limits.h"
+#include "ddb_number.h"
+#include "ddb_schema.h"
+#include "ddb_text.h"
+#include "error.h"
+
+/* Upvalues of every codec function: the shared metatables. */
+enum { UV_LIST = 1, UV_SET, UV_BINARY, UV_NUMBER, UV_GUARD, UV_COUNT = UV_GUARD };
+
+/* Bound on the C recursion (tables inside tables, plain or AttributeValue):
+ * DynamoDB's 32 levels plus the request's own wrappers fit easily; a cyclic
+ * table or absurd input stops here. */
+#define MAX_FRAMES 100
+/* Lua stack slots one level of recursion may use. */
+#define STACK_PER_LEVEL 6
+#define DECODE_FLAGS (JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
+/* Binary values up to this size are base64-encoded on the C stack. */
+#define SMALL_B64 2048
+/* Sets up to this size are checked for duplicates without allocating. */
+#define SMALL_SET 16
+
+/* ---- the guard: owns the C resources of one call ------------------------ */
+
+struct guard {
+    json_t *tree;
+    char *text;
+};
+
+static void guard_release(struct guard *g)
+{
+    json_decref(g->tree);
+    free(g->text);
+    g->tree = NULL;
+    g->text = NULL;
+}
+
+static int guard_gc(lua_State *L)
+{
+    struct guard *g = lua_touserdata(L, 1);
+    if (g != NULL)
+        guard_release(g);
+    return 0;
+}
+
+/* Pushes a new guard: // [.., guard] */
+static struct guard *guard_new(lua_State *L)
+{
+    struct guard *g = lua_newuserdata(L, sizeof(*g));
+    g->tree = NULL;
+    g->text = NULL;
+    lua_pushvalue(L, lua_upvalueindex(UV_GUARD)); // [.., guard, mt]
+    lua_setmetatable(L, -2);                      // [.., guard]
+    return g;
+}
+
+/* ---- paths and errors, shared by encoder and decoder -------------------- */
+
+struct frame {
+    const char *key; /* NULL for an array index */
+    size_t len;
+    size_t index;    /* 1-based, as Lua sees it */
+};
+
+struct walk {
+    lua_State *L;
+    const char *root; /* name shown for the argument itself */
+    int prefix;       /* show root before the frames too */
+    int nframes;
+    int av_depth;     /* nested L/M levels of the current AttributeValue */
+    struct frame frames[MAX_FRAMES];
+    struct tide_error err;
+};
+
+static void walk_init(struct walk *w, lua_State *L, const char *root, int prefix)
+{
+    w->L = L;
+    w->root = root;
+    w->prefix = prefix;
+    w->nframes = 0;
+    w->av_depth = 0;
+    tide_error_clear(&w->err);
+}
+
+static int is_ident(const char *k, size_t n)
+{
+    if (n == 0 || !((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_'))
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Largest length <= n that does not cut a UTF-8 sequence of s. */
+static size_t utf8_cut(const char *s, size_t n)
+{
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (n > b->cap - 1 - b->len)
+        n = b->cap - 1 - b->len;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* Writes the path of the current position, like Item.tags[3] or
+ * ExpressionAttributeValues[":v"], eliding the middle of very long ones. */
+static void format_path(const struct walk *w, char *out, size_t cap)
+{
+    char full[2048];
+    struct sbuf b = {full, 0, sizeof(full)};
+    full[0] = '\0';
+    if (w->prefix || w->nframes == 0)
+        sb_add(&b, w->root, strlen(w->root));
+    for (int i = 0; i < w->nframes; i++) {
+        const struct frame *f = &w->frames[i];
+        char num[32];
+        if (f->key == NULL) {
+            sb_add(&b, num, (size_t)snprintf(num, sizeof(num), "[%zu]", f->index));
+        } else if (is_ident(f->key, f->len)) {
+            if (b.len > 0)
+                sb_add(&b, ".", 1);
+            sb_add(&b, f->key, f->len);
+        } else {
+            size_t n = f->len > 40 ? utf8_cut(f->key, 40) : f->len;
+            sb_add(&b, "[\"", 2);
+            for (size_t k = 0; k < n; k++) {
+                unsigned char c = (unsigned char)f->key[k];
+                if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
+                    sb_add(&b, num, (size_t)snprintf(num, sizeof(num), "\\x%02X", c));
+                else
+                    sb_add(&b, (const char *)&c, 1);
+            }
+            sb_add(&b, n < f->len ? "...\"]" : "\"]", n < f->len ? 5 : 2);
+        }
+    }
+    if (b.len < cap) {
+        memcpy(out, full, b.len + 1);
+        return;
+    }
+    size_t half = (cap - 4) / 2;
+    size_t head = utf8_cut(full, half);
+    size_t tail = b.len - half;
+    while (tail < b.len && ((unsigned char)full[tail] & 0xC0) == 0x80)
+        tail++;
+    snprintf(out, cap, "%.*s...%s", (int)head, full, full + tail);
+}
+
+/* Sets w->err to "<path>: <message>"; returns -1. */
+static int fail(struct walk *w, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct walk *w, int code, const char *fmt, ...)
+{
+    char msg[320], path[180];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    format_path(w, path, sizeof(path));
+    tide_error_set(&w->err, code, "%s: %s", path, msg);
+    return -1;
+}
+
+static int fail_oom(struct walk *w)
+{
+    return fail(w, TIDE_ENOMEM, "out of memory");
+}
+
+/* Enters one level: checks the depth bound and the Lua stack. */
+static int push_frame(struct walk *w, const char *key, size_t len, size_t index)
+{
+    if (w->nframes >= MAX_FRAMES)
+        return fail(w, TIDE_EINVAL, "nesting deeper than %d levels (a cyclic table?)", MAX_FRAMES);
+    if (!lua_checkstack(w->L, STACK_PER_LEVEL))
+        return fail(w, TIDE_ENOMEM, "Lua stack exhausted");
+    struct frame *f = &w->frames[w->nframes++];
+    f->key = key;
+    f->len = len;
+    f->index = index;
+    return 0;
+}
+
+static void pop_frame(struct walk *w)
+{
+    w->nframes--;
+}
+
+/* Enters one nested L or M level of an AttributeValue. */
+static int enter_av(struct walk *w)
+{
+    if (++w->av_depth > TIDE_DDB_MAX_DEPTH)
+        return fail(w, TIDE_EINVAL,
+                    "nesting deeper than %d levels (DynamoDB's limit; a cyclic table?)",
+                    TIDE_DDB_MAX_DEPTH);
+    return 0;
+}
+
+/* ---- encoder: Lua -> jansson --------------------------------------------- */
+
+struct enc {
+    struct walk w;
+    const void *list_mt, *set_mt, *binary_mt, *number_mt;
+    struct guard *guard;
+};
+
+/* What a Lua value is, for the codec. */
+enum ltype {
+    LT_BAD,   /* error already set */
+    LT_OTHER, /* function, userdata, thread, cdata, other lightuserdata */
+    LT_STRING,
+    LT_NUMBER,
+    LT_BOOL,
+    LT_NULL,
+    LT_BINARY,
+    LT_BIGNUM,
+    LT_SET,
+    LT_LIST,
+    LT_MAP,
+};
+
+/* Where a new JSON value goes: appended to an array, set in an object, or
+ * (parent NULL) the root, owned by the guard. */
+struct slot {
+    json_t *parent;
+    const char *key;
+    size_t klen;
+};
+
+static const struct slot ROOT = {NULL, NULL, 0};
+
+static struct slot in_array(json_t *a)
+{
+    struct slot s = {a, NULL, 0};
+    return s;
+}
+
+static struct slot in_object(json_t *o, const char *k, size_t klen)
+{
+    struct slot s = {o, k, klen};
+    return s;
+}
+
+static void enc_init(struct enc *e, lua_State *L, const char *root, int prefix, struct guard *g)
+{
+    walk_init(&e->w, L, root, prefix);
+    e->list_mt = lua_topointer(L, lua_upvalueindex(UV_LIST));
+    e->set_mt = lua_topointer(L, lua_upvalueindex(UV_SET));
+    e->binary_mt = lua_topointer(L, lua_upvalueindex(UV_BINARY));
+    e->number_mt = lua_topointer(L, lua_upvalueindex(UV_NUMBER));
+    e->guard = g;
+}
+
+/* Stores v (a new reference, may be NULL after a failed allocation) in s.
+ * The parent owns it afterwards; v stays valid for filling in. */
+static int put(struct enc *e, struct slot s, json_t *v)
+{
+    if (v == NULL)
+        return fail_oom(&e->w);
+    if (s.parent == NULL) {
+        e->guard->tree = v;
+        return 0;
+    }
+    int rc = json_is_array(s.parent) ? json_array_append_new(s.parent, v)
+                                     : json_object_setn_new_nocheck(s.parent, s.key, s.klen, v);
+    return rc == 0 ? 0 : fail_oom(&e->w);
+}
+
+/* Stores {type: v} in s; returns v (borrowed) or NULL on error. */
+static json_t *put_av(struct enc *e, struct slot s, const char *type, json_t *v)
+{
+    json_t *w = json_object();
+    if (w == NULL || v == NULL) {
+        json_decref(w);
+        json_decref(v);
+        fail_oom(&e->w);
+        return NULL;
+    }
+    if (put(e, s, w) < 0) {
+        json_decref(v);
+        return NULL;
+    }
+    if (json_object_set_new_nocheck(w, type, v) < 0) {
+        fail_oom(&e->w);
+        return NULL;
+    }
+    return v;
+}
+
+/* Checks the keys of the table at idx, which has no string key first:
+ * exactly 1..n gives LT_LIST. // [k, v] on entry, [] on success */
+static enum ltype list_shape(struct enc *e, int idx, size_t *n)
+{
+    lua_State *L = e->w.L;
+    size_t len = lua_objlen(L, idx), count = 0;
+
+    do {
+        int kt = lua_type(L, -2);
+        if (kt == LUA_TNUMBER) {
+            double k = lua_tonumber(L, -2);
+            if (k != floor(k)) {
+                fail(&e->w, TIDE_EINVAL, "table has a non-integer key %.14g", k);
+                return LT_BAD;
+            }
+            if (k < 1 || k > (double)len) {
+                fail(&e->w, TIDE_EINVAL, "array has holes (keys must be exactly 1..n)");
+                return LT_BAD;
+            }
+            count++;
+        } else if (kt == LUA_TSTRING) {
+            fail(&e->w, TIDE_EINVAL, "table mixes array items and string keys (\"%.40s\")",
+                 lua_tostring(L, -2));
+            return LT_BAD;
+        } else {
+            fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)",
+                 luaL_typename(L, -2));
+            return LT_BAD;
+        }
+        lua_pop(L, 1); // [k]
+    } while (lua_next(L, idx));
+    if (count != len) {
+        fail(&e->w, TIDE_EINVAL, "array has holes (keys must be exactly 1..n)");
+        return LT_BAD;
+    }
+    *n = len;
+    return LT_LIST;
+}
+
+/* Classifies the value at idx (absolute). For LT_LIST, *n is its length.
+ * Map keys are checked later, while encoding. */
+static enum ltype classify(struct enc *e, int idx, size_t *n)
+{
+    lua_State *L = e->w.L;
+    int marked_list = 0;
+
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: return LT_STRING;
+    case LUA_TNUMBER: return LT_NUMBER;
+    case LUA_TBOOLEAN: return LT_BOOL;
+    case LUA_TLIGHTUSERDATA: return lua_touserdata(L, idx) == NULL ? LT_NULL : LT_OTHER;
+    case LUA_TTABLE: break;
+    default: return LT_OTHER;
+    }
+    if (lua_getmetatable(L, idx)) { // [mt]
+        const void *mt = lua_topointer(L, -1);
+        lua_pop(L, 1);              // []
+        if (mt == e->binary_mt)
+            return LT_BINARY;
+        if (mt == e->number_mt)
+            return LT_BIGNUM;
+        if (mt == e->set_mt)
+            return LT_SET;
+        marked_list = mt == e->list_mt;
+    }
+    lua_pushnil(L);                 // [nil]
+    if (!lua_next(L, idx)) {        // []
+        *n = 0;
+        return marked_list ? LT_LIST : LT_MAP;
+    }
+    if (lua_type(L, -2) == LUA_TSTRING) { // [k, v]
+        if (marked_list) {
+            fail(&e->w, TIDE_EINVAL, "a core.list table has the string key \"%.40s\"",
+                 lua_tostring(L, -2));
+            return LT_BAD;
+        }
+        lua_pop(L, 2);              // []
+        return LT_MAP;
+    }
+    return list_shape(e, idx, n);
+}
+
+/* Bytes of the binary wrapper at idx (anchored by the wrapper). */
+static int binary_bytes(struct enc *e, int idx, const char **p, size_t *len)
+{
+    lua_State *L = e->w.L;
+    lua_pushliteral(L, "bytes"); // [k]
+    lua_rawget(L, idx);          // [bytes]
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return fail(&e->w, TIDE_EINVAL, "binary value without a bytes string");
+    }
+    *p = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);               // []
+    return 0;
+}
+
+/* A new JSON string holding the base64 of p[0..len). */
+static json_t *base64_string(const char *p, size_t len)
+{
+    char small[SMALL_B64 + 1];
+    size_t need = tide_ddb_base64_encoded_len(len);
+    char *out = need <= SMALL_B64 ? small : malloc(need + 1);
+    if (out == NULL)
+        return NULL;
+    size_t n = tide_ddb_base64_encode((const unsigned char *)p, len, out);
+    json_t *s = json_stringn_nocheck(out, n);
+    if (out != small)
+        free(out);
+    return s;
+}
+
+/* Parses the tide.number object at idx. */
+static int bignum_value(struct enc *e, int idx, struct tide_ddb_number *num)
+{
+    lua_State *L = e->w.L;
+    struct tide_error err;
+    lua_pushliteral(L, "value"); // [k]
+    lua_rawget(L, idx);          // [text]
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return fail(&e->w, TIDE_EINVAL, "tide.number without a value string");
+    }
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    int rc = tide_ddb_number_parse(s, len, num, &err);
+    lua_pop(L, 1);               // []
+    return rc < 0 ? fail(&e->w, rc, "%s", err.message) : 0;
+}
+
+/* The DynamoDB number of the Lua number or tide.number at idx. */
+static int number_value(struct enc *e, int idx, enum ltype t, struct tide_ddb_number *num)
+{
+    struct tide_error err;
+    if (t == LT_BIGNUM)
+        return bignum_value(e, idx, num);
+    if (tide_ddb_number_from_double(lua_tonumber(e->w.L, idx), num, &err) < 0)
+        return fail(&e->w, err.code, "%s", err.message);
+    return 0;
+}
+
+static json_t *number_string(const struct tide_ddb_number *num)
+{
+    char buf[TIDE_DDB_NUMBER_BUFSIZE];
+    size_t n = tide_ddb_number_format(num, buf);
+    return json_stringn_nocheck(buf, n);
+}
+
+static int check_utf8(struct enc *e, int idx, const char **p, size_t *len)
+{
+    *p = lua_tolstring(e->w.L, idx, len);
+    if (!tide_ddb_utf8_valid(*p, *len))
+        return fail(&e->w, TIDE_EINVAL,
+                    "string is not valid UTF-8 (wrap bytes with core.binary)");
+    return 0;
+}
+
+static int enc_av(struct enc *e, int idx, struct slot s);
+static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t n);
+static int enc_field(struct enc *e, int idx, struct slot s);
+
+/* How enc_members encodes each value of a map. */
+enum member_mode {
+    MM_FIELD,    /* plain, key matched against the schema */
+    MM_PLAIN,    /* plain, key not matched (table names) */
+    MM_AV,       /* AttributeValue */
+    MM_AV_LISTS, /* list of AV maps when an array, else plain */
+};
+
+static int enc_av_map(struct enc *e, int idx, struct slot s, enum ltype t);
+static int enc_items(struct enc *e, int idx, size_t n, json_t *arr, int av_maps);
+
+/* Encodes the string-keyed table at idx into the object obj. */
+static int enc_members(struct enc *e, int idx, json_t *obj, enum member_mode mode)
+{
+    lua_State *L = e->w.L;
+    lua_pushnil(L);                          // [nil]
+    while (lua_next(L, idx)) {               // [k, v]
+        int kt = lua_type(L, -2);
+        if (kt != LUA_TSTRING) {
+            if (kt == LUA_TNUMBER)
+                return fail(&e->w, TIDE_EINVAL,
+                            "table mixes string keys and array items ([%.14g])",
+                            lua_tonumber(L, -2));
+            return fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)",
+                        luaL_typename(L, -2));
+        }
+        size_t klen;
+        const char *k = lua_tolstring(L, -2, &klen);
+        if (!tide_ddb_utf8_valid(k, klen))
+            return fail(&e->w, TIDE_EINVAL, "a key is not valid UTF-8");
+        if (push_frame(&e->w, k, klen, 0) < 0)
+            return -1;
+        int v = lua_gettop(L), rc;
+        struct slot cs = in_object(obj, k, klen);
+        switch (mode) {
+        case MM_FIELD: rc = enc_field(e, v, cs); break;
+        case MM_AV: rc = enc_av(e, v, cs); break;
+        case MM_PLAIN:
+        case MM_AV_LISTS: {
+            size_t n;
+            enum ltype t = classify(e, v, &n);
+            if (t == LT_BAD)
+                return -1;
+            if (mode == MM_AV_LISTS && t == LT_LIST) {
+                json_t *arr = json_array();
+                rc = put(e, cs, arr) < 0 ? -1 : enc_items(e, v, n, arr, 1);
+            } else {
+                rc = enc_plain(e, v, cs, t, n);
+            }
+            break;
+        }
+        default: rc = -1;
+        }
+        if (rc < 0)
+            return -1;
+        pop_frame(&e->w);
+        lua_pop(L, 1);                       // [k]
+    }
+    return 0;                                // []
+}
+
+/* Encodes items 1..n of the list at idx into arr: as AV maps (av_maps 1),
+ * AttributeValues (0) or plain values (-1). */
+static int enc_items(struct enc *e, int idx, size_t n, json_t *arr, int av_maps)
+{
+    lua_State *L = e->w.L;
+    for (size_t i = 1; i <= n; i++) {
+        if (push_frame(&e->w, NULL, 0, i) < 0)
+            return -1;
+        lua_rawgeti(L, idx, (int)i); // [v]
+        int v = lua_gettop(L), rc;
+        if (av_maps > 0) {
+            size_t cn;
+            enum ltype t = classify(e, v, &cn);
+            rc = t == LT_BAD ? -1 : enc_av_map(e, v, in_array(arr), t);
+        } else if (av_maps == 0) {
+            rc = enc_av(e, v, in_array(arr));
+        } else {
+            size_t cn;
+            enum ltype t = classify(e, v, &cn);
+            rc = t == LT_BAD ? -1 : enc_plain(e, v, in_array(arr), t, cn);
+        }
+        if (rc < 0)
+            return -1;
+        lua_pop(L, 1);               // []
+        pop_frame(&e->w);
+    }
+    return 0;
+}
+
+/* An object of attribute name -> AttributeValue (Item, Key, ...): the table
+ * at idx must be a map (t from classify). */
+static int enc_av_map(struct enc *e, int idx, struct slot s, enum ltype t)
+{
+    if (t != LT_MAP)
+        return fail(&e->w, TIDE_EINVAL, "expected a table of attribute name -> value, got %s",
+                    t == LT_LIST ? "an array" : luaL_typename(e->w.L, idx));
+    json_t *obj = json_object();
+    if (put(e, s, obj) < 0)
+        return -1;
+    return enc_members(e, idx, obj, MM_AV);
+}
+
+/* One member of a set, kept to look for duplicates. */
+struct member {
+    const char *p;
+    size_t len;
+    struct tide_ddb_number num;
+};
+
+static int cmp_bytes(const void *a, const void *b)
+{
+    const struct member *x = *(const struct member *const *)a;
+    const struct member *y = *(const struct member *const *)b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->p, y->p, n);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static int cmp_numbers(const void *a, const void *b)
+{
+    const struct member *x = *(const struct member *const *)a;
+    const struct member *y = *(const struct member *const *)b;
+    return tide_ddb_number_compare(&x->num, &y->num);
+}
+
+/* Encodes set member i (at the top of the stack) into arr and records it. */
+static int enc_set_member(struct enc *e, char kind, json_t *arr, struct member *m)
+{
+    lua_State *L = e->w.L;
+    int v = lua_gettop(L);
+    size_t cn;
+    enum ltype t = classify(e, v, &cn);
+    json_t *j;
+
+    if (t == LT_BAD)
+        return -1;
+    if (kind == 'S') {
+        if (t != LT_STRING)
+            return fail(&e->w, TIDE_EINVAL, "SS members must be strings, not %s",
+                        luaL_typename(L, v));
+        if (check_utf8(e, v, &m->p, &m->len) < 0)
+            return -1;
+        j = json_stringn_nocheck(m->p, m->len);
+    } else if (kind == 'N') {
+        if (t != LT_NUMBER && t != LT_BIGNUM)
+            return fail(&e->w, TIDE_EINVAL, "NS members must be numbers, not %s",
+                        luaL_typename(L, v));
+        if (number_value(e, v, t, &m->num) < 0)
+            return -1;
+        j = number_string(&m->num);
+    } else {
+        if (t == LT_BINARY) {
+            if (binary_bytes(e, v, &m->p, &m->len) < 0)
+                return -1;
+        } else if (t == LT_STRING) {
+            m->p = lua_tolstring(L, v, &m->len);
+        } else {
+            return fail(&e->w, TIDE_EINVAL, "BS members must be core.binary values or strings");
+        }
+        j = base64_string(m->p, m->len);
+    }
+    return put(e, in_array(arr), j);
+}
+
+/* Finds two equal members (sorted copies of the pointers in order). */
+static int check_duplicates(struct enc *e, char kind, struct member **order, size_t n)
+{
+    qsort(order, n, sizeof(*order), kind == 'N' ? cmp_numbers : cmp_bytes);
+    for (size_t i = 1; i < n; i++) {
+        const struct member *a = order[i - 1];
+        if ((kind == 'N' ? cmp_numbers : cmp_bytes)(&order[i - 1], &order[i]) != 0)
+            continue;
+        if (kind == 'S')
+            return fail(&e->w, TIDE_EINVAL,
+                        "duplicate member \"%.*s\" in a set (DynamoDB rejects duplicates)",
+                        (int)(a->len > 40 ? utf8_cut(a->p, 40) : a->len), a->p);
+        if (kind == 'N') {
+            char buf[TIDE_DDB_NUMBER_BUFSIZE];
+            tide_ddb_number_format(&a->num, buf);
+            return fail(&e->w, TIDE_EINVAL,
+                        "duplicate member %s in a set (DynamoDB rejects duplicates)", buf);
+        }
+        return fail(&e->w, TIDE_EINVAL,
+                    "duplicate binary member in a set (DynamoDB rejects duplicates)");
+    }
+    return 0;
+}
+
+static int enc_set(struct enc *e, int idx, struct slot s)
+{
+    lua_State *L = e->w.L;
+    const char *kind;
+
+    lua_pushliteral(L, "kind");                  // [k]
+    lua_rawget(L, idx);                          // [kind]
+    kind = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    lua_pop(L, 1);                               // [] (kind anchored by the set)
+    if (strcmp(kind, "SS") != 0 && strcmp(kind, "NS") != 0 && strcmp(kind, "BS") != 0)
+        return fail(&e->w, TIDE_EINVAL, "set without a kind of \"SS\", \"NS\" or \"BS\"");
+
+    /* The set's keys must be "kind" and exactly 1..n. */
+    size_t n = lua_objlen(L, idx), count = 0;
+    lua_pushnil(L);                              // [nil]
+    while (lua_next(L, idx)) {                   // [k, v]
+        if (lua_type(L, -2) == LUA_TNUMBER) {
+            double k = lua_tonumber(L, -2);
+            if (k != floor(k) || k < 1 || k > (double)n)
+                return fail(&e->w, TIDE_EINVAL, "set has holes (members must be at 1..n)");
+            count++;
+        } else if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "kind") != 0) {
+            return fail(&e->w, TIDE_EINVAL, "set has a key other than kind and 1..n");
+        }
+        lua_pop(L, 1);                           // [k]
+    }
+    if (count != n)
+        return fail(&e->w, TIDE_EINVAL, "set has holes (members must be at 1..n)");
+    if (n == 0)
+        return fail(&e->w, TIDE_EINVAL, "empty sets cannot be stored in DynamoDB");
+
+    json_t *arr = put_av(e, s, kind, json_array());
+    if (arr == NULL)
+        return -1;
+    /* Scratch space: on the C stack, or a userdata the GC reclaims even if a
+     * Lua error interrupts us. */
+    struct member small[SMALL_SET], *ms = small;
+    struct member *small_order[SMALL_SET], **order = small_order;
+    if (n > SMALL_SET) {
+        if (n > SIZE_MAX / (sizeof(*ms) + sizeof(*order)))
+            return fail_oom(&e->w);
+        ms = lua_newuserdata(L, n * (sizeof(*ms) + sizeof(*order))); // [scratch]
+        order = (struct member **)(ms + n);
+    }
+    for (size_t i = 1; i <= n; i++) {
+        if (push_frame(&e->w, NULL, 0, i) < 0)
+            return -1;
+        lua_rawgeti(L, idx, (int)i);             // [scratch?, m]
+        if (enc_set_member(e, kind[0], arr, &ms[i - 1]) < 0)
+            return -1;
+        order[i - 1] = &ms[i - 1];
+        lua_pop(L, 1);                           // [scratch?]
+        pop_frame(&e->w);
+    }
+    int rc = check_duplicates(e, kind[0], order, n);
+    if (n > SMALL_SET)
+        lua_pop(L, 1);                           // []
+    return rc;
+}
+
+/* One AttributeValue for the Lua value at idx. */
+static int enc_av(struct enc *e, int idx, struct slot s)
+{
+    lua_State *L = e->w.L;
+    size_t n, len;
+    const char *p;
+    struct tide_ddb_number num;
+    json_t *c;
+    int rc;
+    enum ltype t = classify(e, idx, &n);
+
+    switch (t) {
+    case LT_BAD:
+        return -1;
+    case LT_STRING:
+        if (check_utf8(e, idx, &p, &len) < 0)
+            return -1;
+        return put_av(e, s, "S", json_stringn_nocheck(p, len)) ? 0 : -1;
+    case LT_NUMBER:
+    case LT_BIGNUM:
+        if (number_value(e, idx, t, &num) < 0)
+            return -1;
+        return put_av(e, s, "N", number_string(&num)) ? 0 : -1;
+    case LT_BOOL:
+        return put_av(e, s, "BOOL", json_boolean(lua_toboolean(L, idx))) ? 0 : -1;
+    case LT_NULL:
+        return put_av(e, s, "NULL", json_true()) ? 0 : -1;
+    case LT_BINARY:
+        if (binary_bytes(e, idx, &p, &len) < 0)
+            return -1;
+        return put_av(e, s, "B", base64_string(p, len)) ? 0 : -1;
+    case LT_SET:
+        return enc_set(e, idx, s);
+    case LT_LIST:
+        if (enter_av(&e->w) < 0 || (c = put_av(e, s, "L", json_array())) == NULL)
+            return -1;
+        rc = enc_items(e, idx, n, c, 0);
+        e->w.av_depth--;
+        return rc;
+    case LT_MAP:
+        if (enter_av(&e->w) < 0 || (c = put_av(e, s, "M", json_object())) == NULL)
+            return -1;
+        rc = enc_members(e, idx, c, MM_AV);
+        e->w.av_depth--;
+        return rc;
+    case LT_OTHER:
+    default:
+        return fail(&e->w, TIDE_EINVAL, "a %s value cannot be stored in DynamoDB",
+                    luaL_typename(L, idx));
+    }
+}
+
+/* Plain JSON for the value at idx (t, n from classify). */
+static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t n)
+{
+    lua_State *L = e->w.L;
+    size_t len;
+    const char *p;
+    double x;
+    struct tide_ddb_number num;
+    json_t *c;
+
+    switch (t) {
+    case LT_BAD:
+        return -1;
+    case LT_STRING:
+        if (check_utf8(e, idx, &p, &len) < 0)
+            return -1;
+        return put(e, s, json_stringn_nocheck(p, len));
+    case LT_NUMBER:
+        x = lua_tonumber(L, idx);
+        if (!isfinite(x))
+            return fail(&e->w, TIDE_EINVAL, "NaN and infinity are not valid JSON");
+        /* Integers stay integers: DynamoDB reads Limit, Segment, ... as ints. */
+        if (x == floor(x) && fabs(x) < 9.2e18)
+            return put(e, s, json_integer((json_int_t)x));
+        return put(e, s, json_real(x));
+    case LT_BIGNUM:
+        if (bignum_value(e, idx, &num) < 0)
+            return -1;
+        if (!tide_ddb_number_to_lua(&num, &x))
+            return fail(&e->w, TIDE_EINVAL,
+                        "a tide.number beyond a double's precision can only be stored "
+                        "inside AttributeValues");
+        return put(e, s, x == floor(x) && fabs(x) < 9.2e18 ? json_integer((json_int_t)x)
+                                                            : json_real(x));
+    case LT_BOOL:
+        return put(e, s, json_boolean(lua_toboolean(L, idx)));
+    case LT_NULL:
+        return put(e, s, json_null());
+    case LT_BINARY:
+        if (binary_bytes(e, idx, &p, &len) < 0)
+            return -1;
+        return put(e, s, base64_string(p, len));
+    case LT_SET:
+        return fail(&e->w, TIDE_EINVAL,
+                    "sets can only be stored inside AttributeValues (Item, Key, "
+                    "ExpressionAttributeValues, ...)");
+    case LT_LIST:
+        c = json_array();
+        return put(e, s, c) < 0 ? -1 : enc_items(e, idx, n, c, -1);
+    case LT_MAP:
+        c = json_object();
+        return put(e, s, c) < 0 ? -1 : enc_members(e, idx, c, MM_FIELD);
+    case LT_OTHER:
+    default:
+        return fail(&e->w, TIDE_EINVAL, "a %s value cannot be encoded as JSON",
+                    luaL_typename(L, idx));
+    }
+}
+
+/* The value at idx of the member s.key of a plain object: chooses by name
+ * and shape whether it holds AttributeValues. */
+static int enc_field(struct enc *e, int idx, struct slot s)
+{
+    size_t n;
+    json_t *c;
+    enum ltype t = classify(e, idx, &n);
+    if (t == LT_BAD)
+        return -1;
+    enum tide_ddb_shape shape = t == LT_LIST  ? TIDE_DDB_SHAPE_ARRAY
+                                : t == LT_MAP ? TIDE_DDB_SHAPE_OBJECT
+                                              : TIDE_DDB_SHAPE_SCALAR;
+    switch (tide_ddb_field_kind(s.key, s.klen, shape)) {
+    case TIDE_DDB_AV_MAP:
+        return enc_av_map(e, idx, s, t);
+    case TIDE_DDB_AV_MAP_LIST:
+    case TIDE_DDB_AV_LIST:
+        c = json_array();
+        if (put(e, s, c) < 0)
+            return -1;
+        return enc_items(e, idx, n, c,
+                         tide_ddb_field_kind(s.key, s.klen, shape) == TIDE_DDB_AV_MAP_LIST);
+    case TIDE_DDB_NAMED:
+    case TIDE_DDB_NAMED_AV_LISTS:
+        c = json_object();
+        if (put(e, s, c) < 0)
+            return -1;
+        return enc_members(e, idx, c,
+                           tide_ddb_field_kind(s.key, s.klen, shape) == TIDE_DDB_NAMED
+                               ? MM_PLAIN
+                               : MM_AV_LISTS);
+    case TIDE_DDB_PLAIN:
+    default:
+        /* An array where DynamoDB wants attributes (Item = {1, 2}): say so
+         * here rather than let DynamoDB answer with a SerializationException. */
+        if (t == LT_LIST &&
+            tide_ddb_field_kind(s.key, s.klen, TIDE_DDB_SHAPE_OBJECT) == TIDE_DDB_AV_MAP)
+            return enc_av_map(e, idx, s, t);
+        return enc_plain(e, idx, s, t, n);
+    }
+}
+
+/* Dumps the guard's tree and pushes it: // [.., json] */
+static int push_dump(lua_State *L, struct guard *g)
+{
+    g->text = json_dumps(g->tree, JSON_COMPACT);
+    if (g->text == NULL)
+        return 0;
+    lua_pushlstring(L, g->text, strlen(g->text));
+    return 1;
+}
+
+/* Pushes nil, message and returns 2. */
+static int push_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* core.encode_request(params) -> json | nil, err */
+static int l_encode_request(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    struct guard *g = guard_new(L); // [params, guard]
+    struct enc e;
+    enc_init(&e, L, "params", 0, g);
+    size_t n;
+    enum ltype t = classify(&e, 1, &n);
+    int rc = enc_plain(&e, 1, ROOT, t, n);
+    lua_settop(L, 2);               // [params, guard]
+    if (rc == 0 && !push_dump(L, g))
+        rc = fail_oom(&e.w);
+    guard_release(g);
+    return rc == 0 ? 1 : push_fail(L, e.w.err.message);
+}
+
+/* core.encode_value(v) -> json of one AttributeValue | nil, err */
+static int l_encode_value(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1))
+        return luaL_argerror(L, 1, "value expected");
+    lua_settop(L, 1);
+    struct guard *g = guard_new(L); // [v, guard]
+    struct enc e;
+    enc_init(&e, L, "value", 1, g);
+    int rc = enc_av(&e, 1, ROOT);
+    lua_settop(L, 2);
+    if (rc == 0 && !push_dump(L, g))
+        rc = fail_oom(&e.w);
+    guard_release(g);
+    return rc == 0 ? 1 : push_fail(L, e.w.err.message);
+}
+
+/* core.item_size(item) -> bytes | nil, err */
+static int l_item_size(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    struct guard *g = guard_new(L); // [item, guard]
+    struct enc e;
+    enc_init(&e, L, "item", 1, g);
+    size_t n, size = 0;
+    enum ltype t = classify(&e, 1, &n);
+    int rc = t == LT_BAD ? -1 : enc_av_map(&e, 1, ROOT, t);
+    lua_settop(L, 2);
+    if (rc == 0 && tide_ddb_item_size(g->tree, &size, &e.w.err) < 0)
+        rc = -1;
+    guard_release(g);
+    if (rc < 0)
+        return push_fail(L, e.w.err.message);
+    lua_pushnumber(L, (lua_Number)size);
+    return 1;
+}
+
+/* ---- decoder: jansson -> Lua --------------------------------------------- */
+
+struct dec {
+    struct walk w;
+};
+
+enum dec_mode {
+    DM_FIELD,    /* plain, key matched against the schema */
+    DM_PLAIN,    /* plain value */
+    DM_AV,       /* one AttributeValue */
+    DM_AV_MAP,   /* object of attribute name -> AttributeValue */
+    DM_AV_LISTS, /* list of AV maps when an array, else plain */
+};
+
+static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j);
+
+/* Pushes a table for the object j, each member decoded by mode: // [t] */
+static int dec_object(struct dec *d, json_t *obj, enum dec_mode mode)
+{
+    lua_State *L = d->w.L;
+    const char *k;
+    size_t klen;
+    json_t *v;
+
+    lua_createtable(L, 0, (int)json_object_size(obj)); // [t]
+    json_object_keylen_foreach(obj, k, klen, v) {
+        if (push_frame(&d->w, k, klen, 0) < 0)
+            return -1;
+        lua_pushlstring(L, k, klen);                    // [t, k]
+        if (dec_value(d, mode, k, klen, v) < 0)         // [t, k, v]
+            return -1;
+        lua_rawset(L, -3);                              // [t]
+        pop_frame(&d->w);
+    }
+    return 0;
+}
+
+/* Pushes a core.list table for the array j: // [t] */
+static int dec_array(struct dec *d, json_t *arr, enum dec_mode mode)
+{
+    lua_State *L = d->w.L;
+    size_t i;
+    json_t *v;
+
+    lua_createtable(L, (int)json_array_size(arr), 0); // [t]
+    lua_pushvalue(L, lua_upvalueindex(UV_LIST));      // [t, mt]
+    lua_setmetatable(L, -2);                          // [t]
+    json_array_foreach(arr, i, v) {
+        if (push_frame(&d->w, NULL, 0, i + 1) < 0)
+            return -1;
+        if (dec_value(d, mode, NULL, 0, v) < 0)       // [t, v]
+            return -1;
+        lua_rawseti(L, -2, (int)i + 1);               // [t]
+        pop_frame(&d->w);
+    }
+    return 0;
+}
+
+/* Pushes the number in the string j: a Lua number when it survives the
+ * round trip, else a tide.number. // [n] */
+static int dec_number(struct dec *d, json_t *j)
+{
+    lua_State *L = d->w.L;
+    struct tide_ddb_number num;
+    struct tide_error err;
+    double x;
+
+    if (!json_is_string(j))
+        return fail(&d->w, TIDE_EINVAL, "an N value must be a string");
+    if (tide_ddb_number_parse(json_string_value(j), json_string_length(j), &num, &err) < 0)
+        return fail(&d->w, err.code, "%s", err.message);
+    if (tide_ddb_number_to_lua(&num, &x)) {
+        lua_pushnumber(L, x);
+        return 0;
+    }
+    char buf[TIDE_DDB_NUMBER_BUFSIZE];
+    size_t n = tide_ddb_number_format(&num, buf);
+    lua_createtable(L, 0, 1);                      // [n]
+    lua_pushliteral(L, "value");                   // [n, k]
+    lua_pushlstring(L, buf, n);                    // [n, k, text]
+    lua_rawset(L, -3);                             // [n]
+    lua_pushvalue(L, lua_upvalueindex(UV_NUMBER)); // [n, mt]
+    lua_setmetatable(L, -2);                       // [n]
+    return 0;
+}
+
+/* Pushes the core.binary of the base64 string j. // [b] */
+static int dec_binary(struct dec *d, json_t *j)
+{
+    lua_State *L = d->w.L;
+    if (!json_is_string(j))
+        return fail(&d->w, TIDE_EINVAL, "a B value must be a base64 string");
+    const char *s = json_string_value(j);
+    size_t len = json_string_length(j);
+    if (tide_ddb_base64_decoded_len(s, len) < 0)
+        return fail(&d->w, TIDE_EINVAL, "a B value is not valid base64");
+
+    lua_createtable(L, 0, 1);    // [b]
+    lua_pushliteral(L, "bytes"); // [b, k]
+    /* Decode straight into Lua's buffer, in whole base64 groups. */
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    const size_t chunk = LUAL_BUFFERSIZE / 3 * 4;
+    for (size_t off = 0; off < len; off += chunk) {
+        size_t k = len - off < chunk ? len - off : chunk;
+        long r = tide_ddb_base64_decode(s + off, k, (unsigned char *)luaL_prepbuffer(&buf));
+        if (r < 0) {
+            luaL_pushresult(&buf);
+            return fail(&d->w, TIDE_EINVAL, "a B value is not valid base64");
+        }
+        luaL_addsize(&buf, (size_t)r);
+    }
+    luaL_pushresult(&buf);                         // [b, k, bytes]
+    lua_rawset(L, -3);                             // [b]
+    lua_pushvalue(L, lua_upvalueindex(UV_BINARY)); // [b, mt]
+    lua_setmetatable(L, -2);                       // [b]
+    return 0;
+}
+
+/* Pushes the set object for {kind: arr}. // [set] */
+static int dec_set(struct dec *d, const char *kind, json_t *arr)
+{
+    lua_State *L = d->w.L;
+    size_t i;
+    json_t *v;
+
+    if (!json_is_array(arr))
+        return fail(&d->w, TIDE_EINVAL, "a %s value must be an array", kind);
+    lua_createtable(L, (int)json_array_size(arr), 1); // [set]
+    lua_pushliteral(L, "kind");                       // [set, k]
+    lua_pushstring(L, kind);                          // [set, k, kind]
+    lua_rawset(L, -3);                                // [set]
+    json_array_foreach(arr, i, v) {
+        if (push_frame(&d->w, NULL, 0, i + 1) < 0)
+            return -1;
+        int rc;
+        if (kind[0] == 'N') {
+            rc = dec_number(d, v);
+        } else if (kind[0] == 'B') {
+            rc = dec_binary(d, v);
+        } else if (json_is_string(v)) {
+            lua_pushlstring(L, json_string_value(v), json_string_length(v));
+            rc = 0;
+        } else {
+            rc = fail(&d->w, TIDE_EINVAL, "SS members must be strings");
+        }
+        if (rc < 0)                                   // [set, m]
+            return -1;
+        lua_rawseti(L, -2, (int)i + 1);               // [set]
+        pop_frame(&d->w);
+    }
+    lua_pushvalue(L, lua_upvalueindex(UV_SET));       // [set, mt]
+    lua_setmetatable(L, -2);                          // [set]
+    return 0;
+}
+
+/* Pushes the Lua value of the AttributeValue j. // [v] */
+static int dec_av(struct dec *d, json_t *j)
+{
+    lua_State *L = d->w.L;
+    if (!json_is_object(j) || json_object_size(j) != 1)
+        return fail(&d->w, TIDE_EINVAL,
+                    "expected an AttributeValue (an object with one type key, e.g. {\"S\":\"x\"})");
+    void *it = json_object_iter(j);
+    const char *t = json_object_iter_key(it);
+    json_t *v = json_object_iter_value(it);
+    int rc;
+
+    if (strcmp(t, "S") == 0) {
+        if (!json_is_string(v))
+            return fail(&d->w, TIDE_EINVAL, "an S value must be a string");
+        lua_pushlstring(L, json_string_value(v), json_string_length(v));
+        return 0;
+    }
+    if (strcmp(t, "N") == 0)
+        return dec_number(d, v);
+    if (strcmp(t, "B") == 0)
+        return dec_binary(d, v);
+    if (strcmp(t, "BOOL") == 0) {
+        if (!json_is_boolean(v))
+            return fail(&d->w, TIDE_EINVAL, "a BOOL value must be true or false");
+        lua_pushboolean(L, json_is_true(v));
+        return 0;
+    }
+    if (strcmp(t, "NULL") == 0) {
+        lua_pushlightuserdata(L, NULL);
+        return 0;
+    }
+    if (strcmp(t, "M") == 0 || strcmp(t, "L") == 0) {
+        int is_map = t[0] == 'M';
+        if (is_map ? !json_is_object(v) : !json_is_array(v))
+            return fail(&d->w, TIDE_EINVAL, "an %s value must be an %s", t,
+                        is_map ? "object" : "array");
+        if (enter_av(&d->w) < 0)
+            return -1;
+        rc = is_map ? dec_object(d, v, DM_AV) : dec_array(d, v, DM_AV);
+        d->w.av_depth--;
+        return rc;
+    }
+    if (strcmp(t, "SS") == 0 || strcmp(t, "NS") == 0 || strcmp(t, "BS") == 0)
+        return dec_set(d, t, v);
+    return fail(&d->w, TIDE_EINVAL, "unknown AttributeValue type \"%.20s\"", t);
+}
+
+/* Pushes the plain JSON value j; object members are matched by name. */
+static int dec_plain(struct dec *d, json_t *j)
+{
+    lua_State *L = d->w.L;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: return dec_object(d, j, DM_FIELD);
+    case JSON_ARRAY: return dec_array(d, j, DM_PLAIN);
+    case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); return 0;
+    case JSON_INTEGER: lua_pushnumber(L, (lua_Number)json_integer_value(j)); return 0;
+    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return 0;
+    case JSON_TRUE: lua_pushboolean(L, 1); return 0;
+    case JSON_FALSE: lua_pushboolean(L, 0); return 0;
+    case JSON_NULL:
+    default: lua_pushlightuserdata(L, NULL); return 0;
+    }
+}
+
+/* Pushes j decoded by mode (key: the member name for DM_FIELD). */
+static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j)
+{
+    enum tide_ddb_shape shape = json_is_array(j)    ? TIDE_DDB_SHAPE_ARRAY
+                                : json_is_object(j) ? TIDE_DDB_SHAPE_OBJECT
+                                                    : TIDE_DDB_SHAPE_SCALAR;
+    switch (mode) {
+    case DM_AV:
+        return dec_av(d, j);
+    case DM_AV_MAP:
+        if (shape != TIDE_DDB_SHAPE_OBJECT)
+            return fail(&d->w, TIDE_EINVAL, "expected an object of attribute name -> value");
+        return dec_object(d, j, DM_AV);
+    case DM_AV_LISTS:
+        return shape == TIDE_DDB_SHAPE_ARRAY ? dec_array(d, j, DM_AV_MAP) : dec_plain(d, j);
+    case DM_PLAIN:
+        return dec_plain(d, j);
+    case DM_FIELD:
+    default:
+        break;
+    }
+    switch (tide_ddb_field_kind(key, klen, shape)) {
+    case TIDE_DDB_AV_MAP: return dec_object(d, j, DM_AV);
+    case TIDE_DDB_AV_MAP_LIST: return dec_array(d, j, DM_AV_MAP);
+    case TIDE_DDB_AV_LIST: return dec_array(d, j, DM_AV);
+    case TIDE_DDB_NAMED: return dec_object(d, j, DM_PLAIN);
+    case TIDE_DDB_NAMED_AV_LISTS: return dec_object(d, j, DM_AV_LISTS);
+    case TIDE_DDB_PLAIN:
+    default: return dec_plain(d, j);
+    }
+}
+
+/* Pushes nil and a message for text jansson could not parse. */
+static int push_malformed(lua_State *L, const char *text, size_t len, const json_error_t *jerr)
+{
+    char snippet[81];
+    size_t n = len > 80 ? utf8_cut(text, 80) : len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        snippet[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    snippet[n] = '\0';
+    lua_pushnil(L);
+    if (len == 0)
+        lua_pushliteral(L, "malformed JSON: the text is empty");
+    else
+        lua_pushfstring(L, "malformed JSON at line %d, column %d (%s); the text begins: \"%s%s\"",
+                        jerr->line, jerr->column, jerr->text, snippet, n < len ? "..." : "");
+    return 2;
+}
+
+/* Shared body of decode_response and decode_value. */
+static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode)
+{
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_typerror(L, 1, "string");
+    size_t len;
+    const char *text = lua_tolstring(L, 1, &len);
+    lua_settop(L, 1);
+    struct guard *g = guard_new(L); // [text, guard]
+    json_error_t jerr;
+    g->tree = json_loadb(text, len, DECODE_FLAGS, &jerr);
+    if (g->tree == NULL)
+        return push_malformed(L, text, len, &jerr);
+    struct dec d;
+    walk_init(&d.w, L, root, prefix);
+    int rc = dec_value(&d, mode, NULL, 0, g->tree); // [text, guard, result]
+    guard_release(g);
+    if (rc < 0) {
+        lua_settop(L, 2);
+        return push_fail(L, d.w.err.message);
+    }
+    return 1;
+}
+
+/* core.decode_response(json) -> table | nil, err */
+static int l_decode_response(lua_State *L)
+{
+    return decode(L, "response", 0, DM_PLAIN);
+}
+
+/* core.decode_value(json of one AttributeValue) -> value | nil, err */
+static int l_decode_value(lua_State *L)
+{
+    return decode(L, "value", 1, DM_AV);
+}
+
+/* ---- value constructors and predicates ----------------------------------- */
+
+static int has_mt(lua_State *L, int idx, int uv)
+{
+    if (!lua_getmetatable(L, idx)) // [mt]
+        return 0;
+    int same = lua_rawequal(L, -1, lua_upvalueindex(uv));
+    lua_pop(L, 1);                 // []
+    return same;
+}
+
+/* core.list([t]) -> t marked as a list (a new empty one without t) */
+static int l_list(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);                         // [t]
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);                        // [t]
+    }
+    lua_pushvalue(L, lua_upvalueindex(UV_LIST)); // [t, mt]
+    lua_setmetatable(L, -2);                     // [t]
+    return 1;
+}
+
+static int l_is_list(lua_State *L)
+{
+    lua_pushboolean(L, lua_istable(L, 1) && has_mt(L, 1, UV_LIST));
+    return 1;
+}
+
+/* core.set(kind, [values]) -> a new set holding values[1..#values] */
+static int l_set(lua_State *L)
+{
+    const char *kind = luaL_checkstring(L, 1);
+    if (strcmp(kind, "SS") != 0 && strcmp(kind, "NS") != 0 && strcmp(kind, "BS") != 0)
+        return luaL_argerror(L, 1, "\"SS\", \"NS\" or \"BS\" expected");
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    int n = lua_istable(L, 2) ? (int)lua_objlen(L, 2) : 0;
+    lua_createtable(L, n, 1);                   // [.., set]
+    lua_pushvalue(L, 1);                        // [.., set, kind]
+    lua_setfield(L, -2, "kind");                // [.., set]
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, i);                   // [.., set, v]
+        lua_rawseti(L, -2, i);                  // [.., set]
+    }
+    lua_pushvalue(L, lua_upvalueindex(UV_SET)); // [.., set, mt]
+    lua_setmetatable(L, -2);                    // [.., set]
+    return 1;
+}
+
+static int l_is_set(lua_State *L)
+{
+    lua_pushboolean(L, lua_istable(L, 1) && has_mt(L, 1, UV_SET));
+    return 1;
+}
+
+/* core.binary(bytes) -> binary value */
+static int l_binary(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_typerror(L, 1, "string");
+    lua_createtable(L, 0, 1);                      // [.., b]
+    lua_pushvalue(L, 1);                           // [.., b, bytes]
+    lua_setfield(L, -2, "bytes");                  // [.., b]
+    lua_pushvalue(L, lua_upvalueindex(UV_BINARY)); // [.., b, mt]
+    lua_setmetatable(L, -2);                       // [.., b]
+    return 1;
+}
+
+static int l_is_binary(lua_State *L)
+{
+    lua_pushboolean(L, lua_istable(L, 1) && has_mt(L, 1, UV_BINARY));
+    return 1;
+}
+
+/* core.bytes(b) -> the Lua string of a binary value (a string is returned
+ * as it is) */
+static int l_bytes(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    if (!lua_istable(L, 1) || !has_mt(L, 1, UV_BINARY))
+        return luaL_typerror(L, 1, "core.binary value");
+    lua_getfield(L, 1, "bytes");
+    return 1;
+}
+
+/* core.number(text or number) -> tide.number, raising on invalid text */
+static int l_number(lua_State *L)
+{
+    struct tide_ddb_number num;
+    struct tide_error err;
+    char buf[TIDE_DDB_NUMBER_BUFSIZE];
+    int rc;
+
+    switch (lua_type(L, 1)) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, 1, &len);
+        rc = tide_ddb_number_parse(s, len, &num, &err);
+        break;
+    }
+    case LUA_TNUMBER:
+        rc = tide_ddb_number_from_double(lua_tonumber(L, 1), &num, &err);
+        break;
+    case LUA_TTABLE:
+        if (has_mt(L, 1, UV_NUMBER)) {
+            lua_settop(L, 1);
+            return 1;
+        }
+        /* fall through */
+    default:
+        return luaL_typerror(L, 1, "string or number");
+    }
+    if (rc < 0)
+        return luaL_error(L, "core.number: %s", err.message);
+    size_t n = tide_ddb_number_format(&num, buf);
+    lua_createtable(L, 0, 1);                      // [.., n]
+    lua_pushlstring(L, buf, n);                    // [.., n, text]
+    lua_setfield(L, -2, "value");                  // [.., n]
+    lua_pushvalue(L, lua_upvalueindex(UV_NUMBER)); // [.., n, mt]
+    lua_setmetatable(L, -2);                       // [.., n]
+    return 1;
+}
+
+static int l_is_number(lua_State *L)
+{
+    lua_pushboolean(L, lua_istable(L, 1) && has_mt(L, 1, UV_NUMBER));
+    return 1;
+}
+
+/* ---- metamethods ----------------------------------------------------------- */
+
+/* The string field f of the table at idx, or NULL. */
+static const char *field_string(lua_State *L, int idx, const char *f, size_t *len)
+{
+    if (!lua_istable(L, idx))
+        return NULL;
+    lua_pushstring(L, f); // [k]
+    lua_rawget(L, idx);   // [v]
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+    lua_pop(L, 1);        // [] (s is anchored by the table)
+    return s;
+}
+
+static int binary_tostring(lua_State *L)
+{
+    size_t len;
+    const char *s = field_string(L, 1, "bytes", &len);
+    if (s == NULL)
+        return luaL_typerror(L, 1, "core.binary value");
+    lua_pushlstring(L, s, len);
+    return 1;
+}
+
+static int binary_eq(lua_State *L)
+{
+    size_t la, lb;
+    const char *a = field_string(L, 1, "bytes", &la);
+    const char *b = field_string(L, 2, "bytes", &lb);
+    lua_pushboolean(L, a != NULL && b != NULL && la == lb && memcmp(a, b, la) == 0);
+    return 1;
+}
+
+static void number_arg(lua_State *L, int idx, struct tide_ddb_number *num)
+{
+    struct tide_error err;
+    size_t len;
+    const char *s = field_string(L, idx, "value", &len);
+    if (s == NULL)
+        luaL_typerror(L, idx, "tide.number");
+    if (tide_ddb_number_parse(s, len, num, &err) < 0)
+        luaL_error(L, "tide.number: %s", err.message);
+}
+
+static int number_tostring(lua_State *L)
+{
+    size_t len;
+    const char *s = field_string(L, 1, "value", &len);
+    if (s == NULL)
+        return luaL_typerror(L, 1, "tide.number");
+    lua_pushlstring(L, s, len);
+    return 1;
+}
+
+static int number_compare(lua_State *L)
+{
+    struct tide_ddb_number a, b;
+    number_arg(L, 1, &a);
+    number_arg(L, 2, &b);
+    return tide_ddb_number_compare(&a, &b);
+}
+
+static int number_eq(lua_State *L)
+{
+    lua_pushboolean(L, number_compare(L) == 0);
+    return 1;
+}
+
+static int number_lt(lua_State *L)
+{
+    lua_pushboolean(L, number_compare(L) < 0);
+    return 1;
+}
+
+static int number_le(lua_State *L)
+{
+    lua_pushboolean(L, number_compare(L) <= 0);
+    return 1;
+}
+
+/* ---- module ----------------------------------------------------------------- */
+
+/* Pushes the registry metatable name, creating it and setting methods. */
+static void push_mt(lua_State *L, const char *name, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name); // [mt]
+    for (; methods != NULL && methods->name != NULL; methods++) {
+        lua_pushcfunction(L, methods->func);
+        lua_setfield(L, -2, methods->name);
+    }
+}
+
+void tide_lua_open_codec(lua_State *L)
+{
+    static const luaL_Reg binary_methods[] = {
+        {"__tostring", binary_tostring}, {"__eq", binary_eq}, {NULL, NULL}};
+    static const luaL_Reg number_methods[] = {{"__tostring", number_tostring},
+                                              {"__eq", number_eq},
+                                              {"__lt", number_lt},
+                                              {"__le", number_le},
+                                              {NULL, NULL}};
+    static const luaL_Reg guard_methods[] = {{"__gc", guard_gc}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"encode_request", l_encode_request},
+        {"decode_response", l_decode_response},
+        {"encode_value", l_encode_value},
+        {"decode_value", l_decode_value},
+        {"item_size", l_item_size},
+        {"list", l_list},
+        {"is_list", l_is_list},
+        {"set", l_set},
+        {"is_set", l_is_set},
+        {"binary", l_binary},
+        {"is_binary", l_is_binary},
+        {"bytes", l_bytes},
+        {"number", l_number},
+        {"is_number", l_is_number},
+        {NULL, NULL},
+    };
+    int core = lua_gettop(L);                // [core]
+    push_mt(L, "tide.list", NULL);
+    push_mt(L, "tide.set", NULL);
+    push_mt(L, "tide.binary", binary_methods);
+    push_mt(L, "tide.number", number_methods);
+    push_mt(L, "tide.codec_guard", guard_methods); // [core, list, set, binary, number, guard]
+    for (const luaL_Reg *f = funcs; f->name != NULL; f++) {
+        for (int i = 1; i <= UV_COUNT; i++)
+            lua_pushvalue(L, core + i);      // [core, mts..., mts...]
+        lua_pushcclosure(L, f->func, UV_COUNT); // [core, mts..., fn]
+        lua_setfield(L, core, f->name);      // [core, mts...]
+    }
+    lua_settop(L, core);                     // [core]
+
+    /* Same value as cjson.null and ngx.null. */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, core, "null");
+
+    lua_createtable(L, 0, 8);                // [core, limits]
+    static const struct {
+        const char *name;
+        lua_Number value;
+    } limits[] = {
+        {"item_bytes", TIDE_DDB_ITEM_BYTES},
+        {"transact_items", TIDE_DDB_TRANSACT_ITEMS},
+        {"transact_bytes", TIDE_DDB_TRANSACT_BYTES},
+        {"batch_write_items", TIDE_DDB_BATCH_WRITE_ITEMS},
+        {"batch_write_bytes", TIDE_DDB_BATCH_WRITE_BYTES},
+        {"batch_get_keys", TIDE_DDB_BATCH_GET_KEYS},
+        {"query_page_bytes", TIDE_DDB_QUERY_PAGE_BYTES},
+        {"max_depth", TIDE_DDB_MAX_DEPTH},
+    };
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        lua_pushnumber(L, limits[i].value);
+        lua_setfield(L, -2, limits[i].name);
+    }
+    lua_setfield(L, core, "limits");         // [core]
+}

@@ -1,0 +1,985 @@
+/*
+ * sigv4.c - AWS Signature Version 4 header signing.
+ *
+ * https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html
+ *
+ * Hashing is OpenSSL's (EVP); this file only builds the canonical request and
+ * the string to sign, and computes HMAC-SHA256 from digest calls so that the
+ * signing key's padded blocks can be cached and the one digest context reused.
+ */
+#include "sigv4.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define ALGORITHM "AWS4-HMAC-SHA256"
+#define HASH_LEN 32
+#define BLOCK_LEN 64
+
+/* The key cache is small: a process signs for a handful of (region, service,
+ * credential) combinations, and a day changes the key for all of them. */
+#define KEY_CACHE_SLOTS 4
+#define KEY_FIELD_MAX 64
+#define KEY_SECRET_MAX 128
+
+/* A derived signing key, kept as the two SHA-256 states after its HMAC pads
+ * (key ^ ipad, key ^ opad) were absorbed: a signature copies them instead
+ * of hashing two more blocks. The contexts are allocated with the signer
+ * and live as long as it; EVP_MD_CTX_reset wipes their state. */
+struct key_entry {
+    bool used;
+    uint64_t last_use;
+    char date[8];
+    size_t region_len, service_len, secret_len;
+    char region[KEY_FIELD_MAX];
+    char service[KEY_FIELD_MAX];
+    unsigned char secret[KEY_SECRET_MAX];
+    EVP_MD_CTX *inner;
+    EVP_MD_CTX *outer;
+};
+
+/* Growable byte buffer; after a failed allocation it ignores writes and
+ * keeps oom set, so builders check once at the end. */
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+struct hdr {
+    const char *name;   /* lower-case */
+    size_t name_len;
+    const char *value;  /* as given; canonicalised when written */
+    size_t value_len;
+    size_t order;       /* keeps duplicates in the order given */
+};
+
+struct qpair {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+};
+
+struct tide_sigv4_signer {
+    EVP_MD *md;
+    EVP_MD_CTX *ctx;
+    EVP_MD_CTX *spare_inner, *spare_outer; /* for keys too long to cache */
+    struct key_entry keys[KEY_CACHE_SLOTS];
+    uint64_t clock;
+    uint64_t derivations;
+    struct buf creq;     /* canonical request */
+    struct buf sts;      /* string to sign */
+    struct buf auth;     /* Authorization value */
+    struct buf names;    /* lower-cased header names */
+    struct buf signed_headers;
+    struct buf path;     /* normalised path */
+    struct buf query;    /* re-encoded query keys and values */
+    struct hdr *hdrs;
+    size_t hdrs_cap;
+    struct qpair *pairs;
+    size_t pairs_cap;
+    char amz_date[17];
+    char payload_hash[65];
+    char signature[65];
+};
+
+static const char HEX[] = "0123456789abcdef";
+static const char HEX_UPPER[] = "0123456789ABCDEF";
+
+/* ---- buffers ---------------------------------------------------------- */
+
+static bool buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->oom)
+        return false;
+    if (b->cap - b->len > extra)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= extra)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void buf_put(struct buf *b, const void *p, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+static void buf_putc(struct buf *b, char c)
+{
+    if (!buf_reserve(b, 1))
+        return;
+    b->p[b->len++] = c;
+}
+
+static void buf_puts(struct buf *b, const char *s)
+{
+    buf_put(b, s, strlen(s));
+}
+
+/* NUL-terminates without counting the NUL in len. */
+static void buf_term(struct buf *b)
+{
+    if (buf_reserve(b, 1))
+        b->p[b->len] = '\0';
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+/* ---- hashing ---------------------------------------------------------- */
+
+static void to_hex(const unsigned char *in, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = HEX[in[i] >> 4];
+        out[2 * i + 1] = HEX[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* SHA-256 of a || b into out. */
+static bool sha256(struct tide_sigv4_signer *s, const void *a, size_t na,
+                   const void *b, size_t nb, unsigned char out[HASH_LEN])
+{
+    return EVP_DigestInit_ex(s->ctx, s->md, NULL) == 1
+        && (na == 0 || EVP_DigestUpdate(s->ctx, a, na) == 1)
+        && (nb == 0 || EVP_DigestUpdate(s->ctx, b, nb) == 1)
+        && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
+}
+
+/* HMAC pads for the key k1 || k2 (RFC 2104: keys longer than a block are
+ * hashed first). */
+static bool hmac_pads(struct tide_sigv4_signer *s, const void *k1, size_t n1,
+                      const void *k2, size_t n2,
+                      unsigned char ipad[BLOCK_LEN], unsigned char opad[BLOCK_LEN])
+{
+    unsigned char key[BLOCK_LEN] = {0};
+    if (n1 + n2 > BLOCK_LEN) {
+        if (!sha256(s, k1, n1, k2, n2, key))
+            return false;
+    } else {
+        memcpy(key, k1, n1);
+        if (n2)
+            memcpy(key + n1, k2, n2);
+    }
+    for (size_t i = 0; i < BLOCK_LEN; i++) {
+        ipad[i] = key[i] ^ 0x36;
+        opad[i] = key[i] ^ 0x5c;
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    return true;
+}
+
+/* HMAC-SHA256(key given by its pads, msg) = H(opad || H(ipad || msg)). */
+static bool hmac_with_pads(struct tide_sigv4_signer *s,
+                           const unsigned char ipad[BLOCK_LEN],
+                           const unsigned char opad[BLOCK_LEN],
+                           const void *msg, size_t len, unsigned char out[HASH_LEN])
+{
+    unsigned char inner[HASH_LEN];
+    bool ok = sha256(s, ipad, BLOCK_LEN, msg, len, inner)
+           && sha256(s, opad, BLOCK_LEN, inner, HASH_LEN, out);
+    OPENSSL_cleanse(inner, sizeof(inner));
+    return ok;
+}
+
+static bool hmac(struct tide_sigv4_signer *s, const void *key, size_t key_len,
+                 const void *msg, size_t len, unsigned char out[HASH_LEN])
+{
+    unsigned char ipad[BLOCK_LEN], opad[BLOCK_LEN];
+    bool ok = hmac_pads(s, key, key_len, NULL, 0, ipad, opad)
+           && hmac_with_pads(s, ipad, opad, msg, len, out);
+    OPENSSL_cleanse(ipad, sizeof(ipad));
+    OPENSSL_cleanse(opad, sizeof(opad));
+    return ok;
+}
+
+/* ---- signing key cache ------------------------------------------------ */
+
+/* Forgets the key: state contexts reset (OpenSSL clears them on free),
+ * everything else wiped; the context objects are kept for reuse. */
+static void key_wipe(struct key_entry *e)
+{
+    EVP_MD_CTX *inner = e->inner, *outer = e->outer;
+    if (inner)
+        EVP_MD_CTX_reset(inner);
+    if (outer)
+        EVP_MD_CTX_reset(outer);
+    OPENSSL_cleanse(e, sizeof(*e));
+    e->inner = inner;
+    e->outer = outer;
+}
+
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+ * "aws4_request"), stored in e as the states after its pads. */
+static bool key_derive(struct tide_sigv4_signer *s, struct key_entry *e,
+                       const char date[8], const char *region, size_t region_len,
+                       const char *service, size_t service_len,
+                       const char *secret, size_t secret_len)
+{
+    unsigned char k[HASH_LEN];
+    unsigned char ipad[BLOCK_LEN], opad[BLOCK_LEN];
+    bool ok = hmac_pads(s, "AWS4", 4, secret, secret_len, ipad, opad)
+           && hmac_with_pads(s, ipad, opad, date, 8, k)
+           && hmac(s, k, HASH_LEN, region, region_len, k)
+           && hmac(s, k, HASH_LEN, service, service_len, k)
+           && hmac(s, k, HASH_LEN, "aws4_request", 12, k)
+           && hmac_pads(s, k, HASH_LEN, NULL, 0, ipad, opad)
+           && EVP_DigestInit_ex(e->inner, s->md, NULL) == 1
+           && EVP_DigestUpdate(e->inner, ipad, BLOCK_LEN) == 1
+           && EVP_DigestInit_ex(e->outer, s->md, NULL) == 1
+           && EVP_DigestUpdate(e->outer, opad, BLOCK_LEN) == 1;
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(ipad, sizeof(ipad));
+    OPENSSL_cleanse(opad, sizeof(opad));
+    s->derivations++;
+    return ok;
+}
+
+/* HMAC-SHA256 of msg with a derived key: both halves resume from the
+ * key's saved states. */
+static bool hmac_with_key(struct tide_sigv4_signer *s, const struct key_entry *e,
+                          const void *msg, size_t len, unsigned char out[HASH_LEN])
+{
+    unsigned char inner[HASH_LEN];
+    bool ok = EVP_MD_CTX_copy_ex(s->ctx, e->inner) == 1
+           && EVP_DigestUpdate(s->ctx, msg, len) == 1
+           && EVP_DigestFinal_ex(s->ctx, inner, NULL) == 1
+           && EVP_MD_CTX_copy_ex(s->ctx, e->outer) == 1
+           && EVP_DigestUpdate(s->ctx, inner, HASH_LEN) == 1
+           && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
+    OPENSSL_cleanse(inner, sizeof(inner));
+    return ok;
+}
+
+/* Returns the cached key for these inputs, deriving it on a miss. Inputs too
+ * long to cache are derived into *spare (wiped by the caller). */
+static struct key_entry *key_get(struct tide_sigv4_signer *s, struct key_entry *spare,
+                                 const char date[8], const char *region,
+                                 const char *service, const char *secret,
+                                 size_t secret_len)
+{
+    size_t region_len = strlen(region), service_len = strlen(service);
+    bool cacheable = region_len <= KEY_FIELD_MAX && service_len <= KEY_FIELD_MAX
+                  && secret_len <= KEY_SECRET_MAX;
+    if (!cacheable) {
+        memset(spare, 0, sizeof(*spare));
+        spare->inner = s->spare_inner;
+        spare->outer = s->spare_outer;
+        if (!key_derive(s, spare, date, region, region_len, service, service_len,
+                        secret, secret_len)) {
+            key_wipe(spare);
+            return NULL;
+        }
+        return spare;
+    }
+    struct key_entry *victim = &s->keys[0];
+    for (size_t i = 0; i < KEY_CACHE_SLOTS; i++) {
+        struct key_entry *e = &s->keys[i];
+        if (e->used && memcmp(e->date, date, 8) == 0
+            && e->region_len == region_len && memcmp(e->region, region, region_len) == 0
+            && e->service_len == service_len && memcmp(e->service, service, service_len) == 0
+            && e->secret_len == secret_len
+            && CRYPTO_memcmp(e->secret, secret, secret_len) == 0) {
+            e->last_use = ++s->clock;
+            return e;
+        }
+        if (!e->used || (victim->used && e->last_use < victim->last_use))
+            victim = e;
+    }
+    key_wipe(victim);
+    if (!key_derive(s, victim, date, region, region_len, service, service_len,
+                    secret, secret_len)) {
+        key_wipe(victim);
+        return NULL;
+    }
+    victim->used = true;
+    victim->last_use = ++s->clock;
+    memcpy(victim->date, date, 8);
+    memcpy(victim->region, region, region_len);
+    victim->region_len = region_len;
+    memcpy(victim->service, service, service_len);
+    victim->service_len = service_len;
+    memcpy(victim->secret, secret, secret_len);
+    victim->secret_len = secret_len;
+    return victim;
+}
+
+/* ---- canonical request pieces ----------------------------------------- */
+
+/* RFC 3986 unreserved characters, the only ones SigV4 leaves unencoded. */
+static bool unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+        || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* Appends p percent-encoded; '/' is kept when keep_slash. Assumes the
+ * caller reserved 3 * n bytes. */
+static void encode_into(struct buf *b, const char *p, size_t n, bool keep_slash)
+{
+    char *o = b->p + b->len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (unreserved(c) || (keep_slash && c == '/')) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = HEX_UPPER[c >> 4];
+            *o++ = HEX_UPPER[c & 15];
+        }
+    }
+    b->len = (size_t)(o - b->p);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Appends a query component decoded (%XX) then encoded again, so that
+ * "%E1%88%B4" and the raw UTF-8 bytes give the same canonical form. '+' is
+ * taken literally. Assumes 3 * n bytes reserved. */
+static void reencode_into(struct buf *b, const char *p, size_t n)
+{
+    char *o = b->p + b->len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        int hi, lo;
+        if (c == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0
+            && (lo = hexval(p[i + 2])) >= 0) {
+            c = (unsigned char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (unreserved(c)) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = HEX_UPPER[c >> 4];
+            *o++ = HEX_UPPER[c & 15];
+        }
+    }
+    b->len = (size_t)(o - b->p);
+}
+
+/* Writes the path with empty and "." segments dropped and ".." resolved
+ * (RFC 3986 section 5.2.4 plus merged slashes) into out. */
+static void normalize_path(struct buf *out, const char *path)
+{
+    size_t n = strlen(path);
+    out->len = 0;
+    if (!buf_reserve(out, n + 2))
+        return;
+    const char *p = path, *end = path + n;
+    bool trailing = false;
+    while (p < end) {
+        while (p < end && *p == '/')
+            p++;
+        const char *seg = p;
+        while (p < end && *p != '/')
+            p++;
+        size_t len = (size_t)(p - seg);
+        trailing = p < end || len == 0;
+        if (len == 0)
+            continue;
+        if (len == 1 && seg[0] == '.') {
+            trailing = true;
+        } else if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (out->len > 0 && out->p[--out->len] != '/')
+                ;
+            trailing = true;
+        } else {
+            out->p[out->len++] = '/';
+            memcpy(out->p + out->len, seg, len);
+            out->len += len;
+        }
+    }
+    if (out->len == 0 || trailing)
+        out->p[out->len++] = '/';
+}
+
+static int pair_cmp(const void *a, const void *b)
+{
+    const struct qpair *x = a, *y = b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    if (c != 0) return c;
+    if (x->key_len != y->key_len) return x->key_len < y->key_len ? -1 : 1;
+    n = x->value_len < y->value_len ? x->value_len : y->value_len;
+    c = memcmp(x->value, y->value, n);
+    if (c != 0) return c;
+    return x->value_len < y->value_len ? -1 : x->value_len > y->value_len;
+}
+
+/* Appends the canonical query string: each key and value decoded and
+ * re-encoded, pairs sorted by key then value. */
+static int canonical_query(struct tide_sigv4_signer *s, const char *query,
+                           struct tide_error *err)
+{
+    size_t n = strlen(query), count = 1;
+    for (size_t i = 0; i < n; i++)
+        count += query[i] == '&';
+    if (count > s->pairs_cap) {
+        struct qpair *p = realloc(s->pairs, count * sizeof(*p));
+        if (p == NULL)
+            return tide_error_set(err, TIDE_ENOMEM, "sigv4: out of memory for the query");
+        s->pairs = p;
+        s->pairs_cap = count;
+    }
+    /* Reserved up front so that pointers into s->query stay valid. */
+    s->query.len = 0;
+    if (!buf_reserve(&s->query, 3 * n + 1))
+        return tide_error_set(err, TIDE_ENOMEM, "sigv4: out of memory for the query");
+    size_t np = 0;
+    const char *p = query, *end = query + n;
+    while (p <= end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (amp == NULL)
+            amp = end;
+        if (amp > p) {
+            const char *eq = memchr(p, '=', (size_t)(amp - p));
+            const char *kend = eq ? eq : amp;
+            struct qpair *q = &s->pairs[np++];
+            q->key = s->query.p + s->query.len;
+            reencode_into(&s->query, p, (size_t)(kend - p));
+            q->key_len = (size_t)(s->query.p + s->query.len - q->key);
+            q->value = s->query.p + s->query.len;
+            if (eq)
+                reencode_into(&s->query, eq + 1, (size_t)(amp - eq - 1));
+            q->value_len = (size_t)(s->query.p + s->query.len - q->value);
+        }
+        p = amp + 1;
+    }
+    qsort(s->pairs, np, sizeof(*s->pairs), pair_cmp);
+    for (size_t i = 0; i < np; i++) {
+        if (i)
+            buf_putc(&s->creq, '&');
+        buf_put(&s->creq, s->pairs[i].key, s->pairs[i].key_len);
+        buf_putc(&s->creq, '=');
+        buf_put(&s->creq, s->pairs[i].value, s->pairs[i].value_len);
+    }
+    return 0;
+}
+
+/* RFC 7230 token characters: what a header name may contain. */
+static bool token_char(unsigned char c)
+{
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* True when some byte of p[0..n) is below 0x21 (space or control): such
+ * values need the slow canonicalisation. Eight bytes at a time, since
+ * session tokens run to hundreds of bytes; "any byte < 0x21" is exact
+ * with this test (the classic hasless(x, n) of Bit Twiddling Hacks). */
+static bool has_space_or_ctl(const char *p, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        if ((x - ones * 0x21) & ~x & highs)
+            return true;
+    }
+    for (; i < n; i++)
+        if ((unsigned char)p[i] < 0x21)
+            return true;
+    return false;
+}
+
+/* Appends v trimmed, with each run of whitespace made one space. */
+static void put_header_value(struct buf *b, const char *v, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return;
+    if (!has_space_or_ctl(v, n)) {
+        memcpy(b->p + b->len, v, n);
+        b->len += n;
+        return;
+    }
+    char *o = b->p + b->len;
+    bool space = false, any = false;
+    for (size_t i = 0; i < n; i++) {
+        if (is_space(v[i])) {
+            space = true;
+            continue;
+        }
+        if (space && any)
+            *o++ = ' ';
+        *o++ = v[i];
+        space = false;
+        any = true;
+    }
+    b->len = (size_t)(o - b->p);
+}
+
+/* Value trimmed of surrounding whitespace, for comparisons. */
+static void trim(const char **v, size_t *n)
+{
+    while (*n > 0 && is_space(**v)) {
+        (*v)++;
+        (*n)--;
+    }
+    while (*n > 0 && is_space((*v)[*n - 1]))
+        (*n)--;
+}
+
+static int hdr_cmp(const void *a, const void *b)
+{
+    const struct hdr *x = a, *y = b;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+    if (c != 0) return c;
+    if (x->name_len != y->name_len) return x->name_len < y->name_len ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static bool name_is(const struct hdr *h, const char *lit)
+{
+    size_t n = strlen(lit);
+    return h->name_len == n && memcmp(h->name, lit, n) == 0;
+}
+
+/* Printable ASCII without the characters that would break the
+ * Authorization header's structure. */
+static bool valid_key_id(const char *k)
+{
+    if (*k == '\0')
+        return false;
+    for (; *k; k++)
+        if (*k <= ' ' || *k > '~' || *k == ',' || *k == '/' || *k == '=')
+            return false;
+    return true;
+}
+
+/* Scope parts (region, service) must not contain '/', which splits it. */
+static bool valid_scope_part(const char *p)
+{
+    if (*p == '\0')
+        return false;
+    for (; *p; p++)
+        if (*p <= ' ' || *p > '~' || *p == '/' || *p == ',')
+            return false;
+    return true;
+}
+
+/* No control characters, which would split or forge headers. */
+static bool valid_token(const char *t, size_t n)
+{
+    if (!has_space_or_ctl(t, n))
+        return true;
+    for (; *t; t++)
+        if ((unsigned char)*t < ' ' || *t == 127)
+            return false;
+    return true;
+}
+
+/* Collects the headers to sign into s->hdrs, sorted: the caller's, plus
+ * host, x-amz-date, and the token and content hash when they are signed.
+ * Sets *payload_hash to a caller-given x-amz-content-sha256, if any. */
+static int collect_headers(struct tide_sigv4_signer *s,
+                           const struct tide_sigv4_request *req,
+                           const struct tide_sigv4_credentials *creds,
+                           const struct tide_sigv4_options *opts,
+                           size_t *n_out, const char **payload_hash,
+                           size_t *payload_hash_len, struct tide_error *err)
+{
+    size_t cap = req->n_headers + 4, names_len = 0;
+    if (cap > s->hdrs_cap) {
+        struct hdr *h = realloc(s->hdrs, cap * sizeof(*h));
+        if (h == NULL)
+            return tide_error_set(err, TIDE_ENOMEM, "sigv4: out of memory for headers");
+        s->hdrs = h;
+        s->hdrs_cap = cap;
+    }
+    for (size_t i = 0; i < req->n_headers; i++)
+        names_len += req->headers[i].name_len;
+    /* Reserved up front so that pointers into s->names stay valid. */
+    s->names.len = 0;
+    if (!buf_reserve(&s->names, names_len + 1))
+        return tide_error_set(err, TIDE_ENOMEM, "sigv4: out of memory for headers");
+
+    size_t n = 0;
+    *payload_hash = NULL;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct tide_sigv4_header *in = &req->headers[i];
+        if (in->name_len == 0)
+            return tide_error_set(err, TIDE_EINVAL, "sign: a header name is empty");
+        struct hdr *h = &s->hdrs[n];
+        char *lower = s->names.p + s->names.len;
+        for (size_t j = 0; j < in->name_len; j++) {
+            unsigned char c = (unsigned char)in->name[j];
+            if (!token_char(c))
+                return tide_error_set(err, TIDE_EINVAL,
+                                      "sign: header name '%.*s' has a character not allowed in a name",
+                                      (int)(in->name_len > 64 ? 64 : in->name_len), in->name);
+            lower[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        s->names.len += in->name_len;
+        *h = (struct hdr){lower, in->name_len, in->value, in->value_len, n};
+        if (name_is(h, "authorization") || name_is(h, "x-amz-date"))
+            return tide_error_set(err, TIDE_EINVAL,
+                                  "sign: header '%.*s' is set by the signer; do not pass it",
+                                  (int)h->name_len, h->name);
+        if (name_is(h, "host")) {
+            const char *v = in->value;
+            size_t vn = in->value_len;
+            trim(&v, &vn);
+            if (vn != strlen(req->host) || memcmp(v, req->host, vn) != 0)
+                return tide_error_set(err, TIDE_EINVAL,
+                                      "sign: the host header differs from req.host");
+            continue; /* signed once below, from req->host */
+        }
+        if (name_is(h, "x-amz-security-token") && creds->session_token != NULL)
+            return tide_error_set(err, TIDE_EINVAL,
+                                  "sign: x-amz-security-token given both as a header and in creds.session_token");
+        if (name_is(h, "x-amz-content-sha256")) {
+            if (*payload_hash != NULL)
+                return tide_error_set(err, TIDE_EINVAL,
+                                      "sign: header x-amz-content-sha256 given twice");
+            *payload_hash = in->value;
+            *payload_hash_len = in->value_len;
+            trim(payload_hash, payload_hash_len);
+        }
+        n++;
+    }
+    s->hdrs[n] = (struct hdr){"host", 4, req->host, strlen(req->host), n};
+    n++;
+    s->hdrs[n] = (struct hdr){"x-amz-date", 10, s->amz_date, 16, n};
+    n++;
+    if (creds->session_token != NULL && opts->sign_session_token) {
+        s->hdrs[n] = (struct hdr){"x-amz-security-token", 20, creds->session_token,
+                                  strlen(creds->session_token), n};
+        n++;
+    }
+    if (opts->sign_body && *payload_hash == NULL) {
+        s->hdrs[n] = (struct hdr){"x-amz-content-sha256", 20, s->payload_hash, 64, n};
+        n++;
+    }
+    /* Insertion sort: a request has a handful of headers, and this keeps
+     * no call per comparison and no allocation (glibc's qsort may malloc). */
+    for (size_t i = 1; i < n; i++) {
+        struct hdr h = s->hdrs[i];
+        size_t j = i;
+        for (; j > 0 && hdr_cmp(&s->hdrs[j - 1], &h) > 0; j--)
+            s->hdrs[j] = s->hdrs[j - 1];
+        s->hdrs[j] = h;
+    }
+    *n_out = n;
+    return 0;
+}
+
+/* Appends canonical headers to creq and the signed-header list to
+ * s->signed_headers; equal names become one line, values joined by ','. */
+static void write_headers(struct tide_sigv4_signer *s, size_t n)
+{
+    struct buf *c = &s->creq, *sh = &s->signed_headers;
+    sh->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct hdr *h = &s->hdrs[i];
+        bool same = i > 0 && h->name_len == h[-1].name_len
+                 && memcmp(h->name, h[-1].name, h->name_len) == 0;
+        if (same) {
+            buf_putc(c, ',');
+        } else {
+            if (i > 0) {
+                buf_putc(c, '\n');
+                buf_putc(sh, ';');
+            }
+            buf_put(c, h->name, h->name_len);
+            buf_putc(c, ':');
+            buf_put(sh, h->name, h->name_len);
+        }
+        put_header_value(c, h->value, h->value_len);
+    }
+    buf_putc(c, '\n');
+    buf_term(sh);
+}
+
+static void put_digits(char *o, int64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        o[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* "YYYYMMDDTHHMMSSZ" of unix time t, by arithmetic (Howard Hinnant's
+ * civil_from_days): gmtime_r + strftime cost more than the rest of the
+ * request's formatting. Years 0..9999 only. */
+static bool format_date(int64_t t, char out[17])
+{
+    if (t < -62167219200LL || t > 253402300799LL)
+        return false;
+    int64_t days = t / 86400, secs = t % 86400;
+    if (secs < 0) {
+        secs += 86400;
+        days--;
+    }
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    put_digits(out, y, 4);
+    put_digits(out + 4, m, 2);
+    put_digits(out + 6, d, 2);
+    out[8] = 'T';
+    put_digits(out + 9, secs / 3600, 2);
+    put_digits(out + 11, secs / 60 % 60, 2);
+    put_digits(out + 13, secs % 60, 2);
+    out[15] = 'Z';
+    out[16] = '\0';
+    return true;
+}
+
+/* ---- public API ------------------------------------------------------- */
+
+struct tide_sigv4_signer *tide_sigv4_signer_new(struct tide_error *err)
+{
+    struct tide_sigv4_signer *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        tide_error_set(err, TIDE_ENOMEM, "sigv4: out of memory for the signer");
+        return NULL;
+    }
+    /* Fetched once: an implicit fetch per EVP_DigestInit_ex would cost a
+     * lookup in the provider's method store each time. */
+    s->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    s->ctx = EVP_MD_CTX_new();
+    s->spare_inner = EVP_MD_CTX_new();
+    s->spare_outer = EVP_MD_CTX_new();
+    bool ok = s->md && s->ctx && s->spare_inner && s->spare_outer;
+    for (size_t i = 0; ok && i < KEY_CACHE_SLOTS; i++) {
+        s->keys[i].inner = EVP_MD_CTX_new();
+        s->keys[i].outer = EVP_MD_CTX_new();
+        ok = s->keys[i].inner && s->keys[i].outer;
+    }
+    if (!ok) {
+        tide_sigv4_signer_delete(s);
+        tide_error_set(err, TIDE_ECRYPTO, "sigv4: OpenSSL has no SHA-256 or is out of memory");
+        return NULL;
+    }
+    return s;
+}
+
+void tide_sigv4_signer_delete(struct tide_sigv4_signer *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < KEY_CACHE_SLOTS; i++) {
+        key_wipe(&s->keys[i]);
+        EVP_MD_CTX_free(s->keys[i].inner);
+        EVP_MD_CTX_free(s->keys[i].outer);
+    }
+    EVP_MD_CTX_free(s->spare_inner);
+    EVP_MD_CTX_free(s->spare_outer);
+    /* The string to sign and canonical request hold no secret, but the
+     * token may sit in creq: wipe what was used. */
+    if (s->creq.p)
+        OPENSSL_cleanse(s->creq.p, s->creq.cap);
+    buf_free(&s->creq);
+    buf_free(&s->sts);
+    buf_free(&s->auth);
+    buf_free(&s->names);
+    buf_free(&s->signed_headers);
+    buf_free(&s->path);
+    buf_free(&s->query);
+    free(s->hdrs);
+    free(s->pairs);
+    EVP_MD_CTX_free(s->ctx);
+    EVP_MD_free(s->md);
+    free(s);
+}
+
+uint64_t tide_sigv4_key_derivations(const struct tide_sigv4_signer *s)
+{
+    return s->derivations;
+}
+
+int tide_sigv4_sha256_hex(struct tide_sigv4_signer *s, const void *data,
+                          size_t len, char hex[65], struct tide_error *err)
+{
+    unsigned char md[HASH_LEN];
+    if (!sha256(s, data, len, NULL, 0, md))
+        return tide_error_set(err, TIDE_ECRYPTO, "sha256: OpenSSL digest failed");
+    to_hex(md, HASH_LEN, hex);
+    return 0;
+}
+
+static void reset_bufs(struct tide_sigv4_signer *s)
+{
+    s->creq.len = s->sts.len = s->auth.len = 0;
+    s->creq.oom = s->sts.oom = s->auth.oom = s->names.oom = false;
+    s->signed_headers.oom = s->path.oom = s->query.oom = false;
+}
+
+int tide_sigv4_sign(struct tide_sigv4_signer *s,
+                    const struct tide_sigv4_request *req,
+                    const struct tide_sigv4_credentials *creds,
+                    const struct tide_sigv4_options *opts,
+                    struct tide_sigv4_result *out,
+                    struct tide_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    reset_bufs(s);
+    if (req->method == NULL || req->method[0] == '\0')
+        return tide_error_set(err, TIDE_EINVAL, "sign: req.method is empty");
+    if (req->host == NULL || req->host[0] == '\0')
+        return tide_error_set(err, TIDE_EINVAL, "sign: req.host is empty");
+    if (creds->access_key_id == NULL || !valid_key_id(creds->access_key_id))
+        return tide_error_set(err, TIDE_EINVAL,
+                              "sign: creds.access_key_id is empty or has characters not allowed in a key id");
+    if (creds->secret_access_key == NULL || creds->secret_len == 0)
+        return tide_error_set(err, TIDE_EINVAL, "sign: creds.secret_access_key is empty");
+    size_t token_len = creds->session_token ? strlen(creds->session_token) : 0;
+    if (creds->session_token != NULL && !valid_token(creds->session_token, token_len))
+        return tide_error_set(err, TIDE_EINVAL,
+                              "sign: creds.session_token has control characters");
+    if (opts->region == NULL || !valid_scope_part(opts->region))
+        return tide_error_set(err, TIDE_EINVAL,
+                              "sign: opts.region is empty or has characters not allowed in a region");
+    if (opts->service == NULL || !valid_scope_part(opts->service))
+        return tide_error_set(err, TIDE_EINVAL,
+                              "sign: opts.service is empty or has characters not allowed in a service name");
+    if (!format_date(opts->time, s->amz_date))
+        return tide_error_set(err, TIDE_EINVAL, "sign: opts.time is out of range");
+
+    size_t n_hdrs = 0, given_hash_len = 0;
+    const char *given_hash = NULL;
+    int rc = collect_headers(s, req, creds, opts, &n_hdrs, &given_hash,
+                             &given_hash_len, err);
+    if (rc != 0)
+        return rc;
+    /* s->payload_hash is referenced by the x-amz-content-sha256 entry:
+     * fill it before the headers are written. */
+    if (given_hash == NULL) {
+        rc = tide_sigv4_sha256_hex(s, req->body, req->body_len, s->payload_hash, err);
+        if (rc != 0)
+            return rc;
+        given_hash = s->payload_hash;
+        given_hash_len = 64;
+    }
+
+    /* Canonical request. */
+    struct buf *c = &s->creq;
+    buf_puts(c, req->method);
+    buf_putc(c, '\n');
+    const char *path = req->path && req->path[0] ? req->path : "/";
+    if (opts->normalize_path) {
+        normalize_path(&s->path, path);
+        if (buf_reserve(c, 3 * s->path.len + 1))
+            encode_into(c, s->path.p, s->path.len, true);
+    } else {
+        size_t pn = strlen(path);
+        if (buf_reserve(c, 3 * pn + 1))
+            encode_into(c, path, pn, true);
+    }
+    buf_putc(c, '\n');
+    if (req->query != NULL && req->query[0] != '\0') {
+        rc = canonical_query(s, req->query, err);
+        if (rc != 0)
+            return rc;
+    }
+    buf_putc(c, '\n');
+    write_headers(s, n_hdrs);
+    buf_putc(c, '\n');
+    buf_put(c, s->signed_headers.p, s->signed_headers.len);
+    buf_putc(c, '\n');
+    buf_put(c, given_hash, given_hash_len);
+    buf_term(c);
+    if (c->oom || s->signed_headers.oom || s->path.oom || s->query.oom)
+        return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the canonical request");
+
+    /* String to sign: algorithm, date, scope, hash of the canonical request. */
+    unsigned char md[HASH_LEN];
+    char creq_hex[65];
+    if (!sha256(s, c->p, c->len, NULL, 0, md))
+        return tide_error_set(err, TIDE_ECRYPTO, "sign: OpenSSL digest failed");
+    to_hex(md, HASH_LEN, creq_hex);
+    struct buf *t = &s->sts;
+    buf_puts(t, ALGORITHM "\n");
+    buf_put(t, s->amz_date, 16);
+    buf_putc(t, '\n');
+    size_t scope_at = t->len;
+    buf_put(t, s->amz_date, 8);
+    buf_putc(t, '/');
+    buf_puts(t, opts->region);
+    buf_putc(t, '/');
+    buf_puts(t, opts->service);
+    buf_puts(t, "/aws4_request");
+    size_t scope_len = t->len - scope_at;
+    buf_putc(t, '\n');
+    buf_put(t, creq_hex, 64);
+    buf_term(t);
+    if (t->oom)
+        return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the string to sign");
+
+    /* Signature with the cached signing key. */
+    struct key_entry spare; /* set up by key_get only when used */
+    struct key_entry *key = key_get(s, &spare, s->amz_date, opts->region, opts->service,
+                                    creds->secret_access_key, creds->secret_len);
+    bool ok = key != NULL && hmac_with_key(s, key, t->p, t->len, md);
+    if (key == &spare)
+        key_wipe(&spare);
+    if (!ok)
+        return tide_error_set(err, TIDE_ECRYPTO, "sign: OpenSSL HMAC failed");
+    to_hex(md, HASH_LEN, s->signature);
+
+    struct buf *a = &s->auth;
+    buf_puts(a, ALGORITHM " Credential=");
+    buf_puts(a, creds->access_key_id);
+    buf_putc(a, '/');
+    buf_put(a, t->p + scope_at, scope_len);
+    buf_puts(a, ", SignedHeaders=");
+    buf_put(a, s->signed_headers.p, s->signed_headers.len);
+    buf_puts(a, ", Signature=");
+    buf_put(a, s->signature, 64);
+    buf_term(a);
+    if (a->oom)
+        return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the authorization");
+
+    out->authorization = a->p;
+    out->amz_date = s->amz_date;
+    out->session_token = creds->session_token;
+    out->content_sha256 = opts->sign_body && given_hash == s->payload_hash ? s->payload_hash : NULL;
+    out->signature = s->signature;
+    if (opts->debug) {
+        out->canonical_request = c->p;
+        out->canonical_request_len = c->len;
+        out->string_to_sign = t->p;
+        out->string_to_sign_len = t->len;
+    }
+    return 0;
+}

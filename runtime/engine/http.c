@@ -1,0 +1,822 @@
+/*
+ * http.c - asynchronous HTTP client over the libcurl multi interface.
+ *
+ * Every request is a `struct xfer` (an easy handle plus its buffers) that
+ * sits in exactly one of four lists: free (recyclable), active (in the
+ * multi handle), done (finished, waiting for tide_http_next) and taken
+ * (handed out, waiting for tide_http_release). Connections live in the
+ * multi handle's pool, so recycling easy handles never closes them.
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <stdio.h>
+
+#include <curl/curl.h>
+
+#define DEFAULT_MAX_CONNECTIONS 512
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define DEFAULT_TIMEOUT_MS 30000
+/* Buffers larger than this are freed on recycle, so one big response does
+ * not pin memory in an idle handle forever. */
+#define KEEP_BUFFER_MAX (256 * 1024)
+/* Upper bound on the pre-allocation a Content-Length header may cause. */
+#define RESERVE_MAX (64 * 1024 * 1024)
+#define WAITFD_STACK 8
+
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+struct xfer;
+
+struct list {
+    struct xfer *head;
+    struct xfer *tail;
+    size_t n;
+};
+
+struct xfer {
+    struct tide_http_result res; /* what the owner sees */
+    struct tide_http *http;
+    CURL *easy;
+    struct curl_slist *req_headers;
+    struct buf req_body;  /* our copy of the request body */
+    size_t req_sent;      /* how much of req_body curl has read */
+    bool resend_refused;  /* curl wanted to re-send the body: see on_seek */
+    struct buf resp_body;
+    struct buf resp_hdrs; /* "name\0value\0" pairs of the last response */
+    struct tide_http_header *hdr_array;
+    size_t hdr_cap;
+    struct xfer *prev, *next;
+    struct list *owner;   /* the list this xfer is in */
+    bool write_failed;    /* a callback ran out of memory */
+    char host[256];       /* for error messages: never headers or query */
+    char errbuf[CURL_ERROR_SIZE];
+    char message[CURL_ERROR_SIZE + 300];
+};
+
+struct tide_http {
+    CURLM *multi;
+    struct tide_http_opts opts;
+    char *ca_bundle;
+    uint64_t next_id;
+    struct list free_list, active, done, taken;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void list_push(struct list *l, struct xfer *x)
+{
+    x->prev = l->tail;
+    x->next = NULL;
+    if (l->tail)
+        l->tail->next = x;
+    else
+        l->head = x;
+    l->tail = x;
+    l->n++;
+    x->owner = l;
+}
+
+static void list_remove(struct xfer *x)
+{
+    struct list *l = x->owner;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        l->head = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    else
+        l->tail = x->prev;
+    l->n--;
+    x->prev = x->next = NULL;
+    x->owner = NULL;
+}
+
+static void list_move(struct xfer *x, struct list *to)
+{
+    list_remove(x);
+    list_push(to, x);
+}
+
+/* Grows b to hold at least need bytes plus a NUL; doubles so that appending
+ * chunk by chunk stays linear. Returns false when out of memory. */
+static bool buf_reserve(struct buf *b, size_t need)
+{
+    if (need < b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap <= need) {
+        if (cap > SIZE_MAX / 2)
+            return false;
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (p == NULL)
+        return false;
+    b->data = p;
+    b->cap = cap;
+    return true;
+}
+
+static bool buf_append(struct buf *b, const char *data, size_t len)
+{
+    if (len > SIZE_MAX - b->len - 1 || !buf_reserve(b, b->len + len))
+        return false;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return true;
+}
+
+/* Empties b; frees the memory too when it grew large. */
+static void buf_clear(struct buf *b)
+{
+    if (b->cap > KEEP_BUFFER_MAX) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+    }
+    b->len = 0;
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->cap = b->len = 0;
+}
+
+/* ---- libcurl global state ------------------------------------------------ */
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_OK;
+
+/* curl_global_init is not reentrant on every build; it is done once for the
+ * life of the process and never undone (other clients may still run). */
+static void global_init(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+void tide_http_opts_init(struct tide_http_opts *opts)
+{
+    opts->max_connections = DEFAULT_MAX_CONNECTIONS;
+    opts->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    opts->timeout_ms = DEFAULT_TIMEOUT_MS;
+    opts->ca_bundle = NULL;
+    opts->verify_tls = true;
+}
+
+const char *tide_http_errkind_name(enum tide_http_errkind kind)
+{
+    switch (kind) {
+    case TIDE_HTTP_OK: return "ok";
+    case TIDE_HTTP_TIMEOUT: return "timeout";
+    case TIDE_HTTP_CONNECT: return "connect";
+    case TIDE_HTTP_RESOLVE: return "resolve";
+    case TIDE_HTTP_RESET: return "reset";
+    case TIDE_HTTP_TRUNCATED: return "truncated";
+    case TIDE_HTTP_TLS: return "tls";
+    case TIDE_HTTP_SEND: return "send";
+    case TIDE_HTTP_URL: return "url";
+    case TIDE_HTTP_OTHER: break;
+    }
+    return "other";
+}
+
+struct tide_http *tide_http_new(const struct tide_http_opts *opts, struct tide_error *err)
+{
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        tide_error_set(err, TIDE_EHTTP, "curl_global_init: %s", curl_easy_strerror(global_rc));
+        return NULL;
+    }
+    struct tide_http *http = calloc(1, sizeof(*http));
+    if (http == NULL) {
+        tide_error_set(err, TIDE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (opts)
+        http->opts = *opts;
+    else
+        tide_http_opts_init(&http->opts);
+    if (http->opts.max_connections <= 0)
+        http->opts.max_connections = DEFAULT_MAX_CONNECTIONS;
+    if (http->opts.connect_timeout_ms <= 0)
+        http->opts.connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    if (http->opts.timeout_ms <= 0)
+        http->opts.timeout_ms = DEFAULT_TIMEOUT_MS;
+    if (http->opts.ca_bundle) {
+        http->ca_bundle = strdup(http->opts.ca_bundle);
+        if (http->ca_bundle == NULL) {
+            free(http);
+            tide_error_set(err, TIDE_ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
+    http->opts.ca_bundle = http->ca_bundle;
+    http->next_id = 1;
+
+    http->multi = curl_multi_init();
+    if (http->multi == NULL) {
+        free(http->ca_bundle);
+        free(http);
+        tide_error_set(err, TIDE_EHTTP, "curl_multi_init failed");
+        return NULL;
+    }
+    long n = http->opts.max_connections;
+    /* Excess requests wait inside curl for a free connection rather than
+     * opening more; the cache keeps as many idle ones alive for reuse. */
+    curl_multi_setopt(http->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, n);
+    curl_multi_setopt(http->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n);
+    curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, n);
+    /* HTTP/1.1 only: never wait for a connection to learn if it multiplexes. */
+    curl_multi_setopt(http->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+    return http;
+}
+
+static void xfer_destroy(struct xfer *x)
+{
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_headers);
+    buf_free(&x->req_body);
+    buf_free(&x->resp_body);
+    buf_free(&x->resp_hdrs);
+    free(x->hdr_array);
+    free(x);
+}
+
+static void list_destroy(struct tide_http *http, struct list *l, bool in_multi)
+{
+    while (l->head) {
+        struct xfer *x = l->head;
+        list_remove(x);
+        if (in_multi)
+            curl_multi_remove_handle(http->multi, x->easy);
+        xfer_destroy(x);
+    }
+}
+
+void tide_http_delete(struct tide_http *http)
+{
+    if (http == NULL)
+        return;
+    list_destroy(http, &http->active, true);
+    list_destroy(http, &http->done, false);
+    list_destroy(http, &http->taken, false);
+    list_destroy(http, &http->free_list, false);
+    curl_multi_cleanup(http->multi);
+    free(http->ca_bundle);
+    free(http);
+}
+
+/* Puts x back on the free list (or frees it when the list is full). */
+static void xfer_recycle(struct tide_http *http, struct xfer *x)
+{
+    curl_slist_free_all(x->req_headers);
+    x->req_headers = NULL;
+    buf_clear(&x->req_body);
+    buf_clear(&x->resp_body);
+    buf_clear(&x->resp_hdrs);
+    if (x->hdr_cap > 64) {
+        free(x->hdr_array);
+        x->hdr_array = NULL;
+        x->hdr_cap = 0;
+    }
+    if (http->free_list.n >= (size_t)http->opts.max_connections) {
+        list_remove(x);
+        xfer_destroy(x);
+        return;
+    }
+    list_move(x, &http->free_list);
+}
+
+/* libcurl write callback: appends a body chunk. */
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t len = size * nmemb;
+    if (!buf_append(&x->resp_body, data, len)) {
+        x->write_failed = true;
+        return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+    }
+    return len;
+}
+
+/* libcurl header callback: one complete header line per call, including the
+ * status line and the blank line ending the block. */
+static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t len = size * nmemb;
+    /* A new status line starts a new header block (100 Continue, ...): only
+     * the last one describes the response. */
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        x->resp_hdrs.len = 0;
+        return len;
+    }
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL || colon == line || line[0] == ' ' || line[0] == '\t')
+        return len; /* blank line, folded continuation or junk: skip */
+    size_t nlen = (size_t)(colon - line);
+    const char *v = colon + 1, *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    size_t vlen = (size_t)(end - v);
+
+    struct buf *b = &x->resp_hdrs;
+    if (!buf_reserve(b, b->len + nlen + vlen + 2)) {
+        x->write_failed = true;
+        return 0;
+    }
+    char *name = b->data + b->len;
+    for (size_t i = 0; i < nlen; i++)
+        name[i] = (char)tolower((unsigned char)line[i]);
+    name[nlen] = '\0';
+    memcpy(name + nlen + 1, v, vlen);
+    name[nlen + 1 + vlen] = '\0';
+    b->len += nlen + vlen + 2;
+
+    /* Size the body buffer once from Content-Length instead of doubling up
+     * to it; bounded so a lying server cannot make us allocate much. */
+    if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
+        unsigned long long cl = strtoull(name + nlen + 1, NULL, 10);
+        if (cl > 0 && cl <= RESERVE_MAX && !buf_reserve(&x->resp_body, (size_t)cl)) {
+            x->write_failed = true;
+            return 0;
+        }
+    }
+    return len;
+}
+
+/* libcurl read callback: the next piece of the request body. */
+static size_t on_read(char *out, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t room = size * nmemb, left = x->req_body.len - x->req_sent;
+    size_t n = left < room ? left : room;
+    if (n > 0)
+        memcpy(out, x->req_body.data + x->req_sent, n);
+    x->req_sent += n;
+    return n;
+}
+
+/* libcurl seek callback. curl rewinds the body only to send the request a
+ * second time: when a reused keep-alive connection died before any response
+ * byte, it retries on a fresh connection by itself. The server may have
+ * acted on the first copy (a write that went through before the connection
+ * dropped), so re-sending is the caller's decision, not curl's: refuse, and
+ * the request fails as "reset". */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    struct xfer *x = ud;
+    if (offset == 0 && origin == SEEK_SET && x->req_sent == 0)
+        return CURL_SEEKFUNC_OK; /* nothing sent yet: nothing to repeat */
+    x->resend_refused = true;
+    return CURL_SEEKFUNC_FAIL;
+}
+
+/* RFC 9110 token characters: what a method or header name may contain. */
+static bool is_token(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+static bool has_crlf(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
+
+/* Parses url, checks its scheme and copies its host into x->host. */
+static int check_url(struct xfer *x, const char *url, struct tide_error *err)
+{
+    if (url == NULL || *url == '\0')
+        return tide_error_set(err, TIDE_EURL, "malformed URL: empty");
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    int rc = 0;
+    char *scheme = NULL, *host = NULL;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (uc != CURLUE_OK) {
+        /* The URL itself may carry secrets (presigned queries): not echoed. */
+        rc = tide_error_set(err, TIDE_EURL, "malformed URL: %s", curl_url_strerror(uc));
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+        rc = tide_error_set(err, TIDE_EURL, "unsupported URL scheme '%s' (http or https)",
+                            scheme ? scheme : "");
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+        rc = tide_error_set(err, TIDE_EURL, "malformed URL: no host");
+        goto out;
+    }
+    snprintf(x->host, sizeof(x->host), "%s", host);
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+int tide_http_check_method(const char *method, struct tide_error *err)
+{
+    if (!is_token(method))
+        return tide_error_set(err, TIDE_EINVAL, "invalid HTTP method '%.32s'",
+                              method ? method : "");
+    return 0;
+}
+
+int tide_http_check_header(const char *name, const char *value, struct tide_error *err)
+{
+    if (!is_token(name))
+        return tide_error_set(err, TIDE_EINVAL, "invalid header name '%.64s'", name ? name : "");
+    if (value == NULL || has_crlf(value))
+        return tide_error_set(err, TIDE_EINVAL, "invalid value for header '%.64s'", name);
+    return 0;
+}
+
+/* Builds the curl header list: the caller's headers, plus blank overrides
+ * that stop curl adding an Expect: 100-continue round trip and a form
+ * Content-Type nobody asked for. */
+static int build_headers(struct xfer *x, const struct tide_http_request *req,
+                         bool has_body, struct tide_error *err)
+{
+    bool have_ctype = false, have_expect = false;
+    struct buf line = {0};
+    int rc = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const char *name = req->headers[i].name, *value = req->headers[i].value;
+        rc = tide_http_check_header(name, value, err);
+        if (rc != 0)
+            goto out;
+        if (strcasecmp(name, "content-type") == 0)
+            have_ctype = true;
+        if (strcasecmp(name, "expect") == 0)
+            have_expect = true;
+        line.len = 0;
+        /* "Name;" is curl's way to send a header with an empty value. */
+        bool ok = buf_append(&line, name, strlen(name)) &&
+                  (*value ? buf_append(&line, ": ", 2) && buf_append(&line, value, strlen(value))
+                          : buf_append(&line, ";", 1));
+        struct curl_slist *l = ok ? curl_slist_append(x->req_headers, line.data) : NULL;
+        if (l == NULL) {
+            rc = tide_error_set(err, TIDE_ENOMEM, "out of memory");
+            goto out;
+        }
+        x->req_headers = l;
+    }
+    const char *extra[2] = {have_expect ? NULL : "Expect:",
+                            (has_body && !have_ctype) ? "Content-Type:" : NULL};
+    for (int i = 0; i < 2; i++) {
+        if (extra[i] == NULL)
+            continue;
+        struct curl_slist *l = curl_slist_append(x->req_headers, extra[i]);
+        if (l == NULL) {
+            rc = tide_error_set(err, TIDE_ENOMEM, "out of memory");
+            goto out;
+        }
+        x->req_headers = l;
+    }
+out:
+    buf_free(&line);
+    return rc;
+}
+
+static struct xfer *xfer_get(struct tide_http *http)
+{
+    struct xfer *x = http->free_list.head;
+    if (x) {
+        list_remove(x);
+        curl_easy_reset(x->easy);
+    } else {
+        x = calloc(1, sizeof(*x));
+        if (x == NULL)
+            return NULL;
+        x->easy = curl_easy_init();
+        if (x->easy == NULL) {
+            free(x);
+            return NULL;
+        }
+        x->http = http;
+    }
+    x->write_failed = false;
+    x->req_sent = 0;
+    x->resend_refused = false;
+    x->errbuf[0] = '\0';
+    x->message[0] = '\0';
+    x->host[0] = '\0';
+    memset(&x->res, 0, sizeof(x->res));
+    return x;
+}
+
+static int setup_easy(struct tide_http *http, struct xfer *x, const struct tide_http_request *req,
+                      const char *method, bool body_path, struct tide_error *err)
+{
+    CURL *e = x->easy;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : http->opts.timeout_ms;
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for DNS timeouts: we own signals */
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_TCP_KEEPIDLE, 60L);
+    SET(CURLOPT_TCP_KEEPINTVL, 30L);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, http->opts.connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, timeout);
+    SET(CURLOPT_ERRORBUFFER, x->errbuf);
+    SET(CURLOPT_PRIVATE, (void *)x);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, (void *)x);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)x);
+    SET(CURLOPT_HTTPHEADER, x->req_headers);
+    SET(CURLOPT_SSL_VERIFYPEER, http->opts.verify_tls ? 1L : 0L);
+    SET(CURLOPT_SSL_VERIFYHOST, http->opts.verify_tls ? 2L : 0L);
+    if (http->ca_bundle)
+        SET(CURLOPT_CAINFO, http->ca_bundle);
+    if (strcmp(method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (!body_path) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else {
+        /* The body goes through a read callback rather than POSTFIELDS so
+         * that on_seek sees (and refuses) curl's silent re-send. */
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body.len);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, (void *)x);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, (void *)x);
+        if (strcmp(method, "POST") != 0)
+            SET(CURLOPT_CUSTOMREQUEST, method);
+    }
+#undef SET
+    if (rc != CURLE_OK)
+        return tide_error_set(err, TIDE_EHTTP, "curl_easy_setopt: %s (host %s)",
+                              curl_easy_strerror(rc), x->host);
+    return 0;
+}
+
+int tide_http_submit(struct tide_http *http, const struct tide_http_request *req,
+                     uint64_t *id, struct tide_error *err)
+{
+    const char *method = req->method ? req->method : "GET";
+    int rc = tide_http_check_method(method, err);
+    if (rc != 0)
+        return rc;
+    if (req->body == NULL && req->body_len > 0)
+        return tide_error_set(err, TIDE_EINVAL, "body is NULL but body_len is %zu", req->body_len);
+
+    struct xfer *x = xfer_get(http);
+    if (x == NULL)
+        return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    list_push(&http->taken, x); /* so that every error path can recycle it */
+
+    bool body_path = req->body != NULL ||
+                     (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0);
+    rc = check_url(x, req->url, err);
+    if (rc == 0)
+        rc = build_headers(x, req, body_path, err);
+    if (rc == 0 && body_path) {
+        /* Always a valid pointer, even for an empty body. */
+        if (!buf_reserve(&x->req_body, req->body_len) ||
+            (req->body_len > 0 && !buf_append(&x->req_body, req->body, req->body_len)))
+            rc = tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    }
+    if (rc == 0)
+        rc = setup_easy(http, x, req, method, body_path, err);
+    if (rc == 0) {
+        CURLMcode mc = curl_multi_add_handle(http->multi, x->easy);
+        if (mc != CURLM_OK)
+            rc = tide_error_set(err, TIDE_EHTTP, "curl_multi_add_handle: %s (host %s)",
+                                curl_multi_strerror(mc), x->host);
+    }
+    if (rc != 0) {
+        xfer_recycle(http, x);
+        return rc;
+    }
+    x->res.id = http->next_id++;
+    list_move(x, &http->active);
+    *id = x->res.id;
+    return 0;
+}
+
+static enum tide_http_errkind classify(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK: return TIDE_HTTP_OK;
+    case CURLE_OPERATION_TIMEDOUT: return TIDE_HTTP_TIMEOUT;
+    case CURLE_COULDNT_CONNECT: return TIDE_HTTP_CONNECT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY: return TIDE_HTTP_RESOLVE;
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING: return TIDE_HTTP_RESET;
+    case CURLE_PARTIAL_FILE: return TIDE_HTTP_TRUNCATED;
+    case CURLE_SEND_ERROR: return TIDE_HTTP_SEND;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL: return TIDE_HTTP_URL;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_USE_SSL_FAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT: return TIDE_HTTP_TLS;
+    default: return TIDE_HTTP_OTHER;
+    }
+}
+
+/* Fills x->res once curl is done with x. */
+static void finish(struct xfer *x, CURLcode rc)
+{
+    struct tide_http_result *res = &x->res;
+    res->error = x->resend_refused ? TIDE_HTTP_RESET : classify(rc);
+    if (rc == CURLE_OK) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        res->status = status;
+        res->error_message = "";
+    } else {
+        const char *what = x->write_failed ? "out of memory"
+                           : x->resend_refused ? "connection closed before any response"
+                                                 " (request not re-sent)"
+                           : x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        snprintf(x->message, sizeof(x->message), "%s (host %s)", what, x->host);
+        res->status = 0;
+        res->error_message = x->message;
+        x->resp_hdrs.len = 0;
+        x->resp_body.len = 0;
+    }
+
+    /* Point the header array into resp_hdrs, which no longer grows. */
+    size_t n = 0;
+    for (size_t off = 0; off < x->resp_hdrs.len; n++) {
+        off += strlen(x->resp_hdrs.data + off) + 1;
+        off += strlen(x->resp_hdrs.data + off) + 1;
+    }
+    if (n > x->hdr_cap) {
+        struct tide_http_header *a = realloc(x->hdr_array, n * sizeof(*a));
+        if (a == NULL) {
+            n = 0; /* degrade to no headers rather than lose the response */
+        } else {
+            x->hdr_array = a;
+            x->hdr_cap = n;
+        }
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        x->hdr_array[i].name = x->resp_hdrs.data + off;
+        off += strlen(x->resp_hdrs.data + off) + 1;
+        x->hdr_array[i].value = x->resp_hdrs.data + off;
+        off += strlen(x->resp_hdrs.data + off) + 1;
+    }
+    res->headers = x->hdr_array;
+    res->nheaders = n;
+    res->body = x->resp_body.data ? x->resp_body.data : "";
+    res->body_len = x->resp_body.len;
+}
+
+/* Moves every transfer curl reports finished to the done queue. */
+static void collect(struct tide_http *http)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(http->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result; /* msg is invalid after remove_handle */
+        struct xfer *x = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+        curl_multi_remove_handle(http->multi, easy);
+        finish(x, rc);
+        list_move(x, &http->done);
+    }
+}
+
+int tide_http_poll(struct tide_http *http, int timeout_ms,
+                   struct tide_http_waitfd *extra, unsigned nextra,
+                   struct tide_error *err)
+{
+    int running = 0;
+    CURLMcode mc = curl_multi_perform(http->multi, &running);
+    if (mc != CURLM_OK)
+        return tide_error_set(err, TIDE_EHTTP, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    collect(http);
+
+    struct curl_waitfd stack_fds[WAITFD_STACK], *fds = stack_fds;
+    if (nextra > WAITFD_STACK) {
+        fds = calloc(nextra, sizeof(*fds));
+        if (fds == NULL)
+            return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    }
+    for (unsigned i = 0; i < nextra; i++) {
+        fds[i].fd = extra[i].fd;
+        fds[i].events = extra[i].events;
+        fds[i].revents = 0;
+    }
+    /* curl caps the wait at its own next timer; with nothing queued, a
+     * negative timeout means "until something happens". */
+    int wait = http->done.n > 0 ? 0 : timeout_ms < 0 ? INT_MAX : timeout_ms;
+    mc = curl_multi_poll(http->multi, nextra ? fds : NULL, nextra, wait, NULL);
+    for (unsigned i = 0; i < nextra; i++)
+        extra[i].revents = fds[i].revents;
+    if (fds != stack_fds)
+        free(fds);
+    if (mc != CURLM_OK)
+        return tide_error_set(err, TIDE_EHTTP, "curl_multi_poll: %s", curl_multi_strerror(mc));
+
+    mc = curl_multi_perform(http->multi, &running);
+    if (mc != CURLM_OK)
+        return tide_error_set(err, TIDE_EHTTP, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    collect(http);
+    return (int)(http->done.n > INT_MAX ? INT_MAX : http->done.n);
+}
+
+struct tide_http_result *tide_http_next(struct tide_http *http)
+{
+    struct xfer *x = http->done.head;
+    if (x == NULL)
+        return NULL;
+    list_move(x, &http->taken);
+    return &x->res;
+}
+
+void tide_http_release(struct tide_http *http, struct tide_http_result *res)
+{
+    if (res == NULL)
+        return;
+    /* res is the first member of its xfer */
+    struct xfer *x = (struct xfer *)(void *)res;
+    xfer_recycle(http, x);
+}
+
+static struct xfer *find(struct list *l, uint64_t id)
+{
+    for (struct xfer *x = l->head; x; x = x->next)
+        if (x->res.id == id)
+            return x;
+    return NULL;
+}
+
+int tide_http_cancel(struct tide_http *http, uint64_t id)
+{
+    struct xfer *x = find(&http->active, id);
+    if (x) {
+        curl_multi_remove_handle(http->multi, x->easy);
+        xfer_recycle(http, x);
+        return 0;
+    }
+    x = find(&http->done, id);
+    if (x) {
+        xfer_recycle(http, x);
+        return 0;
+    }
+    return TIDE_ENOTFOUND;
+}
+
+size_t tide_http_pending(const struct tide_http *http)
+{
+    return http->active.n + http->done.n;
+}
+
+void tide_http_wakeup(struct tide_http *http)
+{
+    curl_multi_wakeup(http->multi);
+}

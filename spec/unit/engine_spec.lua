@@ -1,0 +1,652 @@
+-- Specs for tide.engine (the libcurl multi HTTP client), tide.sched (the
+-- cooperative scheduler) and tide.transport.engine, against
+-- spec/fixtures/fault_server.js on loopback.
+--
+-- Concurrency is asserted with counts from the server (/__stats), never
+-- with timings.
+local engine = require "tide.engine"
+local sched = require "tide.sched"
+local transport_mod = require "tide.transport.engine"
+local fault = require "fixtures.fault_server"
+
+-- Runs fn inside sched.run and returns its results.
+local function run(fn, ...)
+  return sched.run(fn, ...)
+end
+
+describe("tide.engine", function()
+  local srv
+
+  setup(function()
+    srv = fault.start()
+  end)
+
+  teardown(function()
+    srv:stop()
+  end)
+
+  before_each(function()
+    srv:reset()
+  end)
+
+  -- Polls e until the completion of id arrives.
+  local function await(e, id)
+    for _ = 1, 1000 do
+      local done = assert(e:poll(50))
+      for _, c in ipairs(done) do
+        if c.id == id then return c end
+      end
+    end
+    error("no completion for " .. id)
+  end
+
+  it("now() is a monotonic number of seconds", function()
+    local a = engine.now()
+    local b = engine.now()
+    assert.is_number(a)
+    assert.is_true(b >= a)
+  end)
+
+  it("submits a request and returns its completion from poll", function()
+    local e = assert(engine.new())
+    local id = assert(e:submit{ url = srv.url .. "/x" })
+    assert.is_number(id)
+    assert.equal(1, e:pending())
+    local c = await(e, id)
+    assert.equal(200, c.status)
+    assert.equal("{}", c.body)
+    assert.equal("application/x-amz-json-1.0", c.headers["content-type"])
+    assert.equal(0, e:pending())
+    e:close()
+  end)
+
+  it("hands out distinct ids and empty polls return an empty array", function()
+    local e = assert(engine.new{ max_connections = 4, timeout_ms = 5000 })
+    local a = assert(e:submit{ url = srv.url .. "/a" })
+    local b = assert(e:submit{ url = srv.url .. "/b" })
+    assert.are_not.equal(a, b)
+    await(e, a)
+    await(e, b)
+    assert.same({}, e:poll(0))
+    e:close()
+  end)
+
+  it("cancels a request in flight", function()
+    local e = assert(engine.new())
+    local id = assert(e:submit{ url = srv.url .. "/slow?delay_ms=2000" })
+    assert.is_true(e:cancel(id))
+    assert.is_false(e:cancel(id))
+    assert.equal(0, e:pending())
+    assert.same({}, e:poll(0))
+    e:close()
+  end)
+
+  it("returns nil, {kind='url'} for a URL it cannot use", function()
+    local e = assert(engine.new())
+    for _, url in ipairs{ "not a url", "ftp://127.0.0.1/x", "http://", "" } do
+      local id, err = e:submit{ url = url }
+      assert.is_nil(id)
+      assert.equal("url", err.kind)
+      assert.matches("^url: ", tostring(err))
+    end
+    e:close()
+  end)
+
+  it("raises on wrong argument types", function()
+    local e = assert(engine.new())
+    assert.has_error(function() e:submit() end)
+    assert.has_error(function() e:submit{ url = 42 } end)
+    assert.has_error(function() e:submit{ url = srv.url, method = 1 } end)
+    assert.has_error(function() e:submit{ url = srv.url, body = {} } end)
+    assert.has_error(function() e:submit{ url = srv.url, headers = "x" } end)
+    assert.has_error(function() e:submit{ url = srv.url, headers = { [1] = "x" } } end)
+    assert.has_error(function() e:submit{ url = srv.url, headers = { a = {} } } end)
+    assert.has_error(function() e:submit{ url = srv.url, timeout_ms = "soon" } end)
+    assert.has_error(function() e:submit{ url = srv.url, headers = { ["bad name"] = "x" } } end)
+    assert.has_error(function() e:submit{ url = srv.url, headers = { a = "x\r\nInjected: 1" } } end)
+    assert.has_error(function() e:submit{ url = srv.url, method = "GET /" } end)
+    assert.has_error(function() engine.new{ max_connections = "many" } end)
+    assert.has_error(function() engine.new{ verify_tls = "yes" } end)
+    assert.has_error(function() engine.new{ ca_bundle = 1 } end)
+    e:close()
+  end)
+
+  it("close is idempotent and a closed engine raises", function()
+    local e = assert(engine.new())
+    assert(e:submit{ url = srv.url .. "/slow?delay_ms=2000" })
+    e:close()
+    e:close()
+    assert.has_error(function() e:poll(0) end, "tide.engine: engine is closed")
+    assert.matches("closed", tostring(e))
+  end)
+
+  it("sends numeric header values as strings", function()
+    local e = assert(engine.new())
+    local id = assert(e:submit{ url = srv.url .. "/h", headers = { ["X-Count"] = 42, ["X-Empty"] = "" } })
+    assert.equal(200, await(e, id).status)
+    local reqs = srv:requests()
+    assert.equal("42", reqs[1].headers["x-count"])
+    assert.equal("", reqs[1].headers["x-empty"])
+    e:close()
+  end)
+end)
+
+describe("tide.sched", function()
+  after_each(function()
+    sched.configure{ on_error = sched.default_on_error }
+  end)
+
+  it("run returns fn's results and passes its arguments", function()
+    local a, b, c = run(function(x, y) return x + y, "two", nil end, 1, 2)
+    assert.equal(3, a)
+    assert.equal("two", b)
+    assert.is_nil(c)
+    assert.equal(3, select("#", run(function() return 1, nil, nil end)))
+  end)
+
+  it("run raises fn's error with a traceback", function()
+    local ok, err = pcall(run, function()
+      sched.sleep(0.001)
+      error("kaput")
+    end)
+    assert.is_false(ok)
+    assert.matches("kaput", err)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("run can be called again after a failure", function()
+    pcall(run, function() error("first") end)
+    assert.equal("fine", run(function() return "fine" end))
+  end)
+
+  it("yielding functions raise outside sched.run", function()
+    assert.has_error(function() sched.sleep(0.01) end, "sched.sleep called outside sched.run")
+    assert.has_error(function() sched.request{ url = "http://127.0.0.1/" } end,
+      "sched.request called outside sched.run")
+    assert.has_error(function() sched.spawn(function() end) end, "sched.spawn called outside sched.run")
+    assert.has_error(function() sched.wait({}) end, "sched.wait called outside sched.run")
+    assert.has_error(function() sched.wait_all({}) end, "sched.wait_all called outside sched.run")
+    assert.is_false(sched.running())
+  end)
+
+  it("yielding functions raise in a coroutine the scheduler does not manage", function()
+    run(function()
+      assert.is_true(sched.running())
+      local co = coroutine.create(function() sched.sleep(0.01) end)
+      local ok, err = coroutine.resume(co)
+      assert.is_false(ok)
+      assert.matches("sched.sleep called outside sched.run", err)
+    end)
+  end)
+
+  it("refuses a nested run", function()
+    run(function()
+      assert.has_error(function() sched.run(function() end) end)
+    end)
+  end)
+
+  it("raises on wrong argument types", function()
+    assert.has_error(function() sched.run("x") end)
+    run(function()
+      assert.has_error(function() sched.sleep(-1) end)
+      assert.has_error(function() sched.sleep("1") end)
+      assert.has_error(function() sched.spawn(42) end)
+      assert.has_error(function() sched.wait({}) end)
+      assert.has_error(function() sched.request("http://x") end)
+    end)
+  end)
+
+  it("spawn runs the new thread first, until it yields", function()
+    local log = {}
+    run(function()
+      local th = sched.spawn(function()
+        log[#log + 1] = "child start"
+        sched.sleep(0)
+        log[#log + 1] = "child end"
+        return "r"
+      end)
+      log[#log + 1] = "parent"
+      local ok, r = sched.wait(th)
+      assert.is_true(ok)
+      assert.equal("r", r)
+    end)
+    assert.same({ "child start", "parent", "child end" }, log)
+  end)
+
+  it("wait returns every result, also for a thread already finished", function()
+    run(function()
+      local th = sched.spawn(function(a, b) return a, nil, b end, 1, 3)
+      sched.sleep(0.001)
+      assert.equal("done", th.status)
+      local res = { n = select("#", sched.wait(th)), sched.wait(th) }
+      assert.same({ n = 4, true, 1, nil, 3 }, res)
+    end)
+  end)
+
+  it("an error in a thread goes to wait, with a traceback, and the loop goes on", function()
+    local after = false
+    run(function()
+      local th = sched.spawn(function()
+        sched.sleep(0.001)
+        error("thread failed")
+      end)
+      local other = sched.spawn(function()
+        sched.sleep(0.002)
+        after = true
+      end)
+      local ok, err = sched.wait(th)
+      assert.is_false(ok)
+      assert.matches("thread failed", err)
+      assert.matches("stack traceback", err)
+      assert.equal("failed", th.status)
+      assert.is_true((sched.wait(other)))
+    end)
+    assert.is_true(after)
+  end)
+
+  it("keeps error objects that are not strings", function()
+    run(function()
+      local obj = { code = 7 }
+      local ok, err = sched.wait(sched.spawn(function() error(obj) end))
+      assert.is_false(ok)
+      assert.equal(obj, err)
+    end)
+  end)
+
+  it("reports errors of threads nobody waited for, without failing run", function()
+    local reported = {}
+    sched.configure{ on_error = function(err) reported[#reported + 1] = err end }
+    local r = run(function()
+      sched.spawn(function() error("lonely") end)
+      sched.spawn(function() sched.sleep(0.001) error("later") end)
+      local waited = sched.spawn(function() error("collected") end)
+      sched.wait(waited)
+      return "main done"
+    end)
+    assert.equal("main done", r)
+    assert.equal(2, #reported)
+    assert.matches("lonely", reported[1])
+    assert.matches("later", reported[2])
+  end)
+
+  it("run waits for every spawned thread, not only fn", function()
+    local finished = 0
+    run(function()
+      for i = 1, 5 do
+        sched.spawn(function()
+          sched.sleep(0.001 * i)
+          finished = finished + 1
+        end)
+      end
+    end)
+    assert.equal(5, finished)
+  end)
+
+  it("wakes sleepers in deadline order, ties in the order they slept", function()
+    local order = {}
+    run(function()
+      local delays = { 0.05, 0.01, 0.03, 0.02, 0.04, 0.02 }
+      for i, d in ipairs(delays) do
+        sched.spawn(function()
+          sched.sleep(d)
+          order[#order + 1] = i
+        end)
+      end
+    end)
+    assert.same({ 2, 4, 6, 3, 5, 1 }, order)
+  end)
+
+  it("handles many timers (a heap, not a sorted list)", function()
+    local woke = {}
+    run(function()
+      for i = 1, 2000 do
+        sched.spawn(function()
+          local d = (1 + (i * 7919) % 100) / 500 -- 2..200 ms; never 0: sleep(0) is a plain yield
+          local deadline = sched.now() + d
+          sched.sleep(d)
+          woke[#woke + 1] = deadline
+          assert(sched.now() >= deadline, "woke early")
+        end)
+      end
+    end)
+    assert.equal(2000, #woke)
+    -- wake-ups follow deadlines (recorded just before the scheduler's own:
+    -- a GC step in between shifts them a little, hence the slack)
+    for i = 2, #woke do
+      assert.is_true(woke[i - 1] <= woke[i] + 0.01, "out of order at " .. i)
+    end
+  end)
+
+  it("sleep(0) and a bare coroutine.yield let other threads run", function()
+    local log = {}
+    run(function()
+      local a = sched.spawn(function()
+        for i = 1, 3 do log[#log + 1] = "a" .. i; sched.sleep(0) end
+      end)
+      local b = sched.spawn(function()
+        for i = 1, 3 do log[#log + 1] = "b" .. i; coroutine.yield() end
+      end)
+      sched.wait_all{ a, b }
+    end)
+    assert.same({ "a1", "b1", "a2", "b2", "a3", "b3" }, log)
+  end)
+
+  it("wait_all returns each thread's outcome", function()
+    run(function()
+      local ths = {
+        sched.spawn(function() return 1, 2 end),
+        sched.spawn(function() sched.sleep(0.001) error("no") end),
+      }
+      local res = sched.wait_all(ths)
+      assert.same({ n = 3, true, 1, 2 }, res[1])
+      assert.is_false(res[2][1])
+      assert.matches("no", res[2][2])
+    end)
+  end)
+
+  it("detects a deadlock instead of hanging", function()
+    local ok, err = pcall(run, function()
+      local me = sched.spawn(function() end)
+      local a
+      local b = sched.spawn(function() sched.sleep(0.001) sched.wait(a) end)
+      a = sched.spawn(function() sched.wait(b) end)
+      sched.wait(me)
+    end)
+    assert.is_false(ok)
+    assert.matches("deadlock", err)
+  end)
+
+  it("does not spin while idle", function()
+    local cpu = os.clock()
+    run(function() sched.sleep(0.3) end)
+    -- a busy loop would burn the whole 0.3 s of CPU
+    assert.is_true(os.clock() - cpu < 0.1)
+  end)
+
+  it("now() moves forward across a sleep", function()
+    run(function()
+      local t0 = sched.now()
+      sched.sleep(0.02)
+      assert.is_true(sched.now() - t0 >= 0.019)
+    end)
+  end)
+end)
+
+describe("tide.transport.engine", function()
+  local srv, t
+
+  setup(function()
+    srv = fault.start()
+    t = transport_mod.new{ timeout_ms = 10000 }
+  end)
+
+  teardown(function()
+    srv:stop()
+  end)
+
+  before_each(function()
+    srv:reset()
+  end)
+
+  it("returns status, lower-cased headers and body", function()
+    srv:script{ { status = 201, body = "hello", headers = { ["X-Amzn-RequestId"] = "RID1",
+                                                             ["X-Amz-Crc32"] = "123",
+                                                             ["Content-Type"] = "text/plain" } } }
+    local resp, err = run(function() return t:request{ url = srv.url .. "/x" } end)
+    assert.is_nil(err)
+    assert.equal(201, resp.status)
+    assert.equal("hello", resp.body)
+    assert.equal("RID1", resp.headers["x-amzn-requestid"])
+    assert.equal("123", resp.headers["x-amz-crc32"])
+    assert.equal("text/plain", resp.headers["content-type"])
+    assert.equal("5", resp.headers["content-length"])
+  end)
+
+  it("sends method, headers and body as given", function()
+    run(function()
+      local resp = assert(t:request{ method = "POST", url = srv.url .. "/api?q=1",
+                                     headers = { ["Content-Type"] = "application/x-amz-json-1.0",
+                                                 ["X-Amz-Target"] = "DynamoDB_20120810.PutItem" },
+                                     body = '{"a":1}' })
+      assert.equal(200, resp.status)
+    end)
+    local reqs = srv:requests()
+    assert.equal(1, #reqs)
+    assert.equal("POST", reqs[1].method)
+    assert.equal("/api?q=1", reqs[1].path)
+    assert.equal("application/x-amz-json-1.0", reqs[1].headers["content-type"])
+    assert.equal("DynamoDB_20120810.PutItem", reqs[1].headers["x-amz-target"])
+    assert.equal('{"a":1}', reqs[1].body)
+    assert.is_nil(reqs[1].headers["expect"])
+  end)
+
+  it("sends no form content-type nobody asked for", function()
+    run(function() assert(t:request{ method = "POST", url = srv.url .. "/x", body = "a=b" }) end)
+    assert.is_nil(srv:requests()[1].headers["content-type"])
+  end)
+
+  it("supports PUT, DELETE, HEAD and a POST without body", function()
+    run(function()
+      for _, m in ipairs{ "PUT", "DELETE", "PATCH" } do
+        local resp = assert(t:request{ method = m, url = srv.url .. "/echo", body = m .. "!" })
+        assert.equal(m, resp.headers["x-echo-method"])
+        assert.equal(m .. "!", resp.body)
+      end
+      local head = assert(t:request{ method = "HEAD", url = srv.url .. "/x" })
+      assert.equal(200, head.status)
+      assert.equal("", head.body)
+      local post = assert(t:request{ method = "POST", url = srv.url .. "/echo" })
+      assert.equal("POST", post.headers["x-echo-method"])
+      assert.equal("", post.body)
+    end)
+  end)
+
+  it("round-trips bodies with NUL bytes", function()
+    local body = "a\0b\0\0c" .. string.char(255, 0, 1) .. "\0"
+    local resp = run(function()
+      return assert(t:request{ method = "POST", url = srv.url .. "/echo", body = body,
+                               headers = { ["content-type"] = "application/octet-stream" } })
+    end)
+    assert.equal(#body, #resp.body)
+    assert.equal(body, resp.body)
+  end)
+
+  it("moves large bodies both ways", function()
+    local parts = {}
+    for i = 1, 4 * 1024 do
+      parts[i] = string.format("%04d", i % 10000):rep(256) -- 1 KiB each
+    end
+    local big = table.concat(parts) -- 4 MiB
+    local n = 5 * 1000 * 1000
+    local echoed, bytes = run(function()
+      local a = assert(t:request{ method = "POST", url = srv.url .. "/echo", body = big })
+      local b = assert(t:request{ url = srv.url .. "/bytes?n=" .. n })
+      return a, b
+    end)
+    assert.equal(#big, #echoed.body)
+    assert.is_true(echoed.body == big)
+    assert.equal(n, #bytes.body)
+    for _, i in ipairs{ 0, 1, 250, 251, 252, 123456, n - 1 } do
+      assert.equal(i % 251, bytes.body:byte(i + 1))
+    end
+  end)
+
+  it("returns HTTP error statuses as responses, not errors", function()
+    srv:script{
+      { status = 400, body = '{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}',
+        headers = { ["content-type"] = "application/x-amz-json-1.0" } },
+      { status = 500, body = "<html>oops</html>", headers = { ["content-type"] = "text/html" } },
+    }
+    run(function()
+      local a = assert(t:request{ method = "POST", url = srv.url .. "/", body = "{}" })
+      assert.equal(400, a.status)
+      assert.matches("ProvisionedThroughputExceededException", a.body)
+      local b = assert(t:request{ method = "POST", url = srv.url .. "/", body = "{}" })
+      assert.equal(500, b.status)
+      assert.equal("text/html", b.headers["content-type"])
+    end)
+  end)
+
+  it("times out with kind 'timeout' (retryable)", function()
+    local resp, err = run(function()
+      return t:request{ url = srv.url .. "/slow?delay_ms=3000", timeout_ms = 200 }
+    end)
+    assert.is_nil(resp)
+    assert.equal("timeout", err.kind)
+    assert.is_true(err.retryable)
+    assert.matches("127.0.0.1", err.message)
+    assert.matches("^timeout: ", tostring(err))
+  end)
+
+  it("reports a dropped connection as 'reset' (retryable)", function()
+    -- two drops: libcurl re-sends once by itself when a reused connection
+    -- dies before answering (see fault_server.js)
+    srv:script{ { drop = true }, { drop = true } }
+    local resp, err = run(function() return t:request{ url = srv.url .. "/x" } end)
+    assert.is_nil(resp)
+    assert.equal("reset", err.kind)
+    assert.is_true(err.retryable)
+  end)
+
+  it("does not let libcurl re-send a request with a body after a drop", function()
+    -- on a reused connection libcurl would retry silently; the server may
+    -- have acted on the first copy, so the caller must see the failure
+    local resp, err, stats = run(function()
+      assert(t:request{ method = "POST", url = srv.url .. "/warm", body = "x" })
+      srv:script{ { drop = true } }
+      local r, e = t:request{ method = "POST", url = srv.url .. "/x", body = '{"a":1}' }
+      return r, e, srv:stats()
+    end)
+    assert.is_nil(resp)
+    assert.equal("reset", err.kind)
+    assert.is_true(err.retryable)
+    assert.equal(2, stats.requests)
+    assert.equal(1, stats.connections)
+  end)
+
+  it("reports a body shorter than its Content-Length as 'truncated'", function()
+    srv:script{ { truncate = true, body = '{"Items":[' .. ('{"a":{"S":"x"}},'):rep(100) .. '{}]}' } }
+    local resp, err = run(function() return t:request{ url = srv.url .. "/x" } end)
+    assert.is_nil(resp)
+    assert.equal("truncated", err.kind)
+    assert.is_true(err.retryable)
+  end)
+
+  it("reports a refused connection as 'connect'", function()
+    local resp, err = run(function() return t:request{ url = "http://127.0.0.1:1/" } end)
+    assert.is_nil(resp)
+    assert.equal("connect", err.kind)
+    assert.is_true(err.retryable)
+  end)
+
+  it("reports an unknown host as 'resolve'", function()
+    -- .invalid never resolves (RFC 6761)
+    local resp, err = run(function() return t:request{ url = "http://tide-spec.invalid/", timeout_ms = 5000 } end)
+    assert.is_nil(resp)
+    assert.equal("resolve", err.kind)
+    assert.is_true(err.retryable)
+  end)
+
+  it("reports a malformed URL as 'url' (not retryable)", function()
+    local resp, err = run(function() return t:request{ url = "http//missing-colon" } end)
+    assert.is_nil(resp)
+    assert.equal("url", err.kind)
+    assert.is_false(err.retryable)
+  end)
+
+  it("reports a failed TLS handshake as 'tls' (not retryable)", function()
+    -- the fault server speaks plain HTTP: the handshake cannot succeed
+    local resp, err = run(function()
+      return t:request{ url = "https://127.0.0.1:" .. srv.port .. "/x" }
+    end)
+    assert.is_nil(resp)
+    assert.equal("tls", err.kind)
+    assert.is_false(err.retryable)
+  end)
+
+  it("never puts request header values in error messages", function()
+    local _, err = run(function()
+      return t:request{ url = srv.url .. "/slow?delay_ms=3000", timeout_ms = 100,
+                        headers = { Authorization = "AWS4-HMAC-SHA256 Credential=SECRETKEY" } }
+    end)
+    assert.equal("timeout", err.kind)
+    assert.is_nil(err.message:find("SECRETKEY", 1, true))
+  end)
+
+  it("forwards sleep, spawn, wait and now to the scheduler", function()
+    run(function()
+      local t0 = t.now()
+      local th = t.spawn(function(x) t.sleep(0.001) return x * 2 end, 21)
+      local ok, v = t.wait(th)
+      assert.is_true(ok)
+      assert.equal(42, v)
+      assert.is_true(t.now() >= t0)
+    end)
+  end)
+
+  it("raises on a bad request table", function()
+    run(function()
+      assert.has_error(function() t:request() end)
+      assert.has_error(function() t:request{ url = 1 } end)
+      assert.has_error(function() t:request{ url = srv.url, body = 1 } end)
+      assert.has_error(function() t:request{ url = srv.url, headers = 1 } end)
+    end)
+  end)
+
+  describe("under load", function()
+    after_each(function()
+      sched.configure{ max_connections = 512 }
+    end)
+
+    -- Runs n threads, each doing one request the server delays; returns
+    -- how many succeeded.
+    local function wave(n, delay_ms)
+      local threads, ok = {}, 0
+      for i = 1, n do
+        threads[i] = t.spawn(function()
+          local resp, err = t:request{ url = srv.url .. "/load/" .. i .. "?delay_ms=" .. delay_ms }
+          assert(resp, tostring(err))
+          return resp.status
+        end)
+      end
+      for i = 1, n do
+        local good, status = t.wait(threads[i])
+        if good and status == 200 then ok = ok + 1 end
+      end
+      return ok
+    end
+
+    it("keeps 256+ requests in flight on kept-alive connections", function()
+      sched.configure{ max_connections = 512 }
+      local first, second, stats1, stats2
+      run(function()
+        first = wave(300, 300)
+        stats1 = srv:stats()
+        srv:reset()
+        second = wave(300, 300)
+        stats2 = srv:stats()
+      end)
+      assert.equal(300, first)
+      assert.equal(300, second)
+      assert.is_true(stats1.max_concurrent >= 256, "max_concurrent " .. stats1.max_concurrent)
+      assert.is_true(stats1.connections <= 512, "connections " .. stats1.connections)
+      assert.equal(300, stats1.requests)
+      -- the second wave rides on the first wave's connections
+      assert.is_true(stats2.max_concurrent >= 256, "max_concurrent " .. stats2.max_concurrent)
+      assert.is_true(stats2.connections <= 10, "new connections in wave 2: " .. stats2.connections)
+    end)
+
+    it("never opens more than max_connections", function()
+      sched.configure{ max_connections = 8 }
+      local n, stats
+      run(function()
+        n = wave(40, 50)
+        stats = srv:stats()
+      end)
+      assert.equal(40, n)
+      assert.is_true(stats.connections <= 8, "connections " .. stats.connections)
+      assert.is_true(stats.max_concurrent <= 8, "max_concurrent " .. stats.max_concurrent)
+      assert.equal(40, stats.requests)
+    end)
+  end)
+end)
