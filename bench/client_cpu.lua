@@ -2,13 +2,14 @@
 -- the engine transport), to set next to bench/client_cpu_sdk.js (the AWS SDK
 -- for JavaScript v3): same requests, same item, same concurrency.
 --
---   build/tide script bench/client_cpu.lua ENDPOINT TABLE OP [CONCURRENCY N WARMUP]
+--   build/tide script bench/client_cpu.lua ENDPOINT TABLE OP [CONCURRENCY N WARMUP ROUNDS]
 --     OP = PutItem | GetItem | setup (creates TABLE when absent and writes
 --          the KEYS items GetItem reads)
 --
 -- Prints one JSON line. CPU is getrusage(RUSAGE_SELF) user + sys (the whole
 -- process, every thread) taken around the measured loop only: start-up,
--- client construction and the WARMUP requests are excluded. The requests
+-- client construction and the WARMUP requests are excluded; with ROUNDS > 1
+-- it measures ROUNDS windows of N requests and reports the median one. The requests
 -- are spread over CONCURRENCY coroutines pulling from one counter, on one
 -- client with max_connections = CONCURRENCY.
 local ffi = require "ffi"
@@ -21,8 +22,9 @@ local endpoint, tname, op = args[1], args[2], args[3]
 local concurrency = tonumber(args[4]) or 1
 local N = tonumber(args[5]) or 2000
 local WARMUP = tonumber(args[6]) or 3000
+local ROUNDS = tonumber(args[7]) or 1
 if not (endpoint and tname and op) then
-  io.stderr:write("usage: tide script bench/client_cpu.lua ENDPOINT TABLE PutItem|GetItem|setup [CONCURRENCY N WARMUP]\n")
+  io.stderr:write("usage: tide script bench/client_cpu.lua ENDPOINT TABLE PutItem|GetItem|setup [CONCURRENCY N WARMUP ROUNDS]\n")
   os.exit(2)
 end
 
@@ -117,7 +119,9 @@ local function json_line(t, order)
     local v = t[k]
     if v ~= nil then
       local s
-      if type(v) == "string" then
+      if type(v) == "string" and v:sub(1, 1) == "[" then
+        s = v -- pre-rendered JSON array of numbers
+      elseif type(v) == "string" then
         s = '"' .. v:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
       elseif v == math.floor(v) and math.abs(v) < 2^53 then
         s = string.format("%d", v)
@@ -159,24 +163,41 @@ if errors > 0 then
   io.stderr:write("client_cpu: warm-up failed: ", tostring(first_err), "\n")
   os.exit(1)
 end
-items_read = 0
 
-local u0, s0 = cpu()
-local t0 = sched.now()
-loop(WARMUP, N, concurrency, one)
-local t1 = sched.now()
-local u1, s1 = cpu()
+-- ROUNDS measured windows of N requests each; the figures are those of the
+-- median window (by CPU per request), which damps the noise of a machine
+-- shared with DynamoDB Local.
+local rounds = {}
+local start = WARMUP
+for r = 1, ROUNDS do
+  items_read = 0
+  local u0, s0 = cpu()
+  local t0 = sched.now()
+  loop(start, N, concurrency, one)
+  local t1 = sched.now()
+  local u1, s1 = cpu()
+  start = start + N
+  rounds[r] = { wall = t1 - t0, user = u1 - u0, sys = s1 - s0,
+                us = ((u1 - u0) + (s1 - s0)) * 1e6 / N, items_read = items_read }
+end
+local sorted = {}
+for r = 1, ROUNDS do sorted[r] = rounds[r] end
+table.sort(sorted, function(a, b) return a.us < b.us end)
+local med = sorted[math.floor((ROUNDS + 1) / 2)]
+local all = {}
+for r = 1, ROUNDS do all[r] = string.format("%.1f", rounds[r].us) end
 
-local wall = t1 - t0
-local cpu_s = (u1 - u0) + (s1 - s0)
 local out = {
   client = "tide", luajit = jit and jit.version or "?", op = op, concurrency = concurrency,
-  requests = N, errors = errors, items_read = op == "GetItem" and items_read or nil,
-  wall_s = wall, cpu_user_s = u1 - u0, cpu_sys_s = s1 - s0,
-  cpu_us_per_req = cpu_s * 1e6 / N, req_per_s = N / wall,
+  requests = N, rounds = ROUNDS, errors = errors,
+  items_read = op == "GetItem" and med.items_read or nil,
+  wall_s = med.wall, cpu_user_s = med.user, cpu_sys_s = med.sys,
+  cpu_us_per_req = med.us, req_per_s = N / med.wall,
+  cpu_us_per_req_rounds = "[" .. table.concat(all, ",") .. "]",
 }
-print(json_line(out, { "client", "luajit", "op", "concurrency", "requests", "errors", "items_read",
-                       "wall_s", "cpu_user_s", "cpu_sys_s", "cpu_us_per_req", "req_per_s" }))
+print(json_line(out, { "client", "luajit", "op", "concurrency", "requests", "rounds", "errors", "items_read",
+                       "wall_s", "cpu_user_s", "cpu_sys_s", "cpu_us_per_req", "req_per_s",
+                       "cpu_us_per_req_rounds" }))
 io.stdout:flush()
 if errors > 0 then
   io.stderr:write("client_cpu: ", errors, " errors; first: ", tostring(first_err), "\n")

@@ -2,13 +2,14 @@
 // (@aws-sdk/client-dynamodb), the reference figure bench/client_cpu.lua is
 // compared with. Same requests, same item, same concurrency.
 //
-//   NODE_PATH=.deps/node_modules node bench/client_cpu_sdk.js ENDPOINT TABLE OP [CONCURRENCY N WARMUP]
+//   NODE_PATH=.deps/node_modules node bench/client_cpu_sdk.js ENDPOINT TABLE OP [CONCURRENCY N WARMUP ROUNDS]
 //     OP = PutItem | GetItem | setup (creates TABLE when absent and writes
 //          the KEYS items GetItem reads)
 //
 // Prints one JSON line. CPU is process.cpuUsage() (user + sys of the whole
 // process, every thread: V8, GC, libuv) taken around the measured loop only:
-// start-up, client construction and the warm-up requests are excluded.
+// start-up, client construction and the warm-up requests are excluded; with
+// ROUNDS > 1 it measures ROUNDS windows of N requests and reports the median.
 //
 // Client: DynamoDBClient + PutItemCommand/GetItemCommand (not the
 // DocumentClient: @aws-sdk/lib-dynamodb is not among .deps' packages). The
@@ -24,13 +25,14 @@ const { DynamoDBClient, PutItemCommand, GetItemCommand, CreateTableCommand,
         DescribeTableCommand } = require("@aws-sdk/client-dynamodb");
 const { NodeHttpHandler } = require("@smithy/node-http-handler");
 
-const [endpoint, table, op, concArg, nArg, warmArg] = process.argv.slice(2);
+const [endpoint, table, op, concArg, nArg, warmArg, roundsArg] = process.argv.slice(2);
 if (!endpoint || !table || !op) {
-  console.error("usage: client_cpu_sdk.js ENDPOINT TABLE PutItem|GetItem|setup [CONCURRENCY N WARMUP]");
+  console.error("usage: client_cpu_sdk.js ENDPOINT TABLE PutItem|GetItem|setup [CONCURRENCY N WARMUP ROUNDS]");
   process.exit(2);
 }
 const concurrency = Number(concArg || 1);
 const N = Number(nArg || 2000);
+const rounds = Number(roundsArg || 1);
 
 // Must match bench/client_cpu.lua.
 const KEYS = 1000;
@@ -144,25 +146,33 @@ async function main() {
   const warm = Number(warmArg || 3000);
   await loop(0, warm);
   if (errors) throw new Error("warm-up failed: " + (firstError && (firstError.name + ": " + firstError.message)));
-  itemsRead = 0;
   const bodyBytes = Buffer.byteLength(JSON.stringify(
     op === "PutItem" ? { TableName: table, Item: marshalItem(item(0)) } : { TableName: table, Key: marshalItem({ pk: key(0) }) }));
 
-  const c0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  await loop(warm, N);
-  const t1 = process.hrtime.bigint();
-  const c1 = process.cpuUsage(c0);
-
-  const wall = Number(t1 - t0) / 1e9;
-  const cpu = (c1.user + c1.system) / 1e6;
+  // `rounds` measured windows of N requests; the median one (by CPU per
+  // request) is reported, as bench/client_cpu.lua does.
+  const windows = [];
+  let start = warm;
+  for (let r = 0; r < rounds; r++) {
+    itemsRead = 0;
+    const c0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    await loop(start, N);
+    const t1 = process.hrtime.bigint();
+    const c1 = process.cpuUsage(c0);
+    start += N;
+    windows.push({ wall: Number(t1 - t0) / 1e9, user: c1.user / 1e6, sys: c1.system / 1e6,
+                   us: (c1.user + c1.system) / N, itemsRead });
+  }
+  const med = [...windows].sort((x, y) => x.us - y.us)[Math.floor((rounds - 1) / 2)];
   const out = {
     client: "aws-sdk-js-v3", sdk_version: require("@aws-sdk/client-dynamodb/package.json").version,
-    node: process.version, op, concurrency, requests: N, errors,
-    items_read: op === "GetItem" ? itemsRead : undefined,
+    node: process.version, op, concurrency, requests: N, rounds, errors,
+    items_read: op === "GetItem" ? med.itemsRead : undefined,
     request_body_bytes: bodyBytes,
-    wall_s: +wall.toFixed(4), cpu_user_s: +(c1.user / 1e6).toFixed(4), cpu_sys_s: +(c1.system / 1e6).toFixed(4),
-    cpu_us_per_req: +(cpu * 1e6 / N).toFixed(2), req_per_s: +(N / wall).toFixed(1),
+    wall_s: +med.wall.toFixed(4), cpu_user_s: +med.user.toFixed(4), cpu_sys_s: +med.sys.toFixed(4),
+    cpu_us_per_req: +med.us.toFixed(2), req_per_s: +(N / med.wall).toFixed(1),
+    cpu_us_per_req_rounds: windows.map((w) => +w.us.toFixed(1)),
   };
   console.log(JSON.stringify(out));
   if (errors) console.error("client_cpu_sdk: " + errors + " errors; first: " + firstError.name + ": " + firstError.message);

@@ -12,10 +12,24 @@ libnginx-mod-http-lua lua-resty-core libclang-rt-14-dev"
 want="$BUILD_PKGS"
 [ "${1:-build}" = test ] && want="$want $TEST_PKGS"
 
+# Some machines carry Node.js from another packaging (nodesource's nodejs
+# ships npm itself): a working command is as good as Debian's package.
+satisfied_by_command() {
+  case "$1" in
+    nodejs) command -v node >/dev/null 2>&1 ;;
+    npm) command -v npm >/dev/null 2>&1 ;;
+    openjdk-17-jre-headless) command -v java >/dev/null 2>&1 && java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' ;;
+    *) return 1 ;;
+  esac
+}
+
 missing=""
 for p in $want; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  case "$st" in *" installed") ;; *) missing="$missing $p" ;; esac
+  case "$st" in
+    *" installed") ;;
+    *) satisfied_by_command "$p" || missing="$missing $p" ;;
+  esac
 done
 
 if [ -n "$missing" ]; then

@@ -35,9 +35,9 @@ run_suite() { # label, then env assignments for busted
   # busted: "N successes / N failures / N errors / N pending : T seconds"
   local line s f e
   line=$(grep -aE '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -1)
-  s=$(sed -E 's/.*[^0-9]?([0-9]+) successes?.*/\1/' <<<"$line")
-  f=$(sed -E 's/.* ([0-9]+) failures?.*/\1/' <<<"$line")
-  e=$(sed -E 's/.* ([0-9]+) errors?.*/\1/' <<<"$line")
+  s=$(grep -oE '[0-9]+ success' <<<"$line" | grep -oE '[0-9]+')
+  f=$(grep -oE '[0-9]+ failure' <<<"$line" | grep -oE '[0-9]+')
+  e=$(grep -oE '[0-9]+ error' <<<"$line" | grep -oE '[0-9]+')
   if [ -z "$line" ]; then s=0 f=0 e=1; fi
   passed=$((passed + s)); failed=$((failed + f + e))
   # A sanitizer report or a crash can end busted without its summary or

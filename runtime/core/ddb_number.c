@@ -210,8 +210,15 @@ int tide_ddb_number_from_double(double x, struct tide_ddb_number *out, struct ti
         return 0;
     }
     if (ax <= 9007199254740992.0 && ax == (double)(int64_t)ax) {
-        int len = snprintf(buf, sizeof(buf), "%lld", (long long)ax);
-        from_digits(out, negative, buf, len, len - 1);
+        /* The common case (counters, versions, timestamps): no printf. */
+        uint64_t v = (uint64_t)ax;
+        char *end = buf + sizeof(buf), *p = end;
+        do {
+            *--p = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        int len = (int)(end - p);
+        from_digits(out, negative, p, len, len - 1);
         return 0;
     }
     /* Shortest of 15, 16, 17 significant digits that reads back as x; 17

@@ -327,42 +327,52 @@ static json_t *put_av(struct enc *e, struct slot s, const char *type, json_t *v)
 }
 
 /* Checks the keys of the table at idx, which has no string key first:
- * exactly 1..n gives LT_LIST. // [k, v] on entry, [] on success */
+ * exactly 1..n gives LT_LIST. Scans every key so that the message does not
+ * depend on the traversal order. // [k, v] on entry, [] on success */
 static enum ltype list_shape(struct enc *e, int idx, size_t *n)
 {
     lua_State *L = e->w.L;
     size_t len = lua_objlen(L, idx), count = 0;
+    const char *other = NULL;  /* type name of a key that is neither */
+    char str[41] = "";         /* a string key */
+    int has_str = 0, out_of_range = 0;
+    double nonint = 0;
+    int has_nonint = 0;
 
     do {
         int kt = lua_type(L, -2);
         if (kt == LUA_TNUMBER) {
             double k = lua_tonumber(L, -2);
             if (k != floor(k)) {
-                fail(&e->w, TIDE_EINVAL, "table has a non-integer key %.14g", k);
-                return LT_BAD;
+                has_nonint = 1;
+                nonint = k;
+            } else if (k < 1 || k > (double)len) {
+                out_of_range = 1;
+            } else {
+                count++;
             }
-            if (k < 1 || k > (double)len) {
-                fail(&e->w, TIDE_EINVAL, "array has holes (keys must be exactly 1..n)");
-                return LT_BAD;
-            }
-            count++;
         } else if (kt == LUA_TSTRING) {
-            fail(&e->w, TIDE_EINVAL, "table mixes array items and string keys (\"%.40s\")",
-                 lua_tostring(L, -2));
-            return LT_BAD;
+            if (!has_str)
+                snprintf(str, sizeof(str), "%s", lua_tostring(L, -2));
+            has_str = 1;
         } else {
-            fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)",
-                 luaL_typename(L, -2));
-            return LT_BAD;
+            other = luaL_typename(L, -2);
         }
         lua_pop(L, 1); // [k]
     } while (lua_next(L, idx));
-    if (count != len) {
+    if (other != NULL)
+        fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)", other);
+    else if (has_str)
+        fail(&e->w, TIDE_EINVAL, "table mixes array items and string keys (\"%s\")", str);
+    else if (has_nonint)
+        fail(&e->w, TIDE_EINVAL, "table has a non-integer key %.14g", nonint);
+    else if (out_of_range || count != len)
         fail(&e->w, TIDE_EINVAL, "array has holes (keys must be exactly 1..n)");
-        return LT_BAD;
+    else {
+        *n = len;
+        return LT_LIST;
     }
-    *n = len;
-    return LT_LIST;
+    return LT_BAD;
 }
 
 /* Classifies the value at idx (absolute). For LT_LIST, *n is its length.
@@ -508,7 +518,7 @@ static int enc_members(struct enc *e, int idx, json_t *obj, enum member_mode mod
         if (kt != LUA_TSTRING) {
             if (kt == LUA_TNUMBER)
                 return fail(&e->w, TIDE_EINVAL,
-                            "table mixes string keys and array items ([%.14g])",
+                            "table mixes array items and string keys ([%.14g])",
                             lua_tonumber(L, -2));
             return fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)",
                         luaL_typename(L, -2));

@@ -8,42 +8,17 @@ local cjson = require "cjson.safe"
 local CREDS = { access_key_id = "tidetest", secret_access_key = "tidetestsecret" }
 local PREFIX = "com.amazonaws.dynamodb.v20120810#"
 
-local server = {}
+local fault = require "fixtures.fault_server"
 
-local function start_server()
-  local p = assert(io.popen("node spec/fixtures/fault_server.js & echo PID=$!; wait", "r"))
-  server.pipe = p
-  for _ = 1, 3 do
-    local line = p:read("*l")
-    if not line then break end
-    server.port = server.port or tonumber(line:match("^PORT=(%d+)"))
-    server.pid = server.pid or tonumber(line:match("^PID=(%d+)"))
-    if server.port and server.pid then break end
-  end
-  assert(server.port, "fault server did not start")
-  server.url = "http://127.0.0.1:" .. server.port
-end
-
-local function stop_server()
-  if server.pid then os.execute("kill " .. server.pid .. " 2>/dev/null") end
-  if server.pipe then server.pipe:close() end
-  server = {}
-end
-
-local function control(method, path, body)
-  local resp = assert(sched.request{ method = method, url = server.url .. path, body = body,
-                                     headers = { ["content-type"] = "application/json" } })
-  assert.equal(200, resp.status)
-  return resp.body ~= "" and cjson.decode(resp.body) or nil
-end
+local server
 
 local function script(actions)
-  control("POST", "/__reset")
-  control("POST", "/__script", cjson.encode(actions))
+  server:reset()
+  server:script(actions)
 end
 
 local function requests()
-  return control("GET", "/__requests")
+  return server:requests()
 end
 
 local function error_body(t, msg)
@@ -61,8 +36,8 @@ local OK_GET = { status = 200, body = cjson.encode{ Item = { pk = { S = "a" }, n
                  headers = { ["content-type"] = "application/x-amz-json-1.0" } }
 
 describe("DynamoDB client retries", function()
-  setup(start_server)
-  teardown(stop_server)
+  setup(function() server = fault.start() end)
+  teardown(function() server:stop() end)
 
   local function recovers_after(actions, label)
     it("recovers after " .. label, function()

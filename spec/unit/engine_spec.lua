@@ -29,13 +29,20 @@ describe("tide.engine", function()
     srv:reset()
   end)
 
-  -- Polls e until the completion of id arrives.
+  -- Polls e until the completion of id arrives. Completions of other
+  -- requests that arrive in the same poll are kept for their own await.
+  local early = setmetatable({}, { __mode = "k" })
   local function await(e, id)
+    early[e] = early[e] or {}
+    local kept = early[e]
     for _ = 1, 1000 do
-      local done = assert(e:poll(50))
-      for _, c in ipairs(done) do
-        if c.id == id then return c end
+      if kept[id] then
+        local c = kept[id]
+        kept[id] = nil
+        return c
       end
+      local done = assert(e:poll(50))
+      for _, c in ipairs(done) do kept[c.id] = c end
     end
     error("no completion for " .. id)
   end
