@@ -6,7 +6,8 @@
 #   bench/run.sh
 #
 # Environment (all optional):
-#   BENCH_N=3000            measured requests per cell (per client)
+#   BENCH_N=2000            measured requests per window (per client and cell)
+#   BENCH_ROUNDS=3          measured windows per cell; the median is reported
 #   BENCH_WARMUP=3000       warm-up requests per cell, not counted
 #   BENCH_CONCURRENCY="1 64"
 #   BENCH_OPS="PutItem GetItem"
@@ -18,7 +19,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-N=${BENCH_N:-3000}
+N=${BENCH_N:-2000}
+ROUNDS=${BENCH_ROUNDS:-3}
 WARM=${BENCH_WARMUP:-3000}
 CONCS=${BENCH_CONCURRENCY:-"1 64"}
 OPS=${BENCH_OPS:-"PutItem GetItem"}
@@ -29,7 +31,7 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 status=0
 note() { echo "bench: $*" >&2; }
 
-if ! make; then
+if ! make >&2; then
   note "make failed: tide's figures cannot be measured"
   status=1
 fi
@@ -71,11 +73,11 @@ else
 
   for op in $OPS; do
     for c in $CONCS; do
-      note "$op, concurrency $c: $WARM warm-up + $N measured requests per client"
+      note "$op, concurrency $c: $WARM warm-up + $ROUNDS x $N measured requests per client"
       if [ $have_tide = 1 ]; then
-        tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" >>"$results" || { note "tide $op c=$c failed"; status=1; }
+        tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" || { note "tide $op c=$c failed"; status=1; }
       fi
-      sdk_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" >>"$results" || { note "SDK $op c=$c failed"; status=1; }
+      sdk_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" || { note "SDK $op c=$c failed"; status=1; }
     done
   done
   tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true
@@ -107,7 +109,7 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
 export BENCH_COND_CPU="$(nproc) cores, ${cpu_model:-unknown CPU}, $(uname -sr)"
 export BENCH_COND_NODE="$(node --version)"
 export BENCH_COND_LUAJIT="$(luajit -v 2>/dev/null | awk '{print $1, $2}')"
-export N WARM
+export N WARM ROUNDS
 
 node - "$results" "$sign_lua" "$sign_js" <<'JS'
 const fs = require("fs");
@@ -125,13 +127,14 @@ console.log("conditions: " + env.BENCH_COND_CPU + "; DynamoDB Local (in-memory, 
 console.log("  item: pk + 5 attributes incl. a 900-byte string" +
   (setup && setup.item_bytes ? ", " + setup.item_bytes + " bytes by DynamoDB's size rules" : ", ~1 KB") +
   (sdkAny ? "; PutItem body " + sdkAny.request_body_bytes + " bytes" : "") + ";");
-console.log("  " + env.N + " measured requests per cell after " + env.WARM + " warm-up requests; keys cycle over 1000 items;");
+console.log("  per cell and client: one process, " + env.WARM + " warm-up requests, then " + env.ROUNDS + " windows of " + env.N +
+  " requests; the median window is shown; keys cycle over 1000 items;");
 console.log("  CPU = user+sys of the client process (getrusage / process.cpuUsage) over the measured requests only;");
 console.log("  tide: build/tide script, " + env.BENCH_COND_LUAJIT + "; SDK " + (sdkAny ? sdkAny.sdk_version : "?") +
   " on Node " + env.BENCH_COND_NODE + ", DynamoDBClient, keep-alive http.Agent(maxSockets = concurrency).");
 console.log("");
-const hdr = ["op", "conc", "requests", "tide us CPU/req", "SDK us CPU/req", "SDK/tide", "tide req/s", "SDK req/s"];
-const w = [8, 5, 9, 16, 15, 9, 11, 10];
+const hdr = ["op", "conc", "req/window", "tide us CPU/req", "SDK us CPU/req", "SDK/tide", "tide req/s", "SDK req/s"];
+const w = [8, 5, 11, 16, 15, 9, 11, 10];
 console.log(hdr.map((h, i) => i === 0 ? h.padEnd(w[i]) : pad(h, w[i])).join(" "));
 const cells = [];
 const ops = [...new Set(rows.filter((r) => r.op !== "setup").map((r) => r.op))];
@@ -150,6 +153,11 @@ for (const op of ops) {
   }
 }
 if (!rows.some((r) => r.client === "tide" && r.op !== "setup")) console.log("(tide: not measured)");
+console.log("  us CPU/req of every window (tide | SDK):");
+for (const x of cells) {
+  const f = (r) => r && r.cpu_us_per_req_rounds ? r.cpu_us_per_req_rounds.join(" ") : "-";
+  console.log("    " + (x.op + " c=" + x.c).padEnd(14) + f(x.t) + " | " + f(x.s));
+}
 console.log("  req/s is bounded by DynamoDB Local sharing the same cores; the CPU columns are the client's own.");
 
 // Signing: lines "<name>: <us> us/op (...)".
