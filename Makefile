@@ -27,24 +27,27 @@ OPT       := -O2 -g
 endif
 
 CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) \
-             $(shell pkg-config --cflags $(PKGS)) -Iruntime/core -Iruntime/engine \
+             $(shell pkg-config --cflags $(PKGS)) -Iruntime/core -Iruntime/engine -Iruntime/sqlite \
              -DTIDE_LUA_LDIR='"$(LUA_LDIR)"' -DTIDE_LUA_CDIR='"$(LUA_CDIR)"'
 LDFLAGS   += $(OPT)
 LIBS_CORE := $(shell pkg-config --libs openssl jansson) -lm
 LIBS_ENG  := $(shell pkg-config --libs libcurl)
+LIBS_SQL  := $(shell pkg-config --libs sqlite3)
 LIBS_CLI  := $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
 
 CORE_SRC  := $(wildcard runtime/core/*.c)
 ENG_SRC   := $(wildcard runtime/engine/*.c)
+SQL_SRC   := $(wildcard runtime/sqlite/*.c)
 CLI_SRC   := $(wildcard runtime/cli/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/obj/%.o)
+SQL_OBJ   := $(SQL_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS   := $(wildcard runtime/*/*.h)
 
 .PHONY: all deps test-deps run test test-asan bench install clean
 
-all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so
+all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so
 
 deps:
 	@tools/deps.sh build
@@ -67,9 +70,14 @@ $(BUILD)/lua/tide/engine.so: $(ENG_OBJ) $(CORE_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_ENG) $(LIBS_CORE)
 
+$(BUILD)/lua/tide/sqlite.so: $(SQL_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_SQL) $(LIBS_CORE)
+
 # -Wl,-E: the binary's own copy of the Lua API must be visible to C modules
 # it loads, and its luaopen_* symbols to LuaJIT's FFI.
-$(BUILD)/tide: $(CLI_OBJ) $(ENG_OBJ) $(CORE_OBJ)
+$(BUILD)/tide: $(CLI_OBJ) $(ENG_OBJ) $(SQL_OBJ) $(CORE_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS_CLI)
 
@@ -88,7 +96,7 @@ bench: test-deps all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_CDIR)/tide $(DESTDIR)$(LUA_LDIR)/tide
 	install -m 755 $(BUILD)/tide $(DESTDIR)$(PREFIX)/bin/tide
-	install -m 644 $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(DESTDIR)$(LUA_CDIR)/tide/
+	install -m 644 $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so $(DESTDIR)$(LUA_CDIR)/tide/
 	cd lua && find tide -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUA_LDIR)/{} \;
 
 clean:

@@ -200,7 +200,7 @@ if (sign && floor) {
 }
 if (sign && smithy) {
   const r = smithy.us / sign.us;
-  console.log(`signing vs @smithy/signature-v4: ${fmt(sign.us, 3)} us vs ${fmt(smithy.us, 3)} us = ${fmt(r, 1)}x faster (target >= 10x): ${r >= 10 ? "met" : "NOT MET"}`);
+  console.log(`signing vs @smithy/signature-v4: ${fmt(sign.us, 3)} us vs ${fmt(smithy.us, 3)} us = ${fmt(r, 2)}x faster (target >= 10x): ${r >= 10 ? "met" : "NOT MET"}`);
 } else {
   console.log("signing vs @smithy/signature-v4: NOT MEASURED");
 }

@@ -23,6 +23,7 @@
 
 #include "lua_core.h"
 #include "lua_engine.h"
+#include "lua_store.h"
 
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -131,6 +132,8 @@ static int setup_state(lua_State *L)
     lua_setfield(L, -2, "tide.core");
     lua_pushcfunction(L, luaopen_tide_engine);
     lua_setfield(L, -2, "tide.engine");
+    lua_pushcfunction(L, luaopen_tide_sqlite);
+    lua_setfield(L, -2, "tide.sqlite");
     lua_pop(L, 2);                      // []
 
     char dir[PATH_MAX], buf[4 * PATH_MAX + 256];
