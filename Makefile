@@ -30,7 +30,7 @@ CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) \
              $(shell pkg-config --cflags $(PKGS)) -Iruntime/core -Iruntime/engine -Iruntime/sqlite \
              -DTIDE_LUA_LDIR='"$(LUA_LDIR)"' -DTIDE_LUA_CDIR='"$(LUA_CDIR)"'
 LDFLAGS   += $(OPT)
-LIBS_CORE := $(shell pkg-config --libs openssl jansson) -lm
+LIBS_CORE := $(shell pkg-config --libs openssl jansson yaml-0.1) -lm
 LIBS_ENG  := $(shell pkg-config --libs libcurl)
 LIBS_SQL  := $(shell pkg-config --libs sqlite3)
 LIBS_CLI  := $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread

@@ -13,5 +13,6 @@ int luaopen_tide_core(lua_State *L)
     tide_lua_open_codec(L);
     tide_lua_open_retry(L);
     tide_lua_open_random(L);
+    tide_lua_open_yaml(L);
     return 1;
 }

@@ -15,6 +15,7 @@ void tide_lua_open_sigv4(lua_State *L);   /* sign, credentials (lua_sigv4.c) */
 void tide_lua_open_codec(lua_State *L);   /* DynamoDB JSON codec (lua_codec.c) */
 void tide_lua_open_retry(lua_State *L);   /* retry classification, backoff (lua_retry.c) */
 void tide_lua_open_random(lua_State *L);  /* random_bytes, random_hex (lua_random.c) */
+void tide_lua_open_yaml(lua_State *L);    /* yaml_decode (lua_yaml.c) */
 
 int luaopen_tide_core(lua_State *L);
 
