@@ -17,7 +17,10 @@
 enum {
     TIDE_EXIT_OK = 0,
     TIDE_EXIT_FAILURE = 1, /* the work failed (script error, request failed) */
-    TIDE_EXIT_USAGE = 2,   /* bad command line, missing file */
+    TIDE_EXIT_USAGE = 2,   /* bad command line, bad input, missing file */
+    TIDE_EXIT_REJECTED = 3, /* the aggregate rejected the command */
+    TIDE_EXIT_CONFLICT = 4, /* still conflicting after the retries */
+    TIDE_EXIT_STORE = 5,    /* the store or the network failed */
 };
 
 /* One subcommand of the dispatch table in main.c. */
@@ -29,6 +32,8 @@ struct tide_cli_command {
 
 /* Subcommands. */
 int tide_cmd_script(int argc, char **argv);
+/* init, exec, batch, events, state: implemented in lua/tide/cli.lua */
+int tide_cmd_lua(int argc, char **argv);
 
 /* Creates a LuaJIT state ready for tide code: standard libraries opened,
  * `tide.core` and `tide.engine` in package.preload (the copies linked into

@@ -29,6 +29,11 @@ static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct tide_cli_command commands[] = {
+    {"init", "create the store's tables (DynamoDB) or file (SQLite) if missing", tide_cmd_lua},
+    {"exec", "run one command: tide exec AGGREGATE ID 'COMMAND_JSON'", tide_cmd_lua},
+    {"batch", "run NDJSON commands from stdin concurrently, one result line each", tide_cmd_lua},
+    {"events", "print a stream's events as NDJSON: tide events AGGREGATE ID", tide_cmd_lua},
+    {"state", "print an aggregate's current state as JSON: tide state AGGREGATE ID", tide_cmd_lua},
     {"script", "run a Lua file inside the engine (like OpenResty's resty)", tide_cmd_script},
     {"version", "print the versions of tide, LuaJIT and libcurl", cmd_version},
     {"help", "show this help, or a command's help: tide help <command>", cmd_help},

@@ -14,5 +14,7 @@ int luaopen_tide_core(lua_State *L)
     tide_lua_open_retry(L);
     tide_lua_open_random(L);
     tide_lua_open_yaml(L);
+    tide_lua_open_fs(L);
+    tide_lua_open_json(L);
     return 1;
 }

@@ -16,6 +16,8 @@ void tide_lua_open_codec(lua_State *L);   /* DynamoDB JSON codec (lua_codec.c) *
 void tide_lua_open_retry(lua_State *L);   /* retry classification, backoff (lua_retry.c) */
 void tide_lua_open_random(lua_State *L);  /* random_bytes, random_hex (lua_random.c) */
 void tide_lua_open_yaml(lua_State *L);    /* yaml_decode (lua_yaml.c) */
+void tide_lua_open_fs(lua_State *L);      /* list_dir, stat (lua_fs.c) */
+void tide_lua_open_json(lua_State *L);    /* json_encode (lua_json.c) */
 
 int luaopen_tide_core(lua_State *L);
 

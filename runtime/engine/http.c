@@ -16,6 +16,12 @@
 #include <string.h>
 #include <strings.h>
 #include <stdio.h>
+#include <errno.h>
+#include <poll.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 #include <curl/curl.h>
 
@@ -28,6 +34,8 @@
 /* Upper bound on the pre-allocation a Content-Length header may cause. */
 #define RESERVE_MAX (64 * 1024 * 1024)
 #define WAITFD_STACK 8
+/* Socket events taken per epoll_wait. */
+#define EPOLL_BATCH 64
 
 struct buf {
     char *data;
@@ -47,7 +55,11 @@ struct xfer {
     struct tide_http_result res; /* what the owner sees */
     struct tide_http *http;
     CURL *easy;
-    struct curl_slist *req_headers;
+    struct curl_slist *req_headers; /* nodes of hdr_nodes, lines in hdr_lines */
+    struct curl_slist *hdr_nodes;   /* reused from request to request */
+    size_t hdr_nodes_cap;
+    struct buf hdr_lines;           /* "Name: value\0" lines */
+    bool configured;      /* the per-client options are set on easy */
     struct buf req_body;  /* our copy of the request body */
     size_t req_sent;      /* how much of req_body curl has read */
     bool resend_refused;  /* curl wanted to re-send the body: see on_seek */
@@ -69,6 +81,16 @@ struct tide_http {
     char *ca_bundle;
     uint64_t next_id;
     struct list free_list, active, done, taken;
+    /* curl's sockets are watched with epoll (curl_multi_socket_action), so
+     * one event costs O(ready sockets), not O(connections) as poll(2) does. */
+    int epfd;
+    int wakefd;           /* eventfd for tide_http_wakeup */
+    bool timer_armed;     /* curl asked to be called back at timer_at */
+    int64_t timer_at;     /* CLOCK_MONOTONIC ms */
+    bool no_proxy;        /* no proxy variable in the environment: skip curl's
+                           * per-request getenv lookups */
+    char *last_url;       /* the last URL check_url accepted, and its host */
+    char last_host[256];
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -168,6 +190,67 @@ static void global_init(void)
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants socket_action(CURL_SOCKET_TIMEOUT) in
+ * timeout_ms (0: as soon as possible; -1: never). */
+static int on_timer(CURLM *multi, long timeout_ms, void *ud)
+{
+    (void)multi;
+    struct tide_http *http = ud;
+    http->timer_armed = timeout_ms >= 0;
+    if (timeout_ms >= 0)
+        http->timer_at = timeout_ms == 0 ? 0 : now_ms() + timeout_ms;
+    return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keeps the epoll set in step with what curl
+ * wants to know about socket s. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *ud, void *sockp)
+{
+    (void)easy;
+    struct tide_http *http = ud;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(http->epfd, EPOLL_CTL_DEL, s, NULL); /* may already be closed */
+        curl_multi_assign(http->multi, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.data.fd = s;
+    int op = sockp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(http->epfd, op, s, &ev) != 0) {
+        /* the fd number was reused behind curl's back, or dropped by a close */
+        op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(http->epfd, op, s, &ev) != 0)
+            return -1;
+    }
+    if (!sockp)
+        curl_multi_assign(http->multi, s, (void *)1);
+    return 0;
+}
+
+/* True when one of the variables curl reads for a proxy is set. */
+static bool env_has_proxy(void)
+{
+    static const char *const names[] = {
+        "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+        "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v)
+            return true;
+    }
+    return false;
+}
+
 /* ---- public API --------------------------------------------------------- */
 
 void tide_http_opts_init(struct tide_http_opts *opts)
@@ -228,14 +311,39 @@ struct tide_http *tide_http_new(const struct tide_http_opts *opts, struct tide_e
     }
     http->opts.ca_bundle = http->ca_bundle;
     http->next_id = 1;
+    http->no_proxy = !env_has_proxy();
+
+    http->epfd = epoll_create1(EPOLL_CLOEXEC);
+    http->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event wev;
+    memset(&wev, 0, sizeof(wev));
+    wev.events = EPOLLIN;
+    wev.data.fd = http->wakefd;
+    if (http->epfd < 0 || http->wakefd < 0 ||
+        epoll_ctl(http->epfd, EPOLL_CTL_ADD, http->wakefd, &wev) != 0) {
+        tide_error_set(err, TIDE_EHTTP, "epoll/eventfd: %s", strerror(errno));
+        if (http->epfd >= 0)
+            close(http->epfd);
+        if (http->wakefd >= 0)
+            close(http->wakefd);
+        free(http->ca_bundle);
+        free(http);
+        return NULL;
+    }
 
     http->multi = curl_multi_init();
     if (http->multi == NULL) {
+        close(http->epfd);
+        close(http->wakefd);
         free(http->ca_bundle);
         free(http);
         tide_error_set(err, TIDE_EHTTP, "curl_multi_init failed");
         return NULL;
     }
+    curl_multi_setopt(http->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(http->multi, CURLMOPT_SOCKETDATA, (void *)http);
+    curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, (void *)http);
     long n = http->opts.max_connections;
     /* Excess requests wait inside curl for a free connection rather than
      * opening more; the cache keeps as many idle ones alive for reuse. */
@@ -251,7 +359,8 @@ static void xfer_destroy(struct xfer *x)
 {
     if (x->easy)
         curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->req_headers);
+    free(x->hdr_nodes);
+    buf_free(&x->hdr_lines);
     buf_free(&x->req_body);
     buf_free(&x->resp_body);
     buf_free(&x->resp_hdrs);
@@ -278,7 +387,10 @@ void tide_http_delete(struct tide_http *http)
     list_destroy(http, &http->done, false);
     list_destroy(http, &http->taken, false);
     list_destroy(http, &http->free_list, false);
-    curl_multi_cleanup(http->multi);
+    curl_multi_cleanup(http->multi); /* may still call on_socket: epfd open */
+    close(http->epfd);
+    close(http->wakefd);
+    free(http->last_url);
     free(http->ca_bundle);
     free(http);
 }
@@ -286,8 +398,8 @@ void tide_http_delete(struct tide_http *http)
 /* Puts x back on the free list (or frees it when the list is full). */
 static void xfer_recycle(struct tide_http *http, struct xfer *x)
 {
-    curl_slist_free_all(x->req_headers);
     x->req_headers = NULL;
+    buf_clear(&x->hdr_lines);
     buf_clear(&x->req_body);
     buf_clear(&x->resp_body);
     buf_clear(&x->resp_hdrs);
@@ -409,11 +521,18 @@ static bool has_crlf(const char *s)
     return strpbrk(s, "\r\n") != NULL;
 }
 
-/* Parses url, checks its scheme and copies its host into x->host. */
-static int check_url(struct xfer *x, const char *url, struct tide_error *err)
+/* Parses url, checks its scheme and copies its host into x->host. A client
+ * mostly sends to one URL: the last one accepted is remembered, so the
+ * common case is a strcmp instead of a parse and four allocations. */
+static int check_url(struct tide_http *http, struct xfer *x, const char *url,
+                     struct tide_error *err)
 {
     if (url == NULL || *url == '\0')
         return tide_error_set(err, TIDE_EURL, "malformed URL: empty");
+    if (http->last_url && strcmp(url, http->last_url) == 0) {
+        memcpy(x->host, http->last_host, sizeof(x->host));
+        return 0;
+    }
     CURLU *u = curl_url();
     if (u == NULL)
         return tide_error_set(err, TIDE_ENOMEM, "out of memory");
@@ -436,6 +555,12 @@ static int check_url(struct xfer *x, const char *url, struct tide_error *err)
         goto out;
     }
     snprintf(x->host, sizeof(x->host), "%s", host);
+    char *copy = strdup(url);
+    if (copy) { /* without it, the next call just parses again */
+        free(http->last_url);
+        http->last_url = copy;
+        memcpy(http->last_host, x->host, sizeof(x->host));
+    }
 out:
     curl_free(scheme);
     curl_free(host);
@@ -462,57 +587,69 @@ int tide_http_check_header(const char *name, const char *value, struct tide_erro
 
 /* Builds the curl header list: the caller's headers, plus blank overrides
  * that stop curl adding an Expect: 100-continue round trip and a form
- * Content-Type nobody asked for. */
+ * Content-Type nobody asked for. The lines and the list nodes live in
+ * buffers of x reused from request to request (curl only reads the list),
+ * rather than two mallocs per header with curl_slist_append. */
 static int build_headers(struct xfer *x, const struct tide_http_request *req,
                          bool has_body, struct tide_error *err)
 {
     bool have_ctype = false, have_expect = false;
-    struct buf line = {0};
-    int rc = 0;
+    struct buf *b = &x->hdr_lines;
+    size_t n = 0;
+    b->len = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
         const char *name = req->headers[i].name, *value = req->headers[i].value;
-        rc = tide_http_check_header(name, value, err);
+        int rc = tide_http_check_header(name, value, err);
         if (rc != 0)
-            goto out;
-        if (strcasecmp(name, "content-type") == 0)
+            return rc;
+        if (!have_ctype && strcasecmp(name, "content-type") == 0)
             have_ctype = true;
-        if (strcasecmp(name, "expect") == 0)
+        if (!have_expect && strcasecmp(name, "expect") == 0)
             have_expect = true;
-        line.len = 0;
         /* "Name;" is curl's way to send a header with an empty value. */
-        bool ok = buf_append(&line, name, strlen(name)) &&
-                  (*value ? buf_append(&line, ": ", 2) && buf_append(&line, value, strlen(value))
-                          : buf_append(&line, ";", 1));
-        struct curl_slist *l = ok ? curl_slist_append(x->req_headers, line.data) : NULL;
-        if (l == NULL) {
-            rc = tide_error_set(err, TIDE_ENOMEM, "out of memory");
-            goto out;
-        }
-        x->req_headers = l;
+        bool ok = buf_append(b, name, strlen(name)) &&
+                  (*value ? buf_append(b, ": ", 2) && buf_append(b, value, strlen(value))
+                          : buf_append(b, ";", 1)) &&
+                  buf_append(b, "", 1); /* keeps the NUL inside len */
+        if (!ok)
+            return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+        n++;
     }
     const char *extra[2] = {have_expect ? NULL : "Expect:",
                             (has_body && !have_ctype) ? "Content-Type:" : NULL};
     for (int i = 0; i < 2; i++) {
         if (extra[i] == NULL)
             continue;
-        struct curl_slist *l = curl_slist_append(x->req_headers, extra[i]);
-        if (l == NULL) {
-            rc = tide_error_set(err, TIDE_ENOMEM, "out of memory");
-            goto out;
-        }
-        x->req_headers = l;
+        if (!buf_append(b, extra[i], strlen(extra[i]) + 1))
+            return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+        n++;
     }
-out:
-    buf_free(&line);
-    return rc;
+    if (n > x->hdr_nodes_cap) {
+        size_t cap = n < 16 ? 16 : n;
+        struct curl_slist *nodes = realloc(x->hdr_nodes, cap * sizeof(*nodes));
+        if (nodes == NULL)
+            return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+        x->hdr_nodes = nodes;
+        x->hdr_nodes_cap = cap;
+    }
+    /* Only now: b->data no longer moves. */
+    char *line = b->data;
+    for (size_t i = 0; i < n; i++) {
+        x->hdr_nodes[i].data = line;
+        x->hdr_nodes[i].next = i + 1 < n ? &x->hdr_nodes[i + 1] : NULL;
+        line += strlen(line) + 1;
+    }
+    x->req_headers = n ? x->hdr_nodes : NULL;
+    return 0;
 }
 
 static struct xfer *xfer_get(struct tide_http *http)
 {
     struct xfer *x = http->free_list.head;
     if (x) {
+        /* No curl_easy_reset: the options that differ between requests are
+         * all set again by setup_easy, the others stay as configured. */
         list_remove(x);
-        curl_easy_reset(x->easy);
     } else {
         x = calloc(1, sizeof(*x));
         if (x == NULL)
@@ -534,14 +671,13 @@ static struct xfer *xfer_get(struct tide_http *http)
     return x;
 }
 
-static int setup_easy(struct tide_http *http, struct xfer *x, const struct tide_http_request *req,
-                      const char *method, bool body_path, struct tide_error *err)
+/* The options every request of this client shares: set once per easy
+ * handle, which is recycled without curl_easy_reset. */
+static CURLcode configure_easy(struct tide_http *http, struct xfer *x)
 {
     CURL *e = x->easy;
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : http->opts.timeout_ms;
     CURLcode rc = CURLE_OK;
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
-    SET(CURLOPT_URL, req->url);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for DNS timeouts: we own signals */
@@ -550,38 +686,63 @@ static int setup_easy(struct tide_http *http, struct xfer *x, const struct tide_
     SET(CURLOPT_TCP_KEEPIDLE, 60L);
     SET(CURLOPT_TCP_KEEPINTVL, 30L);
     SET(CURLOPT_CONNECTTIMEOUT_MS, http->opts.connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, timeout);
     SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_PRIVATE, (void *)x);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, (void *)x);
-    SET(CURLOPT_HTTPHEADER, x->req_headers);
+    SET(CURLOPT_READFUNCTION, on_read);
+    SET(CURLOPT_READDATA, (void *)x);
+    SET(CURLOPT_SEEKFUNCTION, on_seek);
+    SET(CURLOPT_SEEKDATA, (void *)x);
     SET(CURLOPT_SSL_VERIFYPEER, http->opts.verify_tls ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, http->opts.verify_tls ? 2L : 0L);
     if (http->ca_bundle)
         SET(CURLOPT_CAINFO, http->ca_bundle);
+    /* No proxy variable was set when the client started: say so, or curl
+     * looks them all up with getenv on every request. */
+    if (http->no_proxy)
+        SET(CURLOPT_NOPROXY, "*");
+#undef SET
+    return rc;
+}
+
+static int setup_easy(struct tide_http *http, struct xfer *x, const struct tide_http_request *req,
+                      const char *method, bool body_path, struct tide_error *err)
+{
+    CURL *e = x->easy;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : http->opts.timeout_ms;
+    CURLcode rc = CURLE_OK;
+    if (!x->configured) {
+        rc = configure_easy(http, x);
+        x->configured = rc == CURLE_OK;
+    }
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_TIMEOUT_MS, timeout);
+    SET(CURLOPT_HTTPHEADER, x->req_headers);
     if (strcmp(method, "HEAD") == 0) {
         SET(CURLOPT_NOBODY, 1L);
+        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
     } else if (!body_path) {
-        SET(CURLOPT_HTTPGET, 1L);
+        SET(CURLOPT_HTTPGET, 1L); /* also clears NOBODY and POST */
+        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
     } else {
         /* The body goes through a read callback rather than POSTFIELDS so
          * that on_seek sees (and refuses) curl's silent re-send. */
+        SET(CURLOPT_NOBODY, 0L);
         SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body.len);
-        SET(CURLOPT_READFUNCTION, on_read);
-        SET(CURLOPT_READDATA, (void *)x);
-        SET(CURLOPT_SEEKFUNCTION, on_seek);
-        SET(CURLOPT_SEEKDATA, (void *)x);
-        if (strcmp(method, "POST") != 0)
-            SET(CURLOPT_CUSTOMREQUEST, method);
+        SET(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") != 0 ? method : (char *)NULL);
     }
 #undef SET
-    if (rc != CURLE_OK)
+    if (rc != CURLE_OK) {
+        x->configured = false;
+        curl_easy_reset(e); /* back to a known state for the next request */
         return tide_error_set(err, TIDE_EHTTP, "curl_easy_setopt: %s (host %s)",
                               curl_easy_strerror(rc), x->host);
+    }
     return 0;
 }
 
@@ -602,7 +763,7 @@ int tide_http_submit(struct tide_http *http, const struct tide_http_request *req
 
     bool body_path = req->body != NULL ||
                      (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0);
-    rc = check_url(x, req->url, err);
+    rc = check_url(http, x, req->url, err);
     if (rc == 0)
         rc = build_headers(x, req, body_path, err);
     if (rc == 0 && body_path) {
@@ -730,41 +891,89 @@ static void collect(struct tide_http *http)
     }
 }
 
+/* Runs curl's timer if it is due. */
+static int run_timer(struct tide_http *http, struct tide_error *err)
+{
+    if (!http->timer_armed || (http->timer_at > 0 && http->timer_at > now_ms()))
+        return 0;
+    http->timer_armed = false; /* curl re-arms it from inside the call */
+    int running;
+    CURLMcode mc = curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (mc != CURLM_OK)
+        return tide_error_set(err, TIDE_EHTTP, "curl_multi_socket_action: %s",
+                              curl_multi_strerror(mc));
+    return 0;
+}
+
 int tide_http_poll(struct tide_http *http, int timeout_ms,
                    struct tide_http_waitfd *extra, unsigned nextra,
                    struct tide_error *err)
 {
-    int running = 0;
-    CURLMcode mc = curl_multi_perform(http->multi, &running);
-    if (mc != CURLM_OK)
-        return tide_error_set(err, TIDE_EHTTP, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    /* New requests arm a 0 ms timer: start them before waiting. */
+    int rc = run_timer(http, err);
+    if (rc != 0)
+        return rc;
     collect(http);
 
-    struct curl_waitfd stack_fds[WAITFD_STACK], *fds = stack_fds;
-    if (nextra > WAITFD_STACK) {
-        fds = calloc(nextra, sizeof(*fds));
-        if (fds == NULL)
-            return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    /* Wait at most until curl's next timer; with nothing queued, a negative
+     * timeout means "until something happens". */
+    int wait = http->done.n > 0 ? 0 : timeout_ms < 0 ? -1 : timeout_ms;
+    if (wait != 0 && http->timer_armed) {
+        int64_t left = http->timer_at - now_ms();
+        if (left < 0)
+            left = 0;
+        if (wait < 0 || left < wait)
+            wait = left > INT_MAX ? INT_MAX : (int)left;
     }
-    for (unsigned i = 0; i < nextra; i++) {
-        fds[i].fd = extra[i].fd;
-        fds[i].events = extra[i].events;
-        fds[i].revents = 0;
-    }
-    /* curl caps the wait at its own next timer; with nothing queued, a
-     * negative timeout means "until something happens". */
-    int wait = http->done.n > 0 ? 0 : timeout_ms < 0 ? INT_MAX : timeout_ms;
-    mc = curl_multi_poll(http->multi, nextra ? fds : NULL, nextra, wait, NULL);
-    for (unsigned i = 0; i < nextra; i++)
-        extra[i].revents = fds[i].revents;
-    if (fds != stack_fds)
-        free(fds);
-    if (mc != CURLM_OK)
-        return tide_error_set(err, TIDE_EHTTP, "curl_multi_poll: %s", curl_multi_strerror(mc));
 
-    mc = curl_multi_perform(http->multi, &running);
-    if (mc != CURLM_OK)
-        return tide_error_set(err, TIDE_EHTTP, "curl_multi_perform: %s", curl_multi_strerror(mc));
+    if (nextra > 0) {
+        /* The extra fds and the epoll fd together, through poll(2). */
+        struct pollfd stack_fds[WAITFD_STACK + 1], *fds = stack_fds;
+        if (nextra > WAITFD_STACK) {
+            fds = calloc(nextra + 1, sizeof(*fds));
+            if (fds == NULL)
+                return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+        }
+        fds[0].fd = http->epfd;
+        fds[0].events = POLLIN;
+        fds[0].revents = 0;
+        for (unsigned i = 0; i < nextra; i++) {
+            fds[i + 1].fd = extra[i].fd;
+            fds[i + 1].events = extra[i].events;
+            fds[i + 1].revents = 0;
+        }
+        int n = poll(fds, nextra + 1, wait);
+        for (unsigned i = 0; i < nextra; i++)
+            extra[i].revents = n > 0 ? fds[i + 1].revents : 0;
+        if (fds != stack_fds)
+            free(fds);
+        wait = 0; /* the epoll_wait below only collects what is ready */
+    }
+
+    struct epoll_event evs[EPOLL_BATCH];
+    int n = epoll_wait(http->epfd, evs, EPOLL_BATCH, wait);
+    if (n < 0 && errno != EINTR)
+        return tide_error_set(err, TIDE_EHTTP, "epoll_wait: %s", strerror(errno));
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == http->wakefd) {
+            uint64_t v;
+            while (read(fd, &v, sizeof(v)) > 0)
+                ;
+            continue;
+        }
+        uint32_t e = evs[i].events;
+        int mask = (e & (EPOLLIN | EPOLLHUP | EPOLLRDHUP) ? CURL_CSELECT_IN : 0) |
+                   (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) | (e & EPOLLERR ? CURL_CSELECT_ERR : 0);
+        int running;
+        CURLMcode mc = curl_multi_socket_action(http->multi, fd, mask, &running);
+        if (mc != CURLM_OK)
+            return tide_error_set(err, TIDE_EHTTP, "curl_multi_socket_action: %s",
+                                  curl_multi_strerror(mc));
+    }
+    rc = run_timer(http, err);
+    if (rc != 0)
+        return rc;
     collect(http);
     return (int)(http->done.n > INT_MAX ? INT_MAX : http->done.n);
 }
@@ -818,5 +1027,7 @@ size_t tide_http_pending(const struct tide_http *http)
 
 void tide_http_wakeup(struct tide_http *http)
 {
-    curl_multi_wakeup(http->multi);
+    uint64_t one = 1;
+    ssize_t n = write(http->wakefd, &one, sizeof(one)); /* async-signal-safe */
+    (void)n; /* EAGAIN: a wake-up is already pending */
 }

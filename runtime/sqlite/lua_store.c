@@ -1,10 +1,421 @@
+/*
+ * lua_store.c - the `tide.sqlite` module: a thin binding of store.c.
+ *
+ *   local sqlite = require "tide.sqlite"
+ *   local db, err = sqlite.open(path, {busy_timeout_ms = 10000, synchronous = "normal"})
+ *   db:init()                          -- create the schema if missing
+ *   db:begin()  db:commit()  db:rollback()          -- BEGIN IMMEDIATE ...
+ *   db:savepoint()  db:release()  db:rollback_to()  -- one append's savepoint
+ *   db:in_transaction() -> boolean
+ *   db:max_version(stream) -> n (0 for a new stream)
+ *   db:insert_events(stream, first_version, {{type=, data=, meta=}, ...}) -> true
+ *   db:load(stream, after_version) -> {{position=, stream=, version=, type=, data=, meta=}, ...}
+ *   db:read_all(after_position, limit) -> same shape, in position order
+ *   db:get_snapshot(stream) -> {version=, state=, meta=} | false
+ *   db:put_snapshot(stream, version, state, meta) -> true
+ *   db:path()  db:close()
+ *
+ * Failures that happen in normal operation return nil, err with err =
+ * {type = "Conflict" | "Busy" | "StoreError", message = , code = "ECONFLICT"...}
+ * (with a __tostring); wrong argument types and use after close raise.
+ * Transaction control stays with the caller (lua/tide/store/sqlite.lua runs
+ * group commit); nothing here yields.
+ */
 #include "lua_store.h"
 
 #include <lauxlib.h>
+#include <math.h>
+#include <string.h>
 
-/* placeholder until the embedded store lands */
+#include "store.h"
+
+#define DB_MT "tide.sqlite.db"
+#define ERROR_MT "tide.sqlite.error"
+
+struct db {
+    struct tide_store *s;
+};
+
+static struct tide_store *check_db(lua_State *L)
+{
+    struct db *d = luaL_checkudata(L, 1, DB_MT);
+    if (d->s == NULL)
+        luaL_error(L, "tide.sqlite: the store is closed");
+    return d->s;
+}
+
+static const char *type_of(int code)
+{
+    switch (code) {
+    case TIDE_ECONFLICT: return "Conflict";
+    case TIDE_EBUSY: return "Busy";
+    default: return "StoreError";
+    }
+}
+
+/* Pushes nil, {type=, message=, code=}; returns 2. */
+static int push_fail(lua_State *L, const struct tide_error *err)
+{
+    lua_pushnil(L);
+    lua_createtable(L, 0, 3); // [nil, err]
+    lua_pushstring(L, type_of(err->code));
+    lua_setfield(L, -2, "type");
+    lua_pushstring(L, err->message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, tide_store_error_name(err->code));
+    lua_setfield(L, -2, "code");
+    luaL_getmetatable(L, ERROR_MT); // [nil, err, mt]
+    lua_setmetatable(L, -2);        // [nil, err]
+    return 2;
+}
+
+static int error_tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "type");    // [err, type]
+    lua_getfield(L, 1, "message"); // [err, type, message]
+    lua_pushfstring(L, "%s: %s", luaL_optstring(L, 2, "StoreError"), luaL_optstring(L, 3, "?"));
+    return 1;
+}
+
+/* Argument idx as an integer in [min, 2^53]; raises otherwise. */
+static int64_t check_int(lua_State *L, int idx, const char *name, int64_t min)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_error(L, "tide.sqlite: %s must be an integer, got %s", name, luaL_typename(L, idx));
+    lua_Number n = lua_tonumber(L, idx);
+    if (n != floor(n) || n < (lua_Number)min || n > 9007199254740992.0)
+        luaL_error(L, "tide.sqlite: %s must be an integer >= %d, got %f", name, (int)min, n);
+    return (int64_t)n;
+}
+
+/* Argument idx as a string (may hold NULs). */
+static const char *check_string(lua_State *L, int idx, const char *name, size_t *len)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        luaL_error(L, "tide.sqlite: %s must be a string, got %s", name, luaL_typename(L, idx));
+    return lua_tolstring(L, idx, len);
+}
+
+/* Argument idx as a string or nil (NULL). */
+static const char *opt_string(lua_State *L, int idx, const char *name, size_t *len)
+{
+    if (lua_isnoneornil(L, idx)) {
+        *len = 0;
+        return NULL;
+    }
+    return check_string(L, idx, name, len);
+}
+
+static void push_text(lua_State *L, const char *p, size_t len)
+{
+    if (p == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushlstring(L, p, len);
+}
+
+// sqlite.open(path [, opts]) -> db | nil, err
+static int l_open(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct tide_store_options opts;
+    tide_store_options_init(&opts);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "busy_timeout_ms"); // [path, opts, v]
+        if (!lua_isnil(L, -1)) {
+            int64_t ms = check_int(L, -1, "busy_timeout_ms", 0);
+            opts.busy_timeout_ms = ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+        }
+        lua_getfield(L, 2, "synchronous"); // [path, opts, v, sync]
+        if (!lua_isnil(L, -1)) {
+            const char *sync = lua_tostring(L, -1);
+            if (lua_type(L, -1) != LUA_TSTRING || (strcmp(sync, "normal") != 0 && strcmp(sync, "full") != 0))
+                return luaL_error(L, "tide.sqlite: synchronous must be \"normal\" or \"full\"");
+            opts.synchronous = strcmp(sync, "full") == 0 ? TIDE_STORE_SYNC_FULL : TIDE_STORE_SYNC_NORMAL;
+        }
+        lua_settop(L, 2); // [path, opts]
+    }
+    /* the userdata first, so that nothing can raise between open and the
+     * moment __gc owns the store */
+    struct db *d = lua_newuserdata(L, sizeof(*d)); // [.., db]
+    d->s = NULL;
+    luaL_getmetatable(L, DB_MT);
+    lua_setmetatable(L, -2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_store_open(&d->s, path, &opts, &err) < 0)
+        return push_fail(L, &err);
+    return 1;
+}
+
+/* The methods that take no argument and return true | nil, err. */
+#define SIMPLE(name, fn)                                   \
+    static int name(lua_State *L)                          \
+    {                                                      \
+        struct tide_store *s = check_db(L);                \
+        struct tide_error err;                             \
+        tide_error_clear(&err);                            \
+        if (fn(s, &err) < 0)                               \
+            return push_fail(L, &err);                     \
+        lua_pushboolean(L, 1);                             \
+        return 1;                                          \
+    }
+
+SIMPLE(l_init, tide_store_init)
+SIMPLE(l_begin, tide_store_begin)
+SIMPLE(l_commit, tide_store_commit)
+SIMPLE(l_rollback, tide_store_rollback)
+SIMPLE(l_savepoint, tide_store_savepoint)
+SIMPLE(l_release, tide_store_release)
+SIMPLE(l_rollback_to, tide_store_rollback_to)
+
+static int l_in_transaction(lua_State *L)
+{
+    lua_pushboolean(L, tide_store_in_transaction(check_db(L)));
+    return 1;
+}
+
+// db:max_version(stream) -> n | nil, err
+static int l_max_version(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    size_t len;
+    const char *stream = check_string(L, 2, "stream", &len);
+    struct tide_error err;
+    tide_error_clear(&err);
+    int64_t v = 0;
+    if (tide_store_max_version(s, stream, len, &v, &err) < 0)
+        return push_fail(L, &err);
+    lua_pushnumber(L, (lua_Number)v);
+    return 1;
+}
+
+/* events[i][name] onto the stack (left there, so the string stays alive),
+ * checked to be a string (or nil when optional). */
+static const char *event_field(lua_State *L, int ev, int i, const char *name, int optional, size_t *len)
+{
+    lua_getfield(L, ev, name); // [.., v]
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING)
+        return lua_tolstring(L, -1, len);
+    if (t == LUA_TNIL && optional) {
+        *len = 0;
+        return NULL;
+    }
+    luaL_error(L, "tide.sqlite: insert_events: events[%d].%s must be a string%s, got %s", i, name,
+               optional ? " or nil" : "", luaL_typename(L, -1));
+    return NULL;
+}
+
+// db:insert_events(stream, first_version, events) -> true | nil, err
+static int l_insert_events(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    struct tide_store_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.stream = check_string(L, 2, "stream", &ev.stream_len);
+    int64_t first = check_int(L, 3, "first_version", 1);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 4);
+    /* check every event before writing any: a raise must not leave half an
+     * append behind */
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, i); // [.., ev]
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "tide.sqlite: insert_events: events[%d] must be a table", i);
+        size_t len;
+        event_field(L, -1, i, "type", 0, &len);      // [.., ev, type]
+        event_field(L, -2, i, "data", 1, &len);      // [.., ev, type, data]
+        event_field(L, -3, i, "meta", 1, &len);      // [.., ev, type, data, meta]
+        lua_pop(L, 4);                               // [..]
+    }
+    struct tide_error err;
+    tide_error_clear(&err);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, i); // [s, stream, first, events, ev]
+        ev.version = first + i - 1;
+        ev.type = event_field(L, 5, i, "type", 0, &ev.type_len); // [.., ev, type]
+        ev.data = event_field(L, 5, i, "data", 1, &ev.data_len); // [.., ev, type, data]
+        ev.meta = event_field(L, 5, i, "meta", 1, &ev.meta_len); // [.., ev, type, data, meta]
+        int rc = tide_store_insert_event(s, &ev, &err);
+        lua_settop(L, 4); // [s, stream, first, events]
+        if (rc < 0)
+            return push_fail(L, &err);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Pushes the array of the rows of the read begun on s. */
+static int push_rows(lua_State *L, struct tide_store *s)
+{
+    struct tide_error err;
+    tide_error_clear(&err);
+    struct tide_store_event ev;
+    lua_newtable(L); // [.., list]
+    int n = 0, rc;
+    while ((rc = tide_store_next(s, &ev, &err)) == 1) {
+        lua_createtable(L, 0, 6); // [.., list, ev]
+        lua_pushnumber(L, (lua_Number)ev.position);
+        lua_setfield(L, -2, "position");
+        push_text(L, ev.stream, ev.stream_len);
+        lua_setfield(L, -2, "stream");
+        lua_pushnumber(L, (lua_Number)ev.version);
+        lua_setfield(L, -2, "version");
+        push_text(L, ev.type, ev.type_len);
+        lua_setfield(L, -2, "type");
+        push_text(L, ev.data, ev.data_len);
+        lua_setfield(L, -2, "data");
+        push_text(L, ev.meta, ev.meta_len);
+        lua_setfield(L, -2, "meta");
+        lua_rawseti(L, -2, ++n); // [.., list]
+    }
+    if (rc < 0)
+        return push_fail(L, &err);
+    return 1;
+}
+
+// db:load(stream, after_version) -> events | nil, err
+static int l_load(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    size_t len;
+    const char *stream = check_string(L, 2, "stream", &len);
+    int64_t after = lua_isnoneornil(L, 3) ? 0 : check_int(L, 3, "after_version", 0);
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_store_load(s, stream, len, after, &err) < 0)
+        return push_fail(L, &err);
+    return push_rows(L, s);
+}
+
+// db:read_all(after_position, limit) -> events | nil, err
+static int l_read_all(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    int64_t after = check_int(L, 2, "after_position", 0);
+    int64_t limit = check_int(L, 3, "limit", 1);
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_store_read_all(s, after, limit, &err) < 0)
+        return push_fail(L, &err);
+    return push_rows(L, s);
+}
+
+// db:get_snapshot(stream) -> {version=, state=, meta=} | false | nil, err
+static int l_get_snapshot(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    size_t len;
+    const char *stream = check_string(L, 2, "stream", &len);
+    struct tide_error err;
+    tide_error_clear(&err);
+    struct tide_store_snapshot snap;
+    int rc = tide_store_get_snapshot(s, stream, len, &snap, &err);
+    if (rc < 0)
+        return push_fail(L, &err);
+    if (rc == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_createtable(L, 0, 3); // [.., snap]
+    lua_pushnumber(L, (lua_Number)snap.version);
+    lua_setfield(L, -2, "version");
+    push_text(L, snap.state, snap.state_len);
+    lua_setfield(L, -2, "state");
+    push_text(L, snap.meta, snap.meta_len);
+    lua_setfield(L, -2, "meta");
+    tide_store_end_read(s);
+    return 1;
+}
+
+// db:put_snapshot(stream, version, state, meta) -> true | nil, err
+static int l_put_snapshot(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    size_t slen, stlen, mlen;
+    const char *stream = check_string(L, 2, "stream", &slen);
+    int64_t version = check_int(L, 3, "version", 0);
+    const char *state = opt_string(L, 4, "state", &stlen);
+    const char *meta = opt_string(L, 5, "meta", &mlen);
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_store_put_snapshot(s, stream, slen, version, state, stlen, meta, mlen, &err) < 0)
+        return push_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_path(lua_State *L)
+{
+    lua_pushstring(L, tide_store_path(check_db(L)));
+    return 1;
+}
+
+// db:close(); also __gc. Closing twice is fine.
+static int l_close(lua_State *L)
+{
+    struct db *d = luaL_checkudata(L, 1, DB_MT);
+    tide_store_close(d->s);
+    d->s = NULL;
+    return 0;
+}
+
+static int l_tostring(lua_State *L)
+{
+    struct db *d = luaL_checkudata(L, 1, DB_MT);
+    if (d->s == NULL)
+        lua_pushliteral(L, "tide.sqlite.db (closed)");
+    else
+        lua_pushfstring(L, "tide.sqlite.db (%s)", tide_store_path(d->s));
+    return 1;
+}
+
+static const luaL_Reg db_methods[] = {
+    {"init", l_init},
+    {"begin", l_begin},
+    {"commit", l_commit},
+    {"rollback", l_rollback},
+    {"savepoint", l_savepoint},
+    {"release", l_release},
+    {"rollback_to", l_rollback_to},
+    {"in_transaction", l_in_transaction},
+    {"max_version", l_max_version},
+    {"insert_events", l_insert_events},
+    {"load", l_load},
+    {"read_all", l_read_all},
+    {"get_snapshot", l_get_snapshot},
+    {"put_snapshot", l_put_snapshot},
+    {"path", l_path},
+    {"close", l_close},
+    {NULL, NULL},
+};
+
 int luaopen_tide_sqlite(lua_State *L)
 {
-    lua_newtable(L);
+    if (luaL_newmetatable(L, DB_MT)) { // [mt]
+        lua_newtable(L);               // [mt, methods]
+        luaL_register(L, NULL, db_methods);
+        lua_setfield(L, -2, "__index"); // [mt]
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1); // []
+    if (luaL_newmetatable(L, ERROR_MT)) { // [emt]
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1); // []
+    lua_newtable(L); // [M]
+    lua_pushcfunction(L, l_open);
+    lua_setfield(L, -2, "open");
+    lua_pushinteger(L, TIDE_STORE_SCHEMA_VERSION);
+    lua_setfield(L, -2, "schema_version");
+    lua_pushinteger(L, TIDE_STORE_BUSY_TIMEOUT_MS);
+    lua_setfield(L, -2, "busy_timeout_ms");
     return 1;
 }

@@ -1,0 +1,335 @@
+-- tide.aggregate: loads aggregate modules and checks their contract.
+--
+-- An aggregate is a Lua module in the aggregates folder, named by its file
+-- (aggregates/account.lua is the aggregate "account"):
+--
+--   local account = {}
+--   account.initial = { status = "new", balance = 0 }   -- or a function returning it
+--   account.commands = {                                -- one handler per command type
+--     Deposit = function(state, cmd, ctx)
+--       if state.status ~= "open" then return nil, "account is not open" end
+--       return { type = "Deposited", amount = cmd.amount }   -- or a list of events
+--     end,
+--   }
+--   account.events = {                                  -- one applier per event type
+--     Deposited = function(state, event) state.balance = state.balance + event.amount; return state end,
+--   }
+--   account.schemas = { commands = { Deposit = { amount = { type = "integer", min = 1 } } },
+--                       events = { Deposited = { amount = "integer" } } }   -- optional
+--   account.upcasters = { Deposited = { [1] = function(data) ... return data end } } -- optional
+--   account.snapshot_every = 100                          -- optional
+--   account.snapshot_version = 1                          -- optional: bump when the state's shape changes
+--   return account
+--
+-- Handlers are pure: they read the state and the command and return events,
+-- or nil and a reason to reject the command. Appliers fold one event into
+-- the state and return the new state.
+local core = require "tide.core"
+local schema = require "tide.schema"
+
+local M = {}
+
+local Aggregate = {}
+Aggregate.__index = Aggregate
+M.Aggregate = Aggregate
+
+-- A deep copy that keeps metatables (core.list, tide.number...).
+local function deep_copy(v, depth)
+  if type(v) ~= "table" then return v end
+  depth = (depth or 0) + 1
+  if depth > 64 then error("state nested more than 64 levels deep (or a cycle)", 0) end
+  local c = {}
+  for k, x in pairs(v) do c[k] = deep_copy(x, depth) end
+  return setmetatable(c, getmetatable(v))
+end
+M.deep_copy = deep_copy
+
+local function fail(path, fmt, ...)
+  return nil, path .. ": " .. string.format(fmt, ...)
+end
+
+-- Module environment: a fresh table over the globals, so a module's
+-- accidental globals stay its own.
+local function module_env()
+  return setmetatable({}, { __index = _G })
+end
+
+-- Compiles and checks a module from its source text; returns an Aggregate
+-- or nil, message (a message that says how to fix the module).
+function M.from_source(name, source, path)
+  path = path or (name .. ".lua")
+  local chunk, err = loadstring(source, "@" .. path)
+  if not chunk then return nil, err end
+  setfenv(chunk, module_env())
+  local ok, mod = xpcall(chunk, debug.traceback)
+  if not ok then return nil, path .. ": the module raised while loading: " .. tostring(mod) end
+  if type(mod) ~= "table" then
+    return fail(path, "the module must return a table (end the file with `return %s`), got %s", name, type(mod))
+  end
+  if type(mod.commands) ~= "table" then
+    return fail(path, "missing `commands`: add a table of handlers, e.g. %s.commands = { Open = function(state, cmd, ctx) ... end }", name)
+  end
+  if type(mod.events) ~= "table" then
+    return fail(path, "missing `events`: add a table of appliers, e.g. %s.events = { Opened = function(state, event) ... return state end }", name)
+  end
+  if next(mod.commands) == nil then return fail(path, "`commands` is empty: add at least one handler") end
+  for cname, h in pairs(mod.commands) do
+    if type(cname) ~= "string" then return fail(path, "`commands` keys must be command type names (strings)") end
+    if type(h) ~= "function" then
+      return fail(path, "commands.%s must be a function(state, cmd, ctx), got %s", cname, type(h))
+    end
+  end
+  for ename, a in pairs(mod.events) do
+    if type(ename) ~= "string" then return fail(path, "`events` keys must be event type names (strings)") end
+    if type(a) ~= "function" then
+      return fail(path, "events.%s must be a function(state, event) returning the new state, got %s", ename, type(a))
+    end
+  end
+  local init = mod.initial
+  if init == nil then init = {} end
+  if type(init) ~= "table" and type(init) ~= "function" then
+    return fail(path, "`initial` must be a table or a function returning the initial state, got %s", type(init))
+  end
+  local self = setmetatable({ name = name, path = path, module = mod,
+                              version = core.sha256_hex(source):sub(1, 16),
+                              initial_value = init }, Aggregate)
+  local st, serr = self:initial_state()
+  if not st then return nil, path .. ": " .. serr end
+  -- schemas
+  self.command_schemas, self.event_schemas = {}, {}
+  if mod.schemas ~= nil then
+    if type(mod.schemas) ~= "table" then
+      return fail(path, "`schemas` must be a table { commands = {...}, events = {...} }")
+    end
+    for _, kind in ipairs{ "commands", "events" } do
+      local target = kind == "commands" and self.command_schemas or self.event_schemas
+      local known = kind == "commands" and mod.commands or mod.events
+      for tname, spec in pairs(mod.schemas[kind] or {}) do
+        if not known[tname] then
+          return fail(path, "schemas.%s.%s names no %s handler", kind, tostring(tname),
+                      kind == "commands" and "command" or "event")
+        end
+        local compiled, cerr = schema.compile(spec)
+        if not compiled then return fail(path, "schemas.%s.%s: %s", kind, tname, cerr) end
+        target[tname] = compiled
+      end
+    end
+  end
+  -- upcasters
+  self.schema_versions = {}
+  if mod.upcasters ~= nil then
+    if type(mod.upcasters) ~= "table" then
+      return fail(path, "`upcasters` must be a table { EventType = { [1] = function(data) ... end } }")
+    end
+    for ename, chain in pairs(mod.upcasters) do
+      if not mod.events[ename] then return fail(path, "upcasters.%s names no event applier", tostring(ename)) end
+      if type(chain) ~= "table" then return fail(path, "upcasters.%s must be a list of functions", ename) end
+      local n = 0
+      for k, f in pairs(chain) do
+        if type(k) ~= "number" or type(f) ~= "function" then
+          return fail(path, "upcasters.%s[%s] must be a function(data) upgrading schema %s to %s",
+                      ename, tostring(k), tostring(k), tostring(k) .. "+1")
+        end
+        n = math.max(n, k)
+      end
+      for k = 1, n do
+        if not chain[k] then return fail(path, "upcasters.%s has no step [%d]: the chain must be 1..%d", ename, k, n) end
+      end
+      self.schema_versions[ename] = n + 1
+    end
+  end
+  if mod.snapshot_every ~= nil and (type(mod.snapshot_every) ~= "number" or mod.snapshot_every < 1
+                                    or mod.snapshot_every ~= math.floor(mod.snapshot_every)) then
+    return fail(path, "`snapshot_every` must be a positive integer (events between snapshots)")
+  end
+  self.snapshot_every = mod.snapshot_every
+  self.snapshot_version = mod.snapshot_version or 1
+  return self
+end
+
+-- Loads aggregates/<name>.lua.
+function M.load_file(path, name)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot read aggregate module " .. path .. ": " .. tostring(err) end
+  local source = f:read("*a")
+  f:close()
+  name = name or path:match("([^/]+)%.lua$")
+  return M.from_source(name, source, path)
+end
+
+function Aggregate:initial_state()
+  local init = self.initial_value
+  if type(init) == "function" then
+    local ok, st = xpcall(init, debug.traceback)
+    if not ok then return nil, "`initial` raised: " .. tostring(st) end
+    if type(st) ~= "table" then return nil, "`initial` must return a table (the initial state), got " .. type(st) end
+    return st
+  end
+  return deep_copy(init)
+end
+
+-- The current schema version of an event type (1 without upcasters).
+function Aggregate:schema_version(event_type)
+  return self.schema_versions[event_type] or 1
+end
+
+-- Raises data of schema `from` to the current schema; returns data or
+-- nil, message.
+function Aggregate:upcast(event_type, data, from)
+  local target = self:schema_version(event_type)
+  from = from or 1
+  if from > target then
+    return nil, ("event %s has schema %d, newer than this module knows (%d): deploy the newer module")
+      :format(event_type, from, target)
+  end
+  local chain = self.module.upcasters and self.module.upcasters[event_type]
+  for v = from, target - 1 do
+    local ok, out = xpcall(chain[v], debug.traceback, data)
+    if not ok then return nil, ("upcaster %s[%d] raised: %s"):format(event_type, v, tostring(out)) end
+    if type(out) ~= "table" then
+      return nil, ("upcaster %s[%d] must return the upgraded data table, got %s"):format(event_type, v, type(out))
+    end
+    data = out
+  end
+  return data
+end
+
+-- Validates a command against its schema; returns true or nil, message.
+function Aggregate:check_command(cmd)
+  local ctype = cmd.type
+  if type(ctype) ~= "string" then return nil, "command needs a string field 'type'" end
+  if not self.module.commands[ctype] then
+    local hint = schema.suggest(ctype, self.module.commands)
+    local names = {}
+    for n in pairs(self.module.commands) do names[#names + 1] = n end
+    table.sort(names)
+    return nil, ("unknown command '%s' for aggregate '%s'%s; it handles: %s"):format(ctype, self.name,
+      hint and (" (did you mean '" .. hint .. "'?)") or "", table.concat(names, ", "))
+  end
+  local compiled = self.command_schemas[ctype]
+  if compiled then
+    local ok, err = schema.validate(compiled, cmd, { type = true, id = true })
+    if not ok then return nil, ctype .. ": " .. err end
+  end
+  return true
+end
+
+-- Runs the handler. Returns:
+--   events (a list of flat event tables, possibly empty)
+--   nil, "rejected", reason    -- the domain said no
+--   nil, "handler_error", message  -- the handler raised (message has the
+--                                     traceback) or broke the contract
+function Aggregate:decide(state, cmd, ctx)
+  local handler = self.module.commands[cmd.type]
+  local ok, r1, r2 = xpcall(handler, debug.traceback, state, cmd, ctx)
+  if not ok then
+    return nil, "handler_error", ("%s.%s raised: %s"):format(self.name, cmd.type, tostring(r1))
+  end
+  if r1 == nil then
+    if r2 ~= nil then return nil, "rejected", r2 end
+    return nil, "handler_error", ("%s.%s returned nothing: return an event {type=...}, a list of events, "
+      .. "or nil and a reason to reject the command"):format(self.name, cmd.type)
+  end
+  if type(r1) ~= "table" then
+    return nil, "handler_error", ("%s.%s returned a %s: return an event {type=...}, a list of events, "
+      .. "or nil and a reason"):format(self.name, cmd.type, type(r1))
+  end
+  local events = r1.type ~= nil and { r1 } or r1
+  for i, e in ipairs(events) do
+    if type(e) ~= "table" or type(e.type) ~= "string" then
+      return nil, "handler_error", ("%s.%s: event %d must be a table with a string field 'type'")
+        :format(self.name, cmd.type, i)
+    end
+    if not self.module.events[e.type] then
+      return nil, "handler_error", ("%s.%s returned event '%s', which has no applier: add %s.events.%s")
+        :format(self.name, cmd.type, e.type, self.name, e.type)
+    end
+    local compiled = self.event_schemas[e.type]
+    if compiled then
+      local vok, verr = schema.validate(compiled, e, { type = true })
+      if not vok then
+        return nil, "handler_error", ("%s.%s returned an invalid %s event: %s"):format(self.name, cmd.type, e.type, verr)
+      end
+    end
+  end
+  if #events == 0 and next(r1) ~= nil then
+    return nil, "handler_error", ("%s.%s returned a table that is neither an event {type=...} nor a list of events")
+      :format(self.name, cmd.type)
+  end
+  return events
+end
+
+-- Folds one flat event into the state; returns the new state or
+-- nil, message (applier raised or returned nothing).
+function Aggregate:apply(state, event)
+  local applier = self.module.events[event.type]
+  if not applier then
+    return nil, ("no applier for event '%s' in aggregate '%s': add %s.events.%s")
+      :format(tostring(event.type), self.name, self.name, tostring(event.type))
+  end
+  local ok, out = xpcall(applier, debug.traceback, state, event)
+  if not ok then return nil, ("%s.events.%s raised: %s"):format(self.name, event.type, tostring(out)) end
+  if type(out) ~= "table" then
+    return nil, ("%s.events.%s returned %s: an applier must return the new state (end it with `return state`)")
+      :format(self.name, event.type, out == nil and "nothing" or ("a " .. type(out)))
+  end
+  return out
+end
+
+------------------------------------------------------------------------
+-- The registry: every aggregate of a folder.
+
+local Registry = {}
+Registry.__index = Registry
+
+-- aggregate.registry(dir) -> registry. Modules that fail to load are kept
+-- in registry.errors (name -> message) and reported when used.
+function M.registry(dir)
+  local self = setmetatable({ dir = dir, aggregates = {}, errors = {} }, Registry)
+  self:scan()
+  return self
+end
+
+function Registry:scan()
+  local names, err = core.list_dir(self.dir)
+  if not names then
+    self.dir_error = err
+    return
+  end
+  self.dir_error = nil
+  for _, file in ipairs(names) do
+    local name = file:match("^([%w_%-]+)%.lua$")
+    if name then
+      local agg, lerr = M.load_file(self.dir .. "/" .. file, name)
+      if agg then
+        self.aggregates[name] = agg
+        self.errors[name] = nil
+      else
+        self.errors[name] = lerr
+      end
+    end
+  end
+end
+
+function Registry:add(agg)
+  self.aggregates[agg.name] = agg
+end
+
+-- registry:get(name) -> aggregate | nil, message
+function Registry:get(name)
+  local agg = self.aggregates[name]
+  if agg then return agg end
+  if self.errors[name] then return nil, "aggregate '" .. name .. "' failed to load: " .. self.errors[name] end
+  local names = {}
+  for n in pairs(self.aggregates) do names[#names + 1] = n end
+  table.sort(names)
+  local hint = schema.suggest(name, self.aggregates)
+  if self.dir_error then
+    return nil, ("unknown aggregate '%s': %s"):format(name, self.dir_error)
+  end
+  return nil, ("unknown aggregate '%s'%s; %s has: %s"):format(name,
+    hint and (" (did you mean '" .. hint .. "'?)") or "", self.dir or "the registry",
+    #names > 0 and table.concat(names, ", ") or "no aggregates")
+end
+
+return M

@@ -1,0 +1,326 @@
+-- tide.cli: the subcommands of the tide binary written in Lua:
+-- init, exec, batch, events, state. runtime/cli/cmd_lua.c calls
+-- cli.main(name, args...) inside the scheduler; main returns the exit status.
+local core = require "tide.core"
+local cjson = require "cjson.safe"
+local sched = require "tide.sched"
+
+local M = {}
+
+-- Exit statuses (also in runtime/cli/cli.h and the README).
+M.EXIT = { ok = 0, handler_error = 1, usage = 2, rejected = 3, conflict = 4, store = 5 }
+
+local EXIT_OF_KIND = {
+  invalid = M.EXIT.usage, rejected = M.EXIT.rejected, conflict = M.EXIT.conflict,
+  store = M.EXIT.store, handler_error = M.EXIT.handler_error,
+  too_many_events = M.EXIT.handler_error, event_too_large = M.EXIT.handler_error,
+}
+
+local USAGE = {
+  init = [[
+usage: tide init [--config FILE]
+
+Creates what the configured store needs, if missing: the events and
+snapshots tables on DynamoDB (named from dynamodb.table_prefix), or the
+SQLite file and its schema.]],
+  exec = [[
+usage: tide exec [--config FILE] AGGREGATE ID 'COMMAND_JSON'
+
+Runs one command. COMMAND_JSON is an object with "type", the command's
+fields, and an optional "id" (a command id: the same id sent again appends
+nothing and returns the original result). Prints one JSON object:
+  {"ok":true,"stream":...,"version":N,"events":[...]}
+  {"ok":false,"error":{"kind":...,"message":...}}
+Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
+5 store or network failure.]],
+  batch = [[
+usage: tide batch [--config FILE] [--concurrency N] < commands.ndjson
+
+Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin
+and runs the commands concurrently (commands of one stream in input order,
+at most N in flight, default 256). Prints one result line per input line,
+in input order, shaped as tide exec's output. Exit status: 0 when every
+command succeeded, else the status of the first failure by severity.]],
+  events = [[
+usage: tide events [--config FILE] AGGREGATE ID
+
+Prints the stream's events as NDJSON: {"version":...,"type":...,"data":...,"meta":...}]],
+  state = [[
+usage: tide state [--config FILE] AGGREGATE ID
+
+Prints {"stream":...,"version":N,"state":{...}}: the state after every event.]],
+}
+
+local function out(line)
+  io.stdout:write(line, "\n")
+end
+
+local function json(v)
+  local s, err = core.json_encode(v)
+  if not s then
+    return core.json_encode{ ok = false, error = { kind = "handler_error",
+      message = "the result cannot be written as JSON: " .. tostring(err) } }
+  end
+  return s
+end
+
+local function fail_usage(name, message)
+  io.stderr:write("tide ", name, ": ", message, "\n", USAGE[name], "\n")
+  return M.EXIT.usage
+end
+
+-- Splits --config FILE / --config=FILE, --concurrency N, --help from the
+-- positional arguments.
+local function parse(name, args)
+  local opts, pos = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then
+      opts.help = true
+    elseif a == "--config" or a == "--concurrency" then
+      local v = args[i + 1]
+      if not v then return nil, a .. " needs a value" end
+      opts[a:sub(3)] = v
+      i = i + 1
+    elseif a:match("^%-%-config=") then
+      opts.config = a:sub(10)
+    elseif a:match("^%-%-concurrency=") then
+      opts.concurrency = a:sub(15)
+    elseif a == "--" then
+      for j = i + 1, #args do pos[#pos + 1] = args[j] end
+      break
+    elseif a:sub(1, 1) == "-" and #a > 1 and not (name == "exec" and #pos == 2) then
+      return nil, "unknown option '" .. a .. "'"
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+local function open_app(opts)
+  local tide = require "tide"
+  local app, err = tide.open{ config = opts.config, log = function(level, msg, fields)
+    if level == "warn" or level == "error" then
+      io.stderr:write("tide: ", level, ": ", msg, fields and fields.stream and (" (" .. fields.stream .. ")") or "", "\n")
+    end
+  end }
+  if not app then return nil, err end
+  if app.cfg.store ~= "dynamodb" then
+    -- the embedded store is ready as soon as it is opened
+    local ok, ierr = app.store:init()
+    if not ok then return nil, tostring(ierr) end
+  end
+  return app
+end
+
+-- Results are written with "ok" first, as users read them; json_encode
+-- sorts keys, so the top level is assembled here.
+local function error_line(kind, message, extra)
+  local e = { kind = kind, message = message }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return '{"ok":false,"error":' .. json(e) .. "}"
+end
+
+local function error_result(err)
+  local extra = { stream = err.stream, command = err.command }
+  if err.cause and type(err.cause) == "table" and err.cause.type then extra.type = err.cause.type end
+  return error_line(err.kind or "store", tostring(err.message or err), extra)
+end
+
+local function output_events(events)
+  local list = {}
+  for i, ev in ipairs(events or {}) do
+    list[i] = { version = ev.version, type = ev.type, data = ev.data, meta = ev.meta }
+  end
+  return core.list(list)
+end
+
+local function ok_result(res)
+  return '{"ok":true,"stream":' .. json(res.stream) .. ',"version":' .. json(res.version)
+    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. json(output_events(res.events)) .. "}"
+end
+
+-- Decodes a command object from JSON text; nil, message on bad input.
+local function decode_object(text, what)
+  local v, err = cjson.decode(text)
+  if v == nil then return nil, what .. " is not valid JSON: " .. tostring(err) end
+  if type(v) ~= "table" or (#v > 0) then return nil, what .. " must be a JSON object" end
+  return v
+end
+
+------------------------------------------------------------------------
+
+local commands = {}
+
+function commands.init(opts, pos)
+  if #pos > 0 then return fail_usage("init", "unexpected argument '" .. pos[1] .. "'") end
+  local tide = require "tide"
+  local app, err = tide.open{ config = opts.config }
+  if not app then
+    io.stderr:write("tide init: ", tostring(err), "\n")
+    return M.EXIT.usage
+  end
+  local ok, ierr = app.store:init()
+  if not ok then
+    io.stderr:write("tide init: ", tostring(ierr), "\n")
+    return M.EXIT.store
+  end
+  if app.cfg.store == "dynamodb" then
+    out(json{ ok = true, store = "dynamodb", tables = app.store.describe and app.store:describe() or nil })
+  else
+    out(json{ ok = true, store = "sqlite", path = app.cfg.sqlite.path })
+  end
+  return M.EXIT.ok
+end
+
+function commands.exec(opts, pos)
+  if #pos ~= 3 then return fail_usage("exec", "needs AGGREGATE ID 'COMMAND_JSON'") end
+  local cmd, derr = decode_object(pos[3], "COMMAND_JSON")
+  if not cmd then
+    out(error_line("invalid", derr))
+    return M.EXIT.usage
+  end
+  local app, err = open_app(opts)
+  if not app then
+    out(error_line("invalid", tostring(err)))
+    return M.EXIT.usage
+  end
+  local res, xerr = app.repository:execute(pos[1], pos[2], cmd)
+  app.store:close()
+  if res then
+    out(ok_result(res))
+    return M.EXIT.ok
+  end
+  out(error_result(xerr))
+  return EXIT_OF_KIND[xerr.kind] or M.EXIT.handler_error
+end
+
+-- Severity order for batch's exit status: the worst failure wins.
+local SEVERITY = { [0] = 0, [3] = 1, [4] = 2, [2] = 3, [1] = 4, [5] = 5 }
+
+function commands.batch(opts, pos)
+  if #pos > 0 then return fail_usage("batch", "unexpected argument '" .. pos[1] .. "'") end
+  local window = tonumber(opts.concurrency or 256)
+  if not window or window < 1 or window ~= math.floor(window) then
+    return fail_usage("batch", "--concurrency must be a positive integer")
+  end
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide batch: ", tostring(err), "\n")
+    return M.EXIT.usage
+  end
+  local repo = app.repository
+  local status = M.EXIT.ok
+  local function note(code)
+    if SEVERITY[code] > SEVERITY[status] then status = code end
+  end
+  local tails = {}     -- stream -> the thread of its latest command
+  local pending = {}   -- line number -> thread
+  local next_out, n = 1, 0
+
+  local function flush_one()
+    local th = pending[next_out]
+    pending[next_out] = nil
+    local ok, line, code = sched.wait(th)
+    if not ok then
+      line = error_line("handler_error", tostring(line))
+      code = M.EXIT.handler_error
+    end
+    out(line)
+    note(code)
+    next_out = next_out + 1
+  end
+
+  local function run_line(prev, text, lineno)
+    if prev then sched.wait(prev) end
+    local req, derr = decode_object(text, "line " .. lineno)
+    if not req then
+      return error_line("invalid", derr), M.EXIT.usage
+    end
+    if type(req.aggregate) ~= "string" or type(req.id) ~= "string" or type(req.command) ~= "table" then
+      return error_line("invalid",
+        ("line %d: needs \"aggregate\" (string), \"id\" (string) and \"command\" (object)"):format(lineno)),
+        M.EXIT.usage
+    end
+    local res, xerr = repo:execute(req.aggregate, req.id, req.command)
+    if res then return ok_result(res), M.EXIT.ok end
+    return error_result(xerr), EXIT_OF_KIND[xerr.kind] or M.EXIT.handler_error
+  end
+
+  for text in io.stdin:lines() do
+    n = n + 1
+    if text:match("^%s*$") then
+      pending[n] = sched.spawn(function()
+        return error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage
+      end)
+    else
+      -- the stream key only orders commands; a malformed line gets its own chain
+      local req = cjson.decode(text)
+      local key = type(req) == "table" and type(req.aggregate) == "string" and type(req.id) == "string"
+        and (req.aggregate .. "#" .. req.id) or nil
+      local th = sched.spawn(run_line, key and tails[key], text, n)
+      if key then tails[key] = th end
+      pending[n] = th
+    end
+    while n - next_out + 1 >= window do flush_one() end
+  end
+  while next_out <= n do flush_one() end
+  app.store:close()
+  return status
+end
+
+function commands.events(opts, pos)
+  if #pos ~= 2 then return fail_usage("events", "needs AGGREGATE ID") end
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide events: ", tostring(err), "\n")
+    return M.EXIT.usage
+  end
+  local events, eerr = app.repository:events(pos[1], pos[2])
+  app.store:close()
+  if not events then
+    io.stderr:write("tide events: ", tostring(eerr), "\n")
+    return EXIT_OF_KIND[eerr.kind] or M.EXIT.store
+  end
+  for _, ev in ipairs(events) do
+    out(json{ version = ev.version, type = ev.type, data = ev.data, meta = ev.meta })
+  end
+  return M.EXIT.ok
+end
+
+function commands.state(opts, pos)
+  if #pos ~= 2 then return fail_usage("state", "needs AGGREGATE ID") end
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide state: ", tostring(err), "\n")
+    return M.EXIT.usage
+  end
+  local st, serr = app.repository:state(pos[1], pos[2])
+  app.store:close()
+  if not st then
+    io.stderr:write("tide state: ", tostring(serr), "\n")
+    return EXIT_OF_KIND[serr.kind] or M.EXIT.store
+  end
+  out(json{ stream = st.stream, version = st.version, state = st.state })
+  return M.EXIT.ok
+end
+
+function M.main(name, ...)
+  local fn = commands[name]
+  if not fn then
+    io.stderr:write("tide: unknown command '", tostring(name), "'\n")
+    return M.EXIT.usage
+  end
+  local opts, pos = parse(name, { ... })
+  if not opts then return fail_usage(name, pos) end
+  if opts.help then
+    out(USAGE[name])
+    return M.EXIT.ok
+  end
+  return fn(opts, pos)
+end
+
+return M

@@ -1,0 +1,57 @@
+-- tide: `require "tide"` in either host.
+--
+--   local tide = require "tide"
+--   local app = assert(tide.open{ config = "tide.yaml" })   -- or tide.open(cfg_table)
+--   local result, err = app.repository:execute("account", "acc-1", { type = "Deposit", amount = 5 })
+--
+-- tide.open builds, from a configuration (see docs/configuration.md), the
+-- store (embedded SQLite or DynamoDB), the aggregate registry and the
+-- repository. The transport is the host's: the tide process's engine by
+-- default; nginx passes its own (opts.transport).
+local M = {}
+
+M.version = require("tide.core").version
+
+-- tide.open(opts) -> app | nil, err
+--   opts.config: a path to a YAML file (or nil for the lookup order), or
+--   opts.cfg: an already loaded configuration table;
+--   opts.transport: the DynamoDB transport (default: the tide process's engine);
+--   opts.log: function(level, message, fields).
+function M.open(opts)
+  opts = opts or {}
+  local config = require "tide.config"
+  local cfg, err = opts.cfg, nil
+  if not cfg then
+    cfg, err = config.load{ file = opts.config }
+    if not cfg then return nil, err end
+  end
+  local store
+  if cfg.store == "dynamodb" then
+    local d = cfg.dynamodb
+    local client, cerr = require("tide.dynamodb").new{
+      region = d.region, endpoint = d.endpoint, profile = d.profile,
+      max_attempts = d.max_attempts, timeout_ms = d.timeout_ms,
+      max_connections = d.max_connections, ca_bundle = d.ca_bundle, verify_tls = d.verify_tls,
+      transport = opts.transport,
+    }
+    if not client then return nil, "dynamodb: " .. tostring(cerr) end
+    store = require("tide.store.dynamodb").new{ client = client, table_prefix = d.table_prefix }
+  else
+    local s = cfg.sqlite
+    local serr
+    store, serr = require("tide.store.sqlite").new{ path = s.path, busy_timeout_ms = s.busy_timeout_ms,
+                                                    synchronous = s.synchronous }
+    if not store then return nil, tostring(serr) end
+  end
+  local registry = require("tide.aggregate").registry(cfg.aggregates)
+  local repository = require("tide.repository").new{
+    store = store, registry = registry,
+    cache_bytes = cfg.cache and cfg.cache.max_bytes,
+    max_attempts = cfg.commands and cfg.commands.max_attempts,
+    snapshot_every = cfg.snapshots and cfg.snapshots.every,
+    sleep = opts.sleep, log = opts.log,
+  }
+  return { cfg = cfg, store = store, registry = registry, repository = repository }
+end
+
+return M

@@ -1,0 +1,140 @@
+-- tide.schema: the small, JSON-ish schemas that aggregates use to validate
+-- commands and events before any handler sees them.
+--
+-- A schema maps field names to a type, either as a string or a table:
+--
+--   { owner = "string", amount = "integer", note = "string?" }
+--   { amount = { type = "integer", min = 1 }, currency = { type = "string", enum = { "EUR", "USD" } } }
+--
+-- Types: string, number, integer, boolean, table, array, any. A trailing `?`
+-- or `optional = true` makes a field optional. Fields a schema does not name
+-- are refused, with a "did you mean" hint: a typo never passes silently.
+local M = {}
+
+local TYPES = { string = true, number = true, integer = true, boolean = true,
+                table = true, array = true, any = true }
+
+local function type_name(v)
+  local t = type(v)
+  if t == "number" then
+    return (v == math.floor(v) and v > -2^53 and v < 2^53) and "integer" or "number"
+  end
+  if t == "table" then
+    local mt = getmetatable(v)
+    if mt and mt.__name then return mt.__name end
+    return (#v > 0 or next(v) == nil) and "array" or "table"
+  end
+  return t
+end
+
+local function distance(a, b)
+  if math.abs(#a - #b) > 3 then return 99 end
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function suggest(name, candidates)
+  local best, best_d
+  for c in pairs(candidates) do
+    local d = distance(name, c)
+    if d <= 2 and (not best_d or d < best_d) then best, best_d = c, d end
+  end
+  return best
+end
+M.suggest = suggest
+
+-- Normalizes a field spec to {type=, optional=, min=, max=, enum=};
+-- returns nil, message for a malformed one (a mistake in the module).
+local function normalize(field, spec)
+  if type(spec) == "string" then
+    local optional = spec:sub(-1) == "?"
+    local t = optional and spec:sub(1, -2) or spec
+    spec = { type = t, optional = optional }
+  elseif type(spec) ~= "table" then
+    return nil, ("field '%s': a schema entry is a type name such as \"string\" or a table {type=...}"):format(field)
+  end
+  if not TYPES[spec.type] then
+    return nil, ("field '%s': unknown type %s (use string, number, integer, boolean, table, array or any)")
+      :format(field, tostring(spec.type))
+  end
+  return spec
+end
+
+-- Compiles a schema table; returns the compiled schema or nil, message.
+function M.compile(schema)
+  if type(schema) ~= "table" then
+    return nil, "a schema must be a table of field = type"
+  end
+  local fields = {}
+  for field, spec in pairs(schema) do
+    if type(field) ~= "string" then
+      return nil, "schema field names must be strings"
+    end
+    local s, err = normalize(field, spec)
+    if not s then return nil, err end
+    fields[field] = s
+  end
+  return { fields = fields }
+end
+
+local function check_value(field, spec, v)
+  local t = type_name(v)
+  local want = spec.type
+  if want ~= "any" then
+    local ok = (t == want) or (want == "number" and t == "integer")
+      or (want == "table" and (t == "table" or t == "array"))
+      or (want == "number" and t == "tide.number")
+    if not ok then
+      return ("field '%s' must be %s %s (got %s)"):format(field,
+        (want == "integer" or want == "array") and "an" or "a", want, t)
+    end
+  end
+  if spec.min and type(v) == "number" and v < spec.min then
+    return ("field '%s' must be at least %s (got %s)"):format(field, spec.min, v)
+  end
+  if spec.max and type(v) == "number" and v > spec.max then
+    return ("field '%s' must be at most %s (got %s)"):format(field, spec.max, v)
+  end
+  if spec.enum then
+    for _, allowed in ipairs(spec.enum) do
+      if v == allowed then return nil end
+    end
+    return ("field '%s' must be one of %s (got %s)"):format(field, table.concat(spec.enum, ", "), tostring(v))
+  end
+end
+
+-- Validates a record (command or event payload) against a compiled schema.
+-- `skip` names fields that are not payload (e.g. { type = true, id = true }).
+-- Returns true or nil, message naming the field.
+function M.validate(compiled, record, skip)
+  for field, spec in pairs(compiled.fields) do
+    local v = record[field]
+    if v == nil then
+      if not spec.optional then
+        return nil, ("missing required field '%s'"):format(field)
+      end
+    else
+      local err = check_value(field, spec, v)
+      if err then return nil, err end
+    end
+  end
+  for field in pairs(record) do
+    if not compiled.fields[field] and not (skip and skip[field]) then
+      local hint = type(field) == "string" and suggest(field, compiled.fields)
+      return nil, ("unexpected field '%s'%s"):format(tostring(field),
+        hint and (" (did you mean '" .. hint .. "'?)") or "")
+    end
+  end
+  return true
+end
+
+return M

@@ -1,0 +1,350 @@
+-- tide.store.sqlite - the embedded event store (docs/data-model.md) on one
+-- SQLite file, through the tide.sqlite C module.
+--
+--   local store, err = require("tide.store.sqlite").new{
+--     path = "./tide.db",          -- created if missing
+--     busy_timeout_ms = 10000,     -- how long a writer waits for another's lock
+--     synchronous = "normal",      -- or "full" (see Durability)
+--     group_max = 512,             -- appends per shared transaction
+--   }
+--   assert(store:init())
+--   store:append(stream, expected_version, events) -> last_version | nil, err
+--   store:load(stream, after_version) -> events | nil, err
+--   store:get_snapshot(stream) -> snapshot | false | nil, err
+--   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
+--   store:read_all(after_position, limit) -> events (with position, stream) | nil, err
+--   store:close()
+--   store.stats = {appends=, transactions=, conflicts=, largest_group=}
+--
+-- Errors are tables {type=, message=, stream=} with a __tostring; type is
+-- "Conflict" (a version the append wanted exists already, or the stream is
+-- not at expected_version: reload and retry), "Busy" (another process held
+-- the write lock beyond busy_timeout_ms: retryable) or "StoreError"
+-- (anything else: I/O, a file that is not a tide store). Wrong argument
+-- types raise.
+--
+-- Group commit: inside the tide process's scheduler (tide.sched), appends of
+-- concurrent threads share one transaction. The first append of a group
+-- spawns a committer thread, and every append made before it runs joins the
+-- group and waits for it; the committer yields once (sched.sleep(0)) so the
+-- other ready threads can join, then runs BEGIN IMMEDIATE, one savepoint per
+-- append (a conflict rolls back only its own), and COMMIT. If BEGIN or
+-- COMMIT fails, every append of the group gets that error: none is reported
+-- as written. The transaction runs without yielding, so no other thread uses
+-- the connection in the middle of it. Outside a scheduler (plain LuaJIT,
+-- nginx), each append commits on its own.
+--
+-- Durability: WAL mode with synchronous = "normal" survives a crash of the
+-- process; a power loss or OS crash can lose the last transactions (never
+-- corrupt the file). "full" fsyncs at every commit: one fsync per group.
+--
+-- Blocking: SQLite calls are synchronous. A writer that waits for another
+-- process's lock blocks its whole process (up to busy_timeout_ms).
+local sqlite = require "tide.sqlite"
+
+local type, error, tostring, setmetatable, pcall, floor =
+  type, error, tostring, setmetatable, pcall, math.floor
+
+local M = {}
+
+local DEFAULT_GROUP_MAX = 512
+local DEFAULT_READ_LIMIT = 1000
+
+-- ---- errors ----------------------------------------------------------------
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e)
+  if e.stream then
+    return e.type .. ": " .. tostring(e.message) .. " (stream " .. e.stream .. ")"
+  end
+  return e.type .. ": " .. tostring(e.message)
+end
+M.Error = Error
+
+local function new_error(kind, message, stream)
+  return setmetatable({ type = kind, message = message, stream = stream }, Error)
+end
+M.new_error = new_error
+
+-- The binding's error (or a string) as a store error of stream.
+local function wrap(err, stream)
+  if type(err) == "table" then
+    return new_error(err.type or "StoreError", err.message, stream)
+  end
+  return new_error("StoreError", tostring(err), stream)
+end
+
+-- ---- argument checks (raise: they are the caller's bugs) -------------------
+
+local function is_int(v, min)
+  return type(v) == "number" and v == floor(v) and v >= min and v <= 2 ^ 53
+end
+
+local function check_stream(name, stream)
+  if type(stream) ~= "string" or stream == "" then
+    error("store:" .. name .. ": stream must be a non-empty string", 3)
+  end
+end
+
+local function check_events(events)
+  if type(events) ~= "table" then
+    error("store:append: events must be an array of {type=, data=, meta=}", 3)
+  end
+  for i = 1, #events do
+    local ev = events[i]
+    if type(ev) ~= "table" or type(ev.type) ~= "string" then
+      error("store:append: events[" .. i .. "].type must be a string", 3)
+    end
+    if ev.data ~= nil and type(ev.data) ~= "string" then
+      error("store:append: events[" .. i .. "].data must be JSON text (a string)", 3)
+    end
+    if ev.meta ~= nil and type(ev.meta) ~= "string" then
+      error("store:append: events[" .. i .. "].meta must be JSON text (a string)", 3)
+    end
+  end
+end
+
+-- ---- the store ---------------------------------------------------------------
+
+local Store = {}
+Store.__index = Store
+
+-- tide.sched when this is the tide process, else false (nginx, plain LuaJIT).
+local sched_mod
+local function get_sched()
+  if sched_mod == nil then
+    local ok, mod = pcall(require, "tide.sched")
+    sched_mod = ok and mod or false
+  end
+  return sched_mod
+end
+
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("tide.store.sqlite.new: opts must be a table", 2)
+  end
+  local path = opts.path or "./tide.db"
+  if type(path) ~= "string" then
+    error("tide.store.sqlite.new: path must be a string", 2)
+  end
+  if opts.busy_timeout_ms ~= nil and not is_int(opts.busy_timeout_ms, 0) then
+    error("tide.store.sqlite.new: busy_timeout_ms must be a non-negative integer", 2)
+  end
+  if opts.synchronous ~= nil and opts.synchronous ~= "normal" and opts.synchronous ~= "full" then
+    error('tide.store.sqlite.new: synchronous must be "normal" or "full"', 2)
+  end
+  local group_max = opts.group_max or DEFAULT_GROUP_MAX
+  if not is_int(group_max, 1) then
+    error("tide.store.sqlite.new: group_max must be a positive integer", 2)
+  end
+  local db, err = sqlite.open(path, {
+    busy_timeout_ms = opts.busy_timeout_ms,
+    synchronous = opts.synchronous,
+  })
+  if not db then
+    return nil, wrap(err)
+  end
+  return setmetatable({
+    db = db,
+    path = path,
+    group_max = group_max,
+    queue = nil, -- the group being gathered, while its committer waits
+    stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
+  }, Store)
+end
+
+function Store:init()
+  local ok, err = self.db:init()
+  if not ok then
+    return nil, wrap(err)
+  end
+  return true
+end
+
+-- Runs one append inside the open transaction, in its own savepoint.
+-- Returns last_version | nil, err, plus true when the transaction itself is
+-- gone (SQLite ended it after an I/O error).
+local function apply(db, item)
+  local stream, expected, events = item.stream, item.expected, item.events
+  local ok, err = db:savepoint()
+  if not ok then
+    return nil, wrap(err, stream), not db:in_transaction()
+  end
+  local current
+  current, err = db:max_version(stream)
+  if current and current ~= expected then
+    err = new_error("Conflict", string.format("stream is at version %d, not at the expected %d",
+      current, expected), stream)
+    err.current_version = current
+  elseif current then
+    ok, err = db:insert_events(stream, expected + 1, events)
+    if ok then
+      ok, err = db:release()
+      if ok then
+        return expected + #events
+      end
+    end
+    err = wrap(err, stream)
+  else
+    err = wrap(err, stream)
+  end
+  if not db:in_transaction() then
+    return nil, err, true
+  end
+  db:rollback_to()
+  db:release()
+  return nil, err
+end
+
+-- Runs the appends of group in one transaction; sets item.result/item.err.
+local function commit_group(self, group)
+  local db, stats, n = self.db, self.stats, #group
+  stats.transactions = stats.transactions + 1
+  if n > stats.largest_group then
+    stats.largest_group = n
+  end
+  local function fail_all(err)
+    for i = 1, n do
+      local item = group[i]
+      item.result, item.err = nil, wrap(err, item.stream)
+    end
+  end
+  local ok, err = db:begin()
+  if not ok then
+    return fail_all(err)
+  end
+  for i = 1, n do
+    local item = group[i]
+    local res, aerr, gone = apply(db, item)
+    if gone then
+      return fail_all(aerr)
+    end
+    item.result, item.err = res, aerr
+  end
+  ok, err = db:commit()
+  if not ok then
+    db:rollback()
+    return fail_all(err)
+  end
+  for i = 1, n do
+    local item = group[i]
+    if item.result then
+      stats.appends = stats.appends + 1
+    elseif item.err.type == "Conflict" then
+      stats.conflicts = stats.conflicts + 1
+    end
+  end
+end
+
+local function result_of(item)
+  if item.result then
+    return item.result
+  end
+  return nil, item.err
+end
+
+function Store:append(stream, expected_version, events)
+  check_stream("append", stream)
+  if not is_int(expected_version, 0) then
+    error("store:append: expected_version must be a non-negative integer", 2)
+  end
+  check_events(events)
+  local item = { stream = stream, expected = expected_version, events = events }
+  local sched = get_sched()
+  if not (sched and sched.running()) then
+    commit_group(self, { item })
+    return result_of(item)
+  end
+  local q = self.queue
+  if not q then
+    q = { committer = nil }
+    self.queue = q
+    q.committer = sched.spawn(function()
+      sched.sleep(0) -- let the other ready threads join the group
+      if self.queue == q then
+        self.queue = nil
+      end
+      commit_group(self, q)
+    end)
+  end
+  q[#q + 1] = item
+  if #q >= self.group_max and self.queue == q then
+    self.queue = nil -- full: the next append starts a new group
+  end
+  local ok, err = sched.wait(q.committer)
+  if not ok then
+    -- a bug, or the store closed under the group: nothing is reported written
+    return nil, new_error("StoreError", "group commit failed: " .. tostring(err), stream)
+  end
+  return result_of(item)
+end
+
+function Store:load(stream, after_version)
+  check_stream("load", stream)
+  after_version = after_version or 0
+  if not is_int(after_version, 0) then
+    error("store:load: after_version must be a non-negative integer", 2)
+  end
+  local events, err = self.db:load(stream, after_version)
+  if not events then
+    return nil, wrap(err, stream)
+  end
+  for i = 1, #events do
+    local ev = events[i]
+    ev.position, ev.stream = nil, nil
+  end
+  return events
+end
+
+function Store:get_snapshot(stream)
+  check_stream("get_snapshot", stream)
+  local snap, err = self.db:get_snapshot(stream)
+  if snap == nil then
+    return nil, wrap(err, stream)
+  end
+  return snap
+end
+
+function Store:put_snapshot(stream, version, state_text, meta_text)
+  check_stream("put_snapshot", stream)
+  if not is_int(version, 0) then
+    error("store:put_snapshot: version must be a non-negative integer", 2)
+  end
+  if type(state_text) ~= "string" then
+    error("store:put_snapshot: state must be JSON text (a string)", 2)
+  end
+  if meta_text ~= nil and type(meta_text) ~= "string" then
+    error("store:put_snapshot: meta must be JSON text (a string) or nil", 2)
+  end
+  local ok, err = self.db:put_snapshot(stream, version, state_text, meta_text)
+  if not ok then
+    return nil, wrap(err, stream)
+  end
+  return true
+end
+
+-- Events with position > after_position, in position order, at most limit
+-- (default 1000): {position=, stream=, version=, type=, data=, meta=}.
+function Store:read_all(after_position, limit)
+  after_position = after_position or 0
+  limit = limit or DEFAULT_READ_LIMIT
+  if not is_int(after_position, 0) then
+    error("store:read_all: after_position must be a non-negative integer", 2)
+  end
+  if not is_int(limit, 1) then
+    error("store:read_all: limit must be a positive integer", 2)
+  end
+  local events, err = self.db:read_all(after_position, limit)
+  if not events then
+    return nil, wrap(err)
+  end
+  return events
+end
+
+function Store:close()
+  self.db:close()
+end
+
+return M

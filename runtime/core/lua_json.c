@@ -1,0 +1,305 @@
+/*
+ * lua_json.c - core.json_encode: plain JSON text for the CLI's output and
+ * logs, lossless for tide's values.
+ *
+ * lua-cjson rounds numbers to 14 significant digits and knows nothing of
+ * tide.number, core.list or core.binary; jansson cannot write a number it
+ * cannot hold in a double. This serializer writes integers exactly, other
+ * doubles in their shortest round-trip form, a tide.number as its decimal
+ * text, object keys sorted (stable output), and follows the codec's
+ * conventions: core.null is null, a table marked with core.list is an array
+ * even when empty, an empty plain table is {}. Parsing stays with
+ * lua-cjson / jansson.
+ */
+#include "lua_core.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JSON_MAX_DEPTH 100
+
+/* The output grows in a malloc'd buffer owned by a userdata with __gc, so
+ * that a Lua error raised mid-way (out of memory) cannot leak it; a
+ * luaL_Buffer cannot be used because the walk pushes and pops values. */
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+struct out {
+    struct buf *b;
+    lua_State *L;
+    int depth;
+    const char *error; /* static message, or NULL */
+};
+
+static int buf_gc(lua_State *L)
+{
+    struct buf *b = lua_touserdata(L, 1);
+    free(b->p);
+    b->p = NULL;
+    return 0;
+}
+
+static void add(struct out *o, const char *s, size_t n)
+{
+    struct buf *b = o->b;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            luaL_error(o->L, "json_encode: out of memory");
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void add_char(struct out *o, char c) { add(o, &c, 1); }
+static void add_str(struct out *o, const char *s) { add(o, s, strlen(s)); }
+
+static void put_string(struct out *o, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    add_char(o, '"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': add(o, "\\\"", 2); break;
+        case '\\': add(o, "\\\\", 2); break;
+        case '\n': add(o, "\\n", 2); break;
+        case '\r': add(o, "\\r", 2); break;
+        case '\t': add(o, "\\t", 2); break;
+        case '\b': add(o, "\\b", 2); break;
+        case '\f': add(o, "\\f", 2); break;
+        default:
+            if (c < 0x20) {
+                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                add(o, esc, 6);
+            } else {
+                add_char(o, (char)c);
+            }
+        }
+    }
+    add_char(o, '"');
+}
+
+static void put_number(struct out *o, double x)
+{
+    char buf[32];
+    if (x == floor(x) && fabs(x) < 1e17) {
+        snprintf(buf, sizeof(buf), "%.0f", x);
+    } else {
+        /* shortest of %.15g..%.17g that reads back as the same double */
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*g", prec, x);
+            if (strtod(buf, NULL) == x)
+                break;
+        }
+    }
+    add_str(o, buf);
+}
+
+/* 1 when the table at idx has metatable `name` in the registry. */
+static int has_mt(lua_State *L, int idx, const char *name)
+{
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, name);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+/* Number of array elements when the table is a sequence 1..n, else -1. */
+static long sequence_length(lua_State *L, int idx)
+{
+    long n = 0, max = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { // [.., k, v]
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TNUMBER) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        double k = lua_tonumber(L, -1);
+        if (k < 1 || k != floor(k)) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        n++;
+        if (k > max)
+            max = (long)k;
+    }
+    return n == max ? n : -1;
+}
+
+static int put_value(struct out *o, int idx);
+
+static int key_cmp(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    return strcmp(*x, *y);
+}
+
+static int put_object(struct out *o, int idx)
+{
+    lua_State *L = o->L;
+    /* Collect the keys in a Lua array (so they stay anchored), sort them by
+     * byte order with qsort over their C strings. */
+    lua_newtable(L); // [.., keys]
+    int keys = lua_gettop(L);
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            o->error = "a table with both string and other keys cannot be written as JSON";
+            return -1;
+        }
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, keys, ++n);
+    }
+    const char **names = n ? lua_newuserdata(L, sizeof(char *) * (size_t)n) : NULL;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, keys, i);
+        names[i - 1] = lua_tostring(L, -1); /* anchored by keys */
+        lua_pop(L, 1);
+    }
+    if (n)
+        qsort(names, (size_t)n, sizeof(char *), key_cmp);
+    add_char(o, '{');
+    for (int i = 0; i < n; i++) {
+        if (i)
+            add_char(o, ',');
+        put_string(o, names[i], strlen(names[i]));
+        add_char(o, ':');
+        lua_getfield(L, idx, names[i]);
+        if (put_value(o, lua_gettop(L)) < 0)
+            return -1;
+        lua_pop(L, 1);
+    }
+    add_char(o, '}');
+    lua_settop(L, keys - 1);
+    return 0;
+}
+
+static int put_array(struct out *o, int idx, long n)
+{
+    add_char(o, '[');
+    for (long i = 1; i <= n; i++) {
+        if (i > 1)
+            add_char(o, ',');
+        lua_rawgeti(o->L, idx, (int)i);
+        if (put_value(o, lua_gettop(o->L)) < 0)
+            return -1;
+        lua_pop(o->L, 1);
+    }
+    add_char(o, ']');
+    return 0;
+}
+
+static int put_value(struct out *o, int idx)
+{
+    lua_State *L = o->L;
+    /* luaL_Buffer keeps pieces on the stack: make room for our own work. */
+    if (!lua_checkstack(L, 8)) {
+        o->error = "out of Lua stack";
+        return -1;
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        add_str(o, "null");
+        return 0;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) {
+            add_str(o, "null");
+            return 0;
+        }
+        break;
+    case LUA_TBOOLEAN:
+        add_str(o, lua_toboolean(L, idx) ? "true" : "false");
+        return 0;
+    case LUA_TNUMBER: {
+        double x = lua_tonumber(L, idx);
+        if (!isfinite(x)) {
+            o->error = "NaN and infinity cannot be written as JSON";
+            return -1;
+        }
+        put_number(o, x);
+        return 0;
+    }
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        put_string(o, s, len);
+        return 0;
+    }
+    case LUA_TTABLE: {
+        if (++o->depth > JSON_MAX_DEPTH) {
+            o->error = "tables nested more than 100 deep (or a cycle) cannot be written as JSON";
+            return -1;
+        }
+        int rc;
+        if (has_mt(L, idx, "tide.number")) {
+            lua_getfield(L, idx, "value");
+            add_str(o, lua_tostring(L, -1) ? lua_tostring(L, -1) : "null");
+            lua_pop(L, 1);
+            rc = 0;
+        } else if (has_mt(L, idx, "tide.binary") || has_mt(L, idx, "tide.set")) {
+            o->error = "binary values and sets have no plain JSON form";
+            rc = -1;
+        } else if (has_mt(L, idx, "tide.list")) {
+            rc = put_array(o, idx, (long)lua_objlen(L, idx));
+        } else {
+            long n = sequence_length(L, idx);
+            rc = n > 0 ? put_array(o, idx, n) : put_object(o, idx);
+        }
+        o->depth--;
+        return rc;
+    }
+    default:
+        break;
+    }
+    o->error = "functions, userdata and threads cannot be written as JSON";
+    return -1;
+}
+
+/* core.json_encode(v) -> text | nil, err */
+static int l_json_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    struct buf *b = lua_newuserdata(L, sizeof(*b)); // [v, buf]
+    b->p = NULL;
+    b->len = b->cap = 0;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    struct out o = {.b = b, .L = L, .depth = 0, .error = NULL};
+    if (put_value(&o, 1) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "json_encode: %s", o.error);
+        return 2;
+    }
+    lua_pushlstring(L, b->p ? b->p : "", b->len); // [v, buf, text]
+    free(b->p);
+    b->p = NULL;
+    return 1;
+}
+
+void tide_lua_open_json(lua_State *L)
+{
+    lua_pushcfunction(L, l_json_encode); // [core, fn]
+    lua_setfield(L, -2, "json_encode");
+}

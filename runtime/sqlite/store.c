@@ -1,0 +1,584 @@
+/*
+ * store.c - tide's embedded event store over SQLite (see store.h).
+ *
+ * Statements are prepared on first use and kept (SQLITE_PREPARE_PERSISTENT)
+ * until tide_store_close. At most one read (load, read_all, get_snapshot)
+ * is open at a time; every entry point ends it first, since an unfinished
+ * SELECT keeps its read snapshot, and a write transaction begun on a stale
+ * snapshot could not take the write lock.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_MAX_VERSION,
+    ST_INSERT,
+    ST_LOAD,
+    ST_READ_ALL,
+    ST_GET_SNAPSHOT,
+    ST_PUT_SNAPSHOT,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT tide_append",
+    [ST_RELEASE] = "RELEASE tide_append",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO tide_append",
+    /* rather than max(version): certain to be one step down the index */
+    [ST_MAX_VERSION] = "SELECT version FROM events WHERE stream = ?1 ORDER BY version DESC LIMIT 1",
+    [ST_INSERT] = "INSERT INTO events (stream, version, type, data, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_LOAD] = "SELECT position, stream, version, type, data, meta FROM events"
+                " WHERE stream = ?1 AND version > ?2 ORDER BY version",
+    [ST_READ_ALL] = "SELECT position, stream, version, type, data, meta FROM events"
+                    " WHERE position > ?1 ORDER BY position LIMIT ?2",
+    [ST_GET_SNAPSHOT] = "SELECT version, state, meta FROM snapshots WHERE stream = ?1",
+    [ST_PUT_SNAPSHOT] = "INSERT INTO snapshots (stream, version, state, meta) VALUES (?1, ?2, ?3, ?4)"
+                        " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
+                        " state = excluded.state, meta = excluded.meta"
+                        " WHERE excluded.version >= snapshots.version",
+};
+
+/* position is the rowid: a later transaction always gets higher positions
+ * (one writer at a time), so a projection that read up to position P never
+ * finds a new event below P. */
+static const char schema_sql[] =
+    "CREATE TABLE events ("
+    " position INTEGER PRIMARY KEY,"
+    " stream TEXT NOT NULL,"
+    " version INTEGER NOT NULL CHECK (version >= 1),"
+    " type TEXT NOT NULL,"
+    " data TEXT,"
+    " meta TEXT,"
+    " UNIQUE (stream, version));"
+    "CREATE TABLE snapshots ("
+    " stream TEXT PRIMARY KEY,"
+    " version INTEGER NOT NULL,"
+    " state TEXT,"
+    " meta TEXT);";
+
+struct tide_store {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st[ST_COUNT];
+    sqlite3_stmt *active; /* the open read, or NULL */
+};
+
+/* Stream names in messages: at most this many bytes. */
+#define STREAM_SHOWN 200
+#define SHOWN(len) ((int)((len) > STREAM_SHOWN ? STREAM_SHOWN : (len)))
+
+static int code_of(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return TIDE_EBUSY;
+    case SQLITE_NOMEM:
+        return TIDE_ENOMEM;
+    case SQLITE_NOTADB:
+        return TIDE_ESCHEMA;
+    default:
+        return TIDE_ESTORE;
+    }
+}
+
+/* Fills err with "<path>: <what>: <SQLite's message>[ (<errno text>)]" for
+ * the failure rc of db; returns the TIDE_E* code. */
+static int fail_db(sqlite3 *db, const char *path, int rc, struct tide_error *err,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int fail_db(sqlite3 *db, const char *path, int rc, struct tide_error *err,
+                   const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    int sys = db ? sqlite3_system_errno(db) : 0;
+    int prim = rc & 0xff;
+    if (sys != 0 && (prim == SQLITE_CANTOPEN || prim == SQLITE_IOERR || prim == SQLITE_FULL))
+        return tide_error_set(err, code_of(rc), "%s: %s: %s (%s)", path, what, msg, strerror(sys));
+    return tide_error_set(err, code_of(rc), "%s: %s: %s", path, what, msg);
+}
+
+#define FAIL(s, rc, err, ...) fail_db((s)->db, (s)->path, (rc), (err), __VA_ARGS__)
+
+void tide_store_end_read(struct tide_store *s)
+{
+    if (s != NULL && s->active != NULL) {
+        sqlite3_reset(s->active);
+        s->active = NULL;
+    }
+}
+
+/* The cached statement id, prepared on first use; NULL and err on failure. */
+static sqlite3_stmt *stmt(struct tide_store *s, enum stmt_id id, struct tide_error *err)
+{
+    tide_store_end_read(s);
+    if (s->st[id] == NULL) {
+        int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &s->st[id], NULL);
+        if (rc != SQLITE_OK) {
+            /* "no such table" before tide_store_init is the usual cause */
+            FAIL(s, rc, err, "cannot prepare \"%s\"", stmt_sql[id]);
+            s->st[id] = NULL;
+            return NULL;
+        }
+    }
+    return s->st[id];
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *p, size_t len)
+{
+    if (p == NULL)
+        return sqlite3_bind_null(st, i);
+    if (len > INT_MAX)
+        return SQLITE_TOOBIG;
+    /* SQLITE_STATIC: every statement is stepped and reset before returning */
+    return sqlite3_bind_text(st, i, p, (int)len, SQLITE_STATIC);
+}
+
+/* Reads column i as text (NULL for SQL NULL). Returns 0, or SQLITE_NOMEM. */
+static int column_text(sqlite3_stmt *st, int i, const char **p, size_t *len)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+        *p = NULL;
+        *len = 0;
+        return SQLITE_OK;
+    }
+    *p = (const char *)sqlite3_column_text(st, i);
+    if (*p == NULL)
+        return SQLITE_NOMEM;
+    *len = (size_t)sqlite3_column_bytes(st, i);
+    return SQLITE_OK;
+}
+
+/* Steps a statement that returns no row, then resets it. */
+static int run_simple(struct tide_store *s, enum stmt_id id, struct tide_error *err, const char *what)
+{
+    sqlite3_stmt *st = stmt(s, id, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = FAIL(s, rc, err, "%s", what);
+    sqlite3_reset(st);
+    return ret;
+}
+
+/* Runs a one-value PRAGMA (or any one-integer query) into *out. */
+static int query_int(struct tide_store *s, const char *sql, int64_t *out, struct tide_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            *out = 0;
+            rc = SQLITE_OK;
+        }
+    }
+    int ret = rc == SQLITE_OK ? 0 : FAIL(s, rc, err, "%s", sql);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+static int exec(struct tide_store *s, const char *sql, struct tide_error *err)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : FAIL(s, rc, err, "%.120s", sql);
+}
+
+/* Checks the file's tide schema version: *version is 0 for a file without
+ * tide's schema (new, or another application's tables beside none of
+ * tide's), else TIDE_STORE_SCHEMA_VERSION. */
+static int check_schema(struct tide_store *s, int64_t *version, struct tide_error *err)
+{
+    int64_t uv = 0, app = 0, tables = 0;
+    int rc;
+    if ((rc = query_int(s, "PRAGMA user_version", &uv, err)) < 0)
+        return rc;
+    if ((rc = query_int(s, "PRAGMA application_id", &app, err)) < 0)
+        return rc;
+    if (app != 0 && app != TIDE_STORE_APPLICATION_ID)
+        return tide_error_set(err, TIDE_ESCHEMA,
+                              "%s: not a tide store (application_id 0x%llx belongs to another application)",
+                              s->path, (unsigned long long)app);
+    if (uv != 0 && app != TIDE_STORE_APPLICATION_ID)
+        return tide_error_set(err, TIDE_ESCHEMA,
+                              "%s: not a tide store (user_version %lld set by another application)",
+                              s->path, (long long)uv);
+    if (uv > TIDE_STORE_SCHEMA_VERSION)
+        return tide_error_set(err, TIDE_ESCHEMA,
+                              "%s: tide schema version %lld is newer than this tide's (%d)",
+                              s->path, (long long)uv, TIDE_STORE_SCHEMA_VERSION);
+    if (uv == 0) {
+        rc = query_int(s,
+                       "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                       " AND name IN ('events', 'snapshots')",
+                       &tables, err);
+        if (rc < 0)
+            return rc;
+        if (tables != 0)
+            return tide_error_set(err, TIDE_ESCHEMA,
+                                  "%s: not a tide store (it has an events or snapshots table"
+                                  " but no tide schema version)",
+                                  s->path);
+    }
+    *version = uv;
+    return 0;
+}
+
+void tide_store_options_init(struct tide_store_options *opts)
+{
+    opts->busy_timeout_ms = TIDE_STORE_BUSY_TIMEOUT_MS;
+    opts->synchronous = TIDE_STORE_SYNC_NORMAL;
+}
+
+int tide_store_open(struct tide_store **out, const char *path,
+                    const struct tide_store_options *opts, struct tide_error *err)
+{
+    *out = NULL;
+    struct tide_store_options o;
+    if (opts != NULL)
+        o = *opts;
+    else
+        tide_store_options_init(&o);
+    if (path == NULL || path[0] == '\0')
+        return tide_error_set(err, TIDE_EINVAL, "store path is empty");
+    if (o.busy_timeout_ms < 0)
+        return tide_error_set(err, TIDE_EINVAL, "%s: busy timeout must be >= 0", path);
+    if (o.synchronous != TIDE_STORE_SYNC_NORMAL && o.synchronous != TIDE_STORE_SYNC_FULL)
+        return tide_error_set(err, TIDE_EINVAL, "%s: synchronous must be normal or full", path);
+
+    struct tide_store *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->path = strdup(path)) == NULL) {
+        free(s);
+        return tide_error_set(err, TIDE_ENOMEM, "%s: out of memory", path);
+    }
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int ret = 0;
+    if (rc != SQLITE_OK) {
+        ret = fail_db(s->db, path, rc, err, "cannot open");
+        if (ret == TIDE_ESCHEMA || ret == TIDE_EBUSY)
+            ret = TIDE_ESTORE;
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, o.busy_timeout_ms);
+
+    /* The first statement reads the header: where "file is not a database"
+     * shows up. Switching to WAL needs the file to itself a moment, so on a
+     * new file opened by several processes at once it waits (busy timeout). */
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        /* ":memory:" databases stay "memory" (used by tests) */
+        if (mode == NULL || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
+            ret = tide_error_set(err, TIDE_ESTORE, "%s: cannot switch to WAL mode (journal mode is %s)",
+                                 path, mode ? mode : "unknown");
+            sqlite3_finalize(st);
+            goto fail;
+        }
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK) {
+        ret = FAIL(s, rc, err, "cannot open");
+        sqlite3_finalize(st);
+        goto fail;
+    }
+    sqlite3_finalize(st);
+
+    ret = exec(s, o.synchronous == TIDE_STORE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                         : "PRAGMA synchronous=NORMAL", err);
+    if (ret < 0)
+        goto fail;
+    int64_t version = 0;
+    if ((ret = check_schema(s, &version, err)) < 0)
+        goto fail;
+    *out = s;
+    return 0;
+fail:
+    tide_store_close(s);
+    return ret;
+}
+
+void tide_store_close(struct tide_store *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    /* sqlite3_close_v2 rolls back an open transaction; with every statement
+     * finalized it closes at once */
+    sqlite3_close_v2(s->db);
+    free(s->path);
+    free(s);
+}
+
+const char *tide_store_path(const struct tide_store *s)
+{
+    return s->path;
+}
+
+int tide_store_init(struct tide_store *s, struct tide_error *err)
+{
+    tide_store_end_read(s);
+    if (!sqlite3_get_autocommit(s->db))
+        return tide_error_set(err, TIDE_EINVAL, "%s: init inside a transaction", s->path);
+    int ret = tide_store_begin(s, err);
+    if (ret < 0)
+        return ret;
+    int64_t version = 0;
+    if ((ret = check_schema(s, &version, err)) < 0)
+        goto rollback;
+    if (version == 0) {
+        char sql[sizeof(schema_sql) + 128];
+        snprintf(sql, sizeof(sql), "%sPRAGMA user_version = %d; PRAGMA application_id = %d;",
+                 schema_sql, TIDE_STORE_SCHEMA_VERSION, TIDE_STORE_APPLICATION_ID);
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            ret = FAIL(s, rc, err, "cannot create the schema");
+            goto rollback;
+        }
+    }
+    if ((ret = tide_store_commit(s, err)) < 0)
+        goto rollback;
+    return 0;
+rollback:
+    tide_store_rollback(s, NULL);
+    return ret;
+}
+
+int tide_store_begin(struct tide_store *s, struct tide_error *err)
+{
+    return run_simple(s, ST_BEGIN, err, "cannot begin a write transaction");
+}
+
+int tide_store_commit(struct tide_store *s, struct tide_error *err)
+{
+    return run_simple(s, ST_COMMIT, err, "cannot commit");
+}
+
+int tide_store_rollback(struct tide_store *s, struct tide_error *err)
+{
+    tide_store_end_read(s);
+    if (sqlite3_get_autocommit(s->db))
+        return 0;
+    return run_simple(s, ST_ROLLBACK, err, "cannot roll back");
+}
+
+int tide_store_savepoint(struct tide_store *s, struct tide_error *err)
+{
+    return run_simple(s, ST_SAVEPOINT, err, "cannot open a savepoint");
+}
+
+int tide_store_release(struct tide_store *s, struct tide_error *err)
+{
+    return run_simple(s, ST_RELEASE, err, "cannot release a savepoint");
+}
+
+int tide_store_rollback_to(struct tide_store *s, struct tide_error *err)
+{
+    return run_simple(s, ST_ROLLBACK_TO, err, "cannot roll back to a savepoint");
+}
+
+int tide_store_in_transaction(const struct tide_store *s)
+{
+    return !sqlite3_get_autocommit(s->db);
+}
+
+int tide_store_max_version(struct tide_store *s, const char *stream, size_t stream_len,
+                           int64_t *out, struct tide_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_MAX_VERSION, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = bind_text(st, 1, stream, stream_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        *out = 0;
+    else
+        ret = FAIL(s, rc, err, "stream %.*s: cannot read its version", SHOWN(stream_len), stream);
+    sqlite3_reset(st);
+    return ret;
+}
+
+int tide_store_insert_event(struct tide_store *s, const struct tide_store_event *ev,
+                            struct tide_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_INSERT, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = bind_text(st, 1, ev->stream, ev->stream_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, ev->version);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, 3, ev->type, ev->type_len);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, 4, ev->data, ev->data_len);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, 5, ev->meta, ev->meta_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        ret = tide_error_set(err, TIDE_ECONFLICT, "%s: stream %.*s: version %lld exists already",
+                             s->path, SHOWN(ev->stream_len), ev->stream, (long long)ev->version);
+    else if (rc == SQLITE_TOOBIG)
+        ret = tide_error_set(err, TIDE_EINVAL, "%s: stream %.*s: event %lld is too big",
+                             s->path, SHOWN(ev->stream_len), ev->stream, (long long)ev->version);
+    else if (rc != SQLITE_DONE)
+        ret = FAIL(s, rc, err, "stream %.*s: cannot insert version %lld", SHOWN(ev->stream_len),
+                   ev->stream, (long long)ev->version);
+    sqlite3_reset(st);
+    return ret;
+}
+
+int tide_store_load(struct tide_store *s, const char *stream, size_t stream_len,
+                    int64_t after_version, struct tide_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_LOAD, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = bind_text(st, 1, stream, stream_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, after_version);
+    if (rc != SQLITE_OK)
+        return FAIL(s, rc, err, "stream %.*s: cannot load", SHOWN(stream_len), stream);
+    s->active = st;
+    return 0;
+}
+
+int tide_store_read_all(struct tide_store *s, int64_t after_position, int64_t limit,
+                        struct tide_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_READ_ALL, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = sqlite3_bind_int64(st, 1, after_position);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, limit);
+    if (rc != SQLITE_OK)
+        return FAIL(s, rc, err, "cannot read the events after position %lld", (long long)after_position);
+    s->active = st;
+    return 0;
+}
+
+int tide_store_next(struct tide_store *s, struct tide_store_event *ev, struct tide_error *err)
+{
+    sqlite3_stmt *st = s->active;
+    if (st == NULL)
+        return 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        ev->position = sqlite3_column_int64(st, 0);
+        ev->version = sqlite3_column_int64(st, 2);
+        rc = column_text(st, 1, &ev->stream, &ev->stream_len);
+        if (rc == SQLITE_OK)
+            rc = column_text(st, 3, &ev->type, &ev->type_len);
+        if (rc == SQLITE_OK)
+            rc = column_text(st, 4, &ev->data, &ev->data_len);
+        if (rc == SQLITE_OK)
+            rc = column_text(st, 5, &ev->meta, &ev->meta_len);
+        if (rc == SQLITE_OK)
+            return 1;
+        tide_store_end_read(s);
+        return tide_error_set(err, TIDE_ENOMEM, "%s: out of memory reading an event", s->path);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : FAIL(s, rc, err, "cannot read events");
+    tide_store_end_read(s);
+    return ret;
+}
+
+int tide_store_get_snapshot(struct tide_store *s, const char *stream, size_t stream_len,
+                            struct tide_store_snapshot *out, struct tide_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_GET_SNAPSHOT, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = bind_text(st, 1, stream, stream_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->version = sqlite3_column_int64(st, 0);
+        rc = column_text(st, 1, &out->state, &out->state_len);
+        if (rc == SQLITE_OK)
+            rc = column_text(st, 2, &out->meta, &out->meta_len);
+        if (rc == SQLITE_OK) {
+            s->active = st; /* the strings live until the read ends */
+            return 1;
+        }
+    }
+    int ret = rc == SQLITE_DONE ? 0
+                                : FAIL(s, rc, err, "stream %.*s: cannot read its snapshot",
+                                       SHOWN(stream_len), stream);
+    sqlite3_reset(st);
+    return ret;
+}
+
+int tide_store_put_snapshot(struct tide_store *s, const char *stream, size_t stream_len,
+                            int64_t version, const char *state, size_t state_len,
+                            const char *meta, size_t meta_len, struct tide_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_PUT_SNAPSHOT, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    int rc = bind_text(st, 1, stream, stream_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, version);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, 3, state, state_len);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, 4, meta, meta_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc == SQLITE_TOOBIG)
+        ret = tide_error_set(err, TIDE_EINVAL, "%s: stream %.*s: snapshot is too big", s->path,
+                             SHOWN(stream_len), stream);
+    else if (rc != SQLITE_DONE)
+        ret = FAIL(s, rc, err, "stream %.*s: cannot write its snapshot", SHOWN(stream_len), stream);
+    sqlite3_reset(st);
+    return ret;
+}
+
+const char *tide_store_error_name(int code)
+{
+    switch (code) {
+    case TIDE_ECONFLICT: return "ECONFLICT";
+    case TIDE_EBUSY: return "EBUSY";
+    case TIDE_ESTORE: return "ESTORE";
+    case TIDE_ESCHEMA: return "ESCHEMA";
+    default: return tide_error_name(code);
+    }
+}
