@@ -367,15 +367,20 @@ function Repository:execute(name, id, command, opts)
                         fields)
 end
 
--- repository:state(aggregate_name, id) -> {state=, version=} | nil, err
+-- repository:state(aggregate_name, id) -> {state=, version=, stream=} | nil, err
 function Repository:state(name, id)
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
   local iderr = check_id(id)
   if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
-  local rec, err = self:record(agg, stream_of(name, id))
+  -- A read must see other writers' events: load afresh (from the latest
+  -- snapshot), and leave the result in the cache for the next command.
+  local stream = stream_of(name, id)
+  local rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
-  return { state = rec.state, version = rec.version, stream = stream_of(name, id) }
+  rec.module_version = agg.version
+  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * #rec.order)
+  return { state = rec.state, version = rec.version, stream = stream }
 end
 
 -- repository:events(aggregate_name, id [, after_version]) -> list of

@@ -116,6 +116,15 @@ end
 -- `skip` names fields that are not payload (e.g. { type = true, id = true }).
 -- Returns true or nil, message naming the field.
 function M.validate(compiled, record, skip)
+  -- unknown fields first: a misspelt field is also a missing one, and the
+  -- "did you mean" names the fix
+  for field in pairs(record) do
+    if not compiled.fields[field] and not (skip and skip[field]) then
+      local hint = type(field) == "string" and suggest(field, compiled.fields)
+      return nil, ("unexpected field '%s'%s"):format(tostring(field),
+        hint and (" (did you mean '" .. hint .. "'?)") or "")
+    end
+  end
   for field, spec in pairs(compiled.fields) do
     local v = record[field]
     if v == nil then
@@ -125,13 +134,6 @@ function M.validate(compiled, record, skip)
     else
       local err = check_value(field, spec, v)
       if err then return nil, err end
-    end
-  end
-  for field in pairs(record) do
-    if not compiled.fields[field] and not (skip and skip[field]) then
-      local hint = type(field) == "string" and suggest(field, compiled.fields)
-      return nil, ("unexpected field '%s'%s"):format(tostring(field),
-        hint and (" (did you mean '" .. hint .. "'?)") or "")
     end
   end
   return true

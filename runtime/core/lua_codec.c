@@ -2,13 +2,15 @@
  * lua_codec.c - the DynamoDB JSON codec of tide.core: plain Lua values in
  * and out, like the AWS DocumentClient (conventions: docs/codec.md).
  *
- * Encoding builds one jansson tree and dumps it compactly; decoding loads a
- * tree and turns it into Lua tables. Which fields hold AttributeValues is
- * decided by key name (ddb_schema.c). Value errors come back as nil, message
+ * Encoding writes compact JSON text straight into one buffer; decoding
+ * parses the text into an arena tree (ddb_json.c) and turns it into Lua
+ * tables. Which fields hold AttributeValues is decided by key name
+ * (ddb_schema.c). jansson only backs item_size (ddb_limits.c) and the
+ * formatting of non-integer plain numbers. Value errors come back as nil, message
  * naming the path ("Item.tags[3]: ..."); only wrong argument types raise.
  *
- * Resources: every call first pushes a "guard" userdata that owns the jansson
- * tree and the dumped text. Its __gc frees them, so a Lua error raised in the
+ * Resources: every call first pushes a "guard" userdata that owns the output
+ * buffer, the parsed tree and any jansson tree. Its __gc frees them, so a Lua error raised in the
  * middle (out of memory, a failing finalizer) cannot leak them; on the normal
  * paths the call frees them itself at once.
  */
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ddb_json.h"
 #include "ddb_limits.h"
 #include "ddb_number.h"
 #include "ddb_schema.h"
@@ -40,24 +43,25 @@ enum { UV_LIST = 1, UV_SET, UV_BINARY, UV_NUMBER, UV_GUARD, UV_COUNT = UV_GUARD 
 /* Lua stack slots one level of recursion may use. */
 #define STACK_PER_LEVEL 6
 #define DECODE_FLAGS (JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
-/* Binary values up to this size are base64-encoded on the C stack. */
-#define SMALL_B64 2048
 /* Sets up to this size are checked for duplicates without allocating. */
 #define SMALL_SET 16
 
 /* ---- the guard: owns the C resources of one call ------------------------ */
 
 struct guard {
-    json_t *tree;
-    char *text;
+    json_t *tree;                 /* item_size only */
+    struct tide_json_buf out;     /* the encoder's output */
+    struct tide_json_arena *arena; /* the decoder's tree */
 };
 
 static void guard_release(struct guard *g)
 {
     json_decref(g->tree);
-    free(g->text);
+    free(g->out.p);
+    tide_json_free(g->arena);
     g->tree = NULL;
-    g->text = NULL;
+    memset(&g->out, 0, sizeof(g->out));
+    g->arena = NULL;
 }
 
 static int guard_gc(lua_State *L)
@@ -73,7 +77,8 @@ static struct guard *guard_new(lua_State *L)
 {
     struct guard *g = lua_newuserdata(L, sizeof(*g));
     g->tree = NULL;
-    g->text = NULL;
+    memset(&g->out, 0, sizeof(g->out));
+    g->arena = NULL;
     lua_pushvalue(L, lua_upvalueindex(UV_GUARD)); // [.., guard, mt]
     lua_setmetatable(L, -2);                      // [.., guard]
     return g;
@@ -235,12 +240,12 @@ static int enter_av(struct walk *w)
     return 0;
 }
 
-/* ---- encoder: Lua -> jansson --------------------------------------------- */
+/* ---- encoder: Lua -> JSON text ------------------------------------------- */
 
 struct enc {
     struct walk w;
     const void *list_mt, *set_mt, *binary_mt, *number_mt;
-    struct guard *guard;
+    struct tide_json_buf *out; /* owned by the guard */
 };
 
 /* What a Lua value is, for the codec. */
@@ -258,25 +263,25 @@ enum ltype {
     LT_MAP,
 };
 
-/* Where a new JSON value goes: appended to an array, set in an object, or
- * (parent NULL) the root, owned by the guard. */
+/* The member a value is written for: its key in an object (which decides,
+ * by schema, what the value holds), or no key for an array item or the
+ * root. The key itself is already written when the value is. */
 struct slot {
-    json_t *parent;
     const char *key;
     size_t klen;
 };
 
-static const struct slot ROOT = {NULL, NULL, 0};
+static const struct slot ROOT = {NULL, 0};
 
-static struct slot in_array(json_t *a)
+static struct slot in_array(void)
 {
-    struct slot s = {a, NULL, 0};
+    struct slot s = {NULL, 0};
     return s;
 }
 
-static struct slot in_object(json_t *o, const char *k, size_t klen)
+static struct slot in_object(const char *k, size_t klen)
 {
-    struct slot s = {o, k, klen};
+    struct slot s = {k, klen};
     return s;
 }
 
@@ -287,43 +292,70 @@ static void enc_init(struct enc *e, lua_State *L, const char *root, int prefix, 
     e->set_mt = lua_topointer(L, lua_upvalueindex(UV_SET));
     e->binary_mt = lua_topointer(L, lua_upvalueindex(UV_BINARY));
     e->number_mt = lua_topointer(L, lua_upvalueindex(UV_NUMBER));
-    e->guard = g;
+    e->out = &g->out;
 }
 
-/* Stores v (a new reference, may be NULL after a failed allocation) in s.
- * The parent owns it afterwards; v stays valid for filling in. */
-static int put(struct enc *e, struct slot s, json_t *v)
+/* Output helpers. Out of memory is sticky in the buffer and checked once at
+ * the end (see enc_done), so they return nothing. */
+static void out_lit(struct enc *e, const char *s, size_t n)
 {
-    if (v == NULL)
+    tide_json_add(e->out, s, n);
+}
+
+#define OUT_LIT(e, s) out_lit((e), (s), sizeof(s) - 1)
+
+static void out_c(struct enc *e, char c)
+{
+    tide_json_addc(e->out, c);
+}
+
+static void out_string(struct enc *e, const char *p, size_t n)
+{
+    tide_json_add_string(e->out, p, n);
+}
+
+/* Opens {"type": of an AttributeValue; av_close ends it. */
+static void av_open(struct enc *e, const char *type)
+{
+    out_c(e, '{');
+    out_string(e, type, strlen(type));
+    out_c(e, ':');
+}
+
+static void av_close(struct enc *e)
+{
+    out_c(e, '}');
+}
+
+static void out_int(struct enc *e, long long x)
+{
+    char buf[32];
+    out_lit(e, buf, (size_t)snprintf(buf, sizeof(buf), "%lld", x));
+}
+
+/* A non-integer plain number, formatted by jansson as before (so request
+ * bodies stay byte for byte what they were); rare in DynamoDB requests. */
+static int out_real(struct enc *e, double x)
+{
+    json_t *r = json_real(x);
+    char *t = r ? json_dumps(r, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(r);
+    if (t == NULL)
         return fail_oom(&e->w);
-    if (s.parent == NULL) {
-        e->guard->tree = v;
+    out_lit(e, t, strlen(t));
+    free(t);
+    return 0;
+}
+
+/* A plain number: integers stay integers (DynamoDB reads Limit, Segment,
+ * ... as ints). */
+static int out_number(struct enc *e, double x)
+{
+    if (x == floor(x) && fabs(x) < 9.2e18) {
+        out_int(e, (long long)x);
         return 0;
     }
-    int rc = json_is_array(s.parent) ? json_array_append_new(s.parent, v)
-                                     : json_object_setn_new_nocheck(s.parent, s.key, s.klen, v);
-    return rc == 0 ? 0 : fail_oom(&e->w);
-}
-
-/* Stores {type: v} in s; returns v (borrowed) or NULL on error. */
-static json_t *put_av(struct enc *e, struct slot s, const char *type, json_t *v)
-{
-    json_t *w = json_object();
-    if (w == NULL || v == NULL) {
-        json_decref(w);
-        json_decref(v);
-        fail_oom(&e->w);
-        return NULL;
-    }
-    if (put(e, s, w) < 0) {
-        json_decref(v);
-        return NULL;
-    }
-    if (json_object_set_new_nocheck(w, type, v) < 0) {
-        fail_oom(&e->w);
-        return NULL;
-    }
-    return v;
+    return out_real(e, x);
 }
 
 /* Checks the keys of the table at idx, which has no string key first:
@@ -433,19 +465,33 @@ static int binary_bytes(struct enc *e, int idx, const char **p, size_t *len)
     return 0;
 }
 
-/* A new JSON string holding the base64 of p[0..len). */
-static json_t *base64_string(const char *p, size_t len)
+/* Writes the base64 of p[0..len) as a JSON string (nothing to escape),
+ * encoding straight into the output buffer. */
+static void out_base64(struct enc *e, const char *p, size_t len)
 {
-    char small[SMALL_B64 + 1];
     size_t need = tide_ddb_base64_encoded_len(len);
-    char *out = need <= SMALL_B64 ? small : malloc(need + 1);
-    if (out == NULL)
-        return NULL;
-    size_t n = tide_ddb_base64_encode((const unsigned char *)p, len, out);
-    json_t *s = json_stringn_nocheck(out, n);
-    if (out != small)
-        free(out);
-    return s;
+    struct tide_json_buf *b = e->out;
+    if (!tide_json_add(b, "\"", 1) || !tide_json_add(b, "", 0))
+        return;
+    /* room for the text, its NUL and the closing quote */
+    if (b->cap - b->len < need + 2) {
+        if (!tide_json_add(b, NULL, 0) || need + 2 > SIZE_MAX / 2) {
+            b->oom = true;
+            return;
+        }
+        size_t cap = b->cap;
+        while (cap - b->len < need + 2)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    b->len += tide_ddb_base64_encode((const unsigned char *)p, len, b->p + b->len);
+    b->p[b->len++] = '"';
 }
 
 /* Parses the tide.number object at idx. */
@@ -477,11 +523,11 @@ static int number_value(struct enc *e, int idx, enum ltype t, struct tide_ddb_nu
     return 0;
 }
 
-static json_t *number_string(const struct tide_ddb_number *num)
+static void out_number_string(struct enc *e, const struct tide_ddb_number *num)
 {
     char buf[TIDE_DDB_NUMBER_BUFSIZE];
     size_t n = tide_ddb_number_format(num, buf);
-    return json_stringn_nocheck(buf, n);
+    out_string(e, buf, n);
 }
 
 static int check_utf8(struct enc *e, int idx, const char **p, size_t *len)

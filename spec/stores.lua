@@ -1,0 +1,60 @@
+-- The stores every aggregate spec runs against: the embedded SQLite store
+-- (a fresh file per call) and DynamoDB on DynamoDB Local (fresh tables per
+-- call). `stores.each(fn)` calls fn(kind, open) for each; open() must run
+-- inside sched.run and returns a store ready to use plus its description.
+local helpers = require "helpers"
+
+local M = {}
+
+M.CREDS = { access_key_id = "tidetest", secret_access_key = "tidetestsecret" }
+
+function M.sqlite_path()
+  return helpers.tmpdir() .. "/tide.db"
+end
+
+function M.open_sqlite(path)
+  local store = assert(require("tide.store.sqlite").new{ path = path or M.sqlite_path() })
+  assert(store:init())
+  return store, { path = store.path }
+end
+
+function M.open_dynamodb(prefix)
+  local endpoint = assert(helpers.dynamodb_endpoint(),
+    "TIDE_TEST_DYNAMODB_ENDPOINT not set: run the suite with tools/test.sh (make test)")
+  local client = assert(require("tide.dynamodb").new{ endpoint = endpoint, region = "us-east-1",
+                                                      credentials = M.CREDS, base_delay = 0.005 })
+  prefix = prefix or (helpers.unique("agg") .. "_")
+  local store = assert(require("tide.store.dynamodb").new{ client = client, table_prefix = prefix })
+  assert(store:init())
+  return store, { prefix = prefix, endpoint = endpoint }
+end
+
+function M.each(fn)
+  fn("sqlite", M.open_sqlite)
+  fn("dynamodb", M.open_dynamodb)
+end
+
+-- A tide.yaml for the CLI: returns its path.
+function M.write_config(dir, kind, desc, extra)
+  local lines = { "aggregates: " .. helpers.root .. "/aggregates" }
+  if kind == "sqlite" then
+    lines[#lines + 1] = "store: sqlite"
+    lines[#lines + 1] = "sqlite:"
+    lines[#lines + 1] = "  path: " .. desc.path
+  else
+    lines[#lines + 1] = "store: dynamodb"
+    lines[#lines + 1] = "dynamodb:"
+    lines[#lines + 1] = "  region: us-east-1"
+    lines[#lines + 1] = "  endpoint: " .. desc.endpoint
+    lines[#lines + 1] = "  table_prefix: " .. desc.prefix
+  end
+  for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
+  local path = dir .. "/tide.yaml"
+  helpers.write_file(path, table.concat(lines, "\n") .. "\n")
+  return path
+end
+
+-- Environment for CLI child processes: credentials for DynamoDB Local.
+M.CLI_ENV = "AWS_ACCESS_KEY_ID=tidetest AWS_SECRET_ACCESS_KEY=tidetestsecret "
+
+return M
