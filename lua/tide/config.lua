@@ -88,14 +88,16 @@ local function is_null(v)
   return v == nil or v == core.null
 end
 
-local function is_list(v)
-  return core.is_list(v) or rawget(v, 1) ~= nil
+-- Decoded YAML marks its sequences (core.is_list); a table given to
+-- from_table is taken for a list when it has a [1].
+local function is_list(v, decoded)
+  return core.is_list(v) or (not decoded and rawget(v, 1) ~= nil)
 end
 
-local function type_name(v)
+local function type_name(v, decoded)
   if v == core.null then return "null" end
   local t = type(v)
-  if t == "table" then return is_list(v) and "a list" or "a mapping" end
+  if t == "table" then return is_list(v, decoded) and "a list" or "a mapping" end
   if t == "number" or t == "string" or t == "boolean" then return "a " .. t end
   return "a " .. t
 end
@@ -129,6 +131,12 @@ local function closest(word, names)
     if not best_d or d < best_d then best, best_d = n, d end
   end
   if best and best_d <= math.max(2, math.floor(#word / 3)) then return best end
+  -- "warning" -> "warn", "dynamo" -> "dynamodb"
+  for _, n in ipairs(names) do
+    local short, long = n, word
+    if #short > #long then short, long = long, short end
+    if #short >= 3 and long:lower():sub(1, #short) == short:lower() then return n end
+  end
   return nil
 end
 
@@ -146,10 +154,6 @@ local function all_paths()
 end
 
 local function suggestion(prefix, key, level)
-  local names = {}
-  for _, spec in ipairs(level) do names[#names + 1] = spec.name end
-  local c = closest(key, names)
-  if c then return " (did you mean '" .. prefix .. c .. "'?)" end
   local full = prefix .. key
   for _, p in ipairs(all_paths()) do
     if p == full and prefix == "" then
@@ -157,6 +161,10 @@ local function suggestion(prefix, key, level)
       return " (write it nested: '" .. s .. ":' with '" .. k .. ":' under it)"
     end
   end
+  local names = {}
+  for _, spec in ipairs(level) do names[#names + 1] = spec.name end
+  local c = closest(key, names)
+  if c then return " (did you mean '" .. prefix .. c .. "'?)" end
   -- A key of another section, or a typo of one: "region" -> dynamodb.region.
   local leaves = {}
   for _, p in ipairs(all_paths()) do
@@ -210,7 +218,7 @@ local function check_value(ctx, spec, path, v)
     return nil, config_error(ctx.source, line_of(ctx, path), path, path .. " " .. msg)
   end
   local function want(what)
-    return bad("must be " .. what .. " (got " .. type_name(v) .. ")")
+    return bad("must be " .. what .. " (got " .. type_name(v, ctx.lines ~= nil) .. ")")
   end
   local kind = spec.kind
   if kind == "string" or kind == "path" or kind == "url" or kind == "enum" then
@@ -299,9 +307,9 @@ local function check_level(ctx, t, level, prefix, out)
     local v = t[k]
     if spec.section then
       if not is_null(v) then
-        if type(v) ~= "table" or is_list(v) then
+        if type(v) ~= "table" or is_list(v, ctx.lines ~= nil) then
           return nil, config_error(ctx.source, line_of(ctx, path), path,
-                                   path .. " must be a mapping (got " .. type_name(v) .. ")")
+                                   path .. " must be a mapping (got " .. type_name(v, ctx.lines ~= nil) .. ")")
         end
         local ok, err = check_level(ctx, v, spec.section, path .. ".", out[k])
         if not ok then return nil, err end
@@ -432,9 +440,9 @@ function M.load(opts)
   end
   local ctx = { source = file, lines = lines, base = dirname(file) }
   if value == core.null then value = {} end -- an empty file (or only comments): the defaults
-  if type(value) ~= "table" or is_list(value) then
+  if type(value) ~= "table" or is_list(value, true) then
     return nil, config_error(file, nil, nil,
-                             "the configuration must be a mapping of keys (got " .. type_name(value) .. ")")
+                             "the configuration must be a mapping of keys (got " .. type_name(value, true) .. ")")
   end
   return build(value, ctx)
 end

@@ -1,6 +1,7 @@
 #include "ddb_json.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <locale.h>
 #include <math.h>
 #include <stdint.h>
@@ -75,8 +76,6 @@ struct parser {
 /* Records the first error, at position at. Returns NULL. */
 static void *perr(struct parser *ps, const char *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-#include <stdarg.h>
 
 static void *perr(struct parser *ps, const char *at, const char *fmt, ...)
 {
@@ -436,7 +435,7 @@ struct tide_json *tide_json_parse(const char *text, size_t len, struct tide_json
 
 /* ---- writer ---------------------------------------------------------------- */
 
-static bool reserve(struct tide_json_buf *b, size_t more)
+bool tide_json_reserve(struct tide_json_buf *b, size_t more)
 {
     if (b->oom)
         return false;
@@ -462,7 +461,7 @@ static bool reserve(struct tide_json_buf *b, size_t more)
 
 bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n)
 {
-    if (!reserve(b, n))
+    if (!tide_json_reserve(b, n))
         return false;
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -471,7 +470,7 @@ bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n)
 
 bool tide_json_addc(struct tide_json_buf *b, char c)
 {
-    if (!reserve(b, 1))
+    if (!tide_json_reserve(b, 1))
         return false;
     b->p[b->len++] = c;
     return true;
@@ -491,7 +490,7 @@ static const char ESCAPE[256] = {
 bool tide_json_add_string(struct tide_json_buf *b, const char *s, size_t n)
 {
     /* Room for the common case (nothing to escape) in one go. */
-    if (n > SIZE_MAX - 2 || !reserve(b, n + 2))
+    if (n > SIZE_MAX - 2 || !tide_json_reserve(b, n + 2))
         return false;
     b->p[b->len++] = '"';
     const unsigned char *p = (const unsigned char *)s, *end = p + n;

@@ -82,6 +82,8 @@ struct tide_json_buf {
 };
 
 bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n);
+/* Makes room for more bytes at p + len (for writing in place). */
+bool tide_json_reserve(struct tide_json_buf *b, size_t more);
 bool tide_json_addc(struct tide_json_buf *b, char c);
 
 /* Appends s[0..n) (valid UTF-8, may contain NUL) as a JSON string, quoted

@@ -471,25 +471,10 @@ static void out_base64(struct enc *e, const char *p, size_t len)
 {
     size_t need = tide_ddb_base64_encoded_len(len);
     struct tide_json_buf *b = e->out;
-    if (!tide_json_add(b, "\"", 1) || !tide_json_add(b, "", 0))
+    /* the quotes, the text and the NUL tide_ddb_base64_encode adds */
+    if (!tide_json_reserve(b, need + 3))
         return;
-    /* room for the text, its NUL and the closing quote */
-    if (b->cap - b->len < need + 2) {
-        if (!tide_json_add(b, NULL, 0) || need + 2 > SIZE_MAX / 2) {
-            b->oom = true;
-            return;
-        }
-        size_t cap = b->cap;
-        while (cap - b->len < need + 2)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
+    b->p[b->len++] = '"';
     b->len += tide_ddb_base64_encode((const unsigned char *)p, len, b->p + b->len);
     b->p[b->len++] = '"';
 }
@@ -552,12 +537,14 @@ enum member_mode {
 };
 
 static int enc_av_map(struct enc *e, int idx, struct slot s, enum ltype t);
-static int enc_items(struct enc *e, int idx, size_t n, json_t *arr, int av_maps);
+static int enc_items(struct enc *e, int idx, size_t n, int av_maps);
 
-/* Encodes the string-keyed table at idx into the object obj. */
-static int enc_members(struct enc *e, int idx, json_t *obj, enum member_mode mode)
+/* Encodes the string-keyed table at idx as an object. */
+static int enc_members(struct enc *e, int idx, enum member_mode mode)
 {
     lua_State *L = e->w.L;
+    int first = 1;
+    out_c(e, '{');
     lua_pushnil(L);                          // [nil]
     while (lua_next(L, idx)) {               // [k, v]
         int kt = lua_type(L, -2);
@@ -575,8 +562,13 @@ static int enc_members(struct enc *e, int idx, json_t *obj, enum member_mode mod
             return fail(&e->w, TIDE_EINVAL, "a key is not valid UTF-8");
         if (push_frame(&e->w, k, klen, 0) < 0)
             return -1;
+        if (!first)
+            out_c(e, ',');
+        first = 0;
+        out_string(e, k, klen);
+        out_c(e, ':');
         int v = lua_gettop(L), rc;
-        struct slot cs = in_object(obj, k, klen);
+        struct slot cs = in_object(k, klen);
         switch (mode) {
         case MM_FIELD: rc = enc_field(e, v, cs); break;
         case MM_AV: rc = enc_av(e, v, cs); break;
@@ -586,12 +578,10 @@ static int enc_members(struct enc *e, int idx, json_t *obj, enum member_mode mod
             enum ltype t = classify(e, v, &n);
             if (t == LT_BAD)
                 return -1;
-            if (mode == MM_AV_LISTS && t == LT_LIST) {
-                json_t *arr = json_array();
-                rc = put(e, cs, arr) < 0 ? -1 : enc_items(e, v, n, arr, 1);
-            } else {
+            if (mode == MM_AV_LISTS && t == LT_LIST)
+                rc = enc_items(e, v, n, 1);
+            else
                 rc = enc_plain(e, v, cs, t, n);
-            }
             break;
         }
         default: rc = -1;
@@ -601,35 +591,40 @@ static int enc_members(struct enc *e, int idx, json_t *obj, enum member_mode mod
         pop_frame(&e->w);
         lua_pop(L, 1);                       // [k]
     }
+    out_c(e, '}');
     return 0;                                // []
 }
 
-/* Encodes items 1..n of the list at idx into arr: as AV maps (av_maps 1),
- * AttributeValues (0) or plain values (-1). */
-static int enc_items(struct enc *e, int idx, size_t n, json_t *arr, int av_maps)
+/* Encodes items 1..n of the list at idx as an array: of AV maps (av_maps
+ * 1), AttributeValues (0) or plain values (-1). */
+static int enc_items(struct enc *e, int idx, size_t n, int av_maps)
 {
     lua_State *L = e->w.L;
+    out_c(e, '[');
     for (size_t i = 1; i <= n; i++) {
         if (push_frame(&e->w, NULL, 0, i) < 0)
             return -1;
+        if (i > 1)
+            out_c(e, ',');
         lua_rawgeti(L, idx, (int)i); // [v]
         int v = lua_gettop(L), rc;
         if (av_maps > 0) {
             size_t cn;
             enum ltype t = classify(e, v, &cn);
-            rc = t == LT_BAD ? -1 : enc_av_map(e, v, in_array(arr), t);
+            rc = t == LT_BAD ? -1 : enc_av_map(e, v, in_array(), t);
         } else if (av_maps == 0) {
-            rc = enc_av(e, v, in_array(arr));
+            rc = enc_av(e, v, in_array());
         } else {
             size_t cn;
             enum ltype t = classify(e, v, &cn);
-            rc = t == LT_BAD ? -1 : enc_plain(e, v, in_array(arr), t, cn);
+            rc = t == LT_BAD ? -1 : enc_plain(e, v, in_array(), t, cn);
         }
         if (rc < 0)
             return -1;
         lua_pop(L, 1);               // []
         pop_frame(&e->w);
     }
+    out_c(e, ']');
     return 0;
 }
 
@@ -637,13 +632,11 @@ static int enc_items(struct enc *e, int idx, size_t n, json_t *arr, int av_maps)
  * at idx must be a map (t from classify). */
 static int enc_av_map(struct enc *e, int idx, struct slot s, enum ltype t)
 {
+    (void)s;
     if (t != LT_MAP)
         return fail(&e->w, TIDE_EINVAL, "expected a table of attribute name -> value, got %s",
                     t == LT_LIST ? "an array" : luaL_typename(e->w.L, idx));
-    json_t *obj = json_object();
-    if (put(e, s, obj) < 0)
-        return -1;
-    return enc_members(e, idx, obj, MM_AV);
+    return enc_members(e, idx, MM_AV);
 }
 
 /* One member of a set, kept to look for duplicates. */
@@ -669,14 +662,13 @@ static int cmp_numbers(const void *a, const void *b)
     return tide_ddb_number_compare(&x->num, &y->num);
 }
 
-/* Encodes set member i (at the top of the stack) into arr and records it. */
-static int enc_set_member(struct enc *e, char kind, json_t *arr, struct member *m)
+/* Encodes the set member at the top of the stack and records it. */
+static int enc_set_member(struct enc *e, char kind, struct member *m)
 {
     lua_State *L = e->w.L;
     int v = lua_gettop(L);
     size_t cn;
     enum ltype t = classify(e, v, &cn);
-    json_t *j;
 
     if (t == LT_BAD)
         return -1;
@@ -686,14 +678,14 @@ static int enc_set_member(struct enc *e, char kind, json_t *arr, struct member *
                         luaL_typename(L, v));
         if (check_utf8(e, v, &m->p, &m->len) < 0)
             return -1;
-        j = json_stringn_nocheck(m->p, m->len);
+        out_string(e, m->p, m->len);
     } else if (kind == 'N') {
         if (t != LT_NUMBER && t != LT_BIGNUM)
             return fail(&e->w, TIDE_EINVAL, "NS members must be numbers, not %s",
                         luaL_typename(L, v));
         if (number_value(e, v, t, &m->num) < 0)
             return -1;
-        j = number_string(&m->num);
+        out_number_string(e, &m->num);
     } else {
         if (t == LT_BINARY) {
             if (binary_bytes(e, v, &m->p, &m->len) < 0)
@@ -703,9 +695,9 @@ static int enc_set_member(struct enc *e, char kind, json_t *arr, struct member *
         } else {
             return fail(&e->w, TIDE_EINVAL, "BS members must be core.binary values or strings");
         }
-        j = base64_string(m->p, m->len);
+        out_base64(e, m->p, m->len);
     }
-    return put(e, in_array(arr), j);
+    return 0;
 }
 
 /* Finds two equal members (sorted copies of the pointers in order). */
@@ -763,9 +755,9 @@ static int enc_set(struct enc *e, int idx, struct slot s)
     if (n == 0)
         return fail(&e->w, TIDE_EINVAL, "empty sets cannot be stored in DynamoDB");
 
-    json_t *arr = put_av(e, s, kind, json_array());
-    if (arr == NULL)
-        return -1;
+    (void)s;
+    av_open(e, kind);
+    out_c(e, '[');
     /* Scratch space: on the C stack, or a userdata the GC reclaims even if a
      * Lua error interrupts us. */
     struct member small[SMALL_SET], *ms = small;
@@ -780,12 +772,16 @@ static int enc_set(struct enc *e, int idx, struct slot s)
         if (push_frame(&e->w, NULL, 0, i) < 0)
             return -1;
         lua_rawgeti(L, idx, (int)i);             // [scratch?, m]
-        if (enc_set_member(e, kind[0], arr, &ms[i - 1]) < 0)
+        if (i > 1)
+            out_c(e, ',');
+        if (enc_set_member(e, kind[0], &ms[i - 1]) < 0)
             return -1;
         order[i - 1] = &ms[i - 1];
         lua_pop(L, 1);                           // [scratch?]
         pop_frame(&e->w);
     }
+    out_c(e, ']');
+    av_close(e);
     int rc = check_duplicates(e, kind[0], order, n);
     if (n > SMALL_SET)
         lua_pop(L, 1);                           // []
@@ -799,7 +795,6 @@ static int enc_av(struct enc *e, int idx, struct slot s)
     size_t n, len;
     const char *p;
     struct tide_ddb_number num;
-    json_t *c;
     int rc;
     enum ltype t = classify(e, idx, &n);
 
@@ -809,32 +804,50 @@ static int enc_av(struct enc *e, int idx, struct slot s)
     case LT_STRING:
         if (check_utf8(e, idx, &p, &len) < 0)
             return -1;
-        return put_av(e, s, "S", json_stringn_nocheck(p, len)) ? 0 : -1;
+        OUT_LIT(e, "{\"S\":");
+        out_string(e, p, len);
+        av_close(e);
+        return 0;
     case LT_NUMBER:
     case LT_BIGNUM:
         if (number_value(e, idx, t, &num) < 0)
             return -1;
-        return put_av(e, s, "N", number_string(&num)) ? 0 : -1;
+        OUT_LIT(e, "{\"N\":");
+        out_number_string(e, &num);
+        av_close(e);
+        return 0;
     case LT_BOOL:
-        return put_av(e, s, "BOOL", json_boolean(lua_toboolean(L, idx))) ? 0 : -1;
+        if (lua_toboolean(L, idx))
+            OUT_LIT(e, "{\"BOOL\":true}");
+        else
+            OUT_LIT(e, "{\"BOOL\":false}");
+        return 0;
     case LT_NULL:
-        return put_av(e, s, "NULL", json_true()) ? 0 : -1;
+        OUT_LIT(e, "{\"NULL\":true}");
+        return 0;
     case LT_BINARY:
         if (binary_bytes(e, idx, &p, &len) < 0)
             return -1;
-        return put_av(e, s, "B", base64_string(p, len)) ? 0 : -1;
+        OUT_LIT(e, "{\"B\":");
+        out_base64(e, p, len);
+        av_close(e);
+        return 0;
     case LT_SET:
         return enc_set(e, idx, s);
     case LT_LIST:
-        if (enter_av(&e->w) < 0 || (c = put_av(e, s, "L", json_array())) == NULL)
+        if (enter_av(&e->w) < 0)
             return -1;
-        rc = enc_items(e, idx, n, c, 0);
+        OUT_LIT(e, "{\"L\":");
+        rc = enc_items(e, idx, n, 0);
+        av_close(e);
         e->w.av_depth--;
         return rc;
     case LT_MAP:
-        if (enter_av(&e->w) < 0 || (c = put_av(e, s, "M", json_object())) == NULL)
+        if (enter_av(&e->w) < 0)
             return -1;
-        rc = enc_members(e, idx, c, MM_AV);
+        OUT_LIT(e, "{\"M\":");
+        rc = enc_members(e, idx, MM_AV);
+        av_close(e);
         e->w.av_depth--;
         return rc;
     case LT_OTHER:
@@ -852,7 +865,7 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
     const char *p;
     double x;
     struct tide_ddb_number num;
-    json_t *c;
+    (void)s;
 
     switch (t) {
     case LT_BAD:
@@ -860,15 +873,13 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
     case LT_STRING:
         if (check_utf8(e, idx, &p, &len) < 0)
             return -1;
-        return put(e, s, json_stringn_nocheck(p, len));
+        out_string(e, p, len);
+        return 0;
     case LT_NUMBER:
         x = lua_tonumber(L, idx);
         if (!isfinite(x))
             return fail(&e->w, TIDE_EINVAL, "NaN and infinity are not valid JSON");
-        /* Integers stay integers: DynamoDB reads Limit, Segment, ... as ints. */
-        if (x == floor(x) && fabs(x) < 9.2e18)
-            return put(e, s, json_integer((json_int_t)x));
-        return put(e, s, json_real(x));
+        return out_number(e, x);
     case LT_BIGNUM:
         if (bignum_value(e, idx, &num) < 0)
             return -1;
@@ -876,26 +887,29 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
             return fail(&e->w, TIDE_EINVAL,
                         "a tide.number beyond a double's precision can only be stored "
                         "inside AttributeValues");
-        return put(e, s, x == floor(x) && fabs(x) < 9.2e18 ? json_integer((json_int_t)x)
-                                                            : json_real(x));
+        return out_number(e, x);
     case LT_BOOL:
-        return put(e, s, json_boolean(lua_toboolean(L, idx)));
+        if (lua_toboolean(L, idx))
+            OUT_LIT(e, "true");
+        else
+            OUT_LIT(e, "false");
+        return 0;
     case LT_NULL:
-        return put(e, s, json_null());
+        OUT_LIT(e, "null");
+        return 0;
     case LT_BINARY:
         if (binary_bytes(e, idx, &p, &len) < 0)
             return -1;
-        return put(e, s, base64_string(p, len));
+        out_base64(e, p, len);
+        return 0;
     case LT_SET:
         return fail(&e->w, TIDE_EINVAL,
                     "sets can only be stored inside AttributeValues (Item, Key, "
                     "ExpressionAttributeValues, ...)");
     case LT_LIST:
-        c = json_array();
-        return put(e, s, c) < 0 ? -1 : enc_items(e, idx, n, c, -1);
+        return enc_items(e, idx, n, -1);
     case LT_MAP:
-        c = json_object();
-        return put(e, s, c) < 0 ? -1 : enc_members(e, idx, c, MM_FIELD);
+        return enc_members(e, idx, MM_FIELD);
     case LT_OTHER:
     default:
         return fail(&e->w, TIDE_EINVAL, "a %s value cannot be encoded as JSON",
@@ -908,7 +922,6 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
 static int enc_field(struct enc *e, int idx, struct slot s)
 {
     size_t n;
-    json_t *c;
     enum ltype t = classify(e, idx, &n);
     if (t == LT_BAD)
         return -1;
@@ -920,17 +933,11 @@ static int enc_field(struct enc *e, int idx, struct slot s)
         return enc_av_map(e, idx, s, t);
     case TIDE_DDB_AV_MAP_LIST:
     case TIDE_DDB_AV_LIST:
-        c = json_array();
-        if (put(e, s, c) < 0)
-            return -1;
-        return enc_items(e, idx, n, c,
+        return enc_items(e, idx, n,
                          tide_ddb_field_kind(s.key, s.klen, shape) == TIDE_DDB_AV_MAP_LIST);
     case TIDE_DDB_NAMED:
     case TIDE_DDB_NAMED_AV_LISTS:
-        c = json_object();
-        if (put(e, s, c) < 0)
-            return -1;
-        return enc_members(e, idx, c,
+        return enc_members(e, idx,
                            tide_ddb_field_kind(s.key, s.klen, shape) == TIDE_DDB_NAMED
                                ? MM_PLAIN
                                : MM_AV_LISTS);
@@ -945,13 +952,12 @@ static int enc_field(struct enc *e, int idx, struct slot s)
     }
 }
 
-/* Dumps the guard's tree and pushes it: // [.., json] */
-static int push_dump(lua_State *L, struct guard *g)
+/* Pushes the encoder's output: // [.., json]. 0 when it ran out of memory. */
+static int push_out(lua_State *L, struct guard *g)
 {
-    g->text = json_dumps(g->tree, JSON_COMPACT);
-    if (g->text == NULL)
+    if (g->out.oom)
         return 0;
-    lua_pushlstring(L, g->text, strlen(g->text));
+    lua_pushlstring(L, g->out.p ? g->out.p : "", g->out.len);
     return 1;
 }
 
@@ -975,7 +981,7 @@ static int l_encode_request(lua_State *L)
     enum ltype t = classify(&e, 1, &n);
     int rc = enc_plain(&e, 1, ROOT, t, n);
     lua_settop(L, 2);               // [params, guard]
-    if (rc == 0 && !push_dump(L, g))
+    if (rc == 0 && !push_out(L, g))
         rc = fail_oom(&e.w);
     guard_release(g);
     return rc == 0 ? 1 : push_fail(L, e.w.err.message);
@@ -992,13 +998,15 @@ static int l_encode_value(lua_State *L)
     enc_init(&e, L, "value", 1, g);
     int rc = enc_av(&e, 1, ROOT);
     lua_settop(L, 2);
-    if (rc == 0 && !push_dump(L, g))
+    if (rc == 0 && !push_out(L, g))
         rc = fail_oom(&e.w);
     guard_release(g);
     return rc == 0 ? 1 : push_fail(L, e.w.err.message);
 }
 
-/* core.item_size(item) -> bytes | nil, err */
+/* core.item_size(item) -> bytes | nil, err
+ * Encodes the item, loads the text with jansson and measures that tree
+ * (ddb_limits.c): only for items whose text could be over the limit. */
 static int l_item_size(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -1010,6 +1018,14 @@ static int l_item_size(lua_State *L)
     enum ltype t = classify(&e, 1, &n);
     int rc = t == LT_BAD ? -1 : enc_av_map(&e, 1, ROOT, t);
     lua_settop(L, 2);
+    if (rc == 0 && g->out.oom)
+        rc = fail_oom(&e.w);
+    if (rc == 0) {
+        json_error_t jerr;
+        g->tree = json_loadb(g->out.p, g->out.len, DECODE_FLAGS, &jerr);
+        if (g->tree == NULL)
+            rc = fail_oom(&e.w); /* the text is ours and valid: only memory */
+    }
     if (rc == 0 && tide_ddb_item_size(g->tree, &size, &e.w.err) < 0)
         rc = -1;
     guard_release(g);
@@ -1019,7 +1035,7 @@ static int l_item_size(lua_State *L)
     return 1;
 }
 
-/* ---- decoder: jansson -> Lua --------------------------------------------- */
+/* ---- decoder: JSON text -> Lua ------------------------------------------- */
 
 struct dec {
     struct walk w;
@@ -1033,22 +1049,26 @@ enum dec_mode {
     DM_AV_LISTS, /* list of AV maps when an array, else plain */
 };
 
-static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j);
+typedef struct tide_json jv;
 
-/* Pushes a table for the object j, each member decoded by mode: // [t] */
-static int dec_object(struct dec *d, json_t *obj, enum dec_mode mode)
+static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, const jv *j);
+
+static int is_string(const jv *j)
+{
+    return j->type == TIDE_JSON_STRING;
+}
+
+/* Pushes a table for the object j, each member decoded by mode: // [t]
+ * A repeated key ends up with its last value, as it did with jansson. */
+static int dec_object(struct dec *d, const jv *obj, enum dec_mode mode)
 {
     lua_State *L = d->w.L;
-    const char *k;
-    size_t klen;
-    json_t *v;
-
-    lua_createtable(L, 0, (int)json_object_size(obj)); // [t]
-    json_object_keylen_foreach(obj, k, klen, v) {
-        if (push_frame(&d->w, k, klen, 0) < 0)
+    lua_createtable(L, 0, (int)obj->u.kids.n);         // [t]
+    for (const jv *v = obj->u.kids.first; v; v = v->next) {
+        if (push_frame(&d->w, v->key, v->klen, 0) < 0)
             return -1;
-        lua_pushlstring(L, k, klen);                    // [t, k]
-        if (dec_value(d, mode, k, klen, v) < 0)         // [t, k, v]
+        lua_pushlstring(L, v->key, v->klen);            // [t, k]
+        if (dec_value(d, mode, v->key, v->klen, v) < 0) // [t, k, v]
             return -1;
         lua_rawset(L, -3);                              // [t]
         pop_frame(&d->w);
@@ -1057,16 +1077,15 @@ static int dec_object(struct dec *d, json_t *obj, enum dec_mode mode)
 }
 
 /* Pushes a core.list table for the array j: // [t] */
-static int dec_array(struct dec *d, json_t *arr, enum dec_mode mode)
+static int dec_array(struct dec *d, const jv *arr, enum dec_mode mode)
 {
     lua_State *L = d->w.L;
-    size_t i;
-    json_t *v;
+    size_t i = 0;
 
-    lua_createtable(L, (int)json_array_size(arr), 0); // [t]
+    lua_createtable(L, (int)arr->u.kids.n, 0);        // [t]
     lua_pushvalue(L, lua_upvalueindex(UV_LIST));      // [t, mt]
     lua_setmetatable(L, -2);                          // [t]
-    json_array_foreach(arr, i, v) {
+    for (const jv *v = arr->u.kids.first; v; v = v->next, i++) {
         if (push_frame(&d->w, NULL, 0, i + 1) < 0)
             return -1;
         if (dec_value(d, mode, NULL, 0, v) < 0)       // [t, v]
@@ -1079,16 +1098,16 @@ static int dec_array(struct dec *d, json_t *arr, enum dec_mode mode)
 
 /* Pushes the number in the string j: a Lua number when it survives the
  * round trip, else a tide.number. // [n] */
-static int dec_number(struct dec *d, json_t *j)
+static int dec_number(struct dec *d, const jv *j)
 {
     lua_State *L = d->w.L;
     struct tide_ddb_number num;
     struct tide_error err;
     double x;
 
-    if (!json_is_string(j))
+    if (!is_string(j))
         return fail(&d->w, TIDE_EINVAL, "an N value must be a string");
-    if (tide_ddb_number_parse(json_string_value(j), json_string_length(j), &num, &err) < 0)
+    if (tide_ddb_number_parse(j->u.str.p, j->u.str.len, &num, &err) < 0)
         return fail(&d->w, err.code, "%s", err.message);
     if (tide_ddb_number_to_lua(&num, &x)) {
         lua_pushnumber(L, x);
@@ -1106,13 +1125,13 @@ static int dec_number(struct dec *d, json_t *j)
 }
 
 /* Pushes the core.binary of the base64 string j. // [b] */
-static int dec_binary(struct dec *d, json_t *j)
+static int dec_binary(struct dec *d, const jv *j)
 {
     lua_State *L = d->w.L;
-    if (!json_is_string(j))
+    if (!is_string(j))
         return fail(&d->w, TIDE_EINVAL, "a B value must be a base64 string");
-    const char *s = json_string_value(j);
-    size_t len = json_string_length(j);
+    const char *s = j->u.str.p;
+    size_t len = j->u.str.len;
     if (tide_ddb_base64_decoded_len(s, len) < 0)
         return fail(&d->w, TIDE_EINVAL, "a B value is not valid base64");
 
@@ -1139,19 +1158,18 @@ static int dec_binary(struct dec *d, json_t *j)
 }
 
 /* Pushes the set object for {kind: arr}. // [set] */
-static int dec_set(struct dec *d, const char *kind, json_t *arr)
+static int dec_set(struct dec *d, const char *kind, const jv *arr)
 {
     lua_State *L = d->w.L;
-    size_t i;
-    json_t *v;
+    size_t i = 0;
 
-    if (!json_is_array(arr))
+    if (arr->type != TIDE_JSON_ARRAY)
         return fail(&d->w, TIDE_EINVAL, "a %s value must be an array", kind);
-    lua_createtable(L, (int)json_array_size(arr), 1); // [set]
+    lua_createtable(L, (int)arr->u.kids.n, 1);        // [set]
     lua_pushliteral(L, "kind");                       // [set, k]
     lua_pushstring(L, kind);                          // [set, k, kind]
     lua_rawset(L, -3);                                // [set]
-    json_array_foreach(arr, i, v) {
+    for (const jv *v = arr->u.kids.first; v; v = v->next, i++) {
         if (push_frame(&d->w, NULL, 0, i + 1) < 0)
             return -1;
         int rc;
@@ -1159,8 +1177,8 @@ static int dec_set(struct dec *d, const char *kind, json_t *arr)
             rc = dec_number(d, v);
         } else if (kind[0] == 'B') {
             rc = dec_binary(d, v);
-        } else if (json_is_string(v)) {
-            lua_pushlstring(L, json_string_value(v), json_string_length(v));
+        } else if (is_string(v)) {
+            lua_pushlstring(L, v->u.str.p, v->u.str.len);
             rc = 0;
         } else {
             rc = fail(&d->w, TIDE_EINVAL, "SS members must be strings");
@@ -1175,42 +1193,59 @@ static int dec_set(struct dec *d, const char *kind, json_t *arr)
     return 0;
 }
 
+static int key_is(const jv *v, const char *s, size_t n)
+{
+    return v->klen == n && memcmp(v->key, s, n) == 0;
+}
+
+#define KEY_IS(v, lit) key_is((v), (lit), sizeof(lit) - 1)
+
 /* Pushes the Lua value of the AttributeValue j. // [v] */
-static int dec_av(struct dec *d, json_t *j)
+static int dec_av(struct dec *d, const jv *j)
 {
     lua_State *L = d->w.L;
-    if (!json_is_object(j) || json_object_size(j) != 1)
+    /* One type key; the same key repeated counts once, its last value
+     * winning (jansson's object semantics). */
+    const jv *v = j->type == TIDE_JSON_OBJECT ? j->u.kids.first : NULL;
+    if (v != NULL) {
+        for (const jv *o = v->next; o; o = o->next) {
+            if (o->klen != v->klen || memcmp(o->key, v->key, v->klen) != 0) {
+                v = NULL;
+                break;
+            }
+        }
+    }
+    if (v == NULL)
         return fail(&d->w, TIDE_EINVAL,
                     "expected an AttributeValue (an object with one type key, e.g. {\"S\":\"x\"})");
-    void *it = json_object_iter(j);
-    const char *t = json_object_iter_key(it);
-    json_t *v = json_object_iter_value(it);
+    while (v->next)
+        v = v->next;
     int rc;
 
-    if (strcmp(t, "S") == 0) {
-        if (!json_is_string(v))
+    if (KEY_IS(v, "S")) {
+        if (!is_string(v))
             return fail(&d->w, TIDE_EINVAL, "an S value must be a string");
-        lua_pushlstring(L, json_string_value(v), json_string_length(v));
+        lua_pushlstring(L, v->u.str.p, v->u.str.len);
         return 0;
     }
-    if (strcmp(t, "N") == 0)
+    if (KEY_IS(v, "N"))
         return dec_number(d, v);
-    if (strcmp(t, "B") == 0)
+    if (KEY_IS(v, "B"))
         return dec_binary(d, v);
-    if (strcmp(t, "BOOL") == 0) {
-        if (!json_is_boolean(v))
+    if (KEY_IS(v, "BOOL")) {
+        if (v->type != TIDE_JSON_TRUE && v->type != TIDE_JSON_FALSE)
             return fail(&d->w, TIDE_EINVAL, "a BOOL value must be true or false");
-        lua_pushboolean(L, json_is_true(v));
+        lua_pushboolean(L, v->type == TIDE_JSON_TRUE);
         return 0;
     }
-    if (strcmp(t, "NULL") == 0) {
+    if (KEY_IS(v, "NULL")) {
         lua_pushlightuserdata(L, NULL);
         return 0;
     }
-    if (strcmp(t, "M") == 0 || strcmp(t, "L") == 0) {
-        int is_map = t[0] == 'M';
-        if (is_map ? !json_is_object(v) : !json_is_array(v))
-            return fail(&d->w, TIDE_EINVAL, "an %s value must be an %s", t,
+    if (KEY_IS(v, "M") || KEY_IS(v, "L")) {
+        int is_map = v->key[0] == 'M';
+        if (v->type != (is_map ? TIDE_JSON_OBJECT : TIDE_JSON_ARRAY))
+            return fail(&d->w, TIDE_EINVAL, "an %s value must be an %s", is_map ? "M" : "L",
                         is_map ? "object" : "array");
         if (enter_av(&d->w) < 0)
             return -1;
@@ -1218,34 +1253,38 @@ static int dec_av(struct dec *d, json_t *j)
         d->w.av_depth--;
         return rc;
     }
-    if (strcmp(t, "SS") == 0 || strcmp(t, "NS") == 0 || strcmp(t, "BS") == 0)
-        return dec_set(d, t, v);
-    return fail(&d->w, TIDE_EINVAL, "unknown AttributeValue type \"%.20s\"", t);
+    if (KEY_IS(v, "SS"))
+        return dec_set(d, "SS", v);
+    if (KEY_IS(v, "NS"))
+        return dec_set(d, "NS", v);
+    if (KEY_IS(v, "BS"))
+        return dec_set(d, "BS", v);
+    size_t shown = strnlen(v->key, v->klen < 20 ? v->klen : 20);
+    return fail(&d->w, TIDE_EINVAL, "unknown AttributeValue type \"%.*s\"", (int)shown, v->key);
 }
 
 /* Pushes the plain JSON value j; object members are matched by name. */
-static int dec_plain(struct dec *d, json_t *j)
+static int dec_plain(struct dec *d, const jv *j)
 {
     lua_State *L = d->w.L;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return dec_object(d, j, DM_FIELD);
-    case JSON_ARRAY: return dec_array(d, j, DM_PLAIN);
-    case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); return 0;
-    case JSON_INTEGER: lua_pushnumber(L, (lua_Number)json_integer_value(j)); return 0;
-    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return 0;
-    case JSON_TRUE: lua_pushboolean(L, 1); return 0;
-    case JSON_FALSE: lua_pushboolean(L, 0); return 0;
-    case JSON_NULL:
+    switch (j->type) {
+    case TIDE_JSON_OBJECT: return dec_object(d, j, DM_FIELD);
+    case TIDE_JSON_ARRAY: return dec_array(d, j, DM_PLAIN);
+    case TIDE_JSON_STRING: lua_pushlstring(L, j->u.str.p, j->u.str.len); return 0;
+    case TIDE_JSON_NUMBER: lua_pushnumber(L, j->u.number); return 0;
+    case TIDE_JSON_TRUE: lua_pushboolean(L, 1); return 0;
+    case TIDE_JSON_FALSE: lua_pushboolean(L, 0); return 0;
+    case TIDE_JSON_NULL:
     default: lua_pushlightuserdata(L, NULL); return 0;
     }
 }
 
 /* Pushes j decoded by mode (key: the member name for DM_FIELD). */
-static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j)
+static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, const jv *j)
 {
-    enum tide_ddb_shape shape = json_is_array(j)    ? TIDE_DDB_SHAPE_ARRAY
-                                : json_is_object(j) ? TIDE_DDB_SHAPE_OBJECT
-                                                    : TIDE_DDB_SHAPE_SCALAR;
+    enum tide_ddb_shape shape = j->type == TIDE_JSON_ARRAY    ? TIDE_DDB_SHAPE_ARRAY
+                                : j->type == TIDE_JSON_OBJECT ? TIDE_DDB_SHAPE_OBJECT
+                                                              : TIDE_DDB_SHAPE_SCALAR;
     switch (mode) {
     case DM_AV:
         return dec_av(d, j);
@@ -1272,8 +1311,9 @@ static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t 
     }
 }
 
-/* Pushes nil and a message for text jansson could not parse. */
-static int push_malformed(lua_State *L, const char *text, size_t len, const json_error_t *jerr)
+/* Pushes nil and a message for text that is not JSON. */
+static int push_malformed(lua_State *L, const char *text, size_t len,
+                          const struct tide_json_error *jerr)
 {
     char snippet[81];
     size_t n = len > 80 ? utf8_cut(text, 80) : len;
@@ -1297,16 +1337,18 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_typerror(L, 1, "string");
     size_t len;
-    const char *text = lua_tolstring(L, 1, &len);
+    const char *text = lua_tolstring(L, 1, &len); /* anchored at 1: the tree points into it */
     lua_settop(L, 1);
     struct guard *g = guard_new(L); // [text, guard]
-    json_error_t jerr;
-    g->tree = json_loadb(text, len, DECODE_FLAGS, &jerr);
-    if (g->tree == NULL)
+    struct tide_json_error jerr;
+    const jv *tree = tide_json_parse(text, len, &g->arena, &jerr);
+    if (tree == NULL) {
+        guard_release(g);
         return push_malformed(L, text, len, &jerr);
+    }
     struct dec d;
     walk_init(&d.w, L, root, prefix);
-    int rc = dec_value(&d, mode, NULL, 0, g->tree); // [text, guard, result]
+    int rc = dec_value(&d, mode, NULL, 0, tree); // [text, guard, result]
     guard_release(g);
     if (rc < 0) {
         lua_settop(L, 2);

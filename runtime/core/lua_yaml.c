@@ -137,8 +137,15 @@ static void push_node(lua_State *L, struct decoding *d, const struct tide_yaml_n
         push_scalar(L, rk);                          // [..., t, k]
         if (with_lines) {
             size_t klen;
-            lua_pushvalue(L, -1);
-            const char *ks = lua_tolstring(L, -1, &klen); /* a copy: numbers become text */
+            const char *ks;
+            if (rk->type == TIDE_YAML_BOOL) {
+                ks = rk->boolean ? "true" : "false";
+                klen = strlen(ks);
+                lua_pushnil(L);
+            } else {
+                lua_pushvalue(L, -1);
+                ks = lua_tolstring(L, -1, &klen); /* on a copy: a number key becomes text */
+            }
             n = path_append(L, d, plen, plen ? "." : "", ks, klen, "");
             lua_pop(L, 1);
             record_line(L, d, n, key->line);

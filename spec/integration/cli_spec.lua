@@ -1,0 +1,199 @@
+-- The tide CLI (build/tide): exec, batch, events, state, init, exit codes,
+-- bad input and bad config; 16 concurrent writer processes on both stores.
+local helpers = require "helpers"
+local stores = require "stores"
+local sched = require "tide.sched"
+local cjson = require "cjson"
+
+local q = helpers.shell_quote
+
+local function tide(dir, args, stdin)
+  local cmd = stores.CLI_ENV .. q(helpers.tide_bin) .. " " .. args
+  if stdin then cmd = "printf '%s' " .. q(stdin) .. " | " .. cmd end
+  return helpers.run("cd " .. q(dir) .. " && " .. cmd .. " 2>&1")
+end
+
+local function lines(text)
+  local out = {}
+  for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
+  return out
+end
+
+local function prepare(kind)
+  local dir = helpers.tmpdir()
+  local desc
+  if kind == "sqlite" then
+    desc = { path = dir .. "/tide.db" }
+  else
+    sched.run(function() local _, d = stores.open_dynamodb(); desc = d end)
+  end
+  stores.write_config(dir, kind, desc, { "commands:", "  max_attempts: 1000" })
+  return dir, desc
+end
+
+stores.each(function(kind)
+  describe("tide CLI on the " .. kind .. " store", function()
+    local dir
+    setup(function() dir = prepare(kind) end)
+    teardown(function() os.execute("rm -rf " .. q(dir)) end)
+
+    it("runs commands with exec and prints one JSON result, with distinct exit codes", function()
+      local out, status = tide(dir, "exec account a1 '{\"type\":\"Open\",\"owner\":\"ada\"}'")
+      assert.equal(0, status, out)
+      local r = cjson.decode(out)
+      assert.is_true(r.ok)
+      assert.equal("account#a1", r.stream)
+      assert.equal(1, r.version)
+      assert.equal("Opened", r.events[1].type)
+      assert.matches('^{"ok":true,"stream":"account#a1","version":1,"events":', out)
+
+      out, status = tide(dir, "exec account a1 '{\"type\":\"Withdraw\",\"amount\":5}'")
+      assert.equal(3, status, out)
+      r = cjson.decode(out)
+      assert.is_false(r.ok)
+      assert.equal("rejected", r.error.kind)
+      assert.matches("insufficient funds", r.error.message)
+
+      out, status = tide(dir, "exec account a1 '{\"type\":\"Deposit\",\"amount\":'")
+      assert.equal(2, status, out)
+      assert.equal("invalid", cjson.decode(out).error.kind)
+      assert.matches("not valid JSON", out)
+
+      out, status = tide(dir, "exec account a1 '{\"type\":\"Fly\"}'")
+      assert.equal(2, status, out)
+      assert.matches("unknown command 'Fly'", out)
+
+      out, status = tide(dir, "exec nosuch a1 '{\"type\":\"Open\"}'")
+      assert.equal(2, status, out)
+      assert.matches("unknown aggregate 'nosuch'", out)
+
+      out, status = tide(dir, "exec account a1")
+      assert.equal(2, status, out)
+      assert.matches("usage: tide exec", out)
+
+      out, status = tide(dir, "exec account a1 '{\"type\":\"Deposit\",\"amount\":7,\"id\":\"x-1\"}'")
+      assert.equal(0, status, out)
+      local again = tide(dir, "exec account a1 '{\"type\":\"Deposit\",\"amount\":7,\"id\":\"x-1\"}'")
+      local first, second = cjson.decode(out), cjson.decode(again)
+      assert.is_true(second.duplicate)
+      assert.equal(first.version, second.version)
+    end)
+
+    it("prints events as NDJSON and the state as JSON", function()
+      tide(dir, "exec account e1 '{\"type\":\"Open\",\"owner\":\"eve\"}'")
+      tide(dir, "exec account e1 '{\"type\":\"Deposit\",\"amount\":12}'")
+      local out, status = tide(dir, "events account e1")
+      assert.equal(0, status, out)
+      local ls = lines(out)
+      assert.equal(2, #ls)
+      local e2 = cjson.decode(ls[2])
+      assert.equal(2, e2.version)
+      assert.equal("Deposited", e2.type)
+      assert.equal(12, e2.data.amount)
+      assert.equal("Deposit", e2.meta.command)
+      out, status = tide(dir, "state account e1")
+      assert.equal(0, status, out)
+      local st = cjson.decode(out)
+      assert.equal(2, st.version)
+      assert.equal(12, st.state.balance)
+      assert.equal("eve", st.state.owner)
+    end)
+
+    it("runs a batch concurrently with results in input order", function()
+      local input = {}
+      for i = 1, 20 do
+        input[#input + 1] = cjson.encode{ aggregate = "account", id = "b" .. (i % 4),
+                                          command = { type = "Open", owner = "o" .. i } }
+      end
+      input[#input + 1] = "not json"
+      input[#input + 1] = cjson.encode{ aggregate = "account", id = "b1", command = { type = "Deposit", amount = 3 } }
+      input[#input + 1] = cjson.encode{ aggregate = "account", id = "b1", command = { type = "Withdraw", amount = 2 } }
+      local out, status = tide(dir, "batch", table.concat(input, "\n") .. "\n")
+      local ls = lines(out)
+      assert.equal(#input, #ls, out)
+      assert.equal(2, status)
+      for i = 1, 4 do assert.is_true(cjson.decode(ls[i]).ok, ls[i]) end
+      for i = 5, 20 do
+        local r = cjson.decode(ls[i])
+        assert.equal("rejected", r.error.kind, ls[i])
+      end
+      assert.equal("invalid", cjson.decode(ls[21]).error.kind)
+      assert.matches("line 21", ls[21])
+      local dep, wd = cjson.decode(ls[22]), cjson.decode(ls[23])
+      assert.is_true(dep.ok)
+      assert.is_true(wd.ok, ls[23])
+      assert.equal(dep.version + 1, wd.version)
+    end)
+
+    it("has --help on every command", function()
+      for _, c in ipairs{ "init", "exec", "batch", "events", "state" } do
+        local out, status = tide(dir, c .. " --help")
+        assert.equal(0, status, c)
+        assert.matches("usage: tide " .. c, out)
+      end
+    end)
+
+    it("keeps the balance exact with 16 concurrent writer processes of 100 deposits each", function()
+      assert.equal(0, select(2, tide(dir, "exec account hot '{\"type\":\"Open\",\"owner\":\"ada\"}'")))
+      local batch = {}
+      for i = 1, 100 do
+        batch[i] = cjson.encode{ aggregate = "account", id = "hot", command = { type = "Deposit", amount = i } }
+      end
+      helpers.write_file(dir .. "/deposits.ndjson", table.concat(batch, "\n") .. "\n")
+      local script = {}
+      for p = 1, 16 do
+        script[#script + 1] = ("(%s %s batch < deposits.ndjson > out.%d 2>&1; echo $? > rc.%d) &")
+          :format(stores.CLI_ENV, q(helpers.tide_bin), p, p)
+      end
+      script[#script + 1] = "wait"
+      helpers.run("cd " .. q(dir) .. " || exit 1; " .. table.concat(script, " "))
+      local ok_count = 0
+      for p = 1, 16 do
+        assert.equal("0", (helpers.read_file(dir .. "/rc." .. p) or "?"):gsub("%s+", ""),
+                     helpers.read_file(dir .. "/out." .. p))
+        for _, l in ipairs(lines(helpers.read_file(dir .. "/out." .. p))) do
+          if cjson.decode(l).ok then ok_count = ok_count + 1 end
+        end
+      end
+      assert.equal(1600, ok_count)
+      local st = cjson.decode((tide(dir, "state account hot")))
+      assert.equal(16 * 5050, st.state.balance)
+      assert.equal(1601, st.version)
+      local versions = {}
+      for _, l in ipairs(lines((tide(dir, "events account hot")))) do
+        local v = cjson.decode(l).version
+        assert.is_nil(versions[v], "duplicate version " .. v)
+        versions[v] = true
+      end
+      for v = 1, 1601 do assert.is_true(versions[v], "missing version " .. v) end
+    end)
+  end)
+end)
+
+describe("tide CLI configuration errors", function()
+  it("names the file, line and key of an invalid config", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/bad.yaml", "store: sqlite\nsqlite:\n  path: [unclosed\n")
+    local out, status = tide(dir, "exec --config bad.yaml account a '{\"type\":\"Open\",\"owner\":\"x\"}'")
+    assert.equal(2, status, out)
+    assert.matches("bad.yaml:%d+", out)
+    helpers.write_file(dir .. "/typo.yaml", "store: sqlite\nsqlit:\n  path: x.db\n")
+    out, status = tide(dir, "state --config typo.yaml account a")
+    assert.equal(2, status, out)
+    assert.matches("typo.yaml:2", out)
+    assert.matches("sqlit", out)
+    out, status = tide(dir, "state --config missing.yaml account a")
+    assert.equal(2, status, out)
+    assert.matches("missing.yaml", out)
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("runs with no configuration at all on ./tide.db and ./aggregates", function()
+    local dir = helpers.tmpdir()
+    os.execute("cp -r " .. q(helpers.root .. "/aggregates") .. " " .. q(dir .. "/aggregates"))
+    local out, status = tide(dir, "exec account z '{\"type\":\"Open\",\"owner\":\"zed\"}'")
+    assert.equal(0, status, out)
+    assert.truthy(helpers.read_file(dir .. "/tide.db"))
+    os.execute("rm -rf " .. q(dir))
+  end)
+end)
