@@ -1,5 +1,5 @@
 #!/bin/sh
-# `make run`: runs the example of what tide does today.
+# `make run`: the bank example on the embedded store (examples/bank.sh).
 set -eu
 cd "$(dirname "$0")/.."
-exec build/tide script examples/tour.lua "$@"
+exec examples/bank.sh

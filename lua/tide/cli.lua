@@ -286,7 +286,8 @@ function commands.events(opts, pos)
     return EXIT_OF_KIND[eerr.kind] or M.EXIT.store
   end
   for _, ev in ipairs(events) do
-    out(json{ version = ev.version, type = ev.type, data = ev.data, meta = ev.meta })
+    out('{"version":' .. json(ev.version) .. ',"type":' .. json(ev.type) .. ',"data":' .. json(ev.data)
+        .. ',"meta":' .. json(ev.meta) .. "}")
   end
   return M.EXIT.ok
 end
@@ -304,7 +305,7 @@ function commands.state(opts, pos)
     io.stderr:write("tide state: ", tostring(serr), "\n")
     return EXIT_OF_KIND[serr.kind] or M.EXIT.store
   end
-  out(json{ stream = st.stream, version = st.version, state = st.state })
+  out('{"stream":' .. json(st.stream) .. ',"version":' .. json(st.version) .. ',"state":' .. json(st.state) .. "}")
   return M.EXIT.ok
 end
 

@@ -29,6 +29,8 @@
 -- * sched.request(req) -> {id=, status=, headers=, body=} | nil, err where
 --   err = {kind=, message=} (see tide.engine).
 -- * sched.now() -> monotonic seconds (works anywhere).
+-- * sched.current() -> the current thread or nil; sched.suspend() parks it
+--   until sched.wakeup(th, ...), whose values suspend returns.
 -- * Yielding functions (sleep, request, wait, wait_all, spawn) raise
 --   "sched.<name> called outside sched.run" outside a scheduler thread, and
 --   also from a coroutine the scheduler does not manage.
@@ -308,6 +310,37 @@ end
 function M.running()
   local co = co_running()
   return (co and loop and loop.by_co[co]) ~= nil
+end
+
+-- The current scheduler thread, or nil outside one.
+function M.current()
+  local co = co_running()
+  return co and loop and loop.by_co[co] or nil
+end
+
+-- Parks the current thread until another calls sched.wakeup(th, ...);
+-- returns wakeup's values. For primitives built on the scheduler (the
+-- SQLite store's group commit): whoever suspends a thread must make sure
+-- something wakes it, or sched.run reports a deadlock.
+function M.suspend()
+  local th = current_thread("suspend")
+  th.suspended = true
+  return co_yield(PARKED)
+end
+
+-- Makes a thread parked by sched.suspend ready to run again; it resumes
+-- with the given values. Returns false (and does nothing) when th is not
+-- suspended.
+function M.wakeup(th, ...)
+  if getmetatable(th) ~= Thread then
+    error("sched.wakeup: expected a thread", 2)
+  end
+  if not th.suspended or th.loop ~= loop then
+    return false
+  end
+  th.suspended = nil
+  make_ready(th, ...)
+  return true
 end
 
 -- ---- the loop --------------------------------------------------------------

@@ -148,7 +148,8 @@ dynamodb:
     end)
 
     it("turns plain keys into Lua keys of their type", function()
-      local v = assert(decode("1: one\n'1': quoted\ntrue: yes\n1.5: x\n"))
+      local v, lines = assert(decode("1: one\n'1': quoted\ntrue: yes\n1.5: x\n"))
+      assert.same({ ["1"] = 2, ["true"] = 3, ["1.5"] = 4 }, lines) -- 1 and '1' share a path: the last wins
       assert.equal("one", v[1])
       assert.equal("quoted", v["1"])
       assert.equal("yes", v[true])
