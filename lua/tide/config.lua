@@ -98,7 +98,6 @@ local function type_name(v, decoded)
   if v == core.null then return "null" end
   local t = type(v)
   if t == "table" then return is_list(v, decoded) and "a list" or "a mapping" end
-  if t == "number" or t == "string" or t == "boolean" then return "a " .. t end
   return "a " .. t
 end
 

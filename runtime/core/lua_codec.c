@@ -5,12 +5,12 @@
  * Encoding writes compact JSON text straight into one buffer; decoding
  * parses the text into an arena tree (ddb_json.c) and turns it into Lua
  * tables. Which fields hold AttributeValues is decided by key name
- * (ddb_schema.c). jansson only backs item_size (ddb_limits.c) and the
- * formatting of non-integer plain numbers. Value errors come back as nil, message
+ * (ddb_schema.c). jansson only formats non-integer plain numbers (as it
+ * always did). Value errors come back as nil, message
  * naming the path ("Item.tags[3]: ..."); only wrong argument types raise.
  *
  * Resources: every call first pushes a "guard" userdata that owns the output
- * buffer, the parsed tree and any jansson tree. Its __gc frees them, so a Lua error raised in the
+ * buffer and the parsed tree. Its __gc frees them, so a Lua error raised in the
  * middle (out of memory, a failing finalizer) cannot leak them; on the normal
  * paths the call frees them itself at once.
  */
@@ -42,24 +42,20 @@ enum { UV_LIST = 1, UV_SET, UV_BINARY, UV_NUMBER, UV_GUARD, UV_COUNT = UV_GUARD 
 #define MAX_FRAMES 100
 /* Lua stack slots one level of recursion may use. */
 #define STACK_PER_LEVEL 6
-#define DECODE_FLAGS (JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
 /* Sets up to this size are checked for duplicates without allocating. */
 #define SMALL_SET 16
 
 /* ---- the guard: owns the C resources of one call ------------------------ */
 
 struct guard {
-    json_t *tree;                 /* item_size only */
-    struct tide_json_buf out;     /* the encoder's output */
-    struct tide_json_arena *arena; /* the decoder's tree */
+    struct tide_json_buf out;      /* the encoder's output */
+    struct tide_json_arena *arena; /* a parsed tree */
 };
 
 static void guard_release(struct guard *g)
 {
-    json_decref(g->tree);
     free(g->out.p);
     tide_json_free(g->arena);
-    g->tree = NULL;
     memset(&g->out, 0, sizeof(g->out));
     g->arena = NULL;
 }
@@ -76,7 +72,6 @@ static int guard_gc(lua_State *L)
 static struct guard *guard_new(lua_State *L)
 {
     struct guard *g = lua_newuserdata(L, sizeof(*g));
-    g->tree = NULL;
     memset(&g->out, 0, sizeof(g->out));
     g->arena = NULL;
     lua_pushvalue(L, lua_upvalueindex(UV_GUARD)); // [.., guard, mt]
@@ -1005,8 +1000,9 @@ static int l_encode_value(lua_State *L)
 }
 
 /* core.item_size(item) -> bytes | nil, err
- * Encodes the item, loads the text with jansson and measures that tree
- * (ddb_limits.c): only for items whose text could be over the limit. */
+ * Encodes the item, parses the text back and measures that tree
+ * (ddb_limits.c): the client asks only for items whose text could be over
+ * the limit. */
 static int l_item_size(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -1020,13 +1016,14 @@ static int l_item_size(lua_State *L)
     lua_settop(L, 2);
     if (rc == 0 && g->out.oom)
         rc = fail_oom(&e.w);
+    const struct tide_json *tree = NULL;
     if (rc == 0) {
-        json_error_t jerr;
-        g->tree = json_loadb(g->out.p, g->out.len, DECODE_FLAGS, &jerr);
-        if (g->tree == NULL)
+        struct tide_json_error jerr;
+        tree = tide_json_parse(g->out.p, g->out.len, &g->arena, &jerr);
+        if (tree == NULL)
             rc = fail_oom(&e.w); /* the text is ours and valid: only memory */
     }
-    if (rc == 0 && tide_ddb_item_size(g->tree, &size, &e.w.err) < 0)
+    if (rc == 0 && tide_ddb_item_size(tree, &size, &e.w.err) < 0)
         rc = -1;
     guard_release(g);
     if (rc < 0)

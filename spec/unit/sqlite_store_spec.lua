@@ -150,6 +150,30 @@ describe("tide.sqlite (binding)", function()
   end)
 end)
 
+describe("tide.sched.suspend / wakeup (group commit's primitive)", function()
+  it("parks a thread until another wakes it with values", function()
+    local log = {}
+    sched.run(function()
+      local parked
+      local th = sched.spawn(function()
+        parked = sched.current()
+        log[#log + 1] = "parked"
+        local a, b = sched.suspend()
+        log[#log + 1] = "woken " .. a .. " " .. b
+      end)
+      assert.equal(th, parked)
+      sched.sleep(0)
+      assert.is_true(sched.wakeup(th, "x", 2))
+      assert.is_false(sched.wakeup(th, "again")) -- not suspended any more
+      assert(sched.wait(th))
+    end)
+    assert.same({ "parked", "woken x 2" }, log)
+    assert.is_nil(sched.current())
+    assert.has_error(function() sched.suspend() end, "sched.suspend called outside sched.run")
+    assert.has_error(function() sched.wakeup({}) end, "sched.wakeup: expected a thread")
+  end)
+end)
+
 describe("tide.store.sqlite", function()
   describe("opening", function()
     it("creates the file, and a reopened store sees what was written", function()
@@ -530,6 +554,24 @@ describe("tide.store.sqlite", function()
       assert.same({}, store:read_all(0, 100))
       assert.equal(0, store.stats.appends)
       store:close()
+    end)
+
+    it("a store closed while a group gathers fails every append of the group, raising nowhere", function()
+      local store = new_store()
+      local results = sched.run(function()
+        local threads = {}
+        for i = 1, 5 do
+          threads[i] = sched.spawn(function() return store:append("s#" .. i, 0, { ev() }) end)
+        end
+        store:close() -- the group's leader has not run its transaction yet
+        return sched.wait_all(threads)
+      end)
+      for i = 1, 5 do
+        assert.is_true(results[i][1])
+        assert.is_nil(results[i][2])
+        assert.equal("StoreError", results[i][3].type)
+        assert.matches("group commit failed: .*store is closed", results[i][3].message)
+      end
     end)
 
     it("when another connection holds the write lock beyond the timeout, the group gets Busy", function()

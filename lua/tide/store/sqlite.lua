@@ -25,10 +25,11 @@
 --
 -- Group commit: inside the tide process's scheduler (tide.sched), appends of
 -- concurrent threads share one transaction. The first append of a group
--- spawns a committer thread, and every append made before it runs joins the
--- group and waits for it; the committer yields once (sched.sleep(0)) so the
--- other ready threads can join, then runs BEGIN IMMEDIATE, one savepoint per
--- append (a conflict rolls back only its own), and COMMIT. If BEGIN or
+-- leads it: it yields once (sched.sleep(0)) so the other ready threads can
+-- join (each parks with sched.suspend), then runs BEGIN IMMEDIATE, one
+-- savepoint per append (a conflict rolls back only its own) and COMMIT, and
+-- wakes each member with its own result. A group holds at most group_max
+-- appends; the next append leads a new group. If BEGIN or
 -- COMMIT fails, every append of the group gets that error: none is reported
 -- as written. The transaction runs without yielding, so no other thread uses
 -- the connection in the middle of it. Outside a scheduler (plain LuaJIT,
@@ -150,7 +151,7 @@ function M.new(opts)
     db = db,
     path = path,
     group_max = group_max,
-    queue = nil, -- the group being gathered, while its committer waits
+    queue = nil, -- the group being gathered, while its leader yields
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
   }, Store)
 end
@@ -258,25 +259,35 @@ function Store:append(stream, expected_version, events)
     return result_of(item)
   end
   local q = self.queue
-  if not q then
-    q = { committer = nil }
+  if q then
+    -- a leader is gathering a group: join it and wait for its wake-up
+    item.th = sched.current()
+    q[#q + 1] = item
+    if #q >= self.group_max then
+      self.queue = nil -- full: the next append leads a new group
+    end
+    sched.suspend()
+    return result_of(item)
+  end
+  -- the leader: let the other ready threads join, then commit for all
+  q = { item }
+  if self.group_max > 1 then
     self.queue = q
-    q.committer = sched.spawn(function()
-      sched.sleep(0) -- let the other ready threads join the group
-      if self.queue == q then
-        self.queue = nil
-      end
-      commit_group(self, q)
-    end)
+    sched.sleep(0)
+    if self.queue == q then
+      self.queue = nil
+    end
   end
-  q[#q + 1] = item
-  if #q >= self.group_max and self.queue == q then
-    self.queue = nil -- full: the next append starts a new group
-  end
-  local ok, err = sched.wait(q.committer)
+  local ok, err = pcall(commit_group, self, q)
   if not ok then
     -- a bug, or the store closed under the group: nothing is reported written
-    return nil, new_error("StoreError", "group commit failed: " .. tostring(err), stream)
+    pcall(self.db.rollback, self.db)
+    for i = 1, #q do
+      q[i].result, q[i].err = nil, new_error("StoreError", "group commit failed: " .. tostring(err), q[i].stream)
+    end
+  end
+  for i = 2, #q do
+    sched.wakeup(q[i].th)
   end
   return result_of(item)
 end
