@@ -184,26 +184,6 @@ static int run_simple(struct tide_store *s, enum stmt_id id, struct tide_error *
     return ret;
 }
 
-/* Runs a one-value PRAGMA (or any one-integer query) into *out. */
-static int query_int(struct tide_store *s, const char *sql, int64_t *out, struct tide_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            *out = sqlite3_column_int64(st, 0);
-            rc = SQLITE_OK;
-        } else if (rc == SQLITE_DONE) {
-            *out = 0;
-            rc = SQLITE_OK;
-        }
-    }
-    int ret = rc == SQLITE_OK ? 0 : FAIL(s, rc, err, "%s", sql);
-    sqlite3_finalize(st);
-    return ret;
-}
-
 static int exec(struct tide_store *s, const char *sql, struct tide_error *err)
 {
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
@@ -215,12 +195,26 @@ static int exec(struct tide_store *s, const char *sql, struct tide_error *err)
  * tide's), else TIDE_STORE_SCHEMA_VERSION. */
 static int check_schema(struct tide_store *s, int64_t *version, struct tide_error *err)
 {
-    int64_t uv = 0, app = 0, tables = 0;
-    int rc;
-    if ((rc = query_int(s, "PRAGMA user_version", &uv, err)) < 0)
-        return rc;
-    if ((rc = query_int(s, "PRAGMA application_id", &app, err)) < 0)
-        return rc;
+    /* one statement, so one snapshot: read apart, the three could straddle
+     * another process's tide_store_init */
+    static const char sql[] =
+        "SELECT (SELECT user_version FROM pragma_user_version),"
+        " (SELECT application_id FROM pragma_application_id),"
+        " (SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        " AND name IN ('events', 'snapshots'))";
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        int ret = FAIL(s, rc, err, "cannot read the schema version");
+        sqlite3_finalize(st);
+        return ret;
+    }
+    int64_t uv = sqlite3_column_int64(st, 0);
+    int64_t app = sqlite3_column_int64(st, 1);
+    int64_t tables = sqlite3_column_int64(st, 2);
+    sqlite3_finalize(st);
     if (app != 0 && app != TIDE_STORE_APPLICATION_ID)
         return tide_error_set(err, TIDE_ESCHEMA,
                               "%s: not a tide store (application_id 0x%llx belongs to another application)",
@@ -233,19 +227,11 @@ static int check_schema(struct tide_store *s, int64_t *version, struct tide_erro
         return tide_error_set(err, TIDE_ESCHEMA,
                               "%s: tide schema version %lld is newer than this tide's (%d)",
                               s->path, (long long)uv, TIDE_STORE_SCHEMA_VERSION);
-    if (uv == 0) {
-        rc = query_int(s,
-                       "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                       " AND name IN ('events', 'snapshots')",
-                       &tables, err);
-        if (rc < 0)
-            return rc;
-        if (tables != 0)
-            return tide_error_set(err, TIDE_ESCHEMA,
-                                  "%s: not a tide store (it has an events or snapshots table"
-                                  " but no tide schema version)",
-                                  s->path);
-    }
+    if (uv == 0 && tables != 0)
+        return tide_error_set(err, TIDE_ESCHEMA,
+                              "%s: not a tide store (it has an events or snapshots table"
+                              " but no tide schema version)",
+                              s->path);
     *version = uv;
     return 0;
 }
