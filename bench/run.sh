@@ -216,4 +216,13 @@ if (sign && smithy) {
   console.log("signing vs @smithy/signature-v4: NOT MEASURED");
 }
 JS
+
+# ---- embedded store ---------------------------------------------------------
+echo ""
+echo "== Embedded store (SQLite): appends per second, one event per append =="
+echo "conditions: bench/sqlite_append.lua, database in ${TMPDIR:-/tmp}, WAL; 1 coroutine vs 256 (group commit)"
+if ! build/tide script bench/sqlite_append.lua "${BENCH_SQLITE_N:-20000}" 1 256; then
+  note "bench/sqlite_append.lua failed"
+  status=1
+fi
 exit $status

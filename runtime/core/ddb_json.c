@@ -496,6 +496,17 @@ bool tide_json_add_string(struct tide_json_buf *b, const char *s, size_t n)
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {
         const unsigned char *run = p;
+        /* Eight bytes at a time while none is below 0x20, '"' or '\\'. */
+        while (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            const uint64_t ones = UINT64_C(0x0101010101010101), highs = ones * 0x80;
+            uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+            uint64_t hit = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b);
+            if (hit & highs)
+                break;
+            p += 8;
+        }
         while (p < end && !ESCAPE[*p])
             p++;
         if (p > run && !tide_json_add(b, (const char *)run, (size_t)(p - run)))

@@ -35,6 +35,10 @@ const char *tide_error_name(int code)
     case TIDE_ELIMIT: return "ELIMIT";
     case TIDE_EHTTP: return "EHTTP";
     case TIDE_EURL: return "EURL";
+    case TIDE_ECONFLICT: return "ECONFLICT";
+    case TIDE_EBUSY: return "EBUSY";
+    case TIDE_ESTORE: return "ESTORE";
+    case TIDE_ESCHEMA: return "ESCHEMA";
     default: return "EUNKNOWN";
     }
 }

@@ -20,6 +20,10 @@ enum tide_error_code {
     TIDE_ELIMIT = -6,    /* a DynamoDB request limit would be exceeded */
     TIDE_EHTTP = -7,     /* the transport failed (libcurl) */
     TIDE_EURL = -8,      /* a URL that cannot be used (malformed, not http/https) */
+    TIDE_ECONFLICT = -9, /* store: a version of the stream exists already */
+    TIDE_EBUSY = -10,    /* store: the file stayed locked beyond the busy timeout */
+    TIDE_ESTORE = -11,   /* store: any other SQLite failure (I/O, corrupt, full) */
+    TIDE_ESCHEMA = -12,  /* store: the file is not a tide store, or a newer one */
 };
 
 struct tide_error {

@@ -61,8 +61,9 @@ struct xfer {
     struct buf hdr_lines;           /* "Name: value\0" lines */
     bool configured;      /* the per-client options are set on easy */
     struct buf req_body;  /* our copy of the request body */
-    size_t req_sent;      /* how much of req_body curl has read */
-    bool resend_refused;  /* curl wanted to re-send the body: see on_seek */
+    bool has_body;        /* a request that carries a body (POST, PUT, ...) */
+    int attempts;         /* times curl was about to send it: see on_prereq */
+    bool resend_refused;  /* curl wanted to re-send the body: see on_prereq */
     struct buf resp_body;
     struct buf resp_hdrs; /* "name\0value\0" pairs of the last response */
     struct tide_http_header *hdr_array;
@@ -476,31 +477,25 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
-/* libcurl read callback: the next piece of the request body. */
-static size_t on_read(char *out, size_t size, size_t nmemb, void *ud)
+/* libcurl pre-request callback: runs each time curl is about to send the
+ * request on a connection. A second time means curl is re-sending it by
+ * itself: a reused keep-alive connection died before any response byte, and
+ * curl retries on a fresh one. The server may have acted on the first copy
+ * (a write that went through before the connection dropped), so re-sending
+ * a request with a body is the caller's decision, not curl's: refuse, and
+ * the request fails as "reset". (The body is given as POSTFIELDS, so that
+ * curl sends it in the same write as the headers; this hook, rather than a
+ * refused rewind of a read callback, is what catches the re-send.) */
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
 {
+    (void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
     struct xfer *x = ud;
-    size_t room = size * nmemb, left = x->req_body.len - x->req_sent;
-    size_t n = left < room ? left : room;
-    if (n > 0)
-        memcpy(out, x->req_body.data + x->req_sent, n);
-    x->req_sent += n;
-    return n;
-}
-
-/* libcurl seek callback. curl rewinds the body only to send the request a
- * second time: when a reused keep-alive connection died before any response
- * byte, it retries on a fresh connection by itself. The server may have
- * acted on the first copy (a write that went through before the connection
- * dropped), so re-sending is the caller's decision, not curl's: refuse, and
- * the request fails as "reset". */
-static int on_seek(void *ud, curl_off_t offset, int origin)
-{
-    struct xfer *x = ud;
-    if (offset == 0 && origin == SEEK_SET && x->req_sent == 0)
-        return CURL_SEEKFUNC_OK; /* nothing sent yet: nothing to repeat */
-    x->resend_refused = true;
-    return CURL_SEEKFUNC_FAIL;
+    if (++x->attempts > 1 && x->has_body) {
+        x->resend_refused = true;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
 }
 
 /* RFC 9110 token characters: what a method or header name may contain. */
@@ -662,7 +657,8 @@ static struct xfer *xfer_get(struct tide_http *http)
         x->http = http;
     }
     x->write_failed = false;
-    x->req_sent = 0;
+    x->attempts = 0;
+    x->has_body = false;
     x->resend_refused = false;
     x->errbuf[0] = '\0';
     x->message[0] = '\0';
@@ -692,10 +688,8 @@ static CURLcode configure_easy(struct tide_http *http, struct xfer *x)
     SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, (void *)x);
-    SET(CURLOPT_READFUNCTION, on_read);
-    SET(CURLOPT_READDATA, (void *)x);
-    SET(CURLOPT_SEEKFUNCTION, on_seek);
-    SET(CURLOPT_SEEKDATA, (void *)x);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, (void *)x);
     SET(CURLOPT_SSL_VERIFYPEER, http->opts.verify_tls ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, http->opts.verify_tls ? 2L : 0L);
     if (http->ca_bundle)
@@ -722,18 +716,24 @@ static int setup_easy(struct tide_http *http, struct xfer *x, const struct tide_
     SET(CURLOPT_URL, req->url);
     SET(CURLOPT_TIMEOUT_MS, timeout);
     SET(CURLOPT_HTTPHEADER, x->req_headers);
-    if (strcmp(method, "HEAD") == 0) {
-        SET(CURLOPT_NOBODY, 1L);
-        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    } else if (!body_path) {
-        SET(CURLOPT_HTTPGET, 1L); /* also clears NOBODY and POST */
+    bool head = strcmp(method, "HEAD") == 0;
+    x->has_body = body_path && !head;
+    if (!x->has_body) {
+        /* POSTFIELDS first: setting it (even to NULL) selects POST, which
+         * HTTPGET or NOBODY then override. */
+        SET(CURLOPT_POSTFIELDS, (char *)NULL);
+        if (head)
+            SET(CURLOPT_NOBODY, 1L);
+        else
+            SET(CURLOPT_HTTPGET, 1L); /* also clears NOBODY */
         SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
     } else {
-        /* The body goes through a read callback rather than POSTFIELDS so
-         * that on_seek sees (and refuses) curl's silent re-send. */
+        /* POSTFIELDS (not copied: x->req_body lives until the transfer is
+         * done) lets curl send a small body in the same write as the
+         * headers; on_prereq refuses curl's silent re-send. */
         SET(CURLOPT_NOBODY, 0L);
-        SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body.len);
+        SET(CURLOPT_POSTFIELDS, x->req_body.data);
         SET(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") != 0 ? method : (char *)NULL);
     }
 #undef SET

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum stmt_id {
     ST_BEGIN,
@@ -236,6 +237,54 @@ static int check_schema(struct tide_store *s, int64_t *version, struct tide_erro
     return 0;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* WAL mode, synchronous, and the schema check of a newly opened file. */
+static int setup(struct tide_store *s, const struct tide_store_options *o, struct tide_error *err)
+{
+    /* the first statement reads the header: where "file is not a database"
+     * shows up */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        /* ":memory:" databases stay "memory" */
+        if (mode == NULL || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
+            int ret = tide_error_set(err, TIDE_ESTORE, "%s: cannot switch to WAL mode (journal mode is %s)",
+                                     s->path, mode ? mode : "unknown");
+            sqlite3_finalize(st);
+            return ret;
+        }
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK) {
+        int ret = FAIL(s, rc, err, "cannot open");
+        sqlite3_finalize(st);
+        return ret;
+    }
+    sqlite3_finalize(st);
+    int ret = exec(s, o->synchronous == TIDE_STORE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                              : "PRAGMA synchronous=NORMAL", err);
+    if (ret < 0)
+        return ret;
+    int64_t version = 0;
+    return check_schema(s, &version, err);
+}
+
 void tide_store_options_init(struct tide_store_options *opts)
 {
     opts->busy_timeout_ms = TIDE_STORE_BUSY_TIMEOUT_MS;
@@ -275,37 +324,13 @@ int tide_store_open(struct tide_store **out, const char *path,
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, o.busy_timeout_ms);
 
-    /* The first statement reads the header: where "file is not a database"
-     * shows up. Switching to WAL needs the file to itself a moment, so on a
-     * new file opened by several processes at once it waits (busy timeout). */
-    sqlite3_stmt *st = NULL;
-    rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const char *mode = (const char *)sqlite3_column_text(st, 0);
-        /* ":memory:" databases stay "memory" (used by tests) */
-        if (mode == NULL || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
-            ret = tide_error_set(err, TIDE_ESTORE, "%s: cannot switch to WAL mode (journal mode is %s)",
-                                 path, mode ? mode : "unknown");
-            sqlite3_finalize(st);
-            goto fail;
-        }
-        rc = SQLITE_OK;
-    }
-    if (rc != SQLITE_OK) {
-        ret = FAIL(s, rc, err, "cannot open");
-        sqlite3_finalize(st);
-        goto fail;
-    }
-    sqlite3_finalize(st);
-
-    ret = exec(s, o.synchronous == TIDE_STORE_SYNC_FULL ? "PRAGMA synchronous=FULL"
-                                                         : "PRAGMA synchronous=NORMAL", err);
+    /* SQLite's busy handler does not cover every lock of the switch to WAL
+     * (a new file opened by several processes at once): retry it here, up
+     * to the same timeout. */
+    int64_t deadline = now_ms() + o.busy_timeout_ms;
+    while ((ret = setup(s, &o, err)) == TIDE_EBUSY && now_ms() < deadline)
+        sleep_ms(5);
     if (ret < 0)
-        goto fail;
-    int64_t version = 0;
-    if ((ret = check_schema(s, &version, err)) < 0)
         goto fail;
     *out = s;
     return 0;

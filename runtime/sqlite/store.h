@@ -38,15 +38,8 @@
 
 #include "error.h"
 
-/* Codes of the store beyond runtime/core/error.h's (kept apart so that
- * they cannot collide with codes added there; tide_store_error_name names
- * them). */
-enum tide_store_error_code {
-    TIDE_ECONFLICT = -100, /* a version of the stream exists already */
-    TIDE_EBUSY = -101,     /* the file stayed locked beyond the busy timeout */
-    TIDE_ESTORE = -102,    /* any other SQLite failure (I/O, corrupt, full) */
-    TIDE_ESCHEMA = -103,   /* the file is not a tide store, or a newer one */
-};
+/* The store's error codes (TIDE_ECONFLICT, TIDE_EBUSY, TIDE_ESTORE,
+ * TIDE_ESCHEMA) are in runtime/core/error.h with the others. */
 
 #define TIDE_STORE_SCHEMA_VERSION 1
 #define TIDE_STORE_APPLICATION_ID 0x74696465 /* "tide" */

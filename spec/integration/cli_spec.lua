@@ -170,6 +170,33 @@ stores.each(function(kind)
   end)
 end)
 
+describe("tide init", function()
+  it("creates the DynamoDB tables once, and again is harmless", function()
+    local dir = helpers.tmpdir()
+    local prefix = helpers.unique("init") .. "_"
+    stores.write_config(dir, "dynamodb", { prefix = prefix, endpoint = assert(helpers.dynamodb_endpoint()) })
+    for _ = 1, 2 do
+      local out, status = tide(dir, "init")
+      assert.equal(0, status, out)
+      local r = cjson.decode(out)
+      assert.is_true(r.ok)
+      assert.equal(prefix .. "events", r.tables.events.table)
+      assert.truthy(r.tables.events.stream_arn)
+      assert.equal(prefix .. "snapshots", r.tables.snapshots.table)
+    end
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("creates the SQLite file", function()
+    local dir = helpers.tmpdir()
+    stores.write_config(dir, "sqlite", { path = dir .. "/x.db" })
+    local out, status = tide(dir, "init")
+    assert.equal(0, status, out)
+    assert.truthy(helpers.read_file(dir .. "/x.db"))
+    os.execute("rm -rf " .. q(dir))
+  end)
+end)
+
 describe("tide CLI configuration errors", function()
   it("names the file, line and key of an invalid config", function()
     local dir = helpers.tmpdir()

@@ -505,6 +505,37 @@ describe("tide.core codec", function()
     end)
   end)
 
+  describe("JSON text", function()
+    it("escapes strings exactly as jansson's compact dump did", function()
+      local all = {}
+      for c = 0, 127 do all[#all + 1] = string.char(c) end
+      local s = table.concat(all)
+      local want = '"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\b\\t\\n\\u000B\\f\\r\\u000E\\u000F'
+        .. '\\u0010\\u0011\\u0012\\u0013\\u0014\\u0015\\u0016\\u0017\\u0018\\u0019\\u001A\\u001B\\u001C\\u001D\\u001E\\u001F'
+        .. ' !\\"#$%&\'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\\\]^_`abcdefghijklmnopqrstuvwxyz{|}~\127"'
+      assert.are.equal('{"T":' .. want .. "}", core.encode_request{ T = s })
+      assert.are.equal('{"T":"\195\169\240\159\152\128"}', core.encode_request{ T = "\195\169\240\159\152\128" })
+    end)
+
+    it("round-trips long strings with escapes anywhere", function()
+      local base = string.rep("abcdefgh", 40)
+      for _, pos in ipairs{ 1, 7, 8, 9, 100, 319, 320 } do
+        for _, c in ipairs{ '"', "\\", "\n", "\0", "\31", "\195\169" } do
+          local s = base:sub(1, pos - 1) .. c .. base:sub(pos)
+          local body = core.encode_request{ Item = { s = s } }
+          assert.are.equal(s, core.decode_response(body).Item.s)
+          assert.are.equal(s, core.decode_value(core.encode_value(s)))
+        end
+      end
+    end)
+
+    it("writes plain numbers as integers when they are, else as jansson did", function()
+      assert.are.equal('{"Limit":25}', core.encode_request{ Limit = 25 })
+      assert.are.equal('{"X":-3}', core.encode_request{ X = -3 })
+      assert.are.equal('{"X":0.5}', core.encode_request{ X = 0.5 })
+    end)
+  end)
+
   describe("decode_response", function()
     it("decodes a Query response: Items, LastEvaluatedKey, plain fields", function()
       local r = assert(core.decode_response [[{"Count":2,"ScannedCount":2,
@@ -627,6 +658,46 @@ describe("tide.core codec", function()
       local _, err = core.decode_response(string.rep("x", 500))
       assert.is_true(#err < 300)
       assert.matches('%.%.%."$', err)
+    end)
+
+    it("parses JSON as jansson did: numbers, escapes, surrogates, whitespace", function()
+      local r = assert(core.decode_response(
+        ' \r\n\t{"a" : [ 1 , -0.5e2 , 1E+2, 123456789012345678901234 ] ,"s":"x\\"y\\\\z\\/\\b\\f\\n\\r\\t",'
+        .. '"u":"\\u00e9\\u20AC\\ud83d\\ude00\\u0000!","t":true,"f":false,"n":null} '))
+      assert.are.same({ 1, -50, 100, 123456789012345678901234 }, { r.a[1], r.a[2], r.a[3], r.a[4] })
+      assert.are.equal('x"y\\z/\b\f\n\r\t', r.s)
+      assert.are.equal("\195\169\226\130\172\240\159\152\128\0!", r.u)
+      assert.is_true(r.t)
+      assert.is_false(r.f)
+      assert.are.equal(core.null, r.n)
+      assert.is_true(core.is_list(assert(core.decode_response("[]"))))
+    end)
+
+    it("refuses what jansson refused", function()
+      local bad = {
+        '"x"', "1", "   ", '{"a":01}', '{"a":1.}', '{"a":.5}', '{"a":2e}', '{"a":-}', '{"a":1e400}',
+        '{"a":"\\ud800"}', '{"a":"\\udc00"}', '{"a":"\\u12"}', '{"a":"\\x"}', '{"a":"\1"}',
+        '{"a":"\237\160\128"}', '{"a":"\192\128"}', '{"a":"\255"}', '{"a":tru}', '{"a":1,}', '[1,]',
+        '{a:1}', '{"a" 1}', '{"a":1}}', '{"a":"x', string.rep("[", 3000) .. string.rep("]", 3000),
+      }
+      for _, text in ipairs(bad) do
+        local r, err = core.decode_response(text)
+        assert.is_nil(r, text)
+        assert.matches("^malformed JSON", err)
+      end
+    end)
+
+    it("lets the last of repeated keys win, also for an AttributeValue's type", function()
+      local r = assert(core.decode_response '{"a":1,"a":2,"Item":{"x":{"S":"1","S":"2"}}}')
+      assert.are.equal(2, r.a)
+      assert.are.equal("2", r.Item.x)
+    end)
+
+    it("decodes keys holding NUL bytes", function()
+      local item = { ["a\0b"] = "v\0w" }
+      local r = assert(core.decode_response(assert(core.encode_request{ Item = item })))
+      assert.are.equal("v\0w", r.Item["a\0b"])
+      assert.are.equal(#"a\0b" + #"v\0w", core.item_size(item))
     end)
 
     it("returns nil and a message for malformed AttributeValues", function()

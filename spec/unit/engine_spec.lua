@@ -448,6 +448,27 @@ describe("tide.transport.engine", function()
     end)
   end)
 
+  it("switches methods on recycled handles (POST, GET, HEAD, PUT, POST)", function()
+    run(function()
+      for _ = 1, 3 do
+        local post = assert(t:request{ method = "POST", url = srv.url .. "/echo", body = "p" })
+        assert.equal("POST", post.headers["x-echo-method"])
+        assert.equal("p", post.body)
+        local get = assert(t:request{ url = srv.url .. "/echo" })
+        assert.equal("GET", get.headers["x-echo-method"])
+        assert.equal("", get.body)
+        local head = assert(t:request{ method = "HEAD", url = srv.url .. "/echo" })
+        assert.equal("", head.body)
+        local put = assert(t:request{ method = "PUT", url = srv.url .. "/echo", body = "q" })
+        assert.equal("PUT", put.headers["x-echo-method"])
+        assert.equal("q", put.body)
+        local empty = assert(t:request{ method = "POST", url = srv.url .. "/echo" })
+        assert.equal("POST", empty.headers["x-echo-method"])
+        assert.equal("", empty.body)
+      end
+    end)
+  end)
+
   it("round-trips bodies with NUL bytes", function()
     local body = "a\0b\0\0c" .. string.char(255, 0, 1) .. "\0"
     local resp = run(function()

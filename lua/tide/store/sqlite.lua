@@ -15,13 +15,15 @@
 --   store:read_all(after_position, limit) -> events (with position, stream) | nil, err
 --   store:close()
 --   store.stats = {appends=, transactions=, conflicts=, largest_group=}
+--     appends written, write transactions begun, appends that failed with a
+--     Conflict, the most appends one transaction carried
 --
--- Errors are tables {type=, message=, stream=} with a __tostring; type is
--- "Conflict" (a version the append wanted exists already, or the stream is
--- not at expected_version: reload and retry), "Busy" (another process held
--- the write lock beyond busy_timeout_ms: retryable) or "StoreError"
--- (anything else: I/O, a file that is not a tide store). Wrong argument
--- types raise.
+-- Errors are tables {type=, message=, stream=, retryable=, code=} with a
+-- __tostring; type is "Conflict" (the stream is not at expected_version:
+-- reload and retry the command; err.current_version says where it is, when
+-- known), "Busy" (another process held the write lock beyond
+-- busy_timeout_ms: retryable as is) or "StoreError" (anything else: I/O, a
+-- file that is not a tide store). Wrong argument types raise.
 --
 -- Group commit: inside the tide process's scheduler (tide.sched), appends of
 -- concurrent threads share one transaction. The first append of a group
@@ -29,9 +31,8 @@
 -- join (each parks with sched.suspend), then runs BEGIN IMMEDIATE, one
 -- savepoint per append (a conflict rolls back only its own) and COMMIT, and
 -- wakes each member with its own result. A group holds at most group_max
--- appends; the next append leads a new group. If BEGIN or
--- COMMIT fails, every append of the group gets that error: none is reported
--- as written. The transaction runs without yielding, so no other thread uses
+-- appends; the next append leads a new group. If BEGIN or COMMIT fails,
+-- every append of the group gets that error: none is reported as written. The transaction runs without yielding, so no other thread uses
 -- the connection in the middle of it. Outside a scheduler (plain LuaJIT,
 -- nginx), each append commits on its own.
 --
@@ -63,15 +64,18 @@ Error.__tostring = function(e)
 end
 M.Error = Error
 
-local function new_error(kind, message, stream)
-  return setmetatable({ type = kind, message = message, stream = stream }, Error)
+-- retryable: the same append may simply be retried (Busy); a Conflict
+-- needs a reload first, a StoreError a person.
+local function new_error(kind, message, stream, code)
+  return setmetatable({ type = kind, message = message, stream = stream, code = code,
+    retryable = kind == "Busy" }, Error)
 end
 M.new_error = new_error
 
 -- The binding's error (or a string) as a store error of stream.
 local function wrap(err, stream)
   if type(err) == "table" then
-    return new_error(err.type or "StoreError", err.message, stream)
+    return new_error(err.type or "StoreError", err.message, stream, err.code)
   end
   return new_error("StoreError", tostring(err), stream)
 end
