@@ -272,41 +272,39 @@ function commands.batch(opts, pos)
   return status
 end
 
-function commands.events(opts, pos)
-  if #pos ~= 2 then return fail_usage("events", "needs AGGREGATE ID") end
+-- events and state: read one stream through the repository, print it.
+local function read_stream(name, opts, pos, read, print_result)
+  if #pos ~= 2 then return fail_usage(name, "needs AGGREGATE ID") end
   local app, err = open_app(opts)
   if not app then
-    io.stderr:write("tide events: ", tostring(err), "\n")
+    io.stderr:write("tide ", name, ": ", tostring(err), "\n")
     return M.EXIT.usage
   end
-  local events, eerr = app.repository:events(pos[1], pos[2])
+  local res, rerr = read(app.repository, pos[1], pos[2])
   app.store:close()
-  if not events then
-    io.stderr:write("tide events: ", tostring(eerr), "\n")
-    return EXIT_OF_KIND[eerr.kind] or M.EXIT.store
+  if not res then
+    io.stderr:write("tide ", name, ": ", tostring(rerr), "\n")
+    return EXIT_OF_KIND[rerr.kind] or M.EXIT.store
   end
-  for _, ev in ipairs(events) do
-    out('{"version":' .. json(ev.version) .. ',"type":' .. json(ev.type) .. ',"data":' .. json(ev.data)
-        .. ',"meta":' .. json(ev.meta) .. "}")
-  end
+  print_result(res)
   return M.EXIT.ok
 end
 
+function commands.events(opts, pos)
+  return read_stream("events", opts, pos, function(repo, agg, id) return repo:events(agg, id) end,
+    function(events)
+      for _, ev in ipairs(events) do
+        out('{"version":' .. json(ev.version) .. ',"type":' .. json(ev.type) .. ',"data":' .. json(ev.data)
+            .. ',"meta":' .. json(ev.meta) .. "}")
+      end
+    end)
+end
+
 function commands.state(opts, pos)
-  if #pos ~= 2 then return fail_usage("state", "needs AGGREGATE ID") end
-  local app, err = open_app(opts)
-  if not app then
-    io.stderr:write("tide state: ", tostring(err), "\n")
-    return M.EXIT.usage
-  end
-  local st, serr = app.repository:state(pos[1], pos[2])
-  app.store:close()
-  if not st then
-    io.stderr:write("tide state: ", tostring(serr), "\n")
-    return EXIT_OF_KIND[serr.kind] or M.EXIT.store
-  end
-  out('{"stream":' .. json(st.stream) .. ',"version":' .. json(st.version) .. ',"state":' .. json(st.state) .. "}")
-  return M.EXIT.ok
+  return read_stream("state", opts, pos, function(repo, agg, id) return repo:state(agg, id) end,
+    function(st)
+      out('{"stream":' .. json(st.stream) .. ',"version":' .. json(st.version) .. ',"state":' .. json(st.state) .. "}")
+    end)
 end
 
 function M.main(name, ...)

@@ -105,39 +105,7 @@ local function quote(s)
   return (string.format("%q", s):gsub("\\\n", "\\n"))
 end
 
--- Levenshtein distance, case-insensitive.
-local function distance(a, b)
-  a, b = a:lower(), b:lower()
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    local ca = a:byte(i)
-    for j = 1, #b do
-      local cost = (ca == b:byte(j)) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
--- The closest of names to word, if it is close enough to be a likely typo.
-local function closest(word, names)
-  local best, best_d
-  for _, n in ipairs(names) do
-    local d = distance(word, n)
-    if not best_d or d < best_d then best, best_d = n, d end
-  end
-  if best and best_d <= math.max(2, math.floor(#word / 3)) then return best end
-  -- "warning" -> "warn", "dynamo" -> "dynamodb"
-  for _, n in ipairs(names) do
-    local short, long = n, word
-    if #short > #long then short, long = long, short end
-    if #short >= 3 and long:lower():sub(1, #short) == short:lower() then return n end
-  end
-  return nil
-end
+local closest = require("tide.suggest").closest
 
 -- Every key path of the schema ("store", "sqlite.path", ...).
 local function all_paths()

@@ -27,29 +27,8 @@ local function type_name(v)
   return t
 end
 
-local function distance(a, b)
-  if math.abs(#a - #b) > 3 then return 99 end
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
-local function suggest(name, candidates)
-  local best, best_d
-  for c in pairs(candidates) do
-    local d = distance(name, c)
-    if d <= 2 and (not best_d or d < best_d) then best, best_d = c, d end
-  end
-  return best
-end
+-- "did you mean": the closest string key of candidates to name, or nil.
+local suggest = require("tide.suggest").closest_key
 M.suggest = suggest
 
 -- Normalizes a field spec to {type=, optional=, min=, max=, enum=};

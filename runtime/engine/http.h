@@ -9,7 +9,10 @@
  * (the Lua scheduler) can drive it without re-entrancy.
  *
  * Connections are kept alive and pooled by the multi handle; easy handles
- * and their buffers are recycled through a free list. HTTP/1.1 only.
+ * and their buffers are recycled through a free list, keeping their options
+ * (only what differs per request is set again). curl's sockets are watched
+ * with epoll through curl_multi_socket_action, so a wake-up costs O(ready
+ * sockets), not O(connections). HTTP/1.1 only.
  *
  * Not thread-safe: one client per thread (tide_http_wakeup() excepted).
  */
