@@ -16,7 +16,10 @@ M.version = require("tide.core").version
 --   opts.config: a path to a YAML file (or nil for the lookup order), or
 --   opts.cfg: an already loaded configuration table;
 --   opts.transport: the DynamoDB transport (default: the tide process's engine);
---   opts.log: function(level, message, fields).
+--   opts.registry: an aggregate registry already loaded (nginx loads and
+--   checks it once in init_by_lua; default: loaded from cfg.aggregates);
+--   opts.sleep, opts.clock_ms: the host's sleep and wall clock (nginx:
+--   ngx.sleep, ngx.now); opts.log: function(level, message, fields).
 function M.open(opts)
   opts = opts or {}
   local config = require "tide.config"
@@ -43,13 +46,13 @@ function M.open(opts)
                                                     synchronous = s.synchronous }
     if not store then return nil, tostring(serr) end
   end
-  local registry = require("tide.aggregate").registry(cfg.aggregates)
+  local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates)
   local repository = require("tide.repository").new{
     store = store, registry = registry,
     cache_bytes = cfg.cache and cfg.cache.max_bytes,
     max_attempts = cfg.commands and cfg.commands.max_attempts,
     snapshot_every = cfg.snapshots and cfg.snapshots.every,
-    sleep = opts.sleep, log = opts.log,
+    sleep = opts.sleep, clock_ms = opts.clock_ms, log = opts.log,
   }
   return { cfg = cfg, store = store, registry = registry, repository = repository }
 end

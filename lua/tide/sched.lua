@@ -31,6 +31,15 @@
 -- * sched.now() -> monotonic seconds (works anywhere).
 -- * sched.current() -> the current thread or nil; sched.suspend() parks it
 --   until sched.wakeup(th, ...), whose values suspend returns.
+-- * sched.wait_readable(fd [, timeout]) -> true when fd is readable (or
+--   hung up), false after timeout seconds; sched.wakeup ends it early with
+--   its own values. One thread per fd. The fd joins the engine's poll, so
+--   the loop sleeps until it, a timer or a request is ready.
+-- * sched.read(fd [, max]) -> bytes ("" at end of file) | nil, err: waits
+--   for fd, then one read(2). sched.lines(fd) -> iterator over its lines
+--   (without "\n"; a last line without one is returned too); it yields
+--   between reads, so other threads run while fd is quiet: use it for
+--   stdin instead of io.stdin:lines(), which blocks the whole loop.
 -- * Yielding functions (sleep, request, wait, wait_all, spawn) raise
 --   "sched.<name> called outside sched.run" outside a scheduler thread, and
 --   also from a coroutine the scheduler does not manage.
@@ -338,9 +347,88 @@ function M.wakeup(th, ...)
   if not th.suspended or th.loop ~= loop then
     return false
   end
+  if th.fdwait then
+    -- parked in wait_readable: withdraw its fd and timer first
+    th.fdwait(nil, pack(...))
+    return true
+  end
   th.suspended = nil
   make_ready(th, ...)
   return true
+end
+
+-- ---- waiting for file descriptors -----------------------------------------
+
+function M.wait_readable(fd, timeout)
+  local th = current_thread("wait_readable")
+  if type(fd) ~= "number" or fd < 0 or fd ~= floor(fd) then
+    error("sched.wait_readable: fd must be a file descriptor (a non-negative integer)", 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout) then
+    error("sched.wait_readable: timeout must be a non-negative number of seconds or nil", 2)
+  end
+  local L = loop
+  if L.fdwait[fd] then
+    error("sched.wait_readable: another thread already waits for fd " .. fd, 2)
+  end
+  local timer
+  -- The one way out, whoever calls it first (fd ready, timer, wakeup):
+  -- withdraws both registrations, so the thread is resumed exactly once.
+  local function done(ready, values)
+    if L.fdwait[fd] ~= th then return end
+    L.fdwait[fd] = nil
+    L.nfd = L.nfd - 1
+    if timer then timer.cancelled = true end
+    th.fdwait, th.suspended = nil, nil
+    if values then
+      make_ready(th, unpack(values, 1, values.n))
+    else
+      make_ready(th, ready)
+    end
+  end
+  L.fdwait[fd] = th
+  L.nfd = L.nfd + 1
+  th.fdwait = done
+  th.suspended = true
+  if timeout then
+    L.seq = L.seq + 1
+    timer = { at = now() + timeout, seq = L.seq, th = th, fdwait = done }
+    heap_push(L.timers, timer)
+  end
+  return co_yield(PARKED)
+end
+
+function M.read(fd, max)
+  local ok = M.wait_readable(fd)
+  if ok ~= true then return nil, "sched.read: woken before fd " .. tostring(fd) .. " was readable" end
+  return engine_mod.read(fd, max)
+end
+
+function M.lines(fd)
+  local buf, pos, eof = "", 1, false
+  return function()
+    while true do
+      local nl = buf:find("\n", pos, true)
+      if nl then
+        local line = buf:sub(pos, nl - 1)
+        pos = nl + 1
+        return line
+      end
+      if eof then
+        if pos > #buf then return nil end
+        local line = buf:sub(pos)
+        buf, pos = "", 1
+        return line
+      end
+      local data, err = M.read(fd)
+      if not data then error("sched.lines: " .. tostring(err), 2) end
+      if data == "" then
+        eof = true
+      else
+        buf, pos = buf:sub(pos) .. data, 1
+      end
+    end
+  end
 end
 
 -- ---- the loop --------------------------------------------------------------
@@ -366,7 +454,12 @@ local function fire_timers(L)
   if #t == 0 then return end
   local n = now()
   while #t > 0 and t[1].at <= n do
-    make_ready(heap_pop(t).th)
+    local item = heap_pop(t)
+    if item.fdwait then
+      if not item.cancelled then item.fdwait(false) end
+    else
+      make_ready(item.th)
+    end
   end
 end
 
@@ -387,14 +480,25 @@ local function drive(L)
       timeout = -1
     end
     local pending = L.engine and L.engine:pending() or 0
-    if timeout < 0 and pending == 0 then
+    if timeout < 0 and pending == 0 and L.nfd == 0 then
       error(string.format("sched.run: deadlock: %d thread(s) waiting for each other with nothing"
         .. " pending (no timer, no request)", L.live), 0)
     end
-    if timeout ~= 0 or pending > 0 then
-      local done, err = get_engine(L):poll(timeout)
+    if timeout ~= 0 or pending > 0 or L.nfd > 0 then
+      local fds
+      if L.nfd > 0 then
+        fds = {}
+        for fd in pairs(L.fdwait) do fds[#fds + 1] = fd end
+      end
+      local done, ready = get_engine(L):poll(timeout, fds)
       if not done then
-        error("sched.run: engine poll failed: " .. tostring(err), 0)
+        error("sched.run: engine poll failed: " .. tostring(ready), 0)
+      end
+      if ready then
+        for i = 1, #ready do
+          local th = L.fdwait[ready[i]]
+          if th and th.fdwait then th.fdwait(true) end
+        end
       end
       for i = 1, #done do
         local c = done[i]
@@ -420,6 +524,8 @@ function M.run(fn, ...)
     timers = {},
     seq = 0,
     waiting = {},
+    fdwait = {},   -- fd -> the thread in wait_readable
+    nfd = 0,
     by_co = setmetatable({}, { __mode = "k" }),
     live = 0,
     uncollected = {},

@@ -8,70 +8,71 @@
 /* Guards the recursion on hand-made trees; the codec never builds deeper. */
 #define MAX_LEVELS 64
 
-static int value_size(const struct tide_json *av, int level, size_t *out, struct tide_error *err);
+static int value_size(const json_t *av, int level, size_t *out, struct tide_error *err);
 
 static int bad(struct tide_error *err, const char *what)
 {
     return tide_error_set(err, TIDE_EINVAL, "item_size: %s", what);
 }
 
-static int map_size(const struct tide_json *map, int level, size_t per_item, size_t *out,
+static int map_size(const json_t *map, int level, size_t per_item, size_t *out,
                     struct tide_error *err)
 {
     size_t total = 0;
 
-    if (map->type != TIDE_JSON_OBJECT)
+    if (!json_is_object(map))
         return bad(err, "expected an object of attribute name -> AttributeValue");
-    for (const struct tide_json *v = map->u.kids.first; v; v = v->next) {
+    /* jansson's iterator API takes a non-const object; nothing is changed */
+    json_t *m = (json_t *)map;
+    for (void *it = json_object_iter(m); it; it = json_object_iter_next(m, it)) {
         size_t vs;
-        int rc = value_size(v, level, &vs, err);
+        int rc = value_size(json_object_iter_value(it), level, &vs, err);
         if (rc < 0)
             return rc;
-        total += per_item + v->klen + vs;
+        total += per_item + json_object_iter_key_len(it) + vs;
     }
     *out = total;
     return 0;
 }
 
-static int string_size(const struct tide_json *s, size_t *out, int binary, struct tide_error *err)
+static int string_size(const json_t *s, size_t *out, int binary, struct tide_error *err)
 {
-    if (s->type != TIDE_JSON_STRING)
+    if (!json_is_string(s))
         return bad(err, "expected a string in an AttributeValue");
     if (!binary) {
-        *out = s->u.str.len;
+        *out = json_string_length(s);
         return 0;
     }
-    long n = tide_ddb_base64_decoded_len(s->u.str.p, s->u.str.len);
+    long n = tide_ddb_base64_decoded_len(json_string_value(s), json_string_length(s));
     if (n < 0)
         return bad(err, "invalid base64 in a B value");
     *out = (size_t)n;
     return 0;
 }
 
-static int number_size(const struct tide_json *s, size_t *out, struct tide_error *err)
+static int number_size(const json_t *s, size_t *out, struct tide_error *err)
 {
     struct tide_ddb_number n;
-    if (s->type != TIDE_JSON_STRING)
+    if (!json_is_string(s))
         return bad(err, "expected a string in an N value");
-    int rc = tide_ddb_number_parse(s->u.str.p, s->u.str.len, &n, err);
+    int rc = tide_ddb_number_parse(json_string_value(s), json_string_length(s), &n, err);
     if (rc < 0)
         return rc;
     *out = tide_ddb_number_size(&n);
     return 0;
 }
 
-static int value_size(const struct tide_json *av, int level, size_t *out, struct tide_error *err)
+static int value_size(const json_t *av, int level, size_t *out, struct tide_error *err)
 {
     if (level > MAX_LEVELS)
         return bad(err, "value nested too deeply");
-    if (av->type != TIDE_JSON_OBJECT || av->u.kids.n != 1)
+    if (!json_is_object(av) || json_object_size(av) != 1)
         return bad(err, "expected an AttributeValue (an object with one type key)");
-    const struct tide_json *v = av->u.kids.first;
-    /* the type key, NUL-terminated for the comparisons below */
-    char t[8] = "";
-    if (v->klen < sizeof(t) && memchr(v->key, '\0', v->klen) == NULL)
-        memcpy(t, v->key, v->klen);
-    size_t total = 0, part = 0;
+    void *it = json_object_iter((json_t *)av);
+    const char *t = json_object_iter_key(it); /* jansson keys hold no NUL */
+    const json_t *v = json_object_iter_value(it);
+    size_t total = 0, idx, part = 0;
+    json_t *e;
     int rc;
 
     if (strcmp(t, "S") == 0)
@@ -90,9 +91,9 @@ static int value_size(const struct tide_json *av, int level, size_t *out, struct
         return rc;
     }
     if (strcmp(t, "L") == 0) {
-        if (v->type != TIDE_JSON_ARRAY)
+        if (!json_is_array(v))
             return bad(err, "expected an array in an L value");
-        for (const struct tide_json *e = v->u.kids.first; e; e = e->next) {
+        json_array_foreach(v, idx, e) {
             if ((rc = value_size(e, level + 1, &part, err)) < 0)
                 return rc;
             total += 1 + part;
@@ -101,9 +102,9 @@ static int value_size(const struct tide_json *av, int level, size_t *out, struct
         return 0;
     }
     if (strcmp(t, "SS") == 0 || strcmp(t, "NS") == 0 || strcmp(t, "BS") == 0) {
-        if (v->type != TIDE_JSON_ARRAY)
+        if (!json_is_array(v))
             return bad(err, "expected an array in a set value");
-        for (const struct tide_json *e = v->u.kids.first; e; e = e->next) {
+        json_array_foreach(v, idx, e) {
             rc = t[0] == 'N' ? number_size(e, &part, err) : string_size(e, &part, t[0] == 'B', err);
             if (rc < 0)
                 return rc;
@@ -115,12 +116,12 @@ static int value_size(const struct tide_json *av, int level, size_t *out, struct
     return bad(err, "unknown AttributeValue type");
 }
 
-int tide_ddb_item_size(const struct tide_json *item, size_t *out, struct tide_error *err)
+int tide_ddb_item_size(const json_t *item, size_t *out, struct tide_error *err)
 {
     return map_size(item, 0, 0, out, err);
 }
 
-int tide_ddb_value_size(const struct tide_json *av, size_t *out, struct tide_error *err)
+int tide_ddb_value_size(const json_t *av, size_t *out, struct tide_error *err)
 {
     return value_size(av, 0, out, err);
 }

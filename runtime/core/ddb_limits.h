@@ -2,14 +2,15 @@
  * ddb_limits.h - DynamoDB's request limits and its item size rules.
  *
  * Used to refuse an oversized item or request before it is sent. Pure: works
- * on the DynamoDB JSON form of an item, parsed by ddb_json.c; no Lua.
+ * on the DynamoDB JSON form of an item as a jansson tree; no Lua.
  */
 #ifndef TIDE_DDB_LIMITS_H
 #define TIDE_DDB_LIMITS_H
 
 #include <stddef.h>
 
-#include "ddb_json.h"
+#include <jansson.h>
+
 #include "error.h"
 
 #define TIDE_DDB_ITEM_BYTES 409600           /* one item, 400 KB */
@@ -29,9 +30,9 @@
  *   SS, NS, BS: the sum of their members' sizes.
  * Stores the size in *out and returns 0, or TIDE_EINVAL when item is not
  * well-formed DynamoDB JSON (message says where). item is borrowed. */
-int tide_ddb_item_size(const struct tide_json *item, size_t *out, struct tide_error *err);
+int tide_ddb_item_size(const json_t *item, size_t *out, struct tide_error *err);
 
 /* Size of one AttributeValue by the same rules (without any name). */
-int tide_ddb_value_size(const struct tide_json *av, size_t *out, struct tide_error *err);
+int tide_ddb_value_size(const json_t *av, size_t *out, struct tide_error *err);
 
 #endif

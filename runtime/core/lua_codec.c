@@ -2,15 +2,16 @@
  * lua_codec.c - the DynamoDB JSON codec of tide.core: plain Lua values in
  * and out, like the AWS DocumentClient (conventions: docs/codec.md).
  *
- * Encoding writes compact JSON text straight into one buffer; decoding
- * parses the text into an arena tree (ddb_json.c) and turns it into Lua
- * tables. Which fields hold AttributeValues is decided by key name
- * (ddb_schema.c). jansson only formats non-integer plain numbers (as it
- * always did). Value errors come back as nil, message
- * naming the path ("Item.tags[3]: ..."); only wrong argument types raise.
+ * Encoding writes compact JSON text straight into one buffer
+ * (ddb_json_writer.c); decoding parses the text with jansson (json_loadb)
+ * and turns the tree into Lua tables in one walk. Which fields hold
+ * AttributeValues is decided by key name (ddb_schema.c). jansson also
+ * formats non-integer plain numbers (as it always did). Value errors come
+ * back as nil, message naming the path ("Item.tags[3]: ..."); only wrong
+ * argument types raise.
  *
  * Resources: every call first pushes a "guard" userdata that owns the output
- * buffer and the parsed tree. Its __gc frees them, so a Lua error raised in the
+ * buffer and the jansson tree. Its __gc frees them, so a Lua error raised in the
  * middle (out of memory, a failing finalizer) cannot leak them; on the normal
  * paths the call frees them itself at once.
  */
@@ -26,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ddb_json.h"
+#include "ddb_json_writer.h"
 #include "ddb_limits.h"
 #include "ddb_number.h"
 #include "ddb_schema.h"
@@ -44,20 +45,23 @@ enum { UV_LIST = 1, UV_SET, UV_BINARY, UV_NUMBER, UV_GUARD, UV_COUNT = UV_GUARD 
 #define STACK_PER_LEVEL 6
 /* Sets up to this size are checked for duplicates without allocating. */
 #define SMALL_SET 16
+/* Strings may hold \u0000; every number is a double, so a plain integer
+ * beyond 64 bits decodes (as a double) instead of failing. */
+#define DECODE_FLAGS (JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
 
 /* ---- the guard: owns the C resources of one call ------------------------ */
 
 struct guard {
-    struct tide_json_buf out;      /* the encoder's output */
-    struct tide_json_arena *arena; /* a parsed tree */
+    struct tide_json_buf out; /* the encoder's output */
+    json_t *tree;             /* a parsed text */
 };
 
 static void guard_release(struct guard *g)
 {
     free(g->out.p);
-    tide_json_free(g->arena);
+    json_decref(g->tree);
     memset(&g->out, 0, sizeof(g->out));
-    g->arena = NULL;
+    g->tree = NULL;
 }
 
 static int guard_gc(lua_State *L)
@@ -73,7 +77,7 @@ static struct guard *guard_new(lua_State *L)
 {
     struct guard *g = lua_newuserdata(L, sizeof(*g));
     memset(&g->out, 0, sizeof(g->out));
-    g->arena = NULL;
+    g->tree = NULL;
     lua_pushvalue(L, lua_upvalueindex(UV_GUARD)); // [.., guard, mt]
     lua_setmetatable(L, -2);                      // [.., guard]
     return g;
@@ -555,6 +559,11 @@ static int enc_members(struct enc *e, int idx, enum member_mode mode)
         const char *k = lua_tolstring(L, -2, &klen);
         if (!tide_ddb_utf8_valid(k, klen))
             return fail(&e->w, TIDE_EINVAL, "a key is not valid UTF-8");
+        /* jansson, hence the decoder, refuses such keys: never write what
+         * could not be read back (docs/codec.md) */
+        if (memchr(k, '\0', klen) != NULL)
+            return fail(&e->w, TIDE_EINVAL,
+                        "a key holds a NUL byte (not supported: it could not be decoded)");
         if (push_frame(&e->w, k, klen, 0) < 0)
             return -1;
         if (!first)
@@ -1016,14 +1025,16 @@ static int l_item_size(lua_State *L)
     lua_settop(L, 2);
     if (rc == 0 && g->out.oom)
         rc = fail_oom(&e.w);
-    const struct tide_json *tree = NULL;
     if (rc == 0) {
-        struct tide_json_error jerr;
-        tree = tide_json_parse(g->out.p, g->out.len, &g->arena, &jerr);
-        if (tree == NULL)
-            rc = fail_oom(&e.w); /* the text is ours and valid: only memory */
+        json_error_t jerr;
+        g->tree = json_loadb(g->out.p, g->out.len, DECODE_FLAGS, &jerr);
+        /* the text is ours and valid: only memory should fail here */
+        if (g->tree == NULL)
+            rc = json_error_code(&jerr) == json_error_out_of_memory
+                     ? fail_oom(&e.w)
+                     : fail(&e.w, TIDE_EINVAL, "cannot parse the encoded item (%s)", jerr.text);
     }
-    if (rc == 0 && tide_ddb_item_size(tree, &size, &e.w.err) < 0)
+    if (rc == 0 && tide_ddb_item_size(g->tree, &size, &e.w.err) < 0)
         rc = -1;
     guard_release(g);
     if (rc < 0)
@@ -1033,6 +1044,10 @@ static int l_item_size(lua_State *L)
 }
 
 /* ---- decoder: JSON text -> Lua ------------------------------------------- */
+
+/* The text is parsed by jansson (json_loadb, DECODE_FLAGS) and the tree is
+ * walked once, pushing Lua values as it goes. jansson's strings carry their
+ * length, so NUL bytes (from \u0000) survive. */
 
 struct dec {
     struct walk w;
@@ -1046,26 +1061,26 @@ enum dec_mode {
     DM_AV_LISTS, /* list of AV maps when an array, else plain */
 };
 
-typedef struct tide_json jv;
+static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j);
 
-static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, const jv *j);
-
-static int is_string(const jv *j)
+static void push_string(lua_State *L, const json_t *s)
 {
-    return j->type == TIDE_JSON_STRING;
+    lua_pushlstring(L, json_string_value(s), json_string_length(s));
 }
 
 /* Pushes a table for the object j, each member decoded by mode: // [t]
- * A repeated key ends up with its last value, as it did with jansson. */
-static int dec_object(struct dec *d, const jv *obj, enum dec_mode mode)
+ * A repeated key ends up with its last value (jansson keeps the last). */
+static int dec_object(struct dec *d, json_t *obj, enum dec_mode mode)
 {
     lua_State *L = d->w.L;
-    lua_createtable(L, 0, (int)obj->u.kids.n);         // [t]
-    for (const jv *v = obj->u.kids.first; v; v = v->next) {
-        if (push_frame(&d->w, v->key, v->klen, 0) < 0)
+    lua_createtable(L, 0, (int)json_object_size(obj)); // [t]
+    for (void *it = json_object_iter(obj); it != NULL; it = json_object_iter_next(obj, it)) {
+        const char *k = json_object_iter_key(it);
+        size_t klen = json_object_iter_key_len(it);
+        if (push_frame(&d->w, k, klen, 0) < 0)
             return -1;
-        lua_pushlstring(L, v->key, v->klen);            // [t, k]
-        if (dec_value(d, mode, v->key, v->klen, v) < 0) // [t, k, v]
+        lua_pushlstring(L, k, klen);                    // [t, k]
+        if (dec_value(d, mode, k, klen, json_object_iter_value(it)) < 0) // [t, k, v]
             return -1;
         lua_rawset(L, -3);                              // [t]
         pop_frame(&d->w);
@@ -1074,18 +1089,18 @@ static int dec_object(struct dec *d, const jv *obj, enum dec_mode mode)
 }
 
 /* Pushes a core.list table for the array j: // [t] */
-static int dec_array(struct dec *d, const jv *arr, enum dec_mode mode)
+static int dec_array(struct dec *d, json_t *arr, enum dec_mode mode)
 {
     lua_State *L = d->w.L;
-    size_t i = 0;
+    size_t n = json_array_size(arr);
 
-    lua_createtable(L, (int)arr->u.kids.n, 0);        // [t]
+    lua_createtable(L, (int)n, 0);                    // [t]
     lua_pushvalue(L, lua_upvalueindex(UV_LIST));      // [t, mt]
     lua_setmetatable(L, -2);                          // [t]
-    for (const jv *v = arr->u.kids.first; v; v = v->next, i++) {
+    for (size_t i = 0; i < n; i++) {
         if (push_frame(&d->w, NULL, 0, i + 1) < 0)
             return -1;
-        if (dec_value(d, mode, NULL, 0, v) < 0)       // [t, v]
+        if (dec_value(d, mode, NULL, 0, json_array_get(arr, i)) < 0) // [t, v]
             return -1;
         lua_rawseti(L, -2, (int)i + 1);               // [t]
         pop_frame(&d->w);
@@ -1095,16 +1110,16 @@ static int dec_array(struct dec *d, const jv *arr, enum dec_mode mode)
 
 /* Pushes the number in the string j: a Lua number when it survives the
  * round trip, else a tide.number. // [n] */
-static int dec_number(struct dec *d, const jv *j)
+static int dec_number(struct dec *d, const json_t *j)
 {
     lua_State *L = d->w.L;
     struct tide_ddb_number num;
     struct tide_error err;
     double x;
 
-    if (!is_string(j))
+    if (!json_is_string(j))
         return fail(&d->w, TIDE_EINVAL, "an N value must be a string");
-    if (tide_ddb_number_parse(j->u.str.p, j->u.str.len, &num, &err) < 0)
+    if (tide_ddb_number_parse(json_string_value(j), json_string_length(j), &num, &err) < 0)
         return fail(&d->w, err.code, "%s", err.message);
     if (tide_ddb_number_to_lua(&num, &x)) {
         lua_pushnumber(L, x);
@@ -1122,13 +1137,13 @@ static int dec_number(struct dec *d, const jv *j)
 }
 
 /* Pushes the core.binary of the base64 string j. // [b] */
-static int dec_binary(struct dec *d, const jv *j)
+static int dec_binary(struct dec *d, const json_t *j)
 {
     lua_State *L = d->w.L;
-    if (!is_string(j))
+    if (!json_is_string(j))
         return fail(&d->w, TIDE_EINVAL, "a B value must be a base64 string");
-    const char *s = j->u.str.p;
-    size_t len = j->u.str.len;
+    const char *s = json_string_value(j);
+    size_t len = json_string_length(j);
     if (tide_ddb_base64_decoded_len(s, len) < 0)
         return fail(&d->w, TIDE_EINVAL, "a B value is not valid base64");
 
@@ -1155,18 +1170,19 @@ static int dec_binary(struct dec *d, const jv *j)
 }
 
 /* Pushes the set object for {kind: arr}. // [set] */
-static int dec_set(struct dec *d, const char *kind, const jv *arr)
+static int dec_set(struct dec *d, const char *kind, json_t *arr)
 {
     lua_State *L = d->w.L;
-    size_t i = 0;
 
-    if (arr->type != TIDE_JSON_ARRAY)
+    if (!json_is_array(arr))
         return fail(&d->w, TIDE_EINVAL, "a %s value must be an array", kind);
-    lua_createtable(L, (int)arr->u.kids.n, 1);        // [set]
+    size_t n = json_array_size(arr);
+    lua_createtable(L, (int)n, 1);                    // [set]
     lua_pushliteral(L, "kind");                       // [set, k]
     lua_pushstring(L, kind);                          // [set, k, kind]
     lua_rawset(L, -3);                                // [set]
-    for (const jv *v = arr->u.kids.first; v; v = v->next, i++) {
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(arr, i);
         if (push_frame(&d->w, NULL, 0, i + 1) < 0)
             return -1;
         int rc;
@@ -1174,8 +1190,8 @@ static int dec_set(struct dec *d, const char *kind, const jv *arr)
             rc = dec_number(d, v);
         } else if (kind[0] == 'B') {
             rc = dec_binary(d, v);
-        } else if (is_string(v)) {
-            lua_pushlstring(L, v->u.str.p, v->u.str.len);
+        } else if (json_is_string(v)) {
+            push_string(L, v);
             rc = 0;
         } else {
             rc = fail(&d->w, TIDE_EINVAL, "SS members must be strings");
@@ -1190,113 +1206,99 @@ static int dec_set(struct dec *d, const char *kind, const jv *arr)
     return 0;
 }
 
-static int key_is(const jv *v, const char *s, size_t n)
+/* Pushes the L or M value v. // [t] */
+static int dec_nested(struct dec *d, char type, json_t *v)
 {
-    return v->klen == n && memcmp(v->key, s, n) == 0;
+    int is_map = type == 'M';
+    if (is_map ? !json_is_object(v) : !json_is_array(v))
+        return fail(&d->w, TIDE_EINVAL, "an %c value must be an %s", type,
+                    is_map ? "object" : "array");
+    if (enter_av(&d->w) < 0)
+        return -1;
+    int rc = is_map ? dec_object(d, v, DM_AV) : dec_array(d, v, DM_AV);
+    d->w.av_depth--;
+    return rc;
 }
 
-#define KEY_IS(v, lit) key_is((v), (lit), sizeof(lit) - 1)
-
 /* Pushes the Lua value of the AttributeValue j. // [v] */
-static int dec_av(struct dec *d, const jv *j)
+static int dec_av(struct dec *d, json_t *j)
 {
     lua_State *L = d->w.L;
-    /* One type key; the same key repeated counts once, its last value
-     * winning (jansson's object semantics). */
-    const jv *v = j->type == TIDE_JSON_OBJECT ? j->u.kids.first : NULL;
-    if (v != NULL) {
-        for (const jv *o = v->next; o; o = o->next) {
-            if (o->klen != v->klen || memcmp(o->key, v->key, v->klen) != 0) {
-                v = NULL;
-                break;
-            }
-        }
-    }
-    if (v == NULL)
+    /* One type key (a repeated one counts once: jansson keeps the last). */
+    if (!json_is_object(j) || json_object_size(j) != 1)
         return fail(&d->w, TIDE_EINVAL,
                     "expected an AttributeValue (an object with one type key, e.g. {\"S\":\"x\"})");
-    while (v->next)
-        v = v->next;
-    int rc;
+    void *it = json_object_iter(j);
+    const char *t = json_object_iter_key(it); /* NUL-terminated, no NUL inside */
+    size_t tlen = json_object_iter_key_len(it);
+    json_t *v = json_object_iter_value(it);
 
-    if (KEY_IS(v, "S")) {
-        if (!is_string(v))
-            return fail(&d->w, TIDE_EINVAL, "an S value must be a string");
-        lua_pushlstring(L, v->u.str.p, v->u.str.len);
-        return 0;
-    }
-    if (KEY_IS(v, "N"))
-        return dec_number(d, v);
-    if (KEY_IS(v, "B"))
-        return dec_binary(d, v);
-    if (KEY_IS(v, "BOOL")) {
-        if (v->type != TIDE_JSON_TRUE && v->type != TIDE_JSON_FALSE)
+    if (tlen == 1) {
+        switch (t[0]) {
+        case 'S':
+            if (!json_is_string(v))
+                return fail(&d->w, TIDE_EINVAL, "an S value must be a string");
+            push_string(L, v);
+            return 0;
+        case 'N': return dec_number(d, v);
+        case 'B': return dec_binary(d, v);
+        case 'M':
+        case 'L': return dec_nested(d, t[0], v);
+        default: break;
+        }
+    } else if (tlen == 2 && t[1] == 'S' && (t[0] == 'S' || t[0] == 'N' || t[0] == 'B')) {
+        return dec_set(d, t, v);
+    } else if (tlen == 4 && memcmp(t, "BOOL", 4) == 0) {
+        if (!json_is_boolean(v))
             return fail(&d->w, TIDE_EINVAL, "a BOOL value must be true or false");
-        lua_pushboolean(L, v->type == TIDE_JSON_TRUE);
+        lua_pushboolean(L, json_is_true(v));
         return 0;
-    }
-    if (KEY_IS(v, "NULL")) {
+    } else if (tlen == 4 && memcmp(t, "NULL", 4) == 0) {
         lua_pushlightuserdata(L, NULL);
         return 0;
     }
-    if (KEY_IS(v, "M") || KEY_IS(v, "L")) {
-        int is_map = v->key[0] == 'M';
-        if (v->type != (is_map ? TIDE_JSON_OBJECT : TIDE_JSON_ARRAY))
-            return fail(&d->w, TIDE_EINVAL, "an %s value must be an %s", is_map ? "M" : "L",
-                        is_map ? "object" : "array");
-        if (enter_av(&d->w) < 0)
-            return -1;
-        rc = is_map ? dec_object(d, v, DM_AV) : dec_array(d, v, DM_AV);
-        d->w.av_depth--;
-        return rc;
-    }
-    if (KEY_IS(v, "SS"))
-        return dec_set(d, "SS", v);
-    if (KEY_IS(v, "NS"))
-        return dec_set(d, "NS", v);
-    if (KEY_IS(v, "BS"))
-        return dec_set(d, "BS", v);
-    size_t shown = strnlen(v->key, v->klen < 20 ? v->klen : 20);
-    return fail(&d->w, TIDE_EINVAL, "unknown AttributeValue type \"%.*s\"", (int)shown, v->key);
+    return fail(&d->w, TIDE_EINVAL, "unknown AttributeValue type \"%.20s\"", t);
 }
 
 /* Pushes the plain JSON value j; object members are matched by name. */
-static int dec_plain(struct dec *d, const jv *j)
+static int dec_plain(struct dec *d, json_t *j)
 {
     lua_State *L = d->w.L;
-    switch (j->type) {
-    case TIDE_JSON_OBJECT: return dec_object(d, j, DM_FIELD);
-    case TIDE_JSON_ARRAY: return dec_array(d, j, DM_PLAIN);
-    case TIDE_JSON_STRING: lua_pushlstring(L, j->u.str.p, j->u.str.len); return 0;
-    case TIDE_JSON_NUMBER: lua_pushnumber(L, j->u.number); return 0;
-    case TIDE_JSON_TRUE: lua_pushboolean(L, 1); return 0;
-    case TIDE_JSON_FALSE: lua_pushboolean(L, 0); return 0;
-    case TIDE_JSON_NULL:
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: return dec_object(d, j, DM_FIELD);
+    case JSON_ARRAY: return dec_array(d, j, DM_PLAIN);
+    case JSON_STRING: push_string(L, j); return 0;
+    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return 0;
+    /* not produced with JSON_DECODE_INT_AS_REAL; kept for safety */
+    case JSON_INTEGER: lua_pushnumber(L, (lua_Number)json_integer_value(j)); return 0;
+    case JSON_TRUE: lua_pushboolean(L, 1); return 0;
+    case JSON_FALSE: lua_pushboolean(L, 0); return 0;
+    case JSON_NULL:
     default: lua_pushlightuserdata(L, NULL); return 0;
     }
 }
 
 /* Pushes j decoded by mode (key: the member name for DM_FIELD). */
-static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, const jv *j)
+static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j)
 {
-    enum tide_ddb_shape shape = j->type == TIDE_JSON_ARRAY    ? TIDE_DDB_SHAPE_ARRAY
-                                : j->type == TIDE_JSON_OBJECT ? TIDE_DDB_SHAPE_OBJECT
-                                                              : TIDE_DDB_SHAPE_SCALAR;
     switch (mode) {
     case DM_AV:
         return dec_av(d, j);
     case DM_AV_MAP:
-        if (shape != TIDE_DDB_SHAPE_OBJECT)
+        if (!json_is_object(j))
             return fail(&d->w, TIDE_EINVAL, "expected an object of attribute name -> value");
         return dec_object(d, j, DM_AV);
     case DM_AV_LISTS:
-        return shape == TIDE_DDB_SHAPE_ARRAY ? dec_array(d, j, DM_AV_MAP) : dec_plain(d, j);
+        return json_is_array(j) ? dec_array(d, j, DM_AV_MAP) : dec_plain(d, j);
     case DM_PLAIN:
         return dec_plain(d, j);
     case DM_FIELD:
     default:
         break;
     }
+    enum tide_ddb_shape shape = json_is_array(j)    ? TIDE_DDB_SHAPE_ARRAY
+                                : json_is_object(j) ? TIDE_DDB_SHAPE_OBJECT
+                                                    : TIDE_DDB_SHAPE_SCALAR;
     switch (tide_ddb_field_kind(key, klen, shape)) {
     case TIDE_DDB_AV_MAP: return dec_object(d, j, DM_AV);
     case TIDE_DDB_AV_MAP_LIST: return dec_array(d, j, DM_AV_MAP);
@@ -1308,9 +1310,8 @@ static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t 
     }
 }
 
-/* Pushes nil and a message for text that is not JSON. */
-static int push_malformed(lua_State *L, const char *text, size_t len,
-                          const struct tide_json_error *jerr)
+/* Pushes nil and a message for text jansson could not parse. */
+static int push_malformed(lua_State *L, const char *text, size_t len, const json_error_t *jerr)
 {
     char snippet[81];
     size_t n = len > 80 ? utf8_cut(text, 80) : len;
@@ -1322,6 +1323,8 @@ static int push_malformed(lua_State *L, const char *text, size_t len,
     lua_pushnil(L);
     if (len == 0)
         lua_pushliteral(L, "malformed JSON: the text is empty");
+    else if (json_error_code(jerr) == json_error_out_of_memory)
+        lua_pushliteral(L, "out of memory while parsing JSON");
     else
         lua_pushfstring(L, "malformed JSON at line %d, column %d (%s); the text begins: \"%s%s\"",
                         jerr->line, jerr->column, jerr->text, snippet, n < len ? "..." : "");
@@ -1334,18 +1337,16 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_typerror(L, 1, "string");
     size_t len;
-    const char *text = lua_tolstring(L, 1, &len); /* anchored at 1: the tree points into it */
+    const char *text = lua_tolstring(L, 1, &len);
     lua_settop(L, 1);
     struct guard *g = guard_new(L); // [text, guard]
-    struct tide_json_error jerr;
-    const jv *tree = tide_json_parse(text, len, &g->arena, &jerr);
-    if (tree == NULL) {
-        guard_release(g);
+    json_error_t jerr;
+    g->tree = json_loadb(text, len, DECODE_FLAGS, &jerr);
+    if (g->tree == NULL)
         return push_malformed(L, text, len, &jerr);
-    }
     struct dec d;
     walk_init(&d.w, L, root, prefix);
-    int rc = dec_value(&d, mode, NULL, 0, tree); // [text, guard, result]
+    int rc = dec_value(&d, mode, NULL, 0, g->tree); // [text, guard, result]
     guard_release(g);
     if (rc < 0) {
         lua_settop(L, 2);

@@ -8,8 +8,16 @@
  *   for _, c in ipairs(e:poll(timeout_ms)) do ... end
  *       -- {id=, status=, headers={lowercase=value}, body=}
  *       -- or {id=, error={kind=, message=}}
+ *   local done, ready = e:poll(timeout_ms, {fd, ...})
+ *       -- also waits for the fds to be readable; ready = the fds that are
  *   e:pending(); e:cancel(id); e:close()
  *   engine.now()  -- CLOCK_MONOTONIC seconds
+ *   engine.read(fd [, max]) -> bytes ("" at end of file) | nil, message
+ *       -- one read(2): call it once poll said fd is readable
+ *   local w = engine.watch{sighup = true}       -- inotify + SIGHUP (watch.c)
+ *   w:add(dir) -> id | nil, message; w:remove(id); w:fd()
+ *   w:read() -> {{kind=, dir=, name=, signo=}, ...}   -- never waits
+ *   w:close()
  *
  * Wrong argument types raise; a URL the client cannot use returns
  * nil, {kind="url", message=}. Nothing here yields or calls back into Lua:
@@ -22,11 +30,19 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
 
 #include "http.h"
+#include "watch.h"
 
 #define ENGINE_MT "tide.engine"
 #define ERROR_MT "tide.engine.error"
+#define WATCH_MT "tide.engine.watch"
+
+/* At most this many extra fds per poll (the scheduler passes a handful). */
+#define POLL_MAX_FDS 1024
 
 struct engine {
     struct tide_http *http;
@@ -228,7 +244,7 @@ static void push_result(lua_State *L, const struct tide_http_result *res)
     lua_setfield(L, -2, "body");
 }
 
-// e:poll([timeout_ms]) -> {completion...} | nil, err
+// e:poll([timeout_ms [, fds]]) -> {completion...} [, {ready fd...}] | nil, err
 static int engine_poll(lua_State *L)
 {
     struct engine *e = check_engine(L);
@@ -238,27 +254,61 @@ static int engine_poll(lua_State *L)
         /* round up: waking early would make the caller spin until due */
         timeout = t < 0 ? -1 : t > 86400000 ? 86400000 : (int)ceil(t);
     }
+    /* Extra fds to wait for (readable), in a GC-owned array: nothing to free
+     * if something below raises. */
+    struct tide_http_waitfd *wfds = NULL;
+    unsigned nfds = 0;
+    bool want_fds = !lua_isnoneornil(L, 3);
+    if (want_fds) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        size_t n = lua_objlen(L, 3);
+        if (n > POLL_MAX_FDS)
+            return luaL_error(L, "tide.engine: poll: at most %d fds", POLL_MAX_FDS);
+        nfds = (unsigned)n;
+        wfds = lua_newuserdata(L, (n ? n : 1) * sizeof(*wfds)); // [e, t, fds, wfds]
+        for (unsigned i = 0; i < nfds; i++) {
+            lua_rawgeti(L, 3, (int)i + 1); // [.., wfds, fd]
+            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0 ||
+                lua_tonumber(L, -1) > INT_MAX)
+                return luaL_error(L, "tide.engine: poll: fds[%d] must be a file descriptor", (int)i + 1);
+            wfds[i].fd = (int)lua_tointeger(L, -1);
+            wfds[i].events = POLLIN;
+            wfds[i].revents = 0;
+            lua_pop(L, 1); // [.., wfds]
+        }
+    }
     if (e->cur) {
         tide_http_release(e->http, e->cur);
         e->cur = NULL;
     }
     struct tide_error err;
     tide_error_clear(&err);
-    int n = tide_http_poll(e->http, timeout, NULL, 0, &err);
+    int n = tide_http_poll(e->http, timeout, wfds, nfds, &err);
     if (n < 0) {
         lua_pushnil(L);
         push_error(L, "other", err.message);
         return 2;
     }
-    lua_createtable(L, n, 0); // [e, t, list]
+    lua_createtable(L, n, 0); // [.., list]
     int i = 0;
     while ((e->cur = tide_http_next(e->http)) != NULL) {
-        push_result(L, e->cur); // [e, t, list, c]
+        push_result(L, e->cur); // [.., list, c]
         lua_rawseti(L, -2, ++i);
         tide_http_release(e->http, e->cur);
         e->cur = NULL;
     }
-    return 1;
+    if (!want_fds)
+        return 1;
+    lua_newtable(L); // [.., list, ready]
+    int r = 0;
+    for (unsigned k = 0; k < nfds; k++) {
+        /* POLLHUP/POLLERR count as ready: the read that follows reports it */
+        if (wfds[k].revents != 0) {
+            lua_pushinteger(L, wfds[k].fd);
+            lua_rawseti(L, -2, ++r);
+        }
+    }
+    return 2;
 }
 
 // e:pending() -> number of requests submitted and not yet returned by poll
@@ -309,6 +359,155 @@ static int engine_now(lua_State *L)
     return 1;
 }
 
+// engine.read(fd [, max]) -> bytes ("" at end of file) | nil, message
+static int engine_read(lua_State *L)
+{
+    lua_Number fdn = luaL_checknumber(L, 1);
+    lua_Number maxn = luaL_optnumber(L, 2, 16384);
+    if (fdn < 0 || fdn > INT_MAX)
+        return luaL_error(L, "tide.engine: read: fd must be a file descriptor");
+    if (maxn < 1 || maxn > 16 * 1024 * 1024)
+        return luaL_error(L, "tide.engine: read: max must be between 1 and 16 MiB");
+    size_t max = (size_t)maxn;
+    /* the common case (stdin lines) on the C stack; more in a GC-owned block */
+    char stackbuf[16384];
+    char *buf = max <= sizeof(stackbuf) ? stackbuf : lua_newuserdata(L, max);
+    ssize_t n;
+    do {
+        n = read((int)fdn, buf, max);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "read(fd %d): %s", (int)fdn, strerror(errno));
+        return 2;
+    }
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
+// ---- watchers (watch.c) --------------------------------------------------
+
+struct lwatch {
+    struct tide_watch *w;
+};
+
+static struct lwatch *check_watch(lua_State *L)
+{
+    struct lwatch *lw = luaL_checkudata(L, 1, WATCH_MT);
+    if (lw->w == NULL)
+        luaL_error(L, "tide.engine: watcher is closed");
+    return lw;
+}
+
+// engine.watch([{sighup = bool}]) -> watcher | nil, message
+static int watch_new(lua_State *L)
+{
+    bool sighup = false;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "sighup"); // [opts, sighup]
+        sighup = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    struct lwatch *lw = lua_newuserdata(L, sizeof(*lw)); // [.., lw]
+    lw->w = NULL;
+    luaL_getmetatable(L, WATCH_MT);
+    lua_setmetatable(L, -2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    lw->w = tide_watch_new(sighup, &err);
+    if (lw->w == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    return 1;
+}
+
+// w:add(path) -> id | nil, message
+static int watch_add(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    const char *path = luaL_checkstring(L, 2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    int id = -1;
+    if (tide_watch_add(lw->w, path, &id, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+// w:remove(id) -> true | false when id is unknown
+static int watch_remove(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    int id = (int)luaL_checkinteger(L, 2);
+    lua_pushboolean(L, tide_watch_remove(lw->w, id) == 0);
+    return 1;
+}
+
+// w:fd() -> the descriptor to wait on
+static int watch_fd(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    lua_pushinteger(L, tide_watch_fd(lw->w));
+    return 1;
+}
+
+// w:read() -> {{kind=, dir=, name=, signo=}, ...} | nil, message
+static int watch_read(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    struct tide_error err;
+    tide_error_clear(&err);
+    lua_newtable(L); // [w, list]
+    int i = 0;
+    struct tide_watch_event ev;
+    int rc;
+    while ((rc = tide_watch_next(lw->w, &ev, &err)) == 1) {
+        lua_createtable(L, 0, 4); // [w, list, ev]
+        lua_pushstring(L, tide_watch_kind_name(ev.kind));
+        lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, ev.dir);
+        lua_setfield(L, -2, "dir");
+        lua_pushstring(L, ev.name);
+        lua_setfield(L, -2, "name");
+        if (ev.signo) {
+            lua_pushinteger(L, ev.signo);
+            lua_setfield(L, -2, "signo");
+        }
+        lua_rawseti(L, -2, ++i); // [w, list]
+    }
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    return 1;
+}
+
+// w:close() and __gc; idempotent
+static int watch_close(lua_State *L)
+{
+    struct lwatch *lw = luaL_checkudata(L, 1, WATCH_MT);
+    tide_watch_delete(lw->w);
+    lw->w = NULL;
+    return 0;
+}
+
+static const luaL_Reg watch_methods[] = {
+    {"add", watch_add},
+    {"remove", watch_remove},
+    {"fd", watch_fd},
+    {"read", watch_read},
+    {"close", watch_close},
+    {NULL, NULL},
+};
+
 static const luaL_Reg engine_methods[] = {
     {"submit", engine_submit},
     {"poll", engine_poll},
@@ -321,6 +520,8 @@ static const luaL_Reg engine_methods[] = {
 static const luaL_Reg module_funcs[] = {
     {"new", engine_new},
     {"now", engine_now},
+    {"read", engine_read},
+    {"watch", watch_new},
     {NULL, NULL},
 };
 
@@ -339,6 +540,14 @@ int luaopen_tide_engine(lua_State *L)
         lua_setfield(L, -2, "__gc");
         lua_pushcfunction(L, engine_tostring);
         lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, WATCH_MT)) { // [wmt]
+        lua_newtable(L); // [wmt, methods]
+        luaL_register(L, NULL, watch_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, watch_close);
+        lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
     lua_newtable(L); // [mod]

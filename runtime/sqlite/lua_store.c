@@ -13,6 +13,12 @@
  *   db:read_all(after_position, limit) -> same shape, in position order
  *   db:get_snapshot(stream) -> {version=, state=, meta=} | false
  *   db:put_snapshot(stream, version, state, meta) -> true
+ *   db:exec(sql) -> true                -- statements without parameters or rows (DDL)
+ *   db:query(sql, ...) -> rows, changes -- one statement, cached; ... bound to ?1..?n
+ *       (string, number: integer when integral, boolean: 0/1, nil: NULL);
+ *       rows = { {col1, col2, ...}, ... } (NULL columns are nil); changes =
+ *       rows changed by it when it writes. A UNIQUE/PRIMARY KEY violation
+ *       fails with type "Conflict".
  *   db:path()  db:close()
  *
  * Failures that happen in normal operation return nil, err with err =
@@ -348,6 +354,90 @@ static int l_put_snapshot(lua_State *L)
     return 1;
 }
 
+// db:exec(sql) -> true | nil, err
+static int l_exec(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    const char *sql = luaL_checkstring(L, 2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_store_exec(s, sql, &err) < 0)
+        return push_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+#define QUERY_MAX_PARAMS 32
+#define QUERY_MAX_COLS 32
+
+// db:query(sql, ...) -> rows, changes | nil, err
+static int l_query(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    size_t sql_len;
+    const char *sql = check_string(L, 2, "sql", &sql_len);
+    int n = lua_gettop(L) - 2;
+    if (n > QUERY_MAX_PARAMS)
+        return luaL_error(L, "tide.sqlite: query: at most %d parameters", QUERY_MAX_PARAMS);
+    struct tide_store_value params[QUERY_MAX_PARAMS];
+    for (int i = 0; i < n; i++) {
+        int idx = 3 + i; /* stays on the stack: its text outlives the query */
+        struct tide_store_value *v = &params[i];
+        memset(v, 0, sizeof(*v));
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL:
+            v->type = TIDE_SV_NULL;
+            break;
+        case LUA_TBOOLEAN:
+            v->type = TIDE_SV_INT;
+            v->i = lua_toboolean(L, idx);
+            break;
+        case LUA_TNUMBER: {
+            lua_Number x = lua_tonumber(L, idx);
+            if (x == floor(x) && x >= -9007199254740992.0 && x <= 9007199254740992.0) {
+                v->type = TIDE_SV_INT;
+                v->i = (int64_t)x;
+            } else {
+                v->type = TIDE_SV_REAL;
+                v->d = x;
+            }
+            break;
+        }
+        case LUA_TSTRING:
+            v->type = TIDE_SV_TEXT;
+            v->p = lua_tolstring(L, idx, &v->len);
+            break;
+        default:
+            return luaL_error(L, "tide.sqlite: query: parameter %d must be a string, number, boolean or nil, got %s",
+                              i + 1, luaL_typename(L, idx));
+        }
+    }
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_store_query(s, sql, sql_len, params, n, &err) < 0)
+        return push_fail(L, &err);
+    struct tide_store_value cols[QUERY_MAX_COLS];
+    int ncols = 0, rc, nrows = 0;
+    lua_newtable(L); // [.., rows]
+    while ((rc = tide_store_query_next(s, cols, QUERY_MAX_COLS, &ncols, &err)) == 1) {
+        lua_createtable(L, ncols, 0); // [.., rows, row]
+        for (int i = 0; i < ncols; i++) {
+            switch (cols[i].type) {
+            case TIDE_SV_INT: lua_pushnumber(L, (lua_Number)cols[i].i); break;
+            case TIDE_SV_REAL: lua_pushnumber(L, cols[i].d); break;
+            case TIDE_SV_TEXT: lua_pushlstring(L, cols[i].p, cols[i].len); break;
+            default: continue; /* NULL: leave nil */
+            }
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_rawseti(L, -2, ++nrows); // [.., rows]
+    }
+    if (rc < 0)
+        return push_fail(L, &err);
+    lua_pushnumber(L, (lua_Number)tide_store_changes(s)); // [.., rows, changes]
+    return 2;
+}
+
 static int l_path(lua_State *L)
 {
     lua_pushstring(L, tide_store_path(check_db(L)));
@@ -388,6 +478,8 @@ static const luaL_Reg db_methods[] = {
     {"read_all", l_read_all},
     {"get_snapshot", l_get_snapshot},
     {"put_snapshot", l_put_snapshot},
+    {"exec", l_exec},
+    {"query", l_query},
     {"path", l_path},
     {"close", l_close},
     {NULL, NULL},

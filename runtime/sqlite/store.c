@@ -73,11 +73,19 @@ static const char schema_sql[] =
     " state TEXT,"
     " meta TEXT);";
 
+struct user_stmt {
+    char *sql;
+    size_t len;
+    sqlite3_stmt *st;
+};
+
 struct tide_store {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[ST_COUNT];
     sqlite3_stmt *active; /* the open read, or NULL */
+    struct user_stmt user[TIDE_STORE_USER_STMTS]; /* caller statements, oldest first */
+    int nuser;
 };
 
 /* Stream names in messages: at most this many bytes. */
@@ -345,6 +353,10 @@ void tide_store_close(struct tide_store *s)
         return;
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    for (int i = 0; i < s->nuser; i++) {
+        sqlite3_finalize(s->user[i].st);
+        free(s->user[i].sql);
+    }
     /* sqlite3_close_v2 rolls back an open transaction; with every statement
      * finalized it closes at once */
     sqlite3_close_v2(s->db);
@@ -581,6 +593,146 @@ int tide_store_put_snapshot(struct tide_store *s, const char *stream, size_t str
         ret = FAIL(s, rc, err, "stream %.*s: cannot write its snapshot", SHOWN(stream_len), stream);
     sqlite3_reset(st);
     return ret;
+}
+
+/* ---- caller statements ------------------------------------------------- */
+
+int tide_store_exec(struct tide_store *s, const char *sql, struct tide_error *err)
+{
+    tide_store_end_read(s);
+    return exec(s, sql, err);
+}
+
+/* The cached statement of sql, prepared on first use; NULL and err. */
+static sqlite3_stmt *user_stmt(struct tide_store *s, const char *sql, size_t len,
+                               struct tide_error *err)
+{
+    for (int i = 0; i < s->nuser; i++) {
+        if (s->user[i].len == len && memcmp(s->user[i].sql, sql, len) == 0)
+            return s->user[i].st;
+    }
+    if (len > INT_MAX) {
+        tide_error_set(err, TIDE_EINVAL, "%s: statement too long", s->path);
+        return NULL;
+    }
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v3(s->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &st, &tail);
+    if (rc != SQLITE_OK) {
+        FAIL(s, rc, err, "cannot prepare \"%.*s\"", (int)(len > 160 ? 160 : len), sql);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    if (st == NULL) {
+        tide_error_set(err, TIDE_EINVAL, "%s: empty statement", s->path);
+        return NULL;
+    }
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        sqlite3_finalize(st);
+        tide_error_set(err, TIDE_ENOMEM, "%s: out of memory", s->path);
+        return NULL;
+    }
+    memcpy(copy, sql, len);
+    copy[len] = '\0';
+    if (s->nuser == TIDE_STORE_USER_STMTS) {
+        /* full: drop the oldest (the SQL of a backend is a fixed set, so
+         * this only happens to callers that build SQL on the fly) */
+        sqlite3_finalize(s->user[0].st);
+        free(s->user[0].sql);
+        memmove(&s->user[0], &s->user[1], sizeof(s->user[0]) * (TIDE_STORE_USER_STMTS - 1));
+        s->nuser--;
+    }
+    s->user[s->nuser++] = (struct user_stmt){.sql = copy, .len = len, .st = st};
+    return st;
+}
+
+int tide_store_query(struct tide_store *s, const char *sql, size_t sql_len,
+                     const struct tide_store_value *params, int n, struct tide_error *err)
+{
+    tide_store_end_read(s);
+    sqlite3_stmt *st = user_stmt(s, sql, sql_len, err);
+    if (st == NULL)
+        return err ? err->code : TIDE_ESTORE;
+    /* no stale pointer from an earlier call stays bound */
+    sqlite3_clear_bindings(st);
+    if (n > sqlite3_bind_parameter_count(st))
+        return tide_error_set(err, TIDE_EINVAL, "%s: %d parameters given, the statement takes %d",
+                              s->path, n, sqlite3_bind_parameter_count(st));
+    for (int i = 0; i < n; i++) {
+        const struct tide_store_value *v = &params[i];
+        int rc;
+        switch (v->type) {
+        case TIDE_SV_INT: rc = sqlite3_bind_int64(st, i + 1, v->i); break;
+        case TIDE_SV_REAL: rc = sqlite3_bind_double(st, i + 1, v->d); break;
+        case TIDE_SV_TEXT: rc = bind_text(st, i + 1, v->p, v->len); break;
+        default: rc = sqlite3_bind_null(st, i + 1); break;
+        }
+        if (rc != SQLITE_OK) {
+            int ret = rc == SQLITE_TOOBIG
+                          ? tide_error_set(err, TIDE_EINVAL, "%s: parameter %d is too big", s->path, i + 1)
+                          : FAIL(s, rc, err, "cannot bind parameter %d", i + 1);
+            sqlite3_clear_bindings(st);
+            return ret;
+        }
+    }
+    s->active = st;
+    return 0;
+}
+
+int tide_store_query_next(struct tide_store *s, struct tide_store_value *cols, int max, int *ncols,
+                          struct tide_error *err)
+{
+    sqlite3_stmt *st = s->active;
+    *ncols = 0;
+    if (st == NULL)
+        return 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        int n = sqlite3_column_count(st);
+        if (n > max)
+            n = max;
+        for (int i = 0; i < n; i++) {
+            struct tide_store_value *v = &cols[i];
+            v->p = NULL;
+            v->len = 0;
+            switch (sqlite3_column_type(st, i)) {
+            case SQLITE_INTEGER:
+                v->type = TIDE_SV_INT;
+                v->i = sqlite3_column_int64(st, i);
+                break;
+            case SQLITE_FLOAT:
+                v->type = TIDE_SV_REAL;
+                v->d = sqlite3_column_double(st, i);
+                break;
+            case SQLITE_NULL:
+                v->type = TIDE_SV_NULL;
+                break;
+            default:
+                v->type = TIDE_SV_TEXT;
+                if (column_text(st, i, &v->p, &v->len) != SQLITE_OK) {
+                    tide_store_end_read(s);
+                    return tide_error_set(err, TIDE_ENOMEM, "%s: out of memory reading a row", s->path);
+                }
+            }
+        }
+        *ncols = n;
+        return 1;
+    }
+    int ret = 0;
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        ret = tide_error_set(err, TIDE_ECONFLICT, "%s: %s", s->path, sqlite3_errmsg(s->db));
+    else if (rc != SQLITE_DONE)
+        ret = FAIL(s, rc, err, "\"%.160s\"", sqlite3_sql(st));
+    tide_store_end_read(s);
+    /* the parameters' text belongs to the caller: unbind it now */
+    sqlite3_clear_bindings(st);
+    return ret;
+}
+
+int64_t tide_store_changes(struct tide_store *s)
+{
+    return (int64_t)sqlite3_changes(s->db);
 }
 
 const char *tide_store_error_name(int code)

@@ -167,6 +167,54 @@ int tide_store_put_snapshot(struct tide_store *s, const char *stream, size_t str
                             int64_t version, const char *state, size_t state_len,
                             const char *meta, size_t meta_len, struct tide_error *err);
 
+/* ---- caller statements (read models, positions, checkpoints) ---------------
+ *
+ * The projection backend (lua/tide/projection/sqlite.lua) keeps its tables
+ * in the same file and runs its own SQL through these. Each distinct SQL
+ * text is prepared once and cached until tide_store_close (at most
+ * TIDE_STORE_USER_STMTS of them; beyond that the oldest is finalized). */
+
+#define TIDE_STORE_USER_STMTS 64
+
+enum tide_store_value_type {
+    TIDE_SV_NULL = 0,
+    TIDE_SV_INT = 1,
+    TIDE_SV_REAL = 2,
+    TIDE_SV_TEXT = 3,
+};
+
+/* One bound parameter or one column. Text is not NUL-terminated in
+ * general; a column's text is borrowed until the next call on the store. */
+struct tide_store_value {
+    enum tide_store_value_type type;
+    int64_t i;
+    double d;
+    const char *p;
+    size_t len;
+};
+
+/* Runs sql (one or more statements, no parameters, no rows), e.g. DDL.
+ * @retval 0 ok; TIDE_EBUSY, TIDE_ESTORE. */
+int tide_store_exec(struct tide_store *s, const char *sql, struct tide_error *err);
+
+/* Starts one statement of sql with params[0..n-1] bound to ?1..?n (their
+ * text must stay valid until the read ends); fetch its rows with
+ * tide_store_query_next, which must be called at least once (a statement
+ * that writes runs on the first call). @retval 0 ok; TIDE_EINVAL (more
+ * parameters than the statement has), TIDE_ESTORE (cannot prepare). */
+int tide_store_query(struct tide_store *s, const char *sql, size_t sql_len,
+                     const struct tide_store_value *params, int n, struct tide_error *err);
+
+/* The next row of the current query: up to max columns into cols, their
+ * number into *ncols. The read ends when this returns 0 or an error.
+ * @retval 1 a row; 0 done; TIDE_ECONFLICT (a UNIQUE or PRIMARY KEY
+ * constraint failed), TIDE_EBUSY, TIDE_ESTORE. */
+int tide_store_query_next(struct tide_store *s, struct tide_store_value *cols, int max, int *ncols,
+                          struct tide_error *err);
+
+/* Rows changed by the last INSERT, UPDATE or DELETE on s. */
+int64_t tide_store_changes(struct tide_store *s);
+
 /* A short stable name for a code, including the store's ("ECONFLICT"). */
 const char *tide_store_error_name(int code);
 

@@ -660,7 +660,7 @@ describe("tide.core codec", function()
       assert.matches('%.%.%."$', err)
     end)
 
-    it("parses JSON as jansson did: numbers, escapes, surrogates, whitespace", function()
+    it("parses JSON with jansson: numbers, escapes, surrogates, whitespace", function()
       local r = assert(core.decode_response(
         ' \r\n\t{"a" : [ 1 , -0.5e2 , 1E+2, 123456789012345678901234 ] ,"s":"x\\"y\\\\z\\/\\b\\f\\n\\r\\t",'
         .. '"u":"\\u00e9\\u20AC\\ud83d\\ude00\\u0000!","t":true,"f":false,"n":null} '))
@@ -673,7 +673,7 @@ describe("tide.core codec", function()
       assert.is_true(core.is_list(assert(core.decode_response("[]"))))
     end)
 
-    it("refuses what jansson refused", function()
+    it("refuses what jansson refuses", function()
       local bad = {
         '"x"', "1", "   ", '{"a":01}', '{"a":1.}', '{"a":.5}', '{"a":2e}', '{"a":-}', '{"a":1e400}',
         '{"a":"\\ud800"}', '{"a":"\\udc00"}', '{"a":"\\u12"}', '{"a":"\\x"}', '{"a":"\1"}',
@@ -693,11 +693,27 @@ describe("tide.core codec", function()
       assert.are.equal("2", r.Item.x)
     end)
 
-    it("decodes keys holding NUL bytes", function()
+    it("refuses NUL bytes in keys, on encode and on decode (jansson cannot hold them)", function()
       local item = { ["a\0b"] = "v\0w" }
-      local r = assert(core.decode_response(assert(core.encode_request{ Item = item })))
-      assert.are.equal("v\0w", r.Item["a\0b"])
-      assert.are.equal(#"a\0b" + #"v\0w", core.item_size(item))
+      local json, err = core.encode_request { Item = item }
+      assert.is_nil(json)
+      assert.matches("^Item: a key holds a NUL byte %(not supported", err)
+      json, err = core.encode_value { m = { ["\0"] = 1 } }
+      assert.is_nil(json)
+      assert.matches('^value%.m: a key holds a NUL byte', err)
+      local size
+      size, err = core.item_size(item)
+      assert.is_nil(size)
+      assert.matches("^item: a key holds a NUL byte", err)
+      local r
+      r, err = core.decode_response '{"Item":{"a\\u0000b":{"S":"v\\u0000w"}}}'
+      assert.is_nil(r)
+      assert.matches("^malformed JSON at line 1, column %d+ %(NUL byte in object key not supported", err)
+      -- NUL bytes in values are fine
+      item = { ab = "v\0w" }
+      r = assert(core.decode_response(assert(core.encode_request { Item = item })))
+      assert.are.equal("v\0w", r.Item.ab)
+      assert.are.equal(#"ab" + #"v\0w", core.item_size(item))
     end)
 
     it("returns nil and a message for malformed AttributeValues", function()

@@ -13,6 +13,7 @@
 --   store:get_snapshot(stream) -> snapshot | false | nil, err
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
 --   store:read_all(after_position, limit) -> events (with position, stream) | nil, err
+--   store:last_position() -> the highest position (0 for an empty store) | nil, err
 --   store:close()
 --   store.stats = {appends=, transactions=, conflicts=, largest_group=}
 --     appends written, write transactions begun, appends that failed with a
@@ -356,6 +357,16 @@ function Store:read_all(after_position, limit)
     return nil, wrap(err)
   end
   return events
+end
+
+-- The highest position of the feed (0 when the store has no event): where
+-- a projection that reads read_all is caught up.
+function Store:last_position()
+  local rows, err = self.db:query("SELECT max(position) FROM events")
+  if not rows then
+    return nil, wrap(err)
+  end
+  return rows[1] and rows[1][1] or 0
 end
 
 function Store:close()

@@ -1,0 +1,141 @@
+#!/bin/bash
+# The nginx host under load: wrk at 64 connections on the deposit route
+# (POST /aggregates/account/{id}) of the example site against DynamoDB
+# Local, then the same number of Deposit commands through `tide batch` in
+# the tide process. Checks that nothing failed and no deposit was lost: the
+# balances, read back through GET /aggregates/account/{id}, must add up to
+# the deposits acknowledged with 200.
+#
+#   bench/nginx_wrk.sh
+#
+# Environment (all optional):
+#   BENCH_WRK_DURATION=10     measured seconds
+#   BENCH_WRK_WARMUP=3        warm-up seconds (DynamoDB Local's JIT), not measured
+#   BENCH_WRK_CONNECTIONS=64  wrk connections (and tide batch --concurrency)
+#   BENCH_WRK_THREADS=2       wrk threads
+#   BENCH_WRK_ACCOUNTS=1000   accounts the deposits are spread over
+#   TIDE_NGINX_WORKERS        nginx worker_processes (default: auto)
+#   TIDE_TEST_DYNAMODB_ENDPOINT  an existing DynamoDB Local (else one is started)
+# Exit status: 0 when both runs completed with no error and no lost deposit.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DUR=${BENCH_WRK_DURATION:-10}
+WARM=${BENCH_WRK_WARMUP:-3}
+CONNS=${BENCH_WRK_CONNECTIONS:-64}
+THREADS=${BENCH_WRK_THREADS:-2}
+ACCOUNTS=${BENCH_WRK_ACCOUNTS:-1000}
+unset LD_PRELOAD
+note() { echo "nginx bench: $*" >&2; }
+
+command -v wrk >/dev/null || { note "wrk is not installed (Debian package wrk): skipped"; exit 1; }
+command -v nginx >/dev/null || { note "nginx is not installed (nginx-light, libnginx-mod-http-lua): skipped"; exit 1; }
+[ -x build/tide ] || { note "build/tide is missing: run make"; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-nginx-bench.XXXXXX")
+started_servers=0
+cleanup() {
+  tools/nginx.sh stop "$tmp/site" >/dev/null 2>&1 || true
+  [ $started_servers = 1 ] && tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${TIDE_TEST_DYNAMODB_ENDPOINT:-}" ]; then
+  tools/servers.sh start "$tmp/servers" >&2 || { note "could not start DynamoDB Local"; exit 1; }
+  started_servers=1
+  # shellcheck disable=SC1091
+  . "$tmp/servers/env"
+fi
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-tidebench} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-tidebench}
+prefix="wrk$$_"
+cat >"$tmp/tide.yaml" <<YAML
+store: dynamodb
+dynamodb:
+  endpoint: $TIDE_TEST_DYNAMODB_ENDPOINT
+  region: us-east-1
+  table_prefix: $prefix
+aggregates: $ROOT/aggregates
+projections: $ROOT/projections
+YAML
+
+url=$(tools/nginx.sh start "$tmp/site" "$tmp/tide.yaml") || { note "the nginx site did not start"; exit 1; }
+workers=$(grep -c 'start worker process [0-9]' "$tmp/site/logs/error.log")
+
+# Accounts: opened through tide batch (not measured).
+awk -v n="$ACCOUNTS" 'BEGIN { for (i = 1; i <= n; i++)
+  printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Open\",\"owner\":\"o%d\"}}\n", i, i }' \
+  | build/tide batch --config "$tmp/tide.yaml" --concurrency 64 >"$tmp/open.out" \
+  || { note "opening $ACCOUNTS accounts failed: $(grep -m1 '"ok":false' "$tmp/open.out")"; exit 1; }
+
+# Sum of the balances, read through the site (curl reuses one connection).
+sum_balances() {
+  local i urls=()
+  for ((i = 1; i <= ACCOUNTS; i++)); do urls+=("$url/aggregates/account/acc-$i"); done
+  curl -sS "${urls[@]}" | grep -o '"balance":[0-9]*' | awk -F: '{ s += $2; n++ } END { printf "%d %d\n", s, n }'
+}
+
+run_wrk() { # seconds
+  wrk -t"$THREADS" -c"$CONNS" -d"${1}s" --latency -s bench/wrk_deposit.lua "$url" -- "$ACCOUNTS" 1 acc- 2>"$tmp/wrk.err"
+}
+
+note "warm-up: ${WARM} s of deposits (not measured)"
+run_wrk "$WARM" >/dev/null
+sleep 1
+read -r base nbase < <(sum_balances)
+[ "$nbase" = "$ACCOUNTS" ] || { note "read $nbase of $ACCOUNTS balances before the run"; exit 1; }
+
+note "measured: wrk -t$THREADS -c$CONNS -d${DUR}s on POST /aggregates/account/{id}"
+out=$(run_wrk "$DUR")
+res=$(grep '^WRK_RESULT ' <<<"$out" | sed 's/^WRK_RESULT //')
+[ -n "$res" ] || { note "wrk printed no result: $out $(cat "$tmp/wrk.err")"; exit 1; }
+sleep 1  # requests in flight when wrk closed its connections finish in nginx
+read -r final nfinal < <(sum_balances)
+[ "$nfinal" = "$ACCOUNTS" ] || { note "read $nfinal of $ACCOUNTS balances after the run"; exit 1; }
+ok=$(jq .ok <<<"$res")
+
+# The same number of deposits through tide batch, in the tide process.
+awk -v n="$ok" -v a="$ACCOUNTS" 'BEGIN { srand(); for (i = 1; i <= n; i++)
+  printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Deposit\",\"amount\":1}}\n", 1 + int(rand() * a) }' \
+  >"$tmp/deposits.ndjson"
+t0=$(date +%s.%N)
+build/tide batch --config "$tmp/tide.yaml" --concurrency "$CONNS" <"$tmp/deposits.ndjson" >"$tmp/batch.out"
+batch_rc=$?
+t1=$(date +%s.%N)
+batch_ok=$(grep -c '^{"ok":true' "$tmp/batch.out")
+read -r after_batch _ < <(sum_balances)
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
+node - "$res" "$base" "$final" "$after_batch" "$ok" "$batch_ok" "$batch_rc" "$t0" "$t1" <<JS
+const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1] = process.argv.slice(2);
+const r = JSON.parse(res);
+const applied = Number(fin) - Number(base);
+const inflight = applied - r.ok;
+const errs = Object.values(r.errors).reduce((a, b) => a + b, 0);
+const secs = Number(t1) - Number(t0);
+const batchApplied = Number(afterBatch) - Number(fin);
+console.log("");
+console.log("== nginx host: deposits through the example site (wrk) vs tide batch (tide process) ==");
+console.log("conditions: $(nproc) cores, ${cpu_model:-unknown CPU}; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $workers worker(s), " +
+  "DynamoDB Local (in-memory) on 127.0.0.1 on the same cores;");
+console.log("  $ACCOUNTS accounts opened first; each request/command deposits 1 into a random account;");
+console.log("  wrk: $THREADS threads, $CONNS connections, ${WARM} s warm-up then ${DUR} s measured, keep-alive;");
+console.log("  tide batch: the same number of commands, --concurrency $CONNS, one process, start to end of the run.");
+console.log("");
+console.log("nginx + wrk:  " + r.rps.toFixed(0) + " requests/s, latency p50 " + r.p50_ms.toFixed(1) + " ms, p99 " +
+  r.p99_ms.toFixed(1) + " ms, max " + r.max_ms.toFixed(1) + " ms (" + r.requests + " requests in " + r.duration_s.toFixed(1) + " s)");
+console.log("  responses: " + r.ok + " x 200, " + r.non_2xx + " other; socket errors: " + errs + " " + JSON.stringify(r.errors));
+console.log("  balances read back through GET /aggregates: +" + applied + " = " + r.ok + " acknowledged" +
+  (inflight ? " + " + inflight + " in flight when wrk closed its connections (completed by nginx, never acknowledged)" : ""));
+console.log("tide batch:   " + (Number(batchOk) / secs).toFixed(0) + " commands/s (" + batchOk + " of " + ok + " ok in " + secs.toFixed(2) + " s)" +
+  "; balances +" + batchApplied);
+let fail = [];
+if (r.non_2xx || errs) fail.push("wrk saw errors");
+if (inflight < 0) fail.push((-inflight) + " acknowledged deposits are missing from the balances");
+if (inflight > $CONNS) fail.push(inflight + " more deposits applied than acknowledged + in flight");
+if (Number(batchRc) !== 0 || Number(batchOk) !== Number(ok)) fail.push("tide batch: " + (Number(ok) - Number(batchOk)) + " commands failed");
+if (batchApplied !== Number(batchOk)) fail.push("tide batch: balances moved by " + batchApplied + ", not " + batchOk);
+console.log(fail.length ? "RESULT: FAILED: " + fail.join("; ") : "RESULT: no errors, no lost deposits");
+process.exit(fail.length ? 1 : 0);
+JS

@@ -1,0 +1,206 @@
+-- tide.http.site - the nginx side of tide's HTTP API: three entry points
+-- that examples/nginx/nginx.conf calls, so the configuration stays thin.
+--
+--   init_by_lua_block        { require("tide.http.site").init{ config = "/srv/app/tide.yaml",
+--                                routes = { ["http://127.0.0.1:8000"] = "/_tide/dynamodb" } } }
+--   init_worker_by_lua_block { require("tide.http.site").init_worker() }
+--   content_by_lua_block     { require("tide.http.site").handle() }
+--
+-- init runs in the master, once per configuration load (start and every
+-- `nginx -s reload`): it reads tide.yaml and loads the aggregate modules,
+-- and raises when either is wrong, so nginx refuses the configuration: at
+-- start nginx does not start; on reload the old workers keep serving with
+-- the previous code, and the error log says why. init_worker opens the
+-- store in each worker (a SQLite connection must not cross a fork; the
+-- DynamoDB client gets the subrequest transport). handle serves a request
+-- through tide.http.api.
+local api = require "tide.http.api"
+local core = require "tide.core"
+
+local ngx = ngx
+
+local M = {}
+
+local conf  -- set by init (master): {cfg=, registry=, routes=, models=}
+local app   -- set by init_worker: what tide.http.api.handle needs
+
+local LEVELS = { debug = ngx.DEBUG, info = ngx.INFO, warn = ngx.WARN, error = ngx.ERR }
+
+local function log(level, message, fields)
+  local parts = {}
+  for k, v in pairs(fields or {}) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+  table.sort(parts)
+  ngx.log(LEVELS[level] or ngx.NOTICE, "tide: ", message, #parts > 0 and (" (" .. table.concat(parts, " ") .. ")") or "")
+end
+
+-- Read models: wired when a projection backend for the store exists
+-- (lua/tide/projection/<store>.lua, docs/projections.md).
+local function projection_setup(cfg)
+  local ok, projection = pcall(require, "tide.projection")
+  local okb, backend_mod = pcall(require, "tide.projection." .. cfg.store)
+  if not (ok and okb) then
+    return nil, "read models are not available: no projection backend for the " .. cfg.store
+      .. " store: " .. tostring(ok and backend_mod or projection):match("^[^\n]*")
+  end
+  local registry = projection.registry(cfg.projections)
+  local names = {}
+  for name in pairs(registry.errors) do names[#names + 1] = name end
+  table.sort(names)
+  if #names > 0 then
+    error("tide: projection '" .. names[1] .. "' failed to load: " .. tostring(registry.errors[names[1]]), 0)
+  end
+  local models = {}
+  for _, name in ipairs(registry:names()) do
+    local p = registry:get(name)
+    for tname in pairs(p and p.tables or {}) do models[tname] = name end
+  end
+  return { backend_mod = backend_mod, registry = registry, models = models }
+end
+
+-- init{config = path | nil (TIDE_CONFIG, ./tide.yaml), routes = {[endpoint] = location}}
+function M.init(opts)
+  opts = opts or {}
+  local config = require "tide.config"
+  local cfg, err = config.load{ file = opts.config }
+  if not cfg then error("tide: " .. tostring(err), 0) end
+  local aggregate = require "tide.aggregate"
+  local registry = aggregate.registry(cfg.aggregates)
+  if registry.dir_error then
+    error("tide: aggregates folder " .. tostring(cfg.aggregates) .. ": " .. tostring(registry.dir_error), 0)
+  end
+  local names = {}
+  for name in pairs(registry.errors) do names[#names + 1] = name end
+  table.sort(names)
+  if #names > 0 then
+    error("tide: aggregate '" .. names[1] .. "' failed to load: " .. tostring(registry.errors[names[1]]), 0)
+  end
+  -- loaded in the master, shared by the workers after fork
+  require "tide"
+  require "tide.repository"
+  if cfg.store == "dynamodb" then
+    require "tide.dynamodb"
+    require "tide.store.dynamodb"
+    require "tide.transport.ngx"
+  else
+    require "tide.store.sqlite"
+  end
+  local proj, perr = projection_setup(cfg)
+  conf = { cfg = cfg, registry = registry, routes = opts.routes or {}, proj = proj, proj_error = perr }
+end
+
+function M.init_worker()
+  if not conf then
+    app = { unavailable = "tide.http.site.init was not called (init_by_lua_block)" }
+    return
+  end
+  local cfg = conf.cfg
+  -- workers fork from one master: give each its own jitter
+  math.randomseed(tonumber(core.random_hex(4), 16))
+  local aggregates = {}
+  for name, agg in pairs(conf.registry.aggregates) do aggregates[name] = agg.version end
+  local models = {}
+  for m in pairs(conf.proj and conf.proj.models or {}) do models[#models + 1] = m end
+  table.sort(models)
+  app = {
+    store_kind = cfg.store,
+    worker = ngx.worker.pid(),
+    versions = { tide = require("tide").version, nginx = ngx.config.nginx_version,
+                 ngx_lua = ngx.config.ngx_lua_version, luajit = jit and jit.version },
+    aggregates = aggregates,
+    models = core.list(models),
+    read_error = conf.proj_error,
+  }
+  local transport
+  if cfg.store == "dynamodb" then
+    transport = require("tide.transport.ngx").new{ routes = conf.routes }
+  end
+  local opened, err = require("tide").open{
+    cfg = cfg, registry = conf.registry, transport = transport, log = log,
+    sleep = ngx.sleep,
+    clock_ms = function() return math.floor(ngx.now() * 1000) end,
+  }
+  if not opened then
+    app.unavailable = "the " .. cfg.store .. " store cannot be opened: " .. tostring(err)
+    log("error", app.unavailable)
+    return
+  end
+  if cfg.store == "sqlite" then
+    -- creates the schema if missing (idempotent; tools/nginx.sh runs `tide init` first)
+    local ok, ierr = opened.store:init()
+    if not ok then
+      app.unavailable = "the sqlite store " .. tostring(cfg.sqlite.path) .. " cannot be used: " .. tostring(ierr)
+      log("error", app.unavailable)
+      return
+    end
+  else
+    -- resolve the credentials now (they may come from files), not in a request
+    local creds, cerr = opened.store.client:credentials()
+    if not creds then log("error", "no AWS credentials: " .. tostring(cerr)) end
+  end
+  app.repository = opened.repository
+  app.store = opened.store
+  if conf.proj then
+    local okb, backend = pcall(M.read_backend, cfg, opened.store, conf.proj)
+    if okb and backend then
+      local models = conf.proj.models
+      app.read = function(model, key)
+        if not models[model] then
+          local names = {}
+          for m in pairs(models) do names[#names + 1] = m end
+          table.sort(names)
+          return nil, { kind = "invalid", message = ("unknown read model '%s'; the projections write: %s")
+            :format(model, #names > 0 and table.concat(names, ", ") or "no read models") }
+        end
+        local item, rerr = backend:read_item(model, key)
+        if type(item) == "table" then
+          -- the projector's guards are not part of the read model
+          item._tide, item._rev = nil, nil
+        end
+        return item, rerr
+      end
+    else
+      app.read_error = "read models are not available: the projection backend failed to open: " .. tostring(backend)
+      log("error", app.read_error)
+    end
+  end
+end
+
+-- The projection backend of the store, knowing every read-model table.
+function M.read_backend(cfg, store, proj)
+  local backend
+  if cfg.store == "dynamodb" then
+    backend = proj.backend_mod.new{ client = store.client, table_prefix = cfg.dynamodb.table_prefix }
+  else
+    backend = proj.backend_mod.new{ store = store }
+  end
+  if backend.register then
+    for _, name in ipairs(proj.registry:names()) do backend:register(proj.registry:get(name)) end
+  end
+  return backend
+end
+
+function M.handle()
+  local req = { method = ngx.req.get_method(), path = ngx.var.request_uri, headers = ngx.req.get_headers() }
+  if req.method == "POST" then
+    ngx.req.read_body()
+    req.body = ngx.req.get_body_data()
+    if not req.body and ngx.req.get_body_file() then
+      -- client_body_buffer_size below client_max_body_size: refuse rather than read a file in the worker
+      return M.respond(413, api.error_body("too_large", "the request body did not fit in client_body_buffer_size"))
+    end
+  end
+  local status, body, headers = api.handle(app or { unavailable = "tide.http.site.init_worker did not run" }, req)
+  return M.respond(status, body, headers)
+end
+
+function M.respond(status, body, headers)
+  ngx.status = status
+  for k, v in pairs(headers or { ["content-type"] = "application/json" }) do ngx.header[k] = v end
+  if ngx.req.get_method() ~= "HEAD" then ngx.print(body, "\n") end
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+-- The worker's app, for tests and hooks.
+function M.app() return app end
+
+return M

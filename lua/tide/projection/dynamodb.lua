@@ -1,0 +1,310 @@
+-- tide.projection.dynamodb: the DynamoDB backend of projections
+-- (docs/projections.md, "Backends").
+--
+--   <prefix>rm_<table>  one table per read model: partition key = the
+--                       module's key attribute (S); items carry their
+--                       fields plus _tide (map stream -> version) and _rev (N)
+--   <prefix>positions   projection (S, partition), stream (S, sort), version (N)
+--
+--   local backend = require("tide.projection.dynamodb").new{client=, table_prefix="tide_"}
+--   backend:init(projection)                       -> true | nil, err
+--   backend:get_items({{table=, key=}...})         -> {["table\0key"] = item} | nil, err
+--   backend:get_positions(name, streams)           -> {[stream] = version} | nil, err
+--   backend:write(name, plan [, checkpoint])       -> true | nil, err (err.type "Conflict")
+--   backend:read_item(table, key)                  -> item | false | nil, err
+--   backend:clear(projection)                      -> true | nil, err
+--
+-- `write`: batch-mode items through client:batch_write (25 per request,
+-- batch_concurrency requests in flight, UnprocessedItems retried by the
+-- client) while conditional-mode items go one PutItem/DeleteItem each
+-- (several in flight), conditioned on `_rev` (attribute_not_exists of the
+-- key when the item was absent); then the positions, with batch_write, once
+-- every item is durable. The checkpoint argument is ignored: on DynamoDB
+-- the runner writes the checkpoint (the shard lease) after `write` returns.
+-- A failed condition is `nil, {type="Conflict"}`: the runner resets the
+-- projector and applies the batch again; items already written by this
+-- write are recognised by their `_tide` guards and not applied twice.
+
+local leases = require "tide.projection.leases"
+
+local M = {}
+
+local Backend = {}
+Backend.__index = Backend
+
+function M.new(opts)
+  if type(opts) ~= "table" or type(opts.client) ~= "table" then
+    error("projection.dynamodb.new: opts.client (a tide.dynamodb client) is required", 2)
+  end
+  local prefix = opts.table_prefix or "tide_"
+  if type(prefix) ~= "string" then error("projection.dynamodb.new: opts.table_prefix must be a string", 2) end
+  local self = setmetatable({
+    client = opts.client,
+    prefix = prefix,
+    positions_table = prefix .. "positions",
+    specs = {},          -- read-model table name -> {key=, mode=, table=<DynamoDB name>}
+    wait_timeout = opts.wait_timeout or 120,
+  }, Backend)
+  if opts.projection then self:register(opts.projection) end
+  return self
+end
+
+function Backend:table_name(name)
+  return self.prefix .. "rm_" .. name
+end
+
+local function err(etype, msg, fields)
+  return leases.error(etype, msg, fields)
+end
+
+-- Learns a projection's tables (key attribute, mode) without creating
+-- anything; init does this too.
+function Backend:register(projection)
+  if type(projection) ~= "table" or type(projection.tables) ~= "table" then
+    error("projection.dynamodb: expected a projection object with .tables", 3)
+  end
+  for name, spec in pairs(projection.tables) do
+    local key = type(spec) == "table" and spec.key or "id"
+    self.specs[name] = { key = key, mode = type(spec) == "table" and spec.mode or "batch",
+                         table = self:table_name(name), projection = projection.name }
+  end
+  return true
+end
+
+function Backend:spec(name)
+  local s = self.specs[name]
+  if not s then error("projection.dynamodb: unknown read-model table '" .. tostring(name)
+                      .. "' (not declared in the projection's tables, or init/register not called)", 3) end
+  return s
+end
+
+local function ensure_table(self, params, projection)
+  local db = self.client
+  local _, cerr = db:create_table(params)
+  if cerr and cerr.type ~= "ResourceInUseException" then
+    return nil, leases.wrap(cerr, "creating table", { projection = projection, table = params.TableName })
+  end
+  local desc, werr = db:wait_for_table(params.TableName, self.wait_timeout)
+  if not desc then
+    return nil, leases.wrap(werr, "waiting for the table", { projection = projection, table = params.TableName })
+  end
+  local want = params.KeySchema
+  local got = desc.KeySchema or {}
+  local ok = #got == #want
+  for i = 1, #want do
+    if not got[i] or got[i].AttributeName ~= want[i].AttributeName or got[i].KeyType ~= want[i].KeyType then ok = false end
+  end
+  if not ok then
+    return nil, err("TableMismatch", "the table exists with another key schema; the projection needs "
+      .. want[1].AttributeName .. (want[2] and (", " .. want[2].AttributeName) or ""),
+      { projection = projection, table = params.TableName })
+  end
+  return true
+end
+
+-- backend:init(projection): creates <prefix>rm_<table> for each table of
+-- the projection and <prefix>positions (PAY_PER_REQUEST), when missing.
+function Backend:init(projection)
+  self:register(projection)
+  local ok, e = ensure_table(self, {
+    TableName = self.positions_table,
+    AttributeDefinitions = { { AttributeName = "projection", AttributeType = "S" },
+                             { AttributeName = "stream", AttributeType = "S" } },
+    KeySchema = { { AttributeName = "projection", KeyType = "HASH" },
+                  { AttributeName = "stream", KeyType = "RANGE" } },
+    BillingMode = "PAY_PER_REQUEST",
+  }, projection.name)
+  if not ok then return nil, e end
+  local names = {}
+  for name in pairs(projection.tables) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local s = self.specs[name]
+    ok, e = ensure_table(self, {
+      TableName = s.table,
+      AttributeDefinitions = { { AttributeName = s.key, AttributeType = "S" } },
+      KeySchema = { { AttributeName = s.key, KeyType = "HASH" } },
+      BillingMode = "PAY_PER_REQUEST",
+    }, projection.name)
+    if not ok then return nil, e end
+  end
+  return true
+end
+
+-- backend:get_items(requests) -> map["table\0key"] = item (absent items: no entry)
+-- One consistent BatchGetItem per 100 keys, several in flight.
+function Backend:get_items(requests)
+  if type(requests) ~= "table" then error("get_items: requests must be a list", 2) end
+  local ri, seen, by_table = {}, {}, {}
+  for _, r in ipairs(requests) do
+    local s = self:spec(r.table)
+    local id = r.table .. "\0" .. r.key
+    if not seen[id] then
+      seen[id] = true
+      local t = ri[s.table]
+      if not t then
+        t = { Keys = {}, ConsistentRead = true }
+        ri[s.table] = t
+        by_table[s.table] = r.table
+      end
+      t.Keys[#t.Keys + 1] = { [s.key] = r.key }
+    end
+  end
+  local out = {}
+  if next(ri) == nil then return out end
+  local res, e = self.client:batch_get(ri)
+  if not res then return nil, leases.wrap(e, "reading read-model items") end
+  for tname, items in pairs(res.Responses) do
+    local name = by_table[tname]
+    local key = self.specs[name].key
+    for _, item in ipairs(items) do out[name .. "\0" .. tostring(item[key])] = item end
+  end
+  return out
+end
+
+-- backend:get_positions(name, streams) -> {[stream] = version} (streams
+-- never applied have no entry).
+function Backend:get_positions(name, streams)
+  local keys = {}
+  for _, s in ipairs(streams) do keys[#keys + 1] = { projection = name, stream = s } end
+  local out = {}
+  if #keys == 0 then return out end
+  local res, e = self.client:batch_get{
+    [self.positions_table] = { Keys = keys, ConsistentRead = true },
+  }
+  if not res then return nil, leases.wrap(e, "reading positions", { projection = name }) end
+  for _, item in ipairs(res.Responses[self.positions_table] or {}) do
+    out[item.stream] = tonumber(tostring(item.version))
+  end
+  return out
+end
+
+-- A conditional put/delete of one item, conditioned on the revision read.
+local function conditional(self, name, pi)
+  local s = self:spec(pi.table)
+  local names, values, cond
+  if pi.expected_rev == false or pi.expected_rev == nil then
+    cond = "attribute_not_exists(#k)"
+    names = { ["#k"] = s.key }
+  else
+    cond = "#r = :r"
+    names = { ["#r"] = "_rev" }
+    values = { [":r"] = pi.expected_rev }
+  end
+  local res, e
+  if pi.item == nil then
+    res, e = self.client:delete_item{ TableName = s.table, Key = { [s.key] = pi.key },
+      ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
+  else
+    local item = pi.item
+    item[s.key] = pi.key
+    res, e = self.client:put_item{ TableName = s.table, Item = item,
+      ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
+  end
+  if res then return true end
+  if e.type == "ConditionalCheckFailedException" then
+    return nil, err("Conflict", string.format("item '%s' of '%s' changed since it was read (expected revision %s)",
+      tostring(pi.key), pi.table, tostring(pi.expected_rev or "none")),
+      { projection = name, table = s.table, cause = e, key = pi.key })
+  end
+  return nil, leases.wrap(e, "writing item '" .. tostring(pi.key) .. "'", { projection = name, table = s.table })
+end
+
+-- backend:write(name, plan) -> true | nil, err
+function Backend:write(name, plan)
+  if type(plan) ~= "table" then error("write: plan must be a table", 2) end
+  local db = self.client
+  local batch, cond, nbatch = {}, {}, 0
+  for _, pi in ipairs(plan.items or {}) do
+    local s = self:spec(pi.table)
+    local mode = pi.mode or s.mode
+    if mode == "conditional" then
+      cond[#cond + 1] = pi
+    else
+      local list = batch[s.table]
+      if not list then list = {}; batch[s.table] = list end
+      if pi.item == nil then
+        list[#list + 1] = { DeleteRequest = { Key = { [s.key] = pi.key } } }
+      else
+        pi.item[s.key] = pi.key
+        list[#list + 1] = { PutRequest = { Item = pi.item } }
+      end
+      nbatch = nbatch + 1
+    end
+  end
+  -- Batch items in a thread of their own while the conditional ones go.
+  local th
+  local tr = db.transport
+  if nbatch > 0 then
+    th = tr.spawn(function() return db:batch_write(batch) end)
+  end
+  local cerr
+  if #cond > 0 then
+    cerr = db:run_parallel(cond, function(pi) return conditional(self, name, pi) end)
+  end
+  if th then
+    local ok, res, e = tr.wait(th)
+    if not ok then
+      e = err("LuaError", tostring(res), { projection = name })
+    end
+    if not (ok and res) and not cerr then
+      cerr = leases.wrap(e, "writing read-model items", { projection = name })
+    end
+  end
+  if cerr then return nil, cerr end
+  -- Positions last: they never get ahead of the items they describe.
+  local pos = {}
+  for stream, version in pairs(plan.positions or {}) do
+    pos[#pos + 1] = { PutRequest = { Item = { projection = name, stream = stream, version = version } } }
+  end
+  if #pos > 0 then
+    local res, e = db:batch_write{ [self.positions_table] = pos }
+    if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
+  end
+  return true
+end
+
+function Backend:read_item(name, key)
+  local s = self:spec(name)
+  local res, e = self.client:get_item{ TableName = s.table, Key = { [s.key] = key }, ConsistentRead = true }
+  if not res then return nil, leases.wrap(e, "reading item '" .. tostring(key) .. "'", { table = s.table }) end
+  return res.Item or false
+end
+
+-- Deletes every item of a table, reading only the keys.
+local function empty_table(self, tname, keys, filter, projection)
+  local db = self.client
+  local names, proj = {}, {}
+  for i, k in ipairs(keys) do names["#k" .. i] = k; proj[i] = "#k" .. i end
+  local params = { TableName = tname, ProjectionExpression = table.concat(proj, ", "),
+                   ExpressionAttributeNames = names }
+  local res, e
+  if filter then
+    params.KeyConditionExpression = "#k1 = :p"
+    params.ExpressionAttributeValues = { [":p"] = filter }
+    params.ConsistentRead = true
+    res, e = db:query(params)
+  else
+    res, e = db:scan(params, { segments = 4 })
+  end
+  if not res then return nil, leases.wrap(e, "reading keys to clear", { projection = projection, table = tname }) end
+  if #res.Items == 0 then return true end
+  local dels = {}
+  for i, item in ipairs(res.Items) do dels[i] = { DeleteRequest = { Key = item } } end
+  local ok, werr = db:batch_write{ [tname] = dels }
+  if not ok then return nil, leases.wrap(werr, "clearing", { projection = projection, table = tname }) end
+  return true
+end
+
+-- backend:clear(projection): empties its read-model tables and positions.
+function Backend:clear(projection)
+  self:register(projection)
+  for name in pairs(projection.tables) do
+    local s = self.specs[name]
+    local ok, e = empty_table(self, s.table, { s.key }, nil, projection.name)
+    if not ok then return nil, e end
+  end
+  return empty_table(self, self.positions_table, { "projection", "stream" }, projection.name, projection.name)
+end
+
+return M

@@ -1,0 +1,270 @@
+-- tide.projection.sqlite_runner: runs one projection from the embedded
+-- store's feed (the events table in position order), exactly once: each
+-- batch's read-model changes, positions and checkpoint are one SQLite
+-- transaction.
+--
+--   local runner = require("tide.projection.sqlite_runner")
+--   local r = runner.new{
+--     store = store,             -- a tide.store.sqlite (its connection is shared)
+--     projection = proj,         -- from tide.projection
+--     aggregates = registry,     -- optional: upcasting by the aggregate modules
+--     batch_size = 500,          -- events read per batch
+--     owner = "host-1",          -- lease owner (default: a random id)
+--     lease_ms = 30000,          -- the lease lasts this long after each batch
+--     backoff_base = 0.1, backoff_cap = 30,   -- seconds, after a failed batch
+--     log = function(level, message, fields) end,   -- default: errors on stderr
+--   }
+--   r:step()                 -> n events read (0: caught up) | nil, err
+--   r:run_until_caught_up{max_failures = 5} -> total | nil, err
+--       steps until the feed's last position at the call is reached; after a
+--       failed batch it backs off (sched.sleep inside the scheduler) and
+--       retries the same batch, up to max_failures times in a row
+--   r:run{stop = function() return bool end, idle = 0.2} -> true | nil, err
+--       steps forever (until stop() is true), sleeping `idle` seconds when
+--       caught up; failures back off and retry without limit
+--   r:status() -> {projection=, checkpoint=, last_position=, lag=, owner=,
+--                  lease_until=, holder=, error=, last_error=, handled=}
+--   r:read(table, key) -> item (without _tide/_rev) | false | nil, err
+--   r:release()              -- give the lease up (on shutdown)
+--
+-- The lease: a row of `checkpoints` with owner and lease_until. step takes
+-- it (a conditional UPDATE: free, expired, or ours) before reading, and
+-- every batch's transaction renews it and only commits while we own it.
+-- A runner that cannot take the lease does nothing: step returns nil,
+-- err with err.type == "LeaseHeld" (err.holder, err.lease_until).
+--
+-- A handler error (or an event that cannot be decoded) stops the batch:
+-- nothing of it is written; the events before the failing one are applied
+-- and checkpointed on their own, so the checkpoint stops just before the
+-- failing event; the error (with the event and the traceback) goes into
+-- the checkpoint row's `error` and to the log, and the next step retries.
+local core = require "tide.core"
+local projector_mod = require "tide.projector"
+local backend_mod = require "tide.projection.sqlite"
+
+local type, tostring, setmetatable, error, math_min = type, tostring, setmetatable, error, math.min
+
+local M = {}
+
+local Runner = {}
+Runner.__index = Runner
+
+local Error = {}
+Error.__index = Error
+function Error:__tostring()
+  return "projection " .. tostring(self.projection) .. ": " .. tostring(self.type) .. ": " .. tostring(self.message)
+end
+
+local function default_log(level, message, fields)
+  if level == "error" or level == "warn" then
+    io.stderr:write("tide projection ", tostring(fields and fields.projection or ""), ": ", level, ": ",
+      tostring(message), "\n")
+  end
+end
+
+local function sleep(seconds)
+  local ok, sched = pcall(require, "tide.sched")
+  if ok and sched.running() then sched.sleep(seconds) end
+end
+
+function M.new(opts)
+  if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.projection) ~= "table" then
+    error("sqlite_runner.new{store=, projection=}: store and projection are required", 2)
+  end
+  local batch = opts.batch_size or 500
+  if type(batch) ~= "number" or batch < 1 or batch ~= math.floor(batch) then
+    error("sqlite_runner.new: batch_size must be a positive integer", 2)
+  end
+  local backend = opts.backend or backend_mod.new{ store = opts.store }
+  local self = setmetatable({
+    store = opts.store,
+    projection = opts.projection,
+    name = opts.projection.name,
+    backend = backend,
+    batch_size = batch,
+    owner = opts.owner or ("runner-" .. core.random_hex(8)),
+    lease_ms = opts.lease_ms or 30000,
+    backoff_base = opts.backoff_base or 0.1,
+    backoff_cap = opts.backoff_cap or 30,
+    log = opts.log or default_log,
+    sleep = opts.sleep or sleep,
+    handled = 0,
+    failures = 0,
+  }, Runner)
+  self.projector = projector_mod.new{
+    projection = opts.projection, backend = backend, aggregates = opts.aggregates,
+    reader = projector_mod.store_reader(opts.store), log = self.log,
+  }
+  return self
+end
+
+function Runner:init()
+  if self.ready then return true end
+  local ok, err = self.backend:init(self.projection)
+  if not ok then return nil, err end
+  self.ready = true
+  return true
+end
+
+-- Takes (or renews) the lease and reads the checkpoint when newly taken.
+function Runner:acquire()
+  local ok, err = self:init()
+  if not ok then return nil, err end
+  local got, cp = self.backend:acquire(self.name, self.owner, self.lease_ms)
+  if got == nil then return nil, cp end
+  if not got then
+    self.held = false
+    return nil, setmetatable({ type = "LeaseHeld", projection = self.name, holder = cp.owner,
+      lease_until = cp.lease_until, retryable = true,
+      message = ("owner %s holds the lease for %d ms more"):format(tostring(cp.owner), cp.lease_until - cp.now) }, Error)
+  end
+  if not self.held then
+    local row, cerr = self.backend:checkpoint(self.name)
+    if not row then return nil, cerr end
+    self.position = row.position
+    self.held = true
+    -- another owner may have moved on while we did not hold the lease
+    self.projector:reset()
+  end
+  return true
+end
+
+function Runner:release()
+  if self.held then
+    self.held = false
+    return self.backend:release(self.name, self.owner)
+  end
+  return true
+end
+
+-- Writes plan with the checkpoint at position; true | nil, err.
+function Runner:commit(plan, position)
+  local ok, err = self.backend:write(self.name, plan, { position = position, owner = self.owner,
+                                                       lease_ms = self.lease_ms })
+  if not ok then
+    self.projector:reset()
+    if err.type == "LeaseLost" then self.held = false end
+    return nil, err
+  end
+  self.projector:committed(plan)
+  self.position = position
+  return true
+end
+
+local function failed(self, err)
+  self.last_error = err
+  self.failures = self.failures + 1
+  self.log("error", tostring(err), { projection = self.name, error = err })
+  if self.held then self.backend:set_error(self.name, self.owner, tostring(err)) end
+  return nil, err
+end
+
+function Runner:step()
+  local ok, err = self:acquire()
+  if not ok then return nil, err end
+  local rows
+  rows, err = self.store:read_all(self.position, self.batch_size)
+  if not rows then return failed(self, err) end
+  if #rows == 0 then
+    -- keep the lease alive while idle
+    return 0
+  end
+  for attempt = 1, 5 do
+    local plan, aerr = self.projector:apply(rows)
+    if not plan then
+      -- apply what came before the failing event, so the checkpoint stops
+      -- right before it
+      local pos = aerr.event and aerr.event.position
+      if pos and pos > rows[1].position then
+        local head = {}
+        for i = 1, #rows do
+          if rows[i].position >= pos then break end
+          head[i] = rows[i]
+        end
+        local hplan = self.projector:apply(head)
+        if hplan and self:commit(hplan, head[#head].position) then
+          self.handled = self.handled + #head
+        end
+      end
+      return failed(self, aerr)
+    end
+    local cok, cerr = self:commit(plan, rows[#rows].position)
+    if cok then
+      self.handled = self.handled + #rows
+      self.failures = 0
+      self.last_error = nil
+      return #rows
+    end
+    if cerr.type ~= "Conflict" or attempt == 5 then return failed(self, cerr) end
+    -- a conditional item changed under us: apply the batch again on fresh items
+  end
+end
+
+function Runner:backoff()
+  local d = math_min(self.backoff_cap, self.backoff_base * 2 ^ math_min(self.failures - 1, 30))
+  self.sleep(d * (0.5 + math.random() * 0.5))
+end
+
+function Runner:run_until_caught_up(opts)
+  opts = opts or {}
+  local max_failures = opts.max_failures or 5
+  local target, err = self.store:last_position()
+  if not target then return nil, err end
+  local total, in_a_row = 0, 0
+  while true do
+    if self.held and self.position and self.position >= target then return total end
+    local n, serr = self:step()
+    if n then
+      in_a_row = 0
+      total = total + n
+      if n == 0 then return total end
+    else
+      if serr.type == "LeaseHeld" then return nil, serr end
+      in_a_row = in_a_row + 1
+      if in_a_row >= max_failures then return nil, serr end
+      self:backoff()
+    end
+  end
+end
+
+function Runner:run(opts)
+  opts = opts or {}
+  local stop, idle = opts.stop or function() return false end, opts.idle or 0.2
+  while not stop() do
+    local n, err = self:step()
+    if not n then
+      if err.type == "LeaseHeld" then
+        self.sleep(math_min(idle * 5, self.lease_ms / 3000))
+      else
+        self:backoff()
+      end
+    elseif n == 0 then
+      self.sleep(idle)
+    end
+  end
+  self:release()
+  return true
+end
+
+function Runner:status()
+  local ok, ierr = self:init()
+  if not ok then return nil, ierr end
+  local cp, err = self.backend:checkpoint(self.name)
+  if not cp then return nil, err end
+  local last, lerr = self.store:last_position()
+  if not last then return nil, lerr end
+  return {
+    projection = self.name, version = self.projection.version,
+    checkpoint = cp.position, last_position = last, lag = last - cp.position,
+    owner = self.owner, holder = cp.owner, lease_until = cp.lease_until, held = self.held == true,
+    error = cp.error, last_error = self.last_error, handled = self.handled,
+  }
+end
+
+function Runner:read(tname, key)
+  local item, err = self.backend:read_item(tname, key)
+  if not item then return item, err end
+  return projector_mod.user_view(item)
+end
+
+return M

@@ -1,0 +1,597 @@
+-- tide.projector: the store-neutral batch logic of projections
+-- (docs/projections.md, "Idempotency and order" and "Pieces").
+--
+--   local p = projector.new{ projection = proj, backend = backend,
+--                            reader = reader,          -- reader(stream, after_version, before_version)
+--                            aggregates = registry,    -- optional: upcasting
+--                            log = function(level, msg, fields) end,   -- optional
+--                            max_cached = 100000 }     -- optional: items and positions kept between batches
+--   local plan, err = p:apply(events)   -- events in source order
+--   p:committed(plan)                   -- after the backend wrote the plan
+--   p:reset()                           -- after a failed write
+--
+-- Events are {stream=, version=, type=, data=, meta=} (aggregate and id are
+-- derived from the stream "<aggregate>#<id>" when absent); data and meta may
+-- be decoded tables, or stored text (data as AttributeValue JSON, meta as
+-- JSON), which is decoded (and upcast) only for the events that are applied.
+--
+-- apply writes nothing. It
+--   1. drops events of streams the projection does not track,
+--   2. reads the positions of the batch's streams it does not know yet
+--      (backend:get_positions) and skips every event at or below its
+--      stream's position; an event above position + 1 is a gap: the
+--      missing versions come from reader and are applied first,
+--   3. prefetches the items the module's prefetch names (one
+--      backend:get_items for the batch),
+--   4. runs before_batch, the handlers, after_batch in a working set that
+--      overlays the items of earlier batches; each put carries the item
+--      guards (_tide[stream] = version, _rev), and a put, update or delete
+--      for (stream, v) on an item whose _tide[stream] >= v is ignored,
+--   5. returns the plan: the items changed, the new positions, counts.
+-- A handler (or hook, or prefetch) that raises stops the batch: apply
+-- returns nil, err with the event and the traceback, and nothing of the
+-- batch is kept.
+local core = require "tide.core"
+local cjson = require "cjson.safe"
+local repository = require "tide.repository"
+local suggest = require("tide.suggest").closest_key
+
+local type, pairs, ipairs, tostring, setmetatable, error, xpcall =
+  type, pairs, ipairs, tostring, setmetatable, error, xpcall
+local traceback = debug.traceback
+
+local M = {}
+
+local SEP = "\0"
+
+------------------------------------------------------------------------
+-- Errors
+
+local Error = {}
+Error.__index = Error
+function Error:__tostring()
+  local parts = { "projection " .. tostring(self.projection or "?") }
+  if self.stream then
+    parts[#parts + 1] = "stream " .. self.stream
+      .. (self.version and (" version " .. tostring(self.version)) or "")
+      .. (self.event_type and (" (" .. self.event_type .. ")") or "")
+  end
+  if self.table then
+    parts[#parts + 1] = "table " .. self.table .. (self.key and (" key " .. tostring(self.key)) or "")
+  end
+  return table.concat(parts, ", ") .. ": " .. tostring(self.kind) .. ": " .. tostring(self.message)
+end
+M.Error = Error
+
+-- kind: "handler_error" (a handler, hook or prefetch raised or broke the
+-- contract), "invalid_event" (an event that cannot be decoded or upcast),
+-- "gap" (the reader could not fill a gap), "store" (a backend or reader
+-- failure).
+local function new_error(kind, message, fields)
+  local e = fields or {}
+  e.kind, e.message = kind, message
+  if e.event then
+    e.stream = e.stream or e.event.stream
+    e.version = e.version or e.event.version
+    e.event_type = e.event_type or e.event.type
+  end
+  return setmetatable(e, Error)
+end
+M.new_error = new_error
+
+-- A failure of the backend inside ctx:get, raised through the handler's
+-- xpcall and turned into a "store" error (not a handler error).
+local StoreFail = {}
+StoreFail.__index = StoreFail
+
+------------------------------------------------------------------------
+-- Events
+
+local function split_stream(stream)
+  local agg, id = stream:match("^([^#]*)#(.*)$")
+  if not agg then return stream, "" end
+  return agg, id
+end
+M.split_stream = split_stream
+
+-- A stored row -> the projector's event shape.
+--   row: {stream=, version=, type=, data=<AV JSON text | table>, meta=<JSON text | table>}
+--        (position= is kept when present)
+--   aggregates: an aggregate registry (optional): data is upcast by the
+--   aggregate's module when it loads
+-- Returns {stream=, aggregate=, id=, version=, type=, data=, meta=} or
+-- nil, message.
+function M.decode(row, aggregates)
+  if type(row) ~= "table" or type(row.stream) ~= "string" or type(row.version) ~= "number"
+      or type(row.type) ~= "string" then
+    error("projector.decode: row must be a table with stream, version and type", 2)
+  end
+  local agg_name, id = split_stream(row.stream)
+  local data, meta = row.data, row.meta
+  if type(data) == "string" or data == nil then
+    local agg
+    if aggregates then agg = aggregates:get(agg_name) or nil end
+    local ev, err = repository.decode_event(agg, { version = row.version, type = row.type,
+                                                   data = data or '{"M":{}}', meta = type(meta) == "string" and meta or nil })
+    if not ev then return nil, err end
+    data = ev.data
+    if type(meta) ~= "table" then meta = ev.meta end
+  elseif type(meta) == "string" then
+    meta = cjson.decode(meta)
+    if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
+  end
+  return { stream = row.stream, aggregate = row.aggregate or agg_name, id = row.id or id,
+           version = row.version, type = row.type, data = data, meta = meta or {},
+           position = row.position }
+end
+
+-- A reader over a store with load(stream, after_version) (the event store
+-- interface of docs/data-model.md): reader(stream, after, before) -> the
+-- stored events with after < version < before (rows; the projector decodes
+-- them) | nil, err.
+function M.store_reader(store)
+  return function(stream, after, before)
+    local rows, err = store:load(stream, after)
+    if not rows then return nil, err end
+    local out = {}
+    for _, r in ipairs(rows) do
+      if before and r.version >= before then break end
+      r.stream = stream
+      out[#out + 1] = r
+    end
+    return out
+  end
+end
+
+------------------------------------------------------------------------
+-- Items
+
+local function copy(v, depth)
+  if type(v) ~= "table" then return v end
+  depth = (depth or 0) + 1
+  if depth > 64 then error("item nested more than 64 levels deep (or a cycle)", 0) end
+  local c = {}
+  for k, x in pairs(v) do c[k] = copy(x, depth) end
+  return setmetatable(c, getmetatable(v))
+end
+M.copy = copy
+
+-- The user's view of a stored item: a copy without the guards.
+local function user_view(item)
+  local c = {}
+  for k, x in pairs(item) do
+    if k ~= "_tide" and k ~= "_rev" then c[k] = copy(x) end
+  end
+  return c
+end
+M.user_view = user_view
+
+------------------------------------------------------------------------
+-- The projector
+
+local Projector = {}
+Projector.__index = Projector
+
+function M.new(opts)
+  if type(opts) ~= "table" or type(opts.projection) ~= "table" or type(opts.backend) ~= "table" then
+    error("projector.new{projection=, backend=, reader=}: projection and backend are required", 2)
+  end
+  if opts.reader ~= nil and type(opts.reader) ~= "function" then
+    error("projector.new: reader must be a function(stream, after_version, before_version)", 2)
+  end
+  return setmetatable({
+    projection = opts.projection,
+    name = opts.projection.name,
+    backend = opts.backend,
+    reader = opts.reader,
+    aggregates = opts.aggregates,
+    log = opts.log or function() end,
+    max_cached = opts.max_cached or 100000,
+    items = {}, nitems = 0,         -- "table\0key" -> {item = full | false, rev = n | false}
+    positions = {}, npositions = 0, -- stream -> version (committed)
+  }, Projector)
+end
+
+function Projector:reset()
+  self.items, self.nitems = {}, 0
+  self.positions, self.npositions = {}, 0
+end
+
+-- After the backend wrote plan: its items and positions become the known
+-- committed state.
+function Projector:committed(plan)
+  if self.nitems > self.max_cached then self.items, self.nitems = {}, 0 end
+  if self.npositions > self.max_cached then self.positions, self.npositions = {}, 0 end
+  local items = self.items
+  for _, it in ipairs(plan.items) do
+    local k = it.table .. SEP .. it.key
+    if items[k] == nil then self.nitems = self.nitems + 1 end
+    items[k] = { item = it.item or false, rev = it.item and it.item._rev or false }
+  end
+  local positions = self.positions
+  for stream, v in pairs(plan.positions) do
+    if positions[stream] == nil then self.npositions = self.npositions + 1 end
+    positions[stream] = v
+  end
+end
+
+-- ---- the batch -------------------------------------------------------------
+
+local Batch = {}
+Batch.__index = Batch
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+-- The table spec of name, or raises with a fix-it (level: the handler).
+local function table_spec(b, name, method)
+  local spec = b.projection.tables[name]
+  if spec then return spec end
+  local names = b.projection:table_names()
+  local hint = type(name) == "string" and suggest(name, b.projection.tables)
+  error(("ctx:%s: unknown table %s%s; %s declares: %s (add it to %s.tables)"):format(method,
+    type(name) == "string" and ("'" .. name .. "'") or ("(a " .. type(name) .. ")"),
+    hint and (" (did you mean '" .. hint .. "'?)") or "", b.projection.name,
+    table.concat(names, ", "), b.projection.name), 3)
+end
+
+local function check_key(name, method, key)
+  if type(key) == "number" then
+    error(("ctx:%s(\"%s\", %s): keys are strings: pass tostring(%s)"):format(method, name, tostring(key),
+      tostring(key)), 3)
+  end
+  if type(key) ~= "string" or key == "" then
+    error(("ctx:%s(\"%s\", key): key must be a non-empty string, got %s"):format(method, name,
+      key == "" and "an empty string" or type(key)), 3)
+  end
+end
+
+-- The batch entry of (table, key), loading the item when needed.
+function Batch:entry(tname, key, spec)
+  local k = tname .. SEP .. key
+  local e = self.ws[k]
+  if e then return e end
+  local known = self.p.items[k]
+  if not known then
+    local got, err = self.p.backend:get_items({ { table = tname, key = key } })
+    if not got then
+      error(setmetatable({ err = err, table = tname, key = key }, StoreFail), 0)
+    end
+    local item = got[k]
+    known = { item = item or false, rev = item and item._rev or false }
+  end
+  e = { table = tname, key = key, mode = spec.mode, item = known.item, expected_rev = known.rev }
+  self.ws[k] = e
+  return e
+end
+
+-- True when the current event is already reflected in item (its guard).
+function Batch:guarded(item)
+  local ev = self.event
+  if not ev or not item then return false end
+  local seen = item._tide and item._tide[ev.stream]
+  return seen ~= nil and seen >= ev.version
+end
+
+function Batch:touch(e)
+  if not e.dirty then
+    e.dirty = true
+    self.order[#self.order + 1] = e
+  end
+end
+
+-- Stores item (a fresh table owned by the batch) into entry e, with guards.
+function Batch:store(e, item)
+  local old = e.item or e.tomb
+  local tide = {}
+  if old and old._tide then
+    for s, v in pairs(old._tide) do tide[s] = v end
+  end
+  local ev = self.event
+  if ev then tide[ev.stream] = ev.version end
+  item._tide = tide
+  item._rev = nil
+  e.item = item
+  self:touch(e)
+end
+
+function Ctx:get(tname, key)
+  local b = self._batch
+  local spec = table_spec(b, tname, "get")
+  check_key(tname, "get", key)
+  local e = b:entry(tname, key, spec)
+  if not e.item then return nil end
+  return user_view(e.item)
+end
+
+function Ctx:put(tname, item)
+  local b = self._batch
+  local spec = table_spec(b, tname, "put")
+  if type(item) ~= "table" then
+    error(("ctx:put(\"%s\", item): item must be a table holding its key `%s`, got %s"):format(tname, spec.key,
+      type(item)), 2)
+  end
+  local key = item[spec.key]
+  if key == nil then
+    error(("ctx:put(\"%s\", item): the item has no `%s`, the table's key attribute: set item.%s"):format(tname,
+      spec.key, spec.key), 2)
+  end
+  if type(key) == "number" then
+    error(("ctx:put(\"%s\", item): item.%s is a number; keys are strings: set item.%s = tostring(...)"):format(
+      tname, spec.key, spec.key), 2)
+  end
+  check_key(tname, "put", key)
+  local e = b:entry(tname, key, spec)
+  if b:guarded(e.item) then
+    b.ignored = b.ignored + 1
+    return false
+  end
+  local fresh = {}
+  for k, v in pairs(item) do
+    if k ~= "_tide" and k ~= "_rev" then fresh[k] = copy(v) end
+  end
+  b:store(e, fresh)
+  return true
+end
+
+function Ctx:update(tname, key, fields)
+  local b = self._batch
+  local spec = table_spec(b, tname, "update")
+  check_key(tname, "update", key)
+  if type(fields) ~= "table" then
+    error(("ctx:update(\"%s\", \"%s\", fields): fields must be a table"):format(tname, key), 2)
+  end
+  if fields[spec.key] ~= nil and fields[spec.key] ~= key then
+    error(("ctx:update(\"%s\", \"%s\", fields): fields.%s differs from the key; the key of an item cannot change"):format(
+      tname, key, spec.key), 2)
+  end
+  local e = b:entry(tname, key, spec)
+  if b:guarded(e.item) then
+    b.ignored = b.ignored + 1
+    return false
+  end
+  local fresh = {}
+  if e.item then
+    for k, v in pairs(e.item) do
+      if k ~= "_tide" and k ~= "_rev" then fresh[k] = v end -- shared: never mutated in place
+    end
+  end
+  for k, v in pairs(fields) do
+    if k ~= "_tide" and k ~= "_rev" then fresh[k] = copy(v) end
+  end
+  fresh[spec.key] = key
+  b:store(e, fresh)
+  return true
+end
+
+function Ctx:delete(tname, key)
+  local b = self._batch
+  local spec = table_spec(b, tname, "delete")
+  check_key(tname, "delete", key)
+  local e = b:entry(tname, key, spec)
+  if not e.item then return false end
+  if b:guarded(e.item) then
+    b.ignored = b.ignored + 1
+    return false
+  end
+  -- keep the guards for a put later in the same batch
+  e.tomb = e.item
+  e.item = false
+  b:touch(e)
+  return true
+end
+
+local function handler_traceback(err)
+  if getmetatable(err) == StoreFail then return err end
+  return traceback(tostring(err), 2)
+end
+
+-- Runs fn(...) as user code; returns true, results | false, err (an Error).
+function Batch:call(what, fn, ...)
+  local ok, r1, r2 = xpcall(fn, handler_traceback, ...)
+  if ok then return true, r1, r2 end
+  local ev = self.event
+  if getmetatable(r1) == StoreFail then
+    return false, new_error("store", "reading an item failed: " .. tostring(r1.err),
+      { projection = self.p.name, event = ev, table = r1.table, key = r1.key, cause = r1.err })
+  end
+  return false, new_error("handler_error", what .. " raised: " .. tostring(r1),
+    { projection = self.p.name, event = ev })
+end
+
+-- Normalizes the prefetch result into requests.
+local function prefetch_requests(b, ev, r1, r2, out)
+  if r1 == nil then return true end
+  if type(r1) == "string" then
+    if b.projection.tables[r1] and type(r2) == "string" then
+      out[#out + 1] = { table = r1, key = r2 }
+      return true
+    end
+  elseif type(r1) == "table" then
+    for _, r in ipairs(r1) do
+      local t, k = r.table or r[1], r.key or r[2]
+      if type(t) ~= "string" or not b.projection.tables[t] or type(k) ~= "string" then
+        return false
+      end
+      out[#out + 1] = { table = t, key = k }
+    end
+    return true
+  end
+  return false
+end
+
+function Projector:apply(events)
+  if type(events) ~= "table" then error("projector:apply(events): events must be a list", 2) end
+  local proj, name = self.projection, self.name
+  local plan = { items = {}, positions = {}, applied = 0, skipped = 0, filled = 0, ignored = 0, untracked = 0 }
+
+  -- 1. the tracked events
+  local list, need, seen = {}, {}, {}
+  for i = 1, #events do
+    local e = events[i]
+    local stream = e.stream
+    if type(stream) ~= "string" then
+      if type(e.aggregate) == "string" and type(e.id) == "string" then
+        stream = e.aggregate .. "#" .. e.id
+      else
+        error(("projector:apply: events[%d] has no stream"):format(i), 2)
+      end
+    end
+    if type(e.version) ~= "number" or type(e.type) ~= "string" then
+      error(("projector:apply: events[%d] needs a number version and a string type"):format(i), 2)
+    end
+    local agg = e.aggregate or split_stream(stream)
+    if proj:tracks(agg) then
+      list[#list + 1] = { e, stream }
+      if self.positions[stream] == nil and not seen[stream] then
+        seen[stream] = true
+        need[#need + 1] = stream
+      end
+    else
+      plan.untracked = plan.untracked + 1
+    end
+  end
+
+  -- 2. positions, duplicates and gaps
+  if #need > 0 then
+    local got, err = self.backend:get_positions(name, need)
+    if not got then
+      return nil, new_error("store", "reading positions failed: " .. tostring(err), { projection = name, cause = err })
+    end
+    for _, s in ipairs(need) do
+      self.positions[s] = got[s] or 0
+      self.npositions = self.npositions + 1
+    end
+  end
+  local pos = plan.positions
+  local todo = {}
+  for _, pair in ipairs(list) do
+    local e, stream = pair[1], pair[2]
+    local cur = pos[stream] or self.positions[stream]
+    local v = e.version
+    if v <= cur then
+      plan.skipped = plan.skipped + 1
+    else
+      if v > cur + 1 then
+        if not self.reader then
+          return nil, new_error("gap", ("version %d follows %d and there is no reader to fill the gap"):format(v, cur),
+            { projection = name, stream = stream, version = v })
+        end
+        local filled, rerr = self.reader(stream, cur, v)
+        if not filled then
+          return nil, new_error("store", ("filling the gap %d..%d failed: %s"):format(cur + 1, v - 1, tostring(rerr)),
+            { projection = name, stream = stream, version = v, cause = rerr })
+        end
+        local expect = cur + 1
+        for _, f in ipairs(filled) do
+          if f.version == expect then
+            todo[#todo + 1] = { f, stream }
+            expect = expect + 1
+            plan.filled = plan.filled + 1
+          elseif f.version > expect then
+            break
+          end
+        end
+        if expect ~= v then
+          return nil, new_error("gap", ("version %d follows %d and the reader has no version %d"):format(v, cur, expect),
+            { projection = name, stream = stream, version = v })
+        end
+      end
+      todo[#todo + 1] = { e, stream }
+      pos[stream] = v
+    end
+  end
+
+  -- 3. decode what is applied; prefetch
+  local b = setmetatable({ p = self, projection = proj, ws = {}, order = {}, ignored = 0 }, Batch)
+  local ctx = setmetatable({ _batch = b, projection = name }, Ctx)
+  local run = {}
+  for _, pair in ipairs(todo) do
+    local e, stream = pair[1], pair[2]
+    local ev = e
+    if type(e.data) ~= "table" or type(e.meta) ~= "table" or e.stream == nil or e.aggregate == nil or e.id == nil then
+      local row = e
+      if e.stream == nil then
+        row = {}
+        for k, x in pairs(e) do row[k] = x end
+        row.stream = stream
+      end
+      local derr
+      ev, derr = M.decode(row, self.aggregates)
+      if not ev then
+        return nil, new_error("invalid_event", tostring(derr), { projection = name, stream = stream,
+          version = e.version, event_type = e.type })
+      end
+    end
+    if proj:subscribes(ev) and proj:handler(ev.type) then
+      run[#run + 1] = ev
+    end
+  end
+  local prefetch = proj.module.prefetch
+  if prefetch and #run > 0 then
+    local reqs, asked = {}, {}
+    for _, ev in ipairs(run) do
+      b.event = ev
+      local ok, r1, r2 = b:call("prefetch", prefetch, ev)
+      if not ok then return nil, r1 end
+      local got = {}
+      if not prefetch_requests(b, ev, r1, r2, got) then
+        return nil, new_error("handler_error", ("prefetch must return a table name and a key (strings), or a list of "
+          .. "{table, key}, with a table of %s.tables; got %s, %s"):format(name, tostring(r1), tostring(r2)),
+          { projection = name, event = ev })
+      end
+      for _, r in ipairs(got) do
+        local k = r.table .. SEP .. r.key
+        if not asked[k] and not self.items[k] then
+          asked[k] = true
+          reqs[#reqs + 1] = r
+        end
+      end
+    end
+    b.event = nil
+    if #reqs > 0 then
+      local items, err = self.backend:get_items(reqs)
+      if not items then
+        return nil, new_error("store", "prefetching items failed: " .. tostring(err), { projection = name, cause = err })
+      end
+      for _, r in ipairs(reqs) do
+        local k = r.table .. SEP .. r.key
+        local item = items[k]
+        b.ws[k] = { table = r.table, key = r.key, mode = proj.tables[r.table].mode,
+                    item = item or false, expected_rev = item and item._rev or false }
+      end
+    end
+  end
+
+  -- 4. hooks and handlers
+  local mod = proj.module
+  if mod.before_batch then
+    local ok, err = b:call(name .. ".before_batch", mod.before_batch, ctx)
+    if not ok then return nil, err end
+  end
+  for _, ev in ipairs(run) do
+    b.event = ev
+    ctx.event = ev
+    local h = proj:handler(ev.type)
+    local ok, err = b:call(mod.handle and (name .. ".handle") or (name .. ".handlers." .. ev.type), h, ev, ctx)
+    if not ok then return nil, err end
+    plan.applied = plan.applied + 1
+  end
+  b.event, ctx.event = nil, nil
+  if mod.after_batch then
+    local ok, err = b:call(name .. ".after_batch", mod.after_batch, ctx)
+    if not ok then return nil, err end
+  end
+
+  -- 5. the plan
+  for _, e in ipairs(b.order) do
+    local item = e.item
+    if item then item._rev = (e.expected_rev or 0) + 1 end
+    plan.items[#plan.items + 1] = { table = e.table, key = e.key, item = item or nil,
+                                    expected_rev = e.expected_rev, mode = e.mode }
+  end
+  plan.ignored = b.ignored
+  return plan
+end
+
+return M

@@ -1,0 +1,144 @@
+-- tide.transport.ngx - the DynamoDB transport inside nginx.
+--
+-- nginx's own HTTP client does the I/O: each request is a subrequest
+-- (ngx.location.capture) to an internal location that proxy_passes to an
+-- `upstream` with `keepalive` connections (see examples/nginx/nginx.conf).
+-- The worker never blocks: the calling request's coroutine yields until
+-- the subrequest is done. The signed headers travel as nginx variables
+-- (capture's `vars` option), because the location sends only the headers it
+-- names (proxy_pass_request_headers off; proxy_set_header X $tide_x).
+--
+--   local t = require("tide.transport.ngx").new{
+--     routes = { ["http://127.0.0.1:8000"] = "/_tide/dynamodb" },  -- endpoint base -> location
+--   }
+--   local resp, err = t:request{method=, url=, headers=, body=, timeout_ms=}
+--   -- resp = {status=, headers={lowercase=value}, body=}
+--   -- err  = {kind=, message=, retryable=}  (tostring(err) = "kind: message")
+--   t.sleep(s) = ngx.sleep, t.spawn/t.wait = ngx.thread.spawn/wait, t.now = ngx.now
+--
+-- HTTP statuses are not errors: DynamoDB's 400 or 500 comes back as resp.
+-- A failure to get a response is answered by nginx itself (502/504 from the
+-- proxy module, no body, no x-amzn-requestid): that becomes err here, kind
+-- "connect" or "timeout" (both retryable). The per-attempt timeout is the location's
+-- proxy_read_timeout (rendered from dynamodb.timeout_ms), not
+-- req.timeout_ms: nginx fixes it per location.
+--
+-- request/sleep/spawn/wait need a request context (rewrite, access, content
+-- phases; not init_worker or a timer: ngx.location.capture needs a request).
+local ngx = ngx
+
+local type, pairs, error, setmetatable, tostring, lower =
+  type, pairs, error, setmetatable, tostring, string.lower
+
+local M = {}
+
+-- Headers the DynamoDB client sends, and the variable each travels in. The
+-- nginx.conf location sets exactly these (Host comes from the URL).
+M.HEADER_VARS = {
+  ["content-type"] = "tide_content_type",
+  ["x-amz-target"] = "tide_amz_target",
+  ["x-amz-date"] = "tide_amz_date",
+  ["x-amz-security-token"] = "tide_amz_security_token",
+  ["authorization"] = "tide_authorization",
+}
+
+local NOT_RETRYABLE = { url = true, tls = true }
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e)
+  return tostring(e.kind) .. ": " .. tostring(e.message)
+end
+
+local function new_error(kind, message)
+  return setmetatable({ kind = kind, message = message, retryable = not NOT_RETRYABLE[kind] }, Error)
+end
+M.new_error = new_error
+
+local Transport = {}
+Transport.__index = Transport
+
+-- "http://host:port/path" -> "http://host:port", "host:port"
+local function split_url(url)
+  local base, hostport = url:match("^(https?://([^/]+))")
+  return base, hostport
+end
+M.split_url = split_url
+
+-- new{routes = {[endpoint base URL] = internal location}} -> transport
+function M.new(opts)
+  if type(opts) ~= "table" or type(opts.routes) ~= "table" then
+    error("tide.transport.ngx.new: opts.routes (endpoint base URL -> internal location) is required", 2)
+  end
+  local routes = {}
+  for base, loc in pairs(opts.routes) do
+    if type(base) ~= "string" or type(loc) ~= "string" then
+      error("tide.transport.ngx.new: routes maps URL strings to location strings", 2)
+    end
+    routes[(base:gsub("/+$", ""))] = loc
+  end
+  return setmetatable({ routes = routes }, Transport)
+end
+
+function Transport:request(req)
+  if type(req) ~= "table" then error("transport:request: req must be a table", 2) end
+  if type(req.url) ~= "string" then error("transport:request: req.url must be a string", 2) end
+  if req.body ~= nil and type(req.body) ~= "string" then
+    error("transport:request: req.body must be a string or nil", 2)
+  end
+  local base, hostport = split_url(req.url)
+  local loc = base and self.routes[base]
+  if not loc then
+    local known = {}
+    for b in pairs(self.routes) do known[#known + 1] = b end
+    table.sort(known)
+    return nil, new_error("url", ("this nginx site proxies DynamoDB requests to %s, not to %s: "
+      .. "render the site again from the current tide.yaml (tools/nginx.sh reload)")
+      :format(#known > 0 and table.concat(known, ", ") or "no endpoint", tostring(base or req.url)))
+  end
+  -- the Host header the request was signed with: no default port
+  local host = hostport
+  if base:sub(1, 5) == "https" then host = host:gsub(":443$", "") else host = host:gsub(":80$", "") end
+  -- every variable, "" when the header is absent (nginx then omits the header)
+  local vars = { tide_host = host }
+  for _, var in pairs(M.HEADER_VARS) do vars[var] = "" end
+  for name, value in pairs(req.headers or {}) do
+    local var = M.HEADER_VARS[lower(name)]
+    if not var then
+      error("transport:request: header '" .. name .. "' has no variable in the nginx location "
+        .. "(tide.transport.ngx.HEADER_VARS)", 2)
+    end
+    vars[var] = value
+  end
+  local res = ngx.location.capture(loc, {
+    method = req.method == "GET" and ngx.HTTP_GET or ngx.HTTP_POST,
+    body = req.body or "",
+    vars = vars,
+  })
+  local headers = {}
+  for k, v in pairs(res.header or {}) do
+    headers[lower(k)] = type(v) == "table" and v[#v] or v
+  end
+  -- nginx answers for the upstream when DynamoDB did not: 502 (connection
+  -- refused, reset, bad response) or 504 (timeout), with no body and no
+  -- request id (a subrequest gets no error page). DynamoDB's own errors
+  -- always carry x-amzn-requestid and a JSON body.
+  if (res.status == 502 or res.status == 504) and not headers["x-amzn-requestid"] and (res.body or "") == "" then
+    local kind = res.status == 504 and "timeout" or "connect"
+    return nil, new_error(kind, "DynamoDB at " .. base .. ": "
+      .. (kind == "timeout" and "no response within proxy_read_timeout"
+          or "connection failed, was dropped, or the response was invalid (nginx's error log has the cause)"))
+  end
+  if res.truncated then
+    return nil, new_error("truncated", "the response from " .. base .. " was cut short")
+  end
+  return { status = res.status, headers = headers, body = res.body or "" }
+end
+
+-- Plain functions (t.sleep(s), not t:sleep(s)), as tide.transport.engine.
+Transport.sleep = function(s) return ngx.sleep(s) end
+Transport.spawn = function(...) return ngx.thread.spawn(...) end
+Transport.wait = function(...) return ngx.thread.wait(...) end
+Transport.now = function() return ngx.now() end
+
+return M

@@ -1,0 +1,34 @@
+/*
+ * ddb_json_writer.h - the JSON writer of the DynamoDB codec: compact JSON
+ * text appended to one growing buffer. No Lua.
+ *
+ * Only writing lives here: the encoder emits its text straight into the
+ * buffer, which is much cheaper than building a jansson tree and dumping it.
+ * Parsing goes through jansson (lua_codec.c, ddb_limits.c).
+ */
+#ifndef TIDE_DDB_JSON_WRITER_H
+#define TIDE_DDB_JSON_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* An appending output buffer. Start zeroed; free p with free(). Every
+ * append returns false (and sets oom) when out of memory; later appends are
+ * then no-ops, so a caller may check once at the end. */
+struct tide_json_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n);
+/* Makes room for more bytes at p + len (for writing in place). */
+bool tide_json_reserve(struct tide_json_buf *b, size_t more);
+bool tide_json_addc(struct tide_json_buf *b, char c);
+
+/* Appends s[0..n) (valid UTF-8, may contain NUL) as a JSON string, quoted
+ * and escaped exactly as jansson's compact dump does: \" \\ \b \f \n \r \t,
+ * other bytes below 0x20 as \u00XX (upper-case hex), the rest as they are. */
+bool tide_json_add_string(struct tide_json_buf *b, const char *s, size_t n);
+
+#endif

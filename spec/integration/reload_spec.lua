@@ -1,0 +1,514 @@
+-- Hot reload (tide.reload) in a running `tide batch`: editor write
+-- patterns, broken modules, new and deleted files, SIGHUP, and 50 rewrites
+-- of the account module under a steady stream of commands.
+--
+-- The process is build/tide script spec/fixtures/reload/batch.lua: the
+-- CLI's own batch loop with the reloader started (see that file), reading
+-- stdin from a FIFO the spec writes to, results to a file.
+local helpers = require "helpers"
+local core = require "tide.core"
+local cjson = require "cjson"
+local ffi = require "ffi"
+pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
+
+local q = helpers.shell_quote
+local ROOT = helpers.root
+local FIXTURES = ROOT .. "/spec/fixtures/reload"
+local BASE = assert(helpers.read_file(FIXTURES .. "/account.lua"))
+
+local function sleep_ms(ms) ffi.C.poll(nil, 0, ms) end
+
+local function version_of(source) return core.sha256_hex(source):sub(1, 16) end
+
+-- Module sources: valid revisions differ by a harmless constant.
+local function valid(rev)
+  local s = BASE:gsub("return account%s*$", ("account.REVISION = %d\nreturn account\n"):format(rev))
+  return s
+end
+
+local BROKEN = {
+  syntax = function(rev) return (valid(rev):gsub("return account\n$", "local = " .. rev .. "\nreturn account\n")) end,
+  raises = function(rev) return 'error("boom at revision ' .. rev .. '")\n' .. valid(rev) end,
+  initial_raises = function(rev)
+    return (valid(rev):gsub('account%.initial = {[^\n]*}', 'account.initial = function() error("no initial state") end'))
+  end,
+  no_events = function(rev) return (valid(rev):gsub("account%.events = {", "account.evnts = {")) end,
+  no_commands = function(rev) return (valid(rev):gsub("account%.commands = {", "account.cmds = {")) end,
+}
+local BROKEN_KINDS = { "syntax", "raises", "initial_raises", "no_events", "no_commands" }
+
+-- Editor write patterns.
+local function write(path, data) helpers.write_file(path, data) end
+local PATTERNS = {
+  in_place = function(path, data) write(path, data) end,
+  write_then_rename = function(path, data)
+    write(path .. ".tmp", data)
+    assert(os.rename(path .. ".tmp", path))
+  end,
+  delete_then_create = function(path, data)
+    assert(os.remove(path))
+    write(path, data)
+  end,
+  burst = function(path, data)
+    -- several complete writes in a row, the last one is the content
+    for i = 1, 4 do
+      write(path, data .. ("-- draft %d\n"):format(i))
+      sleep_ms(3)
+    end
+    write(path, data)
+  end,
+  rename_away_then_write = function(path, data) -- vim's backup dance
+    assert(os.rename(path, path .. "~"))
+    write(path, data)
+    os.remove(path .. "~")
+  end,
+  swap_file_then_rename = function(path, data) -- hidden temp file, as many editors do
+    local dir, file = path:match("^(.*)/([^/]+)$")
+    local tmp = dir .. "/." .. file .. ".swp"
+    local f = assert(io.open(tmp, "wb"))
+    f:write(data:sub(1, 100)); f:flush(); sleep_ms(5); f:write(data:sub(101)); f:close()
+    assert(os.rename(tmp, path))
+  end,
+}
+local PATTERN_NAMES = { "in_place", "write_then_rename", "delete_then_create", "burst",
+                        "rename_away_then_write", "swap_file_then_rename" }
+
+local function wait_for(pred, timeout_s, what)
+  local deadline = os.time() + (timeout_s or 10)
+  while true do
+    local v = pred()
+    if v then return v end
+    if os.time() > deadline then error("timed out waiting for " .. (what or "a condition"), 2) end
+    sleep_ms(10)
+  end
+end
+
+local function file_lines(path)
+  local text = helpers.read_file(path) or ""
+  local out = {}
+  for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
+  return out
+end
+
+-- A project folder: tide.yaml, aggregates/account.lua (revision 0).
+local function project()
+  local dir = helpers.tmpdir()
+  os.execute("mkdir -p " .. q(dir .. "/aggregates"))
+  write(dir .. "/tide.yaml", table.concat({
+    "store: sqlite", "sqlite:", "  path: " .. dir .. "/tide.db", "aggregates: " .. dir .. "/aggregates",
+    "commands:", "  max_attempts: 1000", "" }, "\n"))
+  write(dir .. "/aggregates/account.lua", valid(0))
+  return dir
+end
+
+-- Starts the batch process, stdin from `input` (a shell command's output)
+-- or from a FIFO the spec writes to.
+local Server = {}
+Server.__index = Server
+
+local function start(dir, input, args)
+  local s = setmetatable({ dir = dir, out = dir .. "/out", err = dir .. "/err", pidfile = dir .. "/pid",
+                           exitfile = dir .. "/exit", status = dir .. "/status.json", sent = 0 }, Server)
+  -- --concurrency 1 without input: batch prints a result as soon as it is
+  -- done only when its window is full
+  local inner = ("echo $$ > %s; exec %s script %s --config %s %s"):format(q(s.pidfile), q(helpers.tide_bin),
+    q(FIXTURES .. "/batch.lua"), q(dir .. "/tide.yaml"), args or (input and "" or "--concurrency 1"))
+  local source
+  if input then
+    source = input .. " | "
+  else
+    s.fifo = dir .. "/in"
+    assert(os.execute("mkfifo " .. q(s.fifo)) == 0)
+    source = ""
+  end
+  local cmd = ("cd %s && ( %sTIDE_RELOAD_STATUS=%s sh -c %s %s > %s 2> %s; echo $? > %s ) >/dev/null 2>&1 &")
+    :format(q(dir), source, q(s.status), q(inner), s.fifo and ("< " .. q(s.fifo)) or "", q(s.out), q(s.err),
+            q(s.exitfile))
+  assert(os.execute(cmd) == 0)
+  if s.fifo then s.w = assert(io.open(s.fifo, "w")) end
+  s.pid = wait_for(function()
+    local p = helpers.read_file(s.pidfile)
+    return p and tonumber(p:match("%d+"))
+  end, 10, "the tide process to start")
+  return s
+end
+
+function Server:send(line)
+  self.w:write(line, "\n")
+  self.w:flush()
+  self.sent = self.sent + 1
+end
+
+function Server:results()
+  return file_lines(self.out)
+end
+
+-- Sends one command and returns its decoded result.
+function Server:command(id, cmd)
+  self:send(cjson.encode{ aggregate = cmd.aggregate or "account", id = id, command = cmd })
+  local n = self.sent
+  local lines = wait_for(function()
+    local l = self:results()
+    return #l >= n and l
+  end, 10, "result " .. n)
+  return cjson.decode(lines[n])
+end
+
+function Server:log() return helpers.read_file(self.err) or "" end
+
+-- Counts log lines matching pattern after position mark.
+function Server:count(pattern, mark, plain)
+  local n = 0
+  for l in self:log():sub((mark or 0) + 1):gmatch("[^\n]+") do
+    if l:find(pattern, 1, plain) then n = n + 1 end
+  end
+  return n
+end
+
+function Server:mark() return #self:log() end
+
+-- Closes stdin and waits for the exit; returns the exit status.
+function Server:finish()
+  if self.w then self.w:close(); self.w = nil end
+  local code = wait_for(function()
+    local t = helpers.read_file(self.exitfile)
+    return t and tonumber(t:match("%d+"))
+  end, 60, "the tide process to exit")
+  return code
+end
+
+function Server:read_status()
+  local text = assert(helpers.read_file(self.status))
+  return cjson.decode(text)
+end
+
+local function srv_status(dir)
+  local text = assert(helpers.read_file(dir .. "/status.json"))
+  return cjson.decode(text)
+end
+
+local function cleanup(dir) os.execute("rm -rf " .. q(dir)) end
+
+-- Lets the reloader settle: debounce 25 ms, removals 100 ms.
+local SETTLE_MS = 400
+
+describe("hot reload", function()
+  describe("editor write patterns", function()
+    local dir, srv, rev = nil, nil, 0
+    setup(function()
+      dir = project()
+      srv = start(dir)
+      local r = srv:command("p1", { type = "Open", owner = "ada" })
+      assert.is_true(r.ok, cjson.encode(r))
+      assert.equal(version_of(valid(0)), r.events[1].meta.handler)
+    end)
+    teardown(function()
+      if srv then srv:finish() end
+      cleanup(dir)
+    end)
+
+    for _, pname in ipairs(PATTERN_NAMES) do
+      it(pname .. ": one reload, of the final content", function()
+        rev = rev + 1
+        local source = valid(rev)
+        local mark = srv:mark()
+        PATTERNS[pname](dir .. "/aggregates/account.lua", source)
+        sleep_ms(SETTLE_MS)
+        local log = srv:log():sub(mark + 1)
+        assert.equal(1, srv:count("reloaded from", mark), log)
+        assert.equal(0, srv:count("not reloaded", mark), log)
+        assert.equal(0, srv:count("removed", mark), log)
+        assert.matches("version " .. version_of(source), log, 1, true)
+        local r = srv:command("p1", { type = "Deposit", amount = 1 })
+        assert.is_true(r.ok, cjson.encode(r))
+        assert.equal(version_of(source), r.events[1].meta.handler)
+      end)
+    end
+
+    it("the same content written again is not reloaded", function()
+      local mark = srv:mark()
+      PATTERNS.write_then_rename(dir .. "/aggregates/account.lua", valid(rev))
+      PATTERNS.in_place(dir .. "/aggregates/account.lua", valid(rev))
+      sleep_ms(SETTLE_MS)
+      assert.equal(0, srv:count("reload", mark), srv:log():sub(mark + 1))
+    end)
+
+    it("ignores other files of the folder (editor temporaries, non-modules)", function()
+      local mark = srv:mark()
+      write(dir .. "/aggregates/account.lua~", "garbage(")
+      write(dir .. "/aggregates/4913", "")
+      write(dir .. "/aggregates/notes.txt", "hello")
+      os.remove(dir .. "/aggregates/4913")
+      sleep_ms(SETTLE_MS)
+      assert.equal("", srv:log():sub(mark + 1))
+    end)
+  end)
+
+  describe("broken modules", function()
+    local dir, srv
+    setup(function()
+      dir = project()
+      srv = start(dir)
+      assert.is_true(srv:command("b1", { type = "Open", owner = "bob" }).ok)
+    end)
+    teardown(function()
+      if srv then srv:finish() end
+      cleanup(dir)
+    end)
+
+    local rev = 100
+    for _, kind in ipairs(BROKEN_KINDS) do
+      it(kind .. ": the previous version keeps running, the error is logged, fixing it recovers", function()
+        local path = dir .. "/aggregates/account.lua"
+        local running = version_of(assert(helpers.read_file(path)))
+        rev = rev + 1
+        local mark = srv:mark()
+        write(path, BROKEN[kind](rev))
+        sleep_ms(SETTLE_MS)
+        local log = srv:log():sub(mark + 1)
+        assert.equal(1, srv:count("not reloaded", mark), log)
+        assert.matches("version " .. running .. " keeps running", log, 1, true)
+        assert.matches(path, log, 1, true)
+        if kind == "syntax" then
+          assert.matches(path:gsub("%p", "%%%0") .. ":%d+: unexpected symbol near", log)
+        elseif kind == "raises" then
+          assert.matches(path:gsub("%p", "%%%0") .. ":1: boom at revision", log)
+        elseif kind == "initial_raises" then
+          assert.matches("`initial` raised", log, 1, true)
+        elseif kind == "no_events" then
+          assert.matches("missing `events`", log, 1, true)
+        else
+          assert.matches("missing `commands`", log, 1, true)
+        end
+        -- commands still run on the previous version
+        local r = srv:command("b1", { type = "Deposit", amount = 2 })
+        assert.is_true(r.ok, cjson.encode(r))
+        assert.equal(running, r.events[1].meta.handler)
+        -- fixed: no restart needed
+        rev = rev + 1
+        local fixed = valid(rev)
+        write(path, fixed)
+        sleep_ms(SETTLE_MS)
+        assert.equal(1, srv:count("reloaded from", mark), srv:log():sub(mark + 1))
+        r = srv:command("b1", { type = "Deposit", amount = 2 })
+        assert.is_true(r.ok, cjson.encode(r))
+        assert.equal(version_of(fixed), r.events[1].meta.handler)
+      end)
+    end
+
+    it("the status names the file, line and message of the last failure", function()
+      local path = dir .. "/aggregates/account.lua"
+      local running = version_of(assert(helpers.read_file(path)))
+      write(path, BROKEN.syntax(999))
+      sleep_ms(SETTLE_MS)
+      assert.equal(0, srv:finish())
+      srv = nil
+      local st = srv_status(dir)
+      local m = st.modules[path]
+      assert.equal("failed", m.state)
+      assert.equal(running, m.version)
+      assert.equal(path, m.error.file)
+      local src = BROKEN.syntax(999)
+      local line = select(2, src:sub(1, src:find("local = 999", 1, true)):gsub("\n", "")) + 1
+      assert.equal(line, m.error.line)
+      assert.matches("unexpected symbol near", m.error.message)
+      assert.is_number(m.error.time)
+      assert.equal(#BROKEN_KINDS + 1, m.failures)
+      assert.equal(#BROKEN_KINDS, m.reloads)
+      assert.is_false(st.last_reload.ok)
+      assert.equal(path, st.last_reload.file)
+      assert.is_true(st.watching[dir .. "/aggregates"])
+    end)
+  end)
+
+  describe("files added and deleted", function()
+    local dir, srv
+    setup(function()
+      dir = project()
+      srv = start(dir)
+    end)
+    teardown(function()
+      if srv then srv:finish() end
+      cleanup(dir)
+    end)
+
+    it("picks up a new module, removes a deleted one with a clear message, and takes it back", function()
+      local path = dir .. "/aggregates/counter.lua"
+      local src = assert(helpers.read_file(ROOT .. "/spec/fixtures/aggregates/counter_v1.lua"))
+      local r = srv:command("c1", { aggregate = "counter", type = "Add", n = 1 })
+      assert.is_false(r.ok)
+      assert.matches("unknown aggregate 'counter'", r.error.message)
+
+      local mark = srv:mark()
+      write(path, src)
+      sleep_ms(SETTLE_MS)
+      assert.equal(1, srv:count("aggregate 'counter' reloaded", mark), srv:log():sub(mark + 1))
+      r = srv:command("c1", { aggregate = "counter", type = "Add", n = 1 })
+      assert.is_true(r.ok, cjson.encode(r))
+      assert.equal(version_of(src), r.events[1].meta.handler)
+
+      mark = srv:mark()
+      assert(os.remove(path))
+      sleep_ms(SETTLE_MS)
+      assert.equal(1, srv:count("aggregate 'counter' removed: its file " .. path .. " was deleted", mark, true),
+                   srv:log():sub(mark + 1))
+      r = srv:command("c1", { aggregate = "counter", type = "Add", n = 1 })
+      assert.is_false(r.ok)
+      assert.equal("invalid", r.error.kind)
+      assert.equal("aggregate 'counter' was removed: its file was deleted", r.error.message)
+      -- the others are untouched
+      assert.is_true(srv:command("a1", { type = "Open", owner = "ann" }).ok)
+
+      write(path, src)
+      sleep_ms(SETTLE_MS)
+      r = srv:command("c1", { aggregate = "counter", type = "Add", n = 1 })
+      assert.is_true(r.ok, cjson.encode(r))
+      assert.equal(2, r.version)
+    end)
+
+    it("a new file that is broken is reported and can be fixed", function()
+      local path = dir .. "/aggregates/ledger.lua"
+      local mark = srv:mark()
+      write(path, "return {")
+      sleep_ms(SETTLE_MS)
+      assert.equal(1, srv:count("aggregate 'ledger' not reloaded %(it is not running%)", mark), srv:log():sub(mark + 1))
+      local r = srv:command("l1", { aggregate = "ledger", type = "Add", n = 1 })
+      assert.is_false(r.ok)
+      assert.matches("aggregate 'ledger' failed to load: " .. path:gsub("%p", "%%%0") .. ":1:", r.error.message)
+      write(path, (assert(helpers.read_file(ROOT .. "/spec/fixtures/aggregates/counter_v1.lua")):gsub("counter", "ledger")))
+      sleep_ms(SETTLE_MS)
+      r = srv:command("l1", { aggregate = "ledger", type = "Add", n = 1 })
+      assert.is_true(r.ok, cjson.encode(r))
+    end)
+  end)
+
+  describe("SIGHUP", function()
+    local dir, srv
+    setup(function()
+      dir = project()
+      srv = start(dir)
+    end)
+    teardown(function()
+      if srv then srv:finish() end
+      cleanup(dir)
+    end)
+
+    it("does not kill the process and rescans; a folder recreated is watched again", function()
+      assert.is_true(srv:command("h1", { type = "Open", owner = "hal" }).ok)
+      local mark = srv:mark()
+      assert(os.execute("kill -HUP " .. srv.pid) == 0)
+      sleep_ms(200)
+      assert.equal(1, srv:count("rescanning 1 folder%(s%): SIGHUP", mark), srv:log():sub(mark + 1))
+      assert.equal(0, srv:count("reloaded", mark))
+      local r = srv:command("h1", { type = "Deposit", amount = 1 })
+      assert.is_true(r.ok, cjson.encode(r))
+      assert.equal(version_of(valid(0)), r.events[1].meta.handler)
+
+      -- the folder is replaced: its watch is gone, the running module stays
+      local agg = dir .. "/aggregates"
+      mark = srv:mark()
+      assert(os.rename(agg, agg .. ".old"))
+      os.execute("mkdir " .. q(agg))
+      write(agg .. "/account.lua", valid(7))
+      sleep_ms(SETTLE_MS)
+      assert.equal(1, srv:count("was deleted or moved: the modules loaded keep running", mark), srv:log():sub(mark + 1))
+      r = srv:command("h1", { type = "Deposit", amount = 1 })
+      assert.equal(version_of(valid(0)), r.events[1].meta.handler)
+
+      -- SIGHUP: rescanned and watched again
+      assert(os.execute("kill -HUP " .. srv.pid) == 0)
+      sleep_ms(SETTLE_MS)
+      assert.equal(1, srv:count("reloaded from", mark), srv:log():sub(mark + 1))
+      r = srv:command("h1", { type = "Deposit", amount = 1 })
+      assert.equal(version_of(valid(7)), r.events[1].meta.handler)
+      mark = srv:mark()
+      write(agg .. "/account.lua", valid(8))
+      sleep_ms(SETTLE_MS)
+      r = srv:command("h1", { type = "Deposit", amount = 1 })
+      assert.equal(version_of(valid(8)), r.events[1].meta.handler)
+      assert.equal(0, srv:finish())
+      srv = nil
+    end)
+  end)
+
+  describe("50 rewrites under a steady stream of commands", function()
+    it("loses and fails no command; every event was written by a valid version", function()
+      local dir = project()
+      local stopfile, countfile = dir .. "/stop", dir .. "/count"
+      local ACCOUNTS, TAIL = 8, 16
+      local writer = ("luajit %s %s %s %d 2 %d"):format(q(FIXTURES .. "/writer.lua"), q(stopfile), q(countfile),
+        ACCOUNTS, TAIL)
+      local srv = start(dir, writer)
+      -- the stream is flowing
+      wait_for(function() return #srv:results() >= 50 end, 30, "the first results")
+
+      local order = { [version_of(valid(0))] = 0 } -- valid version -> its rank in time
+      local broken = {}
+      local path = dir .. "/aggregates/account.lua"
+      local styles = { "in_place", "write_then_rename", "delete_then_create", "in_place", "write_then_rename" }
+      local nvalid, nbroken = 0, 0
+      for i = 1, 50 do
+        local source
+        -- every 4th version is broken (all five kinds in turn); the last is valid
+        if i % 4 == 2 and i < 50 then
+          local kind = BROKEN_KINDS[(nbroken % #BROKEN_KINDS) + 1]
+          source = BROKEN[kind](1000 + i)
+          broken[version_of(source)] = kind
+          nbroken = nbroken + 1
+        else
+          source = valid(1000 + i)
+          order[version_of(source)] = i
+          nvalid = nvalid + 1
+        end
+        PATTERNS[styles[i % #styles + 1]](path, source)
+        sleep_ms(40 + (i % 3) * 10)
+      end
+      local final = version_of(valid(1050))
+      -- the writer sends its last commands 300 ms after this, once the
+      -- final version is in
+      write(stopfile, "")
+      local code = srv:finish()
+      local log = srv:log()
+      local count = tonumber(helpers.read_file(countfile))
+      local lines = srv:results()
+      assert.equal(count, #lines, "a command was lost")
+      assert.equal(0, code, log)
+
+      local last_rank = {} -- stream -> rank of the last version that wrote to it
+      local seen, nevents = {}, 0
+      for n, l in ipairs(lines) do
+        local r = cjson.decode(l)
+        assert.is_true(r.ok, "line " .. n .. ": " .. l)
+        for _, ev in ipairs(r.events) do
+          nevents = nevents + 1
+          local h = ev.meta.handler
+          assert.is_nil(broken[h], "line " .. n .. " was written by a broken version (" .. tostring(broken[h]) .. ")")
+          assert.is_not_nil(order[h], "line " .. n .. ": unknown handler version " .. tostring(h))
+          -- a stream's commands run in order: never an older version after a newer one
+          assert.is_true(order[h] >= (last_rank[r.stream] or 0),
+                         ("line %d: %s ran version #%d after #%d"):format(n, r.stream, order[h], last_rank[r.stream] or 0))
+          last_rank[r.stream] = order[h]
+          seen[h] = true
+        end
+        if n > count - TAIL then
+          assert.equal(final, r.events[1].meta.handler, "line " .. n .. " after the last rewrite")
+        end
+      end
+      assert.equal(count, nevents)
+      local distinct = 0
+      for _ in pairs(seen) do distinct = distinct + 1 end
+      -- reloads happened while commands were flowing
+      assert.is_true(distinct >= 10, "only " .. distinct .. " versions served commands")
+      -- the log: every reload names a valid version; failures were reported
+      for v in log:gmatch("reloaded from [^\n]- %(version (%x+)") do
+        assert.is_not_nil(order[v], "reloaded an unknown or broken version " .. v)
+      end
+      local failed = select(2, log:gsub("not reloaded", ""))
+      assert.is_true(failed >= 1 and failed <= nbroken, log)
+      -- the balances add up: every deposit was applied once
+      local st = srv:read_status()
+      assert.is_true(st.reloads >= 10)
+      cleanup(dir)
+    end)
+  end)
+end)
