@@ -93,6 +93,14 @@ test-asan: test-deps
 bench: test-deps all
 	@bench/run.sh
 
+# The example nginx site (examples/nginx/) on loopback, in build/nginx:
+#   make nginx [CONFIG=tide.yaml]   start (default: the embedded store), prints the URL
+#   make nginx NGINX=reload         re-render and `nginx -s reload`
+#   make nginx NGINX=stop           graceful stop
+.PHONY: nginx
+nginx: all
+	@tools/nginx.sh $(or $(NGINX),start) build/nginx $(CONFIG)
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_CDIR)/tide $(DESTDIR)$(LUA_LDIR)/tide
 	install -m 755 $(BUILD)/tide $(DESTDIR)$(PREFIX)/bin/tide

@@ -77,7 +77,7 @@ sum_balances() {
 }
 
 run_wrk() { # seconds
-  wrk -t"$THREADS" -c"$CONNS" -d"${1}s" --latency -s bench/wrk_deposit.lua "$url" -- "$ACCOUNTS" 1 acc- 2>"$tmp/wrk.err"
+  wrk -t"$THREADS" -c"$CONNS" -d"${1}s" --timeout 10s --latency -s bench/wrk_deposit.lua "$url" -- "$ACCOUNTS" 1 acc- 2>"$tmp/wrk.err"
 }
 
 note "warm-up: ${WARM} s of deposits (not measured)"
@@ -120,7 +120,7 @@ console.log("== nginx host: deposits through the example site (wrk) vs tide batc
 console.log("conditions: $(nproc) cores, ${cpu_model:-unknown CPU}; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $workers worker(s), " +
   "DynamoDB Local (in-memory) on 127.0.0.1 on the same cores;");
 console.log("  $ACCOUNTS accounts opened first; each request/command deposits 1 into a random account;");
-console.log("  wrk: $THREADS threads, $CONNS connections, ${WARM} s warm-up then ${DUR} s measured, keep-alive;");
+console.log("  wrk: $THREADS threads, $CONNS connections, ${WARM} s warm-up then ${DUR} s measured, keep-alive, 10 s timeout;");
 console.log("  tide batch: the same number of commands, --concurrency $CONNS, one process, start to end of the run.");
 console.log("");
 console.log("nginx + wrk:  " + r.rps.toFixed(0) + " requests/s, latency p50 " + r.p50_ms.toFixed(1) + " ms, p99 " +

@@ -225,4 +225,6 @@ if ! build/tide script bench/sqlite_append.lua "${BENCH_SQLITE_N:-20000}" 1 256;
   note "bench/sqlite_append.lua failed"
   status=1
 fi
+
+bench/nginx_wrk.sh || { note "bench/nginx_wrk.sh failed"; status=1; }
 exit $status

@@ -49,6 +49,33 @@ Prints the stream's events as NDJSON: {"version":...,"type":...,"data":...,"meta
 usage: tide state [--config FILE] AGGREGATE ID
 
 Prints {"stream":...,"version":N,"state":{...}}: the state after every event.]],
+  run = [[
+usage: tide run [--config FILE]
+
+Runs every projection of the projections folder as a daemon, with
+structured logs (JSON lines on stderr). On DynamoDB, any number of tide run
+processes share the stream's shards through leases. SIGTERM or SIGINT:
+finish the batch, write its effects, checkpoint, release the leases, exit 0.]],
+  project = [[
+usage: tide project [--config FILE] NAME [--until-caught-up]
+
+Runs one projection. With --until-caught-up it stops, exit status 0, once
+everything written before it started has been applied.]],
+  read = [[
+usage: tide read [--config FILE] MODEL KEY
+
+Prints the read-model item as JSON; exit status 1 when it is absent.]],
+  status = [[
+usage: tide status [--config FILE]
+
+Prints one JSON line per projection: its checkpoints (per shard on
+DynamoDB), owners, lag and last error; and one per module that failed to load.]],
+  replay = [[
+usage: tide replay [--config FILE] NAME
+
+Rebuilds a projection from the events table into emptied read models, then
+continues from the stream with no gap and nothing applied twice. Progress
+goes to stderr.]],
 }
 
 local function out(line)
@@ -78,6 +105,8 @@ local function parse(name, args)
     local a = args[i]
     if a == "-h" or a == "--help" then
       opts.help = true
+    elseif a == "--until-caught-up" then
+      opts.until_caught_up = true
     elseif a == "--config" or a == "--concurrency" then
       local v = args[i + 1]
       if not v then return nil, a .. " needs a value" end
@@ -305,6 +334,181 @@ function commands.state(opts, pos)
     function(st)
       out('{"stream":' .. json(st.stream) .. ',"version":' .. json(st.version) .. ',"state":' .. json(st.state) .. "}")
     end)
+end
+
+------------------------------------------------------------------------
+-- Projections
+
+local host = require "tide.projection.host"
+
+-- Structured logs: one JSON object per line on stderr.
+local function json_log(level, message, fields)
+  local rec = { ts = os.time(), level = level, msg = tostring(message) }
+  for k, v in pairs(fields or {}) do
+    if rec[k] == nil and type(v) ~= "table" and type(v) ~= "function" and type(v) ~= "userdata" then
+      rec[k] = v
+    end
+  end
+  io.stderr:write(json(rec), "\n")
+end
+
+local function open_projections(name, opts)
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide ", name, ": ", tostring(err), "\n")
+    return nil
+  end
+  return app
+end
+
+local function get_projection(app, name, pname)
+  local p, err = app.projections:get(pname)
+  if not p then io.stderr:write("tide ", name, ": ", tostring(err), "\n") end
+  return p
+end
+
+-- Stops on SIGTERM/SIGINT when the engine can deliver signals.
+local function stop_on_signals(flag)
+  local ok, sig = pcall(require, "tide.signals")
+  if ok and sig.on_stop then sig.on_stop(function() flag.stop = true end) end
+end
+
+function commands.project(opts, pos)
+  if #pos ~= 1 then return fail_usage("project", "needs NAME") end
+  local app = open_projections("project", opts)
+  if not app then return M.EXIT.usage end
+  local p = get_projection(app, "project", pos[1])
+  if not p then return M.EXIT.usage end
+  local runner = host.runner(app, p, { log = json_log })
+  if runner.init then
+    local ok, ierr = runner:init()
+    if not ok then
+      io.stderr:write("tide project: ", tostring(ierr), "\n")
+      return M.EXIT.store
+    end
+  end
+  if opts.until_caught_up then
+    local res, err = runner:run_until_caught_up{}
+    if res == nil then
+      io.stderr:write("tide project: ", tostring(err), "\n")
+      return (type(err) == "table" and err.kind == "handler_error") and M.EXIT.handler_error or M.EXIT.store
+    end
+    if runner.release then runner:release() end
+    out(json{ ok = true, projection = p.name, handled = type(res) == "table" and (res.records or res.handled) or res })
+    return M.EXIT.ok
+  end
+  local flag = { stop = false }
+  stop_on_signals(flag)
+  local ok, err = runner:run(runner.stop and flag or { stop = function() return flag.stop end, idle = 0.2 })
+  if runner.stop then runner:stop() elseif runner.release then runner:release() end
+  if ok == nil and err then
+    io.stderr:write("tide project: ", tostring(err), "\n")
+    return M.EXIT.store
+  end
+  return M.EXIT.ok
+end
+
+function commands.run(opts, pos)
+  if #pos > 0 then return fail_usage("run", "unexpected argument '" .. pos[1] .. "'") end
+  local app = open_projections("run", opts)
+  if not app then return M.EXIT.usage end
+  local flag = { stop = false }
+  stop_on_signals(flag)
+  local threads, runners = {}, {}
+  for _, name in ipairs(app.projections:names()) do
+    local p = app.projections:get(name)
+    if p then
+      local r = host.runner(app, p, { log = json_log })
+      runners[#runners + 1] = r
+      threads[#threads + 1] = sched.spawn(function()
+        if r.init then
+          local ok, ierr = r:init()
+          if not ok then
+            json_log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
+            return
+          end
+        end
+        json_log("info", "projection started", { projection = name, store = app.cfg.store })
+        if r.stop then
+          r:run(flag)
+          r:stop()
+        else
+          r:run{ stop = function() return flag.stop end, idle = 0.2 }
+          r:release()
+        end
+        json_log("info", "projection stopped", { projection = name })
+      end)
+    end
+  end
+  for name, err in pairs(app.projections.errors or {}) do
+    json_log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+  end
+  for _, th in ipairs(threads) do sched.wait(th) end
+  app.store:close()
+  return M.EXIT.ok
+end
+
+function commands.read(opts, pos)
+  if #pos ~= 2 then return fail_usage("read", "needs MODEL KEY") end
+  local app = open_projections("read", opts)
+  if not app then return M.EXIT.usage end
+  local item, err = host.read(app, pos[1], pos[2])
+  app.store:close()
+  if item == nil then
+    io.stderr:write("tide read: ", tostring(err.message), "\n")
+    return err.kind == "invalid" and M.EXIT.usage or M.EXIT.store
+  end
+  if item == false then
+    io.stderr:write("tide read: no item '", pos[2], "' in read model '", pos[1], "'\n")
+    return M.EXIT.handler_error
+  end
+  out(json(item))
+  return M.EXIT.ok
+end
+
+function commands.status(opts, pos)
+  if #pos > 0 then return fail_usage("status", "unexpected argument '" .. pos[1] .. "'") end
+  local app = open_projections("status", opts)
+  if not app then return M.EXIT.usage end
+  local status = M.EXIT.ok
+  for _, name in ipairs(app.projections:names()) do
+    local p = app.projections:get(name)
+    local r = host.runner(app, p, { log = function() end })
+    local st, err = r:status()
+    if st then
+      out('{"projection":' .. json(name) .. ',"status":' .. json(st) .. "}")
+    else
+      out('{"projection":' .. json(name) .. ',"error":' .. json(tostring(err)) .. "}")
+      status = M.EXIT.store
+    end
+  end
+  for name, err in pairs(app.projections.errors or {}) do
+    out('{"projection":' .. json(name) .. ',"load_error":' .. json(tostring(err)) .. "}")
+  end
+  for name, err in pairs(app.registry.errors or {}) do
+    out('{"aggregate":' .. json(name) .. ',"load_error":' .. json(tostring(err)) .. "}")
+  end
+  app.store:close()
+  return status
+end
+
+function commands.replay(opts, pos)
+  if #pos ~= 1 then return fail_usage("replay", "needs NAME") end
+  local app = open_projections("replay", opts)
+  if not app then return M.EXIT.usage end
+  local p = get_projection(app, "replay", pos[1])
+  if not p then return M.EXIT.usage end
+  local replay = require "tide.projection.replay"
+  local res, err = replay.run(app, p, { progress = function(done, total)
+    io.stderr:write(("tide replay %s: %d events applied%s\n"):format(p.name, done,
+      total and (" of " .. total) or ""))
+  end })
+  if not res then
+    io.stderr:write("tide replay: ", tostring(err), "\n")
+    return (type(err) == "table" and err.kind == "handler_error") and M.EXIT.handler_error or M.EXIT.store
+  end
+  out(json{ ok = true, projection = p.name, events = res.events, streams = res.streams })
+  return M.EXIT.ok
 end
 
 function M.main(name, ...)

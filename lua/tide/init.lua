@@ -47,6 +47,7 @@ function M.open(opts)
     if not store then return nil, tostring(serr) end
   end
   local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates)
+  local projections = opts.projections or require("tide.projection").registry(cfg.projections)
   local repository = require("tide.repository").new{
     store = store, registry = registry,
     cache_bytes = cfg.cache and cfg.cache.max_bytes,
@@ -54,7 +55,7 @@ function M.open(opts)
     snapshot_every = cfg.snapshots and cfg.snapshots.every,
     sleep = opts.sleep, clock_ms = opts.clock_ms, log = opts.log,
   }
-  return { cfg = cfg, store = store, registry = registry, repository = repository }
+  return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository }
 end
 
 return M

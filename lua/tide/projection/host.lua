@@ -1,0 +1,71 @@
+-- tide.projection.host: the store-specific pieces of projections, chosen
+-- from an app (tide.open): the read-model backend and the runner. Used by
+-- the CLI (run, project, read, status, replay) and the nginx host (reads).
+local M = {}
+
+local function is_dynamodb(app)
+  return app.cfg.store == "dynamodb"
+end
+
+-- host.backend(app) -> the read-model backend of the app's store (cached)
+function M.backend(app)
+  if app.projection_backend then return app.projection_backend end
+  local b
+  if is_dynamodb(app) then
+    b = require("tide.projection.dynamodb").new{ client = app.store.client,
+                                                  table_prefix = app.cfg.dynamodb.table_prefix }
+  else
+    b = require("tide.projection.sqlite").new{ store = app.store }
+  end
+  app.projection_backend = b
+  return b
+end
+
+-- host.runner(app, projection, opts) -> runner
+--   opts: owner, log, batch_size / lease_ms (passed through)
+function M.runner(app, proj, opts)
+  opts = opts or {}
+  if is_dynamodb(app) then
+    return require("tide.projection.streams").new{
+      client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
+      aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
+    }
+  end
+  return require("tide.projection.sqlite_runner").new{
+    store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
+    batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = opts.log,
+  }
+end
+
+-- host.find_model(app, model) -> projection | nil, message
+-- The projection that writes the read-model table `model`.
+function M.find_model(app, model)
+  local names = {}
+  for _, name in ipairs(app.projections:names()) do
+    local p = app.projections:get(name)
+    if p then
+      for _, t in ipairs(p:table_names()) do
+        if t == model then return p end
+        names[#names + 1] = t
+      end
+    end
+  end
+  table.sort(names)
+  local hint = require("tide.suggest").closest(model, names)
+  return nil, ("unknown read model '%s'%s; the projections write: %s"):format(model,
+    hint and (" (did you mean '" .. hint .. "'?)") or "", #names > 0 and table.concat(names, ", ") or "nothing")
+end
+
+-- host.read(app, model, key) -> item | false | nil, err
+function M.read(app, model, key)
+  local p, err = M.find_model(app, model)
+  if not p then return nil, { kind = "invalid", message = err } end
+  local item, rerr = M.backend(app):read_item(model, key)
+  if item == nil then return nil, { kind = "store", message = tostring(rerr) } end
+  if item then
+    item._tide, item._rev = nil, nil
+  end
+  return item
+end
+
+return M
