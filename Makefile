@@ -95,11 +95,11 @@ bench: test-deps all
 
 # The example nginx site (examples/nginx/) on loopback, in build/nginx:
 #   make nginx [CONFIG=tide.yaml]   start (default: the embedded store), prints the URL
-#   make nginx NGINX=reload         re-render and `nginx -s reload`
-#   make nginx NGINX=stop           graceful stop
+#   make nginx NGINX_CMD=reload     re-render and `nginx -s reload`
+#   make nginx NGINX_CMD=stop       graceful stop
 .PHONY: nginx
 nginx: all
-	@tools/nginx.sh $(or $(NGINX),start) build/nginx $(CONFIG)
+	@tools/nginx.sh $(or $(NGINX_CMD),start) build/nginx $(CONFIG)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_CDIR)/tide $(DESTDIR)$(LUA_LDIR)/tide

@@ -24,6 +24,7 @@ ROOT=$(pwd)
 cmd=${1:?usage: nginx.sh start|reload|stop DIR [CONFIG]}
 dir=${2:?usage: nginx.sh start|reload|stop DIR [CONFIG]}
 unset LD_PRELOAD  # nginx and the plain build never run under the sanitizer runtime
+unset NGINX       # nginx would take it for inherited sockets
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 

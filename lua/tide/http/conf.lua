@@ -62,7 +62,12 @@ function M.site_vars(cfg, opts)
     store = cfg.store,
     access_log = opts.access_log or "off",
     user = opts.user,
+    modules = opts.modules or "/usr/share/nginx/modules",
   }
+  -- Debian loads the Lua module dynamically; OpenResty has it built in
+  local f = io.open(v.modules .. "/ngx_http_lua_module.so", "rb")
+  if f then f:close() end
+  v.load_modules = f ~= nil
   local routes = {}
   if cfg.store == "dynamodb" then
     local d = cfg.dynamodb
@@ -127,6 +132,7 @@ function M.main()
     workers = env("TIDE_NGINX_WORKERS"), root = env("TIDE_NGINX_ROOT"), config = cfg_path,
     max_body = env("TIDE_NGINX_MAX_BODY"), log_level = env("TIDE_NGINX_LOG_LEVEL"),
     access_log = env("TIDE_NGINX_ACCESS_LOG"), user = env("TIDE_NGINX_USER"),
+    modules = env("TIDE_NGINX_MODULES"),
   })
   if not vars then
     io.stderr:write("tide nginx: ", tostring(verr), "\n")
