@@ -17,6 +17,9 @@
 #   TIDE_NGINX_MAX_BODY  client_max_body_size (default: 1m)
 #   TIDE_NGINX_ACCESS_LOG  access_log target (default: off)
 #   TIDE_NGINX_INIT=0    skip `tide init` (tables or schema made elsewhere)
+#   TIDE_NGINX_BIN       the nginx binary (default: nginx; e.g. openresty)
+#   TIDE_NGINX_MODULES   folder of Debian's dynamic modules (default:
+#                        /usr/share/nginx/modules; absent = built in, as in OpenResty)
 # nginx loads build/lua/tide/*.so (the plain build) and lua/ of this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +31,7 @@ unset NGINX       # nginx would take it for inherited sockets
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-nginx_cmd() { nginx -p "$dir" -c conf/nginx.conf -e "$dir/logs/error.log" "$@"; }
+nginx_cmd() { "${TIDE_NGINX_BIN:-nginx}" -p "$dir" -c conf/nginx.conf -e "$dir/logs/error.log" "$@"; }
 
 free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'

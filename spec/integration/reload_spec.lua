@@ -192,6 +192,142 @@ local function cleanup(dir) if os.getenv("KEEP") then print("kept " .. dir) retu
 -- Lets the reloader settle: debounce 25 ms, removals 100 ms.
 local SETTLE_MS = 400
 
+-- The primitives, in this process (SIGHUP is not blocked here: sighup=false).
+describe("engine.watch and sched.wait_readable", function()
+  local engine = require "tide.engine"
+  local sched = require "tide.sched"
+  pcall(ffi.cdef, [[
+    int pipe(int fds[2]);
+    long write(int fd, const void *buf, unsigned long n);
+    int close(int fd);
+  ]])
+
+  local function events_of(w, fd, want, timeout)
+    local got = {}
+    local deadline = sched.now() + (timeout or 2)
+    while #got < want and sched.now() < deadline do
+      if sched.wait_readable(fd, deadline - sched.now()) then
+        for _, e in ipairs(assert(w:read())) do got[#got + 1] = e end
+      end
+    end
+    return got
+  end
+
+  it("reports writes, completed writes, renames and deletions of a folder's files", function()
+    local dir = helpers.tmpdir()
+    sched.run(function()
+      local w = assert(engine.watch{ sighup = false })
+      local id = assert(w:add(dir))
+      assert.equal(id, w:add(dir)) -- twice: the same watch
+      local fd = w:fd()
+      assert.same({}, w:read()) -- nothing yet, and it does not wait
+      write(dir .. "/a.lua", "return 1")
+      local evs = events_of(w, fd, 3)
+      assert.same({ kind = "writing", dir = id, name = "a.lua" }, evs[1]) -- created
+      assert.equal("changed", evs[#evs].kind)                              -- closed after writing
+      assert(os.rename(dir .. "/a.lua", dir .. "/b.lua"))
+      evs = events_of(w, fd, 2)
+      assert.same({ kind = "removed", dir = id, name = "a.lua" }, evs[1])
+      assert.same({ kind = "changed", dir = id, name = "b.lua" }, evs[2])
+      os.remove(dir .. "/b.lua")
+      evs = events_of(w, fd, 1)
+      assert.same({ kind = "removed", dir = id, name = "b.lua" }, evs[1])
+      os.execute("rmdir " .. q(dir))
+      evs = events_of(w, fd, 1)
+      assert.same({ kind = "dir_gone", dir = id, name = "" }, evs[1])
+      local nid, err = w:add(dir)
+      assert.is_nil(nid)
+      assert.matches("cannot watch " .. dir, err, 1, true)
+      w:close()
+      w:close()
+      assert.has_error(function() w:fd() end, "tide.engine: watcher is closed")
+    end)
+  end)
+
+  it("waits without spinning: a timeout returns false, wakeup ends the wait early", function()
+    sched.run(function()
+      local w = assert(engine.watch{ sighup = false })
+      local c0, t0 = os.clock(), sched.now()
+      assert.is_false(sched.wait_readable(w:fd(), 0.2))
+      local waited, cpu = sched.now() - t0, os.clock() - c0
+      assert.is_true(waited >= 0.19 and waited < 1, tostring(waited))
+      assert.is_true(cpu < 0.05, "CPU while waiting: " .. cpu .. " s")
+      local th = sched.spawn(function() return sched.wait_readable(w:fd()) end)
+      assert.has_error(function() sched.wait_readable(w:fd()) end,
+                       "sched.wait_readable: another thread already waits for fd " .. w:fd())
+      assert.is_true(sched.wakeup(th, "stop", 2))
+      assert.is_false(sched.wakeup(th, "again"))
+      assert.same({ true, "stop", 2 }, { sched.wait(th) })
+      -- the fd is free again, and its timer will not wake anyone later
+      assert.is_false(sched.wait_readable(w:fd(), 0.01))
+      sched.sleep(0.05)
+      w:close()
+    end)
+  end)
+
+  it("sched.lines reads a pipe line by line while other threads run", function()
+    local fds = ffi.new("int[2]")
+    assert(ffi.C.pipe(fds) == 0)
+    local rfd, wfd = fds[0], fds[1]
+    local got, ticks = {}, 0
+    sched.run(function()
+      local ticker = sched.spawn(function()
+        for _ = 1, 5 do sched.sleep(0.01); ticks = ticks + 1 end
+      end)
+      sched.spawn(function()
+        local function put(s) ffi.C.write(wfd, s, #s) end
+        put("one\ntw")
+        sched.sleep(0.03)
+        put("o\n\nthree")
+        sched.sleep(0.03)
+        ffi.C.close(wfd)
+      end)
+      for line in sched.lines(rfd) do got[#got + 1] = line .. "@" .. ticks end
+      sched.wait(ticker)
+    end)
+    ffi.C.close(rfd)
+    assert.equal(4, #got)
+    assert.equal("one", got[1]:match("^(.-)@"))
+    assert.equal("two", got[2]:match("^(.-)@"))
+    assert.equal("", got[3]:match("^(.-)@"))
+    assert.equal("three", got[4]:match("^(.-)@"))
+    -- the ticker ran while lines waited for the pipe
+    assert.is_true(tonumber(got[4]:match("@(%d+)")) >= 3, got[4])
+    assert.is_nil(engine.read(rfd)) -- closed fd: nil, message
+  end)
+
+  it("registry: reload_file swaps only a valid, different module; remove gives a clear message", function()
+    local aggregate = require "tide.aggregate"
+    local dir = helpers.tmpdir()
+    local path = dir .. "/account.lua"
+    write(path, valid(1))
+    local reg = aggregate.registry(dir)
+    local v1 = reg:get("account")
+    assert.equal(version_of(valid(1)), v1.version)
+    local same, changed = reg:reload_file(path, valid(1))
+    assert.equal(v1, same)
+    assert.is_false(changed)
+    local bad, err = reg:reload_file(path, BROKEN.no_events(2))
+    assert.is_nil(bad)
+    assert.matches("missing `events`", err, 1, true)
+    assert.equal(v1, reg:get("account")) -- the previous version keeps running
+    assert.matches("missing `events`", reg.errors.account, 1, true)
+    local v3, c3 = reg:reload_file(path, valid(3))
+    assert.is_true(c3)
+    assert.equal(v3, reg:get("account"))
+    assert.is_nil(reg.errors.account)
+    assert.same({ "account" }, reg:names())
+    assert.is_true(reg:remove("account"))
+    local none, gerr = reg:get("account")
+    assert.is_nil(none)
+    assert.equal("aggregate 'account' was removed: its file was deleted", gerr)
+    assert.same({}, reg:names())
+    assert.is_truthy(reg:reload_file(path)) -- from the file
+    assert.equal(version_of(valid(1)), reg:get("account").version)
+    cleanup(dir)
+  end)
+end)
+
 describe("hot reload", function()
   describe("editor write patterns", function()
     local dir, srv, rev = nil, nil, 0
