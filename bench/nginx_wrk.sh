@@ -4,19 +4,21 @@
 # Local, then the same number of Deposit commands through `tide batch` in
 # the tide process. Checks that nothing failed and no deposit was lost: the
 # balances, read back through GET /aggregates/account/{id}, must add up to
-# the deposits acknowledged with 200.
+# the deposits acknowledged with 200 (plus at most one per connection: the
+# requests in flight when wrk closes its connections, which nginx completes
+# without anyone reading the answer).
 #
 #   bench/nginx_wrk.sh
 #
 # Environment (all optional):
-#   BENCH_WRK_DURATION=10     measured seconds
-#   BENCH_WRK_WARMUP=3        warm-up seconds (DynamoDB Local's JIT), not measured
-#   BENCH_WRK_CONNECTIONS=64  wrk connections (and tide batch --concurrency)
-#   BENCH_WRK_THREADS=2       wrk threads
-#   BENCH_WRK_ACCOUNTS=1000   accounts the deposits are spread over
-#   TIDE_NGINX_WORKERS        nginx worker_processes (default: auto)
-#   TIDE_TEST_DYNAMODB_ENDPOINT  an existing DynamoDB Local (else one is started)
-# Exit status: 0 when both runs completed with no error and no lost deposit.
+#   BENCH_WRK_DURATION=10       measured seconds
+#   BENCH_WRK_WARMUP=3          warm-up seconds (DynamoDB Local's JIT), not measured
+#   BENCH_WRK_CONNECTIONS=64    wrk connections (and tide batch --concurrency)
+#   BENCH_WRK_THREADS=2         wrk threads
+#   BENCH_WRK_ACCOUNTS=1000     accounts the deposits are spread over
+#   BENCH_WRK_WORKERS="1 auto"  nginx worker_processes settings, one full run each
+#   TIDE_TEST_DYNAMODB_ENDPOINT an existing DynamoDB Local (else one is started)
+# Exit status: 0 when every run completed with no error and no lost deposit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,7 +37,7 @@ command -v nginx >/dev/null || { note "nginx is not installed (nginx-light, libn
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-nginx-bench.XXXXXX")
 started_servers=0
 cleanup() {
-  tools/nginx.sh stop "$tmp/site" >/dev/null 2>&1 || true
+  for d in "$tmp"/site-*; do [ -d "$d" ] && tools/nginx.sh stop "$d" >/dev/null 2>&1; done
   [ $started_servers = 1 ] && tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1
   rm -rf "$tmp"
 }
@@ -49,66 +51,73 @@ if [ -z "${TIDE_TEST_DYNAMODB_ENDPOINT:-}" ]; then
   . "$tmp/servers/env"
 fi
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-tidebench} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-tidebench}
-prefix="wrk$$_"
-cat >"$tmp/tide.yaml" <<YAML
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
+nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')
+
+# Sum of the balances and how many were read, through the site (curl reuses one connection).
+sum_balances() { # url
+  local i urls=()
+  for ((i = 1; i <= ACCOUNTS; i++)); do urls+=("$1/aggregates/account/acc-$i"); done
+  curl -sS "${urls[@]}" | grep -o '"balance":[0-9]*' | awk -F: '{ s += $2; n++ } END { printf "%d %d\n", s, n }'
+}
+
+run_wrk() { # url seconds
+  wrk -t"$THREADS" -c"$CONNS" -d"${2}s" --timeout 10s --latency -s bench/wrk_deposit.lua "$1" -- "$ACCOUNTS" 1 acc- \
+    2>"$tmp/wrk.err"
+}
+
+run_one() { # worker_processes
+  local w=$1 cfg="$tmp/tide-$1.yaml" site="$tmp/site-$1" url workers base n final res ok t0 t1 batch_rc batch_ok after_batch out
+  cat >"$cfg" <<YAML
 store: dynamodb
 dynamodb:
   endpoint: $TIDE_TEST_DYNAMODB_ENDPOINT
   region: us-east-1
-  table_prefix: $prefix
+  table_prefix: wrk$$_${w}_
 aggregates: $ROOT/aggregates
 projections: $ROOT/projections
 YAML
+  url=$(TIDE_NGINX_WORKERS=$w tools/nginx.sh start "$site" "$cfg") || { note "the nginx site did not start"; return 1; }
+  workers=$(grep -c 'start worker process [0-9]' "$site/logs/error.log")
 
-url=$(tools/nginx.sh start "$tmp/site" "$tmp/tide.yaml") || { note "the nginx site did not start"; exit 1; }
-workers=$(grep -c 'start worker process [0-9]' "$tmp/site/logs/error.log")
+  # accounts, opened through tide batch (not measured)
+  awk -v n="$ACCOUNTS" 'BEGIN { for (i = 1; i <= n; i++)
+    printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Open\",\"owner\":\"o%d\"}}\n", i, i }' \
+    | build/tide batch --config "$cfg" --concurrency 64 >"$tmp/open.out" \
+    || { note "opening $ACCOUNTS accounts failed: $(grep -m1 '"ok":false' "$tmp/open.out")"; return 1; }
 
-# Accounts: opened through tide batch (not measured).
-awk -v n="$ACCOUNTS" 'BEGIN { for (i = 1; i <= n; i++)
-  printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Open\",\"owner\":\"o%d\"}}\n", i, i }' \
-  | build/tide batch --config "$tmp/tide.yaml" --concurrency 64 >"$tmp/open.out" \
-  || { note "opening $ACCOUNTS accounts failed: $(grep -m1 '"ok":false' "$tmp/open.out")"; exit 1; }
+  note "workers=$w: warm-up, ${WARM} s of deposits (not measured)"
+  run_wrk "$url" "$WARM" >/dev/null
+  sleep 1
+  read -r base n < <(sum_balances "$url")
+  [ "$n" = "$ACCOUNTS" ] || { note "read $n of $ACCOUNTS balances before the run"; return 1; }
 
-# Sum of the balances, read through the site (curl reuses one connection).
-sum_balances() {
-  local i urls=()
-  for ((i = 1; i <= ACCOUNTS; i++)); do urls+=("$url/aggregates/account/acc-$i"); done
-  curl -sS "${urls[@]}" | grep -o '"balance":[0-9]*' | awk -F: '{ s += $2; n++ } END { printf "%d %d\n", s, n }'
-}
+  note "workers=$w: wrk -t$THREADS -c$CONNS -d${DUR}s on POST /aggregates/account/{id}"
+  out=$(run_wrk "$url" "$DUR")
+  res=$(grep '^WRK_RESULT ' <<<"$out" | sed 's/^WRK_RESULT //')
+  [ -n "$res" ] || { note "wrk printed no result: $out $(cat "$tmp/wrk.err")"; return 1; }
+  sleep 1  # requests in flight when wrk closed its connections finish in nginx
+  read -r final n < <(sum_balances "$url")
+  [ "$n" = "$ACCOUNTS" ] || { note "read $n of $ACCOUNTS balances after the run"; return 1; }
+  ok=$(jq .ok <<<"$res")
 
-run_wrk() { # seconds
-  wrk -t"$THREADS" -c"$CONNS" -d"${1}s" --timeout 10s --latency -s bench/wrk_deposit.lua "$url" -- "$ACCOUNTS" 1 acc- 2>"$tmp/wrk.err"
-}
+  # the same number of deposits through tide batch, in the tide process
+  awk -v n="$ok" -v a="$ACCOUNTS" 'BEGIN { srand(); for (i = 1; i <= n; i++)
+    printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Deposit\",\"amount\":1}}\n", 1 + int(rand() * a) }' \
+    >"$tmp/deposits.ndjson"
+  note "workers=$w: tide batch --concurrency $CONNS, $ok deposits"
+  t0=$(date +%s.%N)
+  build/tide batch --config "$cfg" --concurrency "$CONNS" <"$tmp/deposits.ndjson" >"$tmp/batch.out"
+  batch_rc=$?
+  t1=$(date +%s.%N)
+  batch_ok=$(grep -c '^{"ok":true' "$tmp/batch.out")
+  read -r after_batch _ < <(sum_balances "$url")
+  tools/nginx.sh stop "$site" >/dev/null 2>&1
 
-note "warm-up: ${WARM} s of deposits (not measured)"
-run_wrk "$WARM" >/dev/null
-sleep 1
-read -r base nbase < <(sum_balances)
-[ "$nbase" = "$ACCOUNTS" ] || { note "read $nbase of $ACCOUNTS balances before the run"; exit 1; }
-
-note "measured: wrk -t$THREADS -c$CONNS -d${DUR}s on POST /aggregates/account/{id}"
-out=$(run_wrk "$DUR")
-res=$(grep '^WRK_RESULT ' <<<"$out" | sed 's/^WRK_RESULT //')
-[ -n "$res" ] || { note "wrk printed no result: $out $(cat "$tmp/wrk.err")"; exit 1; }
-sleep 1  # requests in flight when wrk closed its connections finish in nginx
-read -r final nfinal < <(sum_balances)
-[ "$nfinal" = "$ACCOUNTS" ] || { note "read $nfinal of $ACCOUNTS balances after the run"; exit 1; }
-ok=$(jq .ok <<<"$res")
-
-# The same number of deposits through tide batch, in the tide process.
-awk -v n="$ok" -v a="$ACCOUNTS" 'BEGIN { srand(); for (i = 1; i <= n; i++)
-  printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Deposit\",\"amount\":1}}\n", 1 + int(rand() * a) }' \
-  >"$tmp/deposits.ndjson"
-t0=$(date +%s.%N)
-build/tide batch --config "$tmp/tide.yaml" --concurrency "$CONNS" <"$tmp/deposits.ndjson" >"$tmp/batch.out"
-batch_rc=$?
-t1=$(date +%s.%N)
-batch_ok=$(grep -c '^{"ok":true' "$tmp/batch.out")
-read -r after_batch _ < <(sum_balances)
-
-cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
-node - "$res" "$base" "$final" "$after_batch" "$ok" "$batch_ok" "$batch_rc" "$t0" "$t1" <<JS
-const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1] = process.argv.slice(2);
+  BENCH_COND="$(nproc) cores, ${cpu_model:-unknown CPU}; nginx $nginx_version, worker_processes $w ($workers), DynamoDB Local (in-memory) on 127.0.0.1 on the same cores" \
+  node - "$res" "$base" "$final" "$after_batch" "$ok" "$batch_ok" "$batch_rc" "$t0" "$t1" \
+         "$ACCOUNTS" "$THREADS" "$CONNS" "$WARM" "$DUR" <<'JS'
+const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1, accounts, threads, conns, warm, dur] = process.argv.slice(2);
 const r = JSON.parse(res);
 const applied = Number(fin) - Number(base);
 const inflight = applied - r.ok;
@@ -117,25 +126,30 @@ const secs = Number(t1) - Number(t0);
 const batchApplied = Number(afterBatch) - Number(fin);
 console.log("");
 console.log("== nginx host: deposits through the example site (wrk) vs tide batch (tide process) ==");
-console.log("conditions: $(nproc) cores, ${cpu_model:-unknown CPU}; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $workers worker(s), " +
-  "DynamoDB Local (in-memory) on 127.0.0.1 on the same cores;");
-console.log("  $ACCOUNTS accounts opened first; each request/command deposits 1 into a random account;");
-console.log("  wrk: $THREADS threads, $CONNS connections, ${WARM} s warm-up then ${DUR} s measured, keep-alive, 10 s timeout;");
-console.log("  tide batch: the same number of commands, --concurrency $CONNS, one process, start to end of the run.");
-console.log("");
+console.log("conditions: " + process.env.BENCH_COND + ";");
+console.log(`  ${accounts} accounts opened first; each request/command deposits 1 into a random account;`);
+console.log(`  wrk: ${threads} threads, ${conns} connections, ${warm} s warm-up then ${dur} s measured, keep-alive, 10 s timeout;`);
+console.log(`  tide batch: the same number of commands, --concurrency ${conns}, one process, timed start to end.`);
 console.log("nginx + wrk:  " + r.rps.toFixed(0) + " requests/s, latency p50 " + r.p50_ms.toFixed(1) + " ms, p99 " +
   r.p99_ms.toFixed(1) + " ms, max " + r.max_ms.toFixed(1) + " ms (" + r.requests + " requests in " + r.duration_s.toFixed(1) + " s)");
 console.log("  responses: " + r.ok + " x 200, " + r.non_2xx + " other; socket errors: " + errs + " " + JSON.stringify(r.errors));
 console.log("  balances read back through GET /aggregates: +" + applied + " = " + r.ok + " acknowledged" +
-  (inflight ? " + " + inflight + " in flight when wrk closed its connections (completed by nginx, never acknowledged)" : ""));
-console.log("tide batch:   " + (Number(batchOk) / secs).toFixed(0) + " commands/s (" + batchOk + " of " + ok + " ok in " + secs.toFixed(2) + " s)" +
-  "; balances +" + batchApplied);
-let fail = [];
+  (inflight ? " + " + inflight + " in flight when wrk closed its connections (completed by nginx, never read)" : ""));
+console.log("tide batch:   " + (Number(batchOk) / secs).toFixed(0) + " commands/s (" + batchOk + " of " + ok + " ok in " +
+  secs.toFixed(2) + " s); balances +" + batchApplied);
+const fail = [];
 if (r.non_2xx || errs) fail.push("wrk saw errors");
 if (inflight < 0) fail.push((-inflight) + " acknowledged deposits are missing from the balances");
-if (inflight > $CONNS) fail.push(inflight + " more deposits applied than acknowledged + in flight");
+if (inflight > Number(conns)) fail.push(inflight + " more deposits applied than acknowledged + in flight");
 if (Number(batchRc) !== 0 || Number(batchOk) !== Number(ok)) fail.push("tide batch: " + (Number(ok) - Number(batchOk)) + " commands failed");
 if (batchApplied !== Number(batchOk)) fail.push("tide batch: balances moved by " + batchApplied + ", not " + batchOk);
 console.log(fail.length ? "RESULT: FAILED: " + fail.join("; ") : "RESULT: no errors, no lost deposits");
 process.exit(fail.length ? 1 : 0);
 JS
+}
+
+status=0
+for w in ${BENCH_WRK_WORKERS:-1 auto}; do
+  run_one "$w" || status=1
+done
+exit $status

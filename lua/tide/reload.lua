@@ -14,19 +14,35 @@
 --     log = function(level, message, fields) ... end,  -- optional, same shape as repository's log
 --     debounce = 0.025,   -- optional: seconds of quiet after a file's last write (default 25 ms)
 --     sighup = true,      -- optional (default true): SIGHUP rescans every folder
+--     status_file = path, -- optional: w:status() as JSON, rewritten (atomically,
+--                         -- by rename) after every reload, failure and removal,
+--                         -- so another process (`tide status`) can show it
 --   }
 --   ... serve commands ...
 --   w:stop()             -- before the sched.run function returns: the watcher
 --                        -- is a thread, and sched.run waits for every thread
 --
 --   w:status() -> {
---     modules = { [path] = { name=, dir=, state = "running"|"failed"|"removed",
+--     modules = { [path] = { name=, dir=,
+--                            state = "running"   -- the file's content is what runs
+--                                  | "failed"    -- the file's last content did not load;
+--                                                -- `version`, when set, still runs
+--                                  | "removed",  -- the file was deleted, nothing runs
 --                            version=,           -- the running module's version
 --                            error = { file=, line=, message=, time= } or nil,
 --                            reloads=, failures=, loaded_at= } },
 --     last_reload = { file=, name=, ok=, version=, error=, time= } or nil,
 --     reloads=, failures=, watching = { [path] = true|false }, started_at=,
 --   }   -- times: wall clock, seconds since the epoch (os.time())
+--
+-- If inotify cannot be set up, start returns nil, message: go on without
+-- hot reload. A folder that does not exist (yet) is reported through log
+-- and watched after a SIGHUP once it exists.
+--
+-- The tide process only (it needs tide.engine). Under nginx, reload the way
+-- nginx does: `nginx -s reload` (SIGHUP to the master) starts new workers,
+-- with fresh Lua VMs that load the modules anew, and lets the old workers
+-- finish their requests on the old code.
 --
 -- In `tide batch`, read stdin with sched.lines(0) rather than
 -- io.stdin:lines(): the latter blocks the whole loop (and the reloader
@@ -103,7 +119,20 @@ function Watcher:settle(dir, file)
   local path = dir.path .. "/" .. file
   local name = file:match(MODULE)
   local m = self.modules[path]
-  local source = read_file(path)
+  local source, rerr = read_file(path)
+  local st = not source and core.stat(path)
+  if not source and st then
+    -- there but unreadable (permissions, a folder): keep what runs
+    m = m or { name = name, dir = dir.path, reloads = 0, failures = 0 }
+    self.modules[path] = m
+    m.hash = nil
+    m.error = { file = path, message = "cannot read " .. path .. ": " .. tostring(rerr), time = clock() }
+    m.failures = m.failures + 1
+    self.failures = self.failures + 1
+    m.state = "failed"
+    self:log("error", ("%s '%s' not reloaded: %s"):format(dir.kind, name, m.error.message), { file = path, name = name })
+    return
+  end
   if not source then
     if m and m.state ~= "removed" then
       dir.registry:remove(name, "its file was deleted")
@@ -127,7 +156,10 @@ function Watcher:settle(dir, file)
     local was_failed = m.state == "failed"
     m.state, m.error = "running", nil
     if type(mod) == "table" and mod.version ~= nil then m.version = mod.version end
-    if self.starting then return end
+    if self.starting then
+      m.loaded_at = m.loaded_at or clock()
+      return
+    end
     if extra ~= false then
       m.loaded_at = clock()
       m.reloads = m.reloads + 1
@@ -152,6 +184,28 @@ function Watcher:settle(dir, file)
   self:log("error", ("%s '%s' not reloaded (%s): %s"):format(dir.kind, name,
            running and ("version " .. m.version .. " keeps running") or "it is not running", m.error.message),
            { file = path, name = name, line = m.error.line, version = running and m.version or nil })
+end
+
+-- Publishes the status for other processes, when asked to.
+function Watcher:publish()
+  local path = self.status_file
+  if not path then return end
+  local text, err = core.json_encode(self:status())
+  local tmp = path .. ".tmp"
+  local f, ferr = text and io.open(tmp, "wb")
+  if f then
+    f:write(text, "\n")
+    f:close()
+    local ok, rerr = os.rename(tmp, path)
+    if ok then return end
+    err = rerr
+  else
+    err = err or ferr
+  end
+  if not self.publish_warned then
+    self:log("warn", "cannot write the reload status to " .. path .. ": " .. tostring(err), {})
+    self.publish_warned = true
+  end
 end
 
 -- Watches dir (again) when it is not watched.
@@ -205,6 +259,7 @@ end
 function Watcher:rescan_all(why)
   if why then self:log("info", "rescanning " .. #self.dirs .. " folder(s): " .. why, {}) end
   for _, dir in ipairs(self.dirs) do self:rescan(dir) end
+  self.dirty = true
 end
 
 function Watcher:handle(ev)
@@ -222,6 +277,7 @@ function Watcher:handle(ev)
   if kind == "dir_gone" then
     self.by_wd[ev.dir] = nil
     dir.wd = nil
+    self.dirty = true
     self:log("warn", dir.path .. " was deleted or moved: the modules loaded keep running; "
              .. "recreate it and send SIGHUP to watch it again", { dir = dir.path })
     return
@@ -251,6 +307,7 @@ function Watcher:loop()
       local events, err = self.w:read()
       if not events then
         self:log("error", "reading file-system events failed: " .. tostring(err), {})
+        sched.sleep(1) -- not a hot loop if it keeps failing
       else
         for i = 1, #events do self:handle(events[i]) end
       end
@@ -267,6 +324,10 @@ function Watcher:loop()
       local ok, err = pcall(self.settle, self, p.dir, p.file)
       if not ok then self:log("error", "reloading " .. path .. " failed: " .. tostring(err), { file = path }) end
     end
+    if #due > 0 or self.dirty then
+      self.dirty = nil
+      self:publish()
+    end
   end
   self.w:close()
 end
@@ -282,6 +343,7 @@ function M.start(opts)
     reloads = 0, failures = 0,
     debounce = opts.debounce or M.DEBOUNCE,
     log_fn = opts.log or function() end,
+    status_file = opts.status_file,
     started_at = os.time(),
   }, Watcher)
   for i, d in ipairs(opts.dirs) do
@@ -301,6 +363,8 @@ function M.start(opts)
   self.starting = true
   self:rescan_all()
   self.starting = nil
+  self.dirty = nil
+  self:publish()
   self.thread = sched.spawn(Watcher.loop, self)
   return self
 end
@@ -310,6 +374,7 @@ end
 function Watcher:stop()
   if self.stopped then return end
   self.stopped = true
+  self:publish()
   local th = self.thread
   if th and sched.running() and sched.current() ~= th then
     sched.wakeup(th, "stop")

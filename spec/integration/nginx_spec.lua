@@ -159,6 +159,8 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
     teardown(function()
       stop_site(dir)
       if store then pcall(function() store:close() end) end
+      if dir then os.execute("rm -rf " .. q(dir)) end
+      if desc and desc.path then os.execute("rm -rf " .. q((desc.path:gsub("/tide%.db$", "")))) end
     end)
 
     local function post(path, body, headers)
@@ -358,15 +360,23 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
     it("503: a store failure, as JSON naming it", function()
       if kind == "sqlite" then
         -- another process holds the write lock beyond sqlite.busy_timeout_ms (200 ms)
-        local lock = "(printf 'BEGIN IMMEDIATE;\\nSELECT 1;\\n.shell sleep 3\\nCOMMIT;\\n' | sqlite3 " .. q(desc.path)
-          .. " >/dev/null 2>&1 &)"
-        os.execute(lock)
-        os.execute("sleep 0.5")
+        local mark = helpers.tmpdir()
+        os.execute("(printf 'BEGIN IMMEDIATE;\\n.shell touch " .. mark .. "/locked; sleep 2\\nCOMMIT;\\n' | sqlite3 "
+          .. q(desc.path) .. " >/dev/null 2>&1; touch " .. mark .. "/done) &")
+        local function wait_file(name)
+          for _ = 1, 200 do
+            if helpers.read_file(mark .. "/" .. name) then return end
+            os.execute("sleep 0.05")
+          end
+          error("the lock holder did not get to '" .. name .. "'")
+        end
+        wait_file("locked")
         local status, body = post("/aggregates/account/alice", '{"type":"Deposit","amount":1}')
         assert.equal(503, status)
         assert.equal("store", body.error.kind)
         assert.matches("locked", body.error.message)
-        os.execute("sleep 3")
+        wait_file("done")
+        os.execute("rm -rf " .. q(mark))
         assert.equal(200, (post("/aggregates/account/alice", '{"type":"Deposit","amount":1}')))
       else
         -- a second site whose DynamoDB endpoint refuses connections
@@ -384,6 +394,7 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
           assert.equal("store", body.error.kind)
         end)
         stop_site(d2)
+        os.execute("rm -rf " .. q(d2))
         assert(ok, err)
       end
     end)

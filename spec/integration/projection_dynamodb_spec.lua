@@ -538,7 +538,9 @@ describe("projections on DynamoDB", function()
           local cmd = string.format("%s run 1000 40 > %s 2>&1 & pid=$!; "
             .. "for i in $(seq 200); do n=$(grep -c '^batch' %s); [ \"$n\" -ge %d ] && break; sleep 0.05; done; "
             .. "kill -9 $pid; wait $pid 2>/dev/null; echo killed", worker, q(out), q(out), 3 + round)
+          local t1 = os.time()
           local res = helpers.run(cmd)
+          print("round", round, os.time() - t1, helpers.read_file(out))
           assert.matches("killed", res)
           local log = helpers.read_file(out) or ""
           assert.matches("started", log, 1, true)
@@ -546,7 +548,9 @@ describe("projections on DynamoDB", function()
           -- a later life must wait for the dead one's lease (1 s) to expire
         end
         assert.equal(4, kills)
+        local t1 = os.time()
         local out, status = helpers.run(worker .. " catchup 1000 500 2>&1")
+        print("catchup took", os.time() - t1, out)
         assert.equal(0, status, out)
         assert.matches("ok records=", out)
         run(function()

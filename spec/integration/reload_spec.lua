@@ -187,7 +187,7 @@ local function srv_status(dir)
   return cjson.decode(text)
 end
 
-local function cleanup(dir) if os.getenv("KEEP") then print("kept " .. dir) return end os.execute("rm -rf " .. q(dir)) end
+local function cleanup(dir) os.execute("rm -rf " .. q(dir)) end
 
 -- Lets the reloader settle: debounce 25 ms, removals 100 ms.
 local SETTLE_MS = 400
@@ -437,6 +437,10 @@ describe("hot reload", function()
       local running = version_of(assert(helpers.read_file(path)))
       write(path, BROKEN.syntax(999))
       sleep_ms(SETTLE_MS)
+      -- visible to other processes while it runs
+      local live = srv_status(dir)
+      assert.equal("failed", live.modules[path].state)
+      assert.is_false(live.stopped)
       assert.equal(0, srv:finish())
       srv = nil
       local st = srv_status(dir)
@@ -454,6 +458,7 @@ describe("hot reload", function()
       assert.is_false(st.last_reload.ok)
       assert.equal(path, st.last_reload.file)
       assert.is_true(st.watching[dir .. "/aggregates"])
+      assert.is_true(st.stopped)
     end)
   end)
 
