@@ -277,118 +277,14 @@ function Aggregate:apply(state, event)
 end
 
 ------------------------------------------------------------------------
--- The registry: every aggregate of a folder.
+-- The registry: every aggregate of a folder (tide.registry), with hot reload.
 
-local Registry = {}
-Registry.__index = Registry
-
--- aggregate.registry(dir) -> registry. Modules that fail to load are kept
--- in registry.errors (name -> message) and reported when used.
+-- aggregate.registry(dir) -> registry (reg.aggregates is its name -> module map)
 function M.registry(dir)
-  local self = setmetatable({ dir = dir, aggregates = {}, errors = {}, removed = {} }, Registry)
-  self:scan()
-  return self
-end
-
-function Registry:scan()
-  local names, err = core.list_dir(self.dir)
-  if not names then
-    self.dir_error = err
-    return
-  end
-  self.dir_error = nil
-  for _, file in ipairs(names) do
-    local name = file:match("^([%w_%-]+)%.lua$")
-    if name then
-      local agg, lerr = M.load_file(self.dir .. "/" .. file, name)
-      if agg then
-        self.aggregates[name] = agg
-        self.errors[name] = nil
-      else
-        self.errors[name] = lerr
-      end
-    end
-  end
-end
-
-function Registry:add(agg)
-  self.aggregates[agg.name] = agg
-end
-
--- Hot reload (driven by tide.reload). A command takes its aggregate from
--- the registry once, when it starts, and keeps that object to its end, so
--- replacing the entry is the whole swap: one table assignment, atomic for
--- coroutines. Commands in flight finish on the version they started with;
--- the next ones run the new one (cached states carry the version that
--- built them and are rebuilt, see repository.record).
-
-local function name_of(path)
-  return path:match("([^/]+)%.lua$")
-end
-
--- registry:reload_file(path [, source]) -> aggregate, changed | nil, message
--- Compiles and checks the module (source, or the file's content) in
--- isolation. Valid: it replaces the running version (changed is false when
--- the content hash is the running one's; nothing is swapped then). Invalid:
--- the running version stays, and the message is kept in registry.errors.
-function Registry:reload_file(path, source)
-  if type(path) ~= "string" then error("registry:reload_file(path [, source]): path must be a string", 2) end
-  local name = name_of(path)
-  if not name then return nil, path .. ": not a Lua module (a file named NAME.lua)" end
-  local agg, err
-  if source then
-    agg, err = M.from_source(name, source, path)
-  else
-    agg, err = M.load_file(path, name)
-  end
-  if not agg then
-    self.errors[name] = err
-    return nil, err
-  end
-  self.errors[name] = nil
-  self.removed[name] = nil
-  local running = self.aggregates[name]
-  if running and running.version == agg.version then return running, false end
-  self.aggregates[name] = agg
-  return agg, true
-end
-
--- registry:remove(name [, reason]) -> true | false when name was unknown.
--- Commands for it then fail with "aggregate 'NAME' was removed: REASON".
-function Registry:remove(name, reason)
-  local had = self.aggregates[name] ~= nil or self.errors[name] ~= nil
-  self.aggregates[name] = nil
-  self.errors[name] = nil
-  self.removed[name] = reason or "its file was deleted"
-  return had
-end
-
--- registry:names() -> sorted names of the aggregates that are running.
-function Registry:names()
-  local names = {}
-  for n in pairs(self.aggregates) do names[#names + 1] = n end
-  table.sort(names)
-  return names
-end
-
--- registry:get(name) -> aggregate | nil, message
-function Registry:get(name)
-  local agg = self.aggregates[name]
-  if agg then return agg end
-  if self.removed and self.removed[name] then
-    return nil, "aggregate '" .. name .. "' was removed: " .. self.removed[name]
-  end
-  if self.errors[name] then return nil, "aggregate '" .. name .. "' failed to load: " .. self.errors[name] end
-  local names = {}
-  for n in pairs(self.aggregates) do names[#names + 1] = n end
-  table.sort(names)
-  local hint = schema.suggest(name, self.aggregates)
-  if self.dir_error then
-    return nil, ("unknown aggregate '%s': %s"):format(name, self.dir_error)
-  end
-  return nil, ("unknown aggregate '%s'%s; %s has: %s"):format(name,
-    hint and (" (did you mean '" .. hint .. "'?)") or "", self.dir or "the registry",
-    #names > 0 and table.concat(names, ", ") or "no aggregates")
+  local reg = require("tide.registry").new{ dir = dir, kind = "aggregate",
+                                            load_file = M.load_file, from_source = M.from_source }
+  reg.aggregates = reg.entries
+  return reg
 end
 
 return M

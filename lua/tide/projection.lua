@@ -224,59 +224,14 @@ end
 ------------------------------------------------------------------------
 -- The registry: every projection of a folder.
 
-local Registry = {}
-Registry.__index = Registry
-
--- projection.registry(dir) -> registry. Modules that fail to load are kept
--- in registry.errors (name -> message) and reported when asked for.
+-- projection.registry(dir) -> registry (tide.registry, with hot reload;
+-- reg.projections is its name -> module map)
 function M.registry(dir)
   if type(dir) ~= "string" then error("projection.registry(dir): dir must be a string", 2) end
-  local self = setmetatable({ dir = dir, projections = {}, errors = {} }, Registry)
-  self:scan()
-  return self
-end
-
-function Registry:scan()
-  local names, err = core.list_dir(self.dir)
-  if not names then
-    self.dir_error = err
-    return
-  end
-  self.dir_error = nil
-  for _, file in ipairs(names) do
-    local name = file:match("^([%w_%-]+)%.lua$")
-    if name then
-      local p, lerr = M.load_file(self.dir .. "/" .. file, name)
-      if p then
-        self.projections[name] = p
-        self.errors[name] = nil
-      else
-        self.errors[name] = lerr
-      end
-    end
-  end
-end
-
-function Registry:add(p)
-  self.projections[p.name] = p
-end
-
--- registry:get(name) -> projection | nil, message
-function Registry:get(name)
-  local p = self.projections[name]
-  if p then return p end
-  if self.errors[name] then return nil, "projection '" .. name .. "' failed to load: " .. self.errors[name] end
-  if self.dir_error then return nil, ("unknown projection '%s': %s"):format(name, self.dir_error) end
-  local names = sorted_keys(self.projections)
-  local hint = suggest(name, self.projections)
-  return nil, ("unknown projection '%s'%s; %s has: %s"):format(name,
-    hint and (" (did you mean '" .. hint .. "'?)") or "", self.dir or "the registry",
-    #names > 0 and table.concat(names, ", ") or "no projections")
-end
-
--- registry:names() -> sorted names of the projections that loaded.
-function Registry:names()
-  return sorted_keys(self.projections)
+  local reg = require("tide.registry").new{ dir = dir, kind = "projection",
+                                            load_file = M.load_file, from_source = M.from_source }
+  reg.projections = reg.entries
+  return reg
 end
 
 return M
