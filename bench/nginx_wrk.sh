@@ -17,7 +17,9 @@
 #   BENCH_WRK_THREADS=2         wrk threads
 #   BENCH_WRK_ACCOUNTS=1000     accounts the deposits are spread over
 #   BENCH_WRK_WORKERS="1 auto"  nginx worker_processes settings, one full run each
-#   TIDE_TEST_DYNAMODB_ENDPOINT an existing DynamoDB Local (else one is started)
+# Each run starts its own DynamoDB Local (tools/servers.sh) and stops it
+# after: a second set of tables with streams in the same DynamoDB Local
+# made every write of the next run many times slower (both hosts alike).
 # Exit status: 0 when every run completed with no error and no lost deposit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,21 +37,13 @@ command -v nginx >/dev/null || { note "nginx is not installed (nginx-light, libn
 [ -x build/tide ] || { note "build/tide is missing: run make"; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-nginx-bench.XXXXXX")
-started_servers=0
 cleanup() {
   for d in "$tmp"/site-*; do [ -d "$d" ] && tools/nginx.sh stop "$d" >/dev/null 2>&1; done
-  [ $started_servers = 1 ] && tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1
+  for d in "$tmp"/servers-*; do [ -d "$d" ] && tools/servers.sh stop "$d" >/dev/null 2>&1; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-if [ -z "${TIDE_TEST_DYNAMODB_ENDPOINT:-}" ]; then
-  tools/servers.sh start "$tmp/servers" >&2 || { note "could not start DynamoDB Local"; exit 1; }
-  started_servers=1
-  # shellcheck disable=SC1091
-  . "$tmp/servers/env"
-fi
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-tidebench} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-tidebench}
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
 nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')
@@ -67,6 +61,19 @@ run_wrk() { # url seconds
 }
 
 run_one() { # worker_processes
+  local rc
+  tools/servers.sh start "$tmp/servers-$1" >&2 || { note "could not start DynamoDB Local"; return 1; }
+  (
+    # shellcheck disable=SC1090
+    . "$tmp/servers-$1/env"
+    measure "$1"
+  )
+  rc=$?
+  tools/servers.sh stop "$tmp/servers-$1" >/dev/null 2>&1
+  return $rc
+}
+
+measure() { # worker_processes
   local w=$1 cfg="$tmp/tide-$1.yaml" site="$tmp/site-$1" url workers base n final res ok t0 t1 batch_rc batch_ok after_batch out
   cat >"$cfg" <<YAML
 store: dynamodb

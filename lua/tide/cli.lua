@@ -182,6 +182,29 @@ end
 
 ------------------------------------------------------------------------
 
+-- Hot reload of the modules while a long command runs (tide.reload);
+-- without inotify it says so and goes on.
+local function start_reload(app, dirs)
+  local ok, reload = pcall(require, "tide.reload")
+  if not ok then return nil end
+  local w, err = reload.start{ dirs = dirs, log = function(level, message, fields)
+    if level ~= "debug" then
+      io.stderr:write("tide: ", level, ": ", tostring(message),
+        fields and fields.file and (" (" .. tostring(fields.file) .. ")") or "", "\n")
+    end
+  end }
+  if not w then io.stderr:write("tide: warn: hot reload is off: ", tostring(err), "\n") end
+  return w
+end
+
+-- stdin line by line without blocking the loop (the reloader and the
+-- commands in flight go on while the producer is quiet).
+local function input_lines()
+  local ok, it = pcall(sched.lines, 0)
+  if ok then return it end
+  return io.stdin:lines()
+end
+
 local commands = {}
 
 function commands.init(opts, pos)
@@ -242,25 +265,29 @@ function commands.batch(opts, pos)
     return M.EXIT.usage
   end
   local repo = app.repository
+  local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry } })
   local status = M.EXIT.ok
   local function note(code)
     if SEVERITY[code] > SEVERITY[status] then status = code end
   end
   local tails = {}     -- stream -> the thread of its latest command
-  local pending = {}   -- line number -> thread
+  local pending = {}   -- line number -> thread, until its result is printed
+  local results = {}   -- line number -> {line, code}, done but not yet printed
   local next_out, n = 1, 0
 
-  local function flush_one()
-    local th = pending[next_out]
-    pending[next_out] = nil
-    local ok, line, code = sched.wait(th)
-    if not ok then
-      line = error_line("handler_error", tostring(line))
-      code = M.EXIT.handler_error
+  -- Prints every result that is ready in input order, as soon as it is:
+  -- a live producer sees each answer without waiting for the window.
+  local function emit(i, line, code)
+    results[i] = { line, code }
+    if i ~= next_out then return end
+    while results[next_out] do
+      local r = results[next_out]
+      results[next_out], pending[next_out] = nil, nil
+      out(r[1])
+      note(r[2])
+      next_out = next_out + 1
     end
-    out(line)
-    note(code)
-    next_out = next_out + 1
+    io.stdout:flush()
   end
 
   local function run_line(prev, text, lineno)
@@ -279,24 +306,31 @@ function commands.batch(opts, pos)
     return error_result(xerr), EXIT_OF_KIND[xerr.kind] or M.EXIT.handler_error
   end
 
-  for text in io.stdin:lines() do
+  local function command_thread(prev, text, lineno)
+    local ok, line, code = pcall(run_line, prev, text, lineno)
+    if not ok then line, code = error_line("handler_error", tostring(line)), M.EXIT.handler_error end
+    emit(lineno, line, code)
+  end
+
+  for text in input_lines() do
     n = n + 1
     if text:match("^%s*$") then
-      pending[n] = sched.spawn(function()
-        return error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage
-      end)
+      emit(n, error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage)
     else
       -- the stream key only orders commands; a malformed line gets its own chain
       local req = cjson.decode(text)
       local key = type(req) == "table" and type(req.aggregate) == "string" and type(req.id) == "string"
         and (req.aggregate .. "#" .. req.id) or nil
-      local th = sched.spawn(run_line, key and tails[key], text, n)
+      local th = sched.spawn(command_thread, key and tails[key], text, n)
       if key then tails[key] = th end
-      pending[n] = th
+      if next_out <= n then pending[n] = th end
     end
-    while n - next_out + 1 >= window do flush_one() end
+    while n - next_out + 1 >= window and pending[next_out] do sched.wait(pending[next_out]) end
   end
-  while next_out <= n do flush_one() end
+  while next_out <= n do
+    if pending[next_out] then sched.wait(pending[next_out]) else sched.sleep(0) end
+  end
+  if watcher then watcher:stop() end
   app.store:close()
   return status
 end
@@ -367,10 +401,15 @@ local function get_projection(app, name, pname)
   return p
 end
 
--- Stops on SIGTERM/SIGINT when the engine can deliver signals.
+-- SIGTERM/SIGINT set flag.stop; returns the handle to stop (or nil when
+-- signals cannot be taken over, which is reported).
 local function stop_on_signals(flag)
-  local ok, sig = pcall(require, "tide.signals")
-  if ok and sig.on_stop then sig.on_stop(function() flag.stop = true end) end
+  local h, err = require("tide.signals").on_stop(function(name)
+    json_log("info", "SIG" .. name .. ": finishing the batch, then stopping")
+    flag.stop = true
+  end)
+  if not h then json_log("warn", "signals are not handled: " .. tostring(err)) end
+  return h
 end
 
 function commands.project(opts, pos)
@@ -398,9 +437,10 @@ function commands.project(opts, pos)
     return M.EXIT.ok
   end
   local flag = { stop = false }
-  stop_on_signals(flag)
+  local sig = stop_on_signals(flag)
   local ok, err = runner:run(runner.stop and flag or { stop = function() return flag.stop end, idle = 0.2 })
   if runner.stop then runner:stop() elseif runner.release then runner:release() end
+  if sig then sig:stop() end
   if ok == nil and err then
     io.stderr:write("tide project: ", tostring(err), "\n")
     return M.EXIT.store
@@ -413,12 +453,14 @@ function commands.run(opts, pos)
   local app = open_projections("run", opts)
   if not app then return M.EXIT.usage end
   local flag = { stop = false }
-  stop_on_signals(flag)
+  local sig = stop_on_signals(flag)
+  local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
+                                      { path = app.cfg.projections, registry = app.projections } })
   local threads, runners = {}, {}
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
     if p then
-      local r = host.runner(app, p, { log = json_log })
+      local r = host.runner(app, p, { log = json_log, registry = app.projections })
       runners[#runners + 1] = r
       threads[#threads + 1] = sched.spawn(function()
         if r.init then
@@ -444,6 +486,8 @@ function commands.run(opts, pos)
     json_log("error", "projection module failed to load", { projection = name, error = tostring(err) })
   end
   for _, th in ipairs(threads) do sched.wait(th) end
+  if watcher then watcher:stop() end
+  if sig then sig:stop() end
   app.store:close()
   return M.EXIT.ok
 end

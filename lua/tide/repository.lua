@@ -45,16 +45,12 @@ local function default_sleep(seconds)
   if ok and sched.running and sched.running() then sched.sleep(seconds) end
 end
 
+-- Wall-clock milliseconds for event timestamps: the engine's clock in the
+-- tide process (nginx passes ngx.now), else os.time's seconds.
 local function default_clock_ms()
-  local ok, sched = pcall(require, "tide.sched")
-  -- wall clock for timestamps: os.time has second resolution, refine with
-  -- the monotonic clock's fraction when available
-  local t = os.time()
-  if ok and sched.now then
-    local frac = sched.now() % 1
-    return math.floor(t * 1000 + frac * 1000)
-  end
-  return t * 1000
+  local ok, engine = pcall(require, "tide.engine")
+  if ok and engine.wall_ms then return engine.wall_ms() end
+  return os.time() * 1000
 end
 
 -- repository.new{store=, registry=, cache_bytes=, max_attempts=,

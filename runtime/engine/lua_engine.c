@@ -552,5 +552,6 @@ int luaopen_tide_engine(lua_State *L)
     lua_pop(L, 1);
     lua_newtable(L); // [mod]
     luaL_register(L, NULL, module_funcs);
+    tide_lua_open_signals(L);
     return 1;
 }

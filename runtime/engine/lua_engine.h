@@ -11,4 +11,7 @@
 /* Pushes the module table {new=, now=}. Returns 1. */
 int luaopen_tide_engine(lua_State *L);
 
+/* Adds signals() and wall_ms() to the module table on top (lua_signals.c). */
+void tide_lua_open_signals(lua_State *L);
+
 #endif

@@ -9,6 +9,7 @@
 --     projection = proj,         -- from tide.projection
 --     aggregates = registry,     -- optional: upcasting by the aggregate modules
 --     batch_size = 500,          -- events read per batch
+--     registry = reg,            -- optional: take the projection from it per batch (hot reload)
 --     owner = "host-1",          -- lease owner (default: a random id)
 --     lease_ms = 30000,          -- the lease lasts this long after each batch
 --     backoff_base = 0.1, backoff_cap = 30,   -- seconds, after a failed batch
@@ -91,11 +92,34 @@ function M.new(opts)
     handled = 0,
     failures = 0,
   }, Runner)
-  self.projector = projector_mod.new{
-    projection = opts.projection, backend = backend, aggregates = opts.aggregates,
-    reader = projector_mod.store_reader(opts.store), log = self.log,
-  }
+  self.registry = opts.registry
+  self.aggregates = opts.aggregates
+  self.projector = self:new_projector(opts.projection)
   return self
+end
+
+function Runner:new_projector(projection)
+  return projector_mod.new{
+    projection = projection, backend = self.backend, aggregates = self.aggregates,
+    reader = projector_mod.store_reader(self.store), log = self.log,
+  }
+end
+
+-- Hot reload: with a registry, the projection is taken from it at the start
+-- of every batch, so a new version takes over between batches, never inside
+-- one. nil, err when the module was removed.
+function Runner:current_projection()
+  if not self.registry then return true end
+  local p, err = self.registry:get(self.name)
+  if not p then return nil, setmetatable({ type = "Removed", projection = self.name, message = err }, Error) end
+  if p.version ~= self.projection.version then
+    local ok, ierr = self.backend:init(p)
+    if not ok then return nil, ierr end
+    self.log("info", "projection reloaded", { projection = self.name, version = p.version })
+    self.projection = p
+    self.projector = self:new_projector(p)
+  end
+  return true
 end
 
 function Runner:init()
@@ -160,7 +184,9 @@ local function failed(self, err)
 end
 
 function Runner:step()
-  local ok, err = self:acquire()
+  local ok, err = self:current_projection()
+  if not ok then return nil, err end
+  ok, err = self:acquire()
   if not ok then return nil, err end
   local rows
   rows, err = self.store:read_all(self.position, self.batch_size)

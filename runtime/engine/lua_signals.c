@@ -1,0 +1,140 @@
+/*
+ * lua_signals.c - binding of signals.c into tide.engine:
+ *
+ *   local s = engine.signals{"TERM", "INT"}   -- blocks them; nil, message on failure
+ *   s:fd()      -> the descriptor to wait on (sched.wait_readable)
+ *   s:read()    -> {"TERM", ...}: the signals received since the last read
+ *   s:close()   -- restores the previous signal mask (also on __gc)
+ *
+ * Also engine.wall_ms(): the wall clock in milliseconds, for event
+ * timestamps (os.time has only seconds).
+ */
+#include "lua_engine.h"
+#include "signals.h"
+
+#include <lauxlib.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#define SIGNALS_MT "tide.engine.signals"
+
+static const struct {
+    const char *name;
+    int signo;
+} known[] = {
+    {"TERM", SIGTERM}, {"INT", SIGINT}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT},
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+};
+#define NKNOWN (int)(sizeof(known) / sizeof(known[0]))
+
+struct lsignals {
+    struct tide_signals *s;
+};
+
+static struct lsignals *check_signals(lua_State *L)
+{
+    struct lsignals *ls = luaL_checkudata(L, 1, SIGNALS_MT);
+    if (ls->s == NULL)
+        luaL_error(L, "tide.engine: signals object is closed");
+    return ls;
+}
+
+// engine.signals({"TERM", "INT", ...}) -> signals | nil, message
+static int signals_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int signos[NKNOWN], n = 0;
+    int count = (int)lua_objlen(L, 1);
+    luaL_argcheck(L, count >= 1 && count <= NKNOWN, 1, "a list of 1 to 6 signal names");
+    for (int i = 1; i <= count; i++) {
+        lua_rawgeti(L, 1, i); // [list, name]
+        const char *name = lua_tostring(L, -1);
+        int found = -1;
+        for (int k = 0; name != NULL && k < NKNOWN; k++)
+            if (strcmp(known[k].name, name) == 0)
+                found = known[k].signo;
+        if (found < 0)
+            return luaL_argerror(L, 1, "signal names are TERM, INT, HUP, QUIT, USR1, USR2");
+        signos[n++] = found;
+        lua_pop(L, 1);
+    }
+    struct lsignals *ls = lua_newuserdata(L, sizeof(*ls)); // [list, ls]
+    ls->s = NULL;
+    luaL_getmetatable(L, SIGNALS_MT);
+    lua_setmetatable(L, -2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    ls->s = tide_signals_new(signos, n, &err);
+    if (ls->s == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    return 1;
+}
+
+static int signals_fd(lua_State *L)
+{
+    lua_pushinteger(L, tide_signals_fd(check_signals(L)->s));
+    return 1;
+}
+
+// s:read() -> {"TERM", ...} | nil, message
+static int signals_read(lua_State *L)
+{
+    struct lsignals *ls = check_signals(L);
+    lua_newtable(L); // [s, list]
+    int n = 0, signo = 0, rc;
+    struct tide_error err;
+    tide_error_clear(&err);
+    while ((rc = tide_signals_next(ls->s, &signo, &err)) == 1) {
+        const char *name = "OTHER";
+        for (int k = 0; k < NKNOWN; k++)
+            if (known[k].signo == signo)
+                name = known[k].name;
+        lua_pushstring(L, name);
+        lua_rawseti(L, -2, ++n);
+    }
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    return 1;
+}
+
+static int signals_close(lua_State *L)
+{
+    struct lsignals *ls = luaL_checkudata(L, 1, SIGNALS_MT);
+    tide_signals_delete(ls->s);
+    ls->s = NULL;
+    return 0;
+}
+
+// engine.wall_ms() -> milliseconds since the epoch (CLOCK_REALTIME)
+static int wall_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)(ts.tv_nsec / 1000000));
+    return 1;
+}
+
+void tide_lua_open_signals(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"fd", signals_fd}, {"read", signals_read}, {"close", signals_close}, {NULL, NULL}};
+    if (luaL_newmetatable(L, SIGNALS_MT)) { // [mod, mt]
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, signals_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1); // [mod]
+    lua_pushcfunction(L, signals_new);
+    lua_setfield(L, -2, "signals");
+    lua_pushcfunction(L, wall_ms);
+    lua_setfield(L, -2, "wall_ms");
+}
