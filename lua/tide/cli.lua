@@ -187,7 +187,8 @@ end
 local function start_reload(app, dirs)
   local ok, reload = pcall(require, "tide.reload")
   if not ok then return nil end
-  local w, err = reload.start{ dirs = dirs, log = function(level, message, fields)
+  local w, err = reload.start{ dirs = dirs, status_file = os.getenv("TIDE_RELOAD_STATUS"),
+                              log = function(level, message, fields)
     if level ~= "debug" then
       io.stderr:write("tide: ", level, ": ", tostring(message),
         fields and fields.file and (" (" .. tostring(fields.file) .. ")") or "", "\n")

@@ -492,22 +492,40 @@ describe("projections on DynamoDB", function()
           local first = st[1]
           local dead, alive = (first.owner == "worker-a") and a or b, (first.owner == "worker-a") and b or a
           dead:kill()
-          -- more events while nobody holds the dead worker's shards
+          -- the dead worker's leases as it left them
+          local left = {}
+          for _, l in ipairs(assert(dead.leases:list())) do
+            if l.owner == dead.owner then left[l.shard] = l end
+          end
+          assert.is_not_nil(next(left))
+          -- more events while nobody serves the dead worker's shards
           local more = write_accounts(store, 10, 5, "late", 10)
           local t0 = sched.now()
-          local took
-          while sched.now() - t0 < 10 do
-            local s = assert(alive:status())
-            took = true
-            for _, x in ipairs(s) do
-              if x.checkpoint ~= "SHARD_END" and x.owner ~= alive.owner then took = false end
+          local taken = {}
+          while sched.now() - t0 < 10 and next(left) do
+            for _, l in ipairs(assert(alive.leases:list())) do
+              local old = left[l.shard]
+              if old and l.owner == alive.owner then
+                -- taken only once the dead owner's lease had expired
+                assert.is_true(leases_mod.wall_ms() >= old.expires, "taken before the lease expired")
+                assert.is_true(l.counter > old.counter)
+                taken[#taken + 1], left[l.shard] = l.shard, nil
+              end
             end
-            if took then break end
-            sched.sleep(0.1)
+            sched.sleep(0.05)
           end
-          assert.is_true(took, "the survivor did not take the dead worker's shards")
-          assert.is_true(sched.now() - t0 >= 0.3, "taken before the lease expired")
-          -- the survivor catches up with everything
+          assert.is_nil(next(left), "the survivor did not take the dead worker's shards")
+          -- the survivor applies the events written after the death
+          local t1 = sched.now()
+          local function late_done()
+            for id, w in pairs(more) do
+              local it = backend:read_item("balances", id)
+              if not it or it.version ~= w.version then return false end
+            end
+            return true
+          end
+          while not late_done() and sched.now() - t1 < 10 do sched.sleep(0.1) end
+          assert.is_true(late_done(), "the survivor did not apply the later events")
           alive:stop()
           for _, th in ipairs({ ta, tb }) do assert.is_true((sched.wait(th))) end
           local c = streams.new{ client = db, store = store, backend = backend, projection = balances(),

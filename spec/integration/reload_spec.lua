@@ -2,8 +2,8 @@
 -- patterns, broken modules, new and deleted files, SIGHUP, and 50 rewrites
 -- of the account module under a steady stream of commands.
 --
--- The process is build/tide script spec/fixtures/reload/batch.lua: the
--- CLI's own batch loop with the reloader started (see that file), reading
+-- The process is `tide batch` (hot reload on, TIDE_RELOAD_STATUS for its status file): the
+-- CLI's own batch loop with the reloader started, reading
 -- stdin from a FIFO the spec writes to, results to a file.
 local helpers = require "helpers"
 local core = require "tide.core"
@@ -109,10 +109,8 @@ Server.__index = Server
 local function start(dir, input, args)
   local s = setmetatable({ dir = dir, out = dir .. "/out", err = dir .. "/err", pidfile = dir .. "/pid",
                            exitfile = dir .. "/exit", status = dir .. "/status.json", sent = 0 }, Server)
-  -- --concurrency 1 without input: batch prints a result as soon as it is
-  -- done only when its window is full
-  local inner = ("echo $$ > %s; exec %s script %s --config %s %s"):format(q(s.pidfile), q(helpers.tide_bin),
-    q(FIXTURES .. "/batch.lua"), q(dir .. "/tide.yaml"), args or (input and "" or "--concurrency 1"))
+  local inner = ("echo $$ > %s; exec %s batch --config %s %s"):format(q(s.pidfile), q(helpers.tide_bin),
+    q(dir .. "/tide.yaml"), args or "")
   local source
   if input then
     source = input .. " | "

@@ -43,7 +43,7 @@ function M.render(template, vars)
 end
 
 local function lua_string(s)
-  return ("%q"):format(s):gsub("\\\n", "\\n")
+  return (("%q"):format(s):gsub("\\\n", "\\n"))
 end
 
 -- nginx time: milliseconds as "1500ms"
