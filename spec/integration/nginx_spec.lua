@@ -22,7 +22,11 @@ local function sh(cmd)
 end
 
 -- One HTTP exchange: status, decoded JSON body (or the raw text), headers, raw body.
+-- Connection: close, so that no request rides a kept-alive connection to a
+-- worker that a reload is retiring (it would answer with the old modules).
 local function http(method, url, body, headers)
+  headers = headers or {}
+  headers["Connection"] = "close"
   local resp, err = sched.run(function()
     return sched.request{ method = method, url = url, body = body, headers = headers, timeout_ms = 20000 }
   end)
@@ -414,12 +418,22 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
           end
           error("timed out waiting for " .. what)
         end
+        -- Until an old worker has got its QUIT, it still accepts connections
+        -- beside the new ones (and answers with the old modules): wait for it to exit.
+        local function wait_gone(pid)
+          for _ = 1, 100 do
+            if select(2, helpers.run("kill -0 " .. pid .. " 2>/dev/null")) ~= 0 then return end
+            os.execute("sleep 0.1")
+          end
+          error("the old worker " .. pid .. " did not exit")
+        end
         local before = health()
         assert.is_nil(before.aggregates.counter)
         copy(ROOT .. "/spec/fixtures/aggregates/counter_v1.lua", dir .. "/aggregates/counter.lua")
         reload()
         local h1 = wait_for(function(h) return h.aggregates.counter ~= nil end, "counter v1")
         assert.not_equal(before.worker, h1.worker)
+        wait_gone(before.worker)
         assert.equal(200, (post("/aggregates/counter/c", '{"type":"Add","n":2}')))
         -- a module that does not load: nginx refuses the new configuration
         helpers.write_file(dir .. "/aggregates/broken.lua", "return {")
@@ -442,6 +456,7 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
         reload()
         local h3 = wait_for(function(h) return h.aggregates.counter ~= h1.aggregates.counter end, "counter v2")
         assert.not_equal(h1.worker, h3.worker)
+        wait_gone(h1.worker)
         local status, _, _, raw = get("/aggregates/counter/c")
         assert.equal(200, status, raw)
       end)

@@ -115,7 +115,8 @@ function M.init_worker()
     transport = require("tide.transport.ngx").new{ routes = conf.routes }
   end
   local opened, err = require("tide").open{
-    cfg = cfg, registry = conf.registry, transport = transport, log = log,
+    cfg = cfg, registry = conf.registry, projections = conf.proj and conf.proj.registry,
+    transport = transport, log = log,
     sleep = ngx.sleep,
     clock_ms = function() return math.floor(ngx.now() * 1000) end,
   }

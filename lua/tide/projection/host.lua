@@ -63,7 +63,10 @@ end
 function M.read(app, model, key)
   local p, err = M.find_model(app, model)
   if not p then return nil, { kind = "invalid", message = err } end
-  local item, rerr = M.backend(app):read_item(model, key)
+  local backend = M.backend(app)
+  -- the DynamoDB backend learns a projection's tables (names, keys) here
+  if backend.register then backend:register(p) end
+  local item, rerr = backend:read_item(model, key)
   if item == nil then return nil, { kind = "store", message = tostring(rerr) } end
   if item then
     item._tide, item._rev = nil, nil
