@@ -226,6 +226,10 @@ if ! build/tide script bench/sqlite_append.lua "${BENCH_SQLITE_N:-20000}" 1 256;
   status=1
 fi
 
+echo ""
+echo "== Projections from the embedded feed: events per second =="
+build/tide script bench/projection_sqlite.lua "${BENCH_PROJ_EVENTS:-20000}" 500 500 || { note "bench/projection_sqlite.lua failed"; status=1; }
+
 bench/nginx_wrk.sh || { note "bench/nginx_wrk.sh failed"; status=1; }
 echo ""; echo "== Hot reload: file write -> first command served by the new version =="; build/tide script bench/reload_latency.lua "${BENCH_RELOADS:-50}" || { note "bench/reload_latency.lua failed"; status=1; }
 exit $status
