@@ -43,7 +43,11 @@ stores.each(function(kind)
       exec(dir, "p2", { type = "Deposit", amount = 2 })
       exec(dir, "p1", { type = "Withdraw", amount = 10 })
     end)
-    teardown(function() os.execute("rm -rf " .. q(dir)) end)
+    teardown(function()
+      -- a daemon left behind by a failed spec must not outlive the suite
+      helpers.run("test -f " .. q(dir .. "/run.pid") .. " && kill -9 $(cat " .. q(dir .. "/run.pid") .. ") 2>/dev/null")
+      os.execute("rm -rf " .. q(dir))
+    end)
 
     it("projects until caught up, then reads items, with clear errors", function()
       local out, status = tide(dir, "project balances --until-caught-up")

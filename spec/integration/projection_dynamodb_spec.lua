@@ -414,59 +414,11 @@ describe("projections on DynamoDB", function()
                   { events[1].stream, events[1].aggregate, events[1].id, events[1].version, events[1].type })
     end)
 
-    describe("balances over 20,000 events", function()
-      local store, backend, prefix, expected
-
-      setup(function()
-        run(function()
-          store, backend, prefix = fresh("tide_bal")
-          expected = write_accounts(store, 500, 40, "acc", 32, 20)
-        end)
-      end)
-
-      it("projects the stream into a read model equal to a recomputation from the events table", function()
-        run(function()
-          local r = streams.new{ client = db, store = store, backend = backend, projection = balances(),
-                                 owner = "solo", lease_ms = 3000, poll_ms = 20, log = quiet_log }
-          assert(r:init())
-          local res = assert(r:run_until_caught_up{ timeout = 120 })
-          assert.equal(20000, res.records)
-          local want = recompute(db, store.events_table)
-          local got = read_model(db, prefix .. "rm_balances")
-          assert.equal(500, assert_same_model(want, got))
-          assert.equal(500, assert_same_model(expected, got))
-          -- the leases: every shard checkpointed, released
-          local st = assert(r:status())
-          assert.is_true(#st >= 1)
-          for _, s in ipairs(st) do
-            assert.is_nil(s.owner)
-            assert.is_string(s.checkpoint)
-            assert.is_nil(s.error)
-          end
-          -- a second catch-up finds nothing new: nothing applied twice
-          local again = assert(r:run_until_caught_up{ timeout = 60 })
-          assert.equal(0, again.records - res.records)
-          assert_same_model(want, read_model(db, prefix .. "rm_balances"))
-        end)
-      end)
-
-      it("re-applies nothing when the stream is read again from TRIM_HORIZON", function()
-        run(function()
-          local r = streams.new{ client = db, store = store, backend = backend, projection = balances(),
-                                 owner = "replayer", lease_ms = 3000, poll_ms = 20, log = quiet_log }
-          assert(r.leases:reset())                        -- every checkpoint gone: all records again
-          local res = assert(r:run_until_caught_up{ timeout = 120 })
-          assert.equal(20000, res.records)
-          assert_same_model(expected, read_model(db, prefix .. "rm_balances"))
-        end)
-      end)
-    end)
-
     describe("two workers in one process", function()
       it("own each shard exactly once, and the survivor takes the shards of a dead one", function()
         run(function()
           local store, backend, prefix = fresh("tide_two")
-          local expected = write_accounts(store, 40, 10, "two", 40)
+          local expected = write_accounts(store, 30, 10, "two", 30)
           local function runner(owner)
             return streams.new{ client = db, store = store, backend = backend, projection = balances(),
                                 owner = owner, lease_ms = 900, poll_ms = 20, max_poll_ms = 100,
@@ -538,7 +490,7 @@ describe("projections on DynamoDB", function()
                                  owner = "checker", lease_ms = 900, poll_ms = 20, log = quiet_log }
           assert(c:run_until_caught_up{ timeout = 60 })
           for k, v in pairs(more) do expected[k] = v end
-          assert.equal(50, assert_same_model(expected, read_model(db, prefix .. "rm_balances")))
+          assert.equal(40, assert_same_model(expected, read_model(db, prefix .. "rm_balances")))
         end)
       end)
     end)
@@ -549,14 +501,14 @@ describe("projections on DynamoDB", function()
         local store, backend, prefix, expected
         run(function()
           store, backend, prefix = fresh("tide_kill")
-          expected = write_accounts(store, 100, 30, "kill", 100)
+          expected = write_accounts(store, 60, 20, "kill", 60)
         end)
         local dir = helpers.tmpdir()
         local q = helpers.shell_quote
         local worker = string.format("%s script %s %s %s %s", q(helpers.tide_bin),
           q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(endpoint), q(prefix), q(BALANCES))
         local kills = 0
-        for round = 1, 4 do
+        for round = 1, 3 do
           -- start a daemon, let it apply a few batches, kill -9 it mid-run
           local out = dir .. "/out." .. round
           local cmd = string.format("%s run 1000 40 > %s 2>&1 & pid=$!; "
@@ -569,13 +521,13 @@ describe("projections on DynamoDB", function()
           kills = kills + 1
           -- a later life must wait for the dead one's lease (1 s) to expire
         end
-        assert.equal(4, kills)
+        assert.equal(3, kills)
         local out, status = helpers.run(worker .. " catchup 1000 500 2>&1")
         assert.equal(0, status, out)
         assert.matches("ok records=", out)
         run(function()
           local got = read_model(db, prefix .. "rm_balances")
-          assert.equal(100, assert_same_model(expected, got))
+          assert.equal(60, assert_same_model(expected, got))
           assert_same_model(recompute(db, store.events_table), got)
         end)
       end)
@@ -642,6 +594,56 @@ describe("projections on DynamoDB", function()
           assert.equal(8, got[5].version)
           assert.same({}, assert(read("account#rd-0001", 3, 4)))
           assert.equal(9, #assert(read("account#rd-0001", 3)))
+        end)
+      end)
+    end)
+
+    -- Last: every stream record makes DynamoDB Local's later writes slower
+    -- (its cost per write grows with the records it holds, of any table).
+    describe("balances over 20,000 events", function()
+      local store, backend, prefix, expected
+
+      setup(function()
+        run(function()
+          store, backend, prefix = fresh("tide_bal")
+          expected = write_accounts(store, 500, 40, "acc", 64)
+        end)
+      end)
+
+      it("projects the stream into a read model equal to a recomputation from the events table", function()
+        run(function()
+          local r = streams.new{ client = db, store = store, backend = backend, projection = balances(),
+                                 owner = "solo", lease_ms = 3000, poll_ms = 20, log = quiet_log }
+          assert(r:init())
+          local res = assert(r:run_until_caught_up{ timeout = 120 })
+          assert.equal(20000, res.records)
+          local want = recompute(db, store.events_table)
+          local got = read_model(db, prefix .. "rm_balances")
+          assert.equal(500, assert_same_model(want, got))
+          assert.equal(500, assert_same_model(expected, got))
+          -- the leases: every shard checkpointed, released
+          local st = assert(r:status())
+          assert.is_true(#st >= 1)
+          for _, s in ipairs(st) do
+            assert.is_nil(s.owner)
+            assert.is_string(s.checkpoint)
+            assert.is_nil(s.error)
+          end
+          -- a second catch-up finds nothing new: nothing applied twice
+          local again = assert(r:run_until_caught_up{ timeout = 60 })
+          assert.equal(0, again.records - res.records)
+          assert_same_model(want, read_model(db, prefix .. "rm_balances"))
+        end)
+      end)
+
+      it("re-applies nothing when the stream is read again from TRIM_HORIZON", function()
+        run(function()
+          local r = streams.new{ client = db, store = store, backend = backend, projection = balances(),
+                                 owner = "replayer", lease_ms = 3000, poll_ms = 20, log = quiet_log }
+          assert(r.leases:reset())                        -- every checkpoint gone: all records again
+          local res = assert(r:run_until_caught_up{ timeout = 120 })
+          assert.equal(20000, res.records)
+          assert_same_model(expected, read_model(db, prefix .. "rm_balances"))
         end)
       end)
     end)
