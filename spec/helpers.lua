@@ -11,7 +11,30 @@ helpers.shared = helpers.root .. "/../shared"
 -- suite runs without it (then integration specs are reported as errors,
 -- never silently skipped).
 function helpers.dynamodb_endpoint()
-  return os.getenv("TIDE_TEST_DYNAMODB_ENDPOINT")
+  return helpers.private_endpoint or os.getenv("TIDE_TEST_DYNAMODB_ENDPOINT")
+end
+
+-- A DynamoDB Local of this spec file's own, for files that write many
+-- events to tables with streams: DynamoDB Local slows down with every
+-- stream record it holds, so they must not share the suite's server.
+-- Call at the top of a spec file: every helpers.dynamodb_endpoint() of the
+-- file then answers this server; it stops when the file's specs end.
+function helpers.private_dynamodb()
+  -- busted's setup/teardown live in the calling spec file's environment
+  local env = getfenv(2)
+  local dir
+  env.setup(function()
+    dir = helpers.tmpdir()
+    local out, status = helpers.run("cd " .. helpers.shell_quote(helpers.root)
+      .. " && env -u LD_PRELOAD tools/servers.sh start " .. helpers.shell_quote(dir) .. " --dynamodb-only 2>&1")
+    assert(status == 0, "cannot start a private DynamoDB Local: " .. out)
+    helpers.private_endpoint = (helpers.read_file(dir .. "/env") or ""):match("TIDE_TEST_DYNAMODB_ENDPOINT=(%S+)")
+  end)
+  env.teardown(function()
+    helpers.private_endpoint = nil
+    helpers.run("cd " .. helpers.shell_quote(helpers.root) .. " && tools/servers.sh stop "
+      .. helpers.shell_quote(dir) .. " >/dev/null 2>&1; rm -rf " .. helpers.shell_quote(dir))
+  end)
 end
 
 -- Endpoint of the dynalite server started by tools/test.sh (second,

@@ -1,15 +1,21 @@
 #!/bin/bash
 # Starts and stops the servers the test suite talks to, on loopback only.
 #
-#   tools/servers.sh start DIR   starts DynamoDB Local and dynalite on free
+#   tools/servers.sh start DIR [--dynamodb-only]
+#                                starts DynamoDB Local and dynalite on free
 #                                ports; writes DIR/env (sourceable: the
 #                                TIDE_TEST_*_ENDPOINT variables) and pid files
 #   tools/servers.sh stop DIR    stops them
+#
+# DynamoDB Local slows down with every stream record it holds (any table,
+# deleted ones included), so heavy spec files start a private one
+# (spec/helpers.lua: helpers.private_dynamodb) with --dynamodb-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 cmd=${1:?usage: servers.sh start|stop DIR}
 dir=${2:?usage: servers.sh start|stop DIR}
+only=${3:-}
 
 free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
@@ -39,6 +45,12 @@ start)
   echo $! >"$dir/dynamodb-local.pid"
   # DynamoDB Local has no bind-address option: it listens on every interface,
   # on an ephemeral port, for the test run only; clients use 127.0.0.1.
+  if [ "$only" = --dynamodb-only ]; then
+    wait_port dynamodb-local "$ddb_port" "$(cat "$dir/dynamodb-local.pid")" 60
+    echo "export TIDE_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:$ddb_port" >"$dir/env"
+    echo "servers: DynamoDB Local on 127.0.0.1:$ddb_port"
+    exit 0
+  fi
   lite_port=$(free_port)
   node .deps/node_modules/dynalite/cli.js --host 127.0.0.1 --port "$lite_port" \
       >"$dir/dynalite.log" 2>&1 &

@@ -19,15 +19,23 @@ if [ "$mode" != --plain-only ]; then
 fi
 
 state=$(mktemp -d /tmp/tide-test.XXXXXX)
-cleanup() { tools/servers.sh stop "$state"; rm -rf "$state"; }
+cleanup() { tools/servers.sh stop "$state/servers"; rm -rf "$state"; }
 trap cleanup EXIT
-tools/servers.sh start "$state" || { echo "0 passed, 1 failed"; exit 1; }
-# shellcheck disable=SC1091
-. "$state/env"
+
+# Fresh servers for each run: DynamoDB Local slows down with every stream
+# record it holds, so the sanitizer run must not inherit the plain run's.
+start_servers() {
+  tools/servers.sh stop "$state/servers" 2>/dev/null
+  rm -rf "$state/servers"
+  tools/servers.sh start "$state/servers" || { echo "0 passed, 1 failed"; exit 1; }
+  # shellcheck disable=SC1091
+  . "$state/servers/env"
+}
 
 passed=0 failed=0 status=0
 run_suite() { # label, then env assignments for busted
   local label=$1; shift
+  start_servers
   echo "== $label"
   local log="$state/$label.log"
   env "$@" busted --lua=luajit -o utfTerminal ${BUSTED_ARGS:-} 2>&1 | tee "$log"

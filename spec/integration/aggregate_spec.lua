@@ -6,6 +6,9 @@ local sched = require "tide.sched"
 local aggregate = require "tide.aggregate"
 local repository = require "tide.repository"
 
+-- many events on tables with streams: a DynamoDB Local of this file's own
+helpers.private_dynamodb()
+
 local FIXTURES = helpers.root .. "/spec/fixtures/aggregates"
 
 local function registry()

@@ -5,6 +5,9 @@ local stores = require "stores"
 local sched = require "tide.sched"
 local cjson = require "cjson"
 
+-- many events on tables with streams: a DynamoDB Local of this file's own
+helpers.private_dynamodb()
+
 local q = helpers.shell_quote
 
 local function tide(dir, args)

@@ -11,6 +11,9 @@ local backend_mod = require "tide.projection.dynamodb"
 local leases_mod = require "tide.projection.leases"
 local streams = require "tide.projection.streams"
 
+-- many events on tables with streams: a DynamoDB Local of this file's own
+helpers.private_dynamodb()
+
 local CREDS = { access_key_id = "tidetest", secret_access_key = "tidetestsecret" }
 local BALANCES = helpers.root .. "/projections/balances.lua"
 

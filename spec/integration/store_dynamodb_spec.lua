@@ -8,6 +8,9 @@ local sched = require "tide.sched"
 local dynamodb = require "tide.dynamodb"
 local dstore = require "tide.store.dynamodb"
 
+-- many events on tables with streams: a DynamoDB Local of this file's own
+helpers.private_dynamodb()
+
 local CREDS = { access_key_id = "tidetest", secret_access_key = "tidetestsecret" }
 
 local function new_client()

@@ -186,7 +186,7 @@ end
 
 -- An UpdateItem on the lease conditioned on the holder's counter (and the
 -- owner, or the observed state for a take). A failed condition is LeaseLost.
-function Leases:update(lease, what, update, cond, names, values, remove_ok)
+function Leases:update(lease, what, update, cond, names, values)
   names["#c"] = "counter"
   values[":c"] = lease.counter
   local res, err = self.client:update_item{
