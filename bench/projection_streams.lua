@@ -103,8 +103,11 @@ local item = assert(backend:read_item("balances", "b00001"))
 assert(item.version == per, "b00001 at version " .. tostring(item.version) .. ", want " .. per)
 
 local n_shards = #assert(runner:status())
+-- BENCH_KEEP_TABLES=1 leaves the events table for the Node baseline
+-- (bench/projection_streams_sdk.js), which consumes the same stream.
+local keep = os.getenv("BENCH_KEEP_TABLES") == "1"
 for _, t in ipairs({ "events", "snapshots", "leases", "positions", "rm_balances" }) do
-  db:delete_table{ TableName = prefix .. t }
+  if not (keep and t == "events") then db:delete_table{ TableName = prefix .. t } end
 end
 
 -- The caught-up check itself costs caught_up_empty empty polls at the end
@@ -115,7 +118,7 @@ print(core.json_encode{
   bench = "projection_streams", projection = "balances", source = "DynamoDB Streams (DynamoDB Local)",
   events = written, accounts = ACCOUNTS, shards = n_shards, batch_limit = BATCH, batches = res.batches,
   seconds = secs, records_per_s = math.floor(rps + 0.5), client_cpu_us_per_record = math.floor(us * 10 + 0.5) / 10,
-  client_cpu_s = cpus, write_seconds = t_write,
+  client_cpu_s = cpus, write_seconds = t_write, events_table = prefix .. "events",
 })
 print(string.format("projection balances from DynamoDB Streams (DynamoDB Local %s): %d records over %d accounts, "
   .. "%d shard(s), GetRecords Limit %d: %.0f records/s, client CPU %.1f µs/record (%.2f s wall, %.2f s CPU; "

@@ -230,6 +230,34 @@ echo ""
 echo "== Projections from the embedded feed: events per second =="
 build/tide script bench/projection_sqlite.lua "${BENCH_PROJ_EVENTS:-20000}" 500 500 || { note "bench/projection_sqlite.lua failed"; status=1; }
 
+# ---- projections from DynamoDB Streams: tide vs a Node SDK consumer -----------
+echo ""
+echo "== Projection balances from DynamoDB Streams: tide vs @aws-sdk/client-dynamodb-streams =="
+echo "conditions: a fresh DynamoDB Local of its own on 127.0.0.1; ${BENCH_STREAM_EVENTS:-20000} events over 500 accounts;"
+echo "  both consumers read the same stream from TRIM_HORIZON (GetRecords Limit 1000), read items with"
+echo "  BatchGetItem and write them with BatchWriteItem; client CPU = user+sys of the consumer process / records"
+sdir=$(mktemp -d)
+if tools/servers.sh start "$sdir" --dynamodb-only >/dev/null; then
+  . "$sdir/env"
+  tide_line=$(BENCH_KEEP_TABLES=1 build/tide script bench/projection_streams.lua "$TIDE_TEST_DYNAMODB_ENDPOINT" \
+              "${BENCH_STREAM_EVENTS:-20000}" 500 1000 | tee /dev/stderr | grep '^{') || { note "bench/projection_streams.lua failed"; status=1; }
+  events_table=$(printf '%s' "$tide_line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).events_table))')
+  sdk_line=$(NODE_NO_WARNINGS=1 node bench/projection_streams_sdk.js "$TIDE_TEST_DYNAMODB_ENDPOINT" "$events_table" bench_sdk_balances \
+             "${BENCH_STREAM_EVENTS:-20000}") || { note "bench/projection_streams_sdk.js failed"; status=1; }
+  echo "$sdk_line"
+  node -e '
+    const t = JSON.parse(process.argv[1]), s = JSON.parse(process.argv[2]);
+    console.log(`tide: ${t.records_per_s} records/s, ${t.client_cpu_us_per_record} us CPU/record; ` +
+      `SDK: ${s.records_per_s.toFixed(0)} records/s, ${s.cpu_us_per_record.toFixed(1)} us CPU/record; ` +
+      `tide uses 1/${(s.cpu_us_per_record / t.client_cpu_us_per_record).toFixed(1)} of the SDK consumer\x27s CPU per record ` +
+      `(target <= 1/10): ${t.client_cpu_us_per_record * 10 <= s.cpu_us_per_record ? "met" : "NOT MET"}`);
+  ' "$tide_line" "$sdk_line" || true
+  tools/servers.sh stop "$sdir"
+else
+  note "could not start DynamoDB Local for the Streams bench"; status=1
+fi
+rm -rf "$sdir"
+
 bench/nginx_wrk.sh || { note "bench/nginx_wrk.sh failed"; status=1; }
 echo ""; echo "== Hot reload: file write -> first command served by the new version =="; build/tide script bench/reload_latency.lua "${BENCH_RELOADS:-50}" || { note "bench/reload_latency.lua failed"; status=1; }
 exit $status
