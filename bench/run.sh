@@ -239,8 +239,11 @@ echo "  BatchGetItem and write them with BatchWriteItem; client CPU = user+sys o
 sdir=$(mktemp -d)
 if tools/servers.sh start "$sdir" --dynamodb-only >/dev/null; then
   . "$sdir/env"
-  tide_line=$(BENCH_KEEP_TABLES=1 build/tide script bench/projection_streams.lua "$TIDE_TEST_DYNAMODB_ENDPOINT" \
-              "${BENCH_STREAM_EVENTS:-20000}" 500 1000 | tee /dev/stderr | grep '^{') || { note "bench/projection_streams.lua failed"; status=1; }
+  # (no `tee /dev/stderr`: reopening stderr truncates a log file it points to)
+  tide_out=$(BENCH_KEEP_TABLES=1 build/tide script bench/projection_streams.lua "$TIDE_TEST_DYNAMODB_ENDPOINT" \
+              "${BENCH_STREAM_EVENTS:-20000}" 500 1000) || { note "bench/projection_streams.lua failed"; status=1; }
+  echo "$tide_out"
+  tide_line=$(printf '%s\n' "$tide_out" | grep '^{')
   events_table=$(printf '%s' "$tide_line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).events_table))')
   sdk_line=$(NODE_NO_WARNINGS=1 node bench/projection_streams_sdk.js "$TIDE_TEST_DYNAMODB_ENDPOINT" "$events_table" bench_sdk_balances \
              "${BENCH_STREAM_EVENTS:-20000}") || { note "bench/projection_streams_sdk.js failed"; status=1; }
