@@ -14,7 +14,8 @@ pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
 local q = helpers.shell_quote
 local ROOT = helpers.root
 local FIXTURES = ROOT .. "/spec/fixtures/reload"
-local BASE = assert(helpers.read_file(FIXTURES .. "/account.lua"))
+-- the example account module is the base every rewritten version starts from
+local BASE = assert(helpers.read_file(helpers.root .. "/aggregates/account.lua"))
 
 local function sleep_ms(ms) ffi.C.poll(nil, 0, ms) end
 
