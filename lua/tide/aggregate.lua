@@ -48,24 +48,12 @@ local function fail(path, fmt, ...)
   return nil, path .. ": " .. string.format(fmt, ...)
 end
 
--- Module environment: a fresh table over the globals, so a module's
--- accidental globals stay its own.
-local function module_env()
-  return setmetatable({}, { __index = _G })
-end
-
 -- Compiles and checks a module from its source text; returns an Aggregate
 -- or nil, message (a message that says how to fix the module).
 function M.from_source(name, source, path)
   path = path or (name .. ".lua")
-  local chunk, err = loadstring(source, "@" .. path)
-  if not chunk then return nil, err end
-  setfenv(chunk, module_env())
-  local ok, mod = xpcall(chunk, debug.traceback)
-  if not ok then return nil, path .. ": the module raised while loading: " .. tostring(mod) end
-  if type(mod) ~= "table" then
-    return fail(path, "the module must return a table (end the file with `return %s`), got %s", name, type(mod))
-  end
+  local mod, err = require("tide.registry").run_source(name, source, path)
+  if not mod then return nil, err end
   if type(mod.commands) ~= "table" then
     return fail(path, "missing `commands`: add a table of handlers, e.g. %s.commands = { Open = function(state, cmd, ctx) ... end }", name)
   end
@@ -148,14 +136,8 @@ function M.from_source(name, source, path)
 end
 
 -- Loads aggregates/<name>.lua.
-function M.load_file(path, name)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read aggregate module " .. path .. ": " .. tostring(err) end
-  local source = f:read("*a")
-  f:close()
-  name = name or path:match("([^/]+)%.lua$")
-  return M.from_source(name, source, path)
-end
+-- Loads aggregates/<name>.lua.
+M.load_file = require("tide.registry").file_loader("aggregate", function(...) return M.from_source(...) end)
 
 function Aggregate:initial_state()
   local init = self.initial_value

@@ -31,9 +31,6 @@ local function fail(path, fmt, ...)
   return nil, path .. ": " .. string.format(fmt, ...)
 end
 
-local function module_env()
-  return setmetatable({}, { __index = _G })
-end
 
 local function sorted_keys(t)
   local names = {}
@@ -66,14 +63,8 @@ function M.from_source(name, source, path)
     error("projection.from_source(name, source [, path]): name and source must be strings", 2)
   end
   path = path or (name .. ".lua")
-  local chunk, err = loadstring(source, "@" .. path)
-  if not chunk then return nil, err end
-  setfenv(chunk, module_env())
-  local ok, mod = xpcall(chunk, debug.traceback)
-  if not ok then return nil, path .. ": the module raised while loading: " .. tostring(mod) end
-  if type(mod) ~= "table" then
-    return fail(path, "the module must return a table (end the file with `return %s`), got %s", name, type(mod))
-  end
+  local mod, err = require("tide.registry").run_source(name, source, path)
+  if not mod then return nil, err end
 
   -- subscribe
   local sub = mod.subscribe
@@ -186,14 +177,7 @@ function M.from_source(name, source, path)
 end
 
 -- Loads projections/<name>.lua.
-function M.load_file(path, name)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read projection module " .. path .. ": " .. tostring(err) end
-  local source = f:read("*a")
-  f:close()
-  name = name or path:match("([^/]+)%.lua$")
-  return M.from_source(name, source, path)
-end
+M.load_file = require("tide.registry").file_loader("projection", function(...) return M.from_source(...) end)
 
 -- True when the events of stream's aggregate may concern the projection:
 -- their versions are tracked (positions) even for types it does not handle.

@@ -18,6 +18,34 @@ local suggest = require("tide.suggest").closest_key
 
 local M = {}
 
+-- Runs a module's source in an environment of its own (a fresh table over
+-- the globals, so its accidental globals stay its own) and checks that it
+-- returns a table. Returns the table, or nil and a message naming the file.
+function M.run_source(name, source, path)
+  local chunk, err = loadstring(source, "@" .. path)
+  if not chunk then return nil, err end
+  setfenv(chunk, setmetatable({}, { __index = _G }))
+  local ok, mod = xpcall(chunk, debug.traceback)
+  if not ok then return nil, path .. ": the module raised while loading: " .. tostring(mod) end
+  if type(mod) ~= "table" then
+    return nil, ("%s: the module must return a table (end the file with `return %s`), got %s")
+      :format(path, name, type(mod))
+  end
+  return mod
+end
+
+-- A load_file(path [, name]) for a kind of module: reads the file, then
+-- from_source(name, source, path).
+function M.file_loader(kind, from_source)
+  return function(path, name)
+    local f, err = io.open(path, "rb")
+    if not f then return nil, ("cannot read %s module %s: %s"):format(kind, path, tostring(err)) end
+    local source = f:read("*a")
+    f:close()
+    return from_source(name or path:match("([^/]+)%.lua$"), source, path)
+  end
+end
+
 local Registry = {}
 Registry.__index = Registry
 M.Registry = Registry
