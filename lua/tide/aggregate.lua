@@ -136,7 +136,6 @@ function M.from_source(name, source, path)
 end
 
 -- Loads aggregates/<name>.lua.
--- Loads aggregates/<name>.lua.
 M.load_file = require("tide.registry").file_loader("aggregate", function(...) return M.from_source(...) end)
 
 function Aggregate:initial_state()
