@@ -57,4 +57,27 @@ end
 -- Environment for CLI child processes: credentials for DynamoDB Local.
 M.CLI_ENV = "AWS_ACCESS_KEY_ID=tidetest AWS_SECRET_ACCESS_KEY=tidetestsecret "
 
+-- A folder with a tide.yaml for a fresh store of `kind` (extra: more YAML
+-- lines); returns the folder and the store's description.
+function M.cli_dir(kind, extra)
+  local dir = helpers.tmpdir()
+  local desc
+  if kind == "sqlite" then
+    desc = { path = dir .. "/tide.db" }
+  else
+    require("tide.sched").run(function() local _, d = M.open_dynamodb(); desc = d end)
+  end
+  M.write_config(dir, kind, desc, extra)
+  return dir, desc
+end
+
+-- Runs `tide ARGS` in dir (stdin: optional text); returns output (stdout
+-- and stderr, or stdout only with quiet) and the exit status.
+function M.tide(dir, args, stdin, quiet)
+  local q = helpers.shell_quote
+  local cmd = M.CLI_ENV .. q(helpers.tide_bin) .. " " .. args
+  if stdin then cmd = "printf '%s' " .. q(stdin) .. " | " .. cmd end
+  return helpers.run("cd " .. q(dir) .. " && " .. cmd .. (quiet and " 2>/dev/null" or " 2>&1"))
+end
+
 return M

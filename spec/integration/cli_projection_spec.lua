@@ -2,7 +2,6 @@
 -- status, replay, and run as a daemon stopped by SIGTERM, on both stores.
 local helpers = require "helpers"
 local stores = require "stores"
-local sched = require "tide.sched"
 local cjson = require "cjson"
 
 -- many events on tables with streams: a DynamoDB Local of this file's own
@@ -10,24 +9,14 @@ helpers.private_dynamodb()
 
 local q = helpers.shell_quote
 
-local function tide(dir, args)
-  return helpers.run("cd " .. q(dir) .. " && " .. stores.CLI_ENV .. q(helpers.tide_bin) .. " " .. args .. " 2>&1")
-end
+local tide = stores.tide
 
 local function tide_out(dir, args)
-  return helpers.run("cd " .. q(dir) .. " && " .. stores.CLI_ENV .. q(helpers.tide_bin) .. " " .. args .. " 2>/dev/null")
+  return stores.tide(dir, args, nil, true)
 end
 
 local function prepare(kind)
-  local dir = helpers.tmpdir()
-  local desc
-  if kind == "sqlite" then
-    desc = { path = dir .. "/tide.db" }
-  else
-    sched.run(function() local _, d = stores.open_dynamodb(); desc = d end)
-  end
-  stores.write_config(dir, kind, desc, { "projections: " .. helpers.root .. "/projections" })
-  return dir
+  return (stores.cli_dir(kind, { "projections: " .. helpers.root .. "/projections" }))
 end
 
 local function exec(dir, id, cmd)

@@ -2,7 +2,6 @@
 -- bad input and bad config; 16 concurrent writer processes on both stores.
 local helpers = require "helpers"
 local stores = require "stores"
-local sched = require "tide.sched"
 local cjson = require "cjson"
 
 -- many events on tables with streams: a DynamoDB Local of this file's own
@@ -10,11 +9,7 @@ helpers.private_dynamodb()
 
 local q = helpers.shell_quote
 
-local function tide(dir, args, stdin)
-  local cmd = stores.CLI_ENV .. q(helpers.tide_bin) .. " " .. args
-  if stdin then cmd = "printf '%s' " .. q(stdin) .. " | " .. cmd end
-  return helpers.run("cd " .. q(dir) .. " && " .. cmd .. " 2>&1")
-end
+local tide = stores.tide
 
 local function lines(text)
   local out = {}
@@ -23,15 +18,7 @@ local function lines(text)
 end
 
 local function prepare(kind)
-  local dir = helpers.tmpdir()
-  local desc
-  if kind == "sqlite" then
-    desc = { path = dir .. "/tide.db" }
-  else
-    sched.run(function() local _, d = stores.open_dynamodb(); desc = d end)
-  end
-  stores.write_config(dir, kind, desc, { "commands:", "  max_attempts: 1000" })
-  return dir, desc
+  return stores.cli_dir(kind, { "commands:", "  max_attempts: 1000" })
 end
 
 stores.each(function(kind)
