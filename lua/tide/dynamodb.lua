@@ -211,13 +211,6 @@ local function cancellation_retryable(reasons)
   return any
 end
 
-local CONTENT_TYPE = "application/x-amz-json-1.0"
-local SIGN_HEADERS = {}  -- target -> {content-type=, x-amz-target=}, read-only
-local SIGN_REQ = { method = "POST", host = false, path = "/", headers = nil, body = nil }
-local SIGN_OPTS = { region = false, service = "dynamodb", time = 0 }
-local URL_OF = {}        -- endpoint.base -> endpoint.base .. "/"
-local core_sign, os_time = core.sign, os.time
-
 -- Sends one already-encoded request and classifies the outcome:
 -- returns result | nil, err (err.retry_class = "never"|"throttled"|"transient")
 function Client:attempt(target, endpoint, body, op, tname)
@@ -226,36 +219,16 @@ function Client:attempt(target, endpoint, body, op, tname)
     return nil, new_error{ type = "CredentialsError", message = cerr, status = 0,
                            retry_class = "never", op = op, table = tname }
   end
-  -- The headers to sign are constant per target, and core.sign only reads
-  -- its arguments (it keeps no reference and does not yield), so they and
-  -- the request and options tables are reused; the headers sent are a
-  -- fresh table (a transport may hold it while the request is in flight).
-  local to_sign = SIGN_HEADERS[target]
-  if not to_sign then
-    to_sign = { ["content-type"] = CONTENT_TYPE, ["x-amz-target"] = target }
-    SIGN_HEADERS[target] = to_sign
-  end
-  local sreq, sopts = SIGN_REQ, SIGN_OPTS
-  sreq.host, sreq.headers, sreq.body = endpoint.host, to_sign, body
-  sopts.region, sopts.time = self.region, os_time()
-  local signed = core_sign(sreq, creds, sopts)
-  sreq.headers, sreq.body = nil, nil
   local headers = {
-    ["content-type"] = CONTENT_TYPE,
+    ["content-type"] = "application/x-amz-json-1.0",
     ["x-amz-target"] = target,
-    authorization = signed.authorization,
-    ["x-amz-date"] = signed["x-amz-date"],
-    ["x-amz-security-token"] = signed["x-amz-security-token"],
-    ["x-amz-content-sha256"] = signed["x-amz-content-sha256"],
   }
-  local base = endpoint.base
-  local url = URL_OF[base]
-  if not url then
-    url = base .. "/"
-    URL_OF[base] = url
-  end
+  local signed = core.sign({ method = "POST", host = endpoint.host, path = "/",
+                             headers = headers, body = body },
+                           creds, { region = self.region, service = "dynamodb", time = os.time() })
+  for k, v in pairs(signed) do headers[k] = v end
   local resp, terr = self.transport:request{
-    method = "POST", url = url, headers = headers, body = body,
+    method = "POST", url = endpoint.base .. "/", headers = headers, body = body,
     timeout_ms = self.timeout_ms,
   }
   if not resp then
