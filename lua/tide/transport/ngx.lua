@@ -42,17 +42,7 @@ M.HEADER_VARS = {
   ["authorization"] = "tide_authorization",
 }
 
-local NOT_RETRYABLE = { url = true, tls = true }
-
-local Error = {}
-Error.__index = Error
-Error.__tostring = function(e)
-  return tostring(e.kind) .. ": " .. tostring(e.message)
-end
-
-local function new_error(kind, message)
-  return setmetatable({ kind = kind, message = message, retryable = not NOT_RETRYABLE[kind] }, Error)
-end
+local new_error = require("tide.transport.error").new
 M.new_error = new_error
 
 local Transport = {}
