@@ -12,6 +12,7 @@
  * lua-cjson / jansson.
  */
 #include "lua_core.h"
+#include "ddb_json_writer.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -21,16 +22,12 @@
 
 #define JSON_MAX_DEPTH 100
 
-/* The output grows in a malloc'd buffer owned by a userdata with __gc, so
- * that a Lua error raised mid-way (out of memory) cannot leak it; a
- * luaL_Buffer cannot be used because the walk pushes and pops values. */
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
+/* The output grows in the codec's JSON buffer (ddb_json_writer.h), owned
+ * by a userdata with __gc so that a Lua error raised mid-way cannot leak
+ * it; a luaL_Buffer cannot be used because the walk pushes and pops values.
+ * Running out of memory sets the buffer's oom flag, checked at the end. */
 struct out {
-    struct buf *b;
+    struct tide_json_buf *b;
     lua_State *L;
     int depth;
     const char *error; /* static message, or NULL */
@@ -38,58 +35,19 @@ struct out {
 
 static int buf_gc(lua_State *L)
 {
-    struct buf *b = lua_touserdata(L, 1);
+    struct tide_json_buf *b = lua_touserdata(L, 1);
     free(b->p);
     b->p = NULL;
     return 0;
 }
 
-static void add(struct out *o, const char *s, size_t n)
-{
-    struct buf *b = o->b;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            luaL_error(o->L, "json_encode: out of memory");
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
+static void add_char(struct out *o, char c) { tide_json_addc(o->b, c); }
+static void add_str(struct out *o, const char *s) { tide_json_add(o->b, s, strlen(s)); }
 
-static void add_char(struct out *o, char c) { add(o, &c, 1); }
-static void add_str(struct out *o, const char *s) { add(o, s, strlen(s)); }
-
+/* Strings are escaped as the codec escapes them (jansson's compact form). */
 static void put_string(struct out *o, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    add_char(o, '"');
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': add(o, "\\\"", 2); break;
-        case '\\': add(o, "\\\\", 2); break;
-        case '\n': add(o, "\\n", 2); break;
-        case '\r': add(o, "\\r", 2); break;
-        case '\t': add(o, "\\t", 2); break;
-        case '\b': add(o, "\\b", 2); break;
-        case '\f': add(o, "\\f", 2); break;
-        default:
-            if (c < 0x20) {
-                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-                add(o, esc, 6);
-            } else {
-                add_char(o, (char)c);
-            }
-        }
-    }
-    add_char(o, '"');
+    tide_json_add_string(o->b, s, len);
 }
 
 static void put_number(struct out *o, double x)
@@ -279,17 +237,16 @@ static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    struct buf *b = lua_newuserdata(L, sizeof(*b)); // [v, buf]
-    b->p = NULL;
-    b->len = b->cap = 0;
+    struct tide_json_buf *b = lua_newuserdata(L, sizeof(*b)); // [v, buf]
+    memset(b, 0, sizeof(*b));
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, buf_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     struct out o = {.b = b, .L = L, .depth = 0, .error = NULL};
-    if (put_value(&o, 1) < 0) {
+    if (put_value(&o, 1) < 0 || b->oom) {
         lua_pushnil(L);
-        lua_pushfstring(L, "json_encode: %s", o.error);
+        lua_pushfstring(L, "json_encode: %s", o.error ? o.error : "out of memory");
         return 2;
     }
     lua_pushlstring(L, b->p ? b->p : "", b->len); // [v, buf, text]
