@@ -22,7 +22,8 @@ usage: tide init [--config FILE]
 
 Creates what the configured store needs, if missing: the events and
 snapshots tables on DynamoDB (named from dynamodb.table_prefix), or the
-SQLite file and its schema.]],
+SQLite file and its schema; and the read-model tables of every projection
+in the projections folder.]],
   exec = [[
 usage: tide exec [--config FILE] AGGREGATE ID 'COMMAND_JSON'
 
@@ -221,10 +222,24 @@ function commands.init(opts, pos)
     io.stderr:write("tide init: ", tostring(ierr), "\n")
     return M.EXIT.store
   end
+  -- the read models of every projection, so that reads (tide read, the
+  -- nginx site) work before a projection has run
+  local backend = require("tide.projection.host").backend(app)
+  local models = {}
+  for _, name in ipairs(app.projections:names()) do
+    local p = app.projections:get(name)
+    local pok, perr = backend:init(p)
+    if not pok then
+      io.stderr:write("tide init: projection ", name, ": ", tostring(perr), "\n")
+      return M.EXIT.store
+    end
+    for _, t in ipairs(p:table_names()) do models[#models + 1] = t end
+  end
   if app.cfg.store == "dynamodb" then
-    out(json{ ok = true, store = "dynamodb", tables = app.store.describe and app.store:describe() or nil })
+    out(json{ ok = true, store = "dynamodb", tables = app.store.describe and app.store:describe() or nil,
+              read_models = core.list(models) })
   else
-    out(json{ ok = true, store = "sqlite", path = app.cfg.sqlite.path })
+    out(json{ ok = true, store = "sqlite", path = app.cfg.sqlite.path, read_models = core.list(models) })
   end
   return M.EXIT.ok
 end

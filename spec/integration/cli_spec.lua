@@ -164,7 +164,8 @@ describe("tide init", function()
   it("creates the DynamoDB tables once, and again is harmless", function()
     local dir = helpers.tmpdir()
     local prefix = helpers.unique("init") .. "_"
-    stores.write_config(dir, "dynamodb", { prefix = prefix, endpoint = assert(helpers.dynamodb_endpoint()) })
+    stores.write_config(dir, "dynamodb", { prefix = prefix, endpoint = assert(helpers.dynamodb_endpoint()) },
+                        { "projections: " .. helpers.root .. "/projections" })
     for _ = 1, 2 do
       local out, status = tide(dir, "init")
       assert.equal(0, status, out)
@@ -173,7 +174,13 @@ describe("tide init", function()
       assert.equal(prefix .. "events", r.tables.events.table)
       assert.truthy(r.tables.events.stream_arn)
       assert.equal(prefix .. "snapshots", r.tables.snapshots.table)
+      table.sort(r.read_models)
+      assert.same({ "balances", "owner_of", "owners" }, r.read_models)
     end
+    -- reads work at once: an absent item, not a missing table
+    local out, status = tide(dir, "read balances nobody")
+    assert.equal(1, status, out)
+    assert.matches("no item 'nobody'", out)
     os.execute("rm -rf " .. q(dir))
   end)
 
