@@ -12,7 +12,6 @@
 -- it measures ROUNDS windows of N requests and reports the median one. The requests
 -- are spread over CONCURRENCY coroutines pulling from one counter, on one
 -- client with max_connections = CONCURRENCY.
-local ffi = require "ffi"
 local sched = require "tide.sched"
 local dynamodb = require "tide.dynamodb"
 
@@ -29,28 +28,10 @@ if not (endpoint and tname and op) then
 end
 
 ------------------------------------------------------------------------
--- Process CPU and a monotonic clock (FFI: a benchmark may reach libc).
-
-if not pcall(ffi.typeof, "tide_bench_rusage") then
-  ffi.cdef [[
-    typedef struct { long tv_sec; long tv_usec; } tide_bench_timeval;
-    typedef struct {
-      tide_bench_timeval ru_utime, ru_stime;
-      long ru_maxrss, ru_ixrss, ru_idrss, ru_isrss, ru_minflt, ru_majflt, ru_nswap,
-           ru_inblock, ru_oublock, ru_msgsnd, ru_msgrcv, ru_nsignals, ru_nvcsw, ru_nivcsw;
-    } tide_bench_rusage;
-    int getrusage(int who, tide_bench_rusage *usage);
-  ]]
-end
-local RUSAGE_SELF = 0
-local ru = ffi.new("tide_bench_rusage")
+-- Process CPU (bench/cpu.lua).
 
 -- -> user seconds, system seconds of this process so far
-local function cpu()
-  if ffi.C.getrusage(RUSAGE_SELF, ru) ~= 0 then error("getrusage failed") end
-  return tonumber(ru.ru_utime.tv_sec) + tonumber(ru.ru_utime.tv_usec) / 1e6,
-         tonumber(ru.ru_stime.tv_sec) + tonumber(ru.ru_stime.tv_usec) / 1e6
-end
+local cpu = dofile("bench/cpu.lua")
 
 ------------------------------------------------------------------------
 -- The item: must match bench/client_cpu_sdk.js.

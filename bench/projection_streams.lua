@@ -14,7 +14,6 @@
 -- user + sys of this process -> client CPU µs per record (DynamoDB Local's
 -- own CPU is another process and not counted). Prints one JSON line and
 -- one human line.
-local ffi = require "ffi"
 local core = require "tide.core"
 local sched = require "tide.sched"
 local dynamodb = require "tide.dynamodb"
@@ -34,22 +33,11 @@ if not endpoint then
   os.exit(2)
 end
 
-if not pcall(ffi.typeof, "tide_bench_rusage") then
-  ffi.cdef [[
-    typedef struct { long tv_sec; long tv_usec; } tide_bench_timeval;
-    typedef struct {
-      tide_bench_timeval ru_utime, ru_stime;
-      long ru_maxrss, ru_ixrss, ru_idrss, ru_isrss, ru_minflt, ru_majflt, ru_nswap,
-           ru_inblock, ru_oublock, ru_msgsnd, ru_msgrcv, ru_nsignals, ru_nvcsw, ru_nivcsw;
-    } tide_bench_rusage;
-    int getrusage(int who, tide_bench_rusage *usage);
-  ]]
-end
-local ru = ffi.new("tide_bench_rusage")
+-- -> user + system seconds of this process so far
+local process_cpu = dofile("bench/cpu.lua")
 local function cpu()
-  if ffi.C.getrusage(0, ru) ~= 0 then error("getrusage failed") end
-  return tonumber(ru.ru_utime.tv_sec) + tonumber(ru.ru_utime.tv_usec) / 1e6
-       + tonumber(ru.ru_stime.tv_sec) + tonumber(ru.ru_stime.tv_usec) / 1e6
+  local user, sys = process_cpu()
+  return user + sys
 end
 
 local root = os.getenv("PWD") or "."
