@@ -40,17 +40,22 @@ end
 local Repository = {}
 Repository.__index = Repository
 
-local function default_sleep(seconds)
+-- The host's defaults, looked up once per repository (not per command):
+-- in the tide process, tide.sched's sleep (only inside its scheduler) and
+-- the engine's wall clock; elsewhere no sleep and os.time's seconds (nginx
+-- passes ngx.sleep and ngx.now).
+local function default_sleep()
   local ok, sched = pcall(require, "tide.sched")
-  if ok and sched.running and sched.running() then sched.sleep(seconds) end
+  if not ok then return function() end end
+  return function(seconds)
+    if sched.running() then sched.sleep(seconds) end
+  end
 end
 
--- Wall-clock milliseconds for event timestamps: the engine's clock in the
--- tide process (nginx passes ngx.now), else os.time's seconds.
 local function default_clock_ms()
   local ok, engine = pcall(require, "tide.engine")
-  if ok and engine.wall_ms then return engine.wall_ms() end
-  return os.time() * 1000
+  if ok and engine.wall_ms then return engine.wall_ms end
+  return function() return os.time() * 1000 end
 end
 
 -- repository.new{store=, registry=, cache_bytes=, max_attempts=,
@@ -65,8 +70,8 @@ function M.new(opts)
     cache = cache_mod.new(opts.cache_bytes or 64 * 1024 * 1024),
     max_attempts = opts.max_attempts or 10,
     snapshot_every = opts.snapshot_every or 100,
-    sleep = opts.sleep or default_sleep,
-    clock_ms = opts.clock_ms or default_clock_ms,
+    sleep = opts.sleep or default_sleep(),
+    clock_ms = opts.clock_ms or default_clock_ms(),
     log = opts.log or function() end,
     stats = { commands = 0, conflicts = 0, loads = 0, snapshots = 0, duplicates = 0 },
   }, Repository)
