@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 
@@ -76,8 +77,19 @@ struct xfer {
     char message[CURL_ERROR_SIZE + 300];
 };
 
+/* What the epoll set holds for one fd. Connections that curl opened through
+ * on_open_socket stay registered (parked) between requests, so a kept-alive
+ * connection costs no epoll_ctl per request; on_close_socket forgets them. */
+struct sock_state {
+    uint32_t events;  /* registered epoll events, 0 when not registered */
+    bool owned;       /* opened by on_open_socket: its close is seen */
+    bool parked;      /* registered, but curl is not watching it */
+};
+
 struct tide_http {
     CURLM *multi;
+    struct sock_state *socks; /* indexed by fd */
+    size_t nsocks;
     struct tide_http_opts opts;
     char *ca_bundle;
     uint64_t next_id;
@@ -210,31 +222,100 @@ static int on_timer(CURLM *multi, long timeout_ms, void *ud)
     return 0;
 }
 
+static struct sock_state *sock_state(struct tide_http *http, curl_socket_t s, bool grow)
+{
+    if (s < 0)
+        return NULL;
+    size_t fd = (size_t)s;
+    if (fd >= http->nsocks) {
+        if (!grow)
+            return NULL;
+        size_t n = http->nsocks ? http->nsocks : 64;
+        while (n <= fd)
+            n *= 2;
+        struct sock_state *a = realloc(http->socks, n * sizeof(*a));
+        if (a == NULL)
+            return NULL;
+        memset(a + http->nsocks, 0, (n - http->nsocks) * sizeof(*a));
+        http->socks = a;
+        http->nsocks = n;
+    }
+    return &http->socks[fd];
+}
+
 /* CURLMOPT_SOCKETFUNCTION: keeps the epoll set in step with what curl
  * wants to know about socket s. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *ud, void *sockp)
 {
     (void)easy;
+    (void)sockp;
     struct tide_http *http = ud;
+    struct sock_state *st = sock_state(http, s, true);
     if (what == CURL_POLL_REMOVE) {
+        if (st && st->owned && st->events == EPOLLIN) {
+            /* An idle kept-alive connection: leave it registered. If the
+             * peer closes it meanwhile, tide_http_poll unregisters it. */
+            st->parked = true;
+            return 0;
+        }
         epoll_ctl(http->epfd, EPOLL_CTL_DEL, s, NULL); /* may already be closed */
-        curl_multi_assign(http->multi, s, NULL);
+        if (st)
+            st->events = 0, st->parked = false;
+        return 0;
+    }
+    uint32_t want = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (st && st->events == want) {
+        st->parked = false; /* already registered as wanted */
         return 0;
     }
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.events = want;
     ev.data.fd = s;
-    int op = sockp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int op = st && st->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(http->epfd, op, s, &ev) != 0) {
         /* the fd number was reused behind curl's back, or dropped by a close */
         op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
         if (epoll_ctl(http->epfd, op, s, &ev) != 0)
             return -1;
     }
-    if (!sockp)
-        curl_multi_assign(http->multi, s, (void *)1);
+    if (st)
+        st->events = want, st->parked = false;
     return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: curl's own socket(2), marked as ours so that
+ * its close is seen (on_close_socket) and it may be parked. */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct tide_http *http = ud;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (s == CURL_SOCKET_BAD)
+        return s;
+    struct sock_state *st = sock_state(http, s, true);
+    if (st == NULL) {
+        close(s);
+        return CURL_SOCKET_BAD;
+    }
+    st->owned = true;
+    st->events = 0;
+    st->parked = false;
+    return s;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: forgets s before the fd number can be reused. */
+static int on_close_socket(void *ud, curl_socket_t s)
+{
+    struct tide_http *http = ud;
+    struct sock_state *st = sock_state(http, s, false);
+    if (st) {
+        if (st->events)
+            epoll_ctl(http->epfd, EPOLL_CTL_DEL, s, NULL);
+        memset(st, 0, sizeof(*st));
+    }
+    return close(s);
 }
 
 /* True when one of the variables curl reads for a proxy is set. */
@@ -391,6 +472,7 @@ void tide_http_delete(struct tide_http *http)
     curl_multi_cleanup(http->multi); /* may still call on_socket: epfd open */
     close(http->epfd);
     close(http->wakefd);
+    free(http->socks);
     free(http->last_url);
     free(http->ca_bundle);
     free(http);
@@ -581,14 +663,14 @@ int tide_http_check_header(const char *name, const char *value, struct tide_erro
 }
 
 /* Builds the curl header list: the caller's headers, plus blank overrides
- * that stop curl adding an Expect: 100-continue round trip and a form
- * Content-Type nobody asked for. The lines and the list nodes live in
+ * that stop curl adding an Expect: 100-continue round trip, a form
+ * Content-Type nobody asked for and an "Accept: any type" that says nothing. The lines and the list nodes live in
  * buffers of x reused from request to request (curl only reads the list),
  * rather than two mallocs per header with curl_slist_append. */
 static int build_headers(struct xfer *x, const struct tide_http_request *req,
                          bool has_body, struct tide_error *err)
 {
-    bool have_ctype = false, have_expect = false;
+    bool have_ctype = false, have_expect = false, have_accept = false;
     struct buf *b = &x->hdr_lines;
     size_t n = 0;
     b->len = 0;
@@ -601,6 +683,8 @@ static int build_headers(struct xfer *x, const struct tide_http_request *req,
             have_ctype = true;
         if (!have_expect && strcasecmp(name, "expect") == 0)
             have_expect = true;
+        if (!have_accept && strcasecmp(name, "accept") == 0)
+            have_accept = true;
         /* "Name;" is curl's way to send a header with an empty value. */
         bool ok = buf_append(b, name, strlen(name)) &&
                   (*value ? buf_append(b, ": ", 2) && buf_append(b, value, strlen(value))
@@ -610,9 +694,10 @@ static int build_headers(struct xfer *x, const struct tide_http_request *req,
             return tide_error_set(err, TIDE_ENOMEM, "out of memory");
         n++;
     }
-    const char *extra[2] = {have_expect ? NULL : "Expect:",
-                            (has_body && !have_ctype) ? "Content-Type:" : NULL};
-    for (int i = 0; i < 2; i++) {
+    const char *extra[3] = {have_expect ? NULL : "Expect:",
+                            (has_body && !have_ctype) ? "Content-Type:" : NULL,
+                            have_accept ? NULL : "Accept:"};
+    for (int i = 0; i < 3; i++) {
         if (extra[i] == NULL)
             continue;
         if (!buf_append(b, extra[i], strlen(extra[i]) + 1))
@@ -690,6 +775,10 @@ static CURLcode configure_easy(struct tide_http *http, struct xfer *x)
     SET(CURLOPT_HEADERDATA, (void *)x);
     SET(CURLOPT_PREREQFUNCTION, on_prereq);
     SET(CURLOPT_PREREQDATA, (void *)x);
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)http);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)http); /* outlives every connection */
     SET(CURLOPT_SSL_VERIFYPEER, http->opts.verify_tls ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, http->opts.verify_tls ? 2L : 0L);
     if (http->ca_bundle)
@@ -963,6 +1052,15 @@ int tide_http_poll(struct tide_http *http, int timeout_ms,
             continue;
         }
         uint32_t e = evs[i].events;
+        struct sock_state *st = sock_state(http, fd, false);
+        if (st && st->parked) {
+            /* The peer closed (or wrote to) an idle connection: stop
+             * watching it; curl finds it dead when it next looks. */
+            epoll_ctl(http->epfd, EPOLL_CTL_DEL, fd, NULL);
+            st->events = 0;
+            st->parked = false;
+            continue;
+        }
         int mask = (e & (EPOLLIN | EPOLLHUP | EPOLLRDHUP) ? CURL_CSELECT_IN : 0) |
                    (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) | (e & EPOLLERR ? CURL_CSELECT_ERR : 0);
         int running;

@@ -67,6 +67,34 @@ describe("tide.engine", function()
     e:close()
   end)
 
+  it("keeps idle connections watched without spinning, and drops one the server closed", function()
+    local cpu_seconds = function()
+      local f = assert(io.open("/proc/self/stat"))
+      local stat = f:read("*l")
+      f:close()
+      -- utime and stime, in clock ticks, after the parenthesised command name
+      local rest = stat:match("%) (.*)$")
+      local fields = {}
+      for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+      return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+    end
+    local e = assert(engine.new{ max_connections = 1 })
+    srv:script{ { body = "{}", hangup_ms = 20 } }
+    assert.equal(200, await(e, assert(e:submit{ url = srv.url .. "/a", method = "POST", body = "1" })).status)
+    -- The server hangs up on the idle connection. Polling on must neither
+    -- hand curl a socket it no longer watches nor spin on its EOF.
+    local c0, t0 = cpu_seconds(), engine.now()
+    while engine.now() - t0 < 0.5 do assert.same({}, assert(e:poll(100))) end
+    assert.is_true(cpu_seconds() - c0 < 0.25, "polling an idle engine used the CPU")
+    -- The next request gets a new connection and succeeds.
+    assert.equal(200, await(e, assert(e:submit{ url = srv.url .. "/b", method = "POST", body = "2" })).status)
+    assert.equal(2, srv:stats().connections)
+    -- And a kept-alive one is reused as before.
+    assert.equal(200, await(e, assert(e:submit{ url = srv.url .. "/c", method = "POST", body = "3" })).status)
+    assert.equal(2, srv:stats().connections)
+    e:close()
+  end)
+
   it("hands out distinct ids and empty polls return an empty array", function()
     local e = assert(engine.new{ max_connections = 4, timeout_ms = 5000 })
     local a = assert(e:submit{ url = srv.url .. "/a" })
