@@ -213,7 +213,7 @@ end
 
 -- Sends one already-encoded request and classifies the outcome:
 -- returns result | nil, err (err.retry_class = "never"|"throttled"|"transient")
-function Client:attempt(target, endpoint, body, op, tname)
+function Client:attempt(target, endpoint, body, op, tname, decode)
   local creds, cerr = self:credentials()
   if not creds then
     return nil, new_error{ type = "CredentialsError", message = cerr, status = 0,
@@ -239,7 +239,7 @@ function Client:attempt(target, endpoint, body, op, tname)
   end
   local status = resp.status
   if status == 200 then
-    local result, derr = core.decode_response(resp.body or "")
+    local result, derr = (decode or core.decode_response)(resp.body or "")
     if result == nil then
       return nil, new_error{ type = "MalformedResponse", message = derr, status = status,
                              retry_class = "transient", op = op, table = tname }
@@ -265,6 +265,8 @@ end
 -- client:call(op, params [, opts]) -> result | nil, err
 -- The low-level entry: any DynamoDB (or, with opts.streams, Streams) API
 -- operation by name, with the codec's marshalling and the retry policy.
+-- opts.decode: function(body) -> result | nil, message, used instead of
+-- core.decode_response on a 200 response.
 function Client:call(op, params, opts)
   if type(op) ~= "string" then error("call: op must be a string", 2) end
   if type(params) ~= "table" then error("call: params must be a table (" .. op .. ")", 2) end
@@ -292,7 +294,7 @@ function Client:send(op, params, body, opts)
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local result, err = self:attempt(target, endpoint, body, op, tname)
+    local result, err = self:attempt(target, endpoint, body, op, tname, opts and opts.decode)
     if result then return result end
     err.attempts = attempt
     err.retryable = err.retry_class ~= "never"
@@ -762,6 +764,15 @@ end
 
 function Client:get_records(params)
   return self:call("GetRecords", params, { streams = true })
+end
+
+-- client:get_stream_events(params) -> { events=, records=, last_seq=,
+--   last_created=, NextShardIterator= } | nil, err
+-- GetRecords on the stream of a tide events table, decoded straight to
+-- projector events (core.decode_stream_records) instead of full records:
+-- what the projection runner reads.
+function Client:get_stream_events(params)
+  return self:call("GetRecords", params, { streams = true, decode = core.decode_stream_records })
 end
 
 return M

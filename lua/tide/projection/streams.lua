@@ -64,29 +64,6 @@ local function num(v)
   return v ~= nil and tonumber(tostring(v)) or nil
 end
 
--- streams.decode(records) -> events, last_sequence_number
--- INSERT (and MODIFY) records with a NewImage holding stream and version
--- become projector events {stream=, aggregate=, id=, version=, type=,
--- data=<json text>, meta=<json text>, seq=}; REMOVE records and images of
--- other items are skipped (their sequence numbers still count).
-function M.decode(records)
-  local events, last = {}, nil
-  for _, rec in ipairs(records) do
-    local d = rec.dynamodb or {}
-    last = d.SequenceNumber or last
-    local img = d.NewImage
-    if (rec.eventName == "INSERT" or rec.eventName == "MODIFY") and img
-      and type(img.stream) == "string" and img.version ~= nil then
-      local aggregate, id = img.stream:match("^([^#]*)#(.*)$")
-      events[#events + 1] = {
-        stream = img.stream, aggregate = aggregate or img.stream, id = id or "",
-        version = num(img.version), type = img.type, data = img.data, meta = img.meta,
-        seq = d.SequenceNumber, created = num(d.ApproximateCreationDateTime),
-      }
-    end
-  end
-  return events, last
-end
 
 -- streams.reader(client, events_table) -> reader(stream, after, before)
 -- The projector's gap filler: the events with after < version < before
@@ -250,8 +227,10 @@ end
 -- Applies one batch of records until it is durable, then checkpoints.
 -- Returns true, or false when the shard must be dropped (lease lost,
 -- killed, or stopping before the batch could be applied).
-function Runner:process(st, records)
-  local events, last_seq = M.decode(records)
+-- batch: what client:get_stream_events returns (core.decode_stream_records):
+-- the events of the records, their count, the last record's sequence number.
+function Runner:process(st, batch)
+  local events, last_seq = batch.events, batch.last_seq
   st.failures = 0
   while #events > 0 do
     if halted(self, st) or (self.stopping and st.failures > 0) then return false end
@@ -307,13 +286,11 @@ function Runner:process(st, records)
     self.log("warn", "checkpoint failed, retrying: " .. tostring(cerr))
     self:backoff(st)
   end
-  st.records = (st.records or 0) + #records
-  self.stats.records = self.stats.records + #records
+  st.records = (st.records or 0) + batch.records
+  self.stats.records = self.stats.records + batch.records
   self.stats.events = self.stats.events + #events
   self.stats.batches = self.stats.batches + 1
-  local lastrec = records[#records].dynamodb or {}
-  local created = num(lastrec.ApproximateCreationDateTime)
-  st.last_created_ms = created and created * 1000 or nil
+  st.last_created_ms = batch.last_created and batch.last_created * 1000 or nil
   return true
 end
 
@@ -345,7 +322,7 @@ function Runner:shard_loop(st)
       end
     end
     do
-      local res, gerr = self.client:get_records{ ShardIterator = iter, Limit = self.batch_limit }
+      local res, gerr = self.client:get_stream_events{ ShardIterator = iter, Limit = self.batch_limit }
       if not res then
         if gerr.type == "ExpiredIteratorException" then
           -- A new iterator from the checkpoint (nothing after it was applied).
@@ -362,9 +339,9 @@ function Runner:shard_loop(st)
         goto continue
       end
       st.failures = 0
-      local records = res.Records or {}
-      if #records > 0 then
-        if not self:process(st, records) then return end
+      local nrecords = res.records
+      if nrecords > 0 then
+        if not self:process(st, res) then return end
         st.empty, idle = 0, self.poll_s
       end
       iter = res.NextShardIterator
@@ -382,7 +359,7 @@ function Runner:shard_loop(st)
         end
         return
       end
-      if #records == 0 then
+      if nrecords == 0 then
         st.empty = st.empty + 1
         if st.empty >= self.caught_up_empty then st.caught_up = true end
         st.last_created_ms = nil
