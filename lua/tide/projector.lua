@@ -106,21 +106,25 @@ function M.decode(row, aggregates)
       or type(row.type) ~= "string" then
     error("projector.decode: row must be a table with stream, version and type", 2)
   end
-  local agg_name, id = split_stream(row.stream)
+  local agg_name, id = row.aggregate, row.id
+  if agg_name == nil or id == nil then
+    local a, i = split_stream(row.stream)
+    agg_name, id = agg_name or a, id or i
+  end
   local data, meta = row.data, row.meta
   if type(data) == "string" or data == nil then
     local agg
     if aggregates then agg = aggregates:get(agg_name) or nil end
-    local ev, err = repository.decode_event(agg, { version = row.version, type = row.type,
-                                                   data = data or '{"M":{}}', meta = type(meta) == "string" and meta or nil })
-    if not ev then return nil, err end
-    data = ev.data
-    if type(meta) ~= "table" then meta = ev.meta end
+    local decoded, dmeta = repository.decode_payload(agg, row.type, data or '{"M":{}}',
+                                                     type(meta) == "string" and meta or nil)
+    if decoded == nil then return nil, dmeta end
+    data = decoded
+    if type(meta) ~= "table" then meta = dmeta end
   elseif type(meta) == "string" then
     meta = cjson.decode(meta)
     if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
   end
-  return { stream = row.stream, aggregate = row.aggregate or agg_name, id = row.id or id,
+  return { stream = row.stream, aggregate = agg_name, id = id,
            version = row.version, type = row.type, data = data, meta = meta or {},
            position = row.position }
 end
@@ -160,7 +164,10 @@ M.copy = copy
 local function user_view(item)
   local c = {}
   for k, x in pairs(item) do
-    if k ~= "_tide" and k ~= "_rev" then c[k] = copy(x) end
+    if k ~= "_tide" and k ~= "_rev" then
+      if type(x) == "table" then x = copy(x) end
+      c[k] = x
+    end
   end
   return c
 end
@@ -281,17 +288,25 @@ function Batch:touch(e)
 end
 
 -- Stores item (a fresh table owned by the batch) into entry e, with guards.
+-- The guards of an item this batch stored are its own, and are updated in
+-- place; those of a committed item are shared, and are copied.
 function Batch:store(e, item)
   local old = e.item or e.tomb
-  local tide = {}
-  if old and old._tide then
-    for s, v in pairs(old._tide) do tide[s] = v end
+  local tide
+  if e.own_guards and old and old._tide then
+    tide = old._tide
+  else
+    tide = {}
+    if old and old._tide then
+      for s, v in pairs(old._tide) do tide[s] = v end
+    end
   end
   local ev = self.event
   if ev then tide[ev.stream] = ev.version end
   item._tide = tide
   item._rev = nil
   e.item = item
+  e.own_guards = true
   self:touch(e)
 end
 
@@ -328,7 +343,10 @@ function Ctx:put(tname, item)
   end
   local fresh = {}
   for k, v in pairs(item) do
-    if k ~= "_tide" and k ~= "_rev" then fresh[k] = copy(v) end
+    if k ~= "_tide" and k ~= "_rev" then
+      if type(v) == "table" then v = copy(v) end
+      fresh[k] = v
+    end
   end
   b:store(e, fresh)
   return true
@@ -425,8 +443,8 @@ function Projector:apply(events)
   local proj, name = self.projection, self.name
   local plan = { items = {}, positions = {}, applied = 0, skipped = 0, filled = 0, ignored = 0, untracked = 0 }
 
-  -- 1. the tracked events
-  local list, need, seen = {}, {}, {}
+  -- 1. the tracked events (list[i] of stream list_stream[i])
+  local list, list_stream, need, seen = {}, {}, {}, {}
   for i = 1, #events do
     local e = events[i]
     local stream = e.stream
@@ -442,7 +460,8 @@ function Projector:apply(events)
     end
     local agg = e.aggregate or split_stream(stream)
     if proj:tracks(agg) then
-      list[#list + 1] = { e, stream }
+      list[#list + 1] = e
+      list_stream[#list] = stream
       if self.positions[stream] == nil and not seen[stream] then
         seen[stream] = true
         need[#need + 1] = stream
@@ -464,9 +483,9 @@ function Projector:apply(events)
     end
   end
   local pos = plan.positions
-  local todo = {}
-  for _, pair in ipairs(list) do
-    local e, stream = pair[1], pair[2]
+  local todo, todo_stream = {}, {}
+  for i = 1, #list do
+    local e, stream = list[i], list_stream[i]
     local cur = pos[stream] or self.positions[stream]
     local v = e.version
     if v <= cur then
@@ -485,7 +504,8 @@ function Projector:apply(events)
         local expect = cur + 1
         for _, f in ipairs(filled) do
           if f.version == expect then
-            todo[#todo + 1] = { f, stream }
+            todo[#todo + 1] = f
+            todo_stream[#todo] = stream
             expect = expect + 1
             plan.filled = plan.filled + 1
           elseif f.version > expect then
@@ -497,7 +517,8 @@ function Projector:apply(events)
             { projection = name, stream = stream, version = v })
         end
       end
-      todo[#todo + 1] = { e, stream }
+      todo[#todo + 1] = e
+      todo_stream[#todo] = stream
       pos[stream] = v
     end
   end
@@ -506,8 +527,8 @@ function Projector:apply(events)
   local b = setmetatable({ p = self, projection = proj, ws = {}, order = {}, ignored = 0 }, Batch)
   local ctx = setmetatable({ _batch = b, projection = name }, Ctx)
   local run = {}
-  for _, pair in ipairs(todo) do
-    local e, stream = pair[1], pair[2]
+  for i = 1, #todo do
+    local e, stream = todo[i], todo_stream[i]
     local ev = e
     if type(e.data) ~= "table" or type(e.meta) ~= "table" or e.stream == nil or e.aggregate == nil or e.id == nil then
       local row = e
@@ -529,12 +550,12 @@ function Projector:apply(events)
   end
   local prefetch = proj.module.prefetch
   if prefetch and #run > 0 then
-    local reqs, asked = {}, {}
+    local reqs, asked, got = {}, {}, {}
     for _, ev in ipairs(run) do
       b.event = ev
       local ok, r1, r2 = b:call("prefetch", prefetch, ev)
       if not ok then return nil, r1 end
-      local got = {}
+      for j = #got, 1, -1 do got[j] = nil end
       if not prefetch_requests(b, ev, r1, r2, got) then
         return nil, new_error("handler_error", ("prefetch must return a table name and a key (strings), or a list of "
           .. "{table, key}, with a table of %s.tables; got %s, %s"):format(name, tostring(r1), tostring(r2)),
@@ -569,11 +590,17 @@ function Projector:apply(events)
     local ok, err = b:call(name .. ".before_batch", mod.before_batch, ctx)
     if not ok then return nil, err end
   end
+  local what_of = {} -- event type -> the handler's name in error messages
   for _, ev in ipairs(run) do
     b.event = ev
     ctx.event = ev
     local h = proj:handler(ev.type)
-    local ok, err = b:call(mod.handle and (name .. ".handle") or (name .. ".handlers." .. ev.type), h, ev, ctx)
+    local what = what_of[ev.type]
+    if not what then
+      what = mod.handle and (name .. ".handle") or (name .. ".handlers." .. ev.type)
+      what_of[ev.type] = what
+    end
+    local ok, err = b:call(what, h, ev, ctx)
     if not ok then return nil, err end
     plan.applied = plan.applied + 1
   end

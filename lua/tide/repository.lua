@@ -100,15 +100,25 @@ local function encode_data(event)
   return core.encode_value(data)
 end
 
-local function decode_event(agg, stored)
-  local data, err = core.decode_value(stored.data)
+-- Stored data and meta text -> data, meta (data upcast by agg when given)
+-- | nil, message.
+local function decode_payload(agg, etype, data_text, meta_text)
+  local data, err = core.decode_value(data_text)
   if data == nil then return nil, "event data is not valid: " .. tostring(err) end
-  local meta = cjson.decode(stored.meta or "{}") or {}
+  local meta = meta_text and cjson.decode(meta_text) or {}
+  if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
   if agg then
-    local up, uerr = agg:upcast(stored.type, data, meta.schema or 1)
+    local up, uerr = agg:upcast(etype, data, meta.schema or 1)
     if not up then return nil, uerr end
     data = up
   end
+  return data, meta
+end
+M.decode_payload = decode_payload
+
+local function decode_event(agg, stored)
+  local data, meta = decode_payload(agg, stored.type, stored.data, stored.meta)
+  if data == nil then return nil, meta end
   return { version = stored.version, type = stored.type, data = data, meta = meta }
 end
 M.decode_event = decode_event
