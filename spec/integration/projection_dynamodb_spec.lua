@@ -523,6 +523,69 @@ describe("projections on DynamoDB", function()
       end)
     end)
 
+    describe("two worker processes", function()
+      it("one serves the shard; when it is killed, the other takes it over and the read model stays exact", function()
+        local endpoint = helpers.dynamodb_endpoint()
+        local store, backend, prefix, expected
+        run(function()
+          store, backend, prefix = fresh("tide_duo")
+          expected = write_accounts(store, 20, 10, "duo", 20)
+        end)
+        local dir = helpers.tmpdir()
+        local q = helpers.shell_quote
+        local worker = string.format("%s script %s %s %s %s run 1000 40", q(helpers.tide_bin),
+          q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(endpoint), q(prefix), q(BALANCES))
+        local out = { a = dir .. "/out.a", b = dir .. "/out.b" }
+        local pid = {}
+        for _, w in ipairs({ "a", "b" }) do
+          pid[w] = tonumber(helpers.run(string.format("%s > %s 2>&1 & echo $!", worker, q(out[w]))):match("%d+"))
+          assert.is_number(pid[w])
+        end
+        local function batches(w)
+          local n = 0
+          for _ in (helpers.read_file(out[w]) or ""):gmatch("\nbatch ") do n = n + 1 end
+          return n
+        end
+        local function wait_for(cond, seconds)
+          for _ = 1, seconds * 20 do
+            if cond() then return true end
+            helpers.run("sleep 0.05")
+          end
+          return cond()
+        end
+        local ok, err = pcall(function()
+          -- the shard's owner applies the first events; the other waits
+          assert.is_true(wait_for(function() return batches("a") + batches("b") >= 1 end, 30),
+                         "no worker applied a batch")
+          local owner = batches("a") > 0 and "a" or "b"
+          local other = owner == "a" and "b" or "a"
+          assert.equal(0, batches(other))
+          helpers.run(string.format("kill -9 %d; wait %d 2>/dev/null", pid[owner], pid[owner]))
+          pid[owner] = nil
+          -- events written while the owner is dead reach the survivor once
+          -- the dead owner's lease (1 s) expired
+          local more
+          run(function() more = write_accounts(store, 10, 5, "duo-late", 10) end)
+          for k, v in pairs(more) do expected[k] = v end
+          assert.is_true(wait_for(function() return batches(other) >= 1 end, 30),
+                         "the surviving worker never took the shard over")
+        end)
+        for _, p in pairs(pid) do helpers.run(string.format("kill -9 %d 2>/dev/null", p)) end
+        assert(ok, err)
+        -- whatever the survivor had not applied yet, a catch-up finishes;
+        -- nothing may be applied twice (balances would be off)
+        local res, status = helpers.run(string.format("%s script %s %s %s %s catchup 1000 500 2>&1",
+          q(helpers.tide_bin), q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(endpoint), q(prefix),
+          q(BALANCES)))
+        assert.equal(0, status, res)
+        run(function()
+          local got = read_model(db, prefix .. "rm_balances")
+          assert.equal(30, assert_same_model(expected, got))
+          assert_same_model(recompute(db, store.events_table), got)
+        end)
+      end)
+    end)
+
     describe("gap filling", function()
       it("applies a stream's missing versions from the events table before a later one", function()
         run(function()
