@@ -485,18 +485,39 @@ describe("projections on DynamoDB", function()
       end)
     end)
 
+    -- The shell command of a spec/fixtures/streams_worker.lua process on
+    -- the tables of prefix (its mode and options appended by the caller).
+    local q = helpers.shell_quote
+    local function worker_command(prefix)
+      return string.format("%s script %s %s %s %s", q(helpers.tide_bin),
+        q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(helpers.dynamodb_endpoint()), q(prefix),
+        q(BALANCES))
+    end
+
+    -- A worker process catches up from the checkpoints; then the read model
+    -- must hold `accounts` items equal to expected and to a recomputation
+    -- from the events table.
+    local function assert_caught_up(store, prefix, expected, accounts)
+      local out, status = helpers.run(worker_command(prefix) .. " catchup 1000 500 2>&1")
+      assert.equal(0, status, out)
+      assert.matches("ok records=", out)
+      run(function()
+        local got = read_model(db, prefix .. "rm_balances")
+        assert.equal(accounts, assert_same_model(expected, got))
+        assert_same_model(recompute(db, store.events_table), got)
+      end)
+    end
+
     describe("a worker process killed with SIGKILL", function()
       it("leaves a read model that a restart completes with nothing applied twice", function()
-        local endpoint = helpers.dynamodb_endpoint()
-        local store, backend, prefix, expected
+        local store, prefix, expected
         run(function()
-          store, backend, prefix = fresh("tide_kill")
+          local _
+          store, _, prefix = fresh("tide_kill")
           expected = write_accounts(store, 60, 20, "kill", 60)
         end)
         local dir = helpers.tmpdir()
-        local q = helpers.shell_quote
-        local worker = string.format("%s script %s %s %s %s", q(helpers.tide_bin),
-          q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(endpoint), q(prefix), q(BALANCES))
+        local worker = worker_command(prefix)
         local kills = 0
         for round = 1, 3 do
           -- start a daemon, let it apply a few batches, kill -9 it mid-run
@@ -512,29 +533,20 @@ describe("projections on DynamoDB", function()
           -- a later life must wait for the dead one's lease (1 s) to expire
         end
         assert.equal(3, kills)
-        local out, status = helpers.run(worker .. " catchup 1000 500 2>&1")
-        assert.equal(0, status, out)
-        assert.matches("ok records=", out)
-        run(function()
-          local got = read_model(db, prefix .. "rm_balances")
-          assert.equal(60, assert_same_model(expected, got))
-          assert_same_model(recompute(db, store.events_table), got)
-        end)
+        assert_caught_up(store, prefix, expected, 60)
       end)
     end)
 
     describe("two worker processes", function()
       it("one serves the shard; when it is killed, the other takes it over and the read model stays exact", function()
-        local endpoint = helpers.dynamodb_endpoint()
-        local store, backend, prefix, expected
+        local store, prefix, expected
         run(function()
-          store, backend, prefix = fresh("tide_duo")
+          local _
+          store, _, prefix = fresh("tide_duo")
           expected = write_accounts(store, 20, 10, "duo", 20)
         end)
         local dir = helpers.tmpdir()
-        local q = helpers.shell_quote
-        local worker = string.format("%s script %s %s %s %s run 1000 40", q(helpers.tide_bin),
-          q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(endpoint), q(prefix), q(BALANCES))
+        local worker = worker_command(prefix) .. " run 1000 40"
         local out = { a = dir .. "/out.a", b = dir .. "/out.b" }
         local pid = {}
         for _, w in ipairs({ "a", "b" }) do
@@ -574,15 +586,7 @@ describe("projections on DynamoDB", function()
         assert(ok, err)
         -- whatever the survivor had not applied yet, a catch-up finishes;
         -- nothing may be applied twice (balances would be off)
-        local res, status = helpers.run(string.format("%s script %s %s %s %s catchup 1000 500 2>&1",
-          q(helpers.tide_bin), q(helpers.root .. "/spec/fixtures/streams_worker.lua"), q(endpoint), q(prefix),
-          q(BALANCES)))
-        assert.equal(0, status, res)
-        run(function()
-          local got = read_model(db, prefix .. "rm_balances")
-          assert.equal(30, assert_same_model(expected, got))
-          assert_same_model(recompute(db, store.events_table), got)
-        end)
+        assert_caught_up(store, prefix, expected, 30)
       end)
     end)
 
