@@ -1,10 +1,11 @@
 /*
  * ddb_json_writer.c - compact JSON text into a growing buffer (see
- * ddb_json_writer.h). Parsing is jansson's job (lua_codec.c).
+ * ddb_json_writer.h). Parsing is yajl's job (lua_decode.c, ddb_limits.c).
  */
 #include "ddb_json_writer.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,4 +101,43 @@ bool tide_json_add_string(struct tide_json_buf *b, const char *s, size_t n)
         p++;
     }
     return tide_json_addc(b, '"');
+}
+
+bool tide_json_add_real(struct tide_json_buf *b, double x)
+{
+    char raw[40], out[48];
+    int n = snprintf(raw, sizeof(raw), "%.17g", x);
+    if (n < 0 || (size_t)n >= sizeof(raw))
+        return tide_json_add(b, "0.0", 3); /* not reached for a finite double */
+    size_t len = 0;
+    int has_dot = 0, has_e = 0;
+    for (const char *p = raw; *p;) {
+        char c = *p;
+        if ((c >= '0' && c <= '9') || c == '-') {
+            out[len++] = c;
+            p++;
+        } else if (c == 'e') {
+            /* exponent: no '+', no leading zeros (one digit at least) */
+            has_e = 1;
+            out[len++] = 'e';
+            p++;
+            if (*p == '-')
+                out[len++] = *p++;
+            else if (*p == '+')
+                p++;
+            while (*p == '0' && p[1] >= '0' && p[1] <= '9')
+                p++;
+        } else {
+            /* the decimal point, whatever the locale writes for it */
+            has_dot = 1;
+            out[len++] = '.';
+            while (*p && !(*p >= '0' && *p <= '9') && *p != 'e' && *p != '-')
+                p++;
+        }
+    }
+    if (!has_dot && !has_e) {
+        out[len++] = '.';
+        out[len++] = '0';
+    }
+    return tide_json_add(b, out, len);
 }

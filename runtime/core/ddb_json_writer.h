@@ -3,8 +3,8 @@
  * text appended to one growing buffer. No Lua.
  *
  * Only writing lives here: the encoder emits its text straight into the
- * buffer, which is much cheaper than building a jansson tree and dumping it.
- * Parsing goes through jansson (lua_codec.c, ddb_limits.c).
+ * buffer, which is much cheaper than building a tree and dumping it. Parsing
+ * goes through yajl (lua_decode.c, ddb_limits.c).
  */
 #ifndef TIDE_DDB_JSON_WRITER_H
 #define TIDE_DDB_JSON_WRITER_H
@@ -30,5 +30,12 @@ bool tide_json_addc(struct tide_json_buf *b, char c);
  * and escaped exactly as jansson's compact dump does: \" \\ \b \f \n \r \t,
  * other bytes below 0x20 as \u00XX (upper-case hex), the rest as they are. */
 bool tide_json_add_string(struct tide_json_buf *b, const char *s, size_t n);
+
+/* Appends the finite double x as jansson 2.14's compact dump wrote a real,
+ * the form request bodies have always had: printf's "%.17g", then a '.'
+ * whatever the C locale's decimal point, the exponent without '+' or
+ * leading zeros, and ".0" added when there is neither '.' nor 'e'
+ * (0.5 -> 0.5, 0.1 -> 0.10000000000000001, 1e22 -> 1e22). */
+bool tide_json_add_real(struct tide_json_buf *b, double x);
 
 #endif

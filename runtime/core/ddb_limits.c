@@ -2,126 +2,310 @@
 
 #include <string.h>
 
+#include <yajl/yajl_parse.h>
+
 #include "ddb_number.h"
 #include "ddb_text.h"
 
-/* Guards the recursion on hand-made trees; the codec never builds deeper. */
+/* Nested M/L levels measured; the codec never writes more than 32. */
 #define MAX_LEVELS 64
 
-static int value_size(const json_t *av, int level, size_t *out, struct tide_error *err);
+/* What an open object or array of the text is. */
+enum kind {
+    K_MAP,  /* attribute name -> AttributeValue: the item, or an M value */
+    K_AV,   /* an AttributeValue {"type": value} */
+    K_LIST, /* an L value */
+    K_SET,  /* an SS, NS or BS value */
+};
 
-static int bad(struct tide_error *err, const char *what)
+enum avtype { T_NONE, T_S, T_N, T_B, T_BOOL, T_NULL, T_M, T_L, T_SS, T_NS, T_BS };
+
+struct level {
+    unsigned char kind;
+    unsigned char type; /* K_AV: its type; K_SET: T_SS, T_NS or T_BS */
+    unsigned char per;  /* K_MAP: bytes per member besides name and value (0 item, 1 M) */
+    unsigned char has;  /* K_AV: its value is measured */
+    size_t total;       /* K_MAP, K_LIST, K_SET: the sum so far; K_AV: its value's size */
+};
+
+struct sizer {
+    struct level st[2 * MAX_LEVELS + 6];
+    int n;       /* entries of st in use */
+    int nested;  /* M and L levels open */
+    int root_av; /* the text is one AttributeValue, not an item */
+    int done;
+    int code;    /* 0, or the error stored in err */
+    size_t result;
+    struct tide_error *err;
+};
+
+static int bad(struct sizer *s, const char *what)
 {
-    return tide_error_set(err, TIDE_EINVAL, "item_size: %s", what);
+    if (s->code == 0)
+        s->code = tide_error_set(s->err, TIDE_EINVAL, "item_size: %s", what);
+    return 0; /* stops the parse */
 }
 
-static int map_size(const json_t *map, int level, size_t per_item, size_t *out,
-                    struct tide_error *err)
+static struct level *top(struct sizer *s)
 {
-    size_t total = 0;
-
-    if (!json_is_object(map))
-        return bad(err, "expected an object of attribute name -> AttributeValue");
-    /* jansson's iterator API takes a non-const object; nothing is changed */
-    json_t *m = (json_t *)map;
-    for (void *it = json_object_iter(m); it; it = json_object_iter_next(m, it)) {
-        size_t vs;
-        int rc = value_size(json_object_iter_value(it), level, &vs, err);
-        if (rc < 0)
-            return rc;
-        total += per_item + json_object_iter_key_len(it) + vs;
-    }
-    *out = total;
-    return 0;
+    return s->n > 0 ? &s->st[s->n - 1] : NULL;
 }
 
-static int string_size(const json_t *s, size_t *out, int binary, struct tide_error *err)
+static struct level *push(struct sizer *s, enum kind kind)
 {
-    if (!json_is_string(s))
-        return bad(err, "expected a string in an AttributeValue");
-    if (!binary) {
-        *out = json_string_length(s);
-        return 0;
+    if (s->n >= (int)(sizeof(s->st) / sizeof(s->st[0]))) {
+        bad(s, "value nested too deeply");
+        return NULL;
     }
-    long n = tide_ddb_base64_decoded_len(json_string_value(s), json_string_length(s));
-    if (n < 0)
-        return bad(err, "invalid base64 in a B value");
-    *out = (size_t)n;
-    return 0;
+    struct level *l = &s->st[s->n++];
+    memset(l, 0, sizeof(*l));
+    l->kind = (unsigned char)kind;
+    return l;
 }
 
-static int number_size(const json_t *s, size_t *out, struct tide_error *err)
+/* A value of size v is complete: it counts for the level holding it. */
+static int value_done(struct sizer *s, size_t v)
 {
-    struct tide_ddb_number n;
-    if (!json_is_string(s))
-        return bad(err, "expected a string in an N value");
-    int rc = tide_ddb_number_parse(json_string_value(s), json_string_length(s), &n, err);
-    if (rc < 0)
-        return rc;
-    *out = tide_ddb_number_size(&n);
-    return 0;
+    struct level *t = top(s);
+    if (t == NULL) {
+        s->result = v;
+        s->done = 1;
+        return 1;
+    }
+    switch (t->kind) {
+    case K_AV:
+        t->total = v;
+        t->has = 1;
+        break;
+    case K_LIST: t->total += 1 + v; break;
+    case K_MAP: /* the name and the per-member byte were added with the key */
+    case K_SET:
+    default: t->total += v; break;
+    }
+    return 1;
 }
 
-static int value_size(const json_t *av, int level, size_t *out, struct tide_error *err)
+static enum avtype av_type(const unsigned char *k, size_t n)
 {
-    if (level > MAX_LEVELS)
-        return bad(err, "value nested too deeply");
-    if (!json_is_object(av) || json_object_size(av) != 1)
-        return bad(err, "expected an AttributeValue (an object with one type key)");
-    void *it = json_object_iter((json_t *)av);
-    const char *t = json_object_iter_key(it); /* jansson keys hold no NUL */
-    const json_t *v = json_object_iter_value(it);
-    size_t total = 0, idx, part = 0;
-    json_t *e;
-    int rc;
-
-    if (strcmp(t, "S") == 0)
-        return string_size(v, out, 0, err);
-    if (strcmp(t, "B") == 0)
-        return string_size(v, out, 1, err);
-    if (strcmp(t, "N") == 0)
-        return number_size(v, out, err);
-    if (strcmp(t, "BOOL") == 0 || strcmp(t, "NULL") == 0) {
-        *out = 1;
-        return 0;
-    }
-    if (strcmp(t, "M") == 0) {
-        rc = map_size(v, level + 1, 1, &part, err);
-        *out = 3 + part;
-        return rc;
-    }
-    if (strcmp(t, "L") == 0) {
-        if (!json_is_array(v))
-            return bad(err, "expected an array in an L value");
-        json_array_foreach(v, idx, e) {
-            if ((rc = value_size(e, level + 1, &part, err)) < 0)
-                return rc;
-            total += 1 + part;
+    if (n == 1) {
+        switch (k[0]) {
+        case 'S': return T_S;
+        case 'N': return T_N;
+        case 'B': return T_B;
+        case 'M': return T_M;
+        case 'L': return T_L;
+        default: return T_NONE;
         }
-        *out = 3 + total;
-        return 0;
     }
-    if (strcmp(t, "SS") == 0 || strcmp(t, "NS") == 0 || strcmp(t, "BS") == 0) {
-        if (!json_is_array(v))
-            return bad(err, "expected an array in a set value");
-        json_array_foreach(v, idx, e) {
-            rc = t[0] == 'N' ? number_size(e, &part, err) : string_size(e, &part, t[0] == 'B', err);
-            if (rc < 0)
-                return rc;
-            total += part;
-        }
-        *out = total;
-        return 0;
-    }
-    return bad(err, "unknown AttributeValue type");
+    if (n == 2 && k[1] == 'S')
+        return k[0] == 'S' ? T_SS : k[0] == 'N' ? T_NS : k[0] == 'B' ? T_BS : T_NONE;
+    if (n == 4 && memcmp(k, "BOOL", 4) == 0)
+        return T_BOOL;
+    if (n == 4 && memcmp(k, "NULL", 4) == 0)
+        return T_NULL;
+    return T_NONE;
 }
 
-int tide_ddb_item_size(const json_t *item, size_t *out, struct tide_error *err)
+/* Size of a string of an S, N or B value (or set member). */
+static int string_size(struct sizer *s, enum avtype t, const unsigned char *p, size_t n)
 {
-    return map_size(item, 0, 0, out, err);
+    if (t == T_S || t == T_SS)
+        return value_done(s, n);
+    if (t == T_B || t == T_BS) {
+        long b = tide_ddb_base64_decoded_len((const char *)p, n);
+        if (b < 0)
+            return bad(s, "invalid base64 in a B value");
+        return value_done(s, (size_t)b);
+    }
+    struct tide_ddb_number num;
+    int rc = tide_ddb_number_parse((const char *)p, n, &num, s->err);
+    if (rc < 0) {
+        s->code = rc;
+        return 0;
+    }
+    return value_done(s, tide_ddb_number_size(&num));
 }
 
-int tide_ddb_value_size(const json_t *av, size_t *out, struct tide_error *err)
+static int on_string(void *ctx, const unsigned char *p, size_t n)
 {
-    return value_size(av, 0, out, err);
+    struct sizer *s = ctx;
+    struct level *t = top(s);
+    if (t != NULL && t->kind == K_SET)
+        return string_size(s, (enum avtype)t->type, p, n);
+    if (t == NULL || t->kind != K_AV || t->has)
+        return bad(s, "expected an AttributeValue (an object with one type key)");
+    switch (t->type) {
+    case T_S:
+    case T_B:
+    case T_N: return string_size(s, (enum avtype)t->type, p, n);
+    case T_BOOL:
+    case T_NULL: return value_done(s, 1);
+    default: return bad(s, "expected a container in an M, L or set value");
+    }
+}
+
+/* null, booleans and numbers: only as the value of a BOOL or NULL. */
+static int on_scalar(struct sizer *s)
+{
+    struct level *t = top(s);
+    if (t != NULL && t->kind == K_AV && !t->has && (t->type == T_BOOL || t->type == T_NULL))
+        return value_done(s, 1);
+    return bad(s, "expected a string in an AttributeValue");
+}
+
+static int on_null(void *ctx)
+{
+    return on_scalar(ctx);
+}
+
+static int on_boolean(void *ctx, int b)
+{
+    (void)b;
+    return on_scalar(ctx);
+}
+
+static int on_number(void *ctx, const char *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    return on_scalar(ctx);
+}
+
+static int on_start_map(void *ctx)
+{
+    struct sizer *s = ctx;
+    struct level *t = top(s), *l;
+    if (t == NULL)
+        return push(s, s->root_av ? K_AV : K_MAP) != NULL;
+    if (t->kind == K_MAP || t->kind == K_LIST)
+        return push(s, K_AV) != NULL;
+    if (t->kind != K_AV || t->type != T_M || t->has)
+        return bad(s, "expected an object of attribute name -> AttributeValue");
+    if (++s->nested > MAX_LEVELS)
+        return bad(s, "value nested too deeply");
+    if ((l = push(s, K_MAP)) == NULL)
+        return 0;
+    l->per = 1;
+    return 1;
+}
+
+static int on_map_key(void *ctx, const unsigned char *k, size_t n)
+{
+    struct sizer *s = ctx;
+    struct level *t = top(s);
+    if (t->kind == K_MAP) {
+        t->total += t->per + n;
+        return 1;
+    }
+    /* K_AV: one type key */
+    if (t->type != T_NONE)
+        return bad(s, "expected an AttributeValue (an object with one type key)");
+    t->type = (unsigned char)av_type(k, n);
+    if (t->type == T_NONE)
+        return bad(s, "unknown AttributeValue type");
+    return 1;
+}
+
+static int on_end_map(void *ctx)
+{
+    struct sizer *s = ctx;
+    struct level *t = top(s);
+    size_t v = t->total;
+    if (t->kind == K_AV) {
+        if (!t->has)
+            return bad(s, "expected an AttributeValue (an object with one type key)");
+    } else if (t->per) { /* an M value */
+        v += 3;
+        s->nested--;
+    }
+    s->n--;
+    return value_done(s, v);
+}
+
+static int on_start_array(void *ctx)
+{
+    struct sizer *s = ctx;
+    struct level *t = top(s), *l;
+    if (t == NULL || t->kind != K_AV || t->has)
+        return bad(s, "expected an AttributeValue (an object with one type key)");
+    if (t->type == T_L) {
+        if (++s->nested > MAX_LEVELS)
+            return bad(s, "value nested too deeply");
+        return push(s, K_LIST) != NULL;
+    }
+    if (t->type != T_SS && t->type != T_NS && t->type != T_BS)
+        return bad(s, "expected an array only in an L or set value");
+    if ((l = push(s, K_SET)) == NULL)
+        return 0;
+    l->type = t->type;
+    return 1;
+}
+
+static int on_end_array(void *ctx)
+{
+    struct sizer *s = ctx;
+    struct level *t = top(s);
+    size_t v = t->total;
+    if (t->kind == K_LIST) {
+        v += 3;
+        s->nested--;
+    }
+    s->n--;
+    return value_done(s, v);
+}
+
+static const yajl_callbacks CALLBACKS = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_number = on_number,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_map_key,
+    .yajl_end_map = on_end_map,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end_array,
+};
+
+static int measure(const char *json, size_t len, int root_av, size_t *out, struct tide_error *err)
+{
+    struct sizer s;
+    s.n = 0;
+    s.nested = 0;
+    s.root_av = root_av;
+    s.done = 0;
+    s.code = 0;
+    s.result = 0;
+    s.err = err;
+
+    yajl_handle h = yajl_alloc(&CALLBACKS, NULL, &s);
+    if (h == NULL)
+        return tide_error_set(err, TIDE_ENOMEM, "item_size: out of memory");
+    yajl_status st = yajl_parse(h, (const unsigned char *)json, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    if (st != yajl_status_ok && s.code == 0) {
+        unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)json, len);
+        size_t n = msg != NULL ? strcspn((const char *)msg, "\n") : 0;
+        s.code = tide_error_set(err, TIDE_EINVAL, "item_size: cannot parse the item (%.*s)",
+                                (int)n, msg != NULL ? (const char *)msg : "");
+        if (msg != NULL)
+            yajl_free_error(h, msg);
+    }
+    yajl_free(h);
+    if (s.code == 0 && !s.done)
+        bad(&s, "no value");
+    if (s.code != 0)
+        return s.code;
+    *out = s.result;
+    return 0;
+}
+
+int tide_ddb_item_size(const char *json, size_t len, size_t *out, struct tide_error *err)
+{
+    return measure(json, len, 0, out, err);
+}
+
+int tide_ddb_value_size(const char *json, size_t len, size_t *out, struct tide_error *err)
+{
+    return measure(json, len, 1, out, err);
 }

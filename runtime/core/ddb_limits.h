@@ -2,14 +2,13 @@
  * ddb_limits.h - DynamoDB's request limits and its item size rules.
  *
  * Used to refuse an oversized item or request before it is sent. Pure: works
- * on the DynamoDB JSON form of an item as a jansson tree; no Lua.
+ * on the DynamoDB JSON text of an item, read in one pass with yajl's
+ * callbacks (no tree); no Lua.
  */
 #ifndef TIDE_DDB_LIMITS_H
 #define TIDE_DDB_LIMITS_H
 
 #include <stddef.h>
-
-#include <jansson.h>
 
 #include "error.h"
 
@@ -22,17 +21,20 @@
 #define TIDE_DDB_QUERY_PAGE_BYTES 1048576    /* one Query/Scan page, 1 MB */
 #define TIDE_DDB_MAX_DEPTH 32                /* nested L/M levels in a value */
 
-/* Size in bytes of item, an object of attribute name -> AttributeValue in
- * DynamoDB JSON, by DynamoDB's rules: each attribute counts its name's UTF-8
- * bytes plus its value's size, where
+/* Size in bytes of the item whose DynamoDB JSON text is json[0..len) (an
+ * object of attribute name -> AttributeValue), by DynamoDB's rules: each
+ * attribute counts its name's UTF-8 bytes plus its value's size, where
  *   S: UTF-8 bytes; N: tide_ddb_number_size; B: raw bytes; BOOL, NULL: 1;
  *   L, M: 3 + for each element 1 + its size (M elements add their name);
  *   SS, NS, BS: the sum of their members' sizes.
- * Stores the size in *out and returns 0, or TIDE_EINVAL when item is not
- * well-formed DynamoDB JSON (message says where). item is borrowed. */
-int tide_ddb_item_size(const json_t *item, size_t *out, struct tide_error *err);
+ * Names and strings are measured as decoded (escapes undone, NUL bytes
+ * included). Stores the size in *out and returns 0; TIDE_EINVAL when the
+ * text is not well-formed DynamoDB JSON, TIDE_ENOMEM when memory ran out
+ * (message says which). */
+int tide_ddb_item_size(const char *json, size_t len, size_t *out, struct tide_error *err);
 
-/* Size of one AttributeValue by the same rules (without any name). */
-int tide_ddb_value_size(const json_t *av, size_t *out, struct tide_error *err);
+/* Size of the one AttributeValue json[0..len) by the same rules (without
+ * any name). */
+int tide_ddb_value_size(const char *json, size_t len, size_t *out, struct tide_error *err);
 
 #endif

@@ -2,24 +2,24 @@
  * lua_codec.c - the DynamoDB JSON codec of tide.core: plain Lua values in
  * and out, like the AWS DocumentClient (conventions: docs/codec.md).
  *
- * Encoding writes compact JSON text straight into one buffer
- * (ddb_json_writer.c); decoding parses the text with jansson (json_loadb)
- * and turns the tree into Lua tables in one walk. Which fields hold
- * AttributeValues is decided by key name (ddb_schema.c). jansson also
- * formats non-integer plain numbers (as it always did). Value errors come
- * back as nil, message naming the path ("Item.tags[3]: ..."); only wrong
- * argument types raise.
+ * This file holds the encoder, item_size, the value constructors and the
+ * module table; the decoder (yajl's callbacks building Lua values) is in
+ * lua_decode.c, and lua_codec.h is what the two share. Encoding writes
+ * compact JSON text straight into one buffer (ddb_json_writer.c). Which
+ * fields hold AttributeValues is decided by key name (ddb_schema.c). Value
+ * errors come back as nil, message naming the path ("Item.tags[3]: ...");
+ * only wrong argument types raise.
  *
  * Resources: every call first pushes a "guard" userdata that owns the output
- * buffer and the jansson tree. Its __gc frees them, so a Lua error raised in the
+ * buffer and the parser. Its __gc frees them, so a Lua error raised in the
  * middle (out of memory, a failing finalizer) cannot leak them; on the normal
  * paths the call frees them itself at once.
  */
+#include "lua_codec.h"
 #include "lua_core.h"
 
 #include <lauxlib.h>
 
-#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -34,50 +34,35 @@
 #include "ddb_text.h"
 #include "error.h"
 
-/* Upvalues of every codec function: the shared metatables. */
-enum { UV_LIST = 1, UV_SET, UV_BINARY, UV_NUMBER, UV_GUARD, UV_COUNT = UV_GUARD };
-
-/* Bound on the C recursion (tables inside tables, plain or AttributeValue):
- * DynamoDB's 32 levels plus the request's own wrappers fit easily; a cyclic
- * table or absurd input stops here. */
-#define MAX_FRAMES 100
 /* Lua stack slots one level of recursion may use. */
 #define STACK_PER_LEVEL 6
 /* Sets up to this size are checked for duplicates without allocating. */
 #define SMALL_SET 16
-/* Strings may hold \u0000; every number is a double, so a plain integer
- * beyond 64 bits decodes (as a double) instead of failing. */
-#define DECODE_FLAGS (JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
 
 /* ---- the guard: owns the C resources of one call ------------------------ */
 
-struct guard {
-    struct tide_json_buf out; /* the encoder's output */
-    json_t *tree;             /* a parsed text */
-};
-
-static void guard_release(struct guard *g)
+void tide_codec_guard_release(struct guard *g)
 {
     free(g->out.p);
-    json_decref(g->tree);
     memset(&g->out, 0, sizeof(g->out));
-    g->tree = NULL;
+    if (g->parser != NULL)
+        yajl_free(g->parser);
+    g->parser = NULL;
 }
 
 static int guard_gc(lua_State *L)
 {
     struct guard *g = lua_touserdata(L, 1);
     if (g != NULL)
-        guard_release(g);
+        tide_codec_guard_release(g);
     return 0;
 }
 
-/* Pushes a new guard: // [.., guard] */
-static struct guard *guard_new(lua_State *L)
+struct guard *tide_codec_guard_new(lua_State *L)
 {
     struct guard *g = lua_newuserdata(L, sizeof(*g));
     memset(&g->out, 0, sizeof(g->out));
-    g->tree = NULL;
+    g->parser = NULL;
     lua_pushvalue(L, lua_upvalueindex(UV_GUARD)); // [.., guard, mt]
     lua_setmetatable(L, -2);                      // [.., guard]
     return g;
@@ -85,23 +70,7 @@ static struct guard *guard_new(lua_State *L)
 
 /* ---- paths and errors, shared by encoder and decoder -------------------- */
 
-struct frame {
-    const char *key; /* NULL for an array index */
-    size_t len;
-    size_t index;    /* 1-based, as Lua sees it */
-};
-
-struct walk {
-    lua_State *L;
-    const char *root; /* name shown for the argument itself */
-    int prefix;       /* show root before the frames too */
-    int nframes;
-    int av_depth;     /* nested L/M levels of the current AttributeValue */
-    struct frame frames[MAX_FRAMES];
-    struct tide_error err;
-};
-
-static void walk_init(struct walk *w, lua_State *L, const char *root, int prefix)
+void tide_codec_walk_init(struct walk *w, lua_State *L, const char *root, int prefix)
 {
     w->L = L;
     w->root = root;
@@ -124,8 +93,7 @@ static int is_ident(const char *k, size_t n)
     return 1;
 }
 
-/* Largest length <= n that does not cut a UTF-8 sequence of s. */
-static size_t utf8_cut(const char *s, size_t n)
+size_t tide_codec_utf8_cut(const char *s, size_t n)
 {
     while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
         n--;
@@ -165,7 +133,7 @@ static void format_path(const struct walk *w, char *out, size_t cap)
                 sb_add(&b, ".", 1);
             sb_add(&b, f->key, f->len);
         } else {
-            size_t n = f->len > 40 ? utf8_cut(f->key, 40) : f->len;
+            size_t n = f->len > 40 ? tide_codec_utf8_cut(f->key, 40) : f->len;
             sb_add(&b, "[\"", 2);
             for (size_t k = 0; k < n; k++) {
                 unsigned char c = (unsigned char)f->key[k];
@@ -182,41 +150,51 @@ static void format_path(const struct walk *w, char *out, size_t cap)
         return;
     }
     size_t half = (cap - 4) / 2;
-    size_t head = utf8_cut(full, half);
+    size_t head = tide_codec_utf8_cut(full, half);
     size_t tail = b.len - half;
     while (tail < b.len && ((unsigned char)full[tail] & 0xC0) == 0x80)
         tail++;
     snprintf(out, cap, "%.*s...%s", (int)head, full, full + tail);
 }
 
-/* Sets w->err to "<path>: <message>"; returns -1. */
-static int fail(struct walk *w, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct walk *w, int code, const char *fmt, ...)
+int tide_codec_failv(struct walk *w, int code, const char *fmt, va_list ap)
 {
     char msg[320], path[180];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     format_path(w, path, sizeof(path));
     tide_error_set(&w->err, code, "%s: %s", path, msg);
     return -1;
 }
 
+int tide_codec_fail(struct walk *w, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tide_codec_failv(w, code, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 static int fail_oom(struct walk *w)
 {
-    return fail(w, TIDE_ENOMEM, "out of memory");
+    return tide_codec_fail(w, TIDE_ENOMEM, "out of memory");
+}
+
+int tide_codec_push_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
 }
 
 /* Enters one level: checks the depth bound and the Lua stack. */
 static int push_frame(struct walk *w, const char *key, size_t len, size_t index)
 {
     if (w->nframes >= MAX_FRAMES)
-        return fail(w, TIDE_EINVAL, "nesting deeper than %d levels (a cyclic table?)", MAX_FRAMES);
+        return tide_codec_fail(w, TIDE_EINVAL, "nesting deeper than %d levels (a cyclic table?)",
+                               MAX_FRAMES);
     if (!lua_checkstack(w->L, STACK_PER_LEVEL))
-        return fail(w, TIDE_ENOMEM, "Lua stack exhausted");
+        return tide_codec_fail(w, TIDE_ENOMEM, "Lua stack exhausted");
     struct frame *f = &w->frames[w->nframes++];
     f->key = key;
     f->len = len;
@@ -233,9 +211,9 @@ static void pop_frame(struct walk *w)
 static int enter_av(struct walk *w)
 {
     if (++w->av_depth > TIDE_DDB_MAX_DEPTH)
-        return fail(w, TIDE_EINVAL,
-                    "nesting deeper than %d levels (DynamoDB's limit; a cyclic table?)",
-                    TIDE_DDB_MAX_DEPTH);
+        return tide_codec_fail(w, TIDE_EINVAL,
+                               "nesting deeper than %d levels (DynamoDB's limit; a cyclic table?)",
+                               TIDE_DDB_MAX_DEPTH);
     return 0;
 }
 
@@ -286,7 +264,7 @@ static struct slot in_object(const char *k, size_t klen)
 
 static void enc_init(struct enc *e, lua_State *L, const char *root, int prefix, struct guard *g)
 {
-    walk_init(&e->w, L, root, prefix);
+    tide_codec_walk_init(&e->w, L, root, prefix);
     e->list_mt = lua_topointer(L, lua_upvalueindex(UV_LIST));
     e->set_mt = lua_topointer(L, lua_upvalueindex(UV_SET));
     e->binary_mt = lua_topointer(L, lua_upvalueindex(UV_BINARY));
@@ -332,17 +310,11 @@ static void out_int(struct enc *e, long long x)
     out_lit(e, buf, (size_t)snprintf(buf, sizeof(buf), "%lld", x));
 }
 
-/* A non-integer plain number, formatted by jansson as before (so request
+/* A non-integer plain number, written as jansson wrote it (so request
  * bodies stay byte for byte what they were); rare in DynamoDB requests. */
 static int out_real(struct enc *e, double x)
 {
-    json_t *r = json_real(x);
-    char *t = r ? json_dumps(r, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-    json_decref(r);
-    if (t == NULL)
-        return fail_oom(&e->w);
-    out_lit(e, t, strlen(t));
-    free(t);
+    tide_json_add_real(e->out, x); /* out of memory is checked at the end */
     return 0;
 }
 
@@ -392,13 +364,13 @@ static enum ltype list_shape(struct enc *e, int idx, size_t *n)
         lua_pop(L, 1); // [k]
     } while (lua_next(L, idx));
     if (other != NULL)
-        fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)", other);
+        tide_codec_fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)", other);
     else if (has_str)
-        fail(&e->w, TIDE_EINVAL, "table mixes array items and string keys (\"%s\")", str);
+        tide_codec_fail(&e->w, TIDE_EINVAL, "table mixes array items and string keys (\"%s\")", str);
     else if (has_nonint)
-        fail(&e->w, TIDE_EINVAL, "table has a non-integer key %.14g", nonint);
+        tide_codec_fail(&e->w, TIDE_EINVAL, "table has a non-integer key %.14g", nonint);
     else if (out_of_range || count != len)
-        fail(&e->w, TIDE_EINVAL, "array has holes (keys must be exactly 1..n)");
+        tide_codec_fail(&e->w, TIDE_EINVAL, "array has holes (keys must be exactly 1..n)");
     else {
         *n = len;
         return LT_LIST;
@@ -439,7 +411,7 @@ static enum ltype classify(struct enc *e, int idx, size_t *n)
     }
     if (lua_type(L, -2) == LUA_TSTRING) { // [k, v]
         if (marked_list) {
-            fail(&e->w, TIDE_EINVAL, "a core.list table has the string key \"%.40s\"",
+            tide_codec_fail(&e->w, TIDE_EINVAL, "a core.list table has the string key \"%.40s\"",
                  lua_tostring(L, -2));
             return LT_BAD;
         }
@@ -457,7 +429,7 @@ static int binary_bytes(struct enc *e, int idx, const char **p, size_t *len)
     lua_rawget(L, idx);          // [bytes]
     if (lua_type(L, -1) != LUA_TSTRING) {
         lua_pop(L, 1);
-        return fail(&e->w, TIDE_EINVAL, "binary value without a bytes string");
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "binary value without a bytes string");
     }
     *p = lua_tolstring(L, -1, len);
     lua_pop(L, 1);               // []
@@ -487,13 +459,13 @@ static int bignum_value(struct enc *e, int idx, struct tide_ddb_number *num)
     lua_rawget(L, idx);          // [text]
     if (lua_type(L, -1) != LUA_TSTRING) {
         lua_pop(L, 1);
-        return fail(&e->w, TIDE_EINVAL, "tide.number without a value string");
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "tide.number without a value string");
     }
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
     int rc = tide_ddb_number_parse(s, len, num, &err);
     lua_pop(L, 1);               // []
-    return rc < 0 ? fail(&e->w, rc, "%s", err.message) : 0;
+    return rc < 0 ? tide_codec_fail(&e->w, rc, "%s", err.message) : 0;
 }
 
 /* The DynamoDB number of the Lua number or tide.number at idx. */
@@ -503,7 +475,7 @@ static int number_value(struct enc *e, int idx, enum ltype t, struct tide_ddb_nu
     if (t == LT_BIGNUM)
         return bignum_value(e, idx, num);
     if (tide_ddb_number_from_double(lua_tonumber(e->w.L, idx), num, &err) < 0)
-        return fail(&e->w, err.code, "%s", err.message);
+        return tide_codec_fail(&e->w, err.code, "%s", err.message);
     return 0;
 }
 
@@ -518,7 +490,7 @@ static int check_utf8(struct enc *e, int idx, const char **p, size_t *len)
 {
     *p = lua_tolstring(e->w.L, idx, len);
     if (!tide_ddb_utf8_valid(*p, *len))
-        return fail(&e->w, TIDE_EINVAL,
+        return tide_codec_fail(&e->w, TIDE_EINVAL,
                     "string is not valid UTF-8 (wrap bytes with core.binary)");
     return 0;
 }
@@ -549,21 +521,16 @@ static int enc_members(struct enc *e, int idx, enum member_mode mode)
         int kt = lua_type(L, -2);
         if (kt != LUA_TSTRING) {
             if (kt == LUA_TNUMBER)
-                return fail(&e->w, TIDE_EINVAL,
+                return tide_codec_fail(&e->w, TIDE_EINVAL,
                             "table mixes array items and string keys ([%.14g])",
                             lua_tonumber(L, -2));
-            return fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)",
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "table has a %s key (map keys must be strings)",
                         luaL_typename(L, -2));
         }
         size_t klen;
         const char *k = lua_tolstring(L, -2, &klen);
         if (!tide_ddb_utf8_valid(k, klen))
-            return fail(&e->w, TIDE_EINVAL, "a key is not valid UTF-8");
-        /* jansson, hence the decoder, refuses such keys: never write what
-         * could not be read back (docs/codec.md) */
-        if (memchr(k, '\0', klen) != NULL)
-            return fail(&e->w, TIDE_EINVAL,
-                        "a key holds a NUL byte (not supported: it could not be decoded)");
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "a key is not valid UTF-8");
         if (push_frame(&e->w, k, klen, 0) < 0)
             return -1;
         if (!first)
@@ -638,7 +605,7 @@ static int enc_av_map(struct enc *e, int idx, struct slot s, enum ltype t)
 {
     (void)s;
     if (t != LT_MAP)
-        return fail(&e->w, TIDE_EINVAL, "expected a table of attribute name -> value, got %s",
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "expected a table of attribute name -> value, got %s",
                     t == LT_LIST ? "an array" : luaL_typename(e->w.L, idx));
     return enc_members(e, idx, MM_AV);
 }
@@ -678,14 +645,14 @@ static int enc_set_member(struct enc *e, char kind, struct member *m)
         return -1;
     if (kind == 'S') {
         if (t != LT_STRING)
-            return fail(&e->w, TIDE_EINVAL, "SS members must be strings, not %s",
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "SS members must be strings, not %s",
                         luaL_typename(L, v));
         if (check_utf8(e, v, &m->p, &m->len) < 0)
             return -1;
         out_string(e, m->p, m->len);
     } else if (kind == 'N') {
         if (t != LT_NUMBER && t != LT_BIGNUM)
-            return fail(&e->w, TIDE_EINVAL, "NS members must be numbers, not %s",
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "NS members must be numbers, not %s",
                         luaL_typename(L, v));
         if (number_value(e, v, t, &m->num) < 0)
             return -1;
@@ -697,7 +664,7 @@ static int enc_set_member(struct enc *e, char kind, struct member *m)
         } else if (t == LT_STRING) {
             m->p = lua_tolstring(L, v, &m->len);
         } else {
-            return fail(&e->w, TIDE_EINVAL, "BS members must be core.binary values or strings");
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "BS members must be core.binary values or strings");
         }
         out_base64(e, m->p, m->len);
     }
@@ -713,16 +680,16 @@ static int check_duplicates(struct enc *e, char kind, struct member **order, siz
         if ((kind == 'N' ? cmp_numbers : cmp_bytes)(&order[i - 1], &order[i]) != 0)
             continue;
         if (kind == 'S')
-            return fail(&e->w, TIDE_EINVAL,
+            return tide_codec_fail(&e->w, TIDE_EINVAL,
                         "duplicate member \"%.*s\" in a set (DynamoDB rejects duplicates)",
-                        (int)(a->len > 40 ? utf8_cut(a->p, 40) : a->len), a->p);
+                        (int)(a->len > 40 ? tide_codec_utf8_cut(a->p, 40) : a->len), a->p);
         if (kind == 'N') {
             char buf[TIDE_DDB_NUMBER_BUFSIZE];
             tide_ddb_number_format(&a->num, buf);
-            return fail(&e->w, TIDE_EINVAL,
+            return tide_codec_fail(&e->w, TIDE_EINVAL,
                         "duplicate member %s in a set (DynamoDB rejects duplicates)", buf);
         }
-        return fail(&e->w, TIDE_EINVAL,
+        return tide_codec_fail(&e->w, TIDE_EINVAL,
                     "duplicate binary member in a set (DynamoDB rejects duplicates)");
     }
     return 0;
@@ -738,7 +705,7 @@ static int enc_set(struct enc *e, int idx, struct slot s)
     kind = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
     lua_pop(L, 1);                               // [] (kind anchored by the set)
     if (strcmp(kind, "SS") != 0 && strcmp(kind, "NS") != 0 && strcmp(kind, "BS") != 0)
-        return fail(&e->w, TIDE_EINVAL, "set without a kind of \"SS\", \"NS\" or \"BS\"");
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "set without a kind of \"SS\", \"NS\" or \"BS\"");
 
     /* The set's keys must be "kind" and exactly 1..n. */
     size_t n = lua_objlen(L, idx), count = 0;
@@ -747,17 +714,17 @@ static int enc_set(struct enc *e, int idx, struct slot s)
         if (lua_type(L, -2) == LUA_TNUMBER) {
             double k = lua_tonumber(L, -2);
             if (k != floor(k) || k < 1 || k > (double)n)
-                return fail(&e->w, TIDE_EINVAL, "set has holes (members must be at 1..n)");
+                return tide_codec_fail(&e->w, TIDE_EINVAL, "set has holes (members must be at 1..n)");
             count++;
         } else if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "kind") != 0) {
-            return fail(&e->w, TIDE_EINVAL, "set has a key other than kind and 1..n");
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "set has a key other than kind and 1..n");
         }
         lua_pop(L, 1);                           // [k]
     }
     if (count != n)
-        return fail(&e->w, TIDE_EINVAL, "set has holes (members must be at 1..n)");
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "set has holes (members must be at 1..n)");
     if (n == 0)
-        return fail(&e->w, TIDE_EINVAL, "empty sets cannot be stored in DynamoDB");
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "empty sets cannot be stored in DynamoDB");
 
     (void)s;
     av_open(e, kind);
@@ -856,7 +823,7 @@ static int enc_av(struct enc *e, int idx, struct slot s)
         return rc;
     case LT_OTHER:
     default:
-        return fail(&e->w, TIDE_EINVAL, "a %s value cannot be stored in DynamoDB",
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "a %s value cannot be stored in DynamoDB",
                     luaL_typename(L, idx));
     }
 }
@@ -882,13 +849,13 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
     case LT_NUMBER:
         x = lua_tonumber(L, idx);
         if (!isfinite(x))
-            return fail(&e->w, TIDE_EINVAL, "NaN and infinity are not valid JSON");
+            return tide_codec_fail(&e->w, TIDE_EINVAL, "NaN and infinity are not valid JSON");
         return out_number(e, x);
     case LT_BIGNUM:
         if (bignum_value(e, idx, &num) < 0)
             return -1;
         if (!tide_ddb_number_to_lua(&num, &x))
-            return fail(&e->w, TIDE_EINVAL,
+            return tide_codec_fail(&e->w, TIDE_EINVAL,
                         "a tide.number beyond a double's precision can only be stored "
                         "inside AttributeValues");
         return out_number(e, x);
@@ -907,7 +874,7 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
         out_base64(e, p, len);
         return 0;
     case LT_SET:
-        return fail(&e->w, TIDE_EINVAL,
+        return tide_codec_fail(&e->w, TIDE_EINVAL,
                     "sets can only be stored inside AttributeValues (Item, Key, "
                     "ExpressionAttributeValues, ...)");
     case LT_LIST:
@@ -916,7 +883,7 @@ static int enc_plain(struct enc *e, int idx, struct slot s, enum ltype t, size_t
         return enc_members(e, idx, MM_FIELD);
     case LT_OTHER:
     default:
-        return fail(&e->w, TIDE_EINVAL, "a %s value cannot be encoded as JSON",
+        return tide_codec_fail(&e->w, TIDE_EINVAL, "a %s value cannot be encoded as JSON",
                     luaL_typename(L, idx));
     }
 }
@@ -965,20 +932,12 @@ static int push_out(lua_State *L, struct guard *g)
     return 1;
 }
 
-/* Pushes nil, message and returns 2. */
-static int push_fail(lua_State *L, const char *msg)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    return 2;
-}
-
 /* core.encode_request(params) -> json | nil, err */
 static int l_encode_request(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    struct guard *g = guard_new(L); // [params, guard]
+    struct guard *g = tide_codec_guard_new(L); // [params, guard]
     struct enc e;
     enc_init(&e, L, "params", 0, g);
     size_t n;
@@ -987,8 +946,8 @@ static int l_encode_request(lua_State *L)
     lua_settop(L, 2);               // [params, guard]
     if (rc == 0 && !push_out(L, g))
         rc = fail_oom(&e.w);
-    guard_release(g);
-    return rc == 0 ? 1 : push_fail(L, e.w.err.message);
+    tide_codec_guard_release(g);
+    return rc == 0 ? 1 : tide_codec_push_fail(L, e.w.err.message);
 }
 
 /* core.encode_value(v) -> json of one AttributeValue | nil, err */
@@ -997,26 +956,25 @@ static int l_encode_value(lua_State *L)
     if (lua_isnoneornil(L, 1))
         return luaL_argerror(L, 1, "value expected");
     lua_settop(L, 1);
-    struct guard *g = guard_new(L); // [v, guard]
+    struct guard *g = tide_codec_guard_new(L); // [v, guard]
     struct enc e;
     enc_init(&e, L, "value", 1, g);
     int rc = enc_av(&e, 1, ROOT);
     lua_settop(L, 2);
     if (rc == 0 && !push_out(L, g))
         rc = fail_oom(&e.w);
-    guard_release(g);
-    return rc == 0 ? 1 : push_fail(L, e.w.err.message);
+    tide_codec_guard_release(g);
+    return rc == 0 ? 1 : tide_codec_push_fail(L, e.w.err.message);
 }
 
 /* core.item_size(item) -> bytes | nil, err
- * Encodes the item, parses the text back and measures that tree
- * (ddb_limits.c): the client asks only for items whose text could be over
- * the limit. */
+ * Encodes the item and measures that text (ddb_limits.c, one pass of yajl):
+ * the client asks only for items whose text could be over the limit. */
 static int l_item_size(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    struct guard *g = guard_new(L); // [item, guard]
+    struct guard *g = tide_codec_guard_new(L); // [item, guard]
     struct enc e;
     enc_init(&e, L, "item", 1, g);
     size_t n, size = 0;
@@ -1025,346 +983,14 @@ static int l_item_size(lua_State *L)
     lua_settop(L, 2);
     if (rc == 0 && g->out.oom)
         rc = fail_oom(&e.w);
-    if (rc == 0) {
-        json_error_t jerr;
-        g->tree = json_loadb(g->out.p, g->out.len, DECODE_FLAGS, &jerr);
-        /* the text is ours and valid: only memory should fail here */
-        if (g->tree == NULL)
-            rc = json_error_code(&jerr) == json_error_out_of_memory
-                     ? fail_oom(&e.w)
-                     : fail(&e.w, TIDE_EINVAL, "cannot parse the encoded item (%s)", jerr.text);
-    }
-    if (rc == 0 && tide_ddb_item_size(g->tree, &size, &e.w.err) < 0)
+    /* no Lua call in there: the buffer cannot leak */
+    if (rc == 0 && tide_ddb_item_size(g->out.p, g->out.len, &size, &e.w.err) < 0)
         rc = -1;
-    guard_release(g);
+    tide_codec_guard_release(g);
     if (rc < 0)
-        return push_fail(L, e.w.err.message);
+        return tide_codec_push_fail(L, e.w.err.message);
     lua_pushnumber(L, (lua_Number)size);
     return 1;
-}
-
-/* ---- decoder: JSON text -> Lua ------------------------------------------- */
-
-/* The text is parsed by jansson (json_loadb, DECODE_FLAGS) and the tree is
- * walked once, pushing Lua values as it goes. jansson's strings carry their
- * length, so NUL bytes (from \u0000) survive. */
-
-struct dec {
-    struct walk w;
-};
-
-enum dec_mode {
-    DM_FIELD,    /* plain, key matched against the schema */
-    DM_PLAIN,    /* plain value */
-    DM_AV,       /* one AttributeValue */
-    DM_AV_MAP,   /* object of attribute name -> AttributeValue */
-    DM_AV_LISTS, /* list of AV maps when an array, else plain */
-};
-
-static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j);
-
-static void push_string(lua_State *L, const json_t *s)
-{
-    lua_pushlstring(L, json_string_value(s), json_string_length(s));
-}
-
-/* Pushes a table for the object j, each member decoded by mode: // [t]
- * A repeated key ends up with its last value (jansson keeps the last). */
-static int dec_object(struct dec *d, json_t *obj, enum dec_mode mode)
-{
-    lua_State *L = d->w.L;
-    lua_createtable(L, 0, (int)json_object_size(obj)); // [t]
-    for (void *it = json_object_iter(obj); it != NULL; it = json_object_iter_next(obj, it)) {
-        const char *k = json_object_iter_key(it);
-        size_t klen = json_object_iter_key_len(it);
-        if (push_frame(&d->w, k, klen, 0) < 0)
-            return -1;
-        lua_pushlstring(L, k, klen);                    // [t, k]
-        if (dec_value(d, mode, k, klen, json_object_iter_value(it)) < 0) // [t, k, v]
-            return -1;
-        lua_rawset(L, -3);                              // [t]
-        pop_frame(&d->w);
-    }
-    return 0;
-}
-
-/* Pushes a core.list table for the array j: // [t] */
-static int dec_array(struct dec *d, json_t *arr, enum dec_mode mode)
-{
-    lua_State *L = d->w.L;
-    size_t n = json_array_size(arr);
-
-    lua_createtable(L, (int)n, 0);                    // [t]
-    lua_pushvalue(L, lua_upvalueindex(UV_LIST));      // [t, mt]
-    lua_setmetatable(L, -2);                          // [t]
-    for (size_t i = 0; i < n; i++) {
-        if (push_frame(&d->w, NULL, 0, i + 1) < 0)
-            return -1;
-        if (dec_value(d, mode, NULL, 0, json_array_get(arr, i)) < 0) // [t, v]
-            return -1;
-        lua_rawseti(L, -2, (int)i + 1);               // [t]
-        pop_frame(&d->w);
-    }
-    return 0;
-}
-
-/* Pushes the number in the string j: a Lua number when it survives the
- * round trip, else a tide.number. // [n] */
-static int dec_number(struct dec *d, const json_t *j)
-{
-    lua_State *L = d->w.L;
-    struct tide_ddb_number num;
-    struct tide_error err;
-    double x;
-
-    if (!json_is_string(j))
-        return fail(&d->w, TIDE_EINVAL, "an N value must be a string");
-    if (tide_ddb_number_parse(json_string_value(j), json_string_length(j), &num, &err) < 0)
-        return fail(&d->w, err.code, "%s", err.message);
-    if (tide_ddb_number_to_lua(&num, &x)) {
-        lua_pushnumber(L, x);
-        return 0;
-    }
-    char buf[TIDE_DDB_NUMBER_BUFSIZE];
-    size_t n = tide_ddb_number_format(&num, buf);
-    lua_createtable(L, 0, 1);                      // [n]
-    lua_pushliteral(L, "value");                   // [n, k]
-    lua_pushlstring(L, buf, n);                    // [n, k, text]
-    lua_rawset(L, -3);                             // [n]
-    lua_pushvalue(L, lua_upvalueindex(UV_NUMBER)); // [n, mt]
-    lua_setmetatable(L, -2);                       // [n]
-    return 0;
-}
-
-/* Pushes the core.binary of the base64 string j. // [b] */
-static int dec_binary(struct dec *d, const json_t *j)
-{
-    lua_State *L = d->w.L;
-    if (!json_is_string(j))
-        return fail(&d->w, TIDE_EINVAL, "a B value must be a base64 string");
-    const char *s = json_string_value(j);
-    size_t len = json_string_length(j);
-    if (tide_ddb_base64_decoded_len(s, len) < 0)
-        return fail(&d->w, TIDE_EINVAL, "a B value is not valid base64");
-
-    lua_createtable(L, 0, 1);    // [b]
-    lua_pushliteral(L, "bytes"); // [b, k]
-    /* Decode straight into Lua's buffer, in whole base64 groups. */
-    luaL_Buffer buf;
-    luaL_buffinit(L, &buf);
-    const size_t chunk = LUAL_BUFFERSIZE / 3 * 4;
-    for (size_t off = 0; off < len; off += chunk) {
-        size_t k = len - off < chunk ? len - off : chunk;
-        long r = tide_ddb_base64_decode(s + off, k, (unsigned char *)luaL_prepbuffer(&buf));
-        if (r < 0) {
-            luaL_pushresult(&buf);
-            return fail(&d->w, TIDE_EINVAL, "a B value is not valid base64");
-        }
-        luaL_addsize(&buf, (size_t)r);
-    }
-    luaL_pushresult(&buf);                         // [b, k, bytes]
-    lua_rawset(L, -3);                             // [b]
-    lua_pushvalue(L, lua_upvalueindex(UV_BINARY)); // [b, mt]
-    lua_setmetatable(L, -2);                       // [b]
-    return 0;
-}
-
-/* Pushes the set object for {kind: arr}. // [set] */
-static int dec_set(struct dec *d, const char *kind, json_t *arr)
-{
-    lua_State *L = d->w.L;
-
-    if (!json_is_array(arr))
-        return fail(&d->w, TIDE_EINVAL, "a %s value must be an array", kind);
-    size_t n = json_array_size(arr);
-    lua_createtable(L, (int)n, 1);                    // [set]
-    lua_pushliteral(L, "kind");                       // [set, k]
-    lua_pushstring(L, kind);                          // [set, k, kind]
-    lua_rawset(L, -3);                                // [set]
-    for (size_t i = 0; i < n; i++) {
-        const json_t *v = json_array_get(arr, i);
-        if (push_frame(&d->w, NULL, 0, i + 1) < 0)
-            return -1;
-        int rc;
-        if (kind[0] == 'N') {
-            rc = dec_number(d, v);
-        } else if (kind[0] == 'B') {
-            rc = dec_binary(d, v);
-        } else if (json_is_string(v)) {
-            push_string(L, v);
-            rc = 0;
-        } else {
-            rc = fail(&d->w, TIDE_EINVAL, "SS members must be strings");
-        }
-        if (rc < 0)                                   // [set, m]
-            return -1;
-        lua_rawseti(L, -2, (int)i + 1);               // [set]
-        pop_frame(&d->w);
-    }
-    lua_pushvalue(L, lua_upvalueindex(UV_SET));       // [set, mt]
-    lua_setmetatable(L, -2);                          // [set]
-    return 0;
-}
-
-/* Pushes the L or M value v. // [t] */
-static int dec_nested(struct dec *d, char type, json_t *v)
-{
-    int is_map = type == 'M';
-    if (is_map ? !json_is_object(v) : !json_is_array(v))
-        return fail(&d->w, TIDE_EINVAL, "an %c value must be an %s", type,
-                    is_map ? "object" : "array");
-    if (enter_av(&d->w) < 0)
-        return -1;
-    int rc = is_map ? dec_object(d, v, DM_AV) : dec_array(d, v, DM_AV);
-    d->w.av_depth--;
-    return rc;
-}
-
-/* Pushes the Lua value of the AttributeValue j. // [v] */
-static int dec_av(struct dec *d, json_t *j)
-{
-    lua_State *L = d->w.L;
-    /* One type key (a repeated one counts once: jansson keeps the last). */
-    if (!json_is_object(j) || json_object_size(j) != 1)
-        return fail(&d->w, TIDE_EINVAL,
-                    "expected an AttributeValue (an object with one type key, e.g. {\"S\":\"x\"})");
-    void *it = json_object_iter(j);
-    const char *t = json_object_iter_key(it); /* NUL-terminated, no NUL inside */
-    size_t tlen = json_object_iter_key_len(it);
-    json_t *v = json_object_iter_value(it);
-
-    if (tlen == 1) {
-        switch (t[0]) {
-        case 'S':
-            if (!json_is_string(v))
-                return fail(&d->w, TIDE_EINVAL, "an S value must be a string");
-            push_string(L, v);
-            return 0;
-        case 'N': return dec_number(d, v);
-        case 'B': return dec_binary(d, v);
-        case 'M':
-        case 'L': return dec_nested(d, t[0], v);
-        default: break;
-        }
-    } else if (tlen == 2 && t[1] == 'S' && (t[0] == 'S' || t[0] == 'N' || t[0] == 'B')) {
-        return dec_set(d, t, v);
-    } else if (tlen == 4 && memcmp(t, "BOOL", 4) == 0) {
-        if (!json_is_boolean(v))
-            return fail(&d->w, TIDE_EINVAL, "a BOOL value must be true or false");
-        lua_pushboolean(L, json_is_true(v));
-        return 0;
-    } else if (tlen == 4 && memcmp(t, "NULL", 4) == 0) {
-        lua_pushlightuserdata(L, NULL);
-        return 0;
-    }
-    return fail(&d->w, TIDE_EINVAL, "unknown AttributeValue type \"%.20s\"", t);
-}
-
-/* Pushes the plain JSON value j; object members are matched by name. */
-static int dec_plain(struct dec *d, json_t *j)
-{
-    lua_State *L = d->w.L;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return dec_object(d, j, DM_FIELD);
-    case JSON_ARRAY: return dec_array(d, j, DM_PLAIN);
-    case JSON_STRING: push_string(L, j); return 0;
-    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return 0;
-    /* not produced with JSON_DECODE_INT_AS_REAL; kept for safety */
-    case JSON_INTEGER: lua_pushnumber(L, (lua_Number)json_integer_value(j)); return 0;
-    case JSON_TRUE: lua_pushboolean(L, 1); return 0;
-    case JSON_FALSE: lua_pushboolean(L, 0); return 0;
-    case JSON_NULL:
-    default: lua_pushlightuserdata(L, NULL); return 0;
-    }
-}
-
-/* Pushes j decoded by mode (key: the member name for DM_FIELD). */
-static int dec_value(struct dec *d, enum dec_mode mode, const char *key, size_t klen, json_t *j)
-{
-    switch (mode) {
-    case DM_AV:
-        return dec_av(d, j);
-    case DM_AV_MAP:
-        if (!json_is_object(j))
-            return fail(&d->w, TIDE_EINVAL, "expected an object of attribute name -> value");
-        return dec_object(d, j, DM_AV);
-    case DM_AV_LISTS:
-        return json_is_array(j) ? dec_array(d, j, DM_AV_MAP) : dec_plain(d, j);
-    case DM_PLAIN:
-        return dec_plain(d, j);
-    case DM_FIELD:
-    default:
-        break;
-    }
-    enum tide_ddb_shape shape = json_is_array(j)    ? TIDE_DDB_SHAPE_ARRAY
-                                : json_is_object(j) ? TIDE_DDB_SHAPE_OBJECT
-                                                    : TIDE_DDB_SHAPE_SCALAR;
-    switch (tide_ddb_field_kind(key, klen, shape)) {
-    case TIDE_DDB_AV_MAP: return dec_object(d, j, DM_AV);
-    case TIDE_DDB_AV_MAP_LIST: return dec_array(d, j, DM_AV_MAP);
-    case TIDE_DDB_AV_LIST: return dec_array(d, j, DM_AV);
-    case TIDE_DDB_NAMED: return dec_object(d, j, DM_PLAIN);
-    case TIDE_DDB_NAMED_AV_LISTS: return dec_object(d, j, DM_AV_LISTS);
-    case TIDE_DDB_PLAIN:
-    default: return dec_plain(d, j);
-    }
-}
-
-/* Pushes nil and a message for text jansson could not parse. */
-static int push_malformed(lua_State *L, const char *text, size_t len, const json_error_t *jerr)
-{
-    char snippet[81];
-    size_t n = len > 80 ? utf8_cut(text, 80) : len;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)text[i];
-        snippet[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
-    }
-    snippet[n] = '\0';
-    lua_pushnil(L);
-    if (len == 0)
-        lua_pushliteral(L, "malformed JSON: the text is empty");
-    else if (json_error_code(jerr) == json_error_out_of_memory)
-        lua_pushliteral(L, "out of memory while parsing JSON");
-    else
-        lua_pushfstring(L, "malformed JSON at line %d, column %d (%s); the text begins: \"%s%s\"",
-                        jerr->line, jerr->column, jerr->text, snippet, n < len ? "..." : "");
-    return 2;
-}
-
-/* Shared body of decode_response and decode_value. */
-static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode)
-{
-    if (lua_type(L, 1) != LUA_TSTRING)
-        return luaL_typerror(L, 1, "string");
-    size_t len;
-    const char *text = lua_tolstring(L, 1, &len);
-    lua_settop(L, 1);
-    struct guard *g = guard_new(L); // [text, guard]
-    json_error_t jerr;
-    g->tree = json_loadb(text, len, DECODE_FLAGS, &jerr);
-    if (g->tree == NULL)
-        return push_malformed(L, text, len, &jerr);
-    struct dec d;
-    walk_init(&d.w, L, root, prefix);
-    int rc = dec_value(&d, mode, NULL, 0, g->tree); // [text, guard, result]
-    guard_release(g);
-    if (rc < 0) {
-        lua_settop(L, 2);
-        return push_fail(L, d.w.err.message);
-    }
-    return 1;
-}
-
-/* core.decode_response(json) -> table | nil, err */
-static int l_decode_response(lua_State *L)
-{
-    return decode(L, "response", 0, DM_PLAIN);
-}
-
-/* core.decode_value(json of one AttributeValue) -> value | nil, err */
-static int l_decode_value(lua_State *L)
-{
-    return decode(L, "value", 1, DM_AV);
 }
 
 /* ---- value constructors and predicates ----------------------------------- */
@@ -1607,9 +1233,9 @@ void tide_lua_open_codec(lua_State *L)
     static const luaL_Reg guard_methods[] = {{"__gc", guard_gc}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"encode_request", l_encode_request},
-        {"decode_response", l_decode_response},
+        {"decode_response", tide_codec_decode_response},
         {"encode_value", l_encode_value},
-        {"decode_value", l_decode_value},
+        {"decode_value", tide_codec_decode_value},
         {"item_size", l_item_size},
         {"list", l_list},
         {"is_list", l_is_list},

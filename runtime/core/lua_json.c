@@ -3,13 +3,13 @@
  * logs, lossless for tide's values.
  *
  * lua-cjson rounds numbers to 14 significant digits and knows nothing of
- * tide.number, core.list or core.binary; jansson cannot write a number it
- * cannot hold in a double. This serializer writes integers exactly, other
- * doubles in their shortest round-trip form, a tide.number as its decimal
- * text, object keys sorted (stable output), and follows the codec's
- * conventions: core.null is null, a table marked with core.list is an array
- * even when empty, an empty plain table is {}. Parsing stays with
- * lua-cjson / jansson.
+ * tide.number, core.list or core.binary; a generic JSON library cannot
+ * write a number it cannot hold in a double. This serializer writes
+ * integers exactly, other doubles in their shortest round-trip form, a
+ * tide.number as its decimal text, object keys sorted (stable output),
+ * and follows the codec's conventions: core.null is null, a table marked
+ * with core.list is an array even when empty, an empty plain table is {}.
+ * Parsing stays with lua-cjson (and the codec's decoder on yajl).
  */
 #include "lua_core.h"
 #include "ddb_json_writer.h"
@@ -44,7 +44,8 @@ static int buf_gc(lua_State *L)
 static void add_char(struct out *o, char c) { tide_json_addc(o->b, c); }
 static void add_str(struct out *o, const char *s) { tide_json_add(o->b, s, strlen(s)); }
 
-/* Strings are escaped as the codec escapes them (jansson's compact form). */
+/* Strings are escaped as the codec escapes them (jansson's compact form,
+ * which request bodies have always had). */
 static void put_string(struct out *o, const char *s, size_t len)
 {
     tide_json_add_string(o->b, s, len);
