@@ -6,6 +6,16 @@
  * Hashing is OpenSSL's (EVP); this file only builds the canonical request and
  * the string to sign, and computes HMAC-SHA256 from digest calls so that the
  * signing key's padded blocks can be cached and the one digest context reused.
+ *
+ * Where the time goes: besides the body, a signature hashes the canonical
+ * request (~650 bytes for DynamoDB with a session token) and the string to
+ * sign twice over (HMAC). Consecutive requests share most of those texts
+ * (method, path, host, date, token, target ...), so both are hashed through
+ * a prefix cache (struct prefix_cache): the SHA-256 states after some
+ * whole-block prefixes of the previous text are kept, and a text that
+ * starts with one of those prefixes resumes from its state. The digest is
+ * the one of the whole text: SHA-256 of a text is its state after the
+ * prefix's blocks, continued with the rest.
  */
 #include "sigv4.h"
 
@@ -14,6 +24,10 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h> /* to_hex; SSE2 is part of every x86-64 */
+#endif
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define HASH_LEN 32
@@ -25,10 +39,39 @@
 #define KEY_FIELD_MAX 64
 #define KEY_SECRET_MAX 128
 
+/* Prefix caches. Canonical requests fall in families that share a prefix
+ * (one per endpoint host, in practice: DynamoDB, DynamoDB Streams); a signer
+ * keeps one cache per family, up to CREQ_SLOTS, the least recently used
+ * one replaced. A cache keeps up to SNAPS states, at increasing offsets, so
+ * that a request sharing less than the previous one (another operation, the
+ * next second) still resumes from the deepest state it shares. Only the
+ * first PREFIX_MAX bytes of a text are remembered. Memory per signer is
+ * bounded: (CREQ_SLOTS + KEY_CACHE_SLOTS) * (PREFIX_MAX + SNAPS states). */
+#define CREQ_SLOTS 4
+#define SNAPS 4
+#define PREFIX_MAX 4096
+
+/* The last text hashed through the cache, and the digest states after the
+ * first snap_at[i] bytes of it (from the cache's base state: a fresh
+ * SHA-256, or a key's inner HMAC pad). Invariants: n_snaps <= SNAPS;
+ * snap_at[] are increasing non-zero multiples of BLOCK_LEN, all <= prev_len;
+ * snap[i] holds base + prev[0..snap_at[i]). The contexts are allocated on
+ * first use and kept until the signer is deleted. */
+struct prefix_cache {
+    char *prev;
+    size_t prev_len, prev_cap;
+    size_t n_snaps;
+    size_t snap_at[SNAPS];
+    EVP_MD_CTX *snap[SNAPS];
+    uint64_t last_use;
+};
+
 /* A derived signing key, kept as the two SHA-256 states after its HMAC pads
  * (key ^ ipad, key ^ opad) were absorbed: a signature copies them instead
- * of hashing two more blocks. The contexts are allocated with the signer
- * and live as long as it; EVP_MD_CTX_reset wipes their state. */
+ * of hashing two more blocks. sts caches the inner state continued with
+ * the string to sign's first block, which is the same for every signature
+ * of a second. The contexts are allocated with the signer and live as long
+ * as it; EVP_MD_CTX_reset wipes their state. */
 struct key_entry {
     bool used;
     uint64_t last_use;
@@ -39,6 +82,7 @@ struct key_entry {
     unsigned char secret[KEY_SECRET_MAX];
     EVP_MD_CTX *inner;
     EVP_MD_CTX *outer;
+    struct prefix_cache sts;
 };
 
 /* Growable byte buffer; after a failed allocation it ignores writes and
@@ -55,6 +99,13 @@ struct hdr {
     const char *value;  /* as given; canonicalised when written */
     size_t value_len;
     size_t order;       /* keeps duplicates in the order given */
+    bool plain;         /* value known to have no byte below 0x21 */
+};
+
+/* Lengths of the request's NUL-terminated strings, measured once. */
+struct lens {
+    size_t method, host, key_id, token, region, service;
+    bool token_plain;
 };
 
 struct qpair {
@@ -69,6 +120,7 @@ struct tide_sigv4_signer {
     EVP_MD_CTX *ctx;
     EVP_MD_CTX *spare_inner, *spare_outer; /* for keys too long to cache */
     struct key_entry keys[KEY_CACHE_SLOTS];
+    struct prefix_cache creq_cache[CREQ_SLOTS];
     uint64_t clock;
     uint64_t derivations;
     struct buf creq;     /* canonical request */
@@ -82,22 +134,50 @@ struct tide_sigv4_signer {
     size_t hdrs_cap;
     struct qpair *pairs;
     size_t pairs_cap;
+    bool date_ok;        /* amz_date holds the date of date_time */
+    int64_t date_time;
     char amz_date[17];
     char payload_hash[65];
-    char signature[65];
 };
 
-static const char HEX[] = "0123456789abcdef";
 static const char HEX_UPPER[] = "0123456789ABCDEF";
 
 /* ---- buffers ---------------------------------------------------------- */
 
-static bool buf_reserve(struct buf *b, size_t extra)
+/* memcpy for the short pieces a canonical request is made of (names,
+ * values, separators): up to 32 bytes with overlapping word moves, which
+ * costs less than a call to memcpy. */
+static inline void copy_bytes(char *d, const char *s, size_t n)
+{
+    if (n >= 8 && n <= 32) {
+        uint64_t a, b, c, e;
+        if (n <= 16) {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + n - 8, 8);
+            memcpy(d, &a, 8);
+            memcpy(d + n - 8, &b, 8);
+        } else {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + 8, 8);
+            memcpy(&c, s + n - 16, 8);
+            memcpy(&e, s + n - 8, 8);
+            memcpy(d, &a, 8);
+            memcpy(d + 8, &b, 8);
+            memcpy(d + n - 16, &c, 8);
+            memcpy(d + n - 8, &e, 8);
+        }
+    } else if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
+static __attribute__((noinline)) bool buf_grow(struct buf *b, size_t extra)
 {
     if (b->oom)
         return false;
-    if (b->cap - b->len > extra)
-        return true;
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len <= extra)
         cap *= 2;
@@ -111,28 +191,37 @@ static bool buf_reserve(struct buf *b, size_t extra)
     return true;
 }
 
-static void buf_put(struct buf *b, const void *p, size_t n)
+/* Room for extra bytes and a NUL. The fast path is inline: builders call
+ * this for every piece. */
+static inline bool buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->cap - b->len > extra && !b->oom)
+        return true;
+    return buf_grow(b, extra);
+}
+
+static inline void buf_put(struct buf *b, const void *p, size_t n)
 {
     if (!buf_reserve(b, n))
         return;
-    memcpy(b->p + b->len, p, n);
+    copy_bytes(b->p + b->len, p, n);
     b->len += n;
 }
 
-static void buf_putc(struct buf *b, char c)
+static inline void buf_putc(struct buf *b, char c)
 {
     if (!buf_reserve(b, 1))
         return;
     b->p[b->len++] = c;
 }
 
-static void buf_puts(struct buf *b, const char *s)
+static inline void buf_puts(struct buf *b, const char *s)
 {
     buf_put(b, s, strlen(s));
 }
 
 /* NUL-terminates without counting the NUL in len. */
-static void buf_term(struct buf *b)
+static inline void buf_term(struct buf *b)
 {
     if (buf_reserve(b, 1))
         b->p[b->len] = '\0';
@@ -146,20 +235,38 @@ static void buf_free(struct buf *b)
 
 /* ---- hashing ---------------------------------------------------------- */
 
-static void to_hex(const unsigned char *in, size_t n, char *out)
+/* Lower-case hex of a digest, NUL-terminated. */
+static void to_hex(const unsigned char in[HASH_LEN], char out[2 * HASH_LEN + 1])
 {
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = HEX[in[i] >> 4];
-        out[2 * i + 1] = HEX[in[i] & 15];
+#if defined(__SSE2__)
+    /* 16 bytes per step: nibbles split and interleaved high first, then
+     * each nibble n made '0' + n, plus 39 from 10 on ('a'..'f'). */
+    const __m128i low = _mm_set1_epi8(0x0f), nine = _mm_set1_epi8(9);
+    const __m128i digit0 = _mm_set1_epi8('0'), gap = _mm_set1_epi8('a' - '0' - 10);
+    for (size_t i = 0; i < HASH_LEN; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), low);
+        __m128i lo = _mm_and_si128(x, low);
+        __m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
+        a = _mm_add_epi8(_mm_add_epi8(a, digit0), _mm_and_si128(_mm_cmpgt_epi8(a, nine), gap));
+        b = _mm_add_epi8(_mm_add_epi8(b, digit0), _mm_and_si128(_mm_cmpgt_epi8(b, nine), gap));
+        _mm_storeu_si128((__m128i *)(void *)(out + 2 * i), a);
+        _mm_storeu_si128((__m128i *)(void *)(out + 2 * i + 16), b);
     }
-    out[2 * n] = '\0';
+#else
+    for (size_t i = 0; i < HASH_LEN; i++) {
+        out[2 * i] = "0123456789abcdef"[in[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[in[i] & 15];
+    }
+#endif
+    out[2 * HASH_LEN] = '\0';
 }
 
 /* SHA-256 of a || b into out. */
 static bool sha256(struct tide_sigv4_signer *s, const void *a, size_t na,
                    const void *b, size_t nb, unsigned char out[HASH_LEN])
 {
-    return EVP_DigestInit_ex(s->ctx, s->md, NULL) == 1
+    return EVP_DigestInit_ex2(s->ctx, s->md, NULL) == 1
         && (na == 0 || EVP_DigestUpdate(s->ctx, a, na) == 1)
         && (nb == 0 || EVP_DigestUpdate(s->ctx, b, nb) == 1)
         && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
@@ -212,10 +319,141 @@ static bool hmac(struct tide_sigv4_signer *s, const void *key, size_t key_len,
     return ok;
 }
 
+/* ---- prefix caches ------------------------------------------------------ */
+
+/* Length of the longest prefix of whole blocks that a and b share, within
+ * their first n bytes. */
+static size_t common_blocks(const char *a, const char *b, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK_LEN <= n; i += BLOCK_LEN) {
+        if (memcmp(a + i, b + i, BLOCK_LEN) != 0)
+            break;
+    }
+    return i;
+}
+
+/* How much of text, in whole blocks, the cache can resume from. */
+static size_t prefix_match(const struct prefix_cache *pc, const char *text, size_t n)
+{
+    size_t m = n < pc->prev_len ? n : pc->prev_len;
+    if (m < BLOCK_LEN)
+        return 0;
+    /* Usually text shares at least the deepest state's prefix: one memcmp
+     * for it, then block by block from there. */
+    size_t from = 0;
+    if (pc->n_snaps > 0) {
+        size_t deepest = pc->snap_at[pc->n_snaps - 1];
+        if (deepest <= m && memcmp(pc->prev, text, deepest) == 0)
+            from = deepest;
+    }
+    return from + common_blocks(pc->prev + from, text + from, m - from);
+}
+
+/* Forgets the texts and states; allocations are kept for reuse. The text
+ * may hold a session token, and a key's states derive from the key: both
+ * are wiped. */
+static void prefix_wipe(struct prefix_cache *pc)
+{
+    if (pc->prev != NULL)
+        OPENSSL_cleanse(pc->prev, pc->prev_cap);
+    for (size_t i = 0; i < SNAPS; i++)
+        if (pc->snap[i] != NULL)
+            EVP_MD_CTX_reset(pc->snap[i]);
+    pc->prev_len = 0;
+    pc->n_snaps = 0;
+    pc->last_use = 0;
+}
+
+static void prefix_free(struct prefix_cache *pc)
+{
+    prefix_wipe(pc);
+    for (size_t i = 0; i < SNAPS; i++)
+        EVP_MD_CTX_free(pc->snap[i]);
+    free(pc->prev);
+    memset(pc, 0, sizeof(*pc));
+}
+
+/* SHA-256 of base || text into out, where base is NULL (a fresh digest) or
+ * a state to continue (a key's inner pad), the same for every call with
+ * this cache; shared = prefix_match(pc, text, n). Resumes from the deepest
+ * state of pc within the shared prefix, then keeps a state at its end for
+ * the next call, and remembers text. *resumed is the length of text that
+ * was not hashed. The cache only ever saves work: a failure to grow it
+ * leaves it smaller, never wrong. */
+static bool digest_cached(struct tide_sigv4_signer *s, struct prefix_cache *pc,
+                          size_t shared, const EVP_MD_CTX *base,
+                          const char *text, size_t n, unsigned char out[HASH_LEN],
+                          size_t *resumed)
+{
+    /* States past the shared prefix hold bytes that text does not have. */
+    while (pc->n_snaps > 0 && pc->snap_at[pc->n_snaps - 1] > shared)
+        pc->n_snaps--;
+    size_t done = 0;
+    bool ok;
+    if (pc->n_snaps > 0) {
+        done = pc->snap_at[pc->n_snaps - 1];
+        ok = EVP_MD_CTX_copy_ex(s->ctx, pc->snap[pc->n_snaps - 1]) == 1;
+    } else if (base != NULL) {
+        ok = EVP_MD_CTX_copy_ex(s->ctx, base) == 1;
+    } else {
+        ok = EVP_DigestInit_ex2(s->ctx, s->md, NULL) == 1;
+    }
+    *resumed = done;
+    if (ok && shared > done) {
+        ok = EVP_DigestUpdate(s->ctx, text + done, shared - done) == 1;
+        /* the new state goes last; when all are taken, it replaces the
+         * deepest (the shallower ones serve more requests) */
+        size_t i = pc->n_snaps < SNAPS ? pc->n_snaps : SNAPS - 1;
+        if (ok && pc->snap[i] == NULL)
+            pc->snap[i] = EVP_MD_CTX_new();
+        if (ok && pc->snap[i] != NULL && EVP_MD_CTX_copy_ex(pc->snap[i], s->ctx) == 1) {
+            pc->snap_at[i] = shared;
+            pc->n_snaps = i + 1;
+        } else {
+            pc->n_snaps = i;
+        }
+        done = shared;
+    }
+    ok = ok && EVP_DigestUpdate(s->ctx, text + done, n - done) == 1
+            && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
+    if (!ok) {
+        prefix_wipe(pc);
+        return false;
+    }
+    /* Remember text; its first `shared` bytes are there already. */
+    size_t keep = n < PREFIX_MAX ? n : PREFIX_MAX;
+    if (keep > pc->prev_cap) {
+        size_t cap = pc->prev_cap ? pc->prev_cap : 256;
+        while (cap < keep)
+            cap *= 2;
+        char *p = malloc(cap);
+        if (p == NULL) {
+            /* prev[0..shared) is text's prefix: the states up to there
+             * stay right */
+            pc->prev_len = shared < pc->prev_len ? shared : pc->prev_len;
+            return true;
+        }
+        if (pc->prev != NULL) {
+            memcpy(p, pc->prev, shared);
+            OPENSSL_cleanse(pc->prev, pc->prev_cap);
+            free(pc->prev);
+        }
+        pc->prev = p;
+        pc->prev_cap = cap;
+    }
+    memcpy(pc->prev + shared, text + shared, keep - shared);
+    if (keep < pc->prev_len) /* the rest of an older text (maybe a token) */
+        OPENSSL_cleanse(pc->prev + keep, pc->prev_len - keep);
+    pc->prev_len = keep;
+    return true;
+}
+
 /* ---- signing key cache ------------------------------------------------ */
 
 /* Forgets the key: state contexts reset (OpenSSL clears them on free),
- * everything else wiped; the context objects are kept for reuse. */
+ * everything else wiped; the context objects and the string-to-sign
+ * cache's allocations are kept for reuse. */
 static void key_wipe(struct key_entry *e)
 {
     EVP_MD_CTX *inner = e->inner, *outer = e->outer;
@@ -223,9 +461,12 @@ static void key_wipe(struct key_entry *e)
         EVP_MD_CTX_reset(inner);
     if (outer)
         EVP_MD_CTX_reset(outer);
+    prefix_wipe(&e->sts);
+    struct prefix_cache sts = e->sts;
     OPENSSL_cleanse(e, sizeof(*e));
     e->inner = inner;
     e->outer = outer;
+    e->sts = sts;
 }
 
 /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
@@ -243,9 +484,9 @@ static bool key_derive(struct tide_sigv4_signer *s, struct key_entry *e,
            && hmac(s, k, HASH_LEN, service, service_len, k)
            && hmac(s, k, HASH_LEN, "aws4_request", 12, k)
            && hmac_pads(s, k, HASH_LEN, NULL, 0, ipad, opad)
-           && EVP_DigestInit_ex(e->inner, s->md, NULL) == 1
+           && EVP_DigestInit_ex2(e->inner, s->md, NULL) == 1
            && EVP_DigestUpdate(e->inner, ipad, BLOCK_LEN) == 1
-           && EVP_DigestInit_ex(e->outer, s->md, NULL) == 1
+           && EVP_DigestInit_ex2(e->outer, s->md, NULL) == 1
            && EVP_DigestUpdate(e->outer, opad, BLOCK_LEN) == 1;
     OPENSSL_cleanse(k, sizeof(k));
     OPENSSL_cleanse(ipad, sizeof(ipad));
@@ -255,17 +496,27 @@ static bool key_derive(struct tide_sigv4_signer *s, struct key_entry *e,
 }
 
 /* HMAC-SHA256 of msg with a derived key: both halves resume from the
- * key's saved states. */
-static bool hmac_with_key(struct tide_sigv4_signer *s, const struct key_entry *e,
-                          const void *msg, size_t len, unsigned char out[HASH_LEN])
+ * key's saved states, the inner one through the key's string-to-sign
+ * cache when cached (not for the spare entry of an uncacheable key).
+ * *resumed: bytes of msg not hashed. */
+static bool hmac_with_key(struct tide_sigv4_signer *s, struct key_entry *e, bool cached,
+                          const char *msg, size_t len, unsigned char out[HASH_LEN],
+                          size_t *resumed)
 {
     unsigned char inner[HASH_LEN];
-    bool ok = EVP_MD_CTX_copy_ex(s->ctx, e->inner) == 1
-           && EVP_DigestUpdate(s->ctx, msg, len) == 1
-           && EVP_DigestFinal_ex(s->ctx, inner, NULL) == 1
-           && EVP_MD_CTX_copy_ex(s->ctx, e->outer) == 1
-           && EVP_DigestUpdate(s->ctx, inner, HASH_LEN) == 1
-           && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
+    bool ok;
+    if (cached) {
+        ok = digest_cached(s, &e->sts, prefix_match(&e->sts, msg, len), e->inner,
+                           msg, len, inner, resumed);
+    } else {
+        *resumed = 0;
+        ok = EVP_MD_CTX_copy_ex(s->ctx, e->inner) == 1
+          && EVP_DigestUpdate(s->ctx, msg, len) == 1
+          && EVP_DigestFinal_ex(s->ctx, inner, NULL) == 1;
+    }
+    ok = ok && EVP_MD_CTX_copy_ex(s->ctx, e->outer) == 1
+            && EVP_DigestUpdate(s->ctx, inner, HASH_LEN) == 1
+            && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
     OPENSSL_cleanse(inner, sizeof(inner));
     return ok;
 }
@@ -273,11 +524,10 @@ static bool hmac_with_key(struct tide_sigv4_signer *s, const struct key_entry *e
 /* Returns the cached key for these inputs, deriving it on a miss. Inputs too
  * long to cache are derived into *spare (wiped by the caller). */
 static struct key_entry *key_get(struct tide_sigv4_signer *s, struct key_entry *spare,
-                                 const char date[8], const char *region,
-                                 const char *service, const char *secret,
-                                 size_t secret_len)
+                                 const char date[8], const char *region, size_t region_len,
+                                 const char *service, size_t service_len,
+                                 const char *secret, size_t secret_len)
 {
-    size_t region_len = strlen(region), service_len = strlen(service);
     bool cacheable = region_len <= KEY_FIELD_MAX && service_len <= KEY_FIELD_MAX
                   && secret_len <= KEY_SECRET_MAX;
     if (!cacheable) {
@@ -482,13 +732,50 @@ static int canonical_query(struct tide_sigv4_signer *s, const char *query,
     return 0;
 }
 
-/* RFC 7230 token characters: what a header name may contain. */
-static bool token_char(unsigned char c)
-{
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+/* Header-name characters (RFC 7230 tokens) lower-cased; 0 for the
+ * characters not allowed in a name. */
+static const unsigned char TOKEN_LOWER[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, '!', 0, '#', '$', '%', '&', '\'', 0, 0, '*', '+', 0, '-', '.', 0,
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 0, 0, 0, 0, 0, 0,
+    0, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0, 0, 0, '^', '_',
+    '`', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0, '|', 0, '~', 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+/* Character classes, one bit each: access-key-id characters (printable
+ * ASCII but ',', '/', '=', which would break the Authorization header),
+ * scope-part characters (printable ASCII but '/', which splits the scope,
+ * and ','). */
+enum { CC_KEY_ID = 2, CC_SCOPE = 4 };
+static const unsigned char CHAR_CLASS[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 0, 6, 6, 0,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 4, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
 
 static bool is_space(char c)
 {
@@ -496,17 +783,28 @@ static bool is_space(char c)
 }
 
 /* True when some byte of p[0..n) is below 0x21 (space or control): such
- * values need the slow canonicalisation. Eight bytes at a time, since
- * session tokens run to hundreds of bytes; "any byte < 0x21" is exact
- * with this test (the classic hasless(x, n) of Bit Twiddling Hacks). */
+ * values need the slow canonicalisation. 32 bytes per step, since session
+ * tokens run to hundreds of bytes; "some byte < 0x21" is exact with this
+ * test (the classic hasless(x, n) of Bit Twiddling Hacks), and stays exact
+ * OR-ed over words. */
 static bool has_space_or_ctl(const char *p, size_t n)
 {
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    const uint64_t k = ones * 0x21;
     size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        uint64_t a, b, c, d;
+        memcpy(&a, p + i, 8);
+        memcpy(&b, p + i + 8, 8);
+        memcpy(&c, p + i + 16, 8);
+        memcpy(&d, p + i + 24, 8);
+        if ((((a - k) & ~a) | ((b - k) & ~b) | ((c - k) & ~c) | ((d - k) & ~d)) & highs)
+            return true;
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t x;
         memcpy(&x, p + i, 8);
-        if ((x - ones * 0x21) & ~x & highs)
+        if ((x - k) & ~x & highs)
             return true;
     }
     for (; i < n; i++)
@@ -515,13 +813,14 @@ static bool has_space_or_ctl(const char *p, size_t n)
     return false;
 }
 
-/* Appends v trimmed, with each run of whitespace made one space. */
-static void put_header_value(struct buf *b, const char *v, size_t n)
+/* Appends v trimmed, with each run of whitespace made one space; plain:
+ * v is known to have no byte below 0x21. */
+static void put_header_value(struct buf *b, const char *v, size_t n, bool plain)
 {
     if (!buf_reserve(b, n))
         return;
-    if (!has_space_or_ctl(v, n)) {
-        memcpy(b->p + b->len, v, n);
+    if (plain || !has_space_or_ctl(v, n)) {
+        copy_bytes(b->p + b->len, v, n);
         b->len += n;
         return;
     }
@@ -552,12 +851,14 @@ static void trim(const char **v, size_t *n)
         (*n)--;
 }
 
-static int hdr_cmp(const void *a, const void *b)
+/* Order of names, then of the order given. Names are short: a loop beats
+ * a call to memcmp. */
+static int hdr_cmp(const struct hdr *x, const struct hdr *y)
 {
-    const struct hdr *x = a, *y = b;
     size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-    int c = memcmp(x->name, y->name, n);
-    if (c != 0) return c;
+    for (size_t i = 0; i < n; i++)
+        if (x->name[i] != y->name[i])
+            return (unsigned char)x->name[i] < (unsigned char)y->name[i] ? -1 : 1;
     if (x->name_len != y->name_len) return x->name_len < y->name_len ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
 }
@@ -568,38 +869,41 @@ static bool name_is(const struct hdr *h, const char *lit)
     return h->name_len == n && memcmp(h->name, lit, n) == 0;
 }
 
-/* Printable ASCII without the characters that would break the
- * Authorization header's structure. */
-static bool valid_key_id(const char *k)
+/* Length of an access key id, or 0 when it is empty or has a character
+ * not allowed in one (CC_KEY_ID). */
+static size_t key_id_len(const char *k)
 {
-    if (*k == '\0')
-        return false;
-    for (; *k; k++)
-        if (*k <= ' ' || *k > '~' || *k == ',' || *k == '/' || *k == '=')
-            return false;
-    return true;
+    size_t n = 0;
+    for (; k[n]; n++)
+        if (!(CHAR_CLASS[(unsigned char)k[n]] & CC_KEY_ID))
+            return 0;
+    return n;
 }
 
-/* Scope parts (region, service) must not contain '/', which splits it. */
-static bool valid_scope_part(const char *p)
+/* Length of a scope part (region, service), or 0 when it is empty or has a
+ * character not allowed in one (CC_SCOPE). */
+static size_t scope_part_len(const char *p)
 {
-    if (*p == '\0')
-        return false;
-    for (; *p; p++)
-        if (*p <= ' ' || *p > '~' || *p == '/' || *p == ',')
-            return false;
-    return true;
+    size_t n = 0;
+    for (; p[n]; n++)
+        if (!(CHAR_CLASS[(unsigned char)p[n]] & CC_SCOPE))
+            return 0;
+    return n;
 }
 
-/* No control characters, which would split or forge headers. */
-static bool valid_token(const char *t, size_t n)
+/* Session tokens: no control characters, which would split or forge
+ * headers. Returns TOKEN_BAD, or TOKEN_PLAIN when the token has no byte
+ * below 0x21 either (the usual case: its canonical form is itself), else
+ * TOKEN_OK. */
+enum { TOKEN_BAD, TOKEN_OK, TOKEN_PLAIN };
+static int check_token(const char *t, size_t n)
 {
     if (!has_space_or_ctl(t, n))
-        return true;
+        return TOKEN_PLAIN;
     for (; *t; t++)
         if ((unsigned char)*t < ' ' || *t == 127)
-            return false;
-    return true;
+            return TOKEN_BAD;
+    return TOKEN_OK;
 }
 
 /* Collects the headers to sign into s->hdrs, sorted: the caller's, plus
@@ -609,6 +913,7 @@ static int collect_headers(struct tide_sigv4_signer *s,
                            const struct tide_sigv4_request *req,
                            const struct tide_sigv4_credentials *creds,
                            const struct tide_sigv4_options *opts,
+                           const struct lens *ln,
                            size_t *n_out, const char **payload_hash,
                            size_t *payload_hash_len, struct tide_error *err)
 {
@@ -636,15 +941,15 @@ static int collect_headers(struct tide_sigv4_signer *s,
         struct hdr *h = &s->hdrs[n];
         char *lower = s->names.p + s->names.len;
         for (size_t j = 0; j < in->name_len; j++) {
-            unsigned char c = (unsigned char)in->name[j];
-            if (!token_char(c))
+            unsigned char c = TOKEN_LOWER[(unsigned char)in->name[j]];
+            if (c == 0)
                 return tide_error_set(err, TIDE_EINVAL,
                                       "sign: header name '%.*s' has a character not allowed in a name",
                                       (int)(in->name_len > 64 ? 64 : in->name_len), in->name);
-            lower[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+            lower[j] = (char)c;
         }
         s->names.len += in->name_len;
-        *h = (struct hdr){lower, in->name_len, in->value, in->value_len, n};
+        *h = (struct hdr){lower, in->name_len, in->value, in->value_len, n, false};
         if (name_is(h, "authorization") || name_is(h, "x-amz-date"))
             return tide_error_set(err, TIDE_EINVAL,
                                   "sign: header '%.*s' is set by the signer; do not pass it",
@@ -653,7 +958,7 @@ static int collect_headers(struct tide_sigv4_signer *s,
             const char *v = in->value;
             size_t vn = in->value_len;
             trim(&v, &vn);
-            if (vn != strlen(req->host) || memcmp(v, req->host, vn) != 0)
+            if (vn != ln->host || memcmp(v, req->host, vn) != 0)
                 return tide_error_set(err, TIDE_EINVAL,
                                       "sign: the host header differs from req.host");
             continue; /* signed once below, from req->host */
@@ -671,17 +976,17 @@ static int collect_headers(struct tide_sigv4_signer *s,
         }
         n++;
     }
-    s->hdrs[n] = (struct hdr){"host", 4, req->host, strlen(req->host), n};
+    s->hdrs[n] = (struct hdr){"host", 4, req->host, ln->host, n, false};
     n++;
-    s->hdrs[n] = (struct hdr){"x-amz-date", 10, s->amz_date, 16, n};
+    s->hdrs[n] = (struct hdr){"x-amz-date", 10, s->amz_date, 16, n, true};
     n++;
     if (creds->session_token != NULL && opts->sign_session_token) {
         s->hdrs[n] = (struct hdr){"x-amz-security-token", 20, creds->session_token,
-                                  strlen(creds->session_token), n};
+                                  ln->token, n, ln->token_plain};
         n++;
     }
     if (opts->sign_body && *payload_hash == NULL) {
-        s->hdrs[n] = (struct hdr){"x-amz-content-sha256", 20, s->payload_hash, 64, n};
+        s->hdrs[n] = (struct hdr){"x-amz-content-sha256", 20, s->payload_hash, 64, n, true};
         n++;
     }
     /* Insertion sort: a request has a handful of headers, and this keeps
@@ -703,25 +1008,41 @@ static void write_headers(struct tide_sigv4_signer *s, size_t n)
 {
     struct buf *c = &s->creq, *sh = &s->signed_headers;
     sh->len = 0;
+    /* Room for everything at once (a value only shrinks when
+     * canonicalised), then plain stores. */
+    size_t need = 1, names = 0;
+    for (size_t i = 0; i < n; i++) {
+        need += s->hdrs[i].name_len + s->hdrs[i].value_len + 2;
+        names += s->hdrs[i].name_len + 1;
+    }
+    if (!buf_reserve(c, need) || !buf_reserve(sh, names))
+        return;
+    char *o = c->p + c->len, *so = sh->p;
     for (size_t i = 0; i < n; i++) {
         const struct hdr *h = &s->hdrs[i];
         bool same = i > 0 && h->name_len == h[-1].name_len
                  && memcmp(h->name, h[-1].name, h->name_len) == 0;
         if (same) {
-            buf_putc(c, ',');
+            *o++ = ',';
         } else {
             if (i > 0) {
-                buf_putc(c, '\n');
-                buf_putc(sh, ';');
+                *o++ = '\n';
+                *so++ = ';';
             }
-            buf_put(c, h->name, h->name_len);
-            buf_putc(c, ':');
-            buf_put(sh, h->name, h->name_len);
+            copy_bytes(o, h->name, h->name_len);
+            o += h->name_len;
+            *o++ = ':';
+            copy_bytes(so, h->name, h->name_len);
+            so += h->name_len;
         }
-        put_header_value(c, h->value, h->value_len);
+        c->len = (size_t)(o - c->p);
+        put_header_value(c, h->value, h->value_len, h->plain);
+        o = c->p + c->len;
     }
-    buf_putc(c, '\n');
-    buf_term(sh);
+    *o++ = '\n';
+    c->len = (size_t)(o - c->p);
+    sh->len = (size_t)(so - sh->p);
+    sh->p[sh->len] = '\0';
 }
 
 static void put_digits(char *o, int64_t v, int width)
@@ -800,9 +1121,12 @@ void tide_sigv4_signer_delete(struct tide_sigv4_signer *s)
         return;
     for (size_t i = 0; i < KEY_CACHE_SLOTS; i++) {
         key_wipe(&s->keys[i]);
+        prefix_free(&s->keys[i].sts);
         EVP_MD_CTX_free(s->keys[i].inner);
         EVP_MD_CTX_free(s->keys[i].outer);
     }
+    for (size_t i = 0; i < CREQ_SLOTS; i++)
+        prefix_free(&s->creq_cache[i]);
     EVP_MD_CTX_free(s->spare_inner);
     EVP_MD_CTX_free(s->spare_outer);
     /* The string to sign and canonical request hold no secret, but the
@@ -834,8 +1158,32 @@ int tide_sigv4_sha256_hex(struct tide_sigv4_signer *s, const void *data,
     unsigned char md[HASH_LEN];
     if (!sha256(s, data, len, NULL, 0, md))
         return tide_error_set(err, TIDE_ECRYPTO, "sha256: OpenSSL digest failed");
-    to_hex(md, HASH_LEN, hex);
+    to_hex(md, hex);
     return 0;
+}
+
+/* The canonical-request cache for text: the one sharing the longest prefix
+ * with it, else the least recently used one (which text then takes over). */
+static struct prefix_cache *creq_cache_for(struct tide_sigv4_signer *s, const char *text,
+                                           size_t n, size_t *shared)
+{
+    struct prefix_cache *best = NULL, *lru = &s->creq_cache[0];
+    size_t best_len = 0;
+    for (size_t i = 0; i < CREQ_SLOTS; i++) {
+        struct prefix_cache *pc = &s->creq_cache[i];
+        size_t m = prefix_match(pc, text, n);
+        if (m > best_len) {
+            best = pc;
+            best_len = m;
+        }
+        if (pc->last_use < lru->last_use)
+            lru = pc;
+    }
+    if (best == NULL)
+        best = lru;
+    best->last_use = ++s->clock;
+    *shared = best_len;
+    return best;
 }
 
 static void reset_bufs(struct tide_sigv4_signer *s)
@@ -854,31 +1202,42 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
 {
     memset(out, 0, sizeof(*out));
     reset_bufs(s);
-    if (req->method == NULL || req->method[0] == '\0')
+    struct lens ln = {0};
+    if (req->method == NULL || (ln.method = strlen(req->method)) == 0)
         return tide_error_set(err, TIDE_EINVAL, "sign: req.method is empty");
-    if (req->host == NULL || req->host[0] == '\0')
+    if (req->host == NULL || (ln.host = strlen(req->host)) == 0)
         return tide_error_set(err, TIDE_EINVAL, "sign: req.host is empty");
-    if (creds->access_key_id == NULL || !valid_key_id(creds->access_key_id))
+    if (creds->access_key_id == NULL || (ln.key_id = key_id_len(creds->access_key_id)) == 0)
         return tide_error_set(err, TIDE_EINVAL,
                               "sign: creds.access_key_id is empty or has characters not allowed in a key id");
     if (creds->secret_access_key == NULL || creds->secret_len == 0)
         return tide_error_set(err, TIDE_EINVAL, "sign: creds.secret_access_key is empty");
-    size_t token_len = creds->session_token ? strlen(creds->session_token) : 0;
-    if (creds->session_token != NULL && !valid_token(creds->session_token, token_len))
-        return tide_error_set(err, TIDE_EINVAL,
-                              "sign: creds.session_token has control characters");
-    if (opts->region == NULL || !valid_scope_part(opts->region))
+    if (creds->session_token != NULL) {
+        ln.token = strlen(creds->session_token);
+        int t = check_token(creds->session_token, ln.token);
+        if (t == TOKEN_BAD)
+            return tide_error_set(err, TIDE_EINVAL,
+                                  "sign: creds.session_token has control characters");
+        ln.token_plain = t == TOKEN_PLAIN;
+    }
+    if (opts->region == NULL || (ln.region = scope_part_len(opts->region)) == 0)
         return tide_error_set(err, TIDE_EINVAL,
                               "sign: opts.region is empty or has characters not allowed in a region");
-    if (opts->service == NULL || !valid_scope_part(opts->service))
+    if (opts->service == NULL || (ln.service = scope_part_len(opts->service)) == 0)
         return tide_error_set(err, TIDE_EINVAL,
                               "sign: opts.service is empty or has characters not allowed in a service name");
-    if (!format_date(opts->time, s->amz_date))
-        return tide_error_set(err, TIDE_EINVAL, "sign: opts.time is out of range");
+    /* One date per second: formatted once for all the signatures in it. */
+    if (!s->date_ok || s->date_time != opts->time) {
+        s->date_ok = false;
+        if (!format_date(opts->time, s->amz_date))
+            return tide_error_set(err, TIDE_EINVAL, "sign: opts.time is out of range");
+        s->date_time = opts->time;
+        s->date_ok = true;
+    }
 
     size_t n_hdrs = 0, given_hash_len = 0;
     const char *given_hash = NULL;
-    int rc = collect_headers(s, req, creds, opts, &n_hdrs, &given_hash,
+    int rc = collect_headers(s, req, creds, opts, &ln, &n_hdrs, &given_hash,
                              &given_hash_len, err);
     if (rc != 0)
         return rc;
@@ -894,10 +1253,12 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
 
     /* Canonical request. */
     struct buf *c = &s->creq;
-    buf_puts(c, req->method);
+    buf_put(c, req->method, ln.method);
     buf_putc(c, '\n');
     const char *path = req->path && req->path[0] ? req->path : "/";
-    if (opts->normalize_path) {
+    if (path[0] == '/' && path[1] == '\0') {
+        buf_putc(c, '/'); /* every DynamoDB request: nothing to resolve or encode */
+    } else if (opts->normalize_path) {
         normalize_path(&s->path, path);
         if (buf_reserve(c, 3 * s->path.len + 1))
             encode_into(c, s->path.p, s->path.len, true);
@@ -924,10 +1285,10 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
 
     /* String to sign: algorithm, date, scope, hash of the canonical request. */
     unsigned char md[HASH_LEN];
-    char creq_hex[65];
-    if (!sha256(s, c->p, c->len, NULL, 0, md))
+    size_t shared;
+    struct prefix_cache *pc = creq_cache_for(s, c->p, c->len, &shared);
+    if (!digest_cached(s, pc, shared, NULL, c->p, c->len, md, &out->canonical_request_resumed))
         return tide_error_set(err, TIDE_ECRYPTO, "sign: OpenSSL digest failed");
-    to_hex(md, HASH_LEN, creq_hex);
     struct buf *t = &s->sts;
     buf_puts(t, ALGORITHM "\n");
     buf_put(t, s->amz_date, 16);
@@ -935,46 +1296,54 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     size_t scope_at = t->len;
     buf_put(t, s->amz_date, 8);
     buf_putc(t, '/');
-    buf_puts(t, opts->region);
+    buf_put(t, opts->region, ln.region);
     buf_putc(t, '/');
-    buf_puts(t, opts->service);
+    buf_put(t, opts->service, ln.service);
     buf_puts(t, "/aws4_request");
     size_t scope_len = t->len - scope_at;
     buf_putc(t, '\n');
-    buf_put(t, creq_hex, 64);
-    buf_term(t);
+    /* the hex digest is written in place: a 64-byte memcpy would be one
+     * more call (or a slow `rep movs`) per signature */
+    if (buf_reserve(t, 64)) {
+        to_hex(md, t->p + t->len); /* NUL-terminates */
+        t->len += 64;
+    }
     if (t->oom)
         return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the string to sign");
 
     /* Signature with the cached signing key. */
     struct key_entry spare; /* set up by key_get only when used */
-    struct key_entry *key = key_get(s, &spare, s->amz_date, opts->region, opts->service,
+    struct key_entry *key = key_get(s, &spare, s->amz_date, opts->region, ln.region,
+                                    opts->service, ln.service,
                                     creds->secret_access_key, creds->secret_len);
-    bool ok = key != NULL && hmac_with_key(s, key, t->p, t->len, md);
+    bool ok = key != NULL && hmac_with_key(s, key, key != &spare, t->p, t->len, md,
+                                           &out->string_to_sign_resumed);
     if (key == &spare)
         key_wipe(&spare);
     if (!ok)
         return tide_error_set(err, TIDE_ECRYPTO, "sign: OpenSSL HMAC failed");
-    to_hex(md, HASH_LEN, s->signature);
 
     struct buf *a = &s->auth;
     buf_puts(a, ALGORITHM " Credential=");
-    buf_puts(a, creds->access_key_id);
+    buf_put(a, creds->access_key_id, ln.key_id);
     buf_putc(a, '/');
     buf_put(a, t->p + scope_at, scope_len);
     buf_puts(a, ", SignedHeaders=");
     buf_put(a, s->signed_headers.p, s->signed_headers.len);
     buf_puts(a, ", Signature=");
-    buf_put(a, s->signature, 64);
-    buf_term(a);
+    if (buf_reserve(a, 64)) {
+        to_hex(md, a->p + a->len); /* NUL-terminates */
+        a->len += 64;
+    }
     if (a->oom)
         return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the authorization");
 
     out->authorization = a->p;
+    out->authorization_len = a->len;
     out->amz_date = s->amz_date;
     out->session_token = creds->session_token;
     out->content_sha256 = opts->sign_body && given_hash == s->payload_hash ? s->payload_hash : NULL;
-    out->signature = s->signature;
+    out->signature = a->p + a->len - 64; /* the end of the Authorization value */
     if (opts->debug) {
         out->canonical_request = c->p;
         out->canonical_request_len = c->len;

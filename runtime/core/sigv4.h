@@ -2,11 +2,21 @@
  * sigv4.h - AWS Signature Version 4 header signing, pure C (no I/O, no clock).
  *
  * A signer holds what is reused from one signature to the next: the SHA-256
- * EVP_MD fetched once, one digest context, growable scratch buffers and a
+ * EVP_MD fetched once, one digest context, growable scratch buffers, a
  * small cache of derived signing keys (one key per date, region, service and
- * secret). After a few calls it signs without allocating.
+ * secret), and prefix caches of the canonical requests and strings to sign:
+ * the SHA-256 states after the whole 64-byte blocks they share with the
+ * previous ones (method, path, host, date, session token ...), from which
+ * the next signature resumes instead of hashing those bytes again. Results
+ * are exactly those of hashing every byte. Memory is bounded (a few tens of
+ * KB at most); after a few calls a signature allocates only what OpenSSL's
+ * EVP calls do (OpenSSL 3.0 allocates a digest state in each
+ * EVP_DigestInit_ex2 and EVP_MD_CTX_copy_ex).
  *
- * A signer is not thread-safe: use one per thread or per lua_State.
+ * A signer is not thread-safe: use one per thread or per lua_State. The
+ * caches hold a copy of the last canonical requests (session token
+ * included) and states derived from the signing keys; they are wiped when
+ * replaced and when the signer is deleted.
  */
 #ifndef TIDE_SIGV4_H
 #define TIDE_SIGV4_H
@@ -63,6 +73,7 @@ struct tide_sigv4_options {
  * valid until its next call. */
 struct tide_sigv4_result {
     const char *authorization;      /* Authorization header value */
+    size_t authorization_len;
     const char *amz_date;           /* X-Amz-Date value, "YYYYMMDDTHHMMSSZ" */
     const char *session_token;      /* X-Amz-Security-Token value, or NULL */
     const char *content_sha256;     /* X-Amz-Content-Sha256 to add, or NULL */
@@ -71,6 +82,10 @@ struct tide_sigv4_result {
     size_t canonical_request_len;
     const char *string_to_sign;     /* only with options.debug, else NULL */
     size_t string_to_sign_len;
+    /* Leading bytes of the canonical request and of the string to sign
+     * whose hashing resumed from a cached state: for tests and benchmarks. */
+    size_t canonical_request_resumed;
+    size_t string_to_sign_resumed;
 };
 
 /* Returns a new signer, or NULL (and err filled) on allocation or OpenSSL

@@ -1,6 +1,11 @@
 -- core.sign: AWS SigV4 header signing, checked against the AWS test suite in
 -- ../shared/testdata/sigv4 (header-* files), plus the API's argument errors,
--- session tokens and the signing-key cache.
+-- session tokens, the signing-key cache and the prefix caches.
+--
+-- core.sign has two bindings (runtime/core/lua_sigv4.c): a LuaJIT FFI fast
+-- path, the default, and one on the Lua C API, used without the FFI or with
+-- TIDE_SIGV4_FFI=0 in the environment. Every test that signs or fails runs
+-- against both.
 --
 -- Not covered: the query-* files of the suite (presigned URLs). Presigning
 -- is not implemented: tide signs headers only (DynamoDB needs no presigned
@@ -8,6 +13,31 @@
 local helpers = require "helpers"
 local cjson = require "cjson"
 local core = require "tide.core"
+local ffi = require "ffi"
+
+pcall(ffi.cdef, [[
+  int setenv(const char *name, const char *value, int overwrite);
+  int unsetenv(const char *name);
+]])
+
+-- A new instance of tide.core, whose signer has cold caches; with c_api,
+-- one whose sign is the C API binding.
+local function fresh_core(c_api)
+  local prev = os.getenv("TIDE_SIGV4_FFI")
+  if c_api then ffi.C.setenv("TIDE_SIGV4_FFI", "0", 1) end
+  local saved = package.loaded["tide.core"]
+  package.loaded["tide.core"] = nil
+  local ok, fresh = pcall(require, "tide.core")
+  package.loaded["tide.core"] = saved
+  if prev then ffi.C.setenv("TIDE_SIGV4_FFI", prev, 1) else ffi.C.unsetenv("TIDE_SIGV4_FFI") end
+  assert(ok, fresh)
+  return fresh
+end
+
+local BINDINGS = {
+  { name = "fast path", core = core },
+  { name = "C API binding", core = fresh_core(true) },
+}
 
 local SUITE = helpers.shared .. "/testdata/sigv4"
 
@@ -127,7 +157,19 @@ local function signature_of(h)
   return h.authorization:match("Signature=(%x+)$")
 end
 
-describe("core.sign against the AWS SigV4 suite", function()
+describe("core.sign's bindings", function()
+  it("are the FFI fast path by default, the C API one with TIDE_SIGV4_FFI=0", function()
+    if os.getenv("TIDE_SIGV4_FFI") ~= "0" then
+      assert.are.equal("Lua", debug.getinfo(core.sign, "S").what)
+    end
+    assert.are.equal("C", debug.getinfo(BINDINGS[2].core.sign, "S").what)
+  end)
+end)
+
+for _, binding in ipairs(BINDINGS) do
+local core = binding.core
+
+describe("core.sign (" .. binding.name .. ") against the AWS SigV4 suite", function()
   local cases = list_cases()
 
   it("finds the suite", function()
@@ -174,7 +216,7 @@ describe("core.sign against the AWS SigV4 suite", function()
   end
 end)
 
-describe("core.sign", function()
+describe("core.sign (" .. binding.name .. ")", function()
   it("returns lower-case header names, and the token when given", function()
     local h = core.sign(VANILLA_REQ, with(VANILLA_CREDS, { session_token = "TOKEN" }), VANILLA_OPTS)
     assert.are.equal("20150830T123600Z", h["x-amz-date"])
@@ -236,11 +278,7 @@ describe("core.sign", function()
     it("never reuses a key when the secret, date, region or service changes", function()
       -- A fresh module instance has a cold cache: it is the reference.
       local function cold_sign(creds, opts)
-        local saved = package.loaded["tide.core"]
-        package.loaded["tide.core"] = nil
-        local fresh = require "tide.core"
-        package.loaded["tide.core"] = saved
-        return signature_of(fresh.sign(VANILLA_REQ, creds, opts))
+        return signature_of(fresh_core().sign(VANILLA_REQ, creds, opts))
       end
       local same_len_secret = VANILLA_CREDS.secret_access_key:sub(1, -2) .. "X"
       local variants = {
@@ -326,6 +364,10 @@ describe("core.sign", function()
       local ok, e = pcall(function() core.sign(nil, VANILLA_CREDS, VANILLA_OPTS) end)
       assert.is_false(ok)
       assert.matches("sigv4_spec%.lua:%d+: sign: req must be a table", e)
+      -- also for what the signer finds (the fast path raises it from Lua)
+      ok, e = pcall(function() core.sign(with(VANILLA_REQ, { method = "" }), VANILLA_CREDS, VANILLA_OPTS) end)
+      assert.is_false(ok)
+      assert.matches("sigv4_spec%.lua:%d+: sign: req.method is empty", e)
     end)
 
     it("never puts the secret or the token in a message", function()
@@ -336,7 +378,131 @@ describe("core.sign", function()
       assert.is_falsy(e:find("SECRET-TOKEN", 1, true))
     end)
   end)
+
+  describe("prefix caches", function()
+    -- Requests that tide sends: DynamoDB JSON over POST, with a token.
+    local TOKEN = ("AQoDYXdzEPT//////////wEXAMPLE"):rep(12)
+    local CREDS = with(VANILLA_CREDS, { session_token = TOKEN })
+    local function ddb(target, body, host)
+      return { method = "POST", host = host or "dynamodb.us-east-1.amazonaws.com", path = "/",
+               headers = { ["content-type"] = "application/x-amz-json-1.0",
+                           ["x-amz-target"] = "DynamoDB_20120810." .. target },
+               body = body }
+    end
+    local function opts_at(time, extra)
+      return with({ region = "us-east-1", service = "dynamodb", time = time, debug = true }, extra)
+    end
+
+    it("resumes a request from what it shares with the previous one", function()
+      local t = 1700000000
+      local s1 = { core.sign(ddb("PutItem", '{"a":1}'), CREDS, opts_at(t)) }
+      local s2 = { core.sign(ddb("PutItem", '{"a":2}'), CREDS, opts_at(t)) }
+      local s3 = { core.sign(ddb("PutItem", '{"a":3}'), CREDS, opts_at(t)) }
+      local creq = s3[2].canonical_request
+      -- all but the payload hash is shared: whole blocks up to it resumed
+      local shared = #creq - 64
+      assert.are.equal(shared - shared % 64, s3[2].canonical_request_resumed)
+      -- the string to sign shares its first block (algorithm, date, scope)
+      assert.are.equal(64, s3[2].string_to_sign_resumed)
+      -- and the signatures are those of a signer that never saw s1 and s2
+      local h, d = fresh_core().sign(ddb("PutItem", '{"a":3}'), CREDS, opts_at(t))
+      assert.are.same(h, s3[1])
+      assert.are.equal(d.canonical_request, creq)
+      assert.are.equal(d.signature, s3[2].signature)
+      assert.are.equal(0, d.canonical_request_resumed)
+      assert.are_not.equal(s1[2].signature, s2[2].signature)
+    end)
+
+    it("resumes the first block only when the second changes", function()
+      local t = 1700000100
+      core.sign(ddb("PutItem", "{}"), CREDS, opts_at(t))
+      core.sign(ddb("PutItem", "{}"), CREDS, opts_at(t + 1))
+      local _, d = core.sign(ddb("PutItem", "{}"), CREDS, opts_at(t + 2))
+      assert.are.equal(64, d.canonical_request_resumed)
+      assert.are.equal(0, d.string_to_sign_resumed)
+    end)
+
+    it("keeps requests to other hosts apart", function()
+      local t = 1700000200
+      local streams = "streams.dynamodb.us-east-1.amazonaws.com"
+      for i = 1, 3 do
+        core.sign(ddb("PutItem", "{}" .. i), CREDS, opts_at(t))
+        core.sign(ddb("GetRecords", "{}" .. i, streams), CREDS, opts_at(t))
+      end
+      local _, d1 = core.sign(ddb("PutItem", "{}"), CREDS, opts_at(t))
+      local _, d2 = core.sign(ddb("GetRecords", "{}", streams), CREDS, opts_at(t))
+      assert.is_true(d1.canonical_request_resumed >= 512)
+      assert.is_true(d2.canonical_request_resumed >= 512)
+    end)
+
+    it("signs requests with many headers and long lists as the other binding does", function()
+      local req = ddb("PutItem", "{}")
+      for i = 1, 40 do req.headers[("X-H-%02d"):format(i)] = ("v%d"):format(i) end
+      local list = {}
+      for i = 1, 30 do list[i] = ("item %d"):format(i) end
+      req.headers["x-list"] = list
+      local other = binding.name == "fast path" and BINDINGS[2].core or BINDINGS[1].core
+      local h, d = core.sign(req, CREDS, opts_at(1700000250))
+      local rh, rd = other.sign(req, CREDS, opts_at(1700000250))
+      assert.are.same(rh, h)
+      assert.are.equal(rd.canonical_request, d.canonical_request)
+      assert.matches("\nx%-list:item 1,item 2,", d.canonical_request)
+      assert.matches(";x%-h%-40;x%-list, ", h.authorization)
+    end)
+
+    it("signs every request of a varied sequence as a signer with cold caches does", function()
+      -- Deterministic pseudo-random choices (Park-Miller: exact in doubles).
+      local seed = 12345
+      local function rnd(n)
+        seed = seed * 16807 % 2147483647
+        return seed % n
+      end
+      local bodies = { "", '{"TableName":"t"}', ('{"x":"' .. ("y"):rep(1000) .. '"}'), ("\0\1\2"):rep(1500) }
+      local tokens = { TOKEN, nil, ("T"):rep(1200), "tok en" }
+      local targets = { "PutItem", "GetItem", "Query", "TransactWriteItems" }
+      local hosts = { "dynamodb.us-east-1.amazonaws.com", "dynamodb.us-east-1.amazonaws.com",
+                      "streams.dynamodb.us-east-1.amazonaws.com", "localhost:8000" }
+      local t, host, target, token, region = 1700000300, hosts[1], targets[1], TOKEN, "us-east-1"
+      local length, list, big, path, extra = nil, nil, nil, nil, {}
+      local resumed_creq, resumed_sts = 0, 0
+      for i = 1, 200 do
+        -- the next request: mostly the previous one with another body, as
+        -- a client sends them; now and then another second, day, host,
+        -- operation, token, region, header set, path or option
+        if rnd(5) == 0 then t = t + (rnd(10) == 0 and 86400 or 1) end
+        if rnd(8) == 0 then host = hosts[rnd(#hosts) + 1] end
+        if rnd(4) == 0 then target = targets[rnd(#targets) + 1] end
+        if rnd(12) == 0 then token = tokens[rnd(#tokens) + 1] end
+        if rnd(12) == 0 then region = region == "us-east-1" and "eu-west-1" or "us-east-1" end
+        if rnd(10) == 0 then length = length == nil and rnd(5000) or nil end
+        if rnd(10) == 0 then list = list == nil and { "b  c", " a" } or nil end
+        if rnd(12) == 0 then big = big == nil and ("v"):rep(3000 + rnd(3000)) or nil end
+        if rnd(12) == 0 then path = path == nil and "/a/./b/../c" or nil end
+        if rnd(12) == 0 then
+          extra = { normalize_path = rnd(2) == 0, sign_body = rnd(2) == 0, sign_session_token = rnd(2) == 0 }
+        end
+        local req = ddb(target, bodies[rnd(#bodies) + 1], host)
+        req.headers["Content-Length"], req.headers["X-Amz-Meta-List"], req.headers["x-big"] = length, list, big
+        if path then req.path, req.query = path, "z=1&a=%41" end
+        local creds = with(VANILLA_CREDS, { session_token = token })
+        local opts = opts_at(t, with({ region = region }, extra))
+        local h, d = core.sign(req, creds, opts)
+        local rh, rd = fresh_core(binding.name ~= "fast path").sign(req, creds, opts)
+        assert.are.same(rh, h, "request " .. i)
+        assert.are.equal(rd.canonical_request, d.canonical_request, "request " .. i)
+        assert.are.equal(rd.string_to_sign, d.string_to_sign, "request " .. i)
+        assert.are.equal(rd.signature, d.signature, "request " .. i)
+        resumed_creq = resumed_creq + d.canonical_request_resumed
+        resumed_sts = resumed_sts + d.string_to_sign_resumed
+      end
+      -- the caches took part
+      assert.is_true(resumed_creq > 200 * 128, "canonical request bytes resumed: " .. resumed_creq)
+      assert.is_true(resumed_sts > 20 * 64, "string-to-sign bytes resumed: " .. resumed_sts)
+    end)
+  end)
 end)
+
+end -- for each binding
 
 describe("core.sha256_hex", function()
   it("hashes strings", function()
