@@ -8,7 +8,12 @@
 --     DynamoDB Local's for the events table (envelope, Keys, NewImage with
 --     stream, version, type and data/meta JSON text): about 560 KB.
 --
--- Also item_size of the 1 KB item and decode_value of one AttributeValue.
+-- Also item_size of the 1 KB item and decode_value of one AttributeValue;
+-- core.decode_stream_records of the GetRecords page and of an empty one (an
+-- idle stream); and the per-call fixed cost on small values: decode_value
+-- of a small event payload (what the projection runner decodes once per
+-- event) next to lua-cjson's cjson.decode of the same text, and
+-- encode_request of a small GetItem.
 --
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/lua/?.so;;' luajit bench/decode.lua [SECONDS]
 --
@@ -79,7 +84,18 @@ do
   assert(#g.Records == 1000 and g.Records[1000].dynamodb.NewImage.version == math.floor(1000 / 97) + 1)
   assert(g.Records[1].dynamodb.Keys.stream == "account#b00001")
   assert(g.Records[1].dynamodb.ApproximateCreationDateTime == 1795321020)
+  local s = assert(core.decode_stream_records(getrecords))
+  assert(s.records == 1000 and #s.events == 1000 and s.events[1000].version == math.floor(1000 / 97) + 1)
 end
+
+-- The small ones: one event's data (as the stream and the events table
+-- hold it) and a GetItem request by key.
+local SMALL_EVENT = '{"M":{"amount":{"N":"5"}}}'
+assert(core.decode_value(SMALL_EVENT).amount == 5)
+local small_get = { TableName = "events", Key = { stream = "account#a1", version = 7 },
+                    ConsistentRead = true }
+assert(core.encode_request(small_get))
+local has_cjson, cjson = pcall(require, "cjson")
 
 ------------------------------------------------------------------------
 -- Timing.
@@ -119,3 +135,11 @@ row("decode_response GetRecords (1000 records)", #getrecords, function() return 
 row("decode_value (the 1 KB item as one M)", #one_av, function() return core.decode_value(one_av) end)
 row("item_size (the 1 KB item)", nil, function() return core.item_size(item) end)
 row("encode_request PutItem (the 1 KB item)", nil, function() return core.encode_request { TableName = "t", Item = item } end)
+row("decode_stream_records (1000 records)", #getrecords, function() return core.decode_stream_records(getrecords) end)
+local empty_page = '{"Records":[],"NextShardIterator":"000|arn:aws:dynamodb:ddblocal:000000000000:table/events/stream/x|abc"}'
+row("decode_stream_records (an empty page)", #empty_page, function() return core.decode_stream_records(empty_page) end)
+row("decode_value (small event payload)", #SMALL_EVENT, function() return core.decode_value(SMALL_EVENT) end)
+if has_cjson then
+  row("cjson.decode (the same small text)", #SMALL_EVENT, function() return cjson.decode(SMALL_EVENT) end)
+end
+row("encode_request GetItem (small)", nil, function() return core.encode_request(small_get) end)

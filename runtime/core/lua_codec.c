@@ -10,10 +10,13 @@
  * errors come back as nil, message naming the path ("Item.tags[3]: ...");
  * only wrong argument types raise.
  *
- * Resources: every call first pushes a "guard" userdata that owns the output
+ * Resources: every call first takes a "guard" userdata that owns the output
  * buffer and the parser. Its __gc frees them, so a Lua error raised in the
  * middle (out of memory, a failing finalizer) cannot leak them; on the normal
- * paths the call frees them itself at once.
+ * paths the call gives them back itself at once. The guard is one per Lua
+ * state, reused call after call (with the output buffer and an arena for
+ * yajl): how a call nested in another or left behind by an error is told
+ * apart is in lua_codec.h.
  */
 #include "lua_codec.h"
 #include "lua_core.h"
@@ -22,6 +25,8 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +46,99 @@
 
 /* ---- the guard: owns the C resources of one call ------------------------ */
 
+/* The arena yajl allocates from (see lua_codec.h). Each block is preceded by
+ * a header holding its size and aligned to ARENA_ALIGN; freeing a block is
+ * a no-op (the whole arena is reset when the call ends), growing the last
+ * block happens in place. What does not fit comes from malloc and goes back
+ * to free: yajl_free of the parser returns it, also for a parser left by a
+ * call a Lua error interrupted. Under AddressSanitizer the free part of the
+ * arena and a red zone after each block are poisoned, so an overrun is
+ * still caught. */
+#define ARENA_ALIGN 16
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define ARENA_REDZONE 16
+#define ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define ARENA_REDZONE 0
+#define ARENA_POISON(p, n) ((void)(p), (void)(n))
+#define ARENA_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+static int in_arena(const struct guard *g, const void *p)
+{
+    uintptr_t x = (uintptr_t)p, base = (uintptr_t)g->arena;
+    return x >= base && x < base + GUARD_ARENA;
+}
+
+static size_t block_size(const void *p)
+{
+    size_t n;
+    memcpy(&n, (const unsigned char *)p - ARENA_ALIGN, sizeof(n));
+    return n;
+}
+
+static void set_block_size(void *p, size_t n)
+{
+    memcpy((unsigned char *)p - ARENA_ALIGN, &n, sizeof(n));
+}
+
+static void *arena_malloc(void *ctx, size_t n)
+{
+    struct guard *g = ctx;
+    uintptr_t base = (uintptr_t)g->arena, end = base + GUARD_ARENA;
+    uintptr_t at = base + g->arena_used + ARENA_ALIGN; /* room for the header */
+    at = (at + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+    if (at < end && n <= end - at && n + ARENA_REDZONE <= end - at) {
+        void *p = (void *)at;
+        ARENA_UNPOISON((unsigned char *)p - ARENA_ALIGN, ARENA_ALIGN + n);
+        set_block_size(p, n);
+        g->arena_used = at + n + ARENA_REDZONE - base;
+        return p;
+    }
+    return malloc(n);
+}
+
+static void arena_free(void *ctx, void *p)
+{
+    if (p != NULL && !in_arena(ctx, p))
+        free(p);
+}
+
+static void *arena_realloc(void *ctx, void *p, size_t n)
+{
+    struct guard *g = ctx;
+    if (p == NULL)
+        return arena_malloc(ctx, n);
+    if (!in_arena(g, p))
+        return realloc(p, n);
+    size_t old = block_size(p);
+    if (n <= old)
+        return p; /* yajl never shrinks; keep the block as it is */
+    uintptr_t base = (uintptr_t)g->arena, at = (uintptr_t)p;
+    size_t room = base + GUARD_ARENA - at;
+    if (at + old + ARENA_REDZONE == base + g->arena_used && n <= room &&
+        n + ARENA_REDZONE <= room) { /* the last block: grow it */
+        ARENA_UNPOISON(p, n);
+        set_block_size(p, n);
+        g->arena_used = at + n + ARENA_REDZONE - base;
+        return p;
+    }
+    void *q = arena_malloc(ctx, n);
+    if (q != NULL)
+        memcpy(q, p, old);
+    return q; /* the old block is reclaimed with the arena */
+}
+
+/* Empties the arena: every block in it is free again. */
+static void arena_reset(struct guard *g)
+{
+    if (g->arena_used > 0)
+        ARENA_POISON(g->arena, GUARD_ARENA);
+    g->arena_used = 0;
+}
+
 void tide_codec_guard_release(struct guard *g)
 {
     free(g->out.p);
@@ -48,23 +146,91 @@ void tide_codec_guard_release(struct guard *g)
     if (g->parser != NULL)
         yajl_free(g->parser);
     g->parser = NULL;
+    arena_reset(g);
+}
+
+void tide_codec_guard_done(struct guard *g)
+{
+    if (g->parser != NULL) {
+        yajl_free(g->parser); /* returns what did not fit in the arena */
+        g->parser = NULL;
+    }
+    arena_reset(g);
+    if (!g->shared || g->out.cap > GUARD_KEEP_OUT || g->out.oom) {
+        free(g->out.p);
+        memset(&g->out, 0, sizeof(g->out));
+    }
+    g->out.len = 0;
+    g->in_use = 0;
 }
 
 static int guard_gc(lua_State *L)
 {
     struct guard *g = lua_touserdata(L, 1);
-    if (g != NULL)
+    if (g != NULL) {
         tide_codec_guard_release(g);
+        /* the userdata's memory goes back to LuaJIT's allocator */
+        ARENA_UNPOISON(g->arena, GUARD_ARENA);
+    }
     return 0;
 }
 
-struct guard *tide_codec_guard_new(lua_State *L)
+static const char GUARD_MT[] = "tide.codec_guard";
+static const char SHARED_GUARD_KEY = 0; /* its address: the registry key */
+
+/* Pushes a new guard with the guard metatable: // [..] -> [.., guard] */
+static struct guard *guard_new(lua_State *L, int shared)
 {
     struct guard *g = lua_newuserdata(L, sizeof(*g));
-    memset(&g->out, 0, sizeof(g->out));
-    g->parser = NULL;
-    lua_pushvalue(L, lua_upvalueindex(UV_GUARD)); // [.., guard, mt]
-    lua_setmetatable(L, -2);                      // [.., guard]
+    memset(g, 0, offsetof(struct guard, arena));
+    g->afs.malloc = arena_malloc;
+    g->afs.realloc = arena_realloc;
+    g->afs.free = arena_free;
+    g->afs.ctx = g;
+    g->shared = (unsigned char)shared;
+    if (luaL_newmetatable(L, GUARD_MT)) { // [.., guard, mt]
+        lua_pushcfunction(L, guard_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);              // [.., guard]
+    ARENA_POISON(g->arena, GUARD_ARENA);
+    return g;
+}
+
+void tide_codec_guard_push_shared(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&SHARED_GUARD_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);     // [.., guard?]
+    if (lua_isuserdata(L, -1))
+        return;
+    lua_pop(L, 1);
+    guard_new(L, 1);                      // [.., guard]
+    lua_pushlightuserdata(L, (void *)&SHARED_GUARD_KEY);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);     // [.., guard]
+}
+
+struct guard *tide_codec_guard_acquire(lua_State *L, int shared, uintptr_t frame)
+{
+    struct guard *g = lua_touserdata(L, shared);
+    if (g->in_use) {
+        if (frame < g->frame) { /* maybe nested in the holder: see lua_codec.h */
+            struct guard *fresh = guard_new(L, 0);
+            memcpy(fresh->mt, g->mt, sizeof(g->mt));
+            return fresh;
+        }
+        /* the holder was unwound by a Lua error: free what it left */
+        if (g->parser != NULL) {
+            yajl_free(g->parser);
+            g->parser = NULL;
+        }
+        arena_reset(g);
+        g->out.oom = false;
+    }
+    g->in_use = 1;
+    g->frame = frame;
+    g->out.len = 0;
+    lua_pushvalue(L, shared);             // [.., guard]
     return g;
 }
 
@@ -265,10 +431,10 @@ static struct slot in_object(const char *k, size_t klen)
 static void enc_init(struct enc *e, lua_State *L, const char *root, int prefix, struct guard *g)
 {
     tide_codec_walk_init(&e->w, L, root, prefix);
-    e->list_mt = lua_topointer(L, lua_upvalueindex(UV_LIST));
-    e->set_mt = lua_topointer(L, lua_upvalueindex(UV_SET));
-    e->binary_mt = lua_topointer(L, lua_upvalueindex(UV_BINARY));
-    e->number_mt = lua_topointer(L, lua_upvalueindex(UV_NUMBER));
+    e->list_mt = g->mt[UV_LIST - 1];
+    e->set_mt = g->mt[UV_SET - 1];
+    e->binary_mt = g->mt[UV_BINARY - 1];
+    e->number_mt = g->mt[UV_NUMBER - 1];
     e->out = &g->out;
 }
 
@@ -276,14 +442,25 @@ static void enc_init(struct enc *e, lua_State *L, const char *root, int prefix, 
  * the end (see enc_done), so they return nothing. */
 static void out_lit(struct enc *e, const char *s, size_t n)
 {
-    tide_json_add(e->out, s, n);
+    struct tide_json_buf *b = e->out;
+    if (b->p != NULL && n <= b->cap - b->len) { /* the buffer kept from earlier calls has room */
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        return;
+    }
+    tide_json_add(b, s, n);
 }
 
 #define OUT_LIT(e, s) out_lit((e), (s), sizeof(s) - 1)
 
 static void out_c(struct enc *e, char c)
 {
-    tide_json_addc(e->out, c);
+    struct tide_json_buf *b = e->out;
+    if (b->len < b->cap) {
+        b->p[b->len++] = c;
+        return;
+    }
+    tide_json_addc(b, c);
 }
 
 static void out_string(struct enc *e, const char *p, size_t n)
@@ -304,10 +481,18 @@ static void av_close(struct enc *e)
     out_c(e, '}');
 }
 
+/* |x| < 2^63 */
 static void out_int(struct enc *e, long long x)
 {
-    char buf[32];
-    out_lit(e, buf, (size_t)snprintf(buf, sizeof(buf), "%lld", x));
+    char buf[24], *p = buf + sizeof(buf);
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (x < 0)
+        *--p = '-';
+    out_lit(e, p, (size_t)(buf + sizeof(buf) - p));
 }
 
 /* A non-integer plain number, written as jansson wrote it (so request
@@ -932,22 +1117,28 @@ static int push_out(lua_State *L, struct guard *g)
     return 1;
 }
 
+/* Ends an encoding call: pushes the result (the JSON text, or nil and the
+ * message) and gives the guard back. // [arg, guard, ...] -> [arg, guard, result...] */
+static int enc_finish(lua_State *L, struct enc *e, struct guard *g, int rc)
+{
+    lua_settop(L, 2);               // [arg, guard]
+    if (rc == 0 && !push_out(L, g))
+        rc = fail_oom(&e->w);
+    tide_codec_guard_done(g);
+    return rc == 0 ? 1 : tide_codec_push_fail(L, e->w.err.message);
+}
+
 /* core.encode_request(params) -> json | nil, err */
 static int l_encode_request(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    struct guard *g = tide_codec_guard_new(L); // [params, guard]
-    struct enc e;
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), TIDE_CODEC_FRAME());
+    struct enc e;                   // [params, guard]
     enc_init(&e, L, "params", 0, g);
     size_t n;
     enum ltype t = classify(&e, 1, &n);
-    int rc = enc_plain(&e, 1, ROOT, t, n);
-    lua_settop(L, 2);               // [params, guard]
-    if (rc == 0 && !push_out(L, g))
-        rc = fail_oom(&e.w);
-    tide_codec_guard_release(g);
-    return rc == 0 ? 1 : tide_codec_push_fail(L, e.w.err.message);
+    return enc_finish(L, &e, g, enc_plain(&e, 1, ROOT, t, n));
 }
 
 /* core.encode_value(v) -> json of one AttributeValue | nil, err */
@@ -956,15 +1147,10 @@ static int l_encode_value(lua_State *L)
     if (lua_isnoneornil(L, 1))
         return luaL_argerror(L, 1, "value expected");
     lua_settop(L, 1);
-    struct guard *g = tide_codec_guard_new(L); // [v, guard]
-    struct enc e;
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), TIDE_CODEC_FRAME());
+    struct enc e;                   // [v, guard]
     enc_init(&e, L, "value", 1, g);
-    int rc = enc_av(&e, 1, ROOT);
-    lua_settop(L, 2);
-    if (rc == 0 && !push_out(L, g))
-        rc = fail_oom(&e.w);
-    tide_codec_guard_release(g);
-    return rc == 0 ? 1 : tide_codec_push_fail(L, e.w.err.message);
+    return enc_finish(L, &e, g, enc_av(&e, 1, ROOT));
 }
 
 /* core.item_size(item) -> bytes | nil, err
@@ -974,8 +1160,8 @@ static int l_item_size(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    struct guard *g = tide_codec_guard_new(L); // [item, guard]
-    struct enc e;
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), TIDE_CODEC_FRAME());
+    struct enc e;                   // [item, guard]
     enc_init(&e, L, "item", 1, g);
     size_t n, size = 0;
     enum ltype t = classify(&e, 1, &n);
@@ -983,10 +1169,10 @@ static int l_item_size(lua_State *L)
     lua_settop(L, 2);
     if (rc == 0 && g->out.oom)
         rc = fail_oom(&e.w);
-    /* no Lua call in there: the buffer cannot leak */
+    /* no Lua call in there: nothing can unwind through it */
     if (rc == 0 && tide_ddb_item_size(g->out.p, g->out.len, &size, &e.w.err) < 0)
         rc = -1;
-    tide_codec_guard_release(g);
+    tide_codec_guard_done(g);
     if (rc < 0)
         return tide_codec_push_fail(L, e.w.err.message);
     lua_pushnumber(L, (lua_Number)size);
@@ -1230,7 +1416,6 @@ void tide_lua_open_codec(lua_State *L)
                                               {"__lt", number_lt},
                                               {"__le", number_le},
                                               {NULL, NULL}};
-    static const luaL_Reg guard_methods[] = {{"__gc", guard_gc}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"encode_request", l_encode_request},
         {"decode_response", tide_codec_decode_response},
@@ -1253,7 +1438,10 @@ void tide_lua_open_codec(lua_State *L)
     push_mt(L, "tide.set", NULL);
     push_mt(L, "tide.binary", binary_methods);
     push_mt(L, "tide.number", number_methods);
-    push_mt(L, "tide.codec_guard", guard_methods); // [core, list, set, binary, number, guard]
+    tide_codec_guard_push_shared(L);         // [core, list, set, binary, number, guard]
+    struct guard *g = lua_touserdata(L, -1);
+    for (int i = 0; i < UV_GUARD - 1; i++)
+        g->mt[i] = lua_topointer(L, core + 1 + i);
     for (const luaL_Reg *f = funcs; f->name != NULL; f++) {
         for (int i = 1; i <= UV_COUNT; i++)
             lua_pushvalue(L, core + i);      // [core, mts..., mts...]

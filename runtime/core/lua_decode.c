@@ -25,9 +25,10 @@
  * character), numbers must fit a double, the top level must be an object or
  * an array, and nesting stops at JSON_MAX_DEPTH.
  *
- * Resources: the parser handle is owned by the call's guard userdata (see
- * lua_codec.h), so a Lua error raised inside a callback (out of memory)
- * cannot leak it; everything else lives on the C stack or the Lua stack.
+ * Resources: the parser handle is owned by the call's guard (see
+ * lua_codec.h), so a Lua error raised inside a callback (out of memory, a
+ * failing finalizer) cannot leak it; yajl allocates from the guard's arena;
+ * everything else lives on the C stack or the Lua stack.
  */
 #include "lua_codec.h"
 
@@ -126,6 +127,9 @@ struct dec {
     char unknown[UNKNOWN_KEPT];
     struct tide_error err;
     struct dframe f[MAX_DFRAMES];
+    /* sizes of the last object and array closed at each depth; only the
+     * first hint_top entries are set (a small text touches a few) */
+    int hint_top;
     unsigned short hint_map[MAX_DFRAMES], hint_arr[MAX_DFRAMES];
 };
 
@@ -454,15 +458,17 @@ static int open_table(struct dec *d, enum fkind kind, enum dec_mode mode, int av
     struct dframe *f = push_dframe(d, kind);
     if (f == NULL)
         return 1;
+    int hmap = depth < d->hint_top ? d->hint_map[depth] : 0;
+    int harr = depth < d->hint_top ? d->hint_arr[depth] : 0;
     if (kind == F_OBJECT) {
-        lua_createtable(L, 0, d->hint_map[depth]);   // [t]
+        lua_createtable(L, 0, hmap);                 // [t]
     } else if (kind == F_ARRAY) {
-        lua_createtable(L, d->hint_arr[depth], 0);   // [t]
+        lua_createtable(L, harr, 0);                 // [t]
         lua_pushvalue(L, lua_upvalueindex(UV_LIST)); // [t, mt]
         lua_setmetatable(L, -2);                     // [t]
     } else {
         char k[3] = {set_kind, 'S', '\0'};
-        lua_createtable(L, d->hint_arr[depth], 1);   // [set]
+        lua_createtable(L, harr, 1);                 // [set]
         lua_pushliteral(L, "kind");                  // [set, "kind"]
         lua_pushlstring(L, k, 2);                    // [set, "kind", kind]
         lua_rawset(L, -3);                           // [set]
@@ -817,6 +823,16 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t len)
     return 1;
 }
 
+/* Records n in hints (hint_map or hint_arr) for the depth of the frame on
+ * top, which is closing. */
+static void set_hint(struct dec *d, unsigned short *hints, int n)
+{
+    int k = d->nframes - 1;
+    for (; d->hint_top <= k; d->hint_top++)
+        d->hint_map[d->hint_top] = d->hint_arr[d->hint_top] = 0;
+    hints[k] = (unsigned short)n;
+}
+
 /* An object or an array ends. */
 static int on_close(void *ctx)
 {
@@ -852,18 +868,18 @@ static int on_close(void *ctx)
             return fail_av_value(d, AV_TYPE(p));
         break;
     case F_OBJECT:
-        d->hint_map[d->nframes - 1] = (unsigned short)(p->n < HINT_MAX_MAP ? p->n : HINT_MAX_MAP);
+        set_hint(d, d->hint_map, p->n < HINT_MAX_MAP ? p->n : HINT_MAX_MAP);
         if (p->av)
             d->av_depth--;
         break;
     case F_SET:
-        d->hint_arr[d->nframes - 1] = (unsigned short)(p->n < HINT_MAX_ARRAY ? p->n : HINT_MAX_ARRAY);
+        set_hint(d, d->hint_arr, p->n < HINT_MAX_ARRAY ? p->n : HINT_MAX_ARRAY);
         lua_pushvalue(d->L, lua_upvalueindex(UV_SET)); // [set, mt]
         lua_setmetatable(d->L, -2);                    // [set]
         break;
     case F_ARRAY:
     default:
-        d->hint_arr[d->nframes - 1] = (unsigned short)(p->n < HINT_MAX_ARRAY ? p->n : HINT_MAX_ARRAY);
+        set_hint(d, d->hint_arr, p->n < HINT_MAX_ARRAY ? p->n : HINT_MAX_ARRAY);
         if (p->av)
             d->av_depth--;
         break;
@@ -940,18 +956,31 @@ static int push_malformed(lua_State *L, const char *text, size_t len, size_t pos
     return 2;
 }
 
-/* Shared body of decode_response and decode_value. */
-static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode)
+/* Offset of the first byte from pos on that is not JSON white space (or
+ * what yajl's lexer skips as such). */
+static size_t skip_space(const char *text, size_t len, size_t pos)
+{
+    for (; pos < len; pos++) {
+        char c = text[pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\v' && c != '\f')
+            break;
+    }
+    return pos;
+}
+
+/* Shared body of decode_response and decode_value; frame is theirs
+ * (TIDE_CODEC_FRAME). */
+static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode, uintptr_t frame)
 {
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_typerror(L, 1, "string");
     size_t len;
     const char *text = lua_tolstring(L, 1, &len);
     lua_settop(L, 1);
-    struct guard *g = tide_codec_guard_new(L); // [text, guard]
     if (len == 0)
         return push_malformed(L, text, len, 0, "");
-
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), frame);
+                                    // [text, guard]
     struct dec d;
     d.L = L;
     d.text = text;
@@ -960,35 +989,39 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
     d.prefix = prefix;
     d.root_mode = mode;
     d.nframes = d.npath = d.av_depth = d.json_depth = 0;
+    d.hint_top = 0;
     d.root_end = 0;
     d.finishing = d.failed = d.oom = 0;
     d.json_why = NULL;
     d.json_pos = 0;
     tide_error_clear(&d.err);
-    memset(d.hint_map, 0, sizeof(d.hint_map));
-    memset(d.hint_arr, 0, sizeof(d.hint_arr));
 
-    g->parser = d.h = yajl_alloc(&CALLBACKS, NULL, &d);
-    if (d.h == NULL)
+    /* yajl allocates from the guard's arena: no malloc for small texts */
+    g->parser = d.h = yajl_alloc(&CALLBACKS, &g->afs, &d);
+    if (d.h == NULL) {
+        tide_codec_guard_done(g);
         return tide_codec_push_fail(L, "out of memory while parsing JSON");
+    }
     yajl_config(d.h, yajl_dont_validate_strings, 0); /* the default, said out loud */
 
     yajl_status st = yajl_parse(d.h, (const unsigned char *)text, len); // [text, guard, ...]
     size_t pos = len;
     if (st == yajl_status_ok) {
-        d.finishing = 1;
-        st = yajl_complete_parse(d.h);
+        /* yajl_complete_parse flushes a token the lexer still holds and
+         * says when the value is not finished: after a whole top-level
+         * object or array and nothing but white space, it has nothing to
+         * do (and a small text spends a good part of its time there). */
+        if (d.root_end == 0 || skip_space(text, len, d.root_end) < len) {
+            d.finishing = 1;
+            st = yajl_complete_parse(d.h);
+        }
     } else {
         pos = yajl_get_bytes_consumed(d.h);
     }
     if (st == yajl_status_ok) {
         /* yajl takes an unterminated string after the value for a token
          * still to come ({"a":1}"x): only white space may follow */
-        for (pos = d.root_end; pos < len; pos++) {
-            char c = text[pos];
-            if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\v' && c != '\f')
-                break;
-        }
+        pos = skip_space(text, len, d.root_end);
         if (pos < len) {
             d.json_why = "parse error: trailing garbage";
             d.json_pos = pos;
@@ -1007,13 +1040,13 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
             if (e != NULL)
                 yajl_free_error(d.h, e);
         }
-        tide_codec_guard_release(g);
+        tide_codec_guard_done(g);
         lua_settop(L, 2);
         if (d.oom)
             return tide_codec_push_fail(L, "out of memory while parsing JSON");
         return push_malformed(L, text, len, pos < len ? pos : len, why);
     }
-    tide_codec_guard_release(g);
+    tide_codec_guard_done(g);
     if (d.failed) {
         lua_settop(L, 2);
         return tide_codec_push_fail(L, d.err.message);
@@ -1024,10 +1057,10 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
 
 int tide_codec_decode_response(lua_State *L)
 {
-    return decode(L, "response", 0, DM_PLAIN);
+    return decode(L, "response", 0, DM_PLAIN, TIDE_CODEC_FRAME());
 }
 
 int tide_codec_decode_value(lua_State *L)
 {
-    return decode(L, "value", 1, DM_AV);
+    return decode(L, "value", 1, DM_AV, TIDE_CODEC_FRAME());
 }

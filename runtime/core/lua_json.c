@@ -11,6 +11,7 @@
  * with core.list is an array even when empty, an empty plain table is {}.
  * Parsing stays with lua-cjson (and the codec's decoder on yajl).
  */
+#include "lua_codec.h"
 #include "lua_core.h"
 #include "ddb_json_writer.h"
 
@@ -23,8 +24,9 @@
 #define JSON_MAX_DEPTH 100
 
 /* The output grows in the codec's JSON buffer (ddb_json_writer.h), owned
- * by a userdata with __gc so that a Lua error raised mid-way cannot leak
- * it; a luaL_Buffer cannot be used because the walk pushes and pops values.
+ * by the codec's guard (lua_codec.h: shared by the calls of a Lua state,
+ * with a __gc) so that a Lua error raised mid-way cannot leak it; a
+ * luaL_Buffer cannot be used because the walk pushes and pops values.
  * Running out of memory sets the buffer's oom flag, checked at the end. */
 struct out {
     struct tide_json_buf *b;
@@ -33,13 +35,8 @@ struct out {
     const char *error; /* static message, or NULL */
 };
 
-static int buf_gc(lua_State *L)
-{
-    struct tide_json_buf *b = lua_touserdata(L, 1);
-    free(b->p);
-    b->p = NULL;
-    return 0;
-}
+/* Upvalues of json_encode: the codec's metatables, then the guard. */
+enum { JV_LIST = 1, JV_SET, JV_BINARY, JV_NUMBER, JV_GUARD, JV_COUNT = JV_GUARD };
 
 static void add_char(struct out *o, char c) { tide_json_addc(o->b, c); }
 static void add_str(struct out *o, const char *s) { tide_json_add(o->b, s, strlen(s)); }
@@ -67,14 +64,13 @@ static void put_number(struct out *o, double x)
     add_str(o, buf);
 }
 
-/* 1 when the table at idx has metatable `name` in the registry. */
-static int has_mt(lua_State *L, int idx, const char *name)
+/* 1 when the table at idx has the metatable of upvalue uv. */
+static int has_mt(lua_State *L, int idx, int uv)
 {
     if (!lua_getmetatable(L, idx))
         return 0;
-    luaL_getmetatable(L, name);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    int same = lua_rawequal(L, -1, lua_upvalueindex(uv));
+    lua_pop(L, 1);
     return same;
 }
 
@@ -209,15 +205,15 @@ static int put_value(struct out *o, int idx)
             return -1;
         }
         int rc;
-        if (has_mt(L, idx, "tide.number")) {
+        if (has_mt(L, idx, JV_NUMBER)) {
             lua_getfield(L, idx, "value");
             add_str(o, lua_tostring(L, -1) ? lua_tostring(L, -1) : "null");
             lua_pop(L, 1);
             rc = 0;
-        } else if (has_mt(L, idx, "tide.binary") || has_mt(L, idx, "tide.set")) {
+        } else if (has_mt(L, idx, JV_BINARY) || has_mt(L, idx, JV_SET)) {
             o->error = "binary values and sets have no plain JSON form";
             rc = -1;
-        } else if (has_mt(L, idx, "tide.list")) {
+        } else if (has_mt(L, idx, JV_LIST)) {
             rc = put_array(o, idx, (long)lua_objlen(L, idx));
         } else {
             long n = sequence_length(L, idx);
@@ -238,26 +234,28 @@ static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    struct tide_json_buf *b = lua_newuserdata(L, sizeof(*b)); // [v, buf]
-    memset(b, 0, sizeof(*b));
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, buf_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    struct out o = {.b = b, .L = L, .depth = 0, .error = NULL};
-    if (put_value(&o, 1) < 0 || b->oom) {
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(JV_GUARD), TIDE_CODEC_FRAME());
+    struct out o = {.b = &g->out, .L = L, .depth = 0, .error = NULL}; // [v, guard]
+    int rc = put_value(&o, 1);
+    lua_settop(L, 2);
+    if (rc < 0 || g->out.oom) {
+        tide_codec_guard_done(g);
         lua_pushnil(L);
         lua_pushfstring(L, "json_encode: %s", o.error ? o.error : "out of memory");
         return 2;
     }
-    lua_pushlstring(L, b->p ? b->p : "", b->len); // [v, buf, text]
-    free(b->p);
-    b->p = NULL;
+    lua_pushlstring(L, g->out.p ? g->out.p : "", g->out.len); // [v, guard, text]
+    tide_codec_guard_done(g);
     return 1;
 }
 
 void tide_lua_open_json(lua_State *L)
 {
-    lua_pushcfunction(L, l_json_encode); // [core, fn]
+    /* the codec's metatables (created here if the codec is not open yet) */
+    static const char *const mts[] = {"tide.list", "tide.set", "tide.binary", "tide.number"};
+    for (size_t i = 0; i < sizeof(mts) / sizeof(mts[0]); i++)
+        luaL_newmetatable(L, mts[i]);       // [core, mts...]
+    tide_codec_guard_push_shared(L);        // [core, mts..., guard]
+    lua_pushcclosure(L, l_json_encode, JV_COUNT); // [core, fn]
     lua_setfield(L, -2, "json_encode");
 }

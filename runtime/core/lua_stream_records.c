@@ -19,6 +19,7 @@
  * (data and meta stay JSON text, decoded by the projector only for the
  * events it applies); other records only move last_seq.
  */
+#include "lua_codec.h"
 #include "lua_core.h"
 
 #include <lauxlib.h>
@@ -31,7 +32,7 @@
 
 #define MAX_DEPTH 64
 /* Stack slots of l_decode_stream_records while it parses: [body, result,
- * events, handle box]; the event being read sits on top of them. */
+ * events, guard]; the event being read sits on top of them. */
 #define SLOT_RESULT 2
 #define SLOT_EVENTS 3
 
@@ -77,21 +78,6 @@ struct reader {
     bool has_stream, has_version;
     char error[200];
 };
-
-/* The handle, freed by __gc if a Lua error unwinds through the parse. */
-struct handle_box {
-    yajl_handle h;
-};
-
-static int box_gc(lua_State *L)
-{
-    struct handle_box *b = lua_touserdata(L, 1);
-    if (b->h) {
-        yajl_free(b->h);
-        b->h = NULL;
-    }
-    return 0;
-}
 
 static int fail(struct reader *r, const char *what)
 {
@@ -338,45 +324,44 @@ static int l_decode_stream_records(lua_State *L)
     const char *body = luaL_checklstring(L, 1, &len);
     lua_settop(L, 1);                                   // [body]
     lua_createtable(L, 0, 6);                           // [body, result]
-    lua_createtable(L, 1000, 0);                        // [body, result, events]
-    struct handle_box *box = lua_newuserdata(L, sizeof(*box)); // [body, result, events, box]
-    box->h = NULL;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-
+    /* room for the events of a full page (~500 bytes a record); an empty
+     * page, what an idle stream gives, allocates nothing */
+    lua_createtable(L, (int)(len / 512 < 1000 ? len / 512 : 1000), 0); // [body, result, events]
+    /* the guard owns the parser: freed even if a Lua error unwinds
+     * through the parse (lua_codec.h) */
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(1), TIDE_CODEC_FRAME());
+                                                        // [body, result, events, guard]
     struct reader r;
     memset(&r, 0, sizeof(r));
     r.L = L;
-    box->h = yajl_alloc(&CALLBACKS, NULL, &r);
-    if (box->h == NULL)
+    yajl_handle h = g->parser = yajl_alloc(&CALLBACKS, &g->afs, &r);
+    if (h == NULL) {
+        tide_codec_guard_done(g);
         return luaL_error(L, "decode_stream_records: out of memory");
-    yajl_status st = yajl_parse(box->h, (const unsigned char *)body, len);
+    }
+    yajl_status st = yajl_parse(h, (const unsigned char *)body, len);
     if (st == yajl_status_ok)
-        st = yajl_complete_parse(box->h);
+        st = yajl_complete_parse(h);
     if (st != yajl_status_ok) {
         char msg[400];
         if (r.error[0]) {
             snprintf(msg, sizeof(msg), "%s", r.error);
         } else {
-            unsigned char *e = yajl_get_error(box->h, 0, (const unsigned char *)body, len);
+            unsigned char *e = yajl_get_error(h, 0, (const unsigned char *)body, len);
             size_t elen = e ? strlen((const char *)e) : 0;
             while (elen > 0 && (e[elen - 1] == '\n' || e[elen - 1] == ' ' || e[elen - 1] == '.'))
                 e[--elen] = '\0'; /* yajl ends its message with ".\n" */
             snprintf(msg, sizeof(msg), "GetRecords response: malformed JSON at byte %zu (%s)",
-                     yajl_get_bytes_consumed(box->h), e ? (const char *)e : "?");
+                     yajl_get_bytes_consumed(h), e ? (const char *)e : "?");
             if (e)
-                yajl_free_error(box->h, e);
+                yajl_free_error(h, e);
         }
-        yajl_free(box->h);
-        box->h = NULL;
+        tide_codec_guard_done(g);
         lua_pushnil(L);
         lua_pushstring(L, msg);
         return 2;
     }
-    yajl_free(box->h);
-    box->h = NULL;
+    tide_codec_guard_done(g);
     lua_settop(L, SLOT_EVENTS);                         // [body, result, events]
     lua_setfield(L, SLOT_RESULT, "events");             // [body, result]
     lua_pushinteger(L, r.nrecords);
@@ -386,6 +371,7 @@ static int l_decode_stream_records(lua_State *L)
 
 void tide_lua_open_stream_records(lua_State *L)
 {
-    lua_pushcfunction(L, l_decode_stream_records);
+    tide_codec_guard_push_shared(L);                    // [core, guard]
+    lua_pushcclosure(L, l_decode_stream_records, 1);    // [core, fn]
     lua_setfield(L, -2, "decode_stream_records");
 }

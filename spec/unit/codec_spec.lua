@@ -933,6 +933,153 @@ describe("tide.core codec", function()
     end)
   end)
 
+  describe("the guard shared by the calls of a Lua state", function()
+    -- One guard per Lua state owns what a call allocates (yajl's parser, the
+    -- output buffer) and is reused call after call (lua_codec.h).
+    local SMALL = '{"M":{"amount":{"N":"5"}}}'
+    local LONG = string.rep('a"b\n', 2000)
+
+    -- A response whose decoding allocates a lot (the GC, and so finalizers,
+    -- run from inside the decoder), starting with an escaped string longer
+    -- than the guard's arena (yajl's decode buffer then comes from malloc).
+    local function big_text(n)
+      local recs = {}
+      for i = 1, n do
+        recs[i] = string.format('{"id":{"S":"k%d"},"n":{"N":"%d"},"l":{"L":[{"S":"a"},{"N":"1.5"}]}}', i, i)
+      end
+      return '{"Items":[{"long":{"S":"' .. string.rep('a\\"b\\n', 2000) .. '"}},'
+        .. table.concat(recs, ",") .. "]}"
+    end
+
+    local function all_calls_work(text, n)
+      assert.are.equal(5, core.decode_value(SMALL).amount)
+      local r = assert(core.decode_response(text))
+      assert.are.equal(n + 1, #r.Items)
+      assert.are.equal(LONG, r.Items[1].long)
+      assert.are.equal(n, r.Items[n + 1].n)
+      assert.are.equal('{"M":{"a":{"N":"1"}}}', core.encode_value { a = 1 })
+      assert.are.equal('{"TableName":"t"}', core.encode_request { TableName = "t" })
+      assert.are.equal(1 + 2, core.item_size { n = 5 })
+      assert.are.equal('{"b":[1]}', core.json_encode { b = core.list { 1 } })
+      assert.are.equal(0, assert(core.decode_stream_records '{"Records":[]}').records)
+    end
+
+    it("is taken over by the next call after a Lua error unwound one, and nothing leaks", function()
+      -- The error comes from a __gc metamethod run by an allocation inside
+      -- the decoder; the call it unwinds leaves the guard in use, with a
+      -- half-used parser (and the malloc'd decode buffer): the next call
+      -- frees them and takes the guard. Under LeakSanitizer, anything lost
+      -- on the way would be reported when the process ends.
+      local text = big_text(2000)
+      local armed, raised, after = true, 0, 0
+      local last_err
+      jit.off() -- errors from finalizers run by compiled code: see above
+      jit.flush()
+      pcall(function()
+        for _ = 1, 40 do
+          local ok, err = pcall(function()
+            local p = newproxy(true)
+            getmetatable(p).__gc = function() if armed then error("boom from __gc") end end
+            p = nil
+            assert(core.decode_response(text))
+          end)
+          if not ok then
+            raised = raised + 1
+            last_err = err
+            -- at once, the next call (at the same C stack depth); other
+            -- proxies still waiting for their __gc must not raise in it
+            armed = false
+            local v = core.decode_value(SMALL)
+            armed = true
+            assert(v.amount == 5)
+            after = after + 1
+          end
+        end
+      end)
+      armed = false
+      collectgarbage()
+      jit.on()
+      assert.matches("boom from __gc", last_err)
+      assert.is_true(raised > 0)
+      assert.is_true(after > 0)
+      all_calls_work(text, 2000)
+    end)
+
+    it("lets a call nested in another one (from a __gc metamethod) use a guard of its own", function()
+      local text, small_text = big_text(3000), big_text(20)
+      local inside, nested, wrong = false, 0, 0
+      local function nested_calls()
+        if not inside then return end
+        nested = nested + 1
+        local ok = pcall(all_calls_work, small_text, 20)
+        if not ok then wrong = wrong + 1 end
+      end
+      for _ = 1, 20 do
+        for _ = 1, 20 do
+          getmetatable(newproxy(true)).__gc = nested_calls -- garbage at once
+        end
+        inside = true
+        local r, err = core.decode_response(text)
+        inside = false
+        assert.is_nil(err)
+        -- the outer call's parser and tables were left alone
+        assert.are.equal(3001, #r.Items)
+        assert.are.equal(LONG, r.Items[1].long)
+        assert.are.equal(3000, r.Items[3001].n)
+        if nested > 0 then break end
+      end
+      assert.is_true(nested > 0)
+      assert.are.equal(0, wrong)
+
+      -- the same with json_encode outside (its output buffer is the guard's)
+      local doc = {}
+      for i = 1, 2000 do doc[i] = { id = "k" .. i, n = i, tags = { "a", "b" } } end
+      local want = core.json_encode(doc)
+      nested = 0
+      for _ = 1, 20 do
+        for _ = 1, 20 do
+          getmetatable(newproxy(true)).__gc = nested_calls
+        end
+        inside = true
+        local got = core.json_encode(doc)
+        inside = false
+        assert.are.equal(want, got)
+        if nested > 0 then break end
+      end
+      assert.is_true(nested > 0)
+      assert.are.equal(0, wrong)
+    end)
+
+    it("keeps working across calls of every size", function()
+      -- escaped strings around the arena's size (yajl's decode buffer starts
+      -- at 2 KB and doubles), texts deeper than its byte stack's first
+      -- block, outputs beyond the buffer kept between calls
+      for _, n in ipairs { 1, 500, 1000, 1023, 1024, 1025, 2047, 2048, 2049, 4096, 20000 } do
+        local s = string.rep('"', n)
+        assert.are.equal(s, core.decode_value(core.encode_value(s)))
+        assert.are.equal(5, core.decode_value(SMALL).amount)
+      end
+      for _, depth in ipairs { 127, 128, 129, 600, 2048 } do
+        local v, err = core.decode_response(string.rep("[", depth) .. string.rep("]", depth))
+        assert.is_true(v ~= nil or err:match("nesting deeper than") ~= nil)
+        assert.are.equal(5, core.decode_value(SMALL).amount)
+      end
+      for _, n in ipairs { 10, 70000, 10, 300000, 10 } do
+        local s = string.rep("x", n)
+        assert.are.equal('{"S":"' .. s .. '"}', core.encode_value(s))
+        assert.are.equal('"' .. s .. '"', core.json_encode(s))
+        assert.are.equal(s, core.decode_response(core.encode_request { Item = { s = s } }).Item.s)
+      end
+      -- errors in the middle give the guard back too
+      assert.is_nil(core.decode_value '{"M":{"a":{"N":"x"}}}')
+      assert.is_nil(core.decode_response '{"a":[1,2}')
+      assert.is_nil(core.encode_value { a = 0 / 0 })
+      assert.is_nil(core.json_encode { f = print })
+      assert.is_nil(core.decode_stream_records '{"Records":[')
+      all_calls_work(big_text(10), 10)
+    end)
+  end)
+
   describe("limits", function()
     it("has DynamoDB's numbers", function()
       assert.are.same({ item_bytes = 409600, transact_items = 100, transact_bytes = 4194304,
