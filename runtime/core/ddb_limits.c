@@ -1,4 +1,5 @@
 #include "ddb_limits.h"
+#include "ddb_schema.h"
 
 #include <string.h>
 
@@ -18,11 +19,10 @@ enum kind {
     K_SET,  /* an SS, NS or BS value */
 };
 
-enum avtype { T_NONE, T_S, T_N, T_B, T_BOOL, T_NULL, T_M, T_L, T_SS, T_NS, T_BS };
 
 struct level {
     unsigned char kind;
-    unsigned char type; /* K_AV: its type; K_SET: T_SS, T_NS or T_BS */
+    unsigned char type; /* K_AV: its type; K_SET: TIDE_DDB_AV_SS, TIDE_DDB_AV_NS or TIDE_DDB_AV_BS */
     unsigned char per;  /* K_MAP: bytes per member besides name and value (0 item, 1 M) */
     unsigned char has;  /* K_AV: its value is measured */
     size_t total;       /* K_MAP, K_LIST, K_SET: the sum so far; K_AV: its value's size */
@@ -85,33 +85,12 @@ static int value_done(struct sizer *s, size_t v)
     return 1;
 }
 
-static enum avtype av_type(const unsigned char *k, size_t n)
-{
-    if (n == 1) {
-        switch (k[0]) {
-        case 'S': return T_S;
-        case 'N': return T_N;
-        case 'B': return T_B;
-        case 'M': return T_M;
-        case 'L': return T_L;
-        default: return T_NONE;
-        }
-    }
-    if (n == 2 && k[1] == 'S')
-        return k[0] == 'S' ? T_SS : k[0] == 'N' ? T_NS : k[0] == 'B' ? T_BS : T_NONE;
-    if (n == 4 && memcmp(k, "BOOL", 4) == 0)
-        return T_BOOL;
-    if (n == 4 && memcmp(k, "NULL", 4) == 0)
-        return T_NULL;
-    return T_NONE;
-}
-
 /* Size of a string of an S, N or B value (or set member). */
-static int string_size(struct sizer *s, enum avtype t, const unsigned char *p, size_t n)
+static int string_size(struct sizer *s, enum tide_ddb_av_type t, const unsigned char *p, size_t n)
 {
-    if (t == T_S || t == T_SS)
+    if (t == TIDE_DDB_AV_S || t == TIDE_DDB_AV_SS)
         return value_done(s, n);
-    if (t == T_B || t == T_BS) {
+    if (t == TIDE_DDB_AV_B || t == TIDE_DDB_AV_BS) {
         long b = tide_ddb_base64_decoded_len((const char *)p, n);
         if (b < 0)
             return bad(s, "invalid base64 in a B value");
@@ -131,15 +110,15 @@ static int on_string(void *ctx, const unsigned char *p, size_t n)
     struct sizer *s = ctx;
     struct level *t = top(s);
     if (t != NULL && t->kind == K_SET)
-        return string_size(s, (enum avtype)t->type, p, n);
+        return string_size(s, (enum tide_ddb_av_type)t->type, p, n);
     if (t == NULL || t->kind != K_AV || t->has)
         return bad(s, "expected an AttributeValue (an object with one type key)");
     switch (t->type) {
-    case T_S:
-    case T_B:
-    case T_N: return string_size(s, (enum avtype)t->type, p, n);
-    case T_BOOL:
-    case T_NULL: return value_done(s, 1);
+    case TIDE_DDB_AV_S:
+    case TIDE_DDB_AV_B:
+    case TIDE_DDB_AV_N: return string_size(s, (enum tide_ddb_av_type)t->type, p, n);
+    case TIDE_DDB_AV_BOOL:
+    case TIDE_DDB_AV_NULL: return value_done(s, 1);
     default: return bad(s, "expected a container in an M, L or set value");
     }
 }
@@ -148,7 +127,7 @@ static int on_string(void *ctx, const unsigned char *p, size_t n)
 static int on_scalar(struct sizer *s)
 {
     struct level *t = top(s);
-    if (t != NULL && t->kind == K_AV && !t->has && (t->type == T_BOOL || t->type == T_NULL))
+    if (t != NULL && t->kind == K_AV && !t->has && (t->type == TIDE_DDB_AV_BOOL || t->type == TIDE_DDB_AV_NULL))
         return value_done(s, 1);
     return bad(s, "expected a string in an AttributeValue");
 }
@@ -179,7 +158,7 @@ static int on_start_map(void *ctx)
         return push(s, s->root_av ? K_AV : K_MAP) != NULL;
     if (t->kind == K_MAP || t->kind == K_LIST)
         return push(s, K_AV) != NULL;
-    if (t->kind != K_AV || t->type != T_M || t->has)
+    if (t->kind != K_AV || t->type != TIDE_DDB_AV_M || t->has)
         return bad(s, "expected an object of attribute name -> AttributeValue");
     if (++s->nested > MAX_LEVELS)
         return bad(s, "value nested too deeply");
@@ -198,10 +177,10 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
         return 1;
     }
     /* K_AV: one type key */
-    if (t->type != T_NONE)
+    if (t->type != TIDE_DDB_AV_NONE)
         return bad(s, "expected an AttributeValue (an object with one type key)");
-    t->type = (unsigned char)av_type(k, n);
-    if (t->type == T_NONE)
+    t->type = (unsigned char)tide_ddb_av_type(k, n);
+    if (t->type == TIDE_DDB_AV_UNKNOWN)
         return bad(s, "unknown AttributeValue type");
     return 1;
 }
@@ -228,12 +207,12 @@ static int on_start_array(void *ctx)
     struct level *t = top(s), *l;
     if (t == NULL || t->kind != K_AV || t->has)
         return bad(s, "expected an AttributeValue (an object with one type key)");
-    if (t->type == T_L) {
+    if (t->type == TIDE_DDB_AV_L) {
         if (++s->nested > MAX_LEVELS)
             return bad(s, "value nested too deeply");
         return push(s, K_LIST) != NULL;
     }
-    if (t->type != T_SS && t->type != T_NS && t->type != T_BS)
+    if (t->type != TIDE_DDB_AV_SS && t->type != TIDE_DDB_AV_NS && t->type != TIDE_DDB_AV_BS)
         return bad(s, "expected an array only in an L or set value");
     if ((l = push(s, K_SET)) == NULL)
         return 0;

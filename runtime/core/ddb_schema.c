@@ -47,3 +47,24 @@ enum tide_ddb_field tide_ddb_field_kind(const char *key, size_t len, enum tide_d
     }
     return TIDE_DDB_PLAIN;
 }
+
+enum tide_ddb_av_type tide_ddb_av_type(const unsigned char *k, size_t n)
+{
+    if (n == 1) {
+        switch (k[0]) {
+        case 'S': return TIDE_DDB_AV_S;
+        case 'N': return TIDE_DDB_AV_N;
+        case 'B': return TIDE_DDB_AV_B;
+        case 'M': return TIDE_DDB_AV_M;
+        case 'L': return TIDE_DDB_AV_L;
+        default: return TIDE_DDB_AV_UNKNOWN;
+        }
+    }
+    if (n == 2 && k[1] == 'S' && (k[0] == 'S' || k[0] == 'N' || k[0] == 'B'))
+        return k[0] == 'S' ? TIDE_DDB_AV_SS : k[0] == 'N' ? TIDE_DDB_AV_NS : TIDE_DDB_AV_BS;
+    if (n == 4 && memcmp(k, "BOOL", 4) == 0)
+        return TIDE_DDB_AV_BOOL;
+    if (n == 4 && memcmp(k, "NULL", 4) == 0)
+        return TIDE_DDB_AV_NULL;
+    return TIDE_DDB_AV_UNKNOWN;
+}

@@ -34,4 +34,15 @@ enum tide_ddb_shape {
  * has the given shape. Scalars are always PLAIN (e.g. Tags[i].Key). */
 enum tide_ddb_field tide_ddb_field_kind(const char *key, size_t len, enum tide_ddb_shape shape);
 
+/* The type keys of an AttributeValue ({"S": ...}, {"BOOL": ...}, ...). */
+enum tide_ddb_av_type {
+    TIDE_DDB_AV_NONE,    /* no type key (yet): never returned by tide_ddb_av_type */
+    TIDE_DDB_AV_S, TIDE_DDB_AV_N, TIDE_DDB_AV_B, TIDE_DDB_AV_BOOL, TIDE_DDB_AV_NULL,
+    TIDE_DDB_AV_M, TIDE_DDB_AV_L, TIDE_DDB_AV_SS, TIDE_DDB_AV_NS, TIDE_DDB_AV_BS,
+    TIDE_DDB_AV_UNKNOWN, /* not a type key DynamoDB has */
+};
+
+/* The type named by the key k[0..n) of an AttributeValue object. */
+enum tide_ddb_av_type tide_ddb_av_type(const unsigned char *k, size_t n);
+
 #endif

@@ -81,10 +81,6 @@ enum fkind {
                  AttributeValue, or one that is wrong for its type */
 };
 
-enum avtype {
-    AVT_NONE, AVT_S, AVT_N, AVT_B, AVT_BOOL, AVT_NULL, AVT_M, AVT_L, AVT_SS, AVT_NS, AVT_BS,
-    AVT_UNKNOWN, /* a type key DynamoDB does not have */
-};
 
 /* The first bytes of an unknown type key kept for the message. */
 #define UNKNOWN_KEPT 64
@@ -93,7 +89,7 @@ struct dframe {
     unsigned char kind;   /* enum fkind */
     unsigned char mode;   /* F_OBJECT, F_ARRAY: enum dec_mode of the values inside */
     unsigned char active; /* a member or item is being decoded: a path element */
-    unsigned char type;   /* F_AV: enum avtype, and AV_HAS_VALUE once its value
+    unsigned char type;   /* F_AV: enum tide_ddb_av_type, and AV_HAS_VALUE once its value
                              is on the Lua stack; F_SET: 'S', 'N' or 'B' */
     unsigned char av;     /* F_OBJECT, F_ARRAY: an M or L level (counted in
                              av_depth); F_AV: 0, or what is wrong with its value
@@ -221,15 +217,15 @@ static int fail_not_av(struct dec *d)
 static const char *const AV_NAMES[] = {"", "S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"};
 
 /* The value of an AttributeValue of type t has the wrong JSON type. */
-static int fail_av_value(struct dec *d, enum avtype t)
+static int fail_av_value(struct dec *d, enum tide_ddb_av_type t)
 {
     switch (t) {
-    case AVT_S: return value_fail(d, TIDE_EINVAL, "an S value must be a string");
-    case AVT_N: return value_fail(d, TIDE_EINVAL, "an N value must be a string");
-    case AVT_B: return value_fail(d, TIDE_EINVAL, "a B value must be a base64 string");
-    case AVT_BOOL: return value_fail(d, TIDE_EINVAL, "a BOOL value must be true or false");
-    case AVT_M: return value_fail(d, TIDE_EINVAL, "an M value must be an object");
-    case AVT_L: return value_fail(d, TIDE_EINVAL, "an L value must be an array");
+    case TIDE_DDB_AV_S: return value_fail(d, TIDE_EINVAL, "an S value must be a string");
+    case TIDE_DDB_AV_N: return value_fail(d, TIDE_EINVAL, "an N value must be a string");
+    case TIDE_DDB_AV_B: return value_fail(d, TIDE_EINVAL, "a B value must be a base64 string");
+    case TIDE_DDB_AV_BOOL: return value_fail(d, TIDE_EINVAL, "a BOOL value must be true or false");
+    case TIDE_DDB_AV_M: return value_fail(d, TIDE_EINVAL, "an M value must be an object");
+    case TIDE_DDB_AV_L: return value_fail(d, TIDE_EINVAL, "an L value must be an array");
     default: return value_fail(d, TIDE_EINVAL, "a %s value must be an array", AV_NAMES[t]);
     }
 }
@@ -238,9 +234,9 @@ static int fail_av_value(struct dec *d, enum avtype t)
 static int fail_member(struct dec *d, char kind)
 {
     if (kind == 'N')
-        return fail_av_value(d, AVT_N);
+        return fail_av_value(d, TIDE_DDB_AV_N);
     if (kind == 'B')
-        return fail_av_value(d, AVT_B);
+        return fail_av_value(d, TIDE_DDB_AV_B);
     return value_fail(d, TIDE_EINVAL, "SS members must be strings");
 }
 
@@ -385,7 +381,7 @@ static int to_double(const char *s, size_t n, double *out)
 /* F_AV frames keep their type in the low bits of type, and this bit once
  * its value is on the Lua stack. */
 #define AV_HAS_VALUE 0x80
-#define AV_TYPE(f) ((enum avtype)((f)->type & 0x7F))
+#define AV_TYPE(f) ((enum tide_ddb_av_type)((f)->type & 0x7F))
 
 static struct dframe *top(struct dec *d)
 {
@@ -572,27 +568,27 @@ static int on_scalar(struct dec *d, enum scalar sc, int b, const char *s, size_t
         return 1;
     case F_AV:
         switch (AV_TYPE(p)) {
-        case AVT_S:
+        case TIDE_DDB_AV_S:
             if (sc != SC_STRING)
                 break;
             lua_pushlstring(L, s, len);
             finish_value(d);
             return 1;
-        case AVT_N:
+        case TIDE_DDB_AV_N:
             if (sc != SC_STRING)
                 break;
             return push_ddb_number(d, s, len);
-        case AVT_B:
+        case TIDE_DDB_AV_B:
             if (sc != SC_STRING)
                 break;
             return push_binary(d, s, len);
-        case AVT_BOOL:
+        case TIDE_DDB_AV_BOOL:
             if (sc != SC_BOOL)
                 break;
             lua_pushboolean(L, b);
             finish_value(d);
             return 1;
-        case AVT_NULL:
+        case TIDE_DDB_AV_NULL:
             lua_pushlightuserdata(L, NULL);
             finish_value(d);
             return 1;
@@ -675,15 +671,15 @@ static int on_open(struct dec *d, int is_map)
             p->n++;
             return 1;
         case F_AV: {
-            enum avtype t = AV_TYPE(p);
-            int nested = (is_map && t == AVT_M) || (!is_map && t == AVT_L);
+            enum tide_ddb_av_type t = AV_TYPE(p);
+            int nested = (is_map && t == TIDE_DDB_AV_M) || (!is_map && t == TIDE_DDB_AV_L);
             if (nested && d->av_depth < TIDE_DDB_MAX_DEPTH)
                 return open_table(d, is_map ? F_OBJECT : F_ARRAY, DM_AV, 1, 0);
-            if (!is_map && (t == AVT_SS || t == AVT_NS || t == AVT_BS))
+            if (!is_map && (t == TIDE_DDB_AV_SS || t == TIDE_DDB_AV_NS || t == TIDE_DDB_AV_BS))
                 return open_table(d, F_SET, DM_PLAIN, 0, AV_NAMES[t][0]);
             /* NULL takes any value; for the others it is wrong (said when
              * the object ends). Read it without building it. */
-            int null = t == AVT_NULL;
+            int null = t == TIDE_DDB_AV_NULL;
             if (null)
                 lua_pushlightuserdata(d->L, NULL);
             else if (nested)
@@ -760,27 +756,6 @@ static int on_start_array(void *ctx)
     return on_open(ctx, 0);
 }
 
-static enum avtype av_type(const unsigned char *k, size_t n)
-{
-    if (n == 1) {
-        switch (k[0]) {
-        case 'S': return AVT_S;
-        case 'N': return AVT_N;
-        case 'B': return AVT_B;
-        case 'M': return AVT_M;
-        case 'L': return AVT_L;
-        default: return AVT_UNKNOWN;
-        }
-    }
-    if (n == 2 && k[1] == 'S' && (k[0] == 'S' || k[0] == 'N' || k[0] == 'B'))
-        return k[0] == 'S' ? AVT_SS : k[0] == 'N' ? AVT_NS : AVT_BS;
-    if (n == 4 && memcmp(k, "BOOL", 4) == 0)
-        return AVT_BOOL;
-    if (n == 4 && memcmp(k, "NULL", 4) == 0)
-        return AVT_NULL;
-    return AVT_UNKNOWN;
-}
-
 static int on_map_key(void *ctx, const unsigned char *k, size_t len)
 {
     struct dec *d = ctx;
@@ -802,19 +777,19 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t len)
         return 1; /* F_SKIP */
     /* An AttributeValue has one type key; when it is repeated, the last
      * value wins. */
-    enum avtype t = av_type(k, len);
+    enum tide_ddb_av_type t = tide_ddb_av_type(k, len);
     size_t kept = len < UNKNOWN_KEPT ? len : UNKNOWN_KEPT;
-    if (AV_TYPE(p) != AVT_NONE) {
+    if (AV_TYPE(p) != TIDE_DDB_AV_NONE) {
         if (t != AV_TYPE(p) ||
-            (t == AVT_UNKNOWN && (len != d->unknown_len || memcmp(k, d->unknown, kept) != 0)))
+            (t == TIDE_DDB_AV_UNKNOWN && (len != d->unknown_len || memcmp(k, d->unknown, kept) != 0)))
             return fail_not_av(d);
         if (p->type & AV_HAS_VALUE)
             lua_pop(d->L, 1); /* the previous value */
         p->type = (unsigned char)t;
-        p->av = t == AVT_UNKNOWN ? AV_BAD_VALUE : 0;
+        p->av = t == TIDE_DDB_AV_UNKNOWN ? AV_BAD_VALUE : 0;
         return 1;
     }
-    if (t == AVT_UNKNOWN) { /* said when the object ends: it might have more keys */
+    if (t == TIDE_DDB_AV_UNKNOWN) { /* said when the object ends: it might have more keys */
         memcpy(d->unknown, k, kept);
         d->unknown_len = len;
         p->av = AV_BAD_VALUE;
@@ -852,9 +827,9 @@ static int on_close(void *ctx)
         }
         break;
     case F_AV:
-        if (AV_TYPE(p) == AVT_NONE)
+        if (AV_TYPE(p) == TIDE_DDB_AV_NONE)
             return fail_not_av(d);
-        if (AV_TYPE(p) == AVT_UNKNOWN) {
+        if (AV_TYPE(p) == TIDE_DDB_AV_UNKNOWN) {
             size_t kept = d->unknown_len < UNKNOWN_KEPT ? d->unknown_len : UNKNOWN_KEPT;
             size_t n = kept > 20 ? tide_codec_utf8_cut(d->unknown, 20) : kept;
             return value_fail(d, TIDE_EINVAL, "unknown AttributeValue type \"%.*s\"", (int)n,
