@@ -83,6 +83,42 @@ function helpers.tmpdir()
   return (out:gsub("%s+$", ""))
 end
 
+-- Runs call() `rounds` times while a __gc metamethod that raises is armed,
+-- so that an allocation inside call() unwinds it with "boom from __gc";
+-- after each such error, recover() runs at once (disarmed) and must work.
+-- Interpreted only: an error thrown by a finalizer that runs inside a
+-- compiled trace is beyond what LuaJIT handles. Returns the number of
+-- errors raised, of recoveries done, and the last error.
+function helpers.interrupt_with_gc_error(rounds, call, recover)
+  local armed, raised, after = true, 0, 0
+  local last_err
+  jit.off()
+  jit.flush()
+  pcall(function()
+    for _ = 1, rounds do
+      local ok, err = pcall(function()
+        local p = newproxy(true)
+        getmetatable(p).__gc = function() if armed then error("boom from __gc") end end
+        p = nil
+        call()
+      end)
+      if not ok then
+        raised = raised + 1
+        last_err = err
+        -- other proxies still waiting for their __gc must not raise in it
+        armed = false
+        recover()
+        armed = true
+        after = after + 1
+      end
+    end
+  end)
+  armed = false
+  collectgarbage()
+  jit.on()
+  return raised, after, last_err
+end
+
 math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
 
 package.loaded["helpers"] = helpers

@@ -3,6 +3,7 @@
 -- Conventions: docs/codec.md.
 local core = require "tide.core"
 local cjson = require "cjson"
+local helpers = require "helpers"
 
 -- Raw JSON of an encoded value, for checking the wire form.
 local function wire(json)
@@ -971,34 +972,10 @@ describe("tide.core codec", function()
       -- frees them and takes the guard. Under LeakSanitizer, anything lost
       -- on the way would be reported when the process ends.
       local text = big_text(2000)
-      local armed, raised, after = true, 0, 0
-      local last_err
-      jit.off() -- errors from finalizers run by compiled code: see above
-      jit.flush()
-      pcall(function()
-        for _ = 1, 40 do
-          local ok, err = pcall(function()
-            local p = newproxy(true)
-            getmetatable(p).__gc = function() if armed then error("boom from __gc") end end
-            p = nil
-            assert(core.decode_response(text))
-          end)
-          if not ok then
-            raised = raised + 1
-            last_err = err
-            -- at once, the next call (at the same C stack depth); other
-            -- proxies still waiting for their __gc must not raise in it
-            armed = false
-            local v = core.decode_value(SMALL)
-            armed = true
-            assert(v.amount == 5)
-            after = after + 1
-          end
-        end
-      end)
-      armed = false
-      collectgarbage()
-      jit.on()
+      -- after an error, at once, the next call (at the same C stack depth)
+      local raised, after, last_err = helpers.interrupt_with_gc_error(40,
+        function() assert(core.decode_response(text)) end,
+        function() assert(core.decode_value(SMALL).amount == 5) end)
       assert.matches("boom from __gc", last_err)
       assert.is_true(raised > 0)
       assert.is_true(after > 0)

@@ -2,6 +2,7 @@
 -- table's stream, decoded straight to projector events.
 local core = require "tide.core"
 local cjson = require "cjson"
+local helpers = require "helpers"
 
 -- A stream record as DynamoDB Streams sends it.
 local function record(name, seq, image, extra)
@@ -126,34 +127,12 @@ describe("core.decode_stream_records", function()
       recs[i] = record("INSERT", tostring(100 + i), img)
     end
     local text = body(recs, "next")
-    local armed, raised, after = true, 0, 0
-    local last_err
-    -- Interpreted only: an error thrown by a finalizer that runs inside a
-    -- compiled trace is beyond what LuaJIT handles.
-    jit.off()
-    jit.flush()
-    pcall(function()
-      for _ = 1, 30 do
-        local ok, err = pcall(function()
-          local p = newproxy(true)
-          getmetatable(p).__gc = function() if armed then error("boom from __gc") end end
-          p = nil
-          assert(core.decode_stream_records(text))
-        end)
-        if not ok then
-          raised = raised + 1
-          last_err = err
-          armed = false
-          local r = assert(core.decode_stream_records(body({ record("INSERT", "7", image("s#1", 1, "T")) })))
-          armed = true
-          assert(#r.events == 1 and r.events[1].version == 1)
-          after = after + 1
-        end
-      end
-    end)
-    armed = false
-    collectgarbage()
-    jit.on()
+    local raised, after, last_err = helpers.interrupt_with_gc_error(30,
+      function() assert(core.decode_stream_records(text)) end,
+      function()
+        local r = assert(core.decode_stream_records(body({ record("INSERT", "7", image("s#1", 1, "T")) })))
+        assert(#r.events == 1 and r.events[1].version == 1)
+      end)
     assert.matches("boom from __gc", last_err)
     assert.is_true(raised > 0)
     assert.is_true(after > 0)
