@@ -160,7 +160,8 @@ local function copy(v, depth)
 end
 M.copy = copy
 
--- The user's view of a stored item: a copy without the guards.
+-- A copy of an item without the guards: what handlers get from ctx:get,
+-- and what ctx:put stores of the table it is given.
 local function user_view(item)
   local c = {}
   for k, x in pairs(item) do
@@ -341,14 +342,7 @@ function Ctx:put(tname, item)
     b.ignored = b.ignored + 1
     return false
   end
-  local fresh = {}
-  for k, v in pairs(item) do
-    if k ~= "_tide" and k ~= "_rev" then
-      if type(v) == "table" then v = copy(v) end
-      fresh[k] = v
-    end
-  end
-  b:store(e, fresh)
+  b:store(e, user_view(item)) -- a copy: the handler keeps its table
   return true
 end
 
