@@ -766,13 +766,4 @@ function Client:get_records(params)
   return self:call("GetRecords", params, { streams = true })
 end
 
--- client:get_stream_events(params) -> { events=, records=, last_seq=,
---   last_created=, NextShardIterator= } | nil, err
--- GetRecords on the stream of a tide events table, decoded straight to
--- projector events (core.decode_stream_records) instead of full records:
--- what the projection runner reads.
-function Client:get_stream_events(params)
-  return self:call("GetRecords", params, { streams = true, decode = core.decode_stream_records })
-end
-
 return M

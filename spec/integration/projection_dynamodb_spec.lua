@@ -602,7 +602,7 @@ describe("projections on DynamoDB", function()
             local it = assert(db:get_shard_iterator{ StreamArn = arn, ShardId = sh.ShardId,
                                                      ShardIteratorType = "TRIM_HORIZON" }).ShardIterator
             while it do
-              local r = assert(db:get_stream_events{ ShardIterator = it, Limit = 1000 })
+              local r = assert(streams.get_events(db, { ShardIterator = it, Limit = 1000 }))
               for _, ev in ipairs(r.events) do events[#events + 1] = ev end
               if r.records == 0 then break end
               it = r.NextShardIterator

@@ -27,6 +27,7 @@
 -- worker that lost its lease stops at once, having written only effects
 -- that the new owner's guards recognise).
 
+local core = require "tide.core"
 local leases_mod = require "tide.projection.leases"
 local shards = require "tide.projection.shards"
 local ffi = require "ffi"
@@ -64,6 +65,13 @@ local function num(v)
   return v ~= nil and tonumber(tostring(v)) or nil
 end
 
+-- streams.get_events(client, params) -> { events=, records=, last_seq=,
+--   last_created=, NextShardIterator= } | nil, err
+-- GetRecords on the stream of a tide events table, decoded straight to
+-- projector events (core.decode_stream_records) instead of full records.
+function M.get_events(client, params)
+  return client:call("GetRecords", params, { streams = true, decode = core.decode_stream_records })
+end
 
 -- streams.reader(client, events_table) -> reader(stream, after, before)
 -- The projector's gap filler: the events with after < version < before
@@ -227,7 +235,7 @@ end
 -- Applies one batch of records until it is durable, then checkpoints.
 -- Returns true, or false when the shard must be dropped (lease lost,
 -- killed, or stopping before the batch could be applied).
--- batch: what client:get_stream_events returns (core.decode_stream_records):
+-- batch: what streams.get_events returns (core.decode_stream_records):
 -- the events of the records, their count, the last record's sequence number.
 function Runner:process(st, batch)
   local events, last_seq = batch.events, batch.last_seq
@@ -322,7 +330,7 @@ function Runner:shard_loop(st)
       end
     end
     do
-      local res, gerr = self.client:get_stream_events{ ShardIterator = iter, Limit = self.batch_limit }
+      local res, gerr = M.get_events(self.client, { ShardIterator = iter, Limit = self.batch_limit })
       if not res then
         if gerr.type == "ExpiredIteratorException" then
           -- A new iterator from the checkpoint (nothing after it was applied).
