@@ -14,6 +14,8 @@
 -- derived from the stream "<aggregate>#<id>" when absent); data and meta may
 -- be decoded tables, or stored text (data as AttributeValue JSON, meta as
 -- JSON), which is decoded (and upcast) only for the events that are applied.
+-- An event with as_stored = true has its data decoded but as stored: it is
+-- upcast (in place) when applied.
 --
 -- apply writes nothing. It
 --   1. drops events of streams the projection does not track,
@@ -39,6 +41,10 @@ local suggest = require("tide.suggest").closest_key
 local type, pairs, ipairs, tostring, setmetatable, error, xpcall =
   type, pairs, ipairs, tostring, setmetatable, error, xpcall
 local traceback = debug.traceback
+-- Copies of read-model items are made for every event: sized up front,
+-- a small item's table is not rehashed as its fields go in.
+local new_tab = require "table.new"
+local ITEM_FIELDS = 8
 
 local M = {}
 
@@ -112,17 +118,22 @@ function M.decode(row, aggregates)
     agg_name, id = agg_name or a, id or i
   end
   local data, meta = row.data, row.meta
+  local agg
+  if aggregates then agg = aggregates:get(agg_name) or nil end
   if type(data) == "string" or data == nil then
-    local agg
-    if aggregates then agg = aggregates:get(agg_name) or nil end
-    local decoded, dmeta = repository.decode_payload(agg, row.type, data or '{"M":{}}',
-                                                     type(meta) == "string" and meta or nil)
+    local decoded, dmeta = repository.decode_payload(agg, row.type, data or '{"M":{}}', meta)
     if decoded == nil then return nil, dmeta end
-    data = decoded
-    if type(meta) ~= "table" then meta = dmeta end
-  elseif type(meta) == "string" then
-    meta = cjson.decode(meta)
-    if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
+    data, meta = decoded, dmeta
+  else
+    if type(meta) == "string" then
+      meta = cjson.decode(meta)
+      if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
+    end
+    if row.as_stored and agg then
+      local up, uerr = agg:upcast(row.type, data, meta and meta.schema or 1)
+      if not up then return nil, uerr end
+      data = up
+    end
   end
   return { stream = row.stream, aggregate = agg_name, id = id,
            version = row.version, type = row.type, data = data, meta = meta or {},
@@ -154,7 +165,7 @@ local function copy(v, depth)
   if type(v) ~= "table" then return v end
   depth = (depth or 0) + 1
   if depth > 64 then error("item nested more than 64 levels deep (or a cycle)", 0) end
-  local c = {}
+  local c = new_tab(0, ITEM_FIELDS)
   for k, x in pairs(v) do c[k] = copy(x, depth) end
   return setmetatable(c, getmetatable(v))
 end
@@ -163,7 +174,7 @@ M.copy = copy
 -- A copy of an item without the guards: what handlers get from ctx:get,
 -- and what ctx:put stores of the table it is given.
 local function user_view(item)
-  local c = {}
+  local c = new_tab(0, ITEM_FIELDS)
   for k, x in pairs(item) do
     if k ~= "_tide" and k ~= "_rev" then
       if type(x) == "table" then x = copy(x) end
@@ -195,7 +206,7 @@ function M.new(opts)
     aggregates = opts.aggregates,
     log = opts.log or function() end,
     max_cached = opts.max_cached or 100000,
-    items = {}, nitems = 0,         -- "table\0key" -> {item = full | false, rev = n | false}
+    items = {}, nitems = 0,         -- "table\0key" -> the committed item (its _rev) | false (absent)
     positions = {}, npositions = 0, -- stream -> version (committed)
   }, Projector)
 end
@@ -214,7 +225,7 @@ function Projector:committed(plan)
   for _, it in ipairs(plan.items) do
     local k = it.table .. SEP .. it.key
     if items[k] == nil then self.nitems = self.nitems + 1 end
-    items[k] = { item = it.item or false, rev = it.item and it.item._rev or false }
+    items[k] = it.item or false
   end
   local positions = self.positions
   for stream, v in pairs(plan.positions) do
@@ -259,16 +270,15 @@ function Batch:entry(tname, key, spec)
   local k = tname .. SEP .. key
   local e = self.ws[k]
   if e then return e end
-  local known = self.p.items[k]
-  if not known then
+  local item = self.p.items[k]
+  if item == nil then
     local got, err = self.p.backend:get_items({ { table = tname, key = key } })
     if not got then
       error(setmetatable({ err = err, table = tname, key = key }, StoreFail), 0)
     end
-    local item = got[k]
-    known = { item = item or false, rev = item and item._rev or false }
+    item = got[k] or false
   end
-  e = { table = tname, key = key, mode = spec.mode, item = known.item, expected_rev = known.rev }
+  e = { table = tname, key = key, mode = spec.mode, item = item, expected_rev = item and item._rev or false }
   self.ws[k] = e
   return e
 end
@@ -524,6 +534,20 @@ function Projector:apply(events)
   for i = 1, #todo do
     local e, stream = todo[i], todo_stream[i]
     local ev = e
+    if e.as_stored and type(e.data) == "table" and type(e.meta) == "table" and e.id ~= nil then
+      -- Decoded by the source (a Streams page), not upcast yet: upcast in
+      -- place, once (the batch owns the event; a retried batch finds it done).
+      local agg = self.aggregates and e.aggregate and self.aggregates:get(e.aggregate)
+      if agg then
+        local up, uerr = agg:upcast(e.type, e.data, e.meta.schema or 1)
+        if not up then
+          return nil, new_error("invalid_event", tostring(uerr), { projection = name, stream = stream,
+            version = e.version, event_type = e.type })
+        end
+        e.data = up
+      end
+      e.as_stored = nil
+    end
     if type(e.data) ~= "table" or type(e.meta) ~= "table" or e.stream == nil or e.aggregate == nil or e.id == nil then
       local row = e
       if e.stream == nil then
@@ -557,7 +581,7 @@ function Projector:apply(events)
       end
       for _, r in ipairs(got) do
         local k = r.table .. SEP .. r.key
-        if not asked[k] and not self.items[k] then
+        if not asked[k] and self.items[k] == nil then
           asked[k] = true
           reqs[#reqs + 1] = r
         end
@@ -605,11 +629,12 @@ function Projector:apply(events)
   end
 
   -- 5. the plan
+  -- The batch's entries are the plan's items ({table, key, item | nil,
+  -- expected_rev, mode}, and the batch's own fields): the batch is done.
   for _, e in ipairs(b.order) do
     local item = e.item
-    if item then item._rev = (e.expected_rev or 0) + 1 end
-    plan.items[#plan.items + 1] = { table = e.table, key = e.key, item = item or nil,
-                                    expected_rev = e.expected_rev, mode = e.mode }
+    if item then item._rev = (e.expected_rev or 0) + 1 else e.item = nil end
+    plan.items[#plan.items + 1] = e
   end
   plan.ignored = b.ignored
   return plan

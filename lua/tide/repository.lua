@@ -100,12 +100,13 @@ local function encode_data(event)
   return core.encode_value(data)
 end
 
--- Stored data and meta text -> data, meta (data upcast by agg when given)
--- | nil, message.
+-- Stored data and meta text (or meta already decoded) -> data, meta (data
+-- upcast by agg when given) | nil, message.
 local function decode_payload(agg, etype, data_text, meta_text)
   local data, err = core.decode_value(data_text)
   if data == nil then return nil, "event data is not valid: " .. tostring(err) end
-  local meta = meta_text and cjson.decode(meta_text) or {}
+  local meta = meta_text or {}
+  if type(meta) == "string" then meta = cjson.decode(meta) end
   if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
   if agg then
     local up, uerr = agg:upcast(etype, data, meta.schema or 1)

@@ -139,27 +139,48 @@ static void arena_reset(struct guard *g)
     g->arena_used = 0;
 }
 
-void tide_codec_guard_release(struct guard *g)
-{
-    free(g->out.p);
-    memset(&g->out, 0, sizeof(g->out));
-    if (g->parser != NULL)
-        yajl_free(g->parser);
-    g->parser = NULL;
-    arena_reset(g);
-}
-
-void tide_codec_guard_done(struct guard *g)
+/* Frees the parsers and decoder state of the call that held g. */
+static void free_parsers(struct guard *g)
 {
     if (g->parser != NULL) {
         yajl_free(g->parser); /* returns what did not fit in the arena */
         g->parser = NULL;
     }
+    if (g->nested_parser != NULL) {
+        yajl_free(g->nested_parser);
+        g->nested_parser = NULL;
+    }
+    free(g->nested_dec);
+    g->nested_dec = NULL;
+}
+
+/* Frees decode_stream_records' token array. */
+static void free_tokens(struct guard *g)
+{
+    free(g->tokens);
+    g->tokens = NULL;
+    g->tokens_cap = 0;
+}
+
+void tide_codec_guard_release(struct guard *g)
+{
+    free(g->out.p);
+    memset(&g->out, 0, sizeof(g->out));
+    free_tokens(g);
+    free_parsers(g);
+    arena_reset(g);
+}
+
+void tide_codec_guard_done(struct guard *g)
+{
+    free_parsers(g);
     arena_reset(g);
     if (!g->shared || g->out.cap > GUARD_KEEP_OUT || g->out.oom) {
         free(g->out.p);
         memset(&g->out, 0, sizeof(g->out));
     }
+    if (!g->shared || g->tokens_cap > GUARD_KEEP_TOKENS)
+        free_tokens(g);
     g->out.len = 0;
     g->in_use = 0;
 }
@@ -220,10 +241,7 @@ struct guard *tide_codec_guard_acquire(lua_State *L, int shared, uintptr_t frame
             return fresh;
         }
         /* the holder was unwound by a Lua error: free what it left */
-        if (g->parser != NULL) {
-            yajl_free(g->parser);
-            g->parser = NULL;
-        }
+        free_parsers(g);
         arena_reset(g);
         g->out.oom = false;
     }
@@ -1117,15 +1135,50 @@ static int push_out(lua_State *L, struct guard *g)
     return 1;
 }
 
+/* Pushes the encoder's output as a buffer (see lua_codec.h): // [.., buf].
+ * 0 when it ran out of memory. */
+static int push_out_buffer(lua_State *L, struct guard *g)
+{
+    if (g->out.oom)
+        return 0;
+    struct tide_buffer *b = lua_newuserdata(L, sizeof(*b) + g->out.len); // [.., buf]
+    b->len = g->out.len;
+    if (g->out.len > 0)
+        memcpy(b->data, g->out.p, g->out.len);
+    luaL_getmetatable(L, TIDE_BUFFER_MT); // [.., buf, mt]
+    lua_setmetatable(L, -2);              // [.., buf]
+    return 1;
+}
+
+const char *tide_codec_tobuffer(lua_State *L, int idx, size_t *len)
+{
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) // [.., mt]
+        return NULL;
+    luaL_getmetatable(L, TIDE_BUFFER_MT); // [.., mt, buffer_mt]
+    int is_buffer = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);                        // [..]
+    if (!is_buffer)
+        return NULL;
+    const struct tide_buffer *b = lua_touserdata(L, idx);
+    *len = b->len;
+    return b->data;
+}
+
 /* Ends an encoding call: pushes the result (the JSON text, or nil and the
  * message) and gives the guard back. // [arg, guard, ...] -> [arg, guard, result...] */
-static int enc_finish(lua_State *L, struct enc *e, struct guard *g, int rc)
+static int enc_finish_with(lua_State *L, struct enc *e, struct guard *g, int rc,
+                           int (*push)(lua_State *, struct guard *))
 {
     lua_settop(L, 2);               // [arg, guard]
-    if (rc == 0 && !push_out(L, g))
+    if (rc == 0 && !push(L, g))
         rc = fail_oom(&e->w);
     tide_codec_guard_done(g);
     return rc == 0 ? 1 : tide_codec_push_fail(L, e->w.err.message);
+}
+
+static int enc_finish(lua_State *L, struct enc *e, struct guard *g, int rc)
+{
+    return enc_finish_with(L, e, g, rc, push_out);
 }
 
 /* core.encode_request(params) -> json | nil, err */
@@ -1139,6 +1192,57 @@ static int l_encode_request(lua_State *L)
     size_t n;
     enum ltype t = classify(&e, 1, &n);
     return enc_finish(L, &e, g, enc_plain(&e, 1, ROOT, t, n));
+}
+
+/* core.encode_request_buffer(params) -> buffer, length | nil, err: the same
+ * JSON text as encode_request, in a buffer (see lua_codec.h); the length
+ * comes along because #buffer is a metamethod call, which LuaJIT's JIT
+ * compiles less well than reading a number. */
+static int l_encode_request_buffer(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), TIDE_CODEC_FRAME());
+    struct enc e;                   // [params, guard]
+    enc_init(&e, L, "params", 0, g);
+    size_t n;
+    enum ltype t = classify(&e, 1, &n);
+    int nret = enc_finish_with(L, &e, g, enc_plain(&e, 1, ROOT, t, n), push_out_buffer);
+    if (nret == 1) {
+        const struct tide_buffer *b = lua_touserdata(L, -1);
+        lua_pushnumber(L, (lua_Number)b->len); // [.., buf, len]
+        nret = 2;
+    }
+    return nret;
+}
+
+/* core.is_buffer(v) -> true when v came from encode_request_buffer */
+static int l_is_buffer(lua_State *L)
+{
+    size_t len;
+    lua_pushboolean(L, tide_codec_tobuffer(L, 1, &len) != NULL);
+    return 1;
+}
+
+/* #buf: its length in bytes */
+static int buffer_len(lua_State *L)
+{
+    size_t len = 0;
+    if (tide_codec_tobuffer(L, 1, &len) == NULL)
+        return luaL_typerror(L, 1, TIDE_BUFFER_MT);
+    lua_pushnumber(L, (lua_Number)len);
+    return 1;
+}
+
+/* tostring(buf): its bytes as a Lua string */
+static int buffer_tostring(lua_State *L)
+{
+    size_t len = 0;
+    const char *p = tide_codec_tobuffer(L, 1, &len);
+    if (p == NULL)
+        return luaL_typerror(L, 1, TIDE_BUFFER_MT);
+    lua_pushlstring(L, p, len);
+    return 1;
 }
 
 /* core.encode_value(v) -> json of one AttributeValue | nil, err */
@@ -1418,9 +1522,12 @@ void tide_lua_open_codec(lua_State *L)
                                               {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"encode_request", l_encode_request},
+        {"encode_request_buffer", l_encode_request_buffer},
+        {"is_buffer", l_is_buffer},
         {"decode_response", tide_codec_decode_response},
         {"encode_value", l_encode_value},
         {"decode_value", tide_codec_decode_value},
+        {"decode_stream_records", tide_codec_decode_stream_records},
         {"item_size", l_item_size},
         {"list", l_list},
         {"is_list", l_is_list},
@@ -1433,6 +1540,10 @@ void tide_lua_open_codec(lua_State *L)
         {"is_number", l_is_number},
         {NULL, NULL},
     };
+    static const luaL_Reg buffer_methods[] = {
+        {"__len", buffer_len}, {"__tostring", buffer_tostring}, {NULL, NULL}};
+    push_mt(L, TIDE_BUFFER_MT, buffer_methods); // [core, buffer_mt]
+    lua_pop(L, 1);                           // [core]
     int core = lua_gettop(L);                // [core]
     push_mt(L, "tide.list", NULL);
     push_mt(L, "tide.set", NULL);

@@ -67,10 +67,17 @@ enum { UV_LIST = 1, UV_SET, UV_BINARY, UV_NUMBER, UV_GUARD, UV_COUNT = UV_GUARD 
 #define GUARD_ARENA 4096
 /* Output buffers up to this size are kept for the next call. */
 #define GUARD_KEEP_OUT (64 * 1024)
+/* Token arrays of decode_stream_records up to this many entries are kept:
+ * a full GetRecords page (1 MB) takes about 200,000. */
+#define GUARD_KEEP_TOKENS (256 * 1024)
 
 struct guard {
     struct tide_json_buf out; /* the encoder's output */
     yajl_handle parser;       /* the decoder's parser */
+    yajl_handle nested_parser; /* tide_codec_decode_nested's, kept for the call */
+    void *nested_dec;         /* and its decoder state (malloc) */
+    void *tokens;             /* decode_stream_records' jsmn tokens (malloc) */
+    size_t tokens_cap;        /* entries of tokens */
     yajl_alloc_funcs afs;     /* allocating from arena, for yajl_alloc */
     uintptr_t frame;          /* see above */
     size_t arena_used;        /* bytes of arena handed out (with headers) */
@@ -148,5 +155,35 @@ int tide_codec_push_fail(lua_State *L, const char *msg);
 int tide_codec_decode_response(lua_State *L);
 /* core.decode_value(json of one AttributeValue) -> value | nil, err */
 int tide_codec_decode_value(lua_State *L);
+
+/* For a call that holds the guard g (decode_stream_records: the data and
+ * meta text of each record): decodes text, one AttributeValue (av) or
+ * plain JSON, and pushes the value: // [..] -> [.., value]. Returns 0 and
+ * pushes nothing when the text does not decode, or on out of memory: the
+ * caller keeps the text, and whoever decodes it later says what is wrong.
+ * The parser is kept in g for the rest of the call. */
+int tide_codec_decode_nested(lua_State *L, struct guard *g, const char *text, size_t len, int av);
+
+/* core.decode_stream_records(body) (lua_stream_records.c) */
+int tide_codec_decode_stream_records(lua_State *L);
+
+/* ---- request bodies as buffers -------------------------------------------
+ *
+ * core.encode_request_buffer returns the JSON text in a userdata of this
+ * layout instead of a Lua string: LuaJIT interns every string, and request
+ * bodies that differ only in a few bytes fall into the same bucket of its
+ * sparse string hash, so each new one was compared against every other
+ * body not yet collected. core.sign and the engine read the bytes in place.
+ * The layout is also declared to LuaJIT's FFI by core.sign's fast path. */
+#define TIDE_BUFFER_MT "tide.core.buffer"
+
+struct tide_buffer {
+    size_t len;
+    char data[];
+};
+
+/* The bytes of the buffer at idx and their count, or NULL when the value at
+ * idx is not a buffer. Valid while the buffer is reachable. */
+const char *tide_codec_tobuffer(lua_State *L, int idx, size_t *len);
 
 #endif

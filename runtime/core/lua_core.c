@@ -16,6 +16,5 @@ int luaopen_tide_core(lua_State *L)
     tide_lua_open_yaml(L);
     tide_lua_open_fs(L);
     tide_lua_open_json(L);
-    tide_lua_open_stream_records(L);
     return 1;
 }

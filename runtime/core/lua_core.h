@@ -18,7 +18,6 @@ void tide_lua_open_random(lua_State *L);  /* random_bytes, random_hex (lua_rando
 void tide_lua_open_yaml(lua_State *L);    /* yaml_decode (lua_yaml.c) */
 void tide_lua_open_fs(lua_State *L);      /* list_dir, stat (lua_fs.c) */
 void tide_lua_open_json(lua_State *L);    /* json_encode (lua_json.c) */
-void tide_lua_open_stream_records(lua_State *L); /* decode_stream_records (lua_stream_records.c) */
 
 int luaopen_tide_core(lua_State *L);
 

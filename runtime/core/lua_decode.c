@@ -70,6 +70,7 @@ enum dec_mode {
     DM_AV,       /* one AttributeValue */
     DM_AV_MAP,   /* object of attribute name -> AttributeValue */
     DM_AV_LISTS, /* list of AV maps when an array, else plain */
+    DM_JSON,     /* plain JSON all the way down: no key means anything */
 };
 
 enum fkind {
@@ -724,6 +725,8 @@ static int on_open(struct dec *d, int is_map)
     case DM_AV_LISTS:
         return is_map ? open_table(d, F_OBJECT, DM_FIELD, 0, 0)
                       : open_table(d, F_ARRAY, DM_AV_MAP, 0, 0);
+    case DM_JSON:
+        return open_table(d, is_map ? F_OBJECT : F_ARRAY, DM_JSON, 0, 0);
     case DM_FIELD: {
         /* the member's key is on top of the Lua stack */
         size_t klen;
@@ -943,6 +946,25 @@ static size_t skip_space(const char *text, size_t len, size_t pos)
     return pos;
 }
 
+/* Readies d to decode text; d->h is the caller's to set. */
+static void dec_start(struct dec *d, lua_State *L, const char *text, size_t len, const char *root,
+                      int prefix, enum dec_mode mode)
+{
+    d->L = L;
+    d->text = text;
+    d->len = len;
+    d->root = root;
+    d->prefix = prefix;
+    d->root_mode = mode;
+    d->nframes = d->npath = d->av_depth = d->json_depth = 0;
+    d->hint_top = 0;
+    d->root_end = 0;
+    d->finishing = d->failed = d->oom = 0;
+    d->json_why = NULL;
+    d->json_pos = 0;
+    tide_error_clear(&d->err);
+}
+
 /* Shared body of decode_response and decode_value; frame is theirs
  * (TIDE_CODEC_FRAME). */
 static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode, uintptr_t frame)
@@ -957,19 +979,7 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
     struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), frame);
                                     // [text, guard]
     struct dec d;
-    d.L = L;
-    d.text = text;
-    d.len = len;
-    d.root = root;
-    d.prefix = prefix;
-    d.root_mode = mode;
-    d.nframes = d.npath = d.av_depth = d.json_depth = 0;
-    d.hint_top = 0;
-    d.root_end = 0;
-    d.finishing = d.failed = d.oom = 0;
-    d.json_why = NULL;
-    d.json_pos = 0;
-    tide_error_clear(&d.err);
+    dec_start(&d, L, text, len, root, prefix, mode);
 
     /* yajl allocates from the guard's arena: no malloc for small texts */
     g->parser = d.h = yajl_alloc(&CALLBACKS, &g->afs, &d);
@@ -1028,6 +1038,41 @@ static int decode(lua_State *L, const char *root, int prefix, enum dec_mode mode
     }
     /* yajl reports a complete text only after a whole top-level value */
     return 1; // [text, guard, result]
+}
+
+int tide_codec_decode_nested(lua_State *L, struct guard *g, const char *text, size_t len, int av)
+{
+    struct dec *d = g->nested_dec;
+    if (d == NULL) {
+        d = g->nested_dec = malloc(sizeof(*d));
+        if (d == NULL)
+            return 0;
+    }
+    if (g->nested_parser == NULL) {
+        /* one parser for every text of the call: each is one whole object */
+        g->nested_parser = yajl_alloc(&CALLBACKS, &g->afs, d);
+        if (g->nested_parser == NULL)
+            return 0;
+        yajl_config(g->nested_parser, yajl_allow_multiple_values, 1);
+    }
+    int top = lua_gettop(L);
+    dec_start(d, L, text, len, "value", 1, av ? DM_AV : DM_JSON);
+    d->h = g->nested_parser;
+    yajl_status st = yajl_parse(d->h, (const unsigned char *)text, len);
+    /* Anything but one whole object or array and white space (a scalar, a
+     * value cut short, a second value) may leave a token in the lexer that
+     * would run into the next text: that parser is not used again. */
+    if (st != yajl_status_ok || d->root_end == 0 || skip_space(text, len, d->root_end) < len) {
+        yajl_free(g->nested_parser);
+        g->nested_parser = NULL;
+        lua_settop(L, top);
+        return 0;
+    }
+    if (d->failed || lua_gettop(L) != top + 1) {
+        lua_settop(L, top);
+        return 0;
+    }
+    return 1;
 }
 
 int tide_codec_decode_response(lua_State *L)

@@ -328,4 +328,48 @@ return p
     assert.equal("invalid_event", err.kind)
     assert.matches("stream account#a version 1", tostring(err))
   end)
+
+  it("upcasts events decoded by their source (as_stored) once, in place, also when the batch is retried", function()
+    local reg = aggregate.registry("spec/fixtures/aggregates")
+    reg:add(assert(aggregate.load_file("spec/fixtures/aggregates/counter_v2.lua", "counter")))
+    local src = [[
+local p = { subscribe = { aggregates = { "counter" } }, tables = { totals = { key = "id" } }, seen = {} }
+p.handlers = { Added = function(e, ctx)
+  p.seen[#p.seen + 1] = e.data
+  if p.fail then p.fail = nil; error("once") end
+  local it = ctx:get("totals", e.id) or { id = e.id, total = 0 }
+  it.total = it.total + e.data.amount
+  ctx:put("totals", it)
+end }
+return p
+]]
+    local proj, b = assert(projection.from_source("tot", src, "projections/tot.lua")), mem_backend()
+    local p = projector.new{ projection = proj, backend = b, aggregates = reg }
+    local function stored(v, data, schema)
+      return { stream = "counter#c1", aggregate = "counter", id = "c1", version = v, type = "Added",
+               data = data, meta = { schema = schema }, as_stored = true }
+    end
+    local events = { stored(1, { n = 5 }, 1), stored(2, { amount = 7 }, 2) }
+    proj.module.fail = true
+    local plan, err = p:apply(events)
+    assert.is_nil(plan)
+    assert.equal("handler_error", err.kind)
+    p:reset()
+    plan = assert(p:apply(events)) -- the same events: the runner retries its batch
+    assert(b:write("tot", plan))
+    assert.same({ amount = 5 }, proj.module.seen[#proj.module.seen - 1])
+    assert.same({ amount = 7 }, proj.module.seen[#proj.module.seen])
+    assert.equal(12, b:item("totals", "c1").total)
+    assert.is_nil(events[1].as_stored)
+    -- without a registry there is nothing to upcast with: data is used as it is
+    local q = projector.new{ projection = proj, backend = mem_backend() }
+    assert(q:apply({ stored(1, { amount = 3 }, 1) }))
+    assert.same({ amount = 3 }, proj.module.seen[#proj.module.seen])
+    -- an event newer than the module: an invalid event, not a handler error
+    local r = projector.new{ projection = proj, backend = mem_backend(), aggregates = reg }
+    plan, err = r:apply({ stored(1, { amount = 1 }, 9) })
+    assert.is_nil(plan)
+    assert.equal("invalid_event", err.kind)
+    assert.matches("schema 9", tostring(err))
+  end)
 end)

@@ -27,16 +27,16 @@ local function body(records, next_iterator)
 end
 
 describe("core.decode_stream_records", function()
-  it("turns INSERT and MODIFY images into events, in order, with their sequence numbers", function()
+  it("turns INSERT and MODIFY images into events, in order, data and meta decoded", function()
     local r = assert(core.decode_stream_records(body({
       record("INSERT", "100", image("account#a1", 1, "Opened")),
       record("MODIFY", "101", image("account#a#2", 7, "Deposited")),
     }, "iter-2")))
     assert.equal(2, r.records)
     assert.equal(2, #r.events)
+    -- data and meta are decoded; data is as stored (not upcast yet)
     assert.same({ stream = "account#a1", aggregate = "account", id = "a1", version = 1, type = "Opened",
-                  data = '{"M":{"amount":{"N":"5"}}}', meta = '{"schema":1}', seq = "100",
-                  created = 1700000100 }, r.events[1])
+                  data = { amount = 5 }, meta = { schema = 1 }, as_stored = true }, r.events[1])
     -- the id is everything after the first '#'
     assert.equal("account", r.events[2].aggregate)
     assert.equal("a#2", r.events[2].id)
@@ -72,7 +72,39 @@ describe("core.decode_stream_records", function()
     assert.equal("account#é\0x", r.events[1].stream)
     assert.equal("é\0x", r.events[1].id)
     assert.equal("Dé\"posited", r.events[1].type)
-    assert.equal('{"note":"a\\nb"}', r.events[1].meta)
+    assert.same({ note = "a\nb" }, r.events[1].meta)
+  end)
+
+  it("decodes data as one AttributeValue and meta as plain JSON, keeping what does not decode as text", function()
+    local img = image("account#a1", 1, "Opened")
+    img.data = { S = '{"M":{"n":{"N":"12345678901234567890123456789012345678"},"l":{"L":[{"S":"x"},{"NULL":true}]},'
+      .. '"Item":{"M":{"a":{"BOOL":false}}}}}' }
+    img.meta = { S = '{"Item":{"S":"not an AttributeValue"},"list":[1,2],"nothing":null}' }
+    local bad = image("account#a1", 2, "Deposited")
+    bad.data = { S = '{"M":{"amount":{"N":"5"}}} {"M":{}}' } -- two values
+    bad.meta = { S = '{"schema":' }                           -- cut short
+    local scalar = image("account#a1", 3, "Deposited")
+    scalar.data = { S = '{"X":1}' }                           -- no such AttributeValue type
+    scalar.meta = { S = '"just a string"' }
+    local r = assert(core.decode_stream_records(body({ record("INSERT", "1", img), record("INSERT", "2", bad),
+      record("INSERT", "3", scalar), record("INSERT", "4", image("account#a1", 4, "Closed")) })))
+    local e = r.events[1]
+    assert.is_true(core.is_number(e.data.n))
+    assert.equal("12345678901234567890123456789012345678", tostring(e.data.n))
+    assert.same({ "x", core.null }, { e.data.l[1], e.data.l[2] })
+    assert.same({ a = false }, e.data.Item)
+    assert.same({ S = "not an AttributeValue" }, e.meta.Item) -- meta keys mean nothing
+    assert.equal(2, e.meta.list[2])
+    assert.equal(core.null, e.meta.nothing)
+    assert.is_true(e.as_stored)
+    assert.equal('{"M":{"amount":{"N":"5"}}} {"M":{}}', r.events[2].data)
+    assert.equal('{"schema":', r.events[2].meta)
+    assert.is_nil(r.events[2].as_stored)
+    assert.equal('{"X":1}', r.events[3].data)
+    assert.equal('"just a string"', r.events[3].meta)
+    -- a parser left half-way by a bad text is not used again
+    assert.same({ amount = 5 }, r.events[4].data)
+    assert.same({ schema = 1 }, r.events[4].meta)
   end)
 
   it("an empty page: no events, no last sequence number", function()
@@ -95,6 +127,13 @@ describe("core.decode_stream_records", function()
     local r, err = core.decode_stream_records("{bad")
     assert.is_nil(r)
     assert.matches("^GetRecords response: malformed JSON at byte %d+ %(", err)
+    r, err = core.decode_stream_records('{"Records":[]} {}')
+    assert.is_nil(r)
+    assert.equal("GetRecords response: malformed JSON: more than one value", err)
+    r, err = core.decode_stream_records('{"Records":[{"eventName":"INSERT","dynamodb":{"NewImage":'
+      .. '{"stream":{"S":"a#b\\n\255"},"version":{"N":"1"}}}}]}') -- not UTF-8
+    assert.is_nil(r)
+    assert.matches("^GetRecords response: the string at byte %d+ is not valid", err)
     r, err = core.decode_stream_records('{"Records":{}}')
     assert.is_nil(r)
     assert.equal("GetRecords response: Records is not an array", err)
@@ -116,10 +155,10 @@ describe("core.decode_stream_records", function()
   end)
 
   it("frees the parser when a Lua error interrupts the decoding, and the next call works", function()
-    -- The parser belongs to the codec's guard, shared by the calls of the
-    -- Lua state (runtime/core/lua_codec.h): a Lua error raised inside
-    -- yajl's callbacks (here by a failing __gc) leaves it behind, and the
-    -- next call frees it. Under LeakSanitizer a lost parser is reported.
+    -- The tokens and parsers belong to the codec's guard, shared by the
+    -- calls of the Lua state (runtime/core/lua_codec.h): a Lua error raised
+    -- while the page is read (here by a failing __gc) leaves them behind,
+    -- and the next call frees them. Under LeakSanitizer a loss is reported.
     local recs = {}
     for i = 1, 600 do
       local img = image("account#a" .. i, i, "Deposited")
