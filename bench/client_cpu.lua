@@ -54,6 +54,9 @@ local db = assert(dynamodb.new{
   endpoint = endpoint, region = "us-east-1",
   credentials = { access_key_id = "tidebench", secret_access_key = "tidebenchsecret" },
   max_connections = op == "setup" and 16 or concurrency,
+  -- BENCH_GATHER_US: the engine's gather_us (unset: its default); run.sh
+  -- also measures the c=64 cells with 0, gathering off
+  gather_us = tonumber(os.getenv("BENCH_GATHER_US") or ""),
 })
 
 local errors, first_err, items_read = 0, nil, 0
@@ -169,7 +172,8 @@ local all = {}
 for r = 1, ROUNDS do all[r] = string.format("%.1f", rounds[r].us) end
 
 local out = {
-  client = "tide", luajit = jit and jit.version or "?", op = op, concurrency = concurrency,
+  client = os.getenv("BENCH_GATHER_US") == "0" and "tide-nogather" or "tide",
+  luajit = jit and jit.version or "?", op = op, concurrency = concurrency,
   requests = N, rounds = ROUNDS, errors = errors,
   items_read = op == "GetItem" and med.items_read or nil,
   wall_s = med.wall, cpu_user_s = med.user, cpu_sys_s = med.sys,

@@ -87,6 +87,12 @@ else
       note "$op, concurrency $c: $WARM warm-up + $ROUNDS x $N measured requests per client"
       if [ $have_tide = 1 ]; then
         tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" || { note "tide $op c=$c failed"; status=1; }
+        # The engine lets responses gather (gather_us, default 1 ms) only
+        # with 16 or more requests in flight: the same cell without it.
+        if [ "$c" -ge 16 ]; then
+          BENCH_GATHER_US=0 tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" \
+            || { note "tide (gather_us=0) $op c=$c failed"; status=1; }
+        fi
       fi
       sdk_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" || { note "SDK $op c=$c failed"; status=1; }
     done
@@ -144,8 +150,9 @@ console.log("  CPU = user+sys of the client process (getrusage / process.cpuUsag
 console.log("  tide: build/tide script, " + env.BENCH_COND_LUAJIT + "; SDK " + (sdkAny ? sdkAny.sdk_version : "?") +
   " on Node " + env.BENCH_COND_NODE + ", DynamoDBClient, keep-alive http.Agent(maxSockets = concurrency).");
 console.log("");
-const hdr = ["op", "conc", "req/window", "tide us CPU/req", "SDK us CPU/req", "SDK/tide", "tide req/s", "SDK req/s"];
-const w = [8, 5, 11, 16, 15, 9, 11, 10];
+const hdr = ["op", "conc", "req/window", "tide us CPU/req", "SDK us CPU/req", "SDK/tide", "tide req/s", "SDK req/s",
+             "tide gather_us=0: us CPU/req", "SDK/it", "req/s"];
+const w = [8, 5, 11, 16, 15, 9, 11, 10, 29, 7, 7];
 console.log(hdr.map((h, i) => i === 0 ? h.padEnd(w[i]) : pad(h, w[i])).join(" "));
 const cells = [];
 const ops = [...new Set(rows.filter((r) => r.op !== "setup").map((r) => r.op))];
@@ -154,21 +161,27 @@ for (const op of ops) {
   for (const c of concs) {
     const t = rows.find((r) => r.client === "tide" && r.op === op && r.concurrency === c);
     const s = rows.find((r) => r.client === "aws-sdk-js-v3" && r.op === op && r.concurrency === c);
+    const g = rows.find((r) => r.client === "tide-nogather" && r.op === op && r.concurrency === c);
     const ratio = t && s ? s.cpu_us_per_req / t.cpu_us_per_req : undefined;
-    cells.push({ op, c, t, s, ratio });
+    const gratio = g && s ? s.cpu_us_per_req / g.cpu_us_per_req : undefined;
+    cells.push({ op, c, t, s, ratio, g, gratio });
     const errs = [t && t.errors ? "tide errors: " + t.errors : "", s && s.errors ? "SDK errors: " + s.errors : ""].filter(Boolean).join(", ");
     console.log([op.padEnd(w[0]), pad(c, w[1]), pad((t || s).requests, w[2]),
       pad(fmt(t && t.cpu_us_per_req), w[3]), pad(fmt(s && s.cpu_us_per_req), w[4]),
       pad(ratio ? fmt(ratio, 1) + "x" : "-", w[5]),
-      pad(fmt(t && t.req_per_s, 0), w[6]), pad(fmt(s && s.req_per_s, 0), w[7])].join(" ") + (errs ? "  (" + errs + ")" : ""));
+      pad(fmt(t && t.req_per_s, 0), w[6]), pad(fmt(s && s.req_per_s, 0), w[7]),
+      pad(g ? fmt(g.cpu_us_per_req) : "-", w[8]), pad(gratio ? fmt(gratio, 1) + "x" : "-", w[9]),
+      pad(g ? fmt(g.req_per_s, 0) : "-", w[10])].join(" ") + (errs ? "  (" + errs + ")" : ""));
   }
 }
 if (!rows.some((r) => r.client === "tide" && r.op !== "setup")) console.log("(tide: not measured)");
 console.log("  us CPU/req of every window (tide | SDK):");
 for (const x of cells) {
   const f = (r) => r && r.cpu_us_per_req_rounds ? r.cpu_us_per_req_rounds.join(" ") : "-";
-  console.log("    " + (x.op + " c=" + x.c).padEnd(14) + f(x.t) + " | " + f(x.s));
+  console.log("    " + (x.op + " c=" + x.c).padEnd(14) + f(x.t) + " | " + f(x.s) + (x.g ? " | gather_us=0: " + f(x.g) : ""));
 }
+console.log("  tide's engine lets responses gather for up to gather_us (default 1000 us) when 16 or more requests are");
+console.log("  in flight and none is ready (fewer wake-ups, up to 1 ms more latency); gather_us=0 turns that off.");
 console.log("  req/s is bounded by DynamoDB Local sharing the same cores; the CPU columns are the client's own.");
 
 // Signing: lines "<name>: <us> us/op (...)".
@@ -199,6 +212,10 @@ if (measured.length === 0) {
   for (const x of measured) {
     const ok = x.t.cpu_us_per_req * 10 <= x.s.cpu_us_per_req;
     console.log(`client CPU ${x.op} c=${x.c}: tide ${fmt(x.t.cpu_us_per_req)} us vs SDK ${fmt(x.s.cpu_us_per_req)} us = 1/${fmt(x.ratio)} of the SDK's (target <= 1/10): ${ok ? "met" : "NOT MET"}`);
+    if (x.gratio) {
+      const gok = x.g.cpu_us_per_req * 10 <= x.s.cpu_us_per_req;
+      console.log(`  same cell with gather_us=0: tide ${fmt(x.g.cpu_us_per_req)} us = 1/${fmt(x.gratio)} of the SDK's: ${gok ? "met" : "NOT MET"}`);
+    }
   }
   const missing = cells.length - measured.length;
   if (missing) console.log(`client CPU: ${missing} cell(s) not measured`);

@@ -33,6 +33,7 @@ local SCHEMA = {
       default = "tide_" },
     { name = "max_attempts", kind = "integer", min = 1, default = 8 },
     { name = "max_connections", kind = "integer", min = 1, default = 512 },
+    { name = "gather_us", kind = "integer", min = 0, default = 1000 },
     { name = "timeout_ms", kind = "integer", min = 1, default = 30000 },
     { name = "ca_bundle", kind = "path" },
     { name = "verify_tls", kind = "boolean", default = true },

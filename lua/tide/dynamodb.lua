@@ -36,6 +36,7 @@ local DEFAULTS = {
 }
 
 local limits = core.limits
+local encode_request, encode_request_buffer = core.encode_request, core.encode_request_buffer
 
 -- Seed jitter from the CSPRNG, so processes started together spread out.
 do
@@ -83,8 +84,8 @@ local function parse_url(url)
   local default = (scheme == "https" and "443" or "80")
   local host_header = (port and port ~= default) and (host .. ":" .. port) or host
   if path == "" then path = "/" end
-  return { scheme = scheme, host = host_header, path = path,
-           base = scheme .. "://" .. hostport }
+  local base = scheme .. "://" .. hostport
+  return { scheme = scheme, host = host_header, path = path, base = base, url = base .. "/" }
 end
 M.parse_url = parse_url
 
@@ -137,7 +138,7 @@ end
 --   opts.credentials = {access_key_id=, secret_access_key=, session_token=},
 --   opts.transport, opts.max_attempts, opts.base_delay, opts.max_delay,
 --   opts.timeout_ms, opts.batch_concurrency, and transport options
---   (max_connections, ca_bundle, verify_tls) for the default transport.
+--   (max_connections, ca_bundle, verify_tls, gather_us) for the default transport.
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("dynamodb.new: opts must be a table", 2) end
@@ -151,6 +152,9 @@ function M.new(opts)
   self.profile = opts.profile
   self.explicit_credentials = opts.credentials
   self.transport = opts.transport or default_transport(opts)
+  self.sign_req = { method = "POST", path = "/" }
+  self.sign_opts = { region = region, service = "dynamodb" }
+  self.buffer_bodies = self.transport.accepts_buffer_body == true
   return self
 end
 
@@ -211,6 +215,24 @@ local function cancellation_retryable(reasons)
   return any
 end
 
+-- The only response header the client reads (for error reports).
+local RESPONSE_HEADERS = { "x-amzn-requestid" }
+
+local JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+local sign, os_time = core.sign, os.time
+
+-- The headers core.sign signs besides its own, per X-Amz-Target: never
+-- changed once made, so shared by every request of that operation.
+local signed_headers_of = {}
+local function signed_headers(target)
+  local h = signed_headers_of[target]
+  if not h then
+    h = { ["content-type"] = JSON_CONTENT_TYPE, ["x-amz-target"] = target }
+    signed_headers_of[target] = h
+  end
+  return h
+end
+
 -- Sends one already-encoded request and classifies the outcome:
 -- returns result | nil, err (err.retry_class = "never"|"throttled"|"transient")
 function Client:attempt(target, endpoint, body, op, tname, decode)
@@ -219,17 +241,22 @@ function Client:attempt(target, endpoint, body, op, tname, decode)
     return nil, new_error{ type = "CredentialsError", message = cerr, status = 0,
                            retry_class = "never", op = op, table = tname }
   end
+  -- core.sign reads its arguments and returns before anything can yield,
+  -- so one request table and one options table serve every signature of
+  -- the client; the headers signed are the same for every call of an op.
+  local sign_req, sign_opts = self.sign_req, self.sign_opts
+  sign_req.host, sign_req.headers, sign_req.body = endpoint.host, signed_headers(target), body
+  sign_opts.time = os_time()
+  local signed = sign(sign_req, creds, sign_opts)
+  sign_req.body = nil -- not kept alive by the client
   local headers = {
-    ["content-type"] = "application/x-amz-json-1.0",
-    ["x-amz-target"] = target,
+    ["content-type"] = JSON_CONTENT_TYPE, ["x-amz-target"] = target,
+    authorization = signed.authorization, ["x-amz-date"] = signed["x-amz-date"],
+    ["x-amz-security-token"] = signed["x-amz-security-token"],
   }
-  local signed = core.sign({ method = "POST", host = endpoint.host, path = "/",
-                             headers = headers, body = body },
-                           creds, { region = self.region, service = "dynamodb", time = os.time() })
-  for k, v in pairs(signed) do headers[k] = v end
   local resp, terr = self.transport:request{
-    method = "POST", url = endpoint.base .. "/", headers = headers, body = body,
-    timeout_ms = self.timeout_ms,
+    method = "POST", url = endpoint.url, headers = headers, body = body,
+    timeout_ms = self.timeout_ms, response_headers = RESPONSE_HEADERS,
   }
   if not resp then
     local kind = type(terr) == "table" and terr.kind or "other"
@@ -275,13 +302,22 @@ function Client:call(op, params, opts)
   return self:send(op, params, body, opts)
 end
 
+-- -> body, its length in bytes | nil, err. The body is a Lua string, or,
+-- for a transport that takes them, a buffer: bodies that differ in a few
+-- bytes are costly to intern as Lua strings.
 function Client:encode(op, params)
-  local body, eerr = core.encode_request(params)
+  local body, size
+  if self.buffer_bodies then
+    body, size = encode_request_buffer(params)
+  else
+    body, size = encode_request(params)
+    if body then size = #body end
+  end
   if not body then
-    return nil, new_error{ type = "InvalidValue", message = eerr, status = 0, op = op,
+    return nil, new_error{ type = "InvalidValue", message = size, status = 0, op = op,
                            table = table_of(params), retryable = false, attempts = 0 }
   end
-  return body
+  return body, size
 end
 
 -- Sends an encoded request with the retry policy.
@@ -338,10 +374,10 @@ end
 function Client:put_item(params)
   check_params("put_item", params)
   if type(params.Item) ~= "table" then error("put_item: params.Item must be a table", 2) end
-  local body, err = self:encode("PutItem", params)
-  if not body then return nil, err end
-  if #body > limits.item_bytes then
-    err = item_too_large("PutItem", params.TableName, params.Item)
+  local body, size = self:encode("PutItem", params)
+  if not body then return nil, size end
+  if size > limits.item_bytes then
+    local err = item_too_large("PutItem", params.TableName, params.Item)
     if err then return nil, err end
   end
   return self:send("PutItem", params, body)
@@ -534,13 +570,13 @@ function Client:batch_write(request_items)
   local total = 0
   for _, chunk in ipairs(chunks) do
     local params = { RequestItems = chunk.ri }
-    local body, err = self:encode("BatchWriteItem", params)
-    if not body then return nil, err end
-    if #body > limits.item_bytes then
+    local body, size = self:encode("BatchWriteItem", params)
+    if not body then return nil, size end
+    if size > limits.item_bytes then
       for name, reqs in pairs(chunk.ri) do
         for i, req in ipairs(reqs) do
           local item = req.PutRequest and req.PutRequest.Item or req.DeleteRequest.Key
-          err = item_too_large("BatchWriteItem", name, item, "request " .. i .. " of the batch")
+          local err = item_too_large("BatchWriteItem", name, item, "request " .. i .. " of the batch")
           if err then return nil, err end
         end
       end
@@ -671,11 +707,12 @@ function Client:transact_write(params)
     params = shallow_copy(params)
     params.ClientRequestToken = core.random_hex(16)
   end
-  local body, err = self:encode("TransactWriteItems", params)
-  if not body then return nil, err end
+  local body, size = self:encode("TransactWriteItems", params)
+  if not body then return nil, size end
   -- Exact sizes only when the body is big enough to break a limit (see
   -- item_too_large): the common small transaction is encoded once.
-  if #body > limits.item_bytes then
+  if size > limits.item_bytes then
+    local err
     local total = 0
     for i, a in ipairs(actions) do
       local action = a.Put or a.Update or a.Delete or a.ConditionCheck

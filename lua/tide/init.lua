@@ -35,7 +35,7 @@ function M.open(opts)
       region = d.region, endpoint = d.endpoint, profile = d.profile,
       max_attempts = d.max_attempts, timeout_ms = d.timeout_ms,
       max_connections = d.max_connections, ca_bundle = d.ca_bundle, verify_tls = d.verify_tls,
-      transport = opts.transport,
+      gather_us = d.gather_us, transport = opts.transport,
     }
     if not client then return nil, "dynamodb: " .. tostring(cerr) end
     store = require("tide.store.dynamodb").new{ client = client, table_prefix = d.table_prefix }

@@ -79,7 +79,8 @@ end
 M.default_on_error = default_on_error
 
 -- Sets options (only the keys given) for the engine of the next sched.run:
--- max_connections, connect_timeout_ms, timeout_ms, ca_bundle, verify_tls;
+-- max_connections, connect_timeout_ms, timeout_ms, ca_bundle, verify_tls,
+-- gather_us (see tide.engine);
 -- and on_error(err), called with each thread error nobody collected.
 function M.configure(opts)
   if type(opts) ~= "table" then
@@ -283,6 +284,7 @@ local function get_engine(L)
       timeout_ms = config.timeout_ms,
       ca_bundle = config.ca_bundle,
       verify_tls = config.verify_tls,
+      gather_us = config.gather_us,
     })
     if not e then
       error("sched: cannot create the HTTP engine: " .. tostring(err), 0)

@@ -39,6 +39,7 @@
 #include <lauxlib.h>
 
 #include "credentials.h"
+#include "lua_codec.h"
 #include "lua_core.h"
 #include "sigv4.h"
 
@@ -107,6 +108,21 @@ static const char *str_field(lua_State *L, int idx, const char *tname, int k,
         luaL_error(L, "sign: %s.%s must be a string%s", tname, KEYS[k],
                    optional ? " or nil" : "");
     return NULL;
+}
+
+/* req.body: a string, a buffer of core.encode_request_buffer (signed in
+ * place, see lua_codec.h) or nil. Left on the stack like str_field's. */
+static const char *body_field(lua_State *L, int idx, size_t *len)
+{
+    int t = field(L, idx, K_BODY); // [..., body]
+    if (t == LUA_TSTRING)
+        return lua_tolstring(L, -1, len);
+    if (t == LUA_TNIL)
+        return NULL;
+    const char *p = t == LUA_TUSERDATA ? tide_codec_tobuffer(L, lua_gettop(L), len) : NULL;
+    if (p == NULL)
+        luaL_error(L, "sign: req.body must be a string or nil (or a core.encode_request_buffer buffer)");
+    return p;
 }
 
 static bool bool_field(lua_State *L, int idx, int k, bool dflt)
@@ -214,7 +230,7 @@ static int l_sign(lua_State *L)
     req.host = str_field(L, 1, "req", K_HOST, false, NULL);
     req.path = str_field(L, 1, "req", K_PATH, true, NULL);
     req.query = str_field(L, 1, "req", K_QUERY, true, NULL);
-    req.body = str_field(L, 1, "req", K_BODY, true, &req.body_len);
+    req.body = body_field(L, 1, &req.body_len);
     if (req.body == NULL)
         req.body_len = 0;
 
@@ -348,6 +364,7 @@ static const char SIGN_FFI_CDEF[] =
     "struct tide_sigv4_ffi_in {" FFI_IN_FIELDS(FFI_CDEF) "};"
     "struct tide_sigv4_ffi_out {" FFI_OUT_FIELDS(FFI_CDEF)
     "char message[512];};"
+    "struct tide_buffer { size_t len; char data[1]; };"
     "struct tide_sigv4_ffi_api { int (*sign)(void *, const struct tide_sigv4_ffi_in *,"
     " const char *, const char *, const char *, const char *, const char *,"
     " const char *, const char *, const char *, const char *, const char *,"
@@ -426,8 +443,8 @@ static const struct tide_sigv4_ffi_api FFI_API = {ffi_sign};
  * req.headers until the FFI call returns (the C side calls no Lua), and
  * the other strings are arguments of the call. */
 static const char SIGN_FFI_LUA[] =
-    "local ud, api_ptr, layout, sign_c, cdef = ...\n"
-    "if not (jit and jit.status()) then return nil end\n"
+    "local ud, api_ptr, layout, sign_c, cdef, buffer_mt = ...\n"
+    "if not (jit and jit.status()) or buffer_mt == nil then return nil end\n"
     "local ok, ffi = pcall(require, 'ffi')\n"
     "if not ok then return nil end\n"
     "if not pcall(ffi.typeof, 'struct tide_sigv4_ffi_out') then ffi.cdef(cdef) end\n"
@@ -442,9 +459,10 @@ static const char SIGN_FFI_LUA[] =
     "local out = ffi.new('struct tide_sigv4_ffi_out')\n"
     "local HDR = ffi.typeof('struct tide_sigv4_header[?]')\n"
     "local HDR_SIZE = ffi.sizeof('struct tide_sigv4_header')\n"
+    "local BUFFER = ffi.typeof('const struct tide_buffer *')\n"
     "local cap = 16\n"
     "local hdrs = HDR(cap)\n"
-    "local str, copy = ffi.string, ffi.copy\n"
+    "local str, copy, cast = ffi.string, ffi.copy, ffi.cast\n"
     "local type, rawget, next, getmetatable, error = type, rawget, next, getmetatable, error\n"
     "local last_time, last_date\n"
     "\n"
@@ -472,7 +490,9 @@ static const char SIGN_FFI_LUA[] =
     "  local sst, dbg = rawget(opts, 'sign_session_token'), rawget(opts, 'debug')\n"
     "  if type(method) ~= 'string' or type(host) ~= 'string'\n"
     "      or (path ~= nil and type(path) ~= 'string') or (query ~= nil and type(query) ~= 'string')\n"
-    "      or (body ~= nil and type(body) ~= 'string') or (headers ~= nil and type(headers) ~= 'table')\n"
+    "      or (body ~= nil and type(body) ~= 'string'\n"
+    "          and (type(body) ~= 'userdata' or getmetatable(body) ~= buffer_mt))\n"
+    "      or (headers ~= nil and type(headers) ~= 'table')\n"
     "      or type(key_id) ~= 'string' or type(secret) ~= 'string'\n"
     "      or (token ~= nil and type(token) ~= 'string')\n"
     "      or type(region) ~= 'string' or type(service) ~= 'string' or type(time) ~= 'number'\n"
@@ -501,7 +521,16 @@ static const char SIGN_FFI_LUA[] =
     "    end\n"
     "  end\n"
     "  input.time = time\n"
-    "  input.body_len = body and #body or 0\n"
+    "  local body_len = 0\n"
+    "  if body ~= nil then\n"
+    "    if type(body) == 'string' then\n"
+    "      body_len = #body\n"
+    "    else -- a buffer, read in place: its userdata stays anchored in req\n"
+    "      local b = cast(BUFFER, body)\n"
+    "      body, body_len = b.data, b.len\n"
+    "    end\n"
+    "  end\n"
+    "  input.body_len = body_len\n"
     "  input.secret_len = #secret\n"
     "  input.headers = hdrs\n"
     "  input.n_headers = n\n"
@@ -559,6 +588,8 @@ static void push_ffi_layout(lua_State *L)
     FFI_LAYOUT_ENTRY(in, "struct tide_sigv4_ffi_in", "", sizeof(struct tide_sigv4_ffi_in))
     FFI_LAYOUT_ENTRY(out, "struct tide_sigv4_ffi_out", "", sizeof(struct tide_sigv4_ffi_out))
     FFI_LAYOUT_ENTRY(api, "struct tide_sigv4_ffi_api", "", sizeof(struct tide_sigv4_ffi_api))
+    FFI_LAYOUT_ENTRY(buf, "struct tide_buffer", "len", offsetof(struct tide_buffer, len))
+    FFI_LAYOUT_ENTRY(buf, "struct tide_buffer", "data", offsetof(struct tide_buffer, data))
 #undef FFI_LAYOUT_ENTRY
 #undef FFI_LAYOUT_HEADER
 #undef FFI_LAYOUT_IN
@@ -585,7 +616,9 @@ static void use_ffi_sign(lua_State *L)
     push_ffi_layout(L);                                 // [..., chunk, ud, api, layout]
     lua_pushvalue(L, top);                              // [..., chunk, ud, api, layout, sign_c]
     lua_pushlstring(L, SIGN_FFI_CDEF, sizeof(SIGN_FFI_CDEF) - 1); // [..., cdef]
-    if (lua_pcall(L, 5, 1, 0) != 0 || lua_type(L, -1) != LUA_TFUNCTION) {
+    /* the codec sets its methods when it opens, after this */
+    luaL_newmetatable(L, TIDE_BUFFER_MT);              // [..., cdef, buffer_mt]
+    if (lua_pcall(L, 6, 1, 0) != 0 || lua_type(L, -1) != LUA_TFUNCTION) {
         lua_settop(L, top); // [core, ud, sign_c]
         return;
     }

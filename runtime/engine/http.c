@@ -35,6 +35,10 @@
 /* Upper bound on the pre-allocation a Content-Length header may cause. */
 #define RESERVE_MAX (64 * 1024 * 1024)
 #define WAITFD_STACK 8
+#define DEFAULT_GATHER_US 1000
+/* In-flight requests from which the poll lets responses gather (see
+ * gather_responses). */
+#define GATHER_MIN_ACTIVE 16
 /* Socket events taken per epoll_wait. */
 #define EPOLL_BATCH 64
 
@@ -61,12 +65,16 @@ struct xfer {
     size_t hdr_nodes_cap;
     struct buf hdr_lines;           /* "Name: value\0" lines */
     bool configured;      /* the per-client options are set on easy */
+    CURLU *url_handle;    /* the URL parsed, handed to curl as CURLOPT_CURLU */
+    char *url;            /* the URL url_handle holds */
     struct buf req_body;  /* our copy of the request body */
     bool has_body;        /* a request that carries a body (POST, PUT, ...) */
     int attempts;         /* times curl was about to send it: see on_prereq */
     bool resend_refused;  /* curl wanted to re-send the body: see on_prereq */
     struct buf resp_body;
     struct buf resp_hdrs; /* "name\0value\0" pairs of the last response */
+    bool keep_all_headers;
+    struct buf keep_headers; /* "name\0" of each header to keep otherwise */
     struct tide_http_header *hdr_array;
     size_t hdr_cap;
     struct xfer *prev, *next;
@@ -342,6 +350,7 @@ void tide_http_opts_init(struct tide_http_opts *opts)
     opts->timeout_ms = DEFAULT_TIMEOUT_MS;
     opts->ca_bundle = NULL;
     opts->verify_tls = true;
+    opts->gather_us = DEFAULT_GATHER_US;
 }
 
 const char *tide_http_errkind_name(enum tide_http_errkind kind)
@@ -441,11 +450,14 @@ static void xfer_destroy(struct xfer *x)
 {
     if (x->easy)
         curl_easy_cleanup(x->easy);
+    curl_url_cleanup(x->url_handle);
+    free(x->url);
     free(x->hdr_nodes);
     buf_free(&x->hdr_lines);
     buf_free(&x->req_body);
     buf_free(&x->resp_body);
     buf_free(&x->resp_hdrs);
+    buf_free(&x->keep_headers);
     free(x->hdr_array);
     free(x);
 }
@@ -486,6 +498,7 @@ static void xfer_recycle(struct tide_http *http, struct xfer *x)
     buf_clear(&x->req_body);
     buf_clear(&x->resp_body);
     buf_clear(&x->resp_hdrs);
+    buf_clear(&x->keep_headers);
     if (x->hdr_cap > 64) {
         free(x->hdr_array);
         x->hdr_array = NULL;
@@ -509,6 +522,19 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
     }
     return len;
+}
+
+/* Whether the caller asked for the response header name. */
+static bool is_kept(const struct xfer *x, const char *name, size_t nlen)
+{
+    for (size_t off = 0; off < x->keep_headers.len;) {
+        const char *k = x->keep_headers.data + off;
+        size_t klen = strlen(k);
+        if (klen == nlen && strncasecmp(k, name, nlen) == 0)
+            return true;
+        off += klen + 1;
+    }
+    return false;
 }
 
 /* libcurl header callback: one complete header line per call, including the
@@ -545,7 +571,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
     name[nlen] = '\0';
     memcpy(name + nlen + 1, v, vlen);
     name[nlen + 1 + vlen] = '\0';
-    b->len += nlen + vlen + 2;
+    if (x->keep_all_headers || is_kept(x, name, nlen))
+        b->len += nlen + vlen + 2; /* else the next header overwrites it */
 
     /* Size the body buffer once from Content-Length instead of doubling up
      * to it; bounded so a lying server cannot make us allocate much. */
@@ -802,7 +829,25 @@ static int setup_easy(struct tide_http *http, struct xfer *x, const struct tide_
         x->configured = rc == CURLE_OK;
     }
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
-    SET(CURLOPT_URL, req->url);
+    /* The URL as a parsed handle: given a string, curl parses it again on
+     * every transfer; given a handle it copies it. Each xfer owns its
+     * handle (curl reads it when the transfer starts, after submit), parsed
+     * again only when its URL changes. */
+    if (x->url == NULL || strcmp(x->url, req->url) != 0) {
+        free(x->url);
+        x->url = strdup(req->url);
+        if (x->url_handle == NULL)
+            x->url_handle = curl_url();
+        if (x->url == NULL || x->url_handle == NULL)
+            return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+        CURLUcode uc = curl_url_set(x->url_handle, CURLUPART_URL, req->url, 0);
+        if (uc != CURLUE_OK) { /* check_url accepted it: should not happen */
+            free(x->url);
+            x->url = NULL;
+            return tide_error_set(err, TIDE_EURL, "malformed URL: %s", curl_url_strerror(uc));
+        }
+    }
+    SET(CURLOPT_CURLU, x->url_handle);
     SET(CURLOPT_TIMEOUT_MS, timeout);
     SET(CURLOPT_HTTPHEADER, x->req_headers);
     bool head = strcmp(method, "HEAD") == 0;
@@ -855,6 +900,12 @@ int tide_http_submit(struct tide_http *http, const struct tide_http_request *req
     rc = check_url(http, x, req->url, err);
     if (rc == 0)
         rc = build_headers(x, req, body_path, err);
+    x->keep_all_headers = req->keep_headers == NULL;
+    for (size_t i = 0; rc == 0 && !x->keep_all_headers && i < req->nkeep_headers; i++) {
+        const char *k = req->keep_headers[i];
+        if (!buf_append(&x->keep_headers, k, strlen(k) + 1)) /* NUL kept inside len */
+            rc = tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    }
     if (rc == 0 && body_path) {
         /* Always a valid pointer, even for an empty body. */
         if (!buf_reserve(&x->req_body, req->body_len) ||
@@ -994,6 +1045,39 @@ static int run_timer(struct tide_http *http, struct tide_error *err)
     return 0;
 }
 
+/* With many requests in flight and none answered yet, waking up for each
+ * response as it comes costs more than handling it: two context switches
+ * (and, on a machine the server shares, being preempted by it more often)
+ * for a few microseconds of work. So instead of blocking on the sockets,
+ * the poll sleeps up to opts.gather_us, then takes every response that came
+ * meanwhile in one wake-up; under that load a response already waits at
+ * the server much longer than that. The wake-up fd and the extra fds end
+ * the sleep at once; it never outlasts wait (ms, negative: no limit).
+ * Returns what is left of wait. */
+static int gather_responses(struct tide_http *http, int wait,
+                            const struct tide_http_waitfd *extra, unsigned nextra)
+{
+    if (nextra > WAITFD_STACK)
+        return wait;
+    long us = http->opts.gather_us;
+    if (wait > 0 && (long)wait * 1000 < us)
+        us = (long)wait * 1000;
+    struct pollfd fds[WAITFD_STACK + 1];
+    fds[0].fd = http->wakefd;
+    fds[0].events = POLLIN;
+    for (unsigned i = 0; i < nextra; i++) {
+        fds[i + 1].fd = extra[i].fd;
+        fds[i + 1].events = extra[i].events;
+    }
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    int64_t t0 = now_ms();
+    ppoll(fds, nextra + 1, &ts, NULL);
+    if (wait < 0)
+        return wait;
+    int64_t left = wait - (now_ms() - t0);
+    return left > 0 ? (int)left : 0;
+}
+
 int tide_http_poll(struct tide_http *http, int timeout_ms,
                    struct tide_http_waitfd *extra, unsigned nextra,
                    struct tide_error *err)
@@ -1013,6 +1097,18 @@ int tide_http_poll(struct tide_http *http, int timeout_ms,
             left = 0;
         if (wait < 0 || left < wait)
             wait = left > INT_MAX ? INT_MAX : (int)left;
+    }
+
+    struct epoll_event evs[EPOLL_BATCH];
+    int n = 0;
+    bool collected = false; /* evs holds what epoll_wait returned */
+    if (wait != 0 && http->opts.gather_us > 0 && http->active.n >= GATHER_MIN_ACTIVE) {
+        /* Gather only when no socket is ready: what is ready goes first. */
+        n = epoll_wait(http->epfd, evs, EPOLL_BATCH, 0);
+        if (n < 0 && errno != EINTR)
+            return tide_error_set(err, TIDE_EHTTP, "epoll_wait: %s", strerror(errno));
+        collected = n > 0;
+        wait = collected ? 0 : gather_responses(http, wait, extra, nextra);
     }
 
     if (nextra > 0) {
@@ -1039,8 +1135,8 @@ int tide_http_poll(struct tide_http *http, int timeout_ms,
         wait = 0; /* the epoll_wait below only collects what is ready */
     }
 
-    struct epoll_event evs[EPOLL_BATCH];
-    int n = epoll_wait(http->epfd, evs, EPOLL_BATCH, wait);
+    if (!collected)
+        n = epoll_wait(http->epfd, evs, EPOLL_BATCH, wait);
     if (n < 0 && errno != EINTR)
         return tide_error_set(err, TIDE_EHTTP, "epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) {

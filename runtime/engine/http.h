@@ -34,6 +34,10 @@ struct tide_http_opts {
     long timeout_ms;         /* whole request when the request gives none (default 30000) */
     const char *ca_bundle;   /* PEM CA file (CURLOPT_CAINFO); NULL: system default. Copied. */
     bool verify_tls;         /* verify peer and host name (default true) */
+    /* With 16 or more requests in flight and no response ready, the poll
+     * first lets responses gather for this long, so that one wake-up takes
+     * several (default 1000; 0: wake up for each). See tide_http_poll. */
+    long gather_us;
 };
 
 /* Fills opts with the defaults above. */
@@ -56,6 +60,10 @@ struct tide_http_request {
     const char *body;    /* may be NULL; may contain NUL bytes */
     size_t body_len;
     long timeout_ms;     /* 0: the client's default */
+    /* The response headers the caller wants (names in any case); the
+     * result holds only those. NULL keeps every header. */
+    const char *const *keep_headers;
+    size_t nkeep_headers;
 };
 
 /* Why a request failed, derived from its CURLcode. */
@@ -127,7 +135,8 @@ struct tide_http_waitfd {
  * until something happens) for socket activity, a curl timer, one of the
  * extra fds or tide_http_wakeup(), then moves finished requests to the
  * result queue. Does not wait when results are already queued. Fills the
- * revents of extra (may be NULL when nextra is 0).
+ * revents of extra (may be NULL when nextra is 0). Under load (see
+ * opts.gather_us) it may sleep that long before looking at the sockets.
  * Returns the number of results queued (>= 0), or TIDE_EHTTP. */
 int tide_http_poll(struct tide_http *http, int timeout_ms,
                    struct tide_http_waitfd *extra, unsigned nextra,

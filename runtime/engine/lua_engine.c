@@ -3,8 +3,13 @@
  *
  *   local engine = require "tide.engine"
  *   local e = engine.new{max_connections=, connect_timeout_ms=, timeout_ms=,
- *                        ca_bundle=, verify_tls=true}
- *   local id = e:submit{method=, url=, headers={name=value}, body=, timeout_ms=}
+ *                        ca_bundle=, verify_tls=true, gather_us=1000}
+ *       -- gather_us: see tide_http_opts in http.h (0: off)
+ *   local id = e:submit{method=, url=, headers={name=value}, body=, timeout_ms=,
+ *                       response_headers={name...}}
+ *       -- body: a string or a buffer of core.encode_request_buffer
+ *       -- response_headers: when given, the completion's headers hold only
+ *       -- these (names in any case, given back in lower case)
  *   for _, c in ipairs(e:poll(timeout_ms)) do ... end
  *       -- {id=, status=, headers={lowercase=value}, body=}
  *       -- or {id=, error={kind=, message=}}
@@ -35,6 +40,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "lua_codec.h"
 #include "watch.h"
 
 #define ENGINE_MT "tide.engine"
@@ -106,6 +112,7 @@ static int engine_new(lua_State *L)
         opts.max_connections = opt_ms(L, 1, "max_connections", opts.max_connections);
         opts.connect_timeout_ms = opt_ms(L, 1, "connect_timeout_ms", opts.connect_timeout_ms);
         opts.timeout_ms = opt_ms(L, 1, "timeout_ms", opts.timeout_ms);
+        opts.gather_us = opt_ms(L, 1, "gather_us", opts.gather_us);
         lua_getfield(L, 1, "ca_bundle"); // [opts, ca]  (left there: keeps the string alive)
         if (!lua_isnil(L, -1)) {
             if (lua_type(L, -1) != LUA_TSTRING)
@@ -136,15 +143,80 @@ static int engine_new(lua_State *L)
     return 1;
 }
 
-/* Reads req[name] as a string (or nil when optional). */
-static const char *field_string(lua_State *L, int idx, const char *name, bool required, size_t *len)
+/* The field names submit reads and poll writes, interned once and kept as
+ * upvalues of both: lua_getfield and lua_setfield would hash each name
+ * again on every request. */
+enum {
+    K_METHOD, K_URL, K_BODY, K_TIMEOUT_MS, K_HEADERS, K_RESPONSE_HEADERS, K_ID, K_STATUS,
+    K_ERROR, K_COUNT
+};
+static const char *const KEYS[K_COUNT] = {
+    "method", "url", "body", "timeout_ms", "headers", "response_headers", "id", "status",
+    "error",
+};
+#define KEY(k) lua_upvalueindex(1 + (k))
+
+/* Headers of a request read into an array on the C stack; more go to a
+ * GC-owned block. */
+#define STACK_HEADERS 32
+/* At most this many names in response_headers. */
+#define MAX_KEEP_HEADERS 32
+
+/* Pushes req[KEYS[k]] of the request table at index 2: raw for a plain
+ * table (what the scheduler passes), through metamethods otherwise, as
+ * lua_getfield would. Returns its type. */
+static int req_field(lua_State *L, bool plain, int k)
 {
-    lua_getfield(L, idx, name); // [.., v]   (left on the stack to anchor it)
-    if (lua_isnil(L, -1) && !required)
+    if (plain) {
+        lua_pushvalue(L, KEY(k)); // [.., name]
+        lua_rawget(L, 2);         // [.., v]
+    } else {
+        lua_getfield(L, 2, KEYS[k]); // [.., v]
+    }
+    return lua_type(L, -1);
+}
+
+/* Reads req[KEYS[k]] as a string (or nil when optional), left on the stack
+ * to anchor it. */
+static const char *req_string(lua_State *L, bool plain, int k, bool required)
+{
+    int t = req_field(L, plain, k); // [.., v]
+    if (t == LUA_TNIL && !required)
         return NULL;
-    if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "tide.engine: submit: %s must be a string%s", name, required ? "" : " or nil");
-    return lua_tolstring(L, -1, len);
+    if (t != LUA_TSTRING)
+        luaL_error(L, "tide.engine: submit: %s must be a string%s", KEYS[k],
+                   required ? "" : " or nil");
+    return lua_tostring(L, -1);
+}
+
+/* Reads the headers table at hidx into hs (room for cap). Numeric values are
+ * converted to strings kept on the stack below the iteration, so that the
+ * GC keeps them. Returns the count, or cap + 1 when there are more. */
+static size_t read_headers(lua_State *L, int hidx, struct tide_http_header *hs, size_t cap)
+{
+    size_t n = 0;
+    lua_pushnil(L); // [.., headers, nil]
+    while (lua_next(L, hidx)) { // [.., headers, strs.., k, v]
+        int vt = lua_type(L, -1);
+        if (lua_type(L, -2) != LUA_TSTRING || (vt != LUA_TSTRING && vt != LUA_TNUMBER))
+            luaL_error(L, "tide.engine: submit: headers must map strings to strings");
+        if (n == cap) {
+            lua_pop(L, 2); // [.., headers, strs..]
+            return cap + 1;
+        }
+        hs[n].name = lua_tostring(L, -2);
+        if (vt == LUA_TNUMBER) {
+            luaL_checkstack(L, 3, "tide.engine: submit: too many headers");
+            lua_pushvalue(L, -1);              // [.., k, v, v]
+            hs[n].value = lua_tostring(L, -1); // converted copy
+            lua_insert(L, -3);                 // [.., str, k, v]
+        } else {
+            hs[n].value = lua_tostring(L, -1);
+        }
+        n++;
+        lua_pop(L, 1); // [.., headers, strs.., k]
+    }
+    return n;
 }
 
 // e:submit(req) -> id | nil, err
@@ -152,48 +224,77 @@ static int engine_submit(lua_State *L)
 {
     struct engine *e = check_engine(L);
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    bool plain = !lua_getmetatable(L, 2); // [e, req (, mt)]
+    lua_settop(L, 2);
     struct tide_http_request req;
     memset(&req, 0, sizeof(req));
-    req.method = field_string(L, 2, "method", false, NULL);
-    req.url = field_string(L, 2, "url", true, NULL);
-    req.body = field_string(L, 2, "body", false, &req.body_len);
-    req.timeout_ms = opt_ms(L, 2, "timeout_ms", 0);
+    req.method = req_string(L, plain, K_METHOD, false); // [e, req, method]
+    req.url = req_string(L, plain, K_URL, true);        // [.., url]
+    int bt = req_field(L, plain, K_BODY);                 // [.., body]  (anchors it)
+    if (bt == LUA_TSTRING) {
+        req.body = lua_tolstring(L, -1, &req.body_len);
+    } else if (bt != LUA_TNIL) {
+        /* a buffer of core.encode_request_buffer: copied like a string */
+        req.body = tide_codec_tobuffer(L, lua_gettop(L), &req.body_len);
+        if (req.body == NULL)
+            return luaL_error(L, "tide.engine: submit: body must be a string, a core buffer or nil");
+    }
+    if (req_field(L, plain, K_TIMEOUT_MS) != LUA_TNIL) { // [.., timeout]
+        if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0)
+            return luaL_error(L, "tide.engine: timeout_ms must be a non-negative number");
+        lua_Number t = lua_tonumber(L, -1);
+        /* clamped before the cast: a huge double does not fit a long */
+        req.timeout_ms = t > INT_MAX ? INT_MAX : (long)ceil(t);
+    }
 
-    lua_getfield(L, 2, "headers"); // [e, req, method, url, body, headers]
-    int hidx = lua_gettop(L);
-    if (!lua_isnil(L, hidx)) {
-        if (!lua_istable(L, hidx))
+    struct tide_http_header stack_headers[STACK_HEADERS];
+    req.headers = stack_headers;
+    int ht = req_field(L, plain, K_HEADERS); // [e, req, method, url, body, timeout, headers]
+    if (ht != LUA_TNIL) {
+        if (ht != LUA_TTABLE)
             return luaL_error(L, "tide.engine: submit: headers must be a table");
-        size_t n = 0;
-        lua_pushnil(L); // [.., headers, nil]
-        while (lua_next(L, hidx)) { // [.., headers, k, v]
-            int vt = lua_type(L, -1);
-            if (lua_type(L, -2) != LUA_TSTRING || (vt != LUA_TSTRING && vt != LUA_TNUMBER))
-                return luaL_error(L, "tide.engine: submit: headers must map strings to strings");
-            n++;
-            lua_pop(L, 1); // [.., headers, k]
-        }
-        /* GC-owned scratch: nothing to free if a later step raises. Numeric
-         * values are converted into `numbers` so their strings stay alive. */
-        struct tide_http_header *hs = lua_newuserdata(L, (n ? n : 1) * sizeof(*hs)); // [.., headers, hs]
-        lua_newtable(L); // [.., headers, hs, numbers]
-        int numbers = lua_gettop(L);
-        size_t i = 0;
-        lua_pushnil(L);
-        while (lua_next(L, hidx) && i < n) { // [.., numbers, k, v]
-            hs[i].name = lua_tostring(L, -2);
-            if (lua_type(L, -1) == LUA_TNUMBER) {
-                lua_pushvalue(L, -1);              // [.., k, v, v]
-                hs[i].value = lua_tostring(L, -1); // converted copy
-                lua_rawseti(L, numbers, (int)i + 1); // [.., k, v]
-            } else {
-                hs[i].value = lua_tostring(L, -1);
+        int hidx = lua_gettop(L);
+        size_t n = read_headers(L, hidx, stack_headers, STACK_HEADERS);
+        if (n > STACK_HEADERS) {
+            /* Many headers: count them, then read them again into a GC-owned
+             * block (nothing to free if a later step raises). */
+            lua_settop(L, hidx);
+            size_t count = 0;
+            lua_pushnil(L);
+            while (lua_next(L, hidx)) {
+                count++;
+                lua_pop(L, 1);
             }
-            i++;
-            lua_pop(L, 1); // [.., numbers, k]
+            struct tide_http_header *hs = lua_newuserdata(L, count * sizeof(*hs)); // [.., headers, hs]
+            lua_insert(L, hidx); // [.., hs, headers]
+            hidx++;
+            n = read_headers(L, hidx, hs, count);
+            req.headers = hs;
         }
-        req.headers = hs;
-        req.nheaders = i;
+        req.nheaders = n;
+    }
+
+    /* Only these response headers are wanted: the others are not kept,
+     * nor made Lua strings. */
+    const char *keep[MAX_KEEP_HEADERS];
+    int kt = req_field(L, plain, K_RESPONSE_HEADERS); // [.., keep]  (anchors the names)
+    if (kt != LUA_TNIL) {
+        size_t n = kt == LUA_TTABLE ? lua_objlen(L, -1) : 0;
+        if (kt != LUA_TTABLE || n > MAX_KEEP_HEADERS)
+            return luaL_error(L, "tide.engine: submit: response_headers must be a list of at"
+                                 " most %d header names", MAX_KEEP_HEADERS);
+        int kidx = lua_gettop(L);
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, kidx, (int)i + 1); // [.., keep, name]
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "tide.engine: submit: response_headers[%d] must be a string",
+                                  (int)i + 1);
+            keep[i] = lua_tostring(L, -1); /* anchored by the list */
+            lua_pop(L, 1);
+        }
+        req.keep_headers = keep;
+        req.nkeep_headers = n;
     }
 
     struct tide_error err;
@@ -211,37 +312,56 @@ static int engine_submit(lua_State *L)
     return 1;
 }
 
-/* Pushes the completion table for res. */
+/* Headers are checked for repeats name against name up to this count; a
+ * longer list is merged through the table. */
+#define SMALL_HEADER_LIST 16
+
+/* Pushes the completion table for res (from engine_poll: its upvalues are
+ * the KEYS). */
 static void push_result(lua_State *L, const struct tide_http_result *res)
 {
     lua_createtable(L, 0, 4); // [c]
+    lua_pushvalue(L, KEY(K_ID));
     lua_pushnumber(L, (lua_Number)res->id);
-    lua_setfield(L, -2, "id");
+    lua_rawset(L, -3);
     if (res->error != TIDE_HTTP_OK) {
-        push_error(L, tide_http_errkind_name(res->error), res->error_message); // [c, err]
-        lua_setfield(L, -2, "error");
+        lua_pushvalue(L, KEY(K_ERROR));
+        push_error(L, tide_http_errkind_name(res->error), res->error_message); // [c, "error", err]
+        lua_rawset(L, -3);
         return;
     }
+    lua_pushvalue(L, KEY(K_STATUS));
     lua_pushinteger(L, (lua_Integer)res->status);
-    lua_setfield(L, -2, "status");
-    lua_createtable(L, 0, (int)res->nheaders); // [c, hdrs]
+    lua_rawset(L, -3);
+    lua_pushvalue(L, KEY(K_HEADERS));
+    lua_createtable(L, 0, (int)res->nheaders); // [c, "headers", hdrs]
+    bool small = res->nheaders <= SMALL_HEADER_LIST;
     for (size_t i = 0; i < res->nheaders; i++) {
         const struct tide_http_header *h = &res->headers[i];
-        lua_getfield(L, -1, h->name); // [c, hdrs, old]
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushstring(L, h->value);
-        } else {
+        bool repeated = !small;
+        for (size_t j = 0; small && j < i && !repeated; j++)
+            repeated = strcmp(res->headers[j].name, h->name) == 0;
+        lua_pushstring(L, h->name); // [.., hdrs, name]
+        if (repeated) {
+            lua_pushvalue(L, -1);   // [.., hdrs, name, name]
+            lua_rawget(L, -3);      // [.., hdrs, name, old]
+        }
+        if (repeated && !lua_isnil(L, -1)) {
             /* a repeated header: join as HTTP allows (RFC 9110 5.3) */
             lua_pushliteral(L, ", ");
             lua_pushstring(L, h->value);
             lua_concat(L, 3);
-        } // [c, hdrs, value]
-        lua_setfield(L, -2, h->name); // [c, hdrs]
+        } else {
+            if (repeated)
+                lua_pop(L, 1);
+            lua_pushstring(L, h->value);
+        } // [.., hdrs, name, value]
+        lua_rawset(L, -3); // [.., hdrs]
     }
-    lua_setfield(L, -2, "headers"); // [c]
+    lua_rawset(L, -3); // [c]
+    lua_pushvalue(L, KEY(K_BODY));
     lua_pushlstring(L, res->body, res->body_len);
-    lua_setfield(L, -2, "body");
+    lua_rawset(L, -3);
 }
 
 // e:poll([timeout_ms [, fds]]) -> {completion...} [, {ready fd...}] | nil, err
@@ -509,8 +629,6 @@ static const luaL_Reg watch_methods[] = {
 };
 
 static const luaL_Reg engine_methods[] = {
-    {"submit", engine_submit},
-    {"poll", engine_poll},
     {"pending", engine_pending},
     {"cancel", engine_cancel},
     {"close", engine_close},
@@ -535,6 +653,15 @@ int luaopen_tide_engine(lua_State *L)
     if (luaL_newmetatable(L, ENGINE_MT)) { // [mt]
         lua_newtable(L); // [mt, methods]
         luaL_register(L, NULL, engine_methods);
+        /* submit and poll with the interned field names as upvalues */
+        static const struct { const char *name; lua_CFunction fn; } keyed[] = {
+            {"submit", engine_submit}, {"poll", engine_poll}};
+        for (size_t i = 0; i < sizeof(keyed) / sizeof(keyed[0]); i++) {
+            for (int k = 0; k < K_COUNT; k++)
+                lua_pushstring(L, KEYS[k]);        // [mt, methods, keys...]
+            lua_pushcclosure(L, keyed[i].fn, K_COUNT); // [mt, methods, fn]
+            lua_setfield(L, -2, keyed[i].name);    // [mt, methods]
+        }
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, engine_close);
         lua_setfield(L, -2, "__gc");

@@ -164,6 +164,110 @@ describe("tide.engine", function()
     assert.equal("", reqs[1].headers["x-empty"])
     e:close()
   end)
+
+  it("sends a core.encode_request_buffer buffer as the exact body bytes", function()
+    local core = require "tide.core"
+    local params = { TableName = "t", Item = { pk = "a\0b", n = 12, s = string.rep("é", 300) } }
+    local buf, len = core.encode_request_buffer(params)
+    assert.is_true(core.is_buffer(buf))
+    local e = assert(engine.new())
+    local c = await(e, assert(e:submit{ method = "POST", url = srv.url .. "/echo", body = buf }))
+    assert.equal(200, c.status)
+    assert.equal(core.encode_request(params), c.body)
+    assert.equal(len, #c.body)
+    assert.equal(core.encode_request(params), srv:requests()[1].body)
+    e:close()
+  end)
+
+  it("raises for a userdata body that is not a core buffer", function()
+    local e = assert(engine.new())
+    assert.has_error(function() e:submit{ url = srv.url, method = "POST", body = io.stdout } end,
+                     "tide.engine: submit: body must be a string, a core buffer or nil")
+    assert.equal(0, e:pending())
+    e:close()
+  end)
+
+  it("keeps only the response headers asked for", function()
+    local e = assert(engine.new())
+    srv:script{ { body = "ok", headers = { ["X-Amzn-RequestId"] = "RID", ["X-Other"] = "1",
+                                           ["Set-Cookie"] = "a" } } }
+    local c = await(e, assert(e:submit{ url = srv.url .. "/x",
+                                        response_headers = { "X-Amzn-RequestId", "x-missing" } }))
+    assert.equal("ok", c.body)
+    assert.same({ ["x-amzn-requestid"] = "RID" }, c.headers)
+    -- an empty list keeps none; without the field, every header comes back
+    c = await(e, assert(e:submit{ url = srv.url .. "/x", response_headers = {} }))
+    assert.same({}, c.headers)
+    c = await(e, assert(e:submit{ url = srv.url .. "/x" }))
+    assert.equal("2", c.headers["content-length"])
+    assert.is_string(c.headers["x-amzn-requestid"])
+    assert.has_error(function() e:submit{ url = srv.url, response_headers = "x-a" } end)
+    assert.has_error(function() e:submit{ url = srv.url, response_headers = { 1 } } end)
+    e:close()
+  end)
+
+  it("sends more headers than fit on its stack, numeric ones included", function()
+    local e = assert(engine.new())
+    local headers = {}
+    for i = 1, 100 do headers["x-h" .. i] = i % 2 == 0 and i or ("v" .. i) end
+    assert.equal(200, await(e, assert(e:submit{ url = srv.url .. "/h", headers = headers })).status)
+    local got = srv:requests()[1].headers
+    for i = 1, 100 do assert.equal(i % 2 == 0 and tostring(i) or ("v" .. i), got["x-h" .. i]) end
+    e:close()
+  end)
+
+  it("reads the request fields through a metatable as well", function()
+    local e = assert(engine.new())
+    local req = setmetatable({}, { __index = { url = srv.url .. "/echo", method = "PUT", body = "m" } })
+    local c = await(e, assert(e:submit(req)))
+    assert.equal("PUT", c.headers["x-echo-method"])
+    assert.equal("m", c.body)
+    e:close()
+  end)
+
+  it("lets responses gather under load, and not below 16 requests in flight", function()
+    assert.has_error(function() engine.new{ gather_us = "soon" } end)
+    assert.has_error(function() engine.new{ gather_us = -1 } end)
+    -- 20 in flight on open connections: the first poll sleeps gather_us,
+    -- then takes them all
+    local e = assert(engine.new{ gather_us = 2000000 })
+    local ids = {}
+    for i = 1, 20 do ids[i] = assert(e:submit{ url = srv.url .. "/x?i=" .. i }) end
+    for i = 1, 20 do assert.equal(200, await(e, ids[i]).status) end
+    for i = 1, 20 do assert(e:submit{ url = srv.url .. "/slow?delay_ms=20&i=" .. i }) end
+    local t0 = engine.now()
+    local done = assert(e:poll(-1))
+    local took = engine.now() - t0
+    assert.equal(20, #done)
+    assert.is_true(took >= 1.9, "took " .. took)
+    -- 15 in flight: no gathering, the poll returns with the first responses
+    for i = 1, 15 do assert(e:submit{ url = srv.url .. "/slow?delay_ms=20&i=" .. i }) end
+    t0 = engine.now()
+    local n = #assert(e:poll(-1))
+    assert.is_true(engine.now() - t0 < 1.5)
+    while n < 15 do n = n + #assert(e:poll(-1)) end
+    e:close()
+    -- and a timeout shorter than gather_us still ends the poll on time
+    e = assert(engine.new{ gather_us = 2000000 })
+    for i = 1, 20 do assert(e:submit{ url = srv.url .. "/slow?delay_ms=5000&i=" .. i }) end
+    t0 = engine.now()
+    assert.same({}, assert(e:poll(100)))
+    assert.is_true(engine.now() - t0 < 1.5)
+    e:close()
+  end)
+
+  it("switches URLs on recycled handles", function()
+    local e = assert(engine.new{ max_connections = 1 })
+    for i = 1, 6 do
+      local path = (i % 3 == 0) and "/echo/a?x=" .. i or "/echo/b"
+      local c = await(e, assert(e:submit{ method = "POST", url = srv.url .. path, body = "b" .. i }))
+      assert.equal("b" .. i, c.body)
+    end
+    local paths = {}
+    for _, r in ipairs(srv:requests()) do paths[#paths + 1] = r.path end
+    assert.same({ "/echo/b", "/echo/b", "/echo/a?x=3", "/echo/b", "/echo/b", "/echo/a?x=6" }, paths)
+    e:close()
+  end)
 end)
 
 describe("tide.sched", function()
@@ -435,6 +539,20 @@ describe("tide.transport.engine", function()
     assert.equal("123", resp.headers["x-amz-crc32"])
     assert.equal("text/plain", resp.headers["content-type"])
     assert.equal("5", resp.headers["content-length"])
+  end)
+
+  it("takes a core buffer as the body, and names the response headers it wants", function()
+    local core = require "tide.core"
+    assert.is_true(t.accepts_buffer_body)
+    local params = { TableName = "t", Key = { pk = "k" } }
+    local resp = run(function()
+      return assert(t:request{ method = "POST", url = srv.url .. "/echo",
+                               body = core.encode_request_buffer(params),
+                               response_headers = { "x-echo-method" } })
+    end)
+    assert.same({ status = 200, headers = { ["x-echo-method"] = "POST" },
+                  body = core.encode_request(params) }, resp)
+    assert.has_error(function() run(function() t:request{ url = srv.url, body = io.stdout } end) end)
   end)
 
   it("sends method, headers and body as given", function()

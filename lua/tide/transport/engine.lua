@@ -5,7 +5,11 @@
 --
 --   local t = require("tide.transport.engine").new{timeout_ms = 5000}
 --   local resp, err = t:request{method=, url=, headers={name=value},
---                               body=, timeout_ms=}
+--                               body=, timeout_ms=, response_headers=}
+--   -- body: a string, or a buffer of core.encode_request_buffer (sent as
+--   -- is, never made a Lua string: t.accepts_buffer_body is true)
+--   -- response_headers: optional list of header names: resp.headers then
+--   -- holds only those (the others are neither kept nor made strings)
 --   -- resp = {status=, headers={lowercase=value}, body=}
 --   -- err  = {kind=, message=, retryable=}  (tostring(err) = "kind: message")
 --   t.sleep(seconds); t.now(); local th = t.spawn(fn, ...); t.wait(th)
@@ -18,9 +22,10 @@
 -- request/sleep/spawn/wait must run inside sched.run (the `tide script`
 -- command runs scripts that way); outside they raise. new(opts) also
 -- accepts the engine options of sched.configure (max_connections,
--- connect_timeout_ms, ca_bundle, verify_tls): they are process-wide and
+-- connect_timeout_ms, ca_bundle, verify_tls, gather_us): they are process-wide and
 -- apply to the next sched.run.
 local sched = require "tide.sched"
+local is_buffer = require("tide.core").is_buffer
 
 local type, pairs, error, setmetatable, tostring = type, pairs, error, setmetatable, tostring
 
@@ -31,8 +36,10 @@ M.new_error = new_error
 
 local Transport = {}
 Transport.__index = Transport
+-- Clients may hand request bodies over as core.encode_request_buffer buffers.
+Transport.accepts_buffer_body = true
 
-local ENGINE_OPTS = { "max_connections", "connect_timeout_ms", "ca_bundle", "verify_tls" }
+local ENGINE_OPTS = { "max_connections", "connect_timeout_ms", "ca_bundle", "verify_tls", "gather_us" }
 
 function M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
@@ -65,20 +72,30 @@ function Transport:request(req)
   if req.headers ~= nil and type(req.headers) ~= "table" then
     error("transport:request: req.headers must be a table", 2)
   end
-  if req.body ~= nil and type(req.body) ~= "string" then
-    error("transport:request: req.body must be a string or nil", 2)
+  local body = req.body
+  if body ~= nil and type(body) ~= "string" and not is_buffer(body) then
+    error("transport:request: req.body must be a string, a core buffer or nil", 2)
   end
-  local resp, err = sched.request({
-    method = req.method or "GET",
-    url = req.url,
-    headers = req.headers,
-    body = req.body,
-    timeout_ms = req.timeout_ms or self.timeout_ms,
-  })
+  -- A request that names its method and timeout goes to the engine as it
+  -- is (submit reads it before anything yields and keeps nothing of it).
+  local ereq = req
+  if req.method == nil or (req.timeout_ms == nil and self.timeout_ms ~= nil) then
+    ereq = {
+      method = req.method or "GET",
+      url = req.url,
+      headers = req.headers,
+      body = body,
+      timeout_ms = req.timeout_ms or self.timeout_ms,
+      response_headers = req.response_headers,
+    }
+  end
+  local resp, err = sched.request(ereq)
   if not resp then
     return nil, new_error(err.kind or "other", err.message or tostring(err))
   end
-  return { status = resp.status, headers = resp.headers, body = resp.body }
+  -- the engine's completion, a table of its own: handed over as it is
+  resp.id = nil
+  return resp
 end
 
 -- Plain functions (t.sleep(s), not t:sleep(s)), forwarding to the host.

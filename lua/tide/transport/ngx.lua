@@ -13,6 +13,8 @@
 --   }
 --   local resp, err = t:request{method=, url=, headers=, body=, timeout_ms=}
 --   -- resp = {status=, headers={lowercase=value}, body=}
+--   -- (req.response_headers, which the engine transport honours, is
+--   -- ignored: every header comes back)
 --   -- err  = {kind=, message=, retryable=}  (tostring(err) = "kind: message")
 --   t.sleep(s) = ngx.sleep, t.spawn/t.wait = ngx.thread.spawn/wait, t.now = ngx.now
 --
