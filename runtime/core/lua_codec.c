@@ -1181,17 +1181,25 @@ static int enc_finish(lua_State *L, struct enc *e, struct guard *g, int rc)
     return enc_finish_with(L, e, g, rc, push_out);
 }
 
-/* core.encode_request(params) -> json | nil, err */
-static int l_encode_request(lua_State *L)
+/* encode_request and encode_request_buffer: params (argument 1) as the JSON
+ * text of a request, handed out by push; frame is the entry point's
+ * (TIDE_CODEC_FRAME). */
+static int encode_params(lua_State *L, int (*push)(lua_State *, struct guard *), uintptr_t frame)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), TIDE_CODEC_FRAME());
+    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), frame);
     struct enc e;                   // [params, guard]
     enc_init(&e, L, "params", 0, g);
     size_t n;
     enum ltype t = classify(&e, 1, &n);
-    return enc_finish(L, &e, g, enc_plain(&e, 1, ROOT, t, n));
+    return enc_finish_with(L, &e, g, enc_plain(&e, 1, ROOT, t, n), push);
+}
+
+/* core.encode_request(params) -> json | nil, err */
+static int l_encode_request(lua_State *L)
+{
+    return encode_params(L, push_out, TIDE_CODEC_FRAME());
 }
 
 /* core.encode_request_buffer(params) -> buffer, length | nil, err: the same
@@ -1200,14 +1208,7 @@ static int l_encode_request(lua_State *L)
  * compiles less well than reading a number. */
 static int l_encode_request_buffer(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    struct guard *g = tide_codec_guard_acquire(L, lua_upvalueindex(UV_GUARD), TIDE_CODEC_FRAME());
-    struct enc e;                   // [params, guard]
-    enc_init(&e, L, "params", 0, g);
-    size_t n;
-    enum ltype t = classify(&e, 1, &n);
-    int nret = enc_finish_with(L, &e, g, enc_plain(&e, 1, ROOT, t, n), push_out_buffer);
+    int nret = encode_params(L, push_out_buffer, TIDE_CODEC_FRAME());
     if (nret == 1) {
         const struct tide_buffer *b = lua_touserdata(L, -1);
         lua_pushnumber(L, (lua_Number)b->len); // [.., buf, len]
