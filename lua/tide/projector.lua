@@ -171,12 +171,13 @@ local function copy(v, depth)
 end
 M.copy = copy
 
--- A copy of an item without the guards: what handlers get from ctx:get,
--- and what ctx:put stores of the table it is given.
+-- A copy of an item without the guards (and a tombstone's mark): what
+-- handlers get from ctx:get, and what ctx:put stores of the table it is
+-- given.
 local function user_view(item)
   local c = new_tab(0, ITEM_FIELDS)
   for k, x in pairs(item) do
-    if k ~= "_tide" and k ~= "_rev" then
+    if k ~= "_tide" and k ~= "_rev" and k ~= "_deleted" then
       if type(x) == "table" then x = copy(x) end
       c[k] = x
     end
@@ -265,6 +266,17 @@ local function check_key(name, method, key)
   end
 end
 
+-- A batch entry for the stored item (false: absent). A tombstone (an item
+-- deleted on a store that writes the guards of deletions, see
+-- docs/projections.md) is an absent item whose guards still count.
+local function new_entry(tname, key, mode, stored)
+  local e = { table = tname, key = key, mode = mode, item = stored, expected_rev = stored and stored._rev or false }
+  if stored and stored._deleted then
+    e.item, e.tomb = false, stored
+  end
+  return e
+end
+
 -- The batch entry of (table, key), loading the item when needed.
 function Batch:entry(tname, key, spec)
   local k = tname .. SEP .. key
@@ -278,7 +290,7 @@ function Batch:entry(tname, key, spec)
     end
     item = got[k] or false
   end
-  e = { table = tname, key = key, mode = spec.mode, item = item, expected_rev = item and item._rev or false }
+  e = new_entry(tname, key, spec.mode, item)
   self.ws[k] = e
   return e
 end
@@ -298,9 +310,13 @@ function Batch:touch(e)
   end
 end
 
--- Stores item (a fresh table owned by the batch) into entry e, with guards.
--- The guards of an item this batch stored are its own, and are updated in
--- place; those of a committed item are shared, and are copied.
+-- Stores item (a fresh table owned by the batch; false: a deletion) into
+-- entry e, with guards. The guards of an item this batch stored are its
+-- own, and are updated in place; those of a committed item are shared, and
+-- are copied. A deletion keeps the item's last state and guards, the
+-- deleting event's included, in e.tomb: for a put later in the batch, and
+-- for the stores that write them (a tombstone) until the positions are
+-- durable.
 function Batch:store(e, item)
   local old = e.item or e.tomb
   local tide
@@ -314,9 +330,15 @@ function Batch:store(e, item)
   end
   local ev = self.event
   if ev then tide[ev.stream] = ev.version end
-  item._tide = tide
-  item._rev = nil
-  e.item = item
+  if item then
+    item._tide = tide
+    item._rev = nil
+    e.item = item
+  else
+    local tomb = user_view(old)
+    tomb._tide, tomb._deleted = tide, true
+    e.item, e.tomb = false, tomb
+  end
   e.own_guards = true
   self:touch(e)
 end
@@ -326,8 +348,16 @@ function Ctx:get(tname, key)
   local spec = table_spec(b, tname, "get")
   check_key(tname, "get", key)
   local e = b:entry(tname, key, spec)
-  if not e.item then return nil end
-  return user_view(e.item)
+  local item = e.item
+  if not item then
+    -- A deleted item is absent, except to an event delivered again that
+    -- its tombstone already reflects: that one sees the state before the
+    -- deletion, as with any item (and what it writes is ignored).
+    local tomb = e.tomb
+    if not (tomb and b:guarded(tomb)) then return nil end
+    item = tomb
+  end
+  return user_view(item)
 end
 
 function Ctx:put(tname, item)
@@ -348,7 +378,7 @@ function Ctx:put(tname, item)
   end
   check_key(tname, "put", key)
   local e = b:entry(tname, key, spec)
-  if b:guarded(e.item) then
+  if b:guarded(e.item or e.tomb) then
     b.ignored = b.ignored + 1
     return false
   end
@@ -368,7 +398,7 @@ function Ctx:update(tname, key, fields)
       tname, key, spec.key), 2)
   end
   local e = b:entry(tname, key, spec)
-  if b:guarded(e.item) then
+  if b:guarded(e.item or e.tomb) then
     b.ignored = b.ignored + 1
     return false
   end
@@ -396,10 +426,7 @@ function Ctx:delete(tname, key)
     b.ignored = b.ignored + 1
     return false
   end
-  -- keep the guards for a put later in the same batch
-  e.tomb = e.item
-  e.item = false
-  b:touch(e)
+  b:store(e, false)
   return true
 end
 
@@ -595,9 +622,7 @@ function Projector:apply(events)
       end
       for _, r in ipairs(reqs) do
         local k = r.table .. SEP .. r.key
-        local item = items[k]
-        b.ws[k] = { table = r.table, key = r.key, mode = proj.tables[r.table].mode,
-                    item = item or false, expected_rev = item and item._rev or false }
+        b.ws[k] = new_entry(r.table, r.key, proj.tables[r.table].mode, items[k] or false)
       end
     end
   end
@@ -630,10 +655,17 @@ function Projector:apply(events)
 
   -- 5. the plan
   -- The batch's entries are the plan's items ({table, key, item | nil,
-  -- expected_rev, mode}, and the batch's own fields): the batch is done.
+  -- expected_rev, mode, tomb = the guards of a deleted item}, and the
+  -- batch's own fields): the batch is done.
   for _, e in ipairs(b.order) do
     local item = e.item
-    if item then item._rev = (e.expected_rev or 0) + 1 else e.item = nil end
+    if item then
+      item._rev = (e.expected_rev or 0) + 1
+      e.tomb = nil
+    else
+      e.item = nil
+      e.tomb._rev = (e.expected_rev or 0) + 1
+    end
     plan.items[#plan.items + 1] = e
   end
   plan.ignored = b.ignored

@@ -7,6 +7,7 @@ local sched = require "tide.sched"
 local dynamodb = require "tide.dynamodb"
 local dstore = require "tide.store.dynamodb"
 local projection = require "tide.projection"
+local projector = require "tide.projector"
 local backend_mod = require "tide.projection.dynamodb"
 local leases_mod = require "tide.projection.leases"
 local streams = require "tide.projection.streams"
@@ -399,6 +400,94 @@ describe("projections on DynamoDB", function()
         assert.is_nil(ok)
         assert.equal("ResourceNotFoundException", err.type)
         assert.matches("balances", tostring(err), 1, true)
+      end)
+    end)
+  end)
+
+  describe("deletions", function()
+    -- Items deleted in batch mode (one stream per item) and in conditional
+    -- mode: a tombstone keeps their last state and guards until the
+    -- positions are written.
+    local SRC = [[
+local p = { subscribe = { aggregates = { "account" } },
+            tables = { accts = { key = "id" }, shared = { key = "id", mode = "conditional" } } }
+local function bump(e, ctx, t)
+  local it = assert(ctx:get(t, e.id), "no item " .. e.id)
+  it.n = it.n + 1
+  ctx:put(t, it)
+end
+p.handlers = {
+  Opened = function(e, ctx) ctx:put("accts", { id = e.id, n = 0 }); ctx:put("shared", { id = e.id, n = 0 }) end,
+  Bumped = function(e, ctx) bump(e, ctx, "accts"); bump(e, ctx, "shared") end,
+  Closed = function(e, ctx) ctx:delete("accts", e.id); ctx:delete("shared", e.id) end,
+}
+return p
+]]
+    local function ev(id, v, t)
+      return { stream = "account#" .. id, aggregate = "account", id = id, version = v, type = t, data = {}, meta = {} }
+    end
+
+    it("leave no tombstone after a write, and one with the guards when a worker dies before the positions", function()
+      run(function()
+        local _, backend, prefix = fresh("tide_del")
+        local proj = assert(projection.from_source("del", SRC, "projections/del.lua"))
+        assert(backend:init(proj))
+        local function raw(t, id)
+          return assert(db:get_item{ TableName = prefix .. "rm_" .. t, Key = { id = id }, ConsistentRead = true }).Item
+        end
+        local events = { ev("a", 1, "Opened"), ev("a", 2, "Bumped"), ev("a", 3, "Closed") }
+        local plan = assert(projector.new{ projection = proj, backend = backend }:apply(events))
+        assert(backend:write("del", plan))
+        assert.is_nil(raw("accts", "a"))
+        assert.is_nil(raw("shared", "a"))
+        assert.is_false(backend:read_item("accts", "a"))
+
+        -- A client that dies at the positions write: the items are written.
+        local dying = setmetatable({}, { __index = function(_, k)
+          if k == "batch_write" then
+            return function(_, ri)
+              if ri[prefix .. "positions"] then return nil, { type = "Died", message = "killed before the positions" } end
+              return db:batch_write(ri)
+            end
+          end
+          local v = db[k]
+          if type(v) ~= "function" then return v end
+          return function(_, ...) return v(db, ...) end
+        end })
+        local dying_backend = backend_mod.new{ client = dying, table_prefix = prefix }
+        dying_backend:register(proj)
+        events = { ev("b", 1, "Opened"), ev("b", 2, "Bumped"), ev("b", 3, "Closed") }
+        plan = assert(projector.new{ projection = proj, backend = dying_backend }:apply(events))
+        assert.is_nil(dying_backend:write("del", plan))
+        for _, t in ipairs({ "accts", "shared" }) do
+          local tomb = raw(t, "b")
+          assert.is_true(tomb._deleted)
+          assert.equal(3, tomb._tide["account#b"])
+          assert.equal(1, tomb.n)
+        end
+        assert.is_false(backend:read_item("accts", "b"))
+
+        -- Restarted: the same events again change nothing and do not fail;
+        -- then the tombstones go.
+        local p = projector.new{ projection = proj, backend = backend }
+        plan = assert(p:apply(events))
+        assert.equal(3, plan.applied)
+        assert(backend:write("del", plan))
+        p:committed(plan)
+        assert.is_true(raw("accts", "b")._deleted)       -- nothing deleted it again: still a tombstone
+        -- A later event re-creates the items over the tombstones.
+        plan = assert(p:apply({ ev("b", 4, "Opened") }))
+        assert(backend:write("del", plan))
+        for _, t in ipairs({ "accts", "shared" }) do
+          local it = raw(t, "b")
+          assert.is_nil(it._deleted)
+          assert.equal(0, it.n)
+          assert.equal(4, it._tide["account#b"])
+        end
+        assert.same({ id = "b", n = 0 }, (function()
+          local it = assert(backend:read_item("accts", "b"))
+          return { id = it.id, n = it.n }
+        end)())
       end)
     end)
   end)

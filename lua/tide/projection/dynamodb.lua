@@ -179,7 +179,16 @@ function Backend:get_positions(name, streams)
   return out
 end
 
--- A conditional put/delete of one item, conditioned on the revision read.
+-- The tombstone of a deleted plan item: its last state, guards and key
+-- (see write).
+local function tombstone(s, pi)
+  local t = pi.tomb
+  t[s.key] = pi.key
+  return t
+end
+
+-- A conditional put of one item (or of its tombstone), conditioned on the
+-- revision read.
 local function conditional(self, name, pi)
   local s = self:spec(pi.table)
   local names, values, cond
@@ -191,13 +200,16 @@ local function conditional(self, name, pi)
     names = { ["#r"] = "_rev" }
     values = { [":r"] = pi.expected_rev }
   end
-  local res, e
-  if pi.item == nil then
+  local item, res, e = pi.item, nil, nil
+  if item == nil and not pi.tomb then -- a plan made without the projector's tombstones
     res, e = self.client:delete_item{ TableName = s.table, Key = { [s.key] = pi.key },
       ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
   else
-    local item = pi.item
-    item[s.key] = pi.key
+    if item == nil then
+      item = tombstone(s, pi)
+    else
+      item[s.key] = pi.key
+    end
     res, e = self.client:put_item{ TableName = s.table, Item = item,
       ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
   end
@@ -210,21 +222,44 @@ local function conditional(self, name, pi)
   return nil, leases.wrap(e, "writing item '" .. tostring(pi.key) .. "'", { projection = name, table = s.table })
 end
 
+-- Removes the tombstones of a written plan once its positions are durable:
+-- each only if it is still the one written (a conditional DeleteItem). Best
+-- effort: one left behind is an absent item to tide (get_items, read_item)
+-- and is overwritten by the item's next put.
+local function remove_tombstones(self, removals)
+  self.client:run_parallel(removals, function(pi)
+    local s = self:spec(pi.table)
+    self.client:delete_item{ TableName = s.table, Key = { [s.key] = pi.key },
+      ConditionExpression = "#r = :r AND attribute_exists(#d)",
+      ExpressionAttributeNames = { ["#r"] = "_rev", ["#d"] = "_deleted" },
+      ExpressionAttributeValues = { [":r"] = pi.tomb._rev } }
+    return true
+  end)
+end
+
 -- backend:write(name, plan) -> true | nil, err
+-- A deleted item is first written as a tombstone that keeps its guards
+-- (_tide, _rev, _deleted = true), and removed only after the positions: the
+-- items and the positions are separate writes, and a worker that dies
+-- between them leaves events to deliver again, which the guards must still
+-- see through (docs/projections.md, "Idempotency and order").
 function Backend:write(name, plan)
   if type(plan) ~= "table" then error("write: plan must be a table", 2) end
   local db = self.client
-  local batch, cond, nbatch = {}, {}, 0
+  local batch, cond, nbatch, removals = {}, {}, 0, {}
   for _, pi in ipairs(plan.items or {}) do
     local s = self:spec(pi.table)
     local mode = pi.mode or s.mode
+    if pi.item == nil and pi.tomb then removals[#removals + 1] = pi end
     if mode == "conditional" then
       cond[#cond + 1] = pi
     else
       local list = batch[s.table]
       if not list then list = {}; batch[s.table] = list end
-      if pi.item == nil then
+      if pi.item == nil and not pi.tomb then
         list[#list + 1] = { DeleteRequest = { Key = { [s.key] = pi.key } } }
+      elseif pi.item == nil then
+        list[#list + 1] = { PutRequest = { Item = tombstone(s, pi) } }
       else
         pi.item[s.key] = pi.key
         list[#list + 1] = { PutRequest = { Item = pi.item } }
@@ -261,6 +296,7 @@ function Backend:write(name, plan)
     local res, e = db:batch_write{ [self.positions_table] = pos }
     if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
   end
+  if #removals > 0 then remove_tombstones(self, removals) end
   return true
 end
 
@@ -268,6 +304,7 @@ function Backend:read_item(name, key)
   local s = self:spec(name)
   local res, e = self.client:get_item{ TableName = s.table, Key = { [s.key] = key }, ConsistentRead = true }
   if not res then return nil, leases.wrap(e, "reading item '" .. tostring(key) .. "'", { table = s.table }) end
+  if res.Item and res.Item._deleted then return false end -- a tombstone (see write)
   return res.Item or false
 end
 
