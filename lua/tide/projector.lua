@@ -100,6 +100,14 @@ local function split_stream(stream)
 end
 M.split_stream = split_stream
 
+-- Data decoded as stored, upcast by its aggregate's module when the
+-- registry has one -> data | nil, message.
+local function upcast_stored(aggregates, agg_name, etype, data, meta)
+  local agg = aggregates and agg_name and aggregates:get(agg_name)
+  if not agg then return data end
+  return agg:upcast(etype, data, meta and meta.schema or 1)
+end
+
 -- A stored row -> the projector's event shape.
 --   row: {stream=, version=, type=, data=<AV JSON text | table>, meta=<JSON text | table>}
 --        (position= is kept when present)
@@ -118,9 +126,9 @@ function M.decode(row, aggregates)
     agg_name, id = agg_name or a, id or i
   end
   local data, meta = row.data, row.meta
-  local agg
-  if aggregates then agg = aggregates:get(agg_name) or nil end
   if type(data) == "string" or data == nil then
+    local agg
+    if aggregates then agg = aggregates:get(agg_name) or nil end
     local decoded, dmeta = repository.decode_payload(agg, row.type, data or '{"M":{}}', meta)
     if decoded == nil then return nil, dmeta end
     data, meta = decoded, dmeta
@@ -129,8 +137,8 @@ function M.decode(row, aggregates)
       meta = cjson.decode(meta)
       if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
     end
-    if row.as_stored and agg then
-      local up, uerr = agg:upcast(row.type, data, meta and meta.schema or 1)
+    if row.as_stored then
+      local up, uerr = upcast_stored(aggregates, agg_name, row.type, data, meta)
       if not up then return nil, uerr end
       data = up
     end
@@ -564,16 +572,12 @@ function Projector:apply(events)
     if e.as_stored and type(e.data) == "table" and type(e.meta) == "table" and e.id ~= nil then
       -- Decoded by the source (a Streams page), not upcast yet: upcast in
       -- place, once (the batch owns the event; a retried batch finds it done).
-      local agg = self.aggregates and e.aggregate and self.aggregates:get(e.aggregate)
-      if agg then
-        local up, uerr = agg:upcast(e.type, e.data, e.meta.schema or 1)
-        if not up then
-          return nil, new_error("invalid_event", tostring(uerr), { projection = name, stream = stream,
-            version = e.version, event_type = e.type })
-        end
-        e.data = up
+      local up, uerr = upcast_stored(self.aggregates, e.aggregate, e.type, e.data, e.meta)
+      if not up then
+        return nil, new_error("invalid_event", tostring(uerr), { projection = name, stream = stream,
+          version = e.version, event_type = e.type })
       end
-      e.as_stored = nil
+      e.data, e.as_stored = up, nil
     end
     if type(e.data) ~= "table" or type(e.meta) ~= "table" or e.stream == nil or e.aggregate == nil or e.id == nil then
       local row = e

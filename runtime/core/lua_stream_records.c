@@ -88,9 +88,9 @@ static bool is_type(const struct reader *r, int i, jsmntype_t type)
     return i >= 0 && i < r->ntok && r->t[i].type == type;
 }
 
-static int fail(struct reader *r, const char *fmt, const char *detail)
+static int fail(struct reader *r, const char *msg)
 {
-    snprintf(r->error, sizeof(r->error), fmt, detail);
+    snprintf(r->error, sizeof(r->error), "%s", msg);
     return 0;
 }
 
@@ -133,7 +133,7 @@ static int push_text(struct reader *r, int i, enum take take)
     if (g->parser == NULL) {
         g->parser = yajl_alloc(&UNESCAPE_CALLBACKS, &g->afs, r);
         if (g->parser == NULL)
-            return fail(r, "%s", "out of memory");
+            return fail(r, "out of memory");
         yajl_config(g->parser, yajl_allow_multiple_values, 1);
     }
     r->take = take;
@@ -144,9 +144,9 @@ static int push_text(struct reader *r, int i, enum take take)
         yajl_free(g->parser);
         g->parser = NULL;
         lua_settop(r->L, top);
-        char where[32];
-        snprintf(where, sizeof(where), "%d", k->start);
-        return fail(r, "the string at byte %s is not valid (bad escape or UTF-8)", where);
+        snprintf(r->error, sizeof(r->error), "the string at byte %d is not valid (bad escape or UTF-8)",
+                 k->start);
+        return 0;
     }
     return 1;
 }
@@ -248,9 +248,9 @@ static int add_event(struct reader *r, const struct record *rec, int *nevents)
     lua_State *L = r->L;
     double version;
     if (!number_of(r, rec->version, &version))
-        return fail(r, "%s", "an event's version is not a number");
+        return fail(r, "an event's version is not a number");
     if (!lua_checkstack(L, 8))
-        return fail(r, "%s", "out of Lua stack");
+        return fail(r, "out of Lua stack");
     lua_createtable(L, 0, 8);                           // [event]
     if (!push_text(r, rec->stream, TAKE_STRING))
         return 0;                                       // [event, stream]
@@ -287,7 +287,7 @@ static int read_page(struct reader *r)
 {
     lua_State *L = r->L;
     if (!is_type(r, 0, JSMN_OBJECT))
-        return fail(r, "%s", "not a JSON object");
+        return fail(r, "not a JSON object");
     int nrecords = 0, nevents = 0, last_seq = -1, last_created = -1;
     int m = r->t[0].size;
     for (int k = 1; m-- > 0; k = skip(r, k + 1)) {
@@ -298,7 +298,7 @@ static int read_page(struct reader *r)
             lua_setfield(L, SLOT_RESULT, "NextShardIterator");
         } else if (KEY(r, k, "Records")) {
             if (!is_type(r, v, JSMN_ARRAY))
-                return fail(r, "%s", "Records is not an array");
+                return fail(r, "Records is not an array");
             int n = r->t[v].size;
             for (int i = v + 1; n-- > 0; i = skip(r, i)) {
                 if (r->t[i].type != JSMN_OBJECT)
@@ -336,7 +336,7 @@ static int read_page(struct reader *r)
 static int tokenize(struct reader *r, struct guard *g, const char *body, size_t len)
 {
     if (len > (size_t)INT32_MAX)
-        return fail(r, "%s", "the response is too large");
+        return fail(r, "the response is too large");
     jsmn_parser p;
     jsmn_init(&p);
     if (g->tokens_cap == 0) {
@@ -344,7 +344,7 @@ static int tokenize(struct reader *r, struct guard *g, const char *body, size_t 
         size_t want = len / 4 + 64;
         g->tokens = malloc(want * sizeof(jsmntok_t));
         if (g->tokens == NULL)
-            return fail(r, "%s", "out of memory");
+            return fail(r, "out of memory");
         g->tokens_cap = want;
     }
     for (;;) {
@@ -353,7 +353,7 @@ static int tokenize(struct reader *r, struct guard *g, const char *body, size_t 
             size_t cap = g->tokens_cap * 2;
             void *more = realloc(g->tokens, cap * sizeof(jsmntok_t));
             if (more == NULL)
-                return fail(r, "%s", "out of memory");
+                return fail(r, "out of memory");
             g->tokens = more;
             g->tokens_cap = cap;
             continue;
@@ -390,7 +390,7 @@ int tide_codec_decode_stream_records(lua_State *L)
         r.ntok = n;
         /* one value, and nothing after it but white space */
         if (skip(&r, 0) != n)
-            n = fail(&r, "%s", "malformed JSON: more than one value");
+            n = fail(&r, "malformed JSON: more than one value");
     }
     int ok = n > 0 && read_page(&r);
     tide_codec_guard_done(g);

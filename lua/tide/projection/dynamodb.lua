@@ -179,12 +179,13 @@ function Backend:get_positions(name, streams)
   return out
 end
 
--- The tombstone of a deleted plan item: its last state, guards and key
--- (see write).
-local function tombstone(s, pi)
-  local t = pi.tomb
-  t[s.key] = pi.key
-  return t
+-- What a plan item writes, with its key set: the item, or the tombstone of
+-- a deleted one (its last state and guards, see write); nil for a deletion
+-- without a tombstone (a plan not made by the projector).
+local function stored_item(s, pi)
+  local item = pi.item or pi.tomb
+  if item then item[s.key] = pi.key end
+  return item
 end
 
 -- A conditional put of one item (or of its tombstone), conditioned on the
@@ -200,17 +201,12 @@ local function conditional(self, name, pi)
     names = { ["#r"] = "_rev" }
     values = { [":r"] = pi.expected_rev }
   end
-  local item, res, e = pi.item, nil, nil
-  if item == nil and not pi.tomb then -- a plan made without the projector's tombstones
-    res, e = self.client:delete_item{ TableName = s.table, Key = { [s.key] = pi.key },
+  local item, res, e = stored_item(s, pi), nil, nil
+  if item then
+    res, e = self.client:put_item{ TableName = s.table, Item = item,
       ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
   else
-    if item == nil then
-      item = tombstone(s, pi)
-    else
-      item[s.key] = pi.key
-    end
-    res, e = self.client:put_item{ TableName = s.table, Item = item,
+    res, e = self.client:delete_item{ TableName = s.table, Key = { [s.key] = pi.key },
       ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
   end
   if res then return true end
@@ -256,14 +252,9 @@ function Backend:write(name, plan)
     else
       local list = batch[s.table]
       if not list then list = {}; batch[s.table] = list end
-      if pi.item == nil and not pi.tomb then
-        list[#list + 1] = { DeleteRequest = { Key = { [s.key] = pi.key } } }
-      elseif pi.item == nil then
-        list[#list + 1] = { PutRequest = { Item = tombstone(s, pi) } }
-      else
-        pi.item[s.key] = pi.key
-        list[#list + 1] = { PutRequest = { Item = pi.item } }
-      end
+      local item = stored_item(s, pi)
+      list[#list + 1] = item and { PutRequest = { Item = item } }
+                              or { DeleteRequest = { Key = { [s.key] = pi.key } } }
       nbatch = nbatch + 1
     end
   end
