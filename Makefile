@@ -12,7 +12,7 @@
 
 V         ?= 0
 Q         := $(if $(filter 1,$(V)),,@)
-PKGS      := luajit libcurl yajl yaml-0.1 sqlite3 openssl
+PKGS      := luajit libcurl yajl yaml-0.1 sqlite3 openssl nettle
 CC        ?= cc
 PREFIX    ?= /usr/local
 LUA_LDIR  ?= $(PREFIX)/share/lua/5.1
@@ -30,7 +30,7 @@ CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) \
              $(shell pkg-config --cflags $(PKGS)) -Iruntime/core -Iruntime/engine -Iruntime/sqlite \
              -DTIDE_LUA_LDIR='"$(LUA_LDIR)"' -DTIDE_LUA_CDIR='"$(LUA_CDIR)"'
 LDFLAGS   += $(OPT)
-LIBS_CORE := $(shell pkg-config --libs openssl yajl yaml-0.1) -lm
+LIBS_CORE := $(shell pkg-config --libs openssl nettle yajl yaml-0.1) -lm
 LIBS_ENG  := $(shell pkg-config --libs libcurl)
 LIBS_SQL  := $(shell pkg-config --libs sqlite3)
 LIBS_CLI  := $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread

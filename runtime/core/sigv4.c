@@ -3,9 +3,15 @@
  *
  * https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html
  *
- * Hashing is OpenSSL's (EVP); this file only builds the canonical request and
- * the string to sign, and computes HMAC-SHA256 from digest calls so that the
- * signing key's padded blocks can be cached and the one digest context reused.
+ * Hashing is Nettle's SHA-256 (Debian's nettle-dev, the library under
+ * GnuTLS); this file only builds the canonical request and the string to
+ * sign, and computes HMAC-SHA256 from digest calls so that the signing key's
+ * padded blocks can be cached. Nettle's state is a plain struct: saving and
+ * resuming one is a copy. OpenSSL 3's EVP allocates a new provider context
+ * on every EVP_MD_CTX_copy_ex and dispatches every call through the
+ * provider, which cost about a sixth of a signature (bench/README.md);
+ * its block function and Nettle's (both SHA-NI or AVX2) run at the same
+ * speed. OpenSSL still wipes secrets and compares them in constant time.
  *
  * Where the time goes: besides the body, a signature hashes the canonical
  * request (~650 bytes for DynamoDB with a session token) and the string to
@@ -22,11 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nettle/sha2.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #if defined(__SSE2__)
-#include <emmintrin.h> /* to_hex; SSE2 is part of every x86-64 */
+#include <emmintrin.h> /* tide_sigv4_hex; SSE2 is part of every x86-64 */
 #endif
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
@@ -55,14 +61,13 @@
  * first snap_at[i] bytes of it (from the cache's base state: a fresh
  * SHA-256, or a key's inner HMAC pad). Invariants: n_snaps <= SNAPS;
  * snap_at[] are increasing non-zero multiples of BLOCK_LEN, all <= prev_len;
- * snap[i] holds base + prev[0..snap_at[i]). The contexts are allocated on
- * first use and kept until the signer is deleted. */
+ * snap[i] holds base + prev[0..snap_at[i]). */
 struct prefix_cache {
     char *prev;
     size_t prev_len, prev_cap;
     size_t n_snaps;
     size_t snap_at[SNAPS];
-    EVP_MD_CTX *snap[SNAPS];
+    struct sha256_ctx snap[SNAPS];
     uint64_t last_use;
 };
 
@@ -70,8 +75,7 @@ struct prefix_cache {
  * (key ^ ipad, key ^ opad) were absorbed: a signature copies them instead
  * of hashing two more blocks. sts caches the inner state continued with
  * the string to sign's first block, which is the same for every signature
- * of a second. The contexts are allocated with the signer and live as long
- * as it; EVP_MD_CTX_reset wipes their state. */
+ * of a second. */
 struct key_entry {
     bool used;
     uint64_t last_use;
@@ -80,8 +84,8 @@ struct key_entry {
     char region[KEY_FIELD_MAX];
     char service[KEY_FIELD_MAX];
     unsigned char secret[KEY_SECRET_MAX];
-    EVP_MD_CTX *inner;
-    EVP_MD_CTX *outer;
+    struct sha256_ctx inner;
+    struct sha256_ctx outer;
     struct prefix_cache sts;
 };
 
@@ -116,9 +120,6 @@ struct qpair {
 };
 
 struct tide_sigv4_signer {
-    EVP_MD *md;
-    EVP_MD_CTX *ctx;
-    EVP_MD_CTX *spare_inner, *spare_outer; /* for keys too long to cache */
     struct key_entry keys[KEY_CACHE_SLOTS];
     struct prefix_cache creq_cache[CREQ_SLOTS];
     uint64_t clock;
@@ -236,7 +237,7 @@ static void buf_free(struct buf *b)
 /* ---- hashing ---------------------------------------------------------- */
 
 /* Lower-case hex of a digest, NUL-terminated. */
-static void to_hex(const unsigned char in[HASH_LEN], char out[2 * HASH_LEN + 1])
+void tide_sigv4_hex(const unsigned char in[HASH_LEN], char out[2 * HASH_LEN + 1])
 {
 #if defined(__SSE2__)
     /* 16 bytes per step: nibbles split and interleaved high first, then
@@ -263,25 +264,32 @@ static void to_hex(const unsigned char in[HASH_LEN], char out[2 * HASH_LEN + 1])
 }
 
 /* SHA-256 of a || b into out. */
-static bool sha256(struct tide_sigv4_signer *s, const void *a, size_t na,
-                   const void *b, size_t nb, unsigned char out[HASH_LEN])
+static void sha256(const void *a, size_t na, const void *b, size_t nb, unsigned char out[HASH_LEN])
 {
-    return EVP_DigestInit_ex2(s->ctx, s->md, NULL) == 1
-        && (na == 0 || EVP_DigestUpdate(s->ctx, a, na) == 1)
-        && (nb == 0 || EVP_DigestUpdate(s->ctx, b, nb) == 1)
-        && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
+    struct sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, na, a);
+    sha256_update(&c, nb, b);
+    sha256_digest(&c, HASH_LEN, out);
+    OPENSSL_cleanse(&c, sizeof(c)); /* it may have hashed a key */
+}
+
+/* Finishes c with data into out, and wipes c. */
+static void sha256_finish(struct sha256_ctx *c, const void *data, size_t n, unsigned char out[HASH_LEN])
+{
+    sha256_update(c, n, data);
+    sha256_digest(c, HASH_LEN, out);
+    OPENSSL_cleanse(c, sizeof(*c));
 }
 
 /* HMAC pads for the key k1 || k2 (RFC 2104: keys longer than a block are
  * hashed first). */
-static bool hmac_pads(struct tide_sigv4_signer *s, const void *k1, size_t n1,
-                      const void *k2, size_t n2,
+static void hmac_pads(const void *k1, size_t n1, const void *k2, size_t n2,
                       unsigned char ipad[BLOCK_LEN], unsigned char opad[BLOCK_LEN])
 {
     unsigned char key[BLOCK_LEN] = {0};
     if (n1 + n2 > BLOCK_LEN) {
-        if (!sha256(s, k1, n1, k2, n2, key))
-            return false;
+        sha256(k1, n1, k2, n2, key);
     } else {
         memcpy(key, k1, n1);
         if (n2)
@@ -292,31 +300,27 @@ static bool hmac_pads(struct tide_sigv4_signer *s, const void *k1, size_t n1,
         opad[i] = key[i] ^ 0x5c;
     }
     OPENSSL_cleanse(key, sizeof(key));
-    return true;
 }
 
 /* HMAC-SHA256(key given by its pads, msg) = H(opad || H(ipad || msg)). */
-static bool hmac_with_pads(struct tide_sigv4_signer *s,
-                           const unsigned char ipad[BLOCK_LEN],
-                           const unsigned char opad[BLOCK_LEN],
+static void hmac_with_pads(const unsigned char ipad[BLOCK_LEN], const unsigned char opad[BLOCK_LEN],
                            const void *msg, size_t len, unsigned char out[HASH_LEN])
 {
     unsigned char inner[HASH_LEN];
-    bool ok = sha256(s, ipad, BLOCK_LEN, msg, len, inner)
-           && sha256(s, opad, BLOCK_LEN, inner, HASH_LEN, out);
+    sha256(ipad, BLOCK_LEN, msg, len, inner);
+    sha256(opad, BLOCK_LEN, inner, HASH_LEN, out);
     OPENSSL_cleanse(inner, sizeof(inner));
-    return ok;
 }
 
-static bool hmac(struct tide_sigv4_signer *s, const void *key, size_t key_len,
-                 const void *msg, size_t len, unsigned char out[HASH_LEN])
+/* out may be key. */
+static void hmac(const void *key, size_t key_len, const void *msg, size_t len,
+                 unsigned char out[HASH_LEN])
 {
     unsigned char ipad[BLOCK_LEN], opad[BLOCK_LEN];
-    bool ok = hmac_pads(s, key, key_len, NULL, 0, ipad, opad)
-           && hmac_with_pads(s, ipad, opad, msg, len, out);
+    hmac_pads(key, key_len, NULL, 0, ipad, opad);
+    hmac_with_pads(ipad, opad, msg, len, out);
     OPENSSL_cleanse(ipad, sizeof(ipad));
     OPENSSL_cleanse(opad, sizeof(opad));
-    return ok;
 }
 
 /* ---- prefix caches ------------------------------------------------------ */
@@ -357,9 +361,7 @@ static void prefix_wipe(struct prefix_cache *pc)
 {
     if (pc->prev != NULL)
         OPENSSL_cleanse(pc->prev, pc->prev_cap);
-    for (size_t i = 0; i < SNAPS; i++)
-        if (pc->snap[i] != NULL)
-            EVP_MD_CTX_reset(pc->snap[i]);
+    OPENSSL_cleanse(pc->snap, sizeof(pc->snap));
     pc->prev_len = 0;
     pc->n_snaps = 0;
     pc->last_use = 0;
@@ -368,8 +370,6 @@ static void prefix_wipe(struct prefix_cache *pc)
 static void prefix_free(struct prefix_cache *pc)
 {
     prefix_wipe(pc);
-    for (size_t i = 0; i < SNAPS; i++)
-        EVP_MD_CTX_free(pc->snap[i]);
     free(pc->prev);
     memset(pc, 0, sizeof(*pc));
 }
@@ -381,8 +381,7 @@ static void prefix_free(struct prefix_cache *pc)
  * the next call, and remembers text. *resumed is the length of text that
  * was not hashed. The cache only ever saves work: a failure to grow it
  * leaves it smaller, never wrong. */
-static bool digest_cached(struct tide_sigv4_signer *s, struct prefix_cache *pc,
-                          size_t shared, const EVP_MD_CTX *base,
+static void digest_cached(struct prefix_cache *pc, size_t shared, const struct sha256_ctx *base,
                           const char *text, size_t n, unsigned char out[HASH_LEN],
                           size_t *resumed)
 {
@@ -390,37 +389,27 @@ static bool digest_cached(struct tide_sigv4_signer *s, struct prefix_cache *pc,
     while (pc->n_snaps > 0 && pc->snap_at[pc->n_snaps - 1] > shared)
         pc->n_snaps--;
     size_t done = 0;
-    bool ok;
+    struct sha256_ctx c;
     if (pc->n_snaps > 0) {
         done = pc->snap_at[pc->n_snaps - 1];
-        ok = EVP_MD_CTX_copy_ex(s->ctx, pc->snap[pc->n_snaps - 1]) == 1;
+        c = pc->snap[pc->n_snaps - 1];
     } else if (base != NULL) {
-        ok = EVP_MD_CTX_copy_ex(s->ctx, base) == 1;
+        c = *base;
     } else {
-        ok = EVP_DigestInit_ex2(s->ctx, s->md, NULL) == 1;
+        sha256_init(&c);
     }
     *resumed = done;
-    if (ok && shared > done) {
-        ok = EVP_DigestUpdate(s->ctx, text + done, shared - done) == 1;
+    if (shared > done) {
+        sha256_update(&c, shared - done, (const uint8_t *)text + done);
         /* the new state goes last; when all are taken, it replaces the
          * deepest (the shallower ones serve more requests) */
         size_t i = pc->n_snaps < SNAPS ? pc->n_snaps : SNAPS - 1;
-        if (ok && pc->snap[i] == NULL)
-            pc->snap[i] = EVP_MD_CTX_new();
-        if (ok && pc->snap[i] != NULL && EVP_MD_CTX_copy_ex(pc->snap[i], s->ctx) == 1) {
-            pc->snap_at[i] = shared;
-            pc->n_snaps = i + 1;
-        } else {
-            pc->n_snaps = i;
-        }
+        pc->snap[i] = c;
+        pc->snap_at[i] = shared;
+        pc->n_snaps = i + 1;
         done = shared;
     }
-    ok = ok && EVP_DigestUpdate(s->ctx, text + done, n - done) == 1
-            && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
-    if (!ok) {
-        prefix_wipe(pc);
-        return false;
-    }
+    sha256_finish(&c, text + done, n - done, out);
     /* Remember text; its first `shared` bytes are there already. */
     size_t keep = n < PREFIX_MAX ? n : PREFIX_MAX;
     if (keep > pc->prev_cap) {
@@ -432,7 +421,7 @@ static bool digest_cached(struct tide_sigv4_signer *s, struct prefix_cache *pc,
             /* prev[0..shared) is text's prefix: the states up to there
              * stay right */
             pc->prev_len = shared < pc->prev_len ? shared : pc->prev_len;
-            return true;
+            return;
         }
         if (pc->prev != NULL) {
             memcpy(p, pc->prev, shared);
@@ -446,79 +435,64 @@ static bool digest_cached(struct tide_sigv4_signer *s, struct prefix_cache *pc,
     if (keep < pc->prev_len) /* the rest of an older text (maybe a token) */
         OPENSSL_cleanse(pc->prev + keep, pc->prev_len - keep);
     pc->prev_len = keep;
-    return true;
 }
 
 /* ---- signing key cache ------------------------------------------------ */
 
-/* Forgets the key: state contexts reset (OpenSSL clears them on free),
- * everything else wiped; the context objects and the string-to-sign
- * cache's allocations are kept for reuse. */
+/* Forgets the key: everything wiped, its states included; the
+ * string-to-sign cache's allocations are kept for reuse. */
 static void key_wipe(struct key_entry *e)
 {
-    EVP_MD_CTX *inner = e->inner, *outer = e->outer;
-    if (inner)
-        EVP_MD_CTX_reset(inner);
-    if (outer)
-        EVP_MD_CTX_reset(outer);
     prefix_wipe(&e->sts);
     struct prefix_cache sts = e->sts;
     OPENSSL_cleanse(e, sizeof(*e));
-    e->inner = inner;
-    e->outer = outer;
     e->sts = sts;
 }
 
 /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
  * "aws4_request"), stored in e as the states after its pads. */
-static bool key_derive(struct tide_sigv4_signer *s, struct key_entry *e,
+static void key_derive(struct tide_sigv4_signer *s, struct key_entry *e,
                        const char date[8], const char *region, size_t region_len,
                        const char *service, size_t service_len,
                        const char *secret, size_t secret_len)
 {
     unsigned char k[HASH_LEN];
     unsigned char ipad[BLOCK_LEN], opad[BLOCK_LEN];
-    bool ok = hmac_pads(s, "AWS4", 4, secret, secret_len, ipad, opad)
-           && hmac_with_pads(s, ipad, opad, date, 8, k)
-           && hmac(s, k, HASH_LEN, region, region_len, k)
-           && hmac(s, k, HASH_LEN, service, service_len, k)
-           && hmac(s, k, HASH_LEN, "aws4_request", 12, k)
-           && hmac_pads(s, k, HASH_LEN, NULL, 0, ipad, opad)
-           && EVP_DigestInit_ex2(e->inner, s->md, NULL) == 1
-           && EVP_DigestUpdate(e->inner, ipad, BLOCK_LEN) == 1
-           && EVP_DigestInit_ex2(e->outer, s->md, NULL) == 1
-           && EVP_DigestUpdate(e->outer, opad, BLOCK_LEN) == 1;
+    hmac_pads("AWS4", 4, secret, secret_len, ipad, opad);
+    hmac_with_pads(ipad, opad, date, 8, k);
+    hmac(k, HASH_LEN, region, region_len, k);
+    hmac(k, HASH_LEN, service, service_len, k);
+    hmac(k, HASH_LEN, "aws4_request", 12, k);
+    hmac_pads(k, HASH_LEN, NULL, 0, ipad, opad);
+    sha256_init(&e->inner);
+    sha256_update(&e->inner, BLOCK_LEN, ipad);
+    sha256_init(&e->outer);
+    sha256_update(&e->outer, BLOCK_LEN, opad);
     OPENSSL_cleanse(k, sizeof(k));
     OPENSSL_cleanse(ipad, sizeof(ipad));
     OPENSSL_cleanse(opad, sizeof(opad));
     s->derivations++;
-    return ok;
 }
 
 /* HMAC-SHA256 of msg with a derived key: both halves resume from the
  * key's saved states, the inner one through the key's string-to-sign
  * cache when cached (not for the spare entry of an uncacheable key).
  * *resumed: bytes of msg not hashed. */
-static bool hmac_with_key(struct tide_sigv4_signer *s, struct key_entry *e, bool cached,
-                          const char *msg, size_t len, unsigned char out[HASH_LEN],
-                          size_t *resumed)
+static void hmac_with_key(struct key_entry *e, bool cached, const char *msg, size_t len,
+                          unsigned char out[HASH_LEN], size_t *resumed)
 {
     unsigned char inner[HASH_LEN];
-    bool ok;
+    struct sha256_ctx c;
     if (cached) {
-        ok = digest_cached(s, &e->sts, prefix_match(&e->sts, msg, len), e->inner,
-                           msg, len, inner, resumed);
+        digest_cached(&e->sts, prefix_match(&e->sts, msg, len), &e->inner, msg, len, inner, resumed);
     } else {
         *resumed = 0;
-        ok = EVP_MD_CTX_copy_ex(s->ctx, e->inner) == 1
-          && EVP_DigestUpdate(s->ctx, msg, len) == 1
-          && EVP_DigestFinal_ex(s->ctx, inner, NULL) == 1;
+        c = e->inner;
+        sha256_finish(&c, msg, len, inner);
     }
-    ok = ok && EVP_MD_CTX_copy_ex(s->ctx, e->outer) == 1
-            && EVP_DigestUpdate(s->ctx, inner, HASH_LEN) == 1
-            && EVP_DigestFinal_ex(s->ctx, out, NULL) == 1;
+    c = e->outer;
+    sha256_finish(&c, inner, HASH_LEN, out);
     OPENSSL_cleanse(inner, sizeof(inner));
-    return ok;
 }
 
 /* Returns the cached key for these inputs, deriving it on a miss. Inputs too
@@ -532,13 +506,7 @@ static struct key_entry *key_get(struct tide_sigv4_signer *s, struct key_entry *
                   && secret_len <= KEY_SECRET_MAX;
     if (!cacheable) {
         memset(spare, 0, sizeof(*spare));
-        spare->inner = s->spare_inner;
-        spare->outer = s->spare_outer;
-        if (!key_derive(s, spare, date, region, region_len, service, service_len,
-                        secret, secret_len)) {
-            key_wipe(spare);
-            return NULL;
-        }
+        key_derive(s, spare, date, region, region_len, service, service_len, secret, secret_len);
         return spare;
     }
     struct key_entry *victim = &s->keys[0];
@@ -556,11 +524,7 @@ static struct key_entry *key_get(struct tide_sigv4_signer *s, struct key_entry *
             victim = e;
     }
     key_wipe(victim);
-    if (!key_derive(s, victim, date, region, region_len, service, service_len,
-                    secret, secret_len)) {
-        key_wipe(victim);
-        return NULL;
-    }
+    key_derive(s, victim, date, region, region_len, service, service_len, secret, secret_len);
     victim->used = true;
     victim->last_use = ++s->clock;
     memcpy(victim->date, date, 8);
@@ -1095,23 +1059,6 @@ struct tide_sigv4_signer *tide_sigv4_signer_new(struct tide_error *err)
         tide_error_set(err, TIDE_ENOMEM, "sigv4: out of memory for the signer");
         return NULL;
     }
-    /* Fetched once: an implicit fetch per EVP_DigestInit_ex would cost a
-     * lookup in the provider's method store each time. */
-    s->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    s->ctx = EVP_MD_CTX_new();
-    s->spare_inner = EVP_MD_CTX_new();
-    s->spare_outer = EVP_MD_CTX_new();
-    bool ok = s->md && s->ctx && s->spare_inner && s->spare_outer;
-    for (size_t i = 0; ok && i < KEY_CACHE_SLOTS; i++) {
-        s->keys[i].inner = EVP_MD_CTX_new();
-        s->keys[i].outer = EVP_MD_CTX_new();
-        ok = s->keys[i].inner && s->keys[i].outer;
-    }
-    if (!ok) {
-        tide_sigv4_signer_delete(s);
-        tide_error_set(err, TIDE_ECRYPTO, "sigv4: OpenSSL has no SHA-256 or is out of memory");
-        return NULL;
-    }
     return s;
 }
 
@@ -1122,13 +1069,9 @@ void tide_sigv4_signer_delete(struct tide_sigv4_signer *s)
     for (size_t i = 0; i < KEY_CACHE_SLOTS; i++) {
         key_wipe(&s->keys[i]);
         prefix_free(&s->keys[i].sts);
-        EVP_MD_CTX_free(s->keys[i].inner);
-        EVP_MD_CTX_free(s->keys[i].outer);
     }
     for (size_t i = 0; i < CREQ_SLOTS; i++)
         prefix_free(&s->creq_cache[i]);
-    EVP_MD_CTX_free(s->spare_inner);
-    EVP_MD_CTX_free(s->spare_outer);
     /* The string to sign and canonical request hold no secret, but the
      * token may sit in creq: wipe what was used. */
     if (s->creq.p)
@@ -1142,8 +1085,6 @@ void tide_sigv4_signer_delete(struct tide_sigv4_signer *s)
     buf_free(&s->query);
     free(s->hdrs);
     free(s->pairs);
-    EVP_MD_CTX_free(s->ctx);
-    EVP_MD_free(s->md);
     free(s);
 }
 
@@ -1155,10 +1096,11 @@ uint64_t tide_sigv4_key_derivations(const struct tide_sigv4_signer *s)
 int tide_sigv4_sha256_hex(struct tide_sigv4_signer *s, const void *data,
                           size_t len, char hex[65], struct tide_error *err)
 {
+    (void)s;
+    (void)err;
     unsigned char md[HASH_LEN];
-    if (!sha256(s, data, len, NULL, 0, md))
-        return tide_error_set(err, TIDE_ECRYPTO, "sha256: OpenSSL digest failed");
-    to_hex(md, hex);
+    sha256(data, len, NULL, 0, md);
+    tide_sigv4_hex(md, hex);
     return 0;
 }
 
@@ -1287,8 +1229,7 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     unsigned char md[HASH_LEN];
     size_t shared;
     struct prefix_cache *pc = creq_cache_for(s, c->p, c->len, &shared);
-    if (!digest_cached(s, pc, shared, NULL, c->p, c->len, md, &out->canonical_request_resumed))
-        return tide_error_set(err, TIDE_ECRYPTO, "sign: OpenSSL digest failed");
+    digest_cached(pc, shared, NULL, c->p, c->len, md, &out->canonical_request_resumed);
     struct buf *t = &s->sts;
     buf_puts(t, ALGORITHM "\n");
     buf_put(t, s->amz_date, 16);
@@ -1305,7 +1246,7 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     /* the hex digest is written in place: a 64-byte memcpy would be one
      * more call (or a slow `rep movs`) per signature */
     if (buf_reserve(t, 64)) {
-        to_hex(md, t->p + t->len); /* NUL-terminates */
+        tide_sigv4_hex(md, t->p + t->len); /* NUL-terminates */
         t->len += 64;
     }
     if (t->oom)
@@ -1316,12 +1257,9 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     struct key_entry *key = key_get(s, &spare, s->amz_date, opts->region, ln.region,
                                     opts->service, ln.service,
                                     creds->secret_access_key, creds->secret_len);
-    bool ok = key != NULL && hmac_with_key(s, key, key != &spare, t->p, t->len, md,
-                                           &out->string_to_sign_resumed);
+    hmac_with_key(key, key != &spare, t->p, t->len, md, &out->string_to_sign_resumed);
     if (key == &spare)
         key_wipe(&spare);
-    if (!ok)
-        return tide_error_set(err, TIDE_ECRYPTO, "sign: OpenSSL HMAC failed");
 
     struct buf *a = &s->auth;
     buf_puts(a, ALGORITHM " Credential=");
@@ -1332,7 +1270,7 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     buf_put(a, s->signed_headers.p, s->signed_headers.len);
     buf_puts(a, ", Signature=");
     if (buf_reserve(a, 64)) {
-        to_hex(md, a->p + a->len); /* NUL-terminates */
+        tide_sigv4_hex(md, a->p + a->len); /* NUL-terminates */
         a->len += 64;
     }
     if (a->oom)

@@ -1,17 +1,16 @@
 /*
  * sigv4.h - AWS Signature Version 4 header signing, pure C (no I/O, no clock).
  *
- * A signer holds what is reused from one signature to the next: the SHA-256
- * EVP_MD fetched once, one digest context, growable scratch buffers, a
+ * A signer holds what is reused from one signature to the next: growable
+ * scratch buffers, a
  * small cache of derived signing keys (one key per date, region, service and
  * secret), and prefix caches of the canonical requests and strings to sign:
  * the SHA-256 states after the whole 64-byte blocks they share with the
  * previous ones (method, path, host, date, session token ...), from which
  * the next signature resumes instead of hashing those bytes again. Results
  * are exactly those of hashing every byte. Memory is bounded (a few tens of
- * KB at most); after a few calls a signature allocates only what OpenSSL's
- * EVP calls do (OpenSSL 3.0 allocates a digest state in each
- * EVP_DigestInit_ex2 and EVP_MD_CTX_copy_ex).
+ * KB at most); after a few calls a signature allocates nothing (SHA-256 is
+ * Nettle's, whose states are plain structs).
  *
  * A signer is not thread-safe: use one per thread or per lua_State. The
  * caches hold a copy of the last canonical requests (session token
@@ -88,8 +87,7 @@ struct tide_sigv4_result {
     size_t string_to_sign_resumed;
 };
 
-/* Returns a new signer, or NULL (and err filled) on allocation or OpenSSL
- * failure. Free it with tide_sigv4_signer_delete. */
+/* Returns a new signer, or NULL (and err filled) when out of memory. Free it with tide_sigv4_signer_delete. */
 struct tide_sigv4_signer *tide_sigv4_signer_new(struct tide_error *err);
 
 /* Frees a signer and wipes the cached signing keys. NULL is allowed. */
@@ -97,7 +95,7 @@ void tide_sigv4_signer_delete(struct tide_sigv4_signer *s);
 
 /* Signs req and fills out (pointers owned by s, valid until its next call).
  * Returns 0, or TIDE_EINVAL (bad header name, reserved header given,
- * host mismatch), TIDE_ENOMEM or TIDE_ECRYPTO with err filled. Messages
+ * host mismatch) or TIDE_ENOMEM with err filled. Messages
  * never contain the secret or the session token. */
 int tide_sigv4_sign(struct tide_sigv4_signer *s,
                     const struct tide_sigv4_request *req,
@@ -107,9 +105,12 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
                     struct tide_error *err);
 
 /* Writes the lowercase hex SHA-256 of data (64 chars and a NUL) into hex,
- * using the signer's digest context. Returns 0 or TIDE_ECRYPTO. */
+ * as the signer hashes a payload. Returns 0. */
 int tide_sigv4_sha256_hex(struct tide_sigv4_signer *s, const void *data,
                           size_t len, char hex[65], struct tide_error *err);
+
+/* Writes the lowercase hex of a SHA-256 digest (64 chars and a NUL). */
+void tide_sigv4_hex(const unsigned char digest[32], char hex[65]);
 
 /* Number of signing keys derived so far (cache misses); for tests. */
 uint64_t tide_sigv4_key_derivations(const struct tide_sigv4_signer *s);
