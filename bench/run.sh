@@ -7,7 +7,7 @@
 #
 # Environment (all optional):
 #   BENCH_N=2000            measured requests per window (per client and cell)
-#   BENCH_ROUNDS=3          measured windows per cell; the median is reported
+#   BENCH_ROUNDS=5          measured windows per cell; the median is reported
 #   BENCH_WARMUP=3000       warm-up requests per cell, not counted
 #   BENCH_CONCURRENCY="1 64"
 #   BENCH_OPS="PutItem GetItem"
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 N=${BENCH_N:-2000}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 WARM=${BENCH_WARMUP:-3000}
 CONCS=${BENCH_CONCURRENCY:-"1 64"}
 OPS=${BENCH_OPS:-"PutItem GetItem"}
