@@ -54,6 +54,9 @@ local SCHEMA = {
     { name = "level", kind = "enum", values = { "debug", "info", "warn", "error" }, default = "info" },
     { name = "format", kind = "enum", values = { "text", "json" }, default = "text" },
   } },
+  { name = "lua", section = {
+    { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
+  } },
 }
 M.schema = SCHEMA
 
@@ -227,6 +230,9 @@ local function check_value(ctx, spec, path, v)
     end
     if spec.min and v < spec.min then
       return bad("must be at least " .. spec.min .. " (got " .. string.format("%.0f", v) .. ")")
+    end
+    if spec.max and v > spec.max then
+      return bad("must be at most " .. spec.max .. " (got " .. string.format("%.0f", v) .. ")")
     end
     return v
   elseif kind == "size" then

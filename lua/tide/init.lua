@@ -20,6 +20,8 @@ M.version = require("tide.core").version
 --   checks it once in init_by_lua; default: loaded from cfg.aggregates);
 --   opts.sleep, opts.clock_ms: the host's sleep and wall clock (nginx:
 --   ngx.sleep, ngx.now); opts.log: function(level, message, fields).
+-- In the tide process (no opts.transport), it also sets the Lua
+-- collector's pause to cfg.lua.gc_pause; nginx's VM is left as it is.
 function M.open(opts)
   opts = opts or {}
   local config = require "tide.config"
@@ -27,6 +29,9 @@ function M.open(opts)
   if not cfg then
     cfg, err = config.load{ file = opts.config }
     if not cfg then return nil, err end
+  end
+  if not opts.transport and cfg.lua and cfg.lua.gc_pause then
+    collectgarbage("setpause", cfg.lua.gc_pause)
   end
   local store
   if cfg.store == "dynamodb" then

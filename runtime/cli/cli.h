@@ -35,12 +35,17 @@ int tide_cmd_script(int argc, char **argv);
 /* init, exec, batch, events, state: implemented in lua/tide/cli.lua */
 int tide_cmd_lua(int argc, char **argv);
 
+/* The Lua collector's pause in a tide process until tide.yaml's
+ * lua.gc_pause says otherwise (LuaJIT's own default is 200). */
+#define TIDE_GC_PAUSE_DEFAULT 400
+
 /* Creates a LuaJIT state ready for tide code: standard libraries opened,
  * `tide.core` and `tide.engine` in package.preload (the copies linked into
  * this binary), package.path/cpath pointing at the project's lua/ next to
  * the executable and at the installed TIDE_LUA_LDIR/TIDE_LUA_CDIR (unless
- * LUA_PATH/LUA_CPATH are set), and os.exit closing the state before the
- * process exits (so leak checkers see a clean heap).
+ * LUA_PATH/LUA_CPATH are set), os.exit closing the state before the
+ * process exits (so leak checkers see a clean heap), and the collector's
+ * pause at TIDE_GC_PAUSE_DEFAULT.
  * Returns the state (caller owns it: lua_close), or NULL with err filled. */
 lua_State *tide_cli_lua_new(struct tide_error *err);
 

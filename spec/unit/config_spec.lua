@@ -356,6 +356,7 @@ local DEFAULTS = {
   commands = { max_attempts = 10 },
   snapshots = { every = 100 },
   log = { level = "info", format = "text" },
+  lua = { gc_pause = 400 },
 }
 
 local function copy(t)
@@ -475,6 +476,7 @@ describe("tide.config", function()
         commands = { max_attempts = 1 },
         snapshots = { every = 0 },
         log = { level = "warn", format = "json" },
+        lua = { gc_pause = 250 },
       }, cfg)
     end)
 
@@ -715,6 +717,8 @@ describe("tide.config", function()
         { "commands:\n  max_attempts: 0\n", "2: commands.max_attempts must be at least 1 (got 0)" },
         { "snapshots:\n  every: -1\n", "2: snapshots.every must be at least 0 (got -1)" },
         { "snapshots:\n  every: .inf\n", "2: snapshots.every must be an integer (got inf)" },
+        { "lua:\n  gc_pause: 50\n", "2: lua.gc_pause must be at least 100 (got 50)" },
+        { "lua:\n  gc_pause: 20000\n", "2: lua.gc_pause must be at most 10000 (got 20000)" },
       }
       for _, c in ipairs(cases) do
         assert.equal(p .. c[2], (load_error(c[1])), c[1])
@@ -827,5 +831,32 @@ describe("tide.config", function()
       assert.is_nil(err)
       assert.equal("sqlite", cfg.store)
     end)
+  end)
+end)
+
+describe("tide.open", function()
+  local tide = require "tide"
+
+  local function cfg_with_pause(pause, dir)
+    return assert(config.from_table({ sqlite = { path = dir .. "/tide.db" }, aggregates = helpers.root .. "/aggregates",
+                                      projections = helpers.root .. "/projections", lua = { gc_pause = pause } }, "test"))
+  end
+
+  it("sets the collector's pause to lua.gc_pause in the tide process", function()
+    local dir = helpers.tmpdir()
+    local before = collectgarbage("setpause", 200)
+    local app = assert(tide.open{ cfg = cfg_with_pause(300, dir) })
+    assert.equal(300, collectgarbage("setpause", before))
+    app.store:close()
+    helpers.run("rm -rf " .. q(dir))
+  end)
+
+  it("leaves the pause of a host that brings its own transport (nginx) alone", function()
+    local dir = helpers.tmpdir()
+    local before = collectgarbage("setpause", 200)
+    local app = assert(tide.open{ cfg = cfg_with_pause(300, dir), transport = {} })
+    assert.equal(200, collectgarbage("setpause", before))
+    app.store:close()
+    helpers.run("rm -rf " .. q(dir))
   end)
 end)
