@@ -256,32 +256,49 @@ echo "  BatchGetItem and write them with BatchWriteItem; client CPU = user+sys o
 echo "  the Node consumer runs twice: 'checkpointed' does tide's writes too (positions per stream, then the"
 echo "  shard's checkpoint, each batch; meta decoded), 'minimal' keeps only the items (no checkpoint at all)"
 sdir=$(mktemp -d)
+STREAM_EVENTS=${BENCH_STREAM_EVENTS:-20000}
+STREAM_PASSES=${BENCH_STREAM_PASSES:-3}
 if tools/servers.sh start "$sdir" --dynamodb-only >/dev/null; then
   . "$sdir/env"
-  # (no `tee /dev/stderr`: reopening stderr truncates a log file it points to)
-  tide_out=$(BENCH_KEEP_TABLES=1 build/tide script bench/projection_streams.lua "$TIDE_TEST_DYNAMODB_ENDPOINT" \
-              "${BENCH_STREAM_EVENTS:-20000}" 500 1000) || { note "bench/projection_streams.lua failed"; status=1; }
-  echo "$tide_out"
-  tide_line=$(printf '%s\n' "$tide_out" | grep '^{')
-  events_table=$(printf '%s' "$tide_line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).events_table))')
-  sdk_line=$(NODE_NO_WARNINGS=1 node bench/projection_streams_sdk.js "$TIDE_TEST_DYNAMODB_ENDPOINT" "$events_table" \
-             bench_sdk_checkpointed "${BENCH_STREAM_EVENTS:-20000}" checkpointed) \
-    || { note "bench/projection_streams_sdk.js (checkpointed) failed"; status=1; }
-  echo "$sdk_line"
-  sdk_min_line=$(NODE_NO_WARNINGS=1 node bench/projection_streams_sdk.js "$TIDE_TEST_DYNAMODB_ENDPOINT" "$events_table" \
-             bench_sdk_minimal "${BENCH_STREAM_EVENTS:-20000}" minimal) \
-    || { note "bench/projection_streams_sdk.js (minimal) failed"; status=1; }
-  echo "$sdk_min_line"
-  node -e '
-    const t = JSON.parse(process.argv[1]), s = JSON.parse(process.argv[2]), m = JSON.parse(process.argv[3]);
-    const tc = t.client_cpu_us_per_record;
-    console.log(`tide: ${t.records_per_s} records/s, ${tc} us CPU/record; ` +
-      `SDK checkpointed: ${s.records_per_s.toFixed(0)} records/s, ${s.cpu_us_per_record.toFixed(1)} us CPU/record; ` +
-      `SDK minimal: ${m.records_per_s.toFixed(0)} records/s, ${m.cpu_us_per_record.toFixed(1)} us CPU/record`);
-    console.log(`tide uses 1/${(s.cpu_us_per_record / tc).toFixed(1)} of the CPU per record of the SDK consumer doing ` +
-      `the same writes (target <= 1/10): ${tc * 10 <= s.cpu_us_per_record ? "met" : "NOT MET"}; ` +
-      `1/${(m.cpu_us_per_record / tc).toFixed(1)} of the minimal one`);
-  ' "$tide_line" "$sdk_line" "$sdk_min_line" || true
+  E=$TIDE_TEST_DYNAMODB_ENDPOINT
+  json_field() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[process.argv[1]]))' "$1"; }
+  if write_line=$(build/tide script bench/projection_streams.lua write "$E" "$STREAM_EVENTS" 500 | grep '^{'); then
+    prefix=$(printf '%s' "$write_line" | json_field prefix)
+    events_table=$(printf '%s' "$write_line" | json_field events_table)
+    written=$(printf '%s' "$write_line" | json_field events)
+    echo "  events written: $written in $(printf '%s' "$write_line" | json_field seconds) s; then $STREAM_PASSES passes of each"
+    echo "  consumer over the whole stream, taken in turn (tide, Node checkpointed, tide, ...), medians compared"
+    tide_lines="" sdk_lines=""
+    for pass in $(seq 1 "$STREAM_PASSES"); do
+      out=$(build/tide script bench/projection_streams.lua consume "$E" "$prefix" "$written" 1000) \
+        || { note "bench/projection_streams.lua consume failed"; status=1; }
+      printf '%s\n' "$out" | grep -v '^{' | sed "s/^/  pass $pass: /"
+      tide_lines="$tide_lines$(printf '%s\n' "$out" | grep '^{')"$'\n'
+      line=$(NODE_NO_WARNINGS=1 node bench/projection_streams_sdk.js "$E" "$events_table" "bench_sdk_c$pass" "$written" checkpointed) \
+        || { note "bench/projection_streams_sdk.js (checkpointed) failed"; status=1; }
+      echo "  pass $pass: $line"
+      sdk_lines="$sdk_lines$line"$'\n'
+    done
+    sdk_min_line=$(NODE_NO_WARNINGS=1 node bench/projection_streams_sdk.js "$E" "$events_table" bench_sdk_minimal "$written" minimal) \
+      || { note "bench/projection_streams_sdk.js (minimal) failed"; status=1; }
+    echo "  once: $sdk_min_line"
+    node -e '
+      const rows = (s) => s.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+      const med = (a) => { const s = [...a].sort((x, y) => x - y); return s.length ? s[(s.length - 1) >> 1] : NaN; };
+      const t = rows(process.argv[1]), s = rows(process.argv[2]), m = rows(process.argv[3])[0];
+      const tc = med(t.map((r) => r.client_cpu_us_per_record)), sc = med(s.map((r) => r.cpu_us_per_record));
+      const trps = med(t.map((r) => r.records_per_s)), srps = med(s.map((r) => r.records_per_s));
+      console.log(`tide: ${trps.toFixed(0)} records/s, ${tc.toFixed(1)} us CPU/record (passes: ` +
+        t.map((r) => r.client_cpu_us_per_record.toFixed(1)).join(" ") + `); SDK checkpointed: ${srps.toFixed(0)} records/s, ` +
+        `${sc.toFixed(1)} us CPU/record (passes: ` + s.map((r) => r.cpu_us_per_record.toFixed(1)).join(" ") + `)` +
+        (m ? `; SDK minimal: ${m.records_per_s.toFixed(0)} records/s, ${m.cpu_us_per_record.toFixed(1)} us CPU/record` : ""));
+      console.log(`tide uses 1/${(sc / tc).toFixed(1)} of the CPU per record of the SDK consumer doing the same writes ` +
+        `(target <= 1/10): ${tc * 10 <= sc ? "met" : "NOT MET"}` +
+        (m ? `; 1/${(m.cpu_us_per_record / tc).toFixed(1)} of the minimal one` : ""));
+    ' "$tide_lines" "$sdk_lines" "$sdk_min_line" || true
+  else
+    note "bench/projection_streams.lua write failed"; status=1
+  fi
   tools/servers.sh stop "$sdir"
 else
   note "could not start DynamoDB Local for the Streams bench"; status=1
