@@ -7,7 +7,9 @@
 #
 # Environment (all optional):
 #   BENCH_N=2000            measured requests per window (per client and cell)
-#   BENCH_ROUNDS=5          measured windows per cell; the median is reported
+#   BENCH_ROUNDS=6          measured windows per cell and client; the median is reported
+#   BENCH_TURNS=3           processes per cell and client, taken in turn (tide,
+#                           SDK, tide, ...), each measuring BENCH_ROUNDS/BENCH_TURNS windows
 #   BENCH_WARMUP=3000       warm-up requests per cell, not counted
 #   BENCH_CONCURRENCY="1 64"
 #   BENCH_OPS="PutItem GetItem"
@@ -20,7 +22,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 N=${BENCH_N:-2000}
-ROUNDS=${BENCH_ROUNDS:-5}
+ROUNDS=${BENCH_ROUNDS:-6}
+TURNS=${BENCH_TURNS:-3}
+[ "$TURNS" -ge 1 ] || TURNS=1
+PER_TURN=$(( (ROUNDS + TURNS - 1) / TURNS ))
 WARM=${BENCH_WARMUP:-3000}
 CONCS=${BENCH_CONCURRENCY:-"1 64"}
 OPS=${BENCH_OPS:-"PutItem GetItem"}
@@ -84,17 +89,21 @@ else
 
   for op in $OPS; do
     for c in $CONCS; do
-      note "$op, concurrency $c: $WARM warm-up + $ROUNDS x $N measured requests per client"
-      if [ $have_tide = 1 ]; then
-        tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" || { note "tide $op c=$c failed"; status=1; }
-        # The engine lets responses gather (gather_us, default 1 ms) only
-        # with 16 or more requests in flight: the same cell without it.
-        if [ "$c" -ge 16 ]; then
-          BENCH_GATHER_US=0 tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" \
-            || { note "tide (gather_us=0) $op c=$c failed"; status=1; }
+      note "$op, concurrency $c: $TURNS turns per client, each $WARM warm-up + $PER_TURN x $N measured requests"
+      # The clients take turns, so that a noisy minute of the shared
+      # machine lands on both rather than on one of them.
+      for turn in $(seq 1 "$TURNS"); do
+        if [ $have_tide = 1 ]; then
+          tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$PER_TURN" >>"$results" || { note "tide $op c=$c failed"; status=1; }
+          # The engine lets responses gather (gather_us, default 1 ms) only
+          # with 16 or more requests in flight: the same cell without it.
+          if [ "$c" -ge 16 ]; then
+            BENCH_GATHER_US=0 tide_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$PER_TURN" >>"$results" \
+              || { note "tide (gather_us=0) $op c=$c failed"; status=1; }
+          fi
         fi
-      fi
-      sdk_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$ROUNDS" >>"$results" || { note "SDK $op c=$c failed"; status=1; }
+        sdk_run "$E" "$TABLE" "$op" "$c" "$N" "$WARM" "$PER_TURN" >>"$results" || { note "SDK $op c=$c failed"; status=1; }
+      done
     done
   done
   tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true
@@ -126,12 +135,28 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
 export BENCH_COND_CPU="$(nproc) cores, ${cpu_model:-unknown CPU}, $(uname -sr)"
 export BENCH_COND_NODE="$(node --version)"
 export BENCH_COND_LUAJIT="$(luajit -v 2>/dev/null | awk '{print $1, $2}')"
-export N WARM ROUNDS
+export N WARM ROUNDS TURNS PER_TURN
 
 node - "$results" "$sign_lua" "$sign_js" <<'JS'
 const fs = require("fs");
 const [resultsFile, signLuaFile, signJsFile] = process.argv.slice(2);
-const rows = fs.readFileSync(resultsFile, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+const raw = fs.readFileSync(resultsFile, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+// One row per client and cell: the windows of all its turns, their median.
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN; };
+const rows = [];
+for (const r of raw) {
+  const same = rows.find((x) => x.client === r.client && x.op === r.op && x.concurrency === r.concurrency);
+  if (!same || r.op === "setup") { rows.push({ ...r, turns: [r] }); continue; }
+  same.turns.push(r);
+}
+for (const r of rows) {
+  if (r.op === "setup" || r.turns.length < 2) continue;
+  r.cpu_us_per_req_rounds = r.turns.flatMap((t) => t.cpu_us_per_req_rounds || [t.cpu_us_per_req]);
+  r.cpu_us_per_req = median(r.cpu_us_per_req_rounds);
+  r.req_per_s = median(r.turns.map((t) => t.req_per_s));
+  r.requests = r.turns[0].requests;
+  r.errors = r.turns.reduce((n, t) => n + (t.errors || 0), 0);
+}
 const env = process.env;
 const pad = (s, n) => String(s).padStart(n);
 const fmt = (v, d = 1) => (v === undefined || v === null || Number.isNaN(v)) ? "-" : Number(v).toFixed(d);
@@ -144,8 +169,9 @@ console.log("conditions: " + env.BENCH_COND_CPU + "; DynamoDB Local (in-memory, 
 console.log("  item: pk + 5 attributes incl. a 900-byte string" +
   (setup && setup.item_bytes ? ", " + setup.item_bytes + " bytes by DynamoDB's size rules" : ", ~1 KB") +
   (sdkAny ? "; PutItem body " + sdkAny.request_body_bytes + " bytes" : "") + ";");
-console.log("  per cell and client: one process, " + env.WARM + " warm-up requests, then " + env.ROUNDS + " windows of " + env.N +
-  " requests; the median window is shown; keys cycle over 1000 items;");
+console.log("  per cell and client: " + env.TURNS + " processes taken in turn with the other client's (tide, SDK, tide, ...), each " +
+  env.WARM + " warm-up requests, then " + env.PER_TURN + " windows of " + env.N + " requests;");
+console.log("  the median of all the windows is shown (every window below, in the order measured); keys cycle over 1000 items;");
 console.log("  CPU = user+sys of the client process (getrusage / process.cpuUsage) over the measured requests only;");
 console.log("  tide: build/tide script, " + env.BENCH_COND_LUAJIT + "; SDK " + (sdkAny ? sdkAny.sdk_version : "?") +
   " on Node " + env.BENCH_COND_NODE + ", DynamoDBClient, keep-alive http.Agent(maxSockets = concurrency).");
@@ -175,7 +201,7 @@ for (const op of ops) {
   }
 }
 if (!rows.some((r) => r.client === "tide" && r.op !== "setup")) console.log("(tide: not measured)");
-console.log("  us CPU/req of every window (tide | SDK):");
+console.log("  us CPU/req of every window, turns in order (tide | SDK):");
 for (const x of cells) {
   const f = (r) => r && r.cpu_us_per_req_rounds ? r.cpu_us_per_req_rounds.join(" ") : "-";
   console.log("    " + (x.op + " c=" + x.c).padEnd(14) + f(x.t) + " | " + f(x.s) + (x.g ? " | gather_us=0: " + f(x.g) : ""));
