@@ -1093,16 +1093,6 @@ uint64_t tide_sigv4_key_derivations(const struct tide_sigv4_signer *s)
     return s->derivations;
 }
 
-int tide_sigv4_sha256_hex(struct tide_sigv4_signer *s, const void *data,
-                          size_t len, char hex[65], struct tide_error *err)
-{
-    (void)s;
-    (void)err;
-    unsigned char md[HASH_LEN];
-    sha256(data, len, NULL, 0, md);
-    tide_sigv4_hex(md, hex);
-    return 0;
-}
 
 /* The canonical-request cache for text: the one sharing the longest prefix
  * with it, else the least recently used one (which text then takes over). */
@@ -1186,9 +1176,9 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     /* s->payload_hash is referenced by the x-amz-content-sha256 entry:
      * fill it before the headers are written. */
     if (given_hash == NULL) {
-        rc = tide_sigv4_sha256_hex(s, req->body, req->body_len, s->payload_hash, err);
-        if (rc != 0)
-            return rc;
+        unsigned char md[HASH_LEN];
+        sha256(req->body, req->body_len, NULL, 0, md);
+        tide_sigv4_hex(md, s->payload_hash);
         given_hash = s->payload_hash;
         given_hash_len = 64;
     }

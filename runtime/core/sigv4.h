@@ -104,11 +104,6 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
                     struct tide_sigv4_result *out,
                     struct tide_error *err);
 
-/* Writes the lowercase hex SHA-256 of data (64 chars and a NUL) into hex,
- * as the signer hashes a payload. Returns 0. */
-int tide_sigv4_sha256_hex(struct tide_sigv4_signer *s, const void *data,
-                          size_t len, char hex[65], struct tide_error *err);
-
 /* Writes the lowercase hex of a SHA-256 digest (64 chars and a NUL). */
 void tide_sigv4_hex(const unsigned char digest[32], char hex[65]);
 
