@@ -17,6 +17,7 @@ CC        ?= cc
 PREFIX    ?= /usr/local
 LUA_LDIR  ?= $(PREFIX)/share/lua/5.1
 LUA_CDIR  ?= $(PREFIX)/lib/x86_64-linux-gnu/lua/5.1
+DEPS      ?= tools/deps.sh
 
 ifeq ($(SAN),1)
 BUILD     ?= build-asan
@@ -26,14 +27,25 @@ BUILD     ?= build
 OPT       := -O2 -g
 endif
 
+# pkg-config is read only by the recipes that compile and link, never while
+# make parses this file: on a fresh machine the packages it asks about are
+# installed by the deps step, which runs first. Each result is computed once
+# (on first use) and kept; a package still missing then stops the build with
+# one line that names it.
+pc_missing = $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) && echo y),,$(p))))
+pc_check   = $(if $(pc_missing),$(error tide needs the development files of: $(pc_missing)                (pkg-config names); `make deps` installs them (tools/deps.sh)))
+pc_ok      = $(eval pc_ok := $$(pc_check))
+pc         = $(pc_ok)$(shell pkg-config $(1) $(2))
+PC_CFLAGS  = $(eval PC_CFLAGS := $$(call pc,--cflags,$$(PKGS)))$(PC_CFLAGS)
+LIBS_CORE  = $(eval LIBS_CORE := $$(call pc,--libs,openssl nettle yajl yaml-0.1) -lm)$(LIBS_CORE)
+LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl))$(LIBS_ENG)
+LIBS_SQL   = $(eval LIBS_SQL := $$(call pc,--libs,sqlite3))$(LIBS_SQL)
+LIBS_CLI   = $(eval LIBS_CLI := $$(call pc,--libs,$$(PKGS)) -lm -ldl -lpthread)$(LIBS_CLI)
+
 CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) \
-             $(shell pkg-config --cflags $(PKGS)) -Iruntime/core -Iruntime/engine -Iruntime/sqlite \
+             $(PC_CFLAGS) -Iruntime/core -Iruntime/engine -Iruntime/sqlite \
              -DTIDE_LUA_LDIR='"$(LUA_LDIR)"' -DTIDE_LUA_CDIR='"$(LUA_CDIR)"'
 LDFLAGS   += $(OPT)
-LIBS_CORE := $(shell pkg-config --libs openssl nettle yajl yaml-0.1) -lm
-LIBS_ENG  := $(shell pkg-config --libs libcurl)
-LIBS_SQL  := $(shell pkg-config --libs sqlite3)
-LIBS_CLI  := $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
 
 CORE_SRC  := $(wildcard runtime/core/*.c)
 ENG_SRC   := $(wildcard runtime/engine/*.c)
@@ -49,13 +61,15 @@ HEADERS   := $(wildcard runtime/*/*.h)
 
 all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so
 
+# Every compile waits for the deps step (order-only: it never forces a
+# rebuild), so the first `make` on a fresh machine installs before it builds.
 deps:
-	@tools/deps.sh build
+	@$(DEPS) build
 
 test-deps:
-	@tools/deps.sh test
+	@$(DEPS) test
 
-$(BUILD)/obj/%.o: %.c $(HEADERS)
+$(BUILD)/obj/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
@@ -81,7 +95,7 @@ $(BUILD)/tide: $(CLI_OBJ) $(ENG_OBJ) $(SQL_OBJ) $(CORE_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS_CLI)
 
-run: deps all
+run: all
 	@tools/run-example.sh
 
 test: test-deps
@@ -90,7 +104,8 @@ test: test-deps
 test-asan: test-deps
 	@tools/test.sh --asan-only
 
-bench: test-deps all
+# bench/run.sh builds first (make, after the deps step).
+bench: test-deps
 	@bench/run.sh
 
 # The example nginx site (examples/nginx/) on loopback, in build/nginx:

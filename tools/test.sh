@@ -13,6 +13,11 @@ cd "$(dirname "$0")/.."
 mode=${1:-all}
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# The suite must leave the work tree as it found it: what git reports now
+# is compared with what it reports after the run.
+tree_state() { git status --porcelain --untracked-files=all 2>/dev/null; git diff HEAD 2>/dev/null | md5sum | sed 's/ .*/ (hash of git diff HEAD)/'; }
+tree_before=$(tree_state)
+
 make -s -j"$jobs" all || { echo "0 passed, 1 failed"; exit 1; }
 if [ "$mode" != --plain-only ]; then
   make -s -j"$jobs" SAN=1 all || { echo "0 passed, 1 failed"; exit 1; }
@@ -67,6 +72,13 @@ if [ "$mode" != --plain-only ]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     LSAN_OPTIONS=suppressions=$PWD/spec/fixtures/lsan.supp:print_suppressions=0
+fi
+
+tree_after=$(tree_state)
+if [ "$tree_before" != "$tree_after" ]; then
+  echo "tide test: the run changed the work tree (git status --porcelain):" >&2
+  diff <(echo "$tree_before") <(echo "$tree_after") | sed -n 's/^> /  /p' >&2
+  failed=$((failed + 1))
 fi
 
 [ "$failed" -gt 0 ] && status=1
