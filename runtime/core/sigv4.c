@@ -598,7 +598,9 @@ static void reencode_into(struct buf *b, const char *p, size_t n)
 }
 
 /* Writes the path with empty and "." segments dropped and ".." resolved
- * (RFC 3986 section 5.2.4 plus merged slashes) into out. */
+ * (RFC 3986 section 5.2.4 plus merged slashes) into out. As botocore and
+ * @smithy/signature-v4 do, the result ends in "/" only when the path does
+ * (and keeps a segment): "/a/b/." and "/a/b/c/.." both give "/a/b". */
 static void normalize_path(struct buf *out, const char *path)
 {
     size_t n = strlen(path);
@@ -606,7 +608,6 @@ static void normalize_path(struct buf *out, const char *path)
     if (!buf_reserve(out, n + 2))
         return;
     const char *p = path, *end = path + n;
-    bool trailing = false;
     while (p < end) {
         while (p < end && *p == '/')
             p++;
@@ -614,22 +615,18 @@ static void normalize_path(struct buf *out, const char *path)
         while (p < end && *p != '/')
             p++;
         size_t len = (size_t)(p - seg);
-        trailing = p < end || len == 0;
-        if (len == 0)
+        if (len == 0 || (len == 1 && seg[0] == '.'))
             continue;
-        if (len == 1 && seg[0] == '.') {
-            trailing = true;
-        } else if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+        if (len == 2 && seg[0] == '.' && seg[1] == '.') {
             while (out->len > 0 && out->p[--out->len] != '/')
                 ;
-            trailing = true;
         } else {
             out->p[out->len++] = '/';
             memcpy(out->p + out->len, seg, len);
             out->len += len;
         }
     }
-    if (out->len == 0 || trailing)
+    if (out->len == 0 || path[n - 1] == '/')
         out->p[out->len++] = '/';
 }
 
