@@ -1,5 +1,6 @@
--- tide.cli: the subcommands of the tide binary written in Lua:
--- init, exec, batch, events, state. runtime/cli/cmd_lua.c calls
+-- tide.cli: the subcommands of the tide binary written in Lua: init,
+-- exec, batch, events, state, run, project, read, status, replay.
+-- runtime/cli/cmd_lua.c calls
 -- cli.main(name, args...) inside the scheduler; main returns the exit status.
 local core = require "tide.core"
 local cjson = require "cjson.safe"
@@ -8,7 +9,7 @@ local sched = require "tide.sched"
 local M = {}
 
 -- Exit statuses (also in runtime/cli/cli.h and the README).
-M.EXIT = { ok = 0, handler_error = 1, usage = 2, rejected = 3, conflict = 4, store = 5 }
+M.EXIT = { ok = 0, handler_error = 1, usage = 2, rejected = 3, conflict = 4, store = 5, not_found = 6 }
 
 local EXIT_OF_KIND = {
   invalid = M.EXIT.usage, rejected = M.EXIT.rejected, conflict = M.EXIT.conflict,
@@ -65,7 +66,7 @@ everything written before it started has been applied.]],
   read = [[
 usage: tide read [--config FILE] MODEL KEY
 
-Prints the read-model item as JSON; exit status 1 when it is absent.]],
+Prints the read-model item as JSON; exit status 6 when it is absent.]],
   status = [[
 usage: tide status [--config FILE]
 
@@ -79,8 +80,25 @@ continues from the stream with no gap and nothing applied twice. Progress
 goes to stderr.]],
 }
 
+-- Standard output that can no longer be written (a reader such as `head`
+-- went away: SIGPIPE is ignored in the tide process, so writes fail with
+-- EPIPE instead) ends the command: what it would print has nowhere to go.
+-- A broken pipe ends it quietly, any other failure says why.
+local function stdout_failed(err)
+  if not tostring(err):find("Broken pipe", 1, true) then
+    io.stderr:write("tide: cannot write the output: ", tostring(err), "\n")
+  end
+  os.exit(M.EXIT.handler_error)
+end
+
 local function out(line)
-  io.stdout:write(line, "\n")
+  local ok, err = io.stdout:write(line, "\n")
+  if not ok then stdout_failed(err) end
+end
+
+local function flush_out()
+  local ok, err = io.stdout:flush()
+  if not ok then stdout_failed(err) end
 end
 
 local function json(v)
@@ -303,7 +321,7 @@ function commands.batch(opts, pos)
       note(r[2])
       next_out = next_out + 1
     end
-    io.stdout:flush()
+    flush_out()
   end
 
   local function run_line(prev, text, lineno)
@@ -520,7 +538,7 @@ function commands.read(opts, pos)
   end
   if item == false then
     io.stderr:write("tide read: no item '", pos[2], "' in read model '", pos[1], "'\n")
-    return M.EXIT.handler_error
+    return M.EXIT.not_found
   end
   out(json(item))
   return M.EXIT.ok

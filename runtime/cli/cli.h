@@ -21,6 +21,7 @@ enum {
     TIDE_EXIT_REJECTED = 3, /* the aggregate rejected the command */
     TIDE_EXIT_CONFLICT = 4, /* still conflicting after the retries */
     TIDE_EXIT_STORE = 5,    /* the store or the network failed */
+    TIDE_EXIT_NOT_FOUND = 6, /* what was asked for does not exist (tide read) */
 };
 
 /* One subcommand of the dispatch table in main.c. */
@@ -32,7 +33,8 @@ struct tide_cli_command {
 
 /* Subcommands. */
 int tide_cmd_script(int argc, char **argv);
-/* init, exec, batch, events, state: implemented in lua/tide/cli.lua */
+/* init, exec, batch, events, state, run, project, read, status, replay:
+ * implemented in lua/tide/cli.lua */
 int tide_cmd_lua(int argc, char **argv);
 
 /* The Lua collector's pause in a tide process until tide.yaml's

@@ -10,17 +10,22 @@
 
 #include <lauxlib.h>
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void script_usage(FILE *out)
 {
     fprintf(out,
-            "usage: tide script FILE.lua [ARGS...]\n"
+            "usage: tide script [--config FILE] FILE.lua [ARGS...]\n"
             "\n"
             "Runs FILE.lua inside tide's event loop: top-level code can call\n"
             "require \"tide.sched\" functions (request, spawn, wait, sleep)\n"
             "directly. arg[0] is FILE, arg[1..] the ARGS (also passed as ...).\n"
+            "With --config, require(\"tide\").open() in the script reads that\n"
+            "file (it is set as TIDE_CONFIG for the script).\n"
             "\n"
             "Lua modules are found through $LUA_PATH when it is set, otherwise\n"
             "in the lua/ folder beside the tide binary and in " TIDE_LUA_LDIR ".\n"
@@ -67,6 +72,20 @@ int tide_cmd_script(int argc, char **argv)
         if (strcmp(argv[i], "--") == 0) {
             i++;
             break;
+        }
+        const char *config = NULL;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            config = argv[i] + 9;
+        if (config != NULL) {
+            /* checked here: a script that never opens tide would not notice */
+            if (access(config, R_OK) != 0) {
+                fprintf(stderr, "tide script: cannot read the config file '%s': %s\n", config, strerror(errno));
+                return TIDE_EXIT_USAGE;
+            }
+            setenv("TIDE_CONFIG", config, 1);
+            continue;
         }
         fprintf(stderr, "tide script: unknown option '%s'\n", argv[i]);
         script_usage(stderr);

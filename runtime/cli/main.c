@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,10 @@ static const struct tide_cli_command *find_command(const char *name)
 
 static int cmd_version(int argc, char **argv)
 {
-    (void)argv;
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: tide version\n\nPrints the versions of tide, LuaJIT and libcurl.\n");
+        return TIDE_EXIT_OK;
+    }
     if (argc > 1) {
         fprintf(stderr, "usage: tide version\n");
         return TIDE_EXIT_USAGE;
@@ -83,12 +87,16 @@ static int cmd_version(int argc, char **argv)
 
 static int cmd_help(int argc, char **argv)
 {
-    if (argc < 2) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         return TIDE_EXIT_OK;
     }
     const struct tide_cli_command *cmd = find_command(argv[1]);
-    if (cmd == NULL || cmd->run == cmd_help) {
+    if (cmd != NULL && cmd->run == cmd_help) {
+        usage(stdout);
+        return TIDE_EXIT_OK;
+    }
+    if (cmd == NULL) {
         fprintf(stderr, "tide: unknown command '%s'\n", argv[1]);
         usage(stderr);
         return TIDE_EXIT_USAGE;
@@ -203,6 +211,11 @@ void tide_cli_lua_report(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* The engine sets CURLOPT_NOSIGNAL, so libcurl leaves SIGPIPE to us: a
+     * peer that closes a connection while a request is being written must
+     * fail that request (EPIPE), never end the process. Writes to a closed
+     * stdout fail the same way (lua/tide/cli.lua stops on them). */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return TIDE_EXIT_USAGE;

@@ -179,7 +179,7 @@ describe("tide init", function()
     end
     -- reads work at once: an absent item, not a missing table
     local out, status = tide(dir, "read balances nobody")
-    assert.equal(1, status, out)
+    assert.equal(6, status, out)
     assert.matches("no item 'nobody'", out)
     os.execute("rm -rf " .. q(dir))
   end)
@@ -219,5 +219,45 @@ describe("tide CLI configuration errors", function()
     assert.equal(0, status, out)
     assert.truthy(helpers.read_file(dir .. "/tide.db"))
     os.execute("rm -rf " .. q(dir))
+  end)
+end)
+
+describe("tide help and --config on every command", function()
+  local COMMANDS = { "init", "exec", "batch", "events", "state", "run", "project", "read", "status", "replay",
+                     "script", "version", "help" }
+
+  it("shows every command's help with status 0, as --help and through tide help", function()
+    local dir = helpers.tmpdir()
+    for _, c in ipairs(COMMANDS) do
+      local out, status = tide(dir, c .. " --help")
+      assert.equal(0, status, c .. ": " .. out)
+      assert.matches("usage: tide", out, 1, true)
+      out, status = tide(dir, "help " .. c)
+      assert.equal(0, status, "help " .. c .. ": " .. out)
+      assert.matches("usage: tide", out, 1, true)
+    end
+    local out, status = tide(dir, "help nosuch")
+    assert.equal(2, status, out)
+    assert.matches("unknown command 'nosuch'", out, 1, true)
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("lets a script open tide with the file given to tide script --config", function()
+    local dir = helpers.tmpdir()
+    local elsewhere = helpers.tmpdir()
+    helpers.write_file(dir .. "/other.yaml", "store: sqlite\nsqlite:\n  path: " .. dir .. "/other.db\naggregates: "
+      .. helpers.root .. "/aggregates\n")
+    helpers.write_file(dir .. "/open.lua", [[
+local app = assert(require("tide").open())
+print(app.cfg.store, app.cfg.sqlite.path)]])
+    for _, form in ipairs{ "--config " .. q(dir .. "/other.yaml"), "--config=" .. q(dir .. "/other.yaml") } do
+      local out, status = tide(elsewhere, "script " .. form .. " " .. q(dir .. "/open.lua"))
+      assert.equal(0, status, out)
+      assert.equal("sqlite\t" .. dir .. "/other.db\n", out)
+    end
+    local out, status = tide(elsewhere, "script --config missing.yaml " .. q(dir .. "/open.lua"))
+    assert.equal(2, status, out)
+    assert.matches("cannot read the config file 'missing.yaml'", out, 1, true)
+    os.execute("rm -rf " .. q(dir) .. " " .. q(elsewhere))
   end)
 end)
