@@ -9,11 +9,13 @@ work=${1:-$here/build/example}
 rm -rf "$work"
 mkdir -p "$work"
 cp -r "$here/aggregates" "$work/aggregates"
+cp -r "$here/projections" "$work/projections"
 cd "$work"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@" || echo "(exit status $?)"; }
 
-echo "tide: the bank example, in $work (embedded store: ./tide.db, aggregates: ./aggregates)"
+echo "tide: the bank example, in $work"
+echo "(embedded store: ./tide.db, aggregates: ./aggregates, projections: ./projections)"
 step "$TIDE" exec account alice '{"type":"Open","owner":"Alice"}'
 step "$TIDE" exec account bob '{"type":"Open","owner":"Bob"}'
 step "$TIDE" exec account alice '{"type":"Deposit","amount":100}'
@@ -37,10 +39,27 @@ printf '\n\033[1m$ tide batch < commands.ndjson\033[0m\n'
 step "$TIDE" events account alice
 step "$TIDE" state account alice
 step "$TIDE" state account bob
+echo
+echo "# Projections turn the events into read models. Catch two of them up on the"
+echo "# embedded store's feed (every event, in order), then read their items:"
+step "$TIDE" project balances --until-caught-up
+step "$TIDE" project owners --until-caught-up
+step "$TIDE" read balances alice
+step "$TIDE" read owners Alice
+echo
+echo "# One more command, and the read model moves once the projection catches up:"
+step "$TIDE" exec account alice '{"type":"Deposit","amount":12}'
+step "$TIDE" project balances --until-caught-up
+step "$TIDE" read balances alice
+step "$TIDE" status
 cat <<TXT
 
-What to try next:
-  - edit $work/aggregates/account.lua (say, a daily withdrawal limit) and run the commands again;
+What to try next (from $work):
+  - keep every projection current as a daemon: \`$TIDE run\` in one terminal
+    (JSON logs on stderr, SIGTERM to stop), commands in another, \`tide read\` to watch;
+  - edit aggregates/account.lua (say, a daily withdrawal limit) or projections/balances.lua
+    while \`tide run\` or \`tide batch\` runs: the change is loaded without a restart;
+  - rebuild a read model from the events: \`$TIDE replay balances\`;
   - run against DynamoDB Local: see examples/README.md (examples/dynamodb-local.yaml);
-  - read the aggregate contract in README.md and write an aggregate of your own.
+  - read the aggregate and projection contracts in README.md and write your own.
 TXT

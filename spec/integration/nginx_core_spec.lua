@@ -26,7 +26,14 @@ describe("tide.core in nginx", function()
     prefix = helpers.tmpdir()
     port = free_port()
     os.execute("mkdir -p " .. prefix .. "/logs " .. prefix .. "/conf")
-    helpers.write_file(prefix .. "/conf/nginx.conf", ([[
+    -- As root, nginx's workers would run as nobody, who may not enter the
+    -- folder this tree lives in (a home folder is 0700): run them as the
+    -- tree's owner, as tools/nginx.sh does for the example site.
+    local user = ""
+    if helpers.run("id -u"):match("^0%s") then
+      user = "user " .. helpers.run("stat -c %U " .. helpers.shell_quote(helpers.root)):gsub("%s+$", "") .. ";"
+    end
+    helpers.write_file(prefix .. "/conf/nginx.conf", user .. "\n" .. ([[
 load_module /usr/share/nginx/modules/ndk_http_module.so;
 load_module /usr/share/nginx/modules/ngx_http_lua_module.so;
 daemon on;
