@@ -4,7 +4,8 @@
 -- SigV4 from tide.core, retries with capped exponential backoff and full
 -- jitter. The transport is pluggable: in the tide process it is
 -- tide.transport.engine (libcurl multi, the calling coroutine yields); in
--- nginx it is a cosocket transport with the same interface:
+-- nginx it is tide.transport.ngx, over nginx subrequests, with the same
+-- interface:
 --
 --   t:request{method=, url=, headers=, body=, timeout_ms=}
 --       -> {status=, headers=, body=} | nil, {kind=, message=, retryable=}

@@ -1,7 +1,8 @@
 -- tide.transport.engine - the HTTP transport of the tide process.
 --
 -- The DynamoDB client talks to a transport, never to a host directly; the
--- nginx host gets a transport with the same interface over cosockets.
+-- nginx host gets a transport with the same interface over nginx
+-- subrequests (tide.transport.ngx).
 --
 --   local t = require("tide.transport.engine").new{timeout_ms = 5000}
 --   local resp, err = t:request{method=, url=, headers={name=value},
