@@ -270,6 +270,10 @@ if ! build/tide script bench/sqlite_append.lua "${BENCH_SQLITE_N:-20000}" 1 256;
 fi
 
 echo ""
+echo "== Whole commands on the embedded store: tide batch vs raw SQLite =="
+bench/command_path.sh || { note "bench/command_path.sh failed"; status=1; }
+
+echo ""
 echo "== Projections from the embedded feed: events per second =="
 build/tide script bench/projection_sqlite.lua "${BENCH_PROJ_EVENTS:-20000}" 500 500 || { note "bench/projection_sqlite.lua failed"; status=1; }
 

@@ -1,0 +1,83 @@
+#!/bin/bash
+# Whole commands on the embedded store, end to end: `tide batch` with
+# single-event deposits against raw SQLite inserting the very same rows.
+#
+#   bench/command_path.sh            (from the project root; make bench runs it)
+#   BENCH_CMD_N=20000                deposits per run (plus one Open per account)
+#   BENCH_CMD_ACCOUNTS=100           accounts the deposits are spread over
+#   BENCH_CMD_SYNC=normal            sqlite.synchronous for both sides
+#
+# tide: a fresh folder with the example aggregates and a tide.yaml on the
+# embedded store; `build/tide batch < commands.ndjson > results.ndjson`,
+# wall and CPU time of the process (GNU time). Marginal CPU per command: the
+# difference between the full run and a run of a fifth of the deposits,
+# divided by the difference in commands, so start-up is not counted.
+# Raw SQLite: the events table tide wrote is copied, row for row, into a
+# new database with the same schema, WAL and synchronous setting, by the
+# sqlite3 shell in transactions of 100 INSERTs (the SQL text is prepared
+# before the clock starts). Target: tide at least half of raw SQLite's rate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${BENCH_CMD_N:-20000}
+ACCOUNTS=${BENCH_CMD_ACCOUNTS:-100}
+SYNC=${BENCH_CMD_SYNC:-normal}
+TIDE=$PWD/build/tide
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench-cmd.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+commands() { # deposits -> NDJSON on stdout
+  CMD_N=$1 CMD_ACCOUNTS=$ACCOUNTS luajit -e '
+    local n, accounts = tonumber(os.getenv("CMD_N")), tonumber(os.getenv("CMD_ACCOUNTS"))
+    local out = {}
+    for i = 1, accounts do
+      out[#out + 1] = ("{\"aggregate\":\"account\",\"id\":\"a%d\",\"command\":{\"type\":\"Open\",\"owner\":\"o%d\"}}"):format(i, i)
+    end
+    for j = 1, n do
+      out[#out + 1] = ("{\"aggregate\":\"account\",\"id\":\"a%d\",\"command\":{\"type\":\"Deposit\",\"amount\":%d}}")
+        :format(j % accounts + 1, j)
+    end
+    io.write(table.concat(out, "\n"), "\n")'
+}
+
+run_tide() { # deposits, folder -> "wall user sys"
+  local dir=$2
+  mkdir -p "$dir"
+  cp -r aggregates "$dir/aggregates"
+  printf 'store: sqlite\nsqlite:\n  path: %s/tide.db\n  synchronous: %s\naggregates: %s/aggregates\n' \
+    "$dir" "$SYNC" "$dir" > "$dir/tide.yaml"
+  commands "$1" > "$dir/commands.ndjson"
+  (cd "$dir" && "$TIDE" init > /dev/null)
+  (cd "$dir" && /usr/bin/time -f '%e %U %S' -o "$dir/time" "$TIDE" batch < commands.ndjson > results.ndjson)
+  local bad
+  bad=$(grep -vc '^{"ok":true' "$dir/results.ndjson" || true)
+  [ "$bad" = 0 ] || { echo "bench: $bad commands failed in $dir" >&2; exit 1; }
+  cat "$dir/time"
+}
+
+small=$((N / 5))
+read -r t_wall t_user t_sys < <(run_tide "$N" "$tmp/full")
+read -r s_wall s_user s_sys < <(run_tide "$small" "$tmp/small")
+
+rows=$(sqlite3 "$tmp/full/tide.db" 'SELECT count(*) FROM events')
+{
+  echo "PRAGMA journal_mode=WAL;"
+  echo "PRAGMA synchronous=${SYNC^^};"
+  sqlite3 "$tmp/full/tide.db" '.schema events'
+  sqlite3 "$tmp/full/tide.db" '.mode insert events' 'SELECT * FROM events ORDER BY position' \
+    | awk 'NR % 100 == 1 { print "BEGIN;" } { print } NR % 100 == 0 { print "COMMIT;" } END { if (NR % 100 != 0) print "COMMIT;" }'
+} > "$tmp/raw.sql"
+/usr/bin/time -f '%e %U %S' -o "$tmp/raw.time" sqlite3 "$tmp/raw.db" < "$tmp/raw.sql" > /dev/null
+read -r r_wall r_user r_sys < "$tmp/raw.time"
+
+total=$((N + ACCOUNTS))
+awk -v total="$total" -v smallt="$((small + ACCOUNTS))" -v tw="$t_wall" -v tu="$t_user" -v ts="$t_sys" \
+    -v su="$s_user" -v ss="$s_sys" -v rows="$rows" -v rw="$r_wall" -v ru="$r_user" -v rs="$r_sys" \
+    -v sync="$SYNC" -v accounts="$ACCOUNTS" 'BEGIN {
+  tide_rate = total / tw; raw_rate = rows / rw
+  printf "conditions: %d single-event commands (%d Opens, then deposits over %d accounts), synchronous=%s, WAL, one process\n", total, accounts, accounts, sync
+  printf "%-44s %10s %14s %18s\n", "", "per second", "CPU us/command", "marginal us/cmd"
+  printf "%-44s %10.0f %14.1f %18.1f\n", "tide batch (whole commands)", tide_rate, (tu + ts) * 1e6 / total, ((tu + ts) - (su + ss)) * 1e6 / (total - smallt)
+  printf "%-44s %10.0f %14.1f %18s\n", "raw SQLite (same rows, transactions of 100)", raw_rate, (ru + rs) * 1e6 / rows, "-"
+  ratio = tide_rate / raw_rate
+  printf "target: tide batch >= 0.5 x raw SQLite: %.2f x (%s)\n", ratio, (ratio >= 0.5 ? "met" : "NOT MET")
+}'
