@@ -178,17 +178,21 @@ local function error_result(err)
   return error_line(err.kind or "store", tostring(err.message or err), extra)
 end
 
-local function output_events(events)
-  local list = {}
+-- The events of a result as a JSON array, keys sorted as json_encode sorts
+-- them; the meta text the repository stored (meta_text, encoded by the
+-- same json_encode) is reused rather than encoded again.
+local function events_json(events)
+  local parts = {}
   for i, ev in ipairs(events or {}) do
-    list[i] = { version = ev.version, type = ev.type, data = ev.data, meta = ev.meta }
+    parts[i] = '{"data":' .. json(ev.data) .. ',"meta":' .. (ev.meta_text or json(ev.meta))
+      .. ',"type":' .. json(ev.type) .. ',"version":' .. json(ev.version) .. "}"
   end
-  return core.list(list)
+  return "[" .. table.concat(parts, ",") .. "]"
 end
 
 local function ok_result(res)
   return '{"ok":true,"stream":' .. json(res.stream) .. ',"version":' .. json(res.version)
-    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. json(output_events(res.events)) .. "}"
+    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. events_json(res.events) .. "}"
 end
 
 -- Decodes a command object from JSON text; nil, message on bad input.
@@ -324,9 +328,8 @@ function commands.batch(opts, pos)
     flush_out()
   end
 
-  local function run_line(prev, text, lineno)
+  local function run_line(prev, req, derr, lineno)
     if prev then sched.wait(prev) end
-    local req, derr = decode_object(text, "line " .. lineno)
     if not req then
       return error_line("invalid", derr), M.EXIT.usage
     end
@@ -340,8 +343,8 @@ function commands.batch(opts, pos)
     return error_result(xerr), EXIT_OF_KIND[xerr.kind] or M.EXIT.handler_error
   end
 
-  local function command_thread(prev, text, lineno)
-    local ok, line, code = pcall(run_line, prev, text, lineno)
+  local function command_thread(prev, req, derr, lineno)
+    local ok, line, code = pcall(run_line, prev, req, derr, lineno)
     if not ok then line, code = error_line("handler_error", tostring(line)), M.EXIT.handler_error end
     emit(lineno, line, code)
   end
@@ -352,10 +355,10 @@ function commands.batch(opts, pos)
       emit(n, error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage)
     else
       -- the stream key only orders commands; a malformed line gets its own chain
-      local req = cjson.decode(text)
-      local key = type(req) == "table" and type(req.aggregate) == "string" and type(req.id) == "string"
+      local req, derr = decode_object(text, "line " .. n)
+      local key = req and type(req.aggregate) == "string" and type(req.id) == "string"
         and (req.aggregate .. "#" .. req.id) or nil
-      local th = sched.spawn(command_thread, key and tails[key], text, n)
+      local th = sched.spawn(command_thread, key and tails[key], req, derr, n)
       if key then tails[key] = th end
       if next_out <= n then pending[n] = th end
     end

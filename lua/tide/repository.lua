@@ -349,16 +349,16 @@ function Repository:execute(name, id, command, opts)
       stored[i] = s
       local data = {}
       for k, v in pairs(e) do if k ~= "type" then data[k] = v end end
-      out[i] = { version = version, type = e.type, data = data, meta = meta }
+      out[i] = { version = version, type = e.type, data = data, meta = meta, meta_text = s.meta }
     end
     local last, err = self.store:append(stream, rec.version, stored)
     if last then
       local old = rec.version
-      local new = { version = last, state = state, commands = {}, order = {}, module_version = agg.version }
-      for _, cid in ipairs(rec.order) do
-        local c = rec.commands[cid]
-        remember_command(new, cid, c[1], c[2])
-      end
+      -- The new record takes over the recent command ids (copying 128 of
+      -- them per command was a tenth of a command's CPU); a command still
+      -- deciding on the old record then sees ids it could only skip.
+      local new = { version = last, state = state, commands = rec.commands, order = rec.order,
+                    module_version = agg.version }
       remember_command(new, command_id, old + 1, last)
       self.cache:put(stream, new, cache_mod.estimate(state) + 64 * #new.order)
       self:maybe_snapshot(agg, stream, old, new)
