@@ -134,21 +134,33 @@ end
 ------------------------------------------------------------------------
 -- Records: the state of a stream with its version and recent command ids.
 
+-- rec.order is a ring of the last RECENT_COMMANDS ids (rec.order_next: the
+-- slot the next one takes, where the oldest is), rec.commands maps each to
+-- the {first, last} versions of its events.
 local function remember_command(rec, id, first, last)
   if not id then return end
-  if not rec.commands[id] then
-    rec.order[#rec.order + 1] = id
-    if #rec.order > M.RECENT_COMMANDS then
-      local old = table.remove(rec.order, 1)
-      rec.commands[old] = nil
-    end
-  end
   local c = rec.commands[id]
   if c then
     c[1], c[2] = math.min(c[1], first), math.max(c[2], last)
-  else
-    rec.commands[id] = { first, last }
+    return
   end
+  local pos = rec.order_next or 1
+  local evicted = rec.order[pos]
+  if evicted then rec.commands[evicted] = nil end
+  rec.order[pos] = id
+  rec.order_next = pos % M.RECENT_COMMANDS + 1
+  rec.commands[id] = { first, last }
+end
+
+-- The remembered ids, oldest first.
+local function recent_commands(rec)
+  local ids, ring, n = {}, rec.order, M.RECENT_COMMANDS
+  local start = rec.order_next or 1
+  for i = 0, n - 1 do
+    local id = ring[(start - 1 + i) % n + 1]
+    if id then ids[#ids + 1] = id end
+  end
+  return ids
 end
 
 function Repository:load_record(agg, stream)
@@ -250,7 +262,7 @@ function Repository:maybe_snapshot(agg, stream, old_version, rec)
     return
   end
   local cmds = {}
-  for _, id in ipairs(rec.order) do
+  for _, id in ipairs(recent_commands(rec)) do
     local c = rec.commands[id]
     cmds[#cmds + 1] = { id, c[1], c[2] }
   end
@@ -358,7 +370,7 @@ function Repository:execute(name, id, command, opts)
       -- them per command was a tenth of a command's CPU); a command still
       -- deciding on the old record then sees ids it could only skip.
       local new = { version = last, state = state, commands = rec.commands, order = rec.order,
-                    module_version = agg.version }
+                    order_next = rec.order_next, module_version = agg.version }
       remember_command(new, command_id, old + 1, last)
       self.cache:put(stream, new, cache_mod.estimate(state) + 64 * #new.order)
       self:maybe_snapshot(agg, stream, old, new)

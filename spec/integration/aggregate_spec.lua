@@ -104,6 +104,28 @@ stores.each(function(kind, open)
       end)
     end)
 
+    it("remembers the ids of a stream's last 128 commands, in the cache and through a snapshot", function()
+      run(function()
+        assert(exec("w1", { type = "Open", owner = "ada" }))
+        for i = 1, 300 do assert(exec("w1", { type = "Deposit", amount = 1, id = "w-" .. i })) end
+        -- a fresh repository reads the ids back from the snapshot (every 100
+        -- versions) and the events after it
+        local fresh = repository.new{ store = store, registry = registry(), snapshot_every = 100 }
+        for _, r in ipairs{ repo, fresh } do
+          for i = 300 - 127, 300 do
+            local again = assert(r:execute("account", "w1", { type = "Deposit", amount = 1, id = "w-" .. i }))
+            assert.is_true(again.duplicate, "w-" .. i)
+            assert.equal(i + 1, again.version)
+          end
+        end
+        -- an id older than the window is a new command
+        local old = assert(exec("w1", { type = "Deposit", amount = 1, id = "w-1" }))
+        assert.is_falsy(old.duplicate)
+        assert.equal(302, old.version)
+        assert.equal(301, assert(repo:state("account", "w1")).state.balance)
+      end)
+    end)
+
     it("appends nothing for a command sent again with the same id, and returns the original result", function()
       run(function()
         assert(exec("i1", { type = "Open", owner = "ada" }))
