@@ -34,7 +34,7 @@ done
 end
 
 local function make(dir, target)
-  return helpers.run("cd " .. q(helpers.root) .. " && env -u MAKEFLAGS -u MFLAGS PATH=" .. q(dir .. "/bin") .. ":\"$PATH\" make -j2 "
+  return helpers.run("cd " .. q(helpers.root) .. " && env -u LD_PRELOAD -u MAKEFLAGS -u MFLAGS PATH=" .. q(dir .. "/bin") .. ":\"$PATH\" make -j2 "
     .. target .. " BUILD=" .. q(dir .. "/build") .. " DEPS=" .. q(dir .. "/deps") .. " CC=" .. q(dir .. "/bin/cc") .. " 2>&1")
 end
 

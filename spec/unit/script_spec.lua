@@ -52,7 +52,7 @@ describe("tide script", function()
   it("--help prints usage and exits 0", function()
     local out, _, status = tide("script --help")
     assert.equal(0, status)
-    assert.matches("usage: tide script FILE.lua", out)
+    assert.matches("usage: tide script [--config FILE] FILE.lua", out, 1, true)
     assert.equal(out, (tide("help script")))
   end)
 
