@@ -1,5 +1,5 @@
 -- Events per second of the embedded feed: the `balances` projection run by
--- tide.projection.sqlite_runner over the embedded store.
+-- tide.projection.runner.sqlite over the embedded store.
 --
 --   build/tide script bench/projection_sqlite.lua [EVENTS] [ACCOUNTS] [BATCH...]
 --   (defaults: 20000 events, 500 accounts, batch sizes 100 500 2000)
@@ -19,7 +19,7 @@ local store_mod = require "tide.store.sqlite"
 local aggregate = require "tide.aggregate"
 local repository = require "tide.repository"
 local projection = require "tide.projection"
-local runner_mod = require "tide.projection.sqlite_runner"
+local runner_mod = require "tide.projection.runner.sqlite"
 
 local EVENTS, ACCOUNTS = tonumber(arg[1]) or 20000, tonumber(arg[2]) or 500
 local batches = {}

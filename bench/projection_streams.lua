@@ -1,6 +1,6 @@
 -- Throughput and client CPU of a projection fed by DynamoDB Streams: the
 -- balances projection (projections/balances.lua) run by
--- tide.projection.streams against DynamoDB Local.
+-- tide.projection.runner.streams against DynamoDB Local.
 --
 --   build/tide script bench/projection_streams.lua write ENDPOINT [EVENTS ACCOUNTS]
 --     creates an events table (a random prefix) and writes EVENTS events
@@ -26,7 +26,7 @@ local dynamodb = require "tide.dynamodb"
 local dstore = require "tide.store.dynamodb"
 local projection = require "tide.projection"
 local backend_mod = require "tide.projection.dynamodb"
-local streams = require "tide.projection.streams"
+local streams = require "tide.projection.runner.streams"
 
 local args = { ... }
 if #args == 0 and type(arg) == "table" then args = arg end

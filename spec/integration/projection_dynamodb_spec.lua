@@ -1,6 +1,6 @@
 -- Projections on DynamoDB (DynamoDB Local): the read-model backend
 -- (lua/tide/projection/dynamodb.lua), shard leases (leases.lua) and the
--- DynamoDB Streams runner (streams.lua) driving tide.projector.
+-- DynamoDB Streams runner (runner/streams.lua) driving tide.projector.
 local helpers = require "helpers"
 local core = require "tide.core"
 local sched = require "tide.sched"
@@ -10,7 +10,7 @@ local projection = require "tide.projection"
 local projector = require "tide.projector"
 local backend_mod = require "tide.projection.dynamodb"
 local leases_mod = require "tide.projection.leases"
-local streams = require "tide.projection.streams"
+local streams = require "tide.projection.runner.streams"
 
 -- many events on tables with streams: a DynamoDB Local of this file's own
 helpers.private_dynamodb()

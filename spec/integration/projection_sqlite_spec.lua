@@ -1,4 +1,4 @@
--- The embedded-feed runner (tide.projection.sqlite_runner) and the SQLite
+-- The embedded-feed runner (tide.projection.runner.sqlite) and the SQLite
 -- backend against real SQLite files: 20,000 events of 500 accounts written
 -- through the repository; balances and owners equal a recomputation from
 -- the events table; the lease keeps a second runner out; SIGKILLed runner
@@ -11,7 +11,7 @@ local store_mod = require "tide.store.sqlite"
 local aggregate = require "tide.aggregate"
 local repository = require "tide.repository"
 local projection = require "tide.projection"
-local runner_mod = require "tide.projection.sqlite_runner"
+local runner_mod = require "tide.projection.runner.sqlite"
 local backend_mod = require "tide.projection.sqlite"
 
 local q = helpers.shell_quote

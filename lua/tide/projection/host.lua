@@ -27,13 +27,13 @@ end
 function M.runner(app, proj, opts)
   opts = opts or {}
   if is_dynamodb(app) then
-    return require("tide.projection.streams").new{
+    return require("tide.projection.runner.streams").new{
       client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
       aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
       registry = opts.registry,
     }
   end
-  return require("tide.projection.sqlite_runner").new{
+  return require("tide.projection.runner.sqlite").new{
     store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
     batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = opts.log,
     registry = opts.registry,

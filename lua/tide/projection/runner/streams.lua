@@ -1,7 +1,7 @@
--- tide.projection.streams: runs a projection from the DynamoDB stream of
+-- tide.projection.runner.streams: runs a projection from the DynamoDB stream of
 -- the events table (docs/projections.md, "Sources and runners").
 --
---   local streams = require "tide.projection.streams"
+--   local streams = require "tide.projection.runner.streams"
 --   local r = streams.new{
 --     client = db, store = <tide.store.dynamodb>, backend = <tide.projection.dynamodb>,
 --     projection = proj, aggregates = registry (optional, for upcasting),
@@ -109,9 +109,9 @@ local Runner = {}
 Runner.__index = Runner
 
 function M.new(opts)
-  if type(opts) ~= "table" then error("streams.new: opts must be a table", 2) end
+  if type(opts) ~= "table" then error("runner.streams.new: opts must be a table", 2) end
   for _, k in ipairs({ "client", "store", "backend", "projection" }) do
-    if type(opts[k]) ~= "table" then error("streams.new: opts." .. k .. " is required", 2) end
+    if type(opts[k]) ~= "table" then error("runner.streams.new: opts." .. k .. " is required", 2) end
   end
   local proj = opts.projection
   local lease_ms = opts.lease_ms or 10000

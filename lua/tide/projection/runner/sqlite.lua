@@ -1,9 +1,9 @@
--- tide.projection.sqlite_runner: runs one projection from the embedded
+-- tide.projection.runner.sqlite: runs one projection from the embedded
 -- store's feed (the events table in position order), exactly once: each
 -- batch's read-model changes, positions and checkpoint are one SQLite
 -- transaction.
 --
---   local runner = require("tide.projection.sqlite_runner")
+--   local runner = require("tide.projection.runner.sqlite")
 --   local r = runner.new{
 --     store = store,             -- a tide.store.sqlite (its connection is shared)
 --     projection = proj,         -- from tide.projection
@@ -70,11 +70,11 @@ end
 
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.projection) ~= "table" then
-    error("sqlite_runner.new{store=, projection=}: store and projection are required", 2)
+    error("runner.sqlite.new{store=, projection=}: store and projection are required", 2)
   end
   local batch = opts.batch_size or 500
   if type(batch) ~= "number" or batch < 1 or batch ~= math.floor(batch) then
-    error("sqlite_runner.new: batch_size must be a positive integer", 2)
+    error("runner.sqlite.new: batch_size must be a positive integer", 2)
   end
   local backend = opts.backend or backend_mod.new{ store = opts.store }
   local self = setmetatable({
