@@ -67,7 +67,7 @@ local function cell(name, batch)
   local r = runner_mod.new{ store = store, projection = assert(projections:get(name)), aggregates = aggregates,
                             batch_size = batch }
   local t0 = sched.now()
-  local n = assert(r:run_until_caught_up())
+  local n = assert(r:run_until_caught_up()).handled
   local dt = sched.now() - t0
   assert(n == EVENTS, "handled " .. n)
   store:close()

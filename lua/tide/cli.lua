@@ -456,27 +456,25 @@ function commands.project(opts, pos)
   local p = get_projection(app, "project", pos[1])
   if not p then return M.EXIT.usage end
   local runner = host.runner(app, p, { log = json_log })
-  if runner.init then
-    local ok, ierr = runner:init()
-    if not ok then
-      io.stderr:write("tide project: ", tostring(ierr), "\n")
-      return M.EXIT.store
-    end
+  local ok, err = runner:start()
+  if not ok then
+    io.stderr:write("tide project: ", tostring(err), "\n")
+    return M.EXIT.store
   end
   if opts.until_caught_up then
-    local res, err = runner:run_until_caught_up{}
+    local res
+    res, err = runner:run_until_caught_up{}
     if res == nil then
       io.stderr:write("tide project: ", tostring(err), "\n")
       return (type(err) == "table" and err.kind == "handler_error") and M.EXIT.handler_error or M.EXIT.store
     end
-    if runner.release then runner:release() end
-    out(json{ ok = true, projection = p.name, handled = type(res) == "table" and (res.records or res.handled) or res })
+    runner:stop()
+    out(json{ ok = true, projection = p.name, handled = res.handled })
     return M.EXIT.ok
   end
   local flag = { stop = false }
   local sig = stop_on_signals(flag)
-  local ok, err = runner:run(runner.stop and flag or { stop = function() return flag.stop end, idle = 0.2 })
-  if runner.stop then runner:stop() elseif runner.release then runner:release() end
+  ok, err = runner:run(flag)
   if sig then sig:stop() end
   if ok == nil and err then
     io.stderr:write("tide project: ", tostring(err), "\n")
@@ -500,21 +498,13 @@ function commands.run(opts, pos)
       local r = host.runner(app, p, { log = json_log, registry = app.projections })
       runners[#runners + 1] = r
       threads[#threads + 1] = sched.spawn(function()
-        if r.init then
-          local ok, ierr = r:init()
-          if not ok then
-            json_log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
-            return
-          end
+        local ok, ierr = r:start()
+        if not ok then
+          json_log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
+          return
         end
         json_log("info", "projection started", { projection = name, store = app.cfg.store })
-        if r.stop then
-          r:run(flag)
-          r:stop()
-        else
-          r:run{ stop = function() return flag.stop end, idle = 0.2 }
-          r:release()
-        end
+        r:run(flag)
         json_log("info", "projection stopped", { projection = name })
       end)
     end

@@ -22,6 +22,8 @@ function M.backend(app)
 end
 
 -- host.runner(app, projection, opts) -> runner
+-- The runner of the app's store, with the interface of tide.projection.runner
+-- (start, run, run_until_caught_up, status, stop).
 --   opts: owner, log, batch_size / lease_ms (passed through); registry: take
 --   the projection from it per batch (hot reload)
 function M.runner(app, proj, opts)
