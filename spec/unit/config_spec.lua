@@ -5,7 +5,6 @@
 -- started through `env`, which keeps LD_PRELOAD and ASAN_OPTIONS under the
 -- sanitizer run.
 local helpers = require "helpers"
-local cjson = require "cjson"
 local config = require "tide.config"
 
 local q = helpers.shell_quote
@@ -63,26 +62,10 @@ local AWS_VARS = { "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAU
                    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_CONFIG_FILE",
                    "AWS_SHARED_CREDENTIALS_FILE", "TIDE_CONFIG" }
 local function child_load(dir, env, opts)
-  local parts = { "cd " .. q(dir) .. " && env" }
-  for _, v in ipairs(AWS_VARS) do parts[#parts + 1] = "-u " .. v end
-  parts[#parts + 1] = "HOME=" .. q(dir)
-  parts[#parts + 1] = "LUA_PATH=" .. q(helpers.root .. "/lua/?.lua;" .. helpers.root .. "/lua/?/init.lua;;")
-  parts[#parts + 1] = "LUA_CPATH=" .. q(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;")
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  local code = ([[
-    local cjson = require "cjson"
-    local opts = cjson.decode(%s)
-    local cfg, err = require("tide.config").load(opts)
-    io.write(cjson.encode({ cfg = cfg or cjson.null, err = err and tostring(err) or cjson.null }))
-  ]]):format(("%q"):format(cjson.encode(opts or {})))
-  parts[#parts + 1] = "luajit -e " .. q(code) .. " 2>&1"
-  local out, status = helpers.run(table.concat(parts, " "))
-  assert(status == 0, "child failed: " .. out)
-  local decoded = cjson.decode(out)
-  local cfg, err = decoded.cfg, decoded.err
-  if cfg == cjson.null then cfg = nil end
-  if err == cjson.null then err = nil end
-  return cfg, err
+  return helpers.child_lua{ dir = dir, home = dir, unset = AWS_VARS, env = env, arg = opts, code = [[
+    local cfg, err = require("tide.config").load(arg)
+    return cfg, err and tostring(err)
+  ]] }
 end
 
 describe("tide.config", function()
