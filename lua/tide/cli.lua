@@ -432,10 +432,18 @@ local function open_projections(name, opts)
   return app
 end
 
-local function get_projection(app, name, pname)
-  local p, err = app.projections:get(pname)
-  if not p then io.stderr:write("tide ", name, ": ", tostring(err), "\n") end
-  return p
+-- `tide name NAME`: the app and the projection NAME -> app, projection |
+-- nil, exit status (the problem said on stderr).
+local function open_projection(name, opts, pos)
+  if #pos ~= 1 then return nil, fail_usage(name, "needs NAME") end
+  local app = open_projections(name, opts)
+  if not app then return nil, M.EXIT.usage end
+  local p, err = app.projections:get(pos[1])
+  if not p then
+    io.stderr:write("tide ", name, ": ", tostring(err), "\n")
+    return nil, M.EXIT.usage
+  end
+  return app, p
 end
 
 -- SIGTERM/SIGINT set flag.stop; returns the handle to stop (or nil when
@@ -450,11 +458,8 @@ local function stop_on_signals(flag)
 end
 
 function commands.project(opts, pos)
-  if #pos ~= 1 then return fail_usage("project", "needs NAME") end
-  local app = open_projections("project", opts)
-  if not app then return M.EXIT.usage end
-  local p = get_projection(app, "project", pos[1])
-  if not p then return M.EXIT.usage end
+  local app, p = open_projection("project", opts, pos)
+  if not app then return p end
   local runner = host.runner(app, p, { log = json_log })
   local ok, err = runner:start()
   if not ok then
@@ -491,12 +496,11 @@ function commands.run(opts, pos)
   local sig = stop_on_signals(flag)
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
-  local threads, runners = {}, {}
+  local threads = {}
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
     if p then
       local r = host.runner(app, p, { log = json_log, registry = app.projections })
-      runners[#runners + 1] = r
       threads[#threads + 1] = sched.spawn(function()
         local ok, ierr = r:start()
         if not ok then
@@ -564,11 +568,8 @@ function commands.status(opts, pos)
 end
 
 function commands.replay(opts, pos)
-  if #pos ~= 1 then return fail_usage("replay", "needs NAME") end
-  local app = open_projections("replay", opts)
-  if not app then return M.EXIT.usage end
-  local p = get_projection(app, "replay", pos[1])
-  if not p then return M.EXIT.usage end
+  local app, p = open_projection("replay", opts, pos)
+  if not app then return p end
   local replay = require "tide.projection.replay"
   local res, err = replay.run(app, p, { progress = function(done, total)
     io.stderr:write(("tide replay %s: %d events applied%s\n"):format(p.name, done,
