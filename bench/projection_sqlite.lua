@@ -1,5 +1,5 @@
 -- Events per second of the embedded feed: the `balances` projection run by
--- tide.projection.sqlite_runner over the embedded store.
+-- tide.projection.runner.sqlite over the embedded store.
 --
 --   build/tide script bench/projection_sqlite.lua [EVENTS] [ACCOUNTS] [BATCH...]
 --   (defaults: 20000 events, 500 accounts, batch sizes 100 500 2000)
@@ -19,7 +19,7 @@ local store_mod = require "tide.store.sqlite"
 local aggregate = require "tide.aggregate"
 local repository = require "tide.repository"
 local projection = require "tide.projection"
-local runner_mod = require "tide.projection.sqlite_runner"
+local runner_mod = require "tide.projection.runner.sqlite"
 
 local EVENTS, ACCOUNTS = tonumber(arg[1]) or 20000, tonumber(arg[2]) or 500
 local batches = {}
@@ -67,7 +67,7 @@ local function cell(name, batch)
   local r = runner_mod.new{ store = store, projection = assert(projections:get(name)), aggregates = aggregates,
                             batch_size = batch }
   local t0 = sched.now()
-  local n = assert(r:run_until_caught_up())
+  local n = assert(r:run_until_caught_up()).handled
   local dt = sched.now() - t0
   assert(n == EVENTS, "handled " .. n)
   store:close()

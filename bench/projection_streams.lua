@@ -1,6 +1,6 @@
 -- Throughput and client CPU of a projection fed by DynamoDB Streams: the
 -- balances projection (projections/balances.lua) run by
--- tide.projection.streams against DynamoDB Local.
+-- tide.projection.runner.streams against DynamoDB Local.
 --
 --   build/tide script bench/projection_streams.lua write ENDPOINT [EVENTS ACCOUNTS]
 --     creates an events table (a random prefix) and writes EVENTS events
@@ -26,7 +26,7 @@ local dynamodb = require "tide.dynamodb"
 local dstore = require "tide.store.dynamodb"
 local projection = require "tide.projection"
 local backend_mod = require "tide.projection.dynamodb"
-local streams = require "tide.projection.streams"
+local streams = require "tide.projection.runner.streams"
 
 local args = { ... }
 if #args == 0 and type(arg) == "table" then args = arg end
@@ -92,7 +92,7 @@ local backend = backend_mod.new{ client = db, table_prefix = pass }
 local runner = streams.new{ client = db, store = store, backend = backend, projection = proj, table_prefix = pass,
                             owner = "bench", lease_ms = 10000, poll_ms = 20, batch_limit = BATCH,
                             log = function(level, msg) if level == "error" then io.stderr:write(msg, "\n") end end }
-assert(runner:init())
+assert(runner:start())
 collectgarbage()
 local c0, t0 = cpu(), sched.now()
 local res = assert(runner:run_until_caught_up{ timeout = 600 })
@@ -105,7 +105,7 @@ local last = assert(db:query{ TableName = prefix .. "events", KeyConditionExpres
   ExpressionAttributeNames = { ["#s"] = "stream" }, ExpressionAttributeValues = { [":s"] = "account#b00001" } })
 assert(item.version == #last.Items, "b00001 at version " .. tostring(item.version) .. ", want " .. #last.Items)
 
-local n_shards = #assert(runner:status())
+local n_shards = #assert(runner:status()).shards
 for _, t in ipairs({ "leases", "positions", "rm_balances" }) do db:delete_table{ TableName = pass .. t } end
 
 -- The caught-up check itself costs caught_up_empty empty polls at the end

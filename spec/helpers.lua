@@ -83,6 +83,37 @@ function helpers.tmpdir()
   return (out:gsub("%s+$", ""))
 end
 
+-- Runs Lua code in a child luajit started through `env`, for what depends
+-- on the environment (LuaJIT cannot setenv): the variables of opts.unset
+-- removed, HOME = opts.home, opts.env added, in opts.dir when given. The
+-- child inherits the rest (LD_PRELOAD, ASAN_OPTIONS under the sanitizer
+-- run). opts.code is the body of a function of `arg` (opts.arg, a table
+-- passed as JSON) that returns two JSON-able values; returns them (nil for
+-- null).
+function helpers.child_lua(opts)
+  local cjson = require "cjson"
+  local q = helpers.shell_quote
+  local parts = { (opts.dir and ("cd " .. q(opts.dir) .. " && ") or "") .. "env" }
+  for _, v in ipairs(opts.unset or {}) do parts[#parts + 1] = "-u " .. v end
+  parts[#parts + 1] = "HOME=" .. q(opts.home)
+  parts[#parts + 1] = "LUA_PATH=" .. q(helpers.root .. "/lua/?.lua;" .. helpers.root .. "/lua/?/init.lua;;")
+  parts[#parts + 1] = "LUA_CPATH=" .. q(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;")
+  for k, v in pairs(opts.env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
+  local code = ([[
+    local cjson = require "cjson"
+    local a, b = (function(arg) %s end)(cjson.decode(%q))
+    io.write(cjson.encode({ a == nil and cjson.null or a, b == nil and cjson.null or b }))
+  ]]):format(opts.code, cjson.encode(opts.arg or {}))
+  parts[#parts + 1] = "luajit -e " .. q(code) .. " 2>&1"
+  local out, status = helpers.run(table.concat(parts, " "))
+  assert(status == 0, "child failed: " .. out)
+  local decoded = cjson.decode(out)
+  local a, b = decoded[1], decoded[2]
+  if a == cjson.null then a = nil end
+  if b == cjson.null then b = nil end
+  return a, b
+end
+
 -- Runs call() `rounds` times while a __gc metamethod that raises is armed,
 -- so that an allocation inside call() unwinds it with "boom from __gc";
 -- after each such error, recover() runs at once (disarmed) and must work.

@@ -34,9 +34,11 @@ function M.each(fn)
   fn("dynamodb", M.open_dynamodb)
 end
 
--- A tide.yaml for the CLI: returns its path.
-function M.write_config(dir, kind, desc, extra)
-  local lines = { "aggregates: " .. helpers.root .. "/aggregates" }
+-- A tide.yaml for the CLI: returns its path. desc: the store's (path; or
+-- endpoint and prefix), and aggregates (default: the example folder); extra:
+-- more top-level YAML lines; section: more lines of the store's section.
+function M.write_config(dir, kind, desc, extra, section)
+  local lines = { "aggregates: " .. (desc.aggregates or helpers.root .. "/aggregates") }
   if kind == "sqlite" then
     lines[#lines + 1] = "store: sqlite"
     lines[#lines + 1] = "sqlite:"
@@ -48,6 +50,7 @@ function M.write_config(dir, kind, desc, extra)
     lines[#lines + 1] = "  endpoint: " .. desc.endpoint
     lines[#lines + 1] = "  table_prefix: " .. desc.prefix
   end
+  for _, l in ipairs(section or {}) do lines[#lines + 1] = "  " .. l end
   for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
   local path = dir .. "/tide.yaml"
   helpers.write_file(path, table.concat(lines, "\n") .. "\n")

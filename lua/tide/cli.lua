@@ -432,10 +432,18 @@ local function open_projections(name, opts)
   return app
 end
 
-local function get_projection(app, name, pname)
-  local p, err = app.projections:get(pname)
-  if not p then io.stderr:write("tide ", name, ": ", tostring(err), "\n") end
-  return p
+-- `tide name NAME`: the app and the projection NAME -> app, projection |
+-- nil, exit status (the problem said on stderr).
+local function open_projection(name, opts, pos)
+  if #pos ~= 1 then return nil, fail_usage(name, "needs NAME") end
+  local app = open_projections(name, opts)
+  if not app then return nil, M.EXIT.usage end
+  local p, err = app.projections:get(pos[1])
+  if not p then
+    io.stderr:write("tide ", name, ": ", tostring(err), "\n")
+    return nil, M.EXIT.usage
+  end
+  return app, p
 end
 
 -- SIGTERM/SIGINT set flag.stop; returns the handle to stop (or nil when
@@ -450,33 +458,28 @@ local function stop_on_signals(flag)
 end
 
 function commands.project(opts, pos)
-  if #pos ~= 1 then return fail_usage("project", "needs NAME") end
-  local app = open_projections("project", opts)
-  if not app then return M.EXIT.usage end
-  local p = get_projection(app, "project", pos[1])
-  if not p then return M.EXIT.usage end
+  local app, p = open_projection("project", opts, pos)
+  if not app then return p end
   local runner = host.runner(app, p, { log = json_log })
-  if runner.init then
-    local ok, ierr = runner:init()
-    if not ok then
-      io.stderr:write("tide project: ", tostring(ierr), "\n")
-      return M.EXIT.store
-    end
+  local ok, err = runner:start()
+  if not ok then
+    io.stderr:write("tide project: ", tostring(err), "\n")
+    return M.EXIT.store
   end
   if opts.until_caught_up then
-    local res, err = runner:run_until_caught_up{}
+    local res
+    res, err = runner:run_until_caught_up{}
     if res == nil then
       io.stderr:write("tide project: ", tostring(err), "\n")
       return (type(err) == "table" and err.kind == "handler_error") and M.EXIT.handler_error or M.EXIT.store
     end
-    if runner.release then runner:release() end
-    out(json{ ok = true, projection = p.name, handled = type(res) == "table" and (res.records or res.handled) or res })
+    runner:stop()
+    out(json{ ok = true, projection = p.name, handled = res.handled })
     return M.EXIT.ok
   end
   local flag = { stop = false }
   local sig = stop_on_signals(flag)
-  local ok, err = runner:run(runner.stop and flag or { stop = function() return flag.stop end, idle = 0.2 })
-  if runner.stop then runner:stop() elseif runner.release then runner:release() end
+  ok, err = runner:run(flag)
   if sig then sig:stop() end
   if ok == nil and err then
     io.stderr:write("tide project: ", tostring(err), "\n")
@@ -493,28 +496,19 @@ function commands.run(opts, pos)
   local sig = stop_on_signals(flag)
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
-  local threads, runners = {}, {}
+  local threads = {}
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
     if p then
       local r = host.runner(app, p, { log = json_log, registry = app.projections })
-      runners[#runners + 1] = r
       threads[#threads + 1] = sched.spawn(function()
-        if r.init then
-          local ok, ierr = r:init()
-          if not ok then
-            json_log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
-            return
-          end
+        local ok, ierr = r:start()
+        if not ok then
+          json_log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
+          return
         end
         json_log("info", "projection started", { projection = name, store = app.cfg.store })
-        if r.stop then
-          r:run(flag)
-          r:stop()
-        else
-          r:run{ stop = function() return flag.stop end, idle = 0.2 }
-          r:release()
-        end
+        r:run(flag)
         json_log("info", "projection stopped", { projection = name })
       end)
     end
@@ -574,11 +568,8 @@ function commands.status(opts, pos)
 end
 
 function commands.replay(opts, pos)
-  if #pos ~= 1 then return fail_usage("replay", "needs NAME") end
-  local app = open_projections("replay", opts)
-  if not app then return M.EXIT.usage end
-  local p = get_projection(app, "replay", pos[1])
-  if not p then return M.EXIT.usage end
+  local app, p = open_projection("replay", opts, pos)
+  if not app then return p end
   local replay = require "tide.projection.replay"
   local res, err = replay.run(app, p, { progress = function(done, total)
     io.stderr:write(("tide replay %s: %d events applied%s\n"):format(p.name, done,

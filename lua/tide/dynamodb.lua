@@ -11,6 +11,16 @@
 --       -> {status=, headers=, body=} | nil, {kind=, message=, retryable=}
 --   t.sleep(seconds), t.spawn(fn, ...) -> thread, t.wait(thread) -> ok, ...
 --
+-- Modules that run DynamoDB calls side by side (the projection backend, the
+-- Streams runner) take the host's concurrency from the client, never from
+-- its transport:
+--
+--   client:spawn(fn, ...) -> thread;  client:wait(thread) -> ok, ...
+--   client:sleep(seconds);  client:now() -> seconds
+--   client:run_parallel(list, fn) -> nil | the first error
+--       fn(x) for every x of list (true | nil, err), batch_concurrency at
+--       a time
+--
 -- Every operation returns its result table, or nil and an error object:
 --   err.type       AWS error type ("ConditionalCheckFailedException", ...),
 --                  or a tide type ("TransportError", "MalformedResponse",
@@ -508,8 +518,14 @@ end
 ------------------------------------------------------------------------
 -- Batches
 
--- Runs fn(chunk) for every chunk with at most n in flight; returns the
--- first error, or nil.
+-- The host's threads and clock, through the transport (see the header).
+function Client:spawn(fn, ...) return self.transport.spawn(fn, ...) end
+function Client:wait(thread) return self.transport.wait(thread) end
+function Client:sleep(seconds) return self.transport.sleep(seconds) end
+function Client:now() return self.transport.now() end
+
+-- Runs fn(chunk) for every chunk with at most batch_concurrency in flight;
+-- returns the first error, or nil.
 function Client:run_parallel(chunks, fn)
   local n = self.batch_concurrency
   local next_index, first_err = 1, nil

@@ -49,17 +49,15 @@ stores.each(function(kind)
       assert.equal("invalid", cjson.decode(out).error.kind)
       assert.matches("not valid JSON", out)
 
-      out, status = tide(dir, "exec account a1 '{\"type\":\"Fly\"}'")
-      assert.equal(2, status, out)
-      assert.matches("unknown command 'Fly'", out)
-
-      out, status = tide(dir, "exec nosuch a1 '{\"type\":\"Open\"}'")
-      assert.equal(2, status, out)
-      assert.matches("unknown aggregate 'nosuch'", out)
-
-      out, status = tide(dir, "exec account a1")
-      assert.equal(2, status, out)
-      assert.matches("usage: tide exec", out)
+      for _, bad in ipairs{
+        { "exec account a1 '{\"type\":\"Fly\"}'", "unknown command 'Fly'" },
+        { "exec nosuch a1 '{\"type\":\"Open\"}'", "unknown aggregate 'nosuch'" },
+        { "exec account a1", "usage: tide exec" },
+      } do
+        out, status = tide(dir, bad[1])
+        assert.equal(2, status, out)
+        assert.matches(bad[2], out)
+      end
 
       out, status = tide(dir, "exec account a1 '{\"type\":\"Deposit\",\"amount\":7,\"id\":\"x-1\"}'")
       assert.equal(0, status, out)

@@ -65,26 +65,12 @@ local function project(kind, desc)
   os.execute("mkdir -p " .. q(dir .. "/aggregates"))
   copy(ROOT .. "/aggregates/account.lua", dir .. "/aggregates/account.lua")
   copy(ROOT .. "/spec/fixtures/aggregates/faulty.lua", dir .. "/aggregates/faulty.lua")
-  local lines = { "aggregates: " .. dir .. "/aggregates", "projections: " .. ROOT .. "/projections" }
-  if kind == "sqlite" then
-    lines[#lines + 1] = "store: sqlite"
-    lines[#lines + 1] = "sqlite:"
-    lines[#lines + 1] = "  path: " .. desc.path
-    lines[#lines + 1] = "  busy_timeout_ms: 200"
-  else
-    lines[#lines + 1] = "store: dynamodb"
-    lines[#lines + 1] = "dynamodb:"
-    lines[#lines + 1] = "  region: us-east-1"
-    lines[#lines + 1] = "  endpoint: " .. desc.endpoint
-    lines[#lines + 1] = "  table_prefix: " .. desc.prefix
-    lines[#lines + 1] = "  max_attempts: " .. (desc.max_attempts or 4)
-    lines[#lines + 1] = "  timeout_ms: 5000"
-  end
-  -- one attempt: a stale state is reported as a conflict at once (the 409 test)
-  lines[#lines + 1] = "commands:"
-  lines[#lines + 1] = "  max_attempts: 1"
-  local path = dir .. "/tide.yaml"
-  helpers.write_file(path, table.concat(lines, "\n") .. "\n")
+  local store = { path = desc.path, endpoint = desc.endpoint, prefix = desc.prefix, aggregates = dir .. "/aggregates" }
+  local path = stores.write_config(dir, kind, store,
+    -- one attempt: a stale state is reported as a conflict at once (the 409 test)
+    { "projections: " .. ROOT .. "/projections", "commands:", "  max_attempts: 1" },
+    kind == "sqlite" and { "busy_timeout_ms: 200" }
+      or { "max_attempts: " .. (desc.max_attempts or 4), "timeout_ms: 5000" })
   return dir, path
 end
 

@@ -1,6 +1,6 @@
 -- Projections on DynamoDB (DynamoDB Local): the read-model backend
 -- (lua/tide/projection/dynamodb.lua), shard leases (leases.lua) and the
--- DynamoDB Streams runner (streams.lua) driving tide.projector.
+-- DynamoDB Streams runner (runner/streams.lua) driving tide.projector.
 local helpers = require "helpers"
 local core = require "tide.core"
 local sched = require "tide.sched"
@@ -10,7 +10,7 @@ local projection = require "tide.projection"
 local projector = require "tide.projector"
 local backend_mod = require "tide.projection.dynamodb"
 local leases_mod = require "tide.projection.leases"
-local streams = require "tide.projection.streams"
+local streams = require "tide.projection.runner.streams"
 
 -- many events on tables with streams: a DynamoDB Local of this file's own
 helpers.private_dynamodb()
@@ -504,11 +504,11 @@ return p
                                 describe_ms = 500, log = quiet_log }
           end
           local a, b = runner("worker-a"), runner("worker-b")
-          assert(a:init())
+          assert(a:start())
           local ta = sched.spawn(function() return a:run() end)
           local tb = sched.spawn(function() return b:run() end)
           sched.sleep(1.5)
-          local st = assert(a:status())
+          local st = assert(a:status()).shards
           local n_shards, owned = 0, { ["worker-a"] = 0, ["worker-b"] = 0 }
           for _, s in ipairs(st) do
             if s.checkpoint ~= "SHARD_END" then
@@ -768,7 +768,7 @@ return p
         run(function()
           local r = streams.new{ client = db, store = store, backend = backend, projection = balances(),
                                  owner = "solo", lease_ms = 3000, poll_ms = 20, log = quiet_log }
-          assert(r:init())
+          assert(r:start())
           local res = assert(r:run_until_caught_up{ timeout = 120 })
           assert.equal(20000, res.records)
           local want = recompute(db, store.events_table)
@@ -776,7 +776,7 @@ return p
           assert.equal(500, assert_same_model(want, got))
           assert.equal(500, assert_same_model(expected, got))
           -- the leases: every shard checkpointed, released
-          local st = assert(r:status())
+          local st = assert(r:status()).shards
           assert.is_true(#st >= 1)
           for _, s in ipairs(st) do
             assert.is_nil(s.owner)

@@ -1,4 +1,4 @@
--- The embedded-feed runner (tide.projection.sqlite_runner) and the SQLite
+-- The embedded-feed runner (tide.projection.runner.sqlite) and the SQLite
 -- backend against real SQLite files: 20,000 events of 500 accounts written
 -- through the repository; balances and owners equal a recomputation from
 -- the events table; the lease keeps a second runner out; SIGKILLed runner
@@ -11,7 +11,7 @@ local store_mod = require "tide.store.sqlite"
 local aggregate = require "tide.aggregate"
 local repository = require "tide.repository"
 local projection = require "tide.projection"
-local runner_mod = require "tide.projection.sqlite_runner"
+local runner_mod = require "tide.projection.runner.sqlite"
 local backend_mod = require "tide.projection.sqlite"
 
 local q = helpers.shell_quote
@@ -155,7 +155,7 @@ describe("the embedded-feed runner", function()
     sched.run(function()
       local r = new_runner(store, "balances", { batch_size = 500 })
       local t0 = sched.now()
-      assert.equal(ACCOUNTS * PER_ACCOUNT, assert(r:run_until_caught_up()))
+      assert.equal(ACCOUNTS * PER_ACCOUNT, assert(r:run_until_caught_up()).handled)
       local dt = sched.now() - t0
       print(("\n  balances: %d events in %.3f s = %.0f events/s (batch 500)"):format(r.handled, dt, r.handled / dt))
       assert_balances(r, expected)

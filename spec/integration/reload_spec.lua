@@ -188,6 +188,21 @@ end
 
 local function cleanup(dir) os.execute("rm -rf " .. q(dir)) end
 
+-- Inside a describe: a project folder and a tide server on it for its
+-- specs, handed to set(dir, srv) once started; stopped and removed after.
+local function around_server(set)
+  local dir, srv
+  setup(function()
+    dir = project()
+    srv = start(dir)
+    set(dir, srv)
+  end)
+  teardown(function()
+    if srv then srv:finish() end
+    cleanup(dir)
+  end)
+end
+
 -- Lets the reloader settle: debounce 25 ms, removals 100 ms.
 local SETTLE_MS = 400
 
@@ -330,16 +345,11 @@ end)
 describe("hot reload", function()
   describe("editor write patterns", function()
     local dir, srv, rev = nil, nil, 0
+    around_server(function(d, s) dir, srv = d, s end)
     setup(function()
-      dir = project()
-      srv = start(dir)
       local r = srv:command("p1", { type = "Open", owner = "ada" })
       assert.is_true(r.ok, cjson.encode(r))
       assert.equal(version_of(valid(0)), r.events[1].meta.handler)
-    end)
-    teardown(function()
-      if srv then srv:finish() end
-      cleanup(dir)
     end)
 
     for _, pname in ipairs(PATTERN_NAMES) do
@@ -381,14 +391,9 @@ describe("hot reload", function()
 
   describe("broken modules", function()
     local dir, srv
+    around_server(function(d, s) dir, srv = d, s end)
     setup(function()
-      dir = project()
-      srv = start(dir)
       assert.is_true(srv:command("b1", { type = "Open", owner = "bob" }).ok)
-    end)
-    teardown(function()
-      if srv then srv:finish() end
-      cleanup(dir)
     end)
 
     local rev = 100
@@ -463,14 +468,7 @@ describe("hot reload", function()
 
   describe("files added and deleted", function()
     local dir, srv
-    setup(function()
-      dir = project()
-      srv = start(dir)
-    end)
-    teardown(function()
-      if srv then srv:finish() end
-      cleanup(dir)
-    end)
+    around_server(function(d, s) dir, srv = d, s end)
 
     it("picks up a new module, removes a deleted one with a clear message, and takes it back", function()
       local path = dir .. "/aggregates/counter.lua"
@@ -524,14 +522,7 @@ describe("hot reload", function()
 
   describe("SIGHUP", function()
     local dir, srv
-    setup(function()
-      dir = project()
-      srv = start(dir)
-    end)
-    teardown(function()
-      if srv then srv:finish() end
-      cleanup(dir)
-    end)
+    around_server(function(d, s) dir, srv = d, s end)
 
     it("does not kill the process and rescans; a folder recreated is watched again", function()
       assert.is_true(srv:command("h1", { type = "Open", owner = "hal" }).ok)

@@ -1,347 +1,15 @@
--- core.yaml_decode (YAML -> Lua values, over libyaml) and tide.config
--- (tide.yaml: lookup, defaults, validation). LuaJIT cannot setenv, so the
--- cases that depend on the environment (TIDE_CONFIG, AWS_*) or on the
--- working directory run in a child luajit started through `env`, which
--- keeps LD_PRELOAD and ASAN_OPTIONS under the sanitizer run.
+-- tide.config (tide.yaml: lookup, defaults, validation) and what tide.open
+-- takes from it. The YAML decoder under it is spec/unit/yaml_spec.lua.
+-- LuaJIT cannot setenv, so the cases that depend on the environment
+-- (TIDE_CONFIG, AWS_*) or on the working directory run in a child luajit
+-- started through `env`, which keeps LD_PRELOAD and ASAN_OPTIONS under the
+-- sanitizer run.
 local helpers = require "helpers"
-local cjson = require "cjson"
-local core = require "tide.core"
 local config = require "tide.config"
 
 local q = helpers.shell_quote
 local FIXTURES = helpers.root .. "/spec/fixtures/config/"
 local MiB = 1024 * 1024
-
-local function decode(text, source)
-  return core.yaml_decode(text, source or "t.yaml")
-end
-
-local function fixture(name)
-  return assert(helpers.read_file(FIXTURES .. name))
-end
-
-describe("core.yaml_decode", function()
-  describe("scalars (YAML 1.2 core schema)", function()
-    local v, lines = decode(fixture("types.yaml"), "types.yaml")
-
-    it("decodes the fixture", function()
-      assert.is_table(v)
-      assert.is_table(lines)
-    end)
-
-    it("turns plain integers (decimal, hex, octal) into numbers", function()
-      assert.same({ 0, 42, -17, 3, 31, 15, 7 }, v.ints)
-    end)
-
-    it("turns plain floats, .inf and .nan into numbers", function()
-      assert.same({ 1.5, -0.25, 0.5, 1000, 0.025, 1 }, { unpack(v.floats, 1, 6) })
-      assert.equal(math.huge, v.floats[7])
-      assert.equal(-math.huge, v.floats[8])
-      assert.equal(math.huge, v.floats[9])
-      assert.is_true(v.nan ~= v.nan)
-    end)
-
-    it("turns the core schema's booleans into booleans, and only those", function()
-      assert.same({ true, true, true, false, false, false }, v.bools)
-      assert.equal("yes", v.strings.yes)
-      assert.equal("on", v.strings.on)
-    end)
-
-    it("turns null, ~ and empty values into core.null", function()
-      assert.equal(4, #v.nulls)
-      for i = 1, 4 do assert.equal(core.null, v.nulls[i]) end
-      assert.equal(core.null, v.empty)
-    end)
-
-    it("keeps quoted and !!str scalars as strings, whatever they look like", function()
-      assert.equal("42", v.strings.quoted_int)
-      assert.equal("true", v.strings.single)
-      assert.equal("1.10", v.strings.version)
-      assert.equal("123", v.strings.tagged)
-      assert.equal("hello world", v.strings.words)
-      assert.equal("-x", v.strings.dash)
-    end)
-
-    it("reads '#' as a comment only after a space", function()
-      assert.equal("a#b", v.strings.hash)
-      assert.equal("a # b", v.strings.spaced)
-    end)
-
-    it("checks explicit core tags and refuses others", function()
-      assert.same({ a = 42, b = 1, c = true, d = core.null }, (decode('{a: !!int "42", b: !!float 1, c: !!bool "true", d: !!null ""}')))
-      local r, err = decode("x: !!int abc")
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:4: 'abc' is not a valid !!int", err)
-      r, err = decode("x: !Ref foo")
-      assert.is_nil(r)
-      assert.matches("^t%.yaml:1:4: unsupported tag '!Ref'", err)
-      r, err = decode("x: !!set {a: ~}")
-      assert.is_nil(r)
-      assert.matches("^t%.yaml:1:4: unsupported tag 'tag:yaml.org,2002:set' on a mapping", err)
-    end)
-
-    it("keeps integers exact: up to 2^53, refused beyond", function()
-      assert.equal(9007199254740992, decode("x: 9007199254740992").x)
-      assert.equal(-9007199254740992, decode("x: -9007199254740992").x)
-      local r, err = decode("x: 9007199254740993")
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:4: integer 9007199254740993 is too large for a Lua number (beyond 2^53); "
-                   .. "quote it to keep it as a string", err)
-      assert.equal("9007199254740993", decode('x: "9007199254740993"').x)
-      assert.equal("0", tostring(decode("x: -0").x))
-    end)
-
-    it("decodes block scalars, escapes and multi-line plain scalars", function()
-      local r = assert(decode('lit: |\n  a\n  b\nfold: >\n  a\n  b\nesc: "tab\\there \\u00e9 \\x41"\n'
-                              .. "sq: 'it''s'\nplain: one\n  two\n"))
-      assert.equal("a\nb\n", r.lit)
-      assert.equal("a b\n", r.fold)
-      assert.equal("tab\there \195\169 A", r.esc)
-      assert.equal("it's", r.sq)
-      assert.equal("one two", r.plain)
-    end)
-
-    it("keeps NUL bytes written as escapes", function()
-      assert.equal("x\0y", decode('a: "x\\0y"').a)
-    end)
-
-    it("decodes a bare scalar document", function()
-      assert.equal(5, (decode("5")))
-      assert.equal("hello", (decode("hello")))
-    end)
-  end)
-
-  describe("structure", function()
-    it("decodes nested block mappings and sequences", function()
-      local v = assert(decode([[
-dynamodb:
-  region: eu-west-1
-  tables:
-    - name: events
-      keys: [stream, version]
-    - name: snapshots
-      keys:
-        - stream
-]]))
-      assert.same({ dynamodb = { region = "eu-west-1", tables = {
-        { name = "events", keys = { "stream", "version" } },
-        { name = "snapshots", keys = { "stream" } },
-      } } }, v)
-    end)
-
-    it("decodes flow style", function()
-      local v = assert(decode("{a: 1, b: [x, 'y', {c: true}], d: {}, e: []}"))
-      assert.same({ a = 1, b = { "x", "y", { c = true } }, d = {}, e = {} }, v)
-    end)
-
-    it("marks sequences as lists (core.is_list), so [] and {} differ", function()
-      local v = assert(decode("a: []\nb: {}\nc: [1]\n"))
-      assert.is_true(core.is_list(v.a))
-      assert.is_false(core.is_list(v.b))
-      assert.is_true(core.is_list(v.c))
-      assert.is_false(core.is_list(v))
-    end)
-
-    it("ignores comments everywhere", function()
-      local v = assert(decode("# head\na: 1 # trailing\n# between\nb: # before a value\n  - x # item\n"))
-      assert.same({ a = 1, b = { "x" } }, v)
-    end)
-
-    it("turns plain keys into Lua keys of their type", function()
-      local v, lines = assert(decode("1: one\n'1': quoted\ntrue: yes\n1.5: x\n"))
-      assert.same({ ["1"] = 2, ["true"] = 3, ["1.5"] = 4 }, lines) -- 1 and '1' share a path: the last wins
-      assert.equal("one", v[1])
-      assert.equal("quoted", v["1"])
-      assert.equal("yes", v[true])
-      assert.equal("x", v[1.5])
-    end)
-
-    it("keeps unicode text byte for byte", function()
-      local text = "clé: \"café\"\n日本: 東京\nemoji: \"\240\159\154\128\"\nescaped: \"\\u00e9\\U0001F680\"\n"
-      local v = assert(decode(text))
-      assert.equal("café", v["clé"])
-      assert.equal("東京", v["日本"])
-      assert.equal("\240\159\154\128", v.emoji)
-      assert.equal("é\240\159\154\128", v.escaped)
-    end)
-
-    it("skips a UTF-8 byte order mark", function()
-      assert.same({ a = 1 }, (decode("\239\187\191a: 1\n")))
-    end)
-
-    it("gives an alias the very value of its anchor", function()
-      local v = assert(decode("base: &b {region: x, n: 1}\ncopy: *b\nname: &n hello\nagain: *n\n"))
-      assert.equal(v.base, v.copy)
-      assert.same({ region = "x", n = 1 }, v.copy)
-      assert.equal("hello", v.again)
-    end)
-
-    it("refuses undefined and recursive aliases", function()
-      local r, err = decode("a: *nope\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:4: undefined alias '*nope'", err)
-      r, err = decode("a: &x\n  b: *x\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:2:6: recursive alias '*x' (it refers to a node that contains it)", err)
-    end)
-
-    it("refuses collection and null keys", function()
-      local r, err = decode("? [a, b]\n: c\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:3: a sequence as a mapping key is not supported", err)
-      r, err = decode("~: x\n")
-      assert.is_nil(r)
-      assert.equal('t.yaml:1:1: a null mapping key is not supported (quote it: "~")', err)
-    end)
-  end)
-
-  describe("line numbers", function()
-    it("maps every key path to its line", function()
-      local _, lines = assert(decode([[
-# comment
-store: dynamodb
-
-dynamodb:
-  region: us-east-1
-  endpoint: http://localhost:8000
-list:
-  - a
-  - {b: 1}
-  -
-    c: 2
-]]))
-      assert.same({
-        store = 2, dynamodb = 4, ["dynamodb.region"] = 5, ["dynamodb.endpoint"] = 6,
-        list = 7, ["list[1]"] = 8, ["list[2]"] = 9, ["list[2].b"] = 9,
-        ["list[3]"] = 11, ["list[3].c"] = 11,
-      }, lines)
-    end)
-
-    it("names numeric keys as text and records alias keys, not inside them", function()
-      local _, lines = assert(decode("a: &x {k: 1}\nb: *x\n10: ten\n"))
-      assert.same({ a = 1, ["a.k"] = 1, b = 2, ["10"] = 3 }, lines)
-    end)
-
-    it("gives an empty table for an empty document", function()
-      local v, lines = decode("")
-      assert.equal(core.null, v)
-      assert.same({}, lines)
-    end)
-  end)
-
-  describe("errors", function()
-    it("names source, line and column, and libyaml's problem", function()
-      local r, err = decode("store: sqlite\nsqlite:\n  path: a: b\n", "tide.yaml")
-      assert.is_nil(r)
-      assert.equal("tide.yaml:3:10: mapping values are not allowed in this context", err)
-    end)
-
-    it("adds libyaml's context when it has one", function()
-      local r, err = decode("a: [1, 2\nb: 3\n")
-      assert.is_nil(r)
-      assert.matches("^t%.yaml:2:2: did not find expected ',' or ']' %(while parsing a flow sequence "
-                     .. "at line 1, column 4%)$", err)
-      r, err = decode("a:\n  b: 1\n c: 2\n")
-      assert.is_nil(r)
-      assert.matches("^t%.yaml:3:2: did not find expected key", err)
-    end)
-
-    it("reports tabs used for indentation", function()
-      local r, err = decode("a:\n\tb: 1\n")
-      assert.is_nil(r)
-      assert.matches("^t%.yaml:2:1: found character that cannot start any token", err)
-    end)
-
-    it("reports invalid UTF-8 and control characters with their position", function()
-      local r, err = decode("a: ok\nb: \255\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:2:4: invalid leading UTF-8 octet (byte 0xFF)", err)
-      r, err = decode("a: x\0y")
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:5: control characters are not allowed (byte 0x00)", err)
-    end)
-
-    it("names the default source <string>", function()
-      local _, err = core.yaml_decode("a: b: c")
-      assert.equal("<string>:1:5: mapping values are not allowed in this context", err)
-    end)
-
-    it("refuses duplicate keys with both lines", function()
-      local r, err = decode("a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:5:3: duplicate key 'c' (first defined at line 3)", err)
-      r, err = decode("{x: 1, y: 2, x: 3}")
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:14: duplicate key 'x' (first defined at line 1)", err)
-    end)
-
-    it("compares keys as the Lua values they become", function()
-      local r, err = decode("1: a\n0x1: b\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:2:1: duplicate key '0x1' (first defined at line 1)", err)
-      local v = assert(decode("1: a\n'1': b\n"))
-      assert.equal("a", v[1])
-      assert.equal("b", v["1"])
-    end)
-
-    it("refuses a second document", function()
-      local r, err = decode("a: 1\n---\nb: 2\n")
-      assert.is_nil(r)
-      assert.equal("t.yaml:2:1: expected a single YAML document, found a second one", err)
-    end)
-
-    it("raises on a wrong argument type", function()
-      assert.has_error(function() core.yaml_decode(nil) end)
-      assert.has_error(function() core.yaml_decode({}) end)
-    end)
-  end)
-
-  describe("empty and large documents", function()
-    it("decodes an empty text, blanks, comments and an explicit empty document to core.null", function()
-      for _, text in ipairs{ "", "\n\n   \n", "# only a comment\n", "---\n", "--- # c\n...\n" } do
-        local v, lines = decode(text)
-        assert.equal(core.null, v, text)
-        assert.same({}, lines)
-      end
-    end)
-
-    it("decodes a large document", function()
-      local parts = {}
-      for i = 1, 20000 do parts[#parts + 1] = ("key%d: [%d, v%d]"):format(i, i, i) end
-      local v, lines = assert(decode(table.concat(parts, "\n")))
-      assert.same({ 20000, "v20000" }, v.key20000)
-      assert.equal(20000, lines.key20000)
-      assert.equal(20000, lines["key20000[2]"])
-    end)
-
-    it("decodes nesting up to 512 levels and refuses deeper, without crashing", function()
-      local v = assert(decode(("["):rep(512) .. ("]"):rep(512)))
-      for _ = 1, 511 do v = v[1] end
-      assert.same({}, v)
-      local r, err = decode(("["):rep(100000))
-      assert.is_nil(r)
-      assert.equal("t.yaml:1:513: nesting deeper than 512 levels", err)
-      local deep = {}
-      for i = 0, 2000 do deep[#deep + 1] = (" "):rep(i) .. "k:" end
-      r, err = decode(table.concat(deep, "\n"))
-      assert.is_nil(r)
-      assert.matches("nesting deeper than 512 levels", err)
-    end)
-
-    it("stays linear on many aliases of a nested anchor (no billion laughs)", function()
-      local text = { "a0: &a0 [x, x, x, x, x, x, x, x, x, x]" }
-      for i = 1, 30 do
-        text[#text + 1] = ("a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]")
-          :format(i, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1)
-      end
-      local v, lines = assert(decode(table.concat(text, "\n")))
-      assert.equal(v.a29, v.a30[10])
-      assert.equal(31, lines.a30)
-    end)
-  end)
-end)
-
-------------------------------------------------------------------------
 
 -- Keys and defaults, as docs/configuration.md lists them.
 local DEFAULTS = {
@@ -359,10 +27,32 @@ local DEFAULTS = {
   lua = { gc_pause = 400 },
 }
 
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = type(v) == "table" and copy(v) or v end
-  return c
+-- assert_fields(cfg, {["sqlite.path"] = want, ...}): each dotted key path of
+-- cfg holds its value.
+local function assert_fields(cfg, want, context)
+  local paths = {}
+  for path in pairs(want) do paths[#paths + 1] = path end
+  table.sort(paths)
+  for _, path in ipairs(paths) do
+    local v = cfg
+    for k in path:gmatch("[^.]+") do v = v[k] end
+    assert.same(want[path], v, (context and context .. ": " or "") .. path)
+  end
+end
+
+-- {"log.level", "debug"} -> {log = {level = "debug"}}, over base when given.
+local function nested(path, value, base)
+  local t = base or {}
+  local at, last = t, nil
+  for k in path:gmatch("[^.]+") do
+    if last then
+      at[last] = at[last] or {}
+      at = at[last]
+    end
+    last = k
+  end
+  at[last] = value
+  return t
 end
 
 -- Runs config.load(opts) in a child luajit: in dir, with env (a table;
@@ -372,26 +62,10 @@ local AWS_VARS = { "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAU
                    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_CONFIG_FILE",
                    "AWS_SHARED_CREDENTIALS_FILE", "TIDE_CONFIG" }
 local function child_load(dir, env, opts)
-  local parts = { "cd " .. q(dir) .. " && env" }
-  for _, v in ipairs(AWS_VARS) do parts[#parts + 1] = "-u " .. v end
-  parts[#parts + 1] = "HOME=" .. q(dir)
-  parts[#parts + 1] = "LUA_PATH=" .. q(helpers.root .. "/lua/?.lua;" .. helpers.root .. "/lua/?/init.lua;;")
-  parts[#parts + 1] = "LUA_CPATH=" .. q(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;")
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  local code = ([[
-    local cjson = require "cjson"
-    local opts = cjson.decode(%s)
-    local cfg, err = require("tide.config").load(opts)
-    io.write(cjson.encode({ cfg = cfg or cjson.null, err = err and tostring(err) or cjson.null }))
-  ]]):format(("%q"):format(cjson.encode(opts or {})))
-  parts[#parts + 1] = "luajit -e " .. q(code) .. " 2>&1"
-  local out, status = helpers.run(table.concat(parts, " "))
-  assert(status == 0, "child failed: " .. out)
-  local decoded = cjson.decode(out)
-  local cfg, err = decoded.cfg, decoded.err
-  if cfg == cjson.null then cfg = nil end
-  if err == cjson.null then err = nil end
-  return cfg, err
+  return helpers.child_lua{ dir = dir, home = dir, unset = AWS_VARS, env = env, arg = opts, code = [[
+    local cfg, err = require("tide.config").load(arg)
+    return cfg, err and tostring(err)
+  ]] }
 end
 
 describe("tide.config", function()
@@ -480,40 +154,41 @@ describe("tide.config", function()
       }, cfg)
     end)
 
-    it("loads the embedded-store example of docs/configuration.md", function()
-      local cfg = assert(config.load{ file = FIXTURES .. "sqlite.yaml" })
-      assert.equal("sqlite", cfg.store)
-      assert.same({ path = FIXTURES .. "data/tide.db", busy_timeout_ms = 5000, synchronous = "full" },
-                  cfg.sqlite)
-      assert.equal(FIXTURES .. "aggregates", cfg.aggregates)
-      assert.equal(128 * MiB, cfg.cache.max_bytes)
-      assert.equal(5, cfg.commands.max_attempts)
-      assert.equal(50, cfg.snapshots.every)
-      assert.same({ level = "debug", format = "text" }, cfg.log)
-    end)
-
-    it("loads the DynamoDB Local example of docs/configuration.md", function()
-      local cfg = assert(config.load{ file = FIXTURES .. "dynamodb-local.yaml" })
-      assert.equal("dynamodb", cfg.store)
-      assert.equal("http://127.0.0.1:8000", cfg.dynamodb.endpoint)
-      assert.equal("us-east-1", cfg.dynamodb.region)
-      assert.equal("dev_", cfg.dynamodb.table_prefix)
-      assert.equal(FIXTURES .. "../aggregates", cfg.aggregates)
-      assert.equal("json", cfg.log.format)
-    end)
+    for _, example in ipairs{
+      { "loads the embedded-store example of docs/configuration.md", "sqlite.yaml", {
+        store = "sqlite",
+        sqlite = { path = FIXTURES .. "data/tide.db", busy_timeout_ms = 5000, synchronous = "full" },
+        aggregates = FIXTURES .. "aggregates",
+        ["cache.max_bytes"] = 128 * MiB,
+        ["commands.max_attempts"] = 5,
+        ["snapshots.every"] = 50,
+        log = { level = "debug", format = "text" },
+      } },
+      { "loads the DynamoDB Local example of docs/configuration.md", "dynamodb-local.yaml", {
+        store = "dynamodb",
+        ["dynamodb.endpoint"] = "http://127.0.0.1:8000",
+        ["dynamodb.region"] = "us-east-1",
+        ["dynamodb.table_prefix"] = "dev_",
+        aggregates = FIXTURES .. "../aggregates",
+        ["log.format"] = "json",
+      } },
+    } do
+      it(example[1], function()
+        assert_fields(assert(config.load{ file = FIXTURES .. example[2] }), example[3])
+      end)
+    end
 
     it("accepts each enum value", function()
-      for _, s in ipairs{ "sqlite", "dynamodb" } do
-        assert.equal(s, assert(config.from_table{ store = s, dynamodb = { region = "x" } }).store)
-      end
-      for _, s in ipairs{ "normal", "full" } do
-        assert.equal(s, assert(config.from_table{ sqlite = { synchronous = s } }).sqlite.synchronous)
-      end
-      for _, s in ipairs{ "debug", "info", "warn", "error" } do
-        assert.equal(s, assert(config.from_table{ log = { level = s } }).log.level)
-      end
-      for _, s in ipairs{ "text", "json" } do
-        assert.equal(s, assert(config.from_table{ log = { format = s } }).log.format)
+      for _, enum in ipairs{
+        { "store", { "sqlite", "dynamodb" }, function() return { dynamodb = { region = "x" } } end },
+        { "sqlite.synchronous", { "normal", "full" } },
+        { "log.level", { "debug", "info", "warn", "error" } },
+        { "log.format", { "text", "json" } },
+      } do
+        for _, value in ipairs(enum[2]) do
+          local cfg = assert(config.from_table(nested(enum[1], value, enum[3] and enum[3]())))
+          assert_fields(cfg, { [enum[1]] = value })
+        end
       end
     end)
 
@@ -542,19 +217,19 @@ describe("tide.config", function()
       helpers.run("mkdir -p " .. q(dir .. "/conf"))
       local path = write("conf/tide.yaml", "sqlite:\n  path: data/t.db\nprojections: ../proj\n"
                          .. "dynamodb:\n  ca_bundle: ./ca.pem\n")
-      local cfg = assert(config.load{ file = path })
-      assert.equal(dir .. "/conf/data/t.db", cfg.sqlite.path)
-      assert.equal(dir .. "/conf/../proj", cfg.projections)
-      assert.equal(dir .. "/conf/aggregates", cfg.aggregates)
-      assert.equal(dir .. "/conf/ca.pem", cfg.dynamodb.ca_bundle)
+      assert_fields(assert(config.load{ file = path }), {
+        ["sqlite.path"] = dir .. "/conf/data/t.db",
+        projections = dir .. "/conf/../proj",
+        aggregates = dir .. "/conf/aggregates",
+        ["dynamodb.ca_bundle"] = dir .. "/conf/ca.pem",
+      })
     end)
 
     it("keeps absolute paths, :memory: and file: URIs", function()
-      local cfg = assert(load_text("sqlite:\n  path: ':memory:'\naggregates: /abs/agg\n"))
-      assert.equal(":memory:", cfg.sqlite.path)
-      assert.equal("/abs/agg", cfg.aggregates)
-      cfg = assert(load_text("sqlite:\n  path: file:tide.db?mode=ro\n"))
-      assert.equal("file:tide.db?mode=ro", cfg.sqlite.path)
+      assert_fields(assert(load_text("sqlite:\n  path: ':memory:'\naggregates: /abs/agg\n")),
+                    { ["sqlite.path"] = ":memory:", aggregates = "/abs/agg" })
+      assert_fields(assert(load_text("sqlite:\n  path: file:tide.db?mode=ro\n")),
+                    { ["sqlite.path"] = "file:tide.db?mode=ro" })
     end)
 
     it("resolves against a relative config path as given", function()
@@ -562,17 +237,12 @@ describe("tide.config", function()
       write("conf/tide.yaml", "sqlite:\n  path: ./t.db\n")
       local cfg, err = child_load(dir, nil, { file = "conf/tide.yaml" })
       assert.is_nil(err)
-      assert.equal("conf/tide.yaml", cfg.source)
-      assert.equal("conf/t.db", cfg.sqlite.path)
-      assert.equal("conf/aggregates", cfg.aggregates)
+      assert_fields(cfg, { source = "conf/tide.yaml", ["sqlite.path"] = "conf/t.db", aggregates = "conf/aggregates" })
     end)
 
     it("keeps them relative to the working directory for ./tide.yaml and the defaults", function()
       write("tide.yaml", "sqlite:\n  path: data/t.db\n")
-      local cfg = child_load(dir)
-      assert.equal("tide.yaml", cfg.source)
-      assert.equal("data/t.db", cfg.sqlite.path)
-      assert.equal("./aggregates", cfg.aggregates)
+      assert_fields(child_load(dir), { source = "tide.yaml", ["sqlite.path"] = "data/t.db", aggregates = "./aggregates" })
     end)
 
     it("leaves them as given in from_table without opts.base, resolves them with it", function()
@@ -590,29 +260,26 @@ describe("tide.config", function()
       write("b/flag.yaml", "log:\n  level: error\n")
     end)
 
-    it("takes --config (opts.file) first", function()
-      local cfg, err = child_load(dir, { TIDE_CONFIG = "a/env.yaml" }, { file = "b/flag.yaml" })
-      assert.is_nil(err)
-      assert.equal("b/flag.yaml", cfg.source)
-      assert.equal("error", cfg.log.level)
-    end)
-
-    it("then TIDE_CONFIG", function()
-      local cfg, err = child_load(dir, { TIDE_CONFIG = "a/env.yaml" })
-      assert.is_nil(err)
-      assert.equal("a/env.yaml", cfg.source)
-      assert.equal("warn", cfg.log.level)
-      assert.equal("a/aggregates", cfg.aggregates)
-    end)
-
-    it("then ./tide.yaml", function()
-      local cfg, err = child_load(dir)
-      assert.is_nil(err)
-      assert.equal("tide.yaml", cfg.source)
-      assert.equal("debug", cfg.log.level)
-      cfg = child_load(dir, { TIDE_CONFIG = "" }) -- an empty TIDE_CONFIG is unset
-      assert.equal("tide.yaml", cfg.source)
-    end)
+    -- {description, {env, opts, fields of the cfg loaded}...}
+    for _, case in ipairs{
+      { "takes --config (opts.file) first",
+        { { TIDE_CONFIG = "a/env.yaml" }, { file = "b/flag.yaml" }, { source = "b/flag.yaml", ["log.level"] = "error" } } },
+      { "then TIDE_CONFIG",
+        { { TIDE_CONFIG = "a/env.yaml" }, nil,
+          { source = "a/env.yaml", ["log.level"] = "warn", aggregates = "a/aggregates" } } },
+      { "then ./tide.yaml",
+        { nil, nil, { source = "tide.yaml", ["log.level"] = "debug" } },
+        { { TIDE_CONFIG = "" }, nil, { source = "tide.yaml" } } }, -- an empty TIDE_CONFIG is unset
+    } do
+      it(case[1], function()
+        for i = 2, #case do
+          local env, opts, want = case[i][1], case[i][2], case[i][3]
+          local cfg, err = child_load(dir, env, opts)
+          assert.is_nil(err)
+          assert_fields(cfg, want)
+        end
+      end)
+    end
 
     it("then the defaults", function()
       local cfg, err = child_load(dir .. "/a")
@@ -664,9 +331,16 @@ describe("tide.config", function()
       assert.equal("error: " .. tostring(err), "error: " .. err)
     end)
 
+    -- Each {text, message}: tide.yaml holding text fails with
+    -- DIR/tide.yaml:message.
+    local function assert_load_errors(cases)
+      for _, c in ipairs(cases) do
+        assert.equal(dir .. "/tide.yaml:" .. c[2], (load_error(c[1])), c[1])
+      end
+    end
+
     it("reports every kind of wrong type with its line", function()
-      local p = dir .. "/tide.yaml:"
-      local cases = {
+      assert_load_errors{
         { "store: 1\n", "1: store must be one of \"sqlite\", \"dynamodb\" (got a number)" },
         { "sqlite:\n  path: [a]\n", "2: sqlite.path must be a string (got a list)" },
         { "sqlite:\n  busy_timeout_ms: '10'\n", "2: sqlite.busy_timeout_ms must be an integer (got a string)" },
@@ -690,14 +364,10 @@ describe("tide.config", function()
         { "sqlite: ./tide.db\n", "1: sqlite must be a mapping (got a string)" },
         { "log:\n  - level: info\n", "1: log must be a mapping (got a list)" },
       }
-      for _, c in ipairs(cases) do
-        assert.equal(p .. c[2], (load_error(c[1])), c[1])
-      end
     end)
 
     it("reports invalid values with their line", function()
-      local p = dir .. "/tide.yaml:"
-      local cases = {
+      assert_load_errors{
         { "store: dynamo\n", "1: store must be one of \"sqlite\", \"dynamodb\" (got \"dynamo\"): did you mean \"dynamodb\"?" },
         { "store: postgres\n", "1: store must be one of \"sqlite\", \"dynamodb\" (got \"postgres\")" },
         { "sqlite:\n  synchronous: off\n", "2: sqlite.synchronous must be one of \"normal\", \"full\" (got \"off\")" },
@@ -720,15 +390,11 @@ describe("tide.config", function()
         { "lua:\n  gc_pause: 50\n", "2: lua.gc_pause must be at least 100 (got 50)" },
         { "lua:\n  gc_pause: 20000\n", "2: lua.gc_pause must be at most 10000 (got 20000)" },
       }
-      for _, c in ipairs(cases) do
-        assert.equal(p .. c[2], (load_error(c[1])), c[1])
-      end
       assert.equal("", assert(config.from_table{ dynamodb = { table_prefix = "" } }).dynamodb.table_prefix)
     end)
 
     it("reports unknown keys with a suggestion", function()
-      local p = dir .. "/tide.yaml:"
-      local cases = {
+      assert_load_errors{
         { "stor: sqlite\n", "1: unknown key 'stor' (did you mean 'store'?)" },
         { "store: sqlite\nsqlite:\n  pth: x\n", "3: unknown key 'sqlite.pth' (did you mean 'sqlite.path'?)" },
         { "dynamodb:\n  region: x\n  tableprefix: y\n", "3: unknown key 'dynamodb.tableprefix' (did you mean 'dynamodb.table_prefix'?)" },
@@ -739,9 +405,6 @@ describe("tide.config", function()
         { "frobnicate: 1\n", "1: unknown key 'frobnicate'" },
         { "1: x\n", "1: unknown key '1'" },
       }
-      for _, c in ipairs(cases) do
-        assert.equal(p .. c[2], (load_error(c[1])), c[1])
-      end
     end)
 
     it("reports the first problem in the file", function()
@@ -780,10 +443,11 @@ describe("tide.config", function()
 
     it("uses the line of the alias for values reached through it", function()
       local p = dir .. "/tide.yaml:"
-      assert.equal(p .. "3: log must be a mapping (got a string)",
-                   (load_error("sqlite:\n  path: &p ./t.db\nlog: *p\n")))
-      assert.equal(p .. "4: log.level must be one of \"debug\", \"info\", \"warn\", \"error\" (got \"us-east-1\")",
-                   (load_error("dynamodb:\n  region: &r us-east-1\nlog:\n  level: *r\n")))
+      assert_load_errors{
+        { "sqlite:\n  path: &p ./t.db\nlog: *p\n", "3: log must be a mapping (got a string)" },
+        { "dynamodb:\n  region: &r us-east-1\nlog:\n  level: *r\n",
+          "4: log.level must be one of \"debug\", \"info\", \"warn\", \"error\" (got \"us-east-1\")" },
+      }
       assert.matches("^" .. p:gsub("%p", "%%%0") .. "3: unknown key 'log%.path'",
                      (load_error("sqlite: &s\n  path: ./t.db\nlog: *s\n")))
     end)
@@ -837,26 +501,20 @@ end)
 describe("tide.open", function()
   local tide = require "tide"
 
-  local function cfg_with_pause(pause, dir)
-    return assert(config.from_table({ sqlite = { path = dir .. "/tide.db" }, aggregates = helpers.root .. "/aggregates",
-                                      projections = helpers.root .. "/projections", lua = { gc_pause = pause } }, "test"))
+  -- {description, transport given to tide.open, the pause after it (lua.gc_pause is 300, the pause before 200)}
+  for _, case in ipairs{
+    { "sets the collector's pause to lua.gc_pause in the tide process", nil, 300 },
+    { "leaves the pause of a host that brings its own transport (nginx) alone", {}, 200 },
+  } do
+    it(case[1], function()
+      local dir = helpers.tmpdir()
+      local cfg = assert(config.from_table({ sqlite = { path = dir .. "/tide.db" }, aggregates = helpers.root .. "/aggregates",
+                                             projections = helpers.root .. "/projections", lua = { gc_pause = 300 } }, "test"))
+      local before = collectgarbage("setpause", 200)
+      local app = assert(tide.open{ cfg = cfg, transport = case[2] })
+      assert.equal(case[3], collectgarbage("setpause", before))
+      app.store:close()
+      helpers.run("rm -rf " .. q(dir))
+    end)
   end
-
-  it("sets the collector's pause to lua.gc_pause in the tide process", function()
-    local dir = helpers.tmpdir()
-    local before = collectgarbage("setpause", 200)
-    local app = assert(tide.open{ cfg = cfg_with_pause(300, dir) })
-    assert.equal(300, collectgarbage("setpause", before))
-    app.store:close()
-    helpers.run("rm -rf " .. q(dir))
-  end)
-
-  it("leaves the pause of a host that brings its own transport (nginx) alone", function()
-    local dir = helpers.tmpdir()
-    local before = collectgarbage("setpause", 200)
-    local app = assert(tide.open{ cfg = cfg_with_pause(300, dir), transport = {} })
-    assert.equal(200, collectgarbage("setpause", before))
-    app.store:close()
-    helpers.run("rm -rf " .. q(dir))
-  end)
 end)

@@ -6,7 +6,6 @@
 -- The child inherits the rest of the environment (LD_PRELOAD, ASAN_OPTIONS
 -- under the sanitizer run).
 local helpers = require "helpers"
-local cjson = require "cjson"
 local core = require "tide.core"
 
 local q = helpers.shell_quote
@@ -19,26 +18,10 @@ local AWS_VARS = {
 -- Runs `fn_name(opts)` of tide.core in a child with the given environment;
 -- returns the result and the error.
 local function child(home, env, fn_name, opts)
-  local parts = { "env" }
-  for _, v in ipairs(AWS_VARS) do parts[#parts + 1] = "-u " .. v end
-  parts[#parts + 1] = "HOME=" .. q(home)
-  parts[#parts + 1] = "LUA_CPATH=" .. q(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;")
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  local code = ([[
-    local cjson = require "cjson"
-    local opts = cjson.decode(%s)
-    if next(opts) == nil then opts = nil end
-    local res, err = require("tide.core").%s(opts)
-    io.write(cjson.encode({ res = res or cjson.null, err = err or cjson.null }))
-  ]]):format(("%q"):format(cjson.encode(opts or {})), fn_name)
-  parts[#parts + 1] = "luajit -e " .. q(code) .. " 2>&1"
-  local out, status = helpers.run(table.concat(parts, " "))
-  assert(status == 0, "child failed: " .. out)
-  local decoded = cjson.decode(out)
-  local res, err = decoded.res, decoded.err
-  if res == cjson.null then res = nil end
-  if err == cjson.null then err = nil end
-  return res, err
+  return helpers.child_lua{ home = home, unset = AWS_VARS, env = env, arg = opts, code = ([[
+    if next(arg) == nil then arg = nil end
+    return require("tide.core").%s(arg)
+  ]]):format(fn_name) }
 end
 
 local SECRET_FILE = "fileSECRETabcdefghijklmnopqrstuvwxyz0123"

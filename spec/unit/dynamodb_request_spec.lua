@@ -61,17 +61,7 @@ end)
 describe("DynamoDB client request bodies", function()
   local srv
 
-  setup(function()
-    srv = fault.start()
-  end)
-
-  teardown(function()
-    srv:stop()
-  end)
-
-  before_each(function()
-    srv:reset()
-  end)
+  fault.around(function(s) srv = s end)
 
   -- Unix seconds of an X-Amz-Date ("YYYYMMDDTHHMMSSZ"), whatever the local zone.
   local function amz_time(d)

@@ -17,17 +17,7 @@ end
 describe("tide.engine", function()
   local srv
 
-  setup(function()
-    srv = fault.start()
-  end)
-
-  teardown(function()
-    srv:stop()
-  end)
-
-  before_each(function()
-    srv:reset()
-  end)
+  fault.around(function(s) srv = s end)
 
   -- Polls e until the completion of id arrives. Completions of other
   -- requests that arrive in the same poll are kept for their own await.
@@ -514,17 +504,9 @@ end)
 describe("tide.transport.engine", function()
   local srv, t
 
+  fault.around(function(s) srv = s end)
   setup(function()
-    srv = fault.start()
     t = transport_mod.new{ timeout_ms = 10000 }
-  end)
-
-  teardown(function()
-    srv:stop()
-  end)
-
-  before_each(function()
-    srv:reset()
   end)
 
   it("returns status, lower-cased headers and body", function()
@@ -672,15 +654,35 @@ describe("tide.transport.engine", function()
     assert.matches("^timeout: ", tostring(err))
   end)
 
-  it("reports a dropped connection as 'reset' (retryable)", function()
+  -- {description, the server's script (or nil), the request (given the
+  -- server), the error's kind, retryable}
+  for _, case in ipairs{
     -- two drops: libcurl re-sends once by itself when a reused connection
     -- dies before answering (see fault_server.js)
-    srv:script{ { drop = true }, { drop = true } }
-    local resp, err = run(function() return t:request{ url = srv.url .. "/x" } end)
-    assert.is_nil(resp)
-    assert.equal("reset", err.kind)
-    assert.is_true(err.retryable)
-  end)
+    { "reports a dropped connection as 'reset' (retryable)", { { drop = true }, { drop = true } },
+      function(s) return { url = s.url .. "/x" } end, "reset", true },
+    { "reports a body shorter than its Content-Length as 'truncated'",
+      { { truncate = true, body = '{"Items":[' .. ('{"a":{"S":"x"}},'):rep(100) .. '{}]}' } },
+      function(s) return { url = s.url .. "/x" } end, "truncated", true },
+    { "reports a refused connection as 'connect'", nil,
+      function() return { url = "http://127.0.0.1:1/" } end, "connect", true },
+    -- .invalid never resolves (RFC 6761)
+    { "reports an unknown host as 'resolve'", nil,
+      function() return { url = "http://tide-spec.invalid/", timeout_ms = 5000 } end, "resolve", true },
+    { "reports a malformed URL as 'url' (not retryable)", nil,
+      function() return { url = "http//missing-colon" } end, "url", false },
+    -- the fault server speaks plain HTTP: the handshake cannot succeed
+    { "reports a failed TLS handshake as 'tls' (not retryable)", nil,
+      function(s) return { url = "https://127.0.0.1:" .. s.port .. "/x" } end, "tls", false },
+  } do
+    it(case[1], function()
+      if case[2] then srv:script(case[2]) end
+      local resp, err = run(function() return t:request(case[3](srv)) end)
+      assert.is_nil(resp)
+      assert.equal(case[4], err.kind)
+      assert.equal(case[5], err.retryable)
+    end)
+  end
 
   it("does not let libcurl re-send a request with a body after a drop", function()
     -- on a reused connection libcurl would retry silently; the server may
@@ -696,46 +698,6 @@ describe("tide.transport.engine", function()
     assert.is_true(err.retryable)
     assert.equal(2, stats.requests)
     assert.equal(1, stats.connections)
-  end)
-
-  it("reports a body shorter than its Content-Length as 'truncated'", function()
-    srv:script{ { truncate = true, body = '{"Items":[' .. ('{"a":{"S":"x"}},'):rep(100) .. '{}]}' } }
-    local resp, err = run(function() return t:request{ url = srv.url .. "/x" } end)
-    assert.is_nil(resp)
-    assert.equal("truncated", err.kind)
-    assert.is_true(err.retryable)
-  end)
-
-  it("reports a refused connection as 'connect'", function()
-    local resp, err = run(function() return t:request{ url = "http://127.0.0.1:1/" } end)
-    assert.is_nil(resp)
-    assert.equal("connect", err.kind)
-    assert.is_true(err.retryable)
-  end)
-
-  it("reports an unknown host as 'resolve'", function()
-    -- .invalid never resolves (RFC 6761)
-    local resp, err = run(function() return t:request{ url = "http://tide-spec.invalid/", timeout_ms = 5000 } end)
-    assert.is_nil(resp)
-    assert.equal("resolve", err.kind)
-    assert.is_true(err.retryable)
-  end)
-
-  it("reports a malformed URL as 'url' (not retryable)", function()
-    local resp, err = run(function() return t:request{ url = "http//missing-colon" } end)
-    assert.is_nil(resp)
-    assert.equal("url", err.kind)
-    assert.is_false(err.retryable)
-  end)
-
-  it("reports a failed TLS handshake as 'tls' (not retryable)", function()
-    -- the fault server speaks plain HTTP: the handshake cannot succeed
-    local resp, err = run(function()
-      return t:request{ url = "https://127.0.0.1:" .. srv.port .. "/x" }
-    end)
-    assert.is_nil(resp)
-    assert.equal("tls", err.kind)
-    assert.is_false(err.retryable)
   end)
 
   it("never puts request header values in error messages", function()

@@ -158,13 +158,7 @@ describe("tide script", function()
   describe("with HTTP", function()
     local srv
 
-    setup(function()
-      srv = fault.start()
-    end)
-
-    teardown(function()
-      srv:stop()
-    end)
+    fault.around(function(s) srv = s end)
 
     it("runs concurrent requests from the top level of a script", function()
       srv:reset()

@@ -260,16 +260,15 @@ function Backend:write(name, plan)
   end
   -- Batch items in a thread of their own while the conditional ones go.
   local th
-  local tr = db.transport
   if nbatch > 0 then
-    th = tr.spawn(function() return db:batch_write(batch) end)
+    th = db:spawn(function() return db:batch_write(batch) end)
   end
   local cerr
   if #cond > 0 then
     cerr = db:run_parallel(cond, function(pi) return conditional(self, name, pi) end)
   end
   if th then
-    local ok, res, e = tr.wait(th)
+    local ok, res, e = db:wait(th)
     if not ok then
       e = err("LuaError", tostring(res), { projection = name })
     end

@@ -22,18 +22,20 @@ function M.backend(app)
 end
 
 -- host.runner(app, projection, opts) -> runner
+-- The runner of the app's store, with the interface of tide.projection.runner
+-- (start, run, run_until_caught_up, status, stop).
 --   opts: owner, log, batch_size / lease_ms (passed through); registry: take
 --   the projection from it per batch (hot reload)
 function M.runner(app, proj, opts)
   opts = opts or {}
   if is_dynamodb(app) then
-    return require("tide.projection.streams").new{
+    return require("tide.projection.runner.streams").new{
       client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
       aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
       registry = opts.registry,
     }
   end
-  return require("tide.projection.sqlite_runner").new{
+  return require("tide.projection.runner.sqlite").new{
     store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
     batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = opts.log,
     registry = opts.registry,

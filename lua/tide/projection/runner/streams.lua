@@ -1,19 +1,26 @@
--- tide.projection.streams: runs a projection from the DynamoDB stream of
--- the events table (docs/projections.md, "Sources and runners").
+-- tide.projection.runner.streams: runs a projection from the DynamoDB stream of
+-- the events table (docs/projections.md, "Sources and runners"). It has the
+-- runner interface of tide.projection.runner (start, run,
+-- run_until_caught_up, status, stop), and kill.
 --
---   local streams = require "tide.projection.streams"
+--   local streams = require "tide.projection.runner.streams"
 --   local r = streams.new{
 --     client = db, store = <tide.store.dynamodb>, backend = <tide.projection.dynamodb>,
 --     projection = proj, aggregates = registry (optional, for upcasting),
 --     owner = "host:pid:rand" (default), lease_ms = 10000, poll_ms = 200, max_poll_ms = 2000,
 --     batch_limit = 1000, describe_ms = 10000, log = function(level, msg) end,
 --   }
---   r:init()                    -> true | nil, err   (lease and read-model tables)
+--   r:start()                   -> true | nil, err   (lease and read-model tables)
 --   r:run(stop)                 the daemon loop; stop: nil, a function returning
 --                               true to stop, or a table whose .stop becomes true
---   r:run_until_caught_up{timeout=} -> {records=, batches=, shards=} | nil, err
---   r:status()                  -> {{shard=, parent=, owner=, checkpoint=, error=,
---                                    state=, lag_ms=, mine=, records=}...} | nil, err
+--   r:run_until_caught_up{timeout=} -> {handled=, records=, events=, batches=,
+--                                       conflicts=, retries=, seconds=} | nil, err
+--                               (handled: this call's records; the rest count
+--                               since the runner was made)
+--   r:status()                  -> {projection=, feed="streams", version=, owner=,
+--                                   handled=, error=, shards = {{shard=, parent=,
+--                                   owner=, checkpoint=, error=, state=, lag_ms=,
+--                                   mine=, records=}...}} | nil, err
 --   r:stop()                    finish the batch in flight, checkpoint, release the leases
 --   r:kill()                    stop at once without releasing (a simulated crash)
 --
@@ -28,6 +35,7 @@
 -- that the new owner's guards recognise).
 
 local core = require "tide.core"
+local runner = require "tide.projection.runner"
 local leases_mod = require "tide.projection.leases"
 local shards = require "tide.projection.shards"
 local ffi = require "ffi"
@@ -109,9 +117,9 @@ local Runner = {}
 Runner.__index = Runner
 
 function M.new(opts)
-  if type(opts) ~= "table" then error("streams.new: opts must be a table", 2) end
+  if type(opts) ~= "table" then error("runner.streams.new: opts must be a table", 2) end
   for _, k in ipairs({ "client", "store", "backend", "projection" }) do
-    if type(opts[k]) ~= "table" then error("streams.new: opts." .. k .. " is required", 2) end
+    if type(opts[k]) ~= "table" then error("runner.streams.new: opts." .. k .. " is required", 2) end
   end
   local proj = opts.projection
   local lease_ms = opts.lease_ms or 10000
@@ -133,7 +141,6 @@ function M.new(opts)
     caught_up_empty = opts.caught_up_empty or 2,
     log = opts.log or default_log,
     new_projector = opts.new_projector,
-    tr = opts.client.transport,
     state = {},        -- shard id -> worker state
     stats = { records = 0, events = 0, batches = 0, conflicts = 0, retries = 0 },
   }, Runner)
@@ -149,7 +156,7 @@ function Runner:err(etype, msg, shard, cause)
                                         table = self.leases.table })
 end
 
-function Runner:init()
+function Runner:start()
   local ok, err = self.leases:init()
   if not ok then return nil, err end
   return self.backend:init(self.projection)
@@ -161,8 +168,8 @@ function Runner:make_projector()
                                         reader = self.reader, aggregates = self.aggregates }
 end
 
-function Runner:sleep(s) self.tr.sleep(s) end
-function Runner:now() return self.tr.now() end
+function Runner:sleep(s) self.client:sleep(s) end
+function Runner:now() return self.client:now() end
 
 ------------------------------------------------------------------------
 -- The shard tree
@@ -208,8 +215,7 @@ end
 -- Backoff for a failing batch or request: 0.1 s doubling up to retry_max_s.
 function Runner:backoff(st)
   st.failures = (st.failures or 0) + 1
-  local d = math.min(self.retry_max_s, 0.1 * 2 ^ (st.failures - 1))
-  self:sleep(d * (0.5 + math.random() * 0.5))
+  self:sleep(runner.backoff_delay(st.failures, 0.1, self.retry_max_s))
 end
 
 function Runner:iterator(st)
@@ -384,7 +390,7 @@ function Runner:start_shard(lease)
   local st = { shard = lease.shard, lease = lease, parent = lease.parent, state = "starting",
                checkpoint = lease.checkpoint }
   self.state[lease.shard] = st
-  st.thread = self.tr.spawn(function()
+  st.thread = self.client:spawn(function()
     local ok, e = xpcall(self.shard_loop, debug.traceback, self, st)
     if not ok then
       self.log("error", string.format("projection '%s' shard %s: worker failed: %s", self.name, st.shard, tostring(e)))
@@ -481,11 +487,7 @@ function Runner:renew_all()
   end
 end
 
-local function should_stop(stop)
-  if stop == nil then return false end
-  if type(stop) == "function" then return stop() end
-  return stop.stop and true or false
-end
+local should_stop = runner.should_stop
 
 -- The daemon loop; returns when stop says so, or after stop()/kill().
 function Runner:run(stop, opts)
@@ -536,13 +538,14 @@ end
 function Runner:shutdown()
   self.stopping = true
   for _, st in pairs(self.state) do
-    if st.thread and not st.finished then self.tr.wait(st.thread) end
+    if st.thread and not st.finished then self.client:wait(st.thread) end
   end
 end
 
 function Runner:stop()
   self.stopping = true
   while self.running do self:sleep(0.02) end
+  return true
 end
 
 function Runner:kill()
@@ -565,6 +568,7 @@ function Runner:run_until_caught_up(opts)
   local targets = {}
   for _, id in ipairs(tree.order) do targets[id] = true end
   local t0 = self:now()
+  local records_before = self.stats.records
   local failure
   self.greedy = true
   local function finished()
@@ -596,11 +600,12 @@ function Runner:run_until_caught_up(opts)
   if not ok then return nil, rerr end
   if failure then return nil, failure end
   local st = self.stats
-  return { records = st.records, events = st.events, batches = st.batches, conflicts = st.conflicts,
-           retries = st.retries, seconds = self:now() - t0 }
+  return { handled = st.records - records_before, records = st.records, events = st.events,
+           batches = st.batches, conflicts = st.conflicts, retries = st.retries, seconds = self:now() - t0 }
 end
 
--- r:status() -> list of shards, parents first (a lease-table Query).
+-- r:status() -> the projection's figures and its shards, parents first (a
+-- lease-table Query).
 function Runner:status()
   local list, err = self.leases:list()
   if not list then return nil, err end
@@ -612,7 +617,7 @@ function Runner:status()
     return a.shard < b.shard
   end)
   local now = self.leases.clock_ms()
-  local out = {}
+  local out, first_error = {}, nil
   for _, l in ipairs(list) do
     local st = self.state[l.shard]
     local live = l.owner and l.expires > now
@@ -631,8 +636,10 @@ function Runner:status()
       error = l.error, state = state, lag_ms = lag, mine = (live and l.owner == self.owner) or false,
       counter = l.counter, records = st and st.records or 0,
     }
+    if l.error and not first_error then first_error = "shard " .. l.shard .. ": " .. l.error end
   end
-  return out
+  return { projection = self.name, feed = "streams", version = self.projection.version, owner = self.owner,
+           handled = self.stats.records, error = first_error, shards = out }
 end
 
 return M

@@ -1,9 +1,10 @@
--- tide.projection.sqlite_runner: runs one projection from the embedded
+-- tide.projection.runner.sqlite: runs one projection from the embedded
 -- store's feed (the events table in position order), exactly once: each
 -- batch's read-model changes, positions and checkpoint are one SQLite
--- transaction.
+-- transaction. It has the runner interface of tide.projection.runner
+-- (start, run, run_until_caught_up, status, stop), and step, read, release.
 --
---   local runner = require("tide.projection.sqlite_runner")
+--   local runner = require("tide.projection.runner.sqlite")
 --   local r = runner.new{
 --     store = store,             -- a tide.store.sqlite (its connection is shared)
 --     projection = proj,         -- from tide.projection
@@ -15,18 +16,22 @@
 --     backoff_base = 0.1, backoff_cap = 30,   -- seconds, after a failed batch
 --     log = function(level, message, fields) end,   -- default: errors on stderr
 --   }
+--   r:start()                -> true | nil, err   (the read-model tables)
 --   r:step()                 -> n events read (0: caught up) | nil, err
---   r:run_until_caught_up{max_failures = 5} -> total | nil, err
+--   r:run_until_caught_up{max_failures = 5} -> {handled = n} | nil, err
 --       steps until the feed's last position at the call is reached; after a
 --       failed batch it backs off (sched.sleep inside the scheduler) and
 --       retries the same batch, up to max_failures times in a row
---   r:run{stop = function() return bool end, idle = 0.2} -> true | nil, err
---       steps forever (until stop() is true), sleeping `idle` seconds when
---       caught up; failures back off and retry without limit
---   r:status() -> {projection=, checkpoint=, last_position=, lag=, owner=,
---                  lease_until=, holder=, error=, last_error=, handled=}
+--   r:run(stop, {idle = 0.2}) -> true
+--       steps until stop says so or r:stop() is called, sleeping `idle`
+--       seconds when caught up; failures back off and retry without limit;
+--       releases the lease on return
+--   r:status() -> {projection=, feed="sqlite", version=, checkpoint=,
+--                  last_position=, lag=, owner=, lease_until=, holder=,
+--                  held=, error=, last_error=, handled=}
+--   r:stop()                 -- ends run, then gives the lease up
 --   r:read(table, key) -> item (without _tide/_rev) | false | nil, err
---   r:release()              -- give the lease up (on shutdown)
+--   r:release()              -- gives the lease up
 --
 -- The lease: a row of `checkpoints` with owner and lease_until. step takes
 -- it (a conditional UPDATE: free, expired, or ours) before reading, and
@@ -42,6 +47,7 @@
 local core = require "tide.core"
 local projector_mod = require "tide.projector"
 local backend_mod = require "tide.projection.sqlite"
+local runner = require "tide.projection.runner"
 
 local type, tostring, setmetatable, error, math_min = type, tostring, setmetatable, error, math.min
 
@@ -70,11 +76,11 @@ end
 
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.projection) ~= "table" then
-    error("sqlite_runner.new{store=, projection=}: store and projection are required", 2)
+    error("runner.sqlite.new{store=, projection=}: store and projection are required", 2)
   end
   local batch = opts.batch_size or 500
   if type(batch) ~= "number" or batch < 1 or batch ~= math.floor(batch) then
-    error("sqlite_runner.new: batch_size must be a positive integer", 2)
+    error("runner.sqlite.new: batch_size must be a positive integer", 2)
   end
   local backend = opts.backend or backend_mod.new{ store = opts.store }
   local self = setmetatable({
@@ -122,7 +128,7 @@ function Runner:current_projection()
   return true
 end
 
-function Runner:init()
+function Runner:start()
   if self.ready then return true end
   local ok, err = self.backend:init(self.projection)
   if not ok then return nil, err end
@@ -132,7 +138,7 @@ end
 
 -- Takes (or renews) the lease and reads the checkpoint when newly taken.
 function Runner:acquire()
-  local ok, err = self:init()
+  local ok, err = self:start()
   if not ok then return nil, err end
   local got, cp = self.backend:acquire(self.name, self.owner, self.lease_ms)
   if got == nil then return nil, cp end
@@ -227,8 +233,7 @@ function Runner:step()
 end
 
 function Runner:backoff()
-  local d = math_min(self.backoff_cap, self.backoff_base * 2 ^ math_min(self.failures - 1, 30))
-  self.sleep(d * (0.5 + math.random() * 0.5))
+  self.sleep(runner.backoff_delay(self.failures, self.backoff_base, self.backoff_cap))
 end
 
 function Runner:run_until_caught_up(opts)
@@ -238,12 +243,12 @@ function Runner:run_until_caught_up(opts)
   if not target then return nil, err end
   local total, in_a_row = 0, 0
   while true do
-    if self.held and self.position and self.position >= target then return total end
+    if self.held and self.position and self.position >= target then return { handled = total } end
     local n, serr = self:step()
     if n then
       in_a_row = 0
       total = total + n
-      if n == 0 then return total end
+      if n == 0 then return { handled = total } end
     else
       if serr.type == "LeaseHeld" then return nil, serr end
       in_a_row = in_a_row + 1
@@ -253,10 +258,8 @@ function Runner:run_until_caught_up(opts)
   end
 end
 
-function Runner:run(opts)
-  opts = opts or {}
-  local stop, idle = opts.stop or function() return false end, opts.idle or 0.2
-  while not stop() do
+local function loop(self, stop, idle)
+  while not (self.stopping or runner.should_stop(stop)) do
     local n, err = self:step()
     if not n then
       if err.type == "LeaseHeld" then
@@ -268,19 +271,37 @@ function Runner:run(opts)
       self.sleep(idle)
     end
   end
+end
+
+function Runner:run(stop, opts)
+  self.running, self.stopping = true, false
+  local ok, err = xpcall(loop, debug.traceback, self, stop, opts and opts.idle or 0.2)
+  self.running = false
+  self:release()
+  if not ok then
+    err = setmetatable({ type = "LuaError", projection = self.name, message = tostring(err) }, Error)
+    self.log("error", tostring(err), { projection = self.name, error = err })
+    return nil, err
+  end
+  return true
+end
+
+function Runner:stop()
+  self.stopping = true
+  while self.running do self.sleep(0.02) end
   self:release()
   return true
 end
 
 function Runner:status()
-  local ok, ierr = self:init()
+  local ok, ierr = self:start()
   if not ok then return nil, ierr end
   local cp, err = self.backend:checkpoint(self.name)
   if not cp then return nil, err end
   local last, lerr = self.store:last_position()
   if not last then return nil, lerr end
   return {
-    projection = self.name, version = self.projection.version,
+    projection = self.name, feed = "sqlite", version = self.projection.version,
     checkpoint = cp.position, last_position = last, lag = last - cp.position,
     owner = self.owner, holder = cp.owner, lease_until = cp.lease_until, held = self.held == true,
     error = cp.error, last_error = self.last_error, handled = self.handled,
