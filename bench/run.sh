@@ -14,6 +14,8 @@
 #   BENCH_CONCURRENCY="1 64"
 #   BENCH_OPS="PutItem GetItem"
 #   BENCH_SIGN_OPS=200000   iterations of each signing figure
+#   (the whole-command sections read their own BENCH_CMD_*, BENCH_DDB_CMD_*,
+#   BENCH_NGINX_CMD_* and BENCH_PROF_* knobs: see their scripts)
 #
 # Exit status: 0 when every figure was measured, 1 when something could not
 # run (build, servers, a client erroring); a target not met is not a failure.
@@ -272,6 +274,18 @@ fi
 echo ""
 echo "== Whole commands on the embedded store: tide batch vs raw SQLite =="
 bench/command_path.sh || { note "bench/command_path.sh failed"; status=1; }
+
+echo ""
+echo "== Whole commands on DynamoDB Local, client CPU: tide batch vs @aws-sdk/client-dynamodb =="
+bench/command_path_dynamodb.sh || { note "bench/command_path_dynamodb.sh failed"; status=1; }
+
+echo ""
+echo "== Whole commands in the nginx host (embedded store): worker CPU per POST vs tide batch =="
+bench/command_path_nginx.sh || { note "bench/command_path_nginx.sh failed"; status=1; }
+
+echo ""
+echo "== Where a command's CPU goes: tide batch on the embedded store, profiled =="
+bench/command_profile.sh || { note "bench/command_profile.sh failed"; status=1; }
 
 echo ""
 echo "== Projections from the embedded feed: events per second =="
