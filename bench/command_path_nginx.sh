@@ -9,7 +9,7 @@
 #   BENCH_NGINX_CMD_CONNECTIONS=16       wrk connections (one wrk thread)
 #   BENCH_NGINX_CMD_SYNC=normal          sqlite.synchronous for both hosts
 #   BENCH_NGINX_CMD_PERF=1               0: no perf profile of the worker
-#   BENCH_NGINX_CMD_TOP=10               shared objects printed from it
+#   BENCH_NGINX_CMD_TOP=10               shared objects printed from the profiles
 #
 # nginx: the example site (tools/nginx.sh, worker_processes 1) on a tide.yaml
 # of the embedded store; the accounts are opened through the site, then 2 s
@@ -23,8 +23,10 @@
 # whole-process CPU (GNU time); and a run of a fifth of them, for the
 # marginal CPU per command without start-up and the first load of each
 # stream (the worker's figure has neither: it was warm). Then, with perf
-# installed, 4 s of `perf record -p WORKER` under the same load, after the
-# measured window, printed by shared object (where the difference goes).
+# installed, 4 s of `perf record -p WORKER` under the same load after the
+# measured window, and a third tide batch run of the same commands under
+# perf record: both by shared object, in us per command, side by side
+# (where the difference goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -87,15 +89,19 @@ c1=$(ticks "$worker")
 e1=$(events "$tmp/nginx/tide.db")
 [ -n "$res" ] || { note "wrk printed no result: $(cat "$tmp/wrk.err")"; exit 1; }
 # Where the worker's CPU goes: perf on the worker under the same load.
-: >"$tmp/perf.txt"
+perf_dso() { # perf.data -> "share dso" lines
+  perf report -i "$1" --sort dso --stdio 2>/dev/null | awk '/^ *[0-9.]+%/ { sub("%", "", $1); print $1, $2 }'
+}
+have_perf=0
 if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
   run_wrk 5 >/dev/null &
   wrk_pid=$!
   sleep 0.5
-  if perf record -q -F 2000 -p "$worker" -o "$tmp/perf.data" -- sleep 4 2>"$tmp/perf.err"; then
-    perf report -i "$tmp/perf.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -"$TOP" >"$tmp/perf.txt"
+  if perf record -q -F 2000 -p "$worker" -o "$tmp/ngx.perf" -- sleep 4 2>"$tmp/perf.err"; then
+    perf_dso "$tmp/ngx.perf" >"$tmp/ngx.dso"
+    have_perf=1
   else
-    echo "perf record failed: $(tail -1 "$tmp/perf.err")" >"$tmp/perf.txt"
+    note "perf record failed: $(tail -1 "$tmp/perf.err")"
   fi
   wait "$wrk_pid" || true
 fi
@@ -109,12 +115,13 @@ deposits() { # count -> NDJSON
   awk -v n="$1" -v a="$ACCOUNTS" 'BEGIN { srand(7); for (i = 1; i <= n; i++)
     printf "{\"aggregate\":\"account\",\"id\":\"acc-%d\",\"command\":{\"type\":\"Deposit\",\"amount\":1}}\n", 1 + int(rand() * a) }'
 }
-run_tide() { # count, folder -> "wall user sys"
+run_tide() { # count, folder [, perf.data] -> "wall user sys"
   local c
   c=$(store_yaml "$2")
   sqlite3 "$tmp/nginx/tide.db" ".backup '$2/tide.db'"
   deposits "$1" >"$2/commands.ndjson"
-  /usr/bin/time -f '%e %U %S' -o "$2/time" "$TIDE" batch --config "$c" <"$2/commands.ndjson" >"$2/results.ndjson"
+  ${3:+perf record -q -F 2000 -o "$3" --} /usr/bin/time -f '%e %U %S' -o "$2/time" \
+    "$TIDE" batch --config "$c" <"$2/commands.ndjson" >"$2/results.ndjson"
   local bad
   bad=$(grep -vc '^{"ok":true' "$2/results.ndjson" || true)
   [ "$bad" = 0 ] || { note "tide batch: $bad commands failed in $2"; exit 1; }
@@ -124,6 +131,10 @@ fifth=$((n / 5))
 note "nginx commands: tide batch, $n and $fifth deposits on copies of the same store"
 read -r t_wall t_user t_sys < <(run_tide "$n" "$tmp/tide-full")
 read -r s_wall s_user s_sys < <(run_tide "$fifth" "$tmp/tide-fifth")
+if [ $have_perf = 1 ]; then
+  read -r p_wall p_user p_sys < <(run_tide "$n" "$tmp/tide-perf" "$tmp/tide.perf")
+  perf_dso "$tmp/tide.perf" >"$tmp/tide.dso"
+fi
 
 hz=$(getconf CLK_TCK)
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
@@ -143,7 +154,34 @@ awk -v n="$n" -v fifth="$fifth" -v dt="$((c1 - c0))" -v hz="$hz" -v rps="$rps" -
   printf "%-48s %12.1f %12s\n", "tide batch, marginal (" n " vs " fifth " commands)", marg, "-"
   printf "nginx worker - tide batch (marginal): %+.1f us per command (%.2fx)\n", ngx - marg, ngx / marg
 }'
-if [ -s "$tmp/perf.txt" ]; then
-  echo "nginx worker by shared object (perf, 4 s under the same load), top $TOP:"
-  sed 's/^/  /' "$tmp/perf.txt"
+if [ $have_perf = 1 ]; then
+  # Each side's perf shares times its own CPU per command (the worker's
+  # measured figure; tide batch's whole-process one, as perf saw the whole run).
+  node - "$tmp/ngx.dso" "$tmp/tide.dso" "$c0" "$c1" "$hz" "$n" "$t_user" "$t_sys" "$TOP" <<'JS'
+const fs = require("fs");
+const [ngxFile, tideFile, c0, c1, hz, n, tu, ts, top] = process.argv.slice(2);
+const ngxUs = (Number(c1) - Number(c0)) / Number(hz) * 1e6 / Number(n), tideUs = (Number(tu) + Number(ts)) * 1e6 / Number(n);
+const name = (d) => d.startsWith("[JIT]") ? "[JIT] (LuaJIT's traces)" : d;
+const read = (f, us) => {
+  const m = new Map();
+  for (const l of fs.readFileSync(f, "utf8").trim().split("\n").filter(Boolean)) {
+    const [share, dso] = l.split(" ");
+    m.set(name(dso), (m.get(name(dso)) || 0) + Number(share) / 100 * us);
+  }
+  return m;
+};
+const a = read(ngxFile, ngxUs), b = read(tideFile, tideUs);
+const rows = [...new Set([...a.keys(), ...b.keys()])].map((d) => [d, a.get(d) || 0, b.get(d) || 0])
+  .sort((x, y) => Math.max(y[1], y[2]) - Math.max(x[1], x[2]));
+console.log("where the difference goes: perf by shared object, in us per command (share x that side's CPU per command;");
+console.log("  the worker: 4 s under the same load after the measured window; tide batch: a third run of the same commands)");
+const pad = (s, w) => String(s).padStart(w);
+console.log("  " + "".padEnd(28) + pad("nginx worker", 13) + pad("tide batch", 12) + pad("difference", 12));
+for (const [d, x, y] of rows.slice(0, Number(top))) console.log("  " + d.padEnd(28) + pad(x.toFixed(1), 13) + pad(y.toFixed(1), 12) + pad((x - y >= 0 ? "+" : "") + (x - y).toFixed(1), 12));
+const rest = rows.slice(Number(top));
+if (rest.length) {
+  const x = rest.reduce((s, r) => s + r[1], 0), y = rest.reduce((s, r) => s + r[2], 0);
+  console.log("  " + "(the others)".padEnd(28) + pad(x.toFixed(1), 13) + pad(y.toFixed(1), 12) + pad((x - y >= 0 ? "+" : "") + (x - y).toFixed(1), 12));
+}
+JS
 fi

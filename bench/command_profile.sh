@@ -66,7 +66,7 @@ for mode in v F; do
     v) echo "jit.p by VM state (share of the process's CPU samples, 1 ms interval):" ;;
     F) echo "jit.p by Lua function (innermost Lua frame; C functions count in their caller), top $TOP:" ;;
   esac
-  grep -v '^$' "$tmp/jitp-$mode.txt" | grep -v '^  ' | head -"$TOP" | sed 's/^/  /'
+  grep -v '^$' "$tmp/jitp-$mode.txt" | grep -v '^  ' | sed -n "1,${TOP}p" | sed 's/^/  /'
 done
 
 # Why code runs interpreted: the traces LuaJIT gave up on, by reason.
@@ -74,7 +74,7 @@ cfg=$(store jitv)
 "$TIDE" script bench/profile_batch.lua v "$tmp/jitv.txt" --config "$cfg" <"$tmp/commands.ndjson" >"$tmp/jitv.out"
 check "$tmp/jitv.out"
 echo "jit.v: $(grep -c '^\[TRACE *[0-9]' "$tmp/jitv.txt" || true) traces compiled, $(grep -c '^\[TRACE ---' "$tmp/jitv.txt" || true) aborted; aborts by reason and place, top $TOP:"
-sed -n 's/^\[TRACE --- .* -- \(.*\)\]$/\1/p' "$tmp/jitv.txt" | sort | uniq -c | sort -rn | head -"$TOP" | sed 's/^/  /'
+sed -n 's/^\[TRACE --- .* -- \(.*\)\]$/\1/p' "$tmp/jitv.txt" | sort | uniq -c | sort -rn | sed -n "1,${TOP}p" | sed 's/^/  /'
 
 if command -v perf >/dev/null; then
   cfg=$(store perf)
@@ -82,12 +82,12 @@ if command -v perf >/dev/null; then
        <"$tmp/commands.ndjson" >"$tmp/perf.out" 2>"$tmp/perf.err"; then
     check "$tmp/perf.out"
     echo "perf by shared object (samples of tide batch, its threads and the kernel on its behalf), top $TOP:"
-    perf report -i "$tmp/perf.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -"$TOP" \
+    perf report -i "$tmp/perf.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | sed -n "1,${TOP}p" \
       | sed 's/^/  /'
     # LuaJIT's library has no symbols here (no debug package): the symbols of the others.
     echo "perf by symbol outside libluajit, top $TOP:"
     perf report -i "$tmp/perf.data" --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' \
-      | grep -v 'libluajit' | head -"$TOP" | sed -e 's/^/  /' -e 's/  *- *- *$//'
+      | grep -v 'libluajit' | sed -n "1,${TOP}p" | sed -e 's/^/  /' -e 's/  *- *- *$//'
   else
     echo "perf record failed (perf_event_paranoid $(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null)): $(tail -1 "$tmp/perf.err")"
   fi
