@@ -5,6 +5,8 @@
 local core = require "tide.core"
 local cjson = require "cjson.safe"
 local sched = require "tide.sched"
+local stream = require "tide.stream"
+local terror = require "tide.error"
 
 local M = {}
 
@@ -148,18 +150,18 @@ local function parse(name, args)
   return opts, pos
 end
 
-local function open_app(opts)
+-- The app of the configuration, its logger (app.log) writing log.level
+-- and log.format to stderr; log_format: the format when the configuration
+-- sets none (the daemons' "json").
+local function open_app(opts, log_format)
   local tide = require "tide"
-  local app, err = tide.open{ config = opts.config, log = function(level, msg, fields)
-    if level == "warn" or level == "error" then
-      io.stderr:write("tide: ", level, ": ", msg, fields and fields.stream and (" (" .. fields.stream .. ")") or "", "\n")
-    end
-  end }
+  local app, err = tide.open{ config = opts.config, log_format = log_format }
   if not app then return nil, err end
+  app.log("debug", "configuration loaded", { source = app.cfg.source, store = app.cfg.store })
   if app.cfg.store ~= "dynamodb" then
     -- the embedded store is ready as soon as it is opened
     local ok, ierr = app.store:init()
-    if not ok then return nil, tostring(ierr) end
+    if not ok then return nil, ierr end
   end
   return app
 end
@@ -173,9 +175,7 @@ local function error_line(kind, message, extra)
 end
 
 local function error_result(err)
-  local extra = { stream = err.stream, command = err.command }
-  if err.cause and type(err.cause) == "table" and err.cause.type then extra.type = err.cause.type end
-  return error_line(err.kind or "store", tostring(err.message or err), extra)
+  return error_line(err.kind, tostring(err.message or err), { stream = err.stream, command = err.command, type = err.type })
 end
 
 -- The events of a result as a JSON array, keys sorted as json_encode sorts
@@ -210,14 +210,8 @@ end
 local function start_reload(app, dirs)
   local ok, reload = pcall(require, "tide.reload")
   if not ok then return nil end
-  local w, err = reload.start{ dirs = dirs, status_file = os.getenv("TIDE_RELOAD_STATUS"),
-                              log = function(level, message, fields)
-    if level ~= "debug" then
-      io.stderr:write("tide: ", level, ": ", tostring(message),
-        fields and fields.file and (" (" .. tostring(fields.file) .. ")") or "", "\n")
-    end
-  end }
-  if not w then io.stderr:write("tide: warn: hot reload is off: ", tostring(err), "\n") end
+  local w, err = reload.start{ dirs = dirs, status_file = os.getenv("TIDE_RELOAD_STATUS"), log = app.log }
+  if not w then app.log("warn", "hot reload is off: " .. tostring(err)) end
   return w
 end
 
@@ -357,7 +351,7 @@ function commands.batch(opts, pos)
       -- the stream key only orders commands; a malformed line gets its own chain
       local req, derr = decode_object(text, "line " .. n)
       local key = req and type(req.aggregate) == "string" and type(req.id) == "string"
-        and (req.aggregate .. "#" .. req.id) or nil
+        and stream.of(req.aggregate, req.id) or nil
       local th = sched.spawn(command_thread, key and tails[key], req, derr, n)
       if key then tails[key] = th end
       if next_out <= n then pending[n] = th end
@@ -412,19 +406,10 @@ end
 
 local host = require "tide.projection.host"
 
--- Structured logs: one JSON object per line on stderr.
-local function json_log(level, message, fields)
-  local rec = { ts = os.time(), level = level, msg = tostring(message) }
-  for k, v in pairs(fields or {}) do
-    if rec[k] == nil and type(v) ~= "table" and type(v) ~= "function" and type(v) ~= "userdata" then
-      rec[k] = v
-    end
-  end
-  io.stderr:write(json(rec), "\n")
-end
-
-local function open_projections(name, opts)
-  local app, err = open_app(opts)
+-- The daemons (run, project) log JSON lines unless the configuration
+-- sets log.format.
+local function open_projections(name, opts, log_format)
+  local app, err = open_app(opts, log_format)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
     return nil
@@ -434,9 +419,9 @@ end
 
 -- `tide name NAME`: the app and the projection NAME -> app, projection |
 -- nil, exit status (the problem said on stderr).
-local function open_projection(name, opts, pos)
+local function open_projection(name, opts, pos, log_format)
   if #pos ~= 1 then return nil, fail_usage(name, "needs NAME") end
-  local app = open_projections(name, opts)
+  local app = open_projections(name, opts, log_format)
   if not app then return nil, M.EXIT.usage end
   local p, err = app.projections:get(pos[1])
   if not p then
@@ -448,19 +433,19 @@ end
 
 -- SIGTERM/SIGINT set flag.stop; returns the handle to stop (or nil when
 -- signals cannot be taken over, which is reported).
-local function stop_on_signals(flag)
+local function stop_on_signals(flag, log)
   local h, err = require("tide.signals").on_stop(function(name)
-    json_log("info", "SIG" .. name .. ": finishing the batch, then stopping")
+    log("info", "SIG" .. name .. ": finishing the batch, then stopping")
     flag.stop = true
   end)
-  if not h then json_log("warn", "signals are not handled: " .. tostring(err)) end
+  if not h then log("warn", "signals are not handled: " .. tostring(err)) end
   return h
 end
 
 function commands.project(opts, pos)
-  local app, p = open_projection("project", opts, pos)
+  local app, p = open_projection("project", opts, pos, "json")
   if not app then return p end
-  local runner = host.runner(app, p, { log = json_log })
+  local runner = host.runner(app, p, { log = app.log })
   local ok, err = runner:start()
   if not ok then
     io.stderr:write("tide project: ", tostring(err), "\n")
@@ -471,14 +456,14 @@ function commands.project(opts, pos)
     res, err = runner:run_until_caught_up{}
     if res == nil then
       io.stderr:write("tide project: ", tostring(err), "\n")
-      return (type(err) == "table" and err.kind == "handler_error") and M.EXIT.handler_error or M.EXIT.store
+      return terror.is(err, "handler_error") and M.EXIT.handler_error or M.EXIT.store
     end
     runner:stop()
     out(json{ ok = true, projection = p.name, handled = res.handled })
     return M.EXIT.ok
   end
   local flag = { stop = false }
-  local sig = stop_on_signals(flag)
+  local sig = stop_on_signals(flag, app.log)
   ok, err = runner:run(flag)
   if sig then sig:stop() end
   if ok == nil and err then
@@ -490,31 +475,32 @@ end
 
 function commands.run(opts, pos)
   if #pos > 0 then return fail_usage("run", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("run", opts)
+  local app = open_projections("run", opts, "json")
   if not app then return M.EXIT.usage end
+  local log = app.log
   local flag = { stop = false }
-  local sig = stop_on_signals(flag)
+  local sig = stop_on_signals(flag, log)
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
   local threads = {}
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
     if p then
-      local r = host.runner(app, p, { log = json_log, registry = app.projections })
+      local r = host.runner(app, p, { log = log, registry = app.projections })
       threads[#threads + 1] = sched.spawn(function()
         local ok, ierr = r:start()
         if not ok then
-          json_log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
+          log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
           return
         end
-        json_log("info", "projection started", { projection = name, store = app.cfg.store })
+        log("info", "projection started", { projection = name, store = app.cfg.store })
         r:run(flag)
-        json_log("info", "projection stopped", { projection = name })
+        log("info", "projection stopped", { projection = name })
       end)
     end
   end
   for name, err in pairs(app.projections.errors or {}) do
-    json_log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
   end
   for _, th in ipairs(threads) do sched.wait(th) end
   if watcher then watcher:stop() end
@@ -571,13 +557,13 @@ function commands.replay(opts, pos)
   local app, p = open_projection("replay", opts, pos)
   if not app then return p end
   local replay = require "tide.projection.replay"
-  local res, err = replay.run(app, p, { progress = function(done, total)
+  local res, err = replay.run(app, p, { log = app.log, progress = function(done, total)
     io.stderr:write(("tide replay %s: %d events applied%s\n"):format(p.name, done,
       total and (" of " .. total) or ""))
   end })
   if not res then
     io.stderr:write("tide replay: ", tostring(err), "\n")
-    return (type(err) == "table" and err.kind == "handler_error") and M.EXIT.handler_error or M.EXIT.store
+    return terror.is(err, "handler_error") and M.EXIT.handler_error or M.EXIT.store
   end
   out(json{ ok = true, projection = p.name, events = res.events, streams = res.streams })
   return M.EXIT.ok

@@ -5,10 +5,11 @@
 --   local cfg, err = config.from_table({ store = "sqlite" }, "test")
 --
 -- Both return a plain table with every default filled in, or nil and a
--- ConfigError: { type = "ConfigError", message = "tide.yaml:4: ...",
--- source =, line =, key = } whose tostring is the message. Wrong argument
--- types are programmer errors and raise.
+-- tide.error { kind = "invalid", type = "ConfigError", message =
+-- "tide.yaml:4: ...", source =, line =, key = } whose tostring is the
+-- message. Wrong argument types are programmer errors and raise.
 local core = require "tide.core"
+local terror = require "tide.error"
 
 local M = {}
 
@@ -63,20 +64,17 @@ M.schema = SCHEMA
 ------------------------------------------------------------------------
 -- Errors
 
-local ConfigError = {}
-ConfigError.__index = ConfigError
-ConfigError.__tostring = function(e) return e.message end
-ConfigError.__concat = function(a, b) return tostring(a) .. tostring(b) end
-
+-- A tide.error of kind "invalid", type "ConfigError", located in its file:
+-- tostring(err) (and `..`) give the message, which begins with "file:line:".
 local function config_error(source, line, key, msg)
   local where = line and (source .. ":" .. line) or source
-  return setmetatable({ type = "ConfigError", message = where .. ": " .. msg, source = source,
-                        line = line, key = key, retryable = false }, ConfigError)
+  return terror.new{ kind = "invalid", type = "ConfigError", message = where .. ": " .. msg, source = source,
+                     line = line, key = key, retryable = false }
 end
-M.ConfigError = ConfigError
+M.ConfigError = terror.Error
 
 function M.is_error(v)
-  return getmetatable(v) == ConfigError
+  return terror.is(v, "invalid") and v.type == "ConfigError"
 end
 
 ------------------------------------------------------------------------
@@ -292,6 +290,7 @@ local function check_level(ctx, t, level, prefix, out)
       local value, err = check_value(ctx, spec, path, v)
       if value == nil then return nil, err end
       out[k] = value
+      ctx.set[path] = true
     end
   end
   return true
@@ -315,8 +314,13 @@ local function defaults(ctx)
   return cfg
 end
 
+-- The key paths each configuration set itself (not a default), apart
+-- from the plain table config.load returns: cfg -> {["log.format"] = true, ...}.
+local set_by_document = setmetatable({}, { __mode = "k" })
+
 local function build(t, ctx)
   local cfg = defaults(ctx)
+  ctx.set = {}
   local ok, err = check_level(ctx, t, SCHEMA, "", cfg)
   if not ok then return nil, err end
   if cfg.store == "dynamodb" then
@@ -332,6 +336,7 @@ local function build(t, ctx)
     end
   end
   cfg.source = ctx.source
+  set_by_document[cfg] = ctx.set
   return cfg
 end
 
@@ -357,6 +362,13 @@ function M.from_table(t, source, opts)
     return nil, config_error(source, nil, nil, "the configuration must be a mapping of keys (got a list)")
   end
   return build(t, ctx)
+end
+
+-- config.is_set(cfg, "log.format") -> true when the configuration cfg was
+-- built from set that key itself, false when it holds the default.
+function M.is_set(cfg, path)
+  local set = set_by_document[cfg]
+  return set ~= nil and set[path] == true
 end
 
 local function read_file(path, named_by)

@@ -21,7 +21,11 @@
 --       fn(x) for every x of list (true | nil, err), batch_concurrency at
 --       a time
 --
--- Every operation returns its result table, or nil and an error object:
+-- Every operation returns its result table, or nil and a tide.error:
+--   err.kind       the transport's kind for a TransportError (connect,
+--                  timeout, ...); else "conflict" (a condition failed),
+--                  "invalid" (a request DynamoDB or tide refuses as such),
+--                  "store" (the service failed)
 --   err.type       AWS error type ("ConditionalCheckFailedException", ...),
 --                  or a tide type ("TransportError", "MalformedResponse",
 --                  "ItemTooLarge", "LimitExceeded", "InvalidValue", ...)
@@ -31,9 +35,12 @@
 --   err.ambiguous  true when an earlier attempt failed in transit, so a write
 --                  the service reports as failed may in fact have been applied
 --                  (a ConditionalCheckFailed after a dropped connection)
--- tostring(err) gives one line naming the operation, the table and the type.
+-- tostring(err) gives one line naming the operation, the table and the type
+-- ("DynamoDB GetItem on table 'orders': ValidationException: ...").
 
 local core = require "tide.core"
+local terror = require "tide.error"
+local clock = require "tide.clock"
 
 local M = {}
 
@@ -56,28 +63,24 @@ do
 end
 
 ------------------------------------------------------------------------
--- Errors
+-- Errors: tide.error, with the client's type as err.type and a kind
+-- derived from it (a TransportError keeps the transport's kind).
 
-local Error = {}
-Error.__index = Error
-
-function Error:__tostring()
-  local where = "DynamoDB " .. (self.op or "request")
-  if self.table then where = where .. " on table '" .. self.table .. "'" end
-  local s = where .. ": " .. tostring(self.type) .. ": " .. tostring(self.message)
-  if self.status and self.status > 0 then s = s .. " (HTTP " .. self.status .. ")" end
-  if self.attempts and self.attempts > 1 then s = s .. " after " .. self.attempts .. " attempts" end
-  return s
-end
+local KIND_OF_TYPE = {
+  ConditionalCheckFailedException = "conflict", TransactionCanceledException = "conflict",
+  TransactionConflictException = "conflict",
+  ConfigError = "invalid", CredentialsError = "invalid", InvalidValue = "invalid", ItemTooLarge = "invalid",
+  LimitExceeded = "invalid", ValidationException = "invalid", SerializationException = "invalid",
+  LuaError = "internal",
+}
 
 local function new_error(fields)
-  return setmetatable(fields, Error)
+  if fields.kind == nil then fields.kind = KIND_OF_TYPE[fields.type] or "store" end
+  if fields.message == nil then fields.message = fields.type end
+  return terror.new(fields)
 end
-M.Error = Error
-
-function M.is_error(v)
-  return getmetatable(v) == Error
-end
+M.Error = terror.Error
+M.is_error = terror.is
 
 ------------------------------------------------------------------------
 -- Endpoints and configuration
@@ -230,7 +233,7 @@ end
 local RESPONSE_HEADERS = { "x-amzn-requestid" }
 
 local JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
-local sign, os_time = core.sign, os.time
+local sign, wall_s = core.sign, clock.wall_s
 
 -- The headers core.sign signs besides its own, per X-Amz-Target: never
 -- changed once made, so shared by every request of that operation.
@@ -257,7 +260,7 @@ function Client:attempt(target, endpoint, body, op, tname, decode)
   -- the client; the headers signed are the same for every call of an op.
   local sign_req, sign_opts = self.sign_req, self.sign_opts
   sign_req.host, sign_req.headers, sign_req.body = endpoint.host, signed_headers(target), body
-  sign_opts.time = os_time()
+  sign_opts.time = wall_s()
   local signed = sign(sign_req, creds, sign_opts)
   sign_req.body = nil -- not kept alive by the client
   local headers = {

@@ -12,14 +12,18 @@ local M = {}
 
 M.version = require("tide.core").version
 
--- tide.open(opts) -> app | nil, err
+-- tide.open(opts) -> app | nil, err (a tide.error)
 --   opts.config: a path to a YAML file (or nil for the lookup order), or
 --   opts.cfg: an already loaded configuration table;
 --   opts.transport: the DynamoDB transport (default: the tide process's engine);
 --   opts.registry: an aggregate registry already loaded (nginx loads and
 --   checks it once in init_by_lua; default: loaded from cfg.aggregates);
---   opts.sleep, opts.clock_ms: the host's sleep and wall clock (nginx:
---   ngx.sleep, ngx.now); opts.log: function(level, message, fields).
+--   opts.sleep: the host's sleep (nginx: ngx.sleep); opts.clock_ms: a wall
+--   clock in ms (default tide.clock.wall_ms, the host's own);
+--   opts.log: a logger, function(level, message, fields) (default: a
+--   tide.log on stderr for cfg.log.level and cfg.log.format, with
+--   opts.log_format as the format when the configuration sets none).
+-- app.log is the logger, for the host's own lines.
 -- In the tide process (no opts.transport), it also sets the Lua
 -- collector's pause to cfg.lua.gc_pause; nginx's VM is left as it is.
 function M.open(opts)
@@ -42,15 +46,16 @@ function M.open(opts)
       max_connections = d.max_connections, ca_bundle = d.ca_bundle, verify_tls = d.verify_tls,
       gather_us = d.gather_us, transport = opts.transport,
     }
-    if not client then return nil, "dynamodb: " .. tostring(cerr) end
+    if not client then return nil, require("tide.error").wrap(cerr, "dynamodb") end
     store = require("tide.store.dynamodb").new{ client = client, table_prefix = d.table_prefix }
   else
     local s = cfg.sqlite
     local serr
     store, serr = require("tide.store.sqlite").new{ path = s.path, busy_timeout_ms = s.busy_timeout_ms,
                                                     synchronous = s.synchronous }
-    if not store then return nil, tostring(serr) end
+    if not store then return nil, serr end
   end
+  local log = opts.log or require("tide.log").from_config(cfg, { format = opts.log_format })
   local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates)
   local projections = opts.projections or require("tide.projection").registry(cfg.projections)
   local repository = require("tide.repository").new{
@@ -58,9 +63,10 @@ function M.open(opts)
     cache_bytes = cfg.cache and cfg.cache.max_bytes,
     max_attempts = cfg.commands and cfg.commands.max_attempts,
     snapshot_every = cfg.snapshots and cfg.snapshots.every,
-    sleep = opts.sleep, clock_ms = opts.clock_ms, log = opts.log,
+    sleep = opts.sleep, clock_ms = opts.clock_ms, log = log,
   }
-  return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository }
+  return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository,
+           log = log }
 end
 
 return M

@@ -34,8 +34,8 @@
 -- returns nil, err with the event and the traceback, and nothing of the
 -- batch is kept.
 local core = require "tide.core"
-local cjson = require "cjson.safe"
-local repository = require "tide.repository"
+local stream_mod = require "tide.stream"
+local terror = require "tide.error"
 local suggest = require("tide.suggest").closest_key
 
 local type, pairs, ipairs, tostring, setmetatable, error, xpcall =
@@ -53,26 +53,12 @@ local SEP = "\0"
 ------------------------------------------------------------------------
 -- Errors
 
-local Error = {}
-Error.__index = Error
-function Error:__tostring()
-  local parts = { "projection " .. tostring(self.projection or "?") }
-  if self.stream then
-    parts[#parts + 1] = "stream " .. self.stream
-      .. (self.version and (" version " .. tostring(self.version)) or "")
-      .. (self.event_type and (" (" .. self.event_type .. ")") or "")
-  end
-  if self.table then
-    parts[#parts + 1] = "table " .. self.table .. (self.key and (" key " .. tostring(self.key)) or "")
-  end
-  return table.concat(parts, ", ") .. ": " .. tostring(self.kind) .. ": " .. tostring(self.message)
-end
-M.Error = Error
+M.Error = terror.Error
 
 -- kind: "handler_error" (a handler, hook or prefetch raised or broke the
 -- contract), "invalid_event" (an event that cannot be decoded or upcast),
 -- "gap" (the reader could not fill a gap), "store" (a backend or reader
--- failure).
+-- failure); a tide.error naming the projection and the event.
 local function new_error(kind, message, fields)
   local e = fields or {}
   e.kind, e.message = kind, message
@@ -81,7 +67,7 @@ local function new_error(kind, message, fields)
     e.version = e.version or e.event.version
     e.event_type = e.event_type or e.event.type
   end
-  return setmetatable(e, Error)
+  return terror.new(e)
 end
 M.new_error = new_error
 
@@ -91,62 +77,13 @@ local StoreFail = {}
 StoreFail.__index = StoreFail
 
 ------------------------------------------------------------------------
--- Events
+-- Events: names and decoding are tide.stream's.
 
-local function split_stream(stream)
-  local agg, id = stream:match("^([^#]*)#(.*)$")
-  if not agg then return stream, "" end
-  return agg, id
-end
+local split_stream, upcast_stored = stream_mod.split, stream_mod.upcast
 M.split_stream = split_stream
 
--- Data decoded as stored, upcast by its aggregate's module when the
--- registry has one -> data | nil, message.
-local function upcast_stored(aggregates, agg_name, etype, data, meta)
-  local agg = aggregates and agg_name and aggregates:get(agg_name)
-  if not agg then return data end
-  return agg:upcast(etype, data, meta and meta.schema or 1)
-end
-
--- A stored row -> the projector's event shape.
---   row: {stream=, version=, type=, data=<AV JSON text | table>, meta=<JSON text | table>}
---        (position= is kept when present)
---   aggregates: an aggregate registry (optional): data is upcast by the
---   aggregate's module when it loads
--- Returns {stream=, aggregate=, id=, version=, type=, data=, meta=} or
--- nil, message.
-function M.decode(row, aggregates)
-  if type(row) ~= "table" or type(row.stream) ~= "string" or type(row.version) ~= "number"
-      or type(row.type) ~= "string" then
-    error("projector.decode: row must be a table with stream, version and type", 2)
-  end
-  local agg_name, id = row.aggregate, row.id
-  if agg_name == nil or id == nil then
-    local a, i = split_stream(row.stream)
-    agg_name, id = agg_name or a, id or i
-  end
-  local data, meta = row.data, row.meta
-  if type(data) == "string" or data == nil then
-    local agg
-    if aggregates then agg = aggregates:get(agg_name) or nil end
-    local decoded, dmeta = repository.decode_payload(agg, row.type, data or '{"M":{}}', meta)
-    if decoded == nil then return nil, dmeta end
-    data, meta = decoded, dmeta
-  else
-    if type(meta) == "string" then
-      meta = cjson.decode(meta)
-      if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
-    end
-    if row.as_stored then
-      local up, uerr = upcast_stored(aggregates, agg_name, row.type, data, meta)
-      if not up then return nil, uerr end
-      data = up
-    end
-  end
-  return { stream = row.stream, aggregate = agg_name, id = id,
-           version = row.version, type = row.type, data = data, meta = meta or {},
-           position = row.position }
-end
+-- A stored row -> the projector's event shape (tide.stream.decode).
+M.decode = stream_mod.decode
 
 -- A reader over a store with load(stream, after_version) (the event store
 -- interface of docs/data-model.md): reader(stream, after, before) -> the
@@ -489,7 +426,7 @@ function Projector:apply(events)
     local stream = e.stream
     if type(stream) ~= "string" then
       if type(e.aggregate) == "string" and type(e.id) == "string" then
-        stream = e.aggregate .. "#" .. e.id
+        stream = stream_mod.of(e.aggregate, e.id)
       else
         error(("projector:apply: events[%d] has no stream"):format(i), 2)
       end

@@ -33,7 +33,7 @@
 --                            reloads=, failures=, loaded_at= } },
 --     last_reload = { file=, name=, ok=, version=, error=, time= } or nil,
 --     reloads=, failures=, watching = { [path] = true|false }, started_at=,
---   }   -- times: wall clock, seconds since the epoch (os.time())
+--   }   -- times: wall clock, seconds since the epoch (tide.clock.wall_s())
 --
 -- If inotify cannot be set up, start returns nil, message: go on without
 -- hot reload. A folder that does not exist (yet) is reported through log
@@ -87,7 +87,7 @@ local MODULE = "^([%w_%-]+)%.lua$"
 local Watcher = {}
 Watcher.__index = Watcher
 
-local clock = os.time -- status times: seconds since the epoch
+local clock = require("tide.clock").wall_s -- status times: seconds since the epoch
 
 -- Splits a loader message into file, line and message (traceback dropped).
 local function parse_error(path, err)
@@ -344,7 +344,7 @@ function M.start(opts)
     debounce = opts.debounce or M.DEBOUNCE,
     log_fn = opts.log or function() end,
     status_file = opts.status_file,
-    started_at = os.time(),
+    started_at = clock(),
   }, Watcher)
   for i, d in ipairs(opts.dirs) do
     if type(d) ~= "table" or type(d.path) ~= "string" or type(d.registry) ~= "table"

@@ -16,46 +16,37 @@ local core = require "tide.core"
 local cjson = require "cjson.safe"
 local aggregate = require "tide.aggregate"
 local cache_mod = require "tide.cache"
+local clock = require "tide.clock"
+local stream_mod = require "tide.stream"
+local terror = require "tide.error"
 
 local M = {}
 
 M.RECENT_COMMANDS = 128
 M.MAX_EVENTS = 100 -- one TransactWriteItems
 
-local Error = {}
-Error.__index = Error
-function Error:__tostring()
-  local where = self.stream or self.aggregate or "tide"
-  if self.command then where = where .. " " .. self.command end
-  return where .. ": " .. self.kind .. ": " .. tostring(self.message)
-end
-M.Error = Error
+M.Error = terror.Error
 
+-- A tide.error of the repository: kind (see execute), message, and the
+-- stream, command and aggregate; its type is its cause's, when it has one.
 local function new_error(kind, message, fields)
   local e = fields or {}
   e.kind, e.message = kind, message
-  return setmetatable(e, Error)
+  return terror.new(e)
 end
 
 local Repository = {}
 Repository.__index = Repository
 
--- The host's defaults, looked up once per repository (not per command):
--- in the tide process, tide.sched's sleep (only inside its scheduler) and
--- the engine's wall clock; elsewhere no sleep and os.time's seconds (nginx
--- passes ngx.sleep and ngx.now).
+-- The host's sleep, looked up once per repository (not per command): in
+-- the tide process, tide.sched's sleep (only inside its scheduler);
+-- elsewhere none (nginx passes ngx.sleep).
 local function default_sleep()
   local ok, sched = pcall(require, "tide.sched")
   if not ok then return function() end end
   return function(seconds)
     if sched.running() then sched.sleep(seconds) end
   end
-end
-
-local function default_clock_ms()
-  local ok, engine = pcall(require, "tide.engine")
-  if ok and engine.wall_ms then return engine.wall_ms end
-  return function() return os.time() * 1000 end
 end
 
 -- repository.new{store=, registry=, cache_bytes=, max_attempts=,
@@ -71,15 +62,13 @@ function M.new(opts)
     max_attempts = opts.max_attempts or 10,
     snapshot_every = opts.snapshot_every or 100,
     sleep = opts.sleep or default_sleep(),
-    clock_ms = opts.clock_ms or default_clock_ms(),
+    clock_ms = opts.clock_ms or clock.wall_ms,
     log = opts.log or function() end,
     stats = { commands = 0, conflicts = 0, loads = 0, snapshots = 0, duplicates = 0 },
   }, Repository)
 end
 
-local function stream_of(name, id)
-  return name .. "#" .. id
-end
+local stream_of = stream_mod.of
 M.stream_of = stream_of
 
 local function check_id(id)
@@ -100,28 +89,8 @@ local function encode_data(event)
   return core.encode_value(data)
 end
 
--- Stored data and meta text (or meta already decoded) -> data, meta (data
--- upcast by agg when given) | nil, message.
-local function decode_payload(agg, etype, data_text, meta_text)
-  local data, err = core.decode_value(data_text)
-  if data == nil then return nil, "event data is not valid: " .. tostring(err) end
-  local meta = meta_text or {}
-  if type(meta) == "string" then meta = cjson.decode(meta) end
-  if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
-  if agg then
-    local up, uerr = agg:upcast(etype, data, meta.schema or 1)
-    if not up then return nil, uerr end
-    data = up
-  end
-  return data, meta
-end
-M.decode_payload = decode_payload
-
-local function decode_event(agg, stored)
-  local data, meta = decode_payload(agg, stored.type, stored.data, stored.meta)
-  if data == nil then return nil, meta end
-  return { version = stored.version, type = stored.type, data = data, meta = meta }
-end
+local decode_event = stream_mod.decode_event
+M.decode_payload = stream_mod.decode_payload
 M.decode_event = decode_event
 
 local function flat_event(ev)

@@ -56,7 +56,7 @@ local floor, ceil, huge = math.floor, math.ceil, math.huge
 
 local M = {}
 
-local now = engine_mod.now
+local now = require("tide.clock").mono
 M.now = now
 
 -- Options for the engine of the next sched.run (and on_error).

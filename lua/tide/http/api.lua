@@ -66,10 +66,9 @@ function M.repository_error(err)
   if type(err) ~= "table" then
     return 500, M.error_body("internal", tostring(err))
   end
-  local extra = { stream = err.stream, command = err.command }
-  if type(err.cause) == "table" and err.cause.type then extra.type = err.cause.type end
   local kind = err.kind or "store"
-  return M.status_of(kind), M.error_body(kind, err.message or tostring(err), extra)
+  return M.status_of(kind), M.error_body(kind, err.message or tostring(err),
+                                         { stream = err.stream, command = err.command, type = err.type })
 end
 
 -- A command's result, exactly as `tide exec` prints it.

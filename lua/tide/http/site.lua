@@ -16,6 +16,8 @@
 -- through tide.http.api.
 local api = require "tide.http.api"
 local core = require "tide.core"
+local terror = require "tide.error"
+local tlog = require "tide.log"
 
 local ngx = ngx
 
@@ -24,14 +26,9 @@ local M = {}
 local conf  -- set by init (master): {cfg=, registry=, routes=, models=}
 local app   -- set by init_worker: what tide.http.api.handle needs
 
-local LEVELS = { debug = ngx.DEBUG, info = ngx.INFO, warn = ngx.WARN, error = ngx.ERR }
-
-local function log(level, message, fields)
-  local parts = {}
-  for k, v in pairs(fields or {}) do parts[#parts + 1] = k .. "=" .. tostring(v) end
-  table.sort(parts)
-  ngx.log(LEVELS[level] or ngx.NOTICE, "tide: ", message, #parts > 0 and (" (" .. table.concat(parts, " ") .. ")") or "")
-end
+-- tide.log into nginx's error log; init_worker sets it from the
+-- configuration's log.level and log.format.
+local log = tlog.new{ sink = tlog.ngx }
 
 -- Read models: wired when a projection backend for the store exists
 -- (lua/tide/projection/<store>.lua, docs/projections.md).
@@ -94,6 +91,7 @@ function M.init_worker()
     return
   end
   local cfg = conf.cfg
+  log = tlog.from_config(cfg, { sink = tlog.ngx })
   -- workers fork from one master: give each its own jitter
   math.randomseed(tonumber(core.random_hex(4), 16))
   local aggregates = {}
@@ -118,7 +116,6 @@ function M.init_worker()
     cfg = cfg, registry = conf.registry, projections = conf.proj and conf.proj.registry,
     transport = transport, log = log,
     sleep = ngx.sleep,
-    clock_ms = function() return math.floor(ngx.now() * 1000) end,
   }
   if not opened then
     app.unavailable = "the " .. cfg.store .. " store cannot be opened: " .. tostring(err)
@@ -149,10 +146,14 @@ function M.init_worker()
           local names = {}
           for m in pairs(models) do names[#names + 1] = m end
           table.sort(names)
-          return nil, { kind = "invalid", message = ("unknown read model '%s'; the projections write: %s")
+          return nil, terror.new{ kind = "invalid", message = ("unknown read model '%s'; the projections write: %s")
             :format(model, #names > 0 and table.concat(names, ", ") or "no read models") }
         end
         local item, rerr = backend:read_item(model, key)
+        if item == nil then
+          return nil, terror.new{ kind = "store", message = "reading " .. model .. " failed: " .. tostring(rerr),
+                                  cause = rerr }
+        end
         if type(item) == "table" then
           -- the projector's guards are not part of the read model
           item._tide, item._rev = nil, nil

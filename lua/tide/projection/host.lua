@@ -1,6 +1,8 @@
 -- tide.projection.host: the store-specific pieces of projections, chosen
 -- from an app (tide.open): the read-model backend and the runner. Used by
 -- the CLI (run, project, read, status, replay) and the nginx host (reads).
+local terror = require "tide.error"
+
 local M = {}
 
 local function is_dynamodb(app)
@@ -64,12 +66,12 @@ end
 -- host.read(app, model, key) -> item | false | nil, err
 function M.read(app, model, key)
   local p, err = M.find_model(app, model)
-  if not p then return nil, { kind = "invalid", message = err } end
+  if not p then return nil, terror.new{ kind = "invalid", message = err } end
   local backend = M.backend(app)
   -- the DynamoDB backend learns a projection's tables (names, keys) here
   if backend.register then backend:register(p) end
   local item, rerr = backend:read_item(model, key)
-  if item == nil then return nil, { kind = "store", message = tostring(rerr) } end
+  if item == nil then return nil, terror.new{ kind = "store", message = tostring(rerr), cause = rerr } end
   if item then
     item._tide, item._rev = nil, nil
   end

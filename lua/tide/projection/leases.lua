@@ -27,11 +27,12 @@
 --   leases:record_error(lease, msg)    -> true | nil, err
 --   leases:reset()                     -> true | nil, err  (replay: every lease back to TRIM_HORIZON)
 -- A lease is a plain table {projection=, shard=, owner=, counter=, expires=,
--- checkpoint=, parent=, error=}. Errors: `nil, err` with err.type
--- ("LeaseLost", or the client's AWS type), err.projection, err.shard,
--- err.table, and a __tostring naming them.
+-- checkpoint=, parent=, error=}. Errors: `nil, err`, a tide.error with
+-- err.type ("LeaseLost", kind "conflict"; or the client's AWS type and
+-- kind), err.projection, err.shard, err.table.
 
-local ffi = require "ffi"
+local terror = require "tide.error"
+local clock = require "tide.clock"
 
 local M = {}
 
@@ -39,22 +40,13 @@ M.SHARD_END = "SHARD_END"
 M.REBUILD_NEEDED = "rebuild needed"
 
 ------------------------------------------------------------------------
--- Errors (shared by the projection's DynamoDB modules)
+-- Errors (shared by the projection's DynamoDB modules): tide.error with
+-- the projection, the shard and the lease table as context.
 
-local Error = {}
-Error.__index = Error
-function Error:__tostring()
-  local s = "tide projection"
-  if self.projection then s = s .. " '" .. self.projection .. "'" end
-  s = s .. ": " .. tostring(self.type)
-  if self.shard then s = s .. " on shard " .. self.shard end
-  if self.table then s = s .. " (table '" .. self.table .. "')" end
-  s = s .. ": " .. tostring(self.message)
-  local c = self.cause
-  if type(c) == "table" and c.type and c.type ~= self.type then s = s .. " [" .. tostring(c.type) .. "]" end
-  return s
-end
-M.Error = Error
+M.Error = terror.Error
+
+-- The kinds of the types these modules make themselves.
+local KIND_OF_TYPE = { LeaseLost = "conflict", Conflict = "conflict", LuaError = "internal" }
 
 -- M.error(type, message, fields) -> err (fields: projection, shard, table, cause, ...)
 function M.error(etype, message, fields)
@@ -62,34 +54,23 @@ function M.error(etype, message, fields)
   for k, v in pairs(fields or {}) do e[k] = v end
   e.type, e.message = etype, message
   if type(e.cause) == "table" and e.retryable == nil then e.retryable = e.cause.retryable end
-  return setmetatable(e, Error)
+  if e.kind == nil then
+    e.kind = KIND_OF_TYPE[etype] or (type(e.cause) == "table" and e.cause.kind) or "store"
+  end
+  return terror.new(e)
 end
 
 -- A client error, passed through with its type and our context.
 function M.wrap(cause, what, fields)
   local f = {}
   for k, v in pairs(fields or {}) do f[k] = v end
-  f.cause = cause
   f.table = f.table or (type(cause) == "table" and cause.table) or nil
-  local msg = type(cause) == "table" and (cause.message or tostring(cause)) or tostring(cause)
-  if what then msg = what .. ": " .. tostring(msg) end
-  return M.error(type(cause) == "table" and cause.type or "Error", msg, f)
+  f.type = type(cause) == "table" and cause.type or "Error"
+  return terror.wrap(cause, what, f)
 end
 
-------------------------------------------------------------------------
--- Wall clock in milliseconds: leases are compared across machines.
-
-if not pcall(ffi.typeof, "struct tide_lease_timeval") then
-  ffi.cdef [[
-    struct tide_lease_timeval { long tv_sec; long tv_usec; };
-    int gettimeofday(struct tide_lease_timeval *tv, void *tz);
-  ]]
-end
-local tv = ffi.new("struct tide_lease_timeval")
-function M.wall_ms()
-  ffi.C.gettimeofday(tv, nil)
-  return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
-end
+-- Wall-clock milliseconds: leases are compared across machines.
+M.wall_ms = clock.wall_ms
 
 ------------------------------------------------------------------------
 

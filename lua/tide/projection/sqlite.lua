@@ -26,15 +26,17 @@
 --     lease_until and updated: milliseconds since the epoch, by SQLite's
 --     clock (one clock for every process on the machine)
 --
--- Errors: {type=, message=, projection=, table=, key=, retryable=} with a
--- __tostring; type "Conflict" (a conditional item changed: reset the
+-- Errors: tide.errors {kind=, type=, message=, projection=, table=, key=,
+-- retryable=}; type "Conflict" (a conditional item changed: reset the
 -- projector and apply the batch again), "LeaseLost" (another owner holds
--- the projection now: stop), "InvalidItem" (an item that cannot be
--- encoded), "Busy", "StoreError".
+-- the projection now: stop), both of kind "conflict"; "InvalidItem" (an
+-- item that cannot be encoded; kind "invalid"); "Busy", "StoreError"
+-- (kind "store").
 --
 -- write runs BEGIN IMMEDIATE .. COMMIT without yielding, so it never
 -- interleaves with the store's group commit on the same connection.
 local core = require "tide.core"
+local terror = require "tide.error"
 
 local type, ipairs, pairs, tostring, setmetatable, error = type, ipairs, pairs, tostring, setmetatable, error
 local encode_value, decode_value = core.encode_value, core.decode_value
@@ -88,21 +90,16 @@ M.SQL = SQL
 
 -- ---- errors ----------------------------------------------------------------
 
-local Error = {}
-Error.__index = Error
-function Error:__tostring()
-  local where = "projection " .. tostring(self.projection or "?")
-  if self.table then where = where .. ", table " .. self.table .. (self.key and (" key " .. self.key) or "") end
-  if self.stream then where = where .. ", stream " .. self.stream end
-  return where .. ": " .. tostring(self.type) .. ": " .. tostring(self.message)
-end
-M.Error = Error
+M.Error = terror.Error
 
-local function new_error(kind, message, fields)
+local KIND_OF_TYPE = { Conflict = "conflict", LeaseLost = "conflict", InvalidItem = "invalid" }
+
+local function new_error(etype, message, fields)
   local e = fields or {}
-  e.type, e.message = kind, message
-  e.retryable = kind == "Busy" or kind == "Conflict"
-  return setmetatable(e, Error)
+  e.type, e.message = etype, message
+  e.kind = KIND_OF_TYPE[etype] or "store"
+  e.retryable = etype == "Busy" or etype == "Conflict"
+  return terror.new(e)
 end
 M.new_error = new_error
 

@@ -17,8 +17,9 @@
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
 --   store:close()
 --
--- Errors are `nil, err`, err = {type=, message=, stream=, table=, cause=}
--- with a __tostring naming the stream, the table and the AWS error type.
+-- Errors are `nil, err`, a tide.error {kind=, type=, message=, stream=,
+-- table=, cause=} whose tostring names the stream, the table and the AWS
+-- error type.
 -- err.type is the store's own ("Conflict", "TooManyEvents", "EventTooLarge",
 -- "AppendTooLarge", "SnapshotTooLarge", "InvalidValue") or, for any other
 -- failure, the client's error type ("TransportError",
@@ -29,6 +30,7 @@
 -- the store (in the tide process, a sched thread) and never closed here.
 
 local core = require "tide.core"
+local terror = require "tide.error"
 
 local limits = core.limits
 local type, tostring, tonumber, setmetatable, getmetatable, ipairs, error =
@@ -43,39 +45,25 @@ M.MAX_EVENTS = limits.transact_items
 ------------------------------------------------------------------------
 -- Errors
 
-local StoreError = {}
-StoreError.__index = StoreError
+M.Error = terror.Error
+M.is_error = terror.is
 
-function StoreError:__tostring()
-  local s = "tide store (DynamoDB): " .. tostring(self.type)
-  if self.stream then s = s .. " on stream '" .. self.stream .. "'" end
-  if self.table then s = s .. " (table '" .. self.table .. "')" end
-  s = s .. ": " .. tostring(self.message)
-  local c = self.cause
-  if type(c) == "table" and c.type and c.type ~= self.type then
-    s = s .. " [" .. tostring(c.type) .. "]"
-  end
-  return s
-end
-M.Error = StoreError
-
-function M.is_error(v)
-  return getmetatable(v) == StoreError
-end
+-- The kinds of the store's own types.
+local KIND_OF_TYPE = {
+  Conflict = "conflict", TooManyEvents = "invalid", EventTooLarge = "invalid", AppendTooLarge = "invalid",
+  SnapshotTooLarge = "invalid", InvalidValue = "invalid",
+}
 
 local function new_error(etype, message, stream, tname, cause)
-  return setmetatable({ type = etype, message = message, stream = stream, table = tname,
-                        cause = cause,
-                        retryable = type(cause) == "table" and cause.retryable or nil },
-                      StoreError)
+  return terror.new{ kind = KIND_OF_TYPE[etype] or (type(cause) == "table" and cause.kind) or "store",
+                     type = etype, message = message, stream = stream, table = tname, cause = cause,
+                     retryable = type(cause) == "table" and cause.retryable or nil }
 end
 
 -- A client error passed through: its type, its message, our stream.
 local function wrap(cause, stream, tname, what)
-  local msg = type(cause) == "table" and cause.message or tostring(cause)
-  if what then msg = what .. ": " .. tostring(msg) end
-  local etype = type(cause) == "table" and cause.type or "StoreError"
-  return new_error(etype, msg, stream, tname or (type(cause) == "table" and cause.table) or nil, cause)
+  return terror.wrap(cause, what, { type = type(cause) == "table" and cause.type or "StoreError", stream = stream,
+                                    table = tname or (type(cause) == "table" and cause.table) or nil })
 end
 
 ------------------------------------------------------------------------

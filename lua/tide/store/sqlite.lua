@@ -19,10 +19,10 @@
 --     appends written, write transactions begun, appends that failed with a
 --     Conflict, the most appends one transaction carried
 --
--- Errors are tables {type=, message=, stream=, retryable=, code=} with a
--- __tostring; type is "Conflict" (the stream is not at expected_version:
--- reload and retry the command; err.current_version says where it is, when
--- known), "Busy" (another process held the write lock beyond
+-- Errors are tide.errors {kind=, type=, message=, stream=, retryable=, code=}
+-- (kind "conflict" for a Conflict, else "store"); type is "Conflict" (the
+-- stream is not at expected_version: reload and retry the command;
+-- err.current_version says where it is, when known), "Busy" (another process held the write lock beyond
 -- busy_timeout_ms: retryable as is) or "StoreError" (anything else: I/O, a
 -- file that is not a tide store). Wrong argument types raise.
 --
@@ -44,6 +44,7 @@
 -- Blocking: SQLite calls are synchronous. A writer that waits for another
 -- process's lock blocks its whole process (up to busy_timeout_ms).
 local sqlite = require "tide.sqlite"
+local terror = require "tide.error"
 
 local type, error, tostring, setmetatable, pcall, floor =
   type, error, tostring, setmetatable, pcall, math.floor
@@ -55,28 +56,20 @@ local DEFAULT_READ_LIMIT = 1000
 
 -- ---- errors ----------------------------------------------------------------
 
-local Error = {}
-Error.__index = Error
-Error.__tostring = function(e)
-  if e.stream then
-    return e.type .. ": " .. tostring(e.message) .. " (stream " .. e.stream .. ")"
-  end
-  return e.type .. ": " .. tostring(e.message)
-end
-M.Error = Error
+M.Error = terror.Error
 
 -- retryable: the same append may simply be retried (Busy); a Conflict
 -- needs a reload first, a StoreError a person.
-local function new_error(kind, message, stream, code)
-  return setmetatable({ type = kind, message = message, stream = stream, code = code,
-    retryable = kind == "Busy" }, Error)
+local function new_error(etype, message, stream, code)
+  return terror.new{ kind = etype == "Conflict" and "conflict" or "store", type = etype, message = message,
+                     stream = stream, code = code, retryable = etype == "Busy" }
 end
 M.new_error = new_error
 
 -- The binding's error (or a string) as a store error of stream.
 local function wrap(err, stream)
   if type(err) == "table" then
-    return new_error(err.type or "StoreError", err.message, stream, err.code)
+    return new_error(err.type or "StoreError", err.message or tostring(err), stream, err.code)
   end
   return new_error("StoreError", tostring(err), stream)
 end

@@ -1,20 +1,18 @@
 -- tide.transport.error: the error every transport returns for a request
--- that got no usable response: {kind=, message=, retryable=} with a
--- __tostring. Kinds: connect, resolve, reset, timeout, truncated, send
--- (retryable), url, tls (configuration: not retryable), other.
+-- that got no usable response: a tide.error whose kind says what happened
+-- (no type: the kind says it all), so tostring(err) = "kind: message".
+-- Kinds: connect, resolve, reset, timeout, truncated, send (retryable),
+-- url, tls (configuration: not retryable), other.
+local terror = require "tide.error"
+
 local M = {}
 
 local NOT_RETRYABLE = { url = true, tls = true }
 
-local Error = {}
-Error.__index = Error
-Error.__tostring = function(e)
-  return tostring(e.kind) .. ": " .. tostring(e.message)
-end
-M.Error = Error
+M.Error = terror.Error
 
 function M.new(kind, message)
-  return setmetatable({ kind = kind, message = message, retryable = not NOT_RETRYABLE[kind] }, Error)
+  return terror.new{ kind = kind, message = message, retryable = not NOT_RETRYABLE[kind] }
 end
 
 return M

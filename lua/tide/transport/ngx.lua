@@ -16,7 +16,7 @@
 --   -- (req.response_headers, which the engine transport honours, is
 --   -- ignored: every header comes back)
 --   -- err  = {kind=, message=, retryable=}  (tostring(err) = "kind: message")
---   t.sleep(s) = ngx.sleep, t.spawn/t.wait = ngx.thread.spawn/wait, t.now = ngx.now
+--   t.sleep(s) = ngx.sleep, t.spawn/t.wait = ngx.thread.spawn/wait, t.now = tide.clock's monotonic seconds
 --
 -- HTTP statuses are not errors: DynamoDB's 400 or 500 comes back as resp.
 -- A failure to get a response is answered by nginx itself (502/504 from the
@@ -131,6 +131,6 @@ end
 Transport.sleep = function(s) return ngx.sleep(s) end
 Transport.spawn = function(...) return ngx.thread.spawn(...) end
 Transport.wait = function(...) return ngx.thread.wait(...) end
-Transport.now = function() return ngx.now() end
+Transport.now = require("tide.clock").mono
 
 return M

@@ -48,6 +48,7 @@ local core = require "tide.core"
 local projector_mod = require "tide.projector"
 local backend_mod = require "tide.projection.sqlite"
 local runner = require "tide.projection.runner"
+local terror = require "tide.error"
 
 local type, tostring, setmetatable, error, math_min = type, tostring, setmetatable, error, math.min
 
@@ -56,18 +57,7 @@ local M = {}
 local Runner = {}
 Runner.__index = Runner
 
-local Error = {}
-Error.__index = Error
-function Error:__tostring()
-  return "projection " .. tostring(self.projection) .. ": " .. tostring(self.type) .. ": " .. tostring(self.message)
-end
-
-local function default_log(level, message, fields)
-  if level == "error" or level == "warn" then
-    io.stderr:write("tide projection ", tostring(fields and fields.projection or ""), ": ", level, ": ",
-      tostring(message), "\n")
-  end
-end
+local default_log = require("tide.log").default
 
 local function sleep(seconds)
   local ok, sched = pcall(require, "tide.sched")
@@ -117,7 +107,7 @@ end
 function Runner:current_projection()
   if not self.registry then return true end
   local p, err = self.registry:get(self.name)
-  if not p then return nil, setmetatable({ type = "Removed", projection = self.name, message = err }, Error) end
+  if not p then return nil, terror.new{ kind = "invalid", type = "Removed", projection = self.name, message = err } end
   if p.version ~= self.projection.version then
     local ok, ierr = self.backend:init(p)
     if not ok then return nil, ierr end
@@ -144,9 +134,9 @@ function Runner:acquire()
   if got == nil then return nil, cp end
   if not got then
     self.held = false
-    return nil, setmetatable({ type = "LeaseHeld", projection = self.name, holder = cp.owner,
+    return nil, terror.new{ kind = "conflict", type = "LeaseHeld", projection = self.name, holder = cp.owner,
       lease_until = cp.lease_until, retryable = true,
-      message = ("owner %s holds the lease for %d ms more"):format(tostring(cp.owner), cp.lease_until - cp.now) }, Error)
+      message = ("owner %s holds the lease for %d ms more"):format(tostring(cp.owner), cp.lease_until - cp.now) }
   end
   if not self.held then
     local row, cerr = self.backend:checkpoint(self.name)
@@ -279,7 +269,7 @@ function Runner:run(stop, opts)
   self.running = false
   self:release()
   if not ok then
-    err = setmetatable({ type = "LuaError", projection = self.name, message = tostring(err) }, Error)
+    err = terror.new{ kind = "internal", type = "LuaError", projection = self.name, message = tostring(err) }
     self.log("error", tostring(err), { projection = self.name, error = err })
     return nil, err
   end

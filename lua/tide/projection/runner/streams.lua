@@ -37,6 +37,8 @@
 local core = require "tide.core"
 local runner = require "tide.projection.runner"
 local leases_mod = require "tide.projection.leases"
+local stream_mod = require "tide.stream"
+local terror = require "tide.error"
 local shards = require "tide.projection.shards"
 local ffi = require "ffi"
 
@@ -60,11 +62,7 @@ local function default_owner()
 end
 M.default_owner = default_owner
 
-local function default_log(level, msg)
-  if level ~= "debug" and level ~= "info" then
-    io.stderr:write("tide projection [", level, "] ", tostring(msg), "\n")
-  end
-end
+local default_log = require("tide.log").default
 
 ------------------------------------------------------------------------
 -- Records -> events, and the gap-filling reader
@@ -88,7 +86,7 @@ end
 function M.reader(client, events_table)
   return function(stream, after, before)
     local out = {}
-    local aggregate, id = stream:match("^([^#]*)#(.*)$")
+    local aggregate, id = stream_mod.split(stream)
     local first, last = after + 1, before and (before - 1) or 2 ^ 53
     if last < first then return out end
     for page, err in client:query_pages{
@@ -103,7 +101,7 @@ function M.reader(client, events_table)
                                     { table = events_table })
       end
       for _, item in ipairs(page.Items or {}) do
-        out[#out + 1] = { stream = stream, aggregate = aggregate or stream, id = id or "",
+        out[#out + 1] = { stream = stream, aggregate = aggregate, id = id,
                           version = num(item.version), type = item.type, data = item.data, meta = item.meta }
       end
     end
@@ -250,7 +248,7 @@ function Runner:process(st, batch)
     if halted(self, st) or (self.stopping and st.failures > 0) then return false end
     local ok, plan, aerr = xpcall(st.projector.apply, debug.traceback, st.projector, events)
     if not ok then
-      plan, aerr = nil, { kind = "lua_error", message = tostring(plan) }
+      plan, aerr = nil, terror.new{ kind = "internal", type = "LuaError", message = tostring(plan) }
     end
     if plan then
       local wok, werr = self.backend:write(self.name, plan)

@@ -1,0 +1,52 @@
+-- tide.clock: the one way tide's Lua library reads time.
+--
+--   clock.wall_ms() -> integer milliseconds since the epoch: what other
+--                      machines can compare (event timestamps, lease expiry)
+--   clock.wall_s()  -> integer seconds since the epoch (SigV4 dates, log lines)
+--   clock.mono()    -> monotonic seconds, a float: durations and deadlines
+--                      (the scheduler's timers, timeouts); never jumps
+--   clock.mono_ms() -> monotonic milliseconds, an integer
+--
+-- The source is the host's, chosen once when the module loads:
+--   nginx         ngx.now and ngx.time (the worker's cached time, updated
+--                 each turn of nginx's loop), and resty.core's
+--                 monotonic_msec (falls back to ngx.now without it)
+--   tide process  tide.engine's wall_ms and now (CLOCK_REALTIME and
+--                 CLOCK_MONOTONIC, read by C on each call)
+--   elsewhere     os.time (whole seconds) for both
+-- Modules that take a clock in their options (clock_ms=) default to these.
+local floor = math.floor
+
+local M = {}
+
+local ngx = rawget(_G, "ngx")
+
+if type(ngx) == "table" and type(ngx.now) == "function" then
+  local now, time = ngx.now, ngx.time
+  M.wall_ms = function() return floor(now() * 1000) end
+  M.wall_s = time
+  local ok, rtime = pcall(require, "resty.core.time")
+  if ok and type(rtime) == "table" and rtime.monotonic_msec then
+    local msec = rtime.monotonic_msec
+    M.mono_ms = msec
+    M.mono = function() return msec() / 1000 end
+  else
+    M.mono_ms = M.wall_ms
+    M.mono = now
+  end
+else
+  local ok, engine = pcall(require, "tide.engine")
+  if ok and type(engine) == "table" and engine.wall_ms and engine.now then
+    local now = engine.now
+    M.wall_ms = engine.wall_ms
+    M.mono = now
+    M.mono_ms = function() return floor(now() * 1000) end
+  else
+    M.wall_ms = function() return os.time() * 1000 end
+    M.mono = os.time
+    M.mono_ms = M.wall_ms
+  end
+  M.wall_s = os.time
+end
+
+return M
