@@ -33,8 +33,8 @@ local core = require "tide.core"
 local terror = require "tide.error"
 
 local limits = core.limits
-local type, tostring, tonumber, setmetatable, getmetatable, ipairs, error =
-  type, tostring, tonumber, setmetatable, getmetatable, ipairs, error
+local type, tostring, tonumber, setmetatable, ipairs, error =
+  type, tostring, tonumber, setmetatable, ipairs, error
 local floor, format = math.floor, string.format
 
 local M = {}
