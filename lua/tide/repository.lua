@@ -103,32 +103,38 @@ end
 ------------------------------------------------------------------------
 -- Records: the state of a stream with its version and recent command ids.
 
--- rec.order is a ring of the last RECENT_COMMANDS ids (rec.order_next: the
--- slot the next one takes, where the oldest is), rec.commands maps each to
--- the {first, last} versions of its events.
+-- A record remembers the ids of at least its last RECENT_COMMANDS commands
+-- (up to twice that) in two generations, each a map id -> {first, last}
+-- (the versions of its events) and the ids in the order they came: when
+-- the newer one is full it becomes the older and the oldest is dropped
+-- whole. No id is ever removed one by one (a hash table that loses a key
+-- per command rehashes often: a tenth of a command's CPU).
+local function command_span(rec, id)
+  return rec.commands[id] or (rec.older and rec.older[id])
+end
+
 local function remember_command(rec, id, first, last)
   if not id then return end
-  local c = rec.commands[id]
+  local c = command_span(rec, id)
   if c then
     c[1], c[2] = math.min(c[1], first), math.max(c[2], last)
     return
   end
-  local pos = rec.order_next or 1
-  local evicted = rec.order[pos]
-  if evicted then rec.commands[evicted] = nil end
-  rec.order[pos] = id
-  rec.order_next = pos % M.RECENT_COMMANDS + 1
+  local order = rec.order
+  if #order >= M.RECENT_COMMANDS then
+    rec.older, rec.older_order = rec.commands, order
+    order = {}
+    rec.commands, rec.order = {}, order
+  end
+  order[#order + 1] = id
   rec.commands[id] = { first, last }
 end
 
--- The remembered ids, oldest first.
+-- The last RECENT_COMMANDS remembered ids, oldest first.
 local function recent_commands(rec)
-  local ids, ring, n = {}, rec.order, M.RECENT_COMMANDS
-  local start = rec.order_next or 1
-  for i = 0, n - 1 do
-    local id = ring[(start - 1 + i) % n + 1]
-    if id then ids[#ids + 1] = id end
-  end
+  local ids, older, order = {}, rec.older_order or {}, rec.order
+  for i = math.max(1, #older + #order - M.RECENT_COMMANDS + 1), #older do ids[#ids + 1] = older[i] end
+  for i = math.max(1, #order - M.RECENT_COMMANDS + 1), #order do ids[#ids + 1] = order[i] end
   return ids
 end
 
@@ -191,7 +197,7 @@ function Repository:record(agg, stream)
   rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
   rec.module_version = agg.version
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * #rec.order)
+  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
   return rec
 end
 
@@ -232,7 +238,7 @@ function Repository:maybe_snapshot(agg, stream, old_version, rec)
   end
   local cmds = {}
   for _, id in ipairs(recent_commands(rec)) do
-    local c = rec.commands[id]
+    local c = command_span(rec, id)
     cmds[#cmds + 1] = { id, c[1], c[2] }
   end
   local meta = core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version,
@@ -284,7 +290,7 @@ function Repository:execute(name, id, command, opts)
       lerr.command = ctype
       return nil, lerr
     end
-    local span = rec.commands[command_id]
+    local span = command_span(rec, command_id)
     if span then
       self.stats.duplicates = self.stats.duplicates + 1
       return self:original_result(agg, stream, span)
@@ -339,9 +345,9 @@ function Repository:execute(name, id, command, opts)
       -- them per command was a tenth of a command's CPU); a command still
       -- deciding on the old record then sees ids it could only skip.
       local new = { version = last, state = state, commands = rec.commands, order = rec.order,
-                    order_next = rec.order_next, module_version = agg.version }
+                    older = rec.older, older_order = rec.older_order, module_version = agg.version }
       remember_command(new, command_id, old + 1, last)
-      self.cache:put(stream, new, cache_mod.estimate(state) + 64 * #new.order)
+      self.cache:put(stream, new, cache_mod.estimate(state) + 64 * (#new.order + #(new.older_order or {})))
       self:maybe_snapshot(agg, stream, old, new)
       return result_of(stream, last, out, false)
     end
@@ -372,7 +378,7 @@ function Repository:state(name, id)
   local rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
   rec.module_version = agg.version
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * #rec.order)
+  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
   return { state = rec.state, version = rec.version, stream = stream }
 end
 
