@@ -162,38 +162,46 @@ function Store:init()
   return true
 end
 
--- Runs one append inside the open transaction, in its own savepoint.
+-- Runs one append inside the open transaction (several events: in a savepoint).
 -- Returns last_version | nil, err, plus true when the transaction itself is
 -- gone (SQLite ended it after an I/O error).
 local function apply(db, item)
   local stream, expected, events = item.stream, item.expected, item.events
-  local ok, err = db:savepoint()
-  if not ok then
+  local current, err = db:max_version(stream)
+  if not current then
     return nil, wrap(err, stream), not db:in_transaction()
   end
-  local current
-  current, err = db:max_version(stream)
-  if current and current ~= expected then
+  if current ~= expected then
     err = new_error("Conflict", string.format("stream is at version %d, not at the expected %d",
       current, expected), stream)
     err.current_version = current
-  elseif current then
-    ok, err = db:insert_events(stream, expected + 1, events)
-    if ok then
-      ok, err = db:release()
-      if ok then
-        return expected + #events
-      end
-    end
-    err = wrap(err, stream)
-  else
-    err = wrap(err, stream)
+    return nil, err
   end
+  -- One event is one INSERT, which SQLite undoes by itself when it fails;
+  -- several need a savepoint, so that a failure keeps none of them.
+  local single = #events == 1
+  local ok
+  if not single then
+    ok, err = db:savepoint()
+    if not ok then
+      return nil, wrap(err, stream), not db:in_transaction()
+    end
+  end
+  ok, err = db:insert_events(stream, expected + 1, events)
+  if ok and not single then
+    ok, err = db:release()
+  end
+  if ok then
+    return expected + #events
+  end
+  err = wrap(err, stream)
   if not db:in_transaction() then
     return nil, err, true
   end
-  db:rollback_to()
-  db:release()
+  if not single then
+    db:rollback_to()
+    db:release()
+  end
   return nil, err
 end
 
