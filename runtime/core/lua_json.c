@@ -52,7 +52,12 @@ static void put_number(struct out *o, double x)
 {
     char buf[32];
     if (x == floor(x) && fabs(x) < 1e17) {
-        snprintf(buf, sizeof(buf), "%.0f", x);
+        /* integer formatting: %.0f goes through glibc's float printer,
+         * several times slower, and versions and timestamps are integers */
+        if (x == 0 && signbit(x))
+            snprintf(buf, sizeof(buf), "-0");
+        else
+            snprintf(buf, sizeof(buf), "%lld", (long long)x);
     } else {
         /* shortest of %.15g..%.17g that reads back as the same double */
         for (int prec = 15; prec <= 17; prec++) {

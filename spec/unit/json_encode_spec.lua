@@ -34,4 +34,12 @@ describe("core.json_encode", function()
     assert.is_nil(s)
     assert.matches("cycle", err)
   end)
+  it("writes integral numbers below 1e17 as integers, exactly as %.0f would", function()
+    local values = { 0, -0.0, 1, -1, 42, -123456789, 2 ^ 31, 2 ^ 32 + 1, 2 ^ 53, -(2 ^ 53), 1e16, 99999999999999984,
+                     1796592080154 }
+    for _, x in ipairs(values) do
+      assert.equal(("%.0f"):format(x), core.json_encode(x), ("%.17g"):format(x))
+    end
+    assert.equal("[1e+17,-1e+17,0.5,1.5]", core.json_encode(core.list{ 1e17, -1e17, 0.5, 1.5 }))
+  end)
 end)
