@@ -31,7 +31,7 @@
 -- ("LeaseLost", or the client's AWS type), err.projection, err.shard,
 -- err.table, and a __tostring naming them.
 
-local ffi = require "ffi"
+local tffi = require "tide.ffi"
 
 local M = {}
 
@@ -79,17 +79,7 @@ end
 ------------------------------------------------------------------------
 -- Wall clock in milliseconds: leases are compared across machines.
 
-if not pcall(ffi.typeof, "struct tide_lease_timeval") then
-  ffi.cdef [[
-    struct tide_lease_timeval { long tv_sec; long tv_usec; };
-    int gettimeofday(struct tide_lease_timeval *tv, void *tz);
-  ]]
-end
-local tv = ffi.new("struct tide_lease_timeval")
-function M.wall_ms()
-  ffi.C.gettimeofday(tv, nil)
-  return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
-end
+M.wall_ms = tffi.realtime_ms
 
 ------------------------------------------------------------------------
 
