@@ -5,9 +5,6 @@
  *   s:fd()      -> the descriptor to wait on (sched.wait_readable)
  *   s:read()    -> {"TERM", ...}: the signals received since the last read
  *   s:close()   -- restores the previous signal mask (also on __gc)
- *
- * Also engine.wall_ms(): the wall clock in milliseconds, for event
- * timestamps (os.time has only seconds).
  */
 #include "lua_engine.h"
 #include "signals.h"
@@ -15,7 +12,6 @@
 #include <lauxlib.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 
 #define SIGNALS_MT "tide.engine.signals"
 
@@ -112,15 +108,6 @@ static int signals_close(lua_State *L)
     return 0;
 }
 
-// engine.wall_ms() -> milliseconds since the epoch (CLOCK_REALTIME)
-static int wall_ms(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)(ts.tv_nsec / 1000000));
-    return 1;
-}
-
 void tide_lua_open_signals(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -135,6 +122,4 @@ void tide_lua_open_signals(lua_State *L)
     lua_pop(L, 1); // [mod]
     lua_pushcfunction(L, signals_new);
     lua_setfield(L, -2, "signals");
-    lua_pushcfunction(L, wall_ms);
-    lua_setfield(L, -2, "wall_ms");
 }

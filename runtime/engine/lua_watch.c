@@ -1,0 +1,151 @@
+/*
+ * lua_watch.c - binding of watch.c (inotify + SIGHUP) into `tide.engine`:
+ *
+ *   local w = engine.watch{sighup = true}
+ *   w:add(dir) -> id | nil, message; w:remove(id); w:fd()
+ *   w:read() -> {{kind=, dir=, name=, signo=}, ...}   -- never waits
+ *   w:close()
+ */
+#include "lua_engine.h"
+
+#include <lauxlib.h>
+
+#include "watch.h"
+
+#define WATCH_MT "tide.engine.watch"
+
+struct lwatch {
+    struct tide_watch *w;
+};
+
+static struct lwatch *check_watch(lua_State *L)
+{
+    struct lwatch *lw = luaL_checkudata(L, 1, WATCH_MT);
+    if (lw->w == NULL)
+        luaL_error(L, "tide.engine: watcher is closed");
+    return lw;
+}
+
+// engine.watch([{sighup = bool}]) -> watcher | nil, message
+static int watch_new(lua_State *L)
+{
+    bool sighup = false;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "sighup"); // [opts, sighup]
+        sighup = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    struct lwatch *lw = lua_newuserdata(L, sizeof(*lw)); // [.., lw]
+    lw->w = NULL;
+    luaL_getmetatable(L, WATCH_MT);
+    lua_setmetatable(L, -2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    lw->w = tide_watch_new(sighup, &err);
+    if (lw->w == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    return 1;
+}
+
+// w:add(path) -> id | nil, message
+static int watch_add(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    const char *path = luaL_checkstring(L, 2);
+    struct tide_error err;
+    tide_error_clear(&err);
+    int id = -1;
+    if (tide_watch_add(lw->w, path, &id, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+// w:remove(id) -> true | false when id is unknown
+static int watch_remove(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    int id = (int)luaL_checkinteger(L, 2);
+    lua_pushboolean(L, tide_watch_remove(lw->w, id) == 0);
+    return 1;
+}
+
+// w:fd() -> the descriptor to wait on
+static int watch_fd(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    lua_pushinteger(L, tide_watch_fd(lw->w));
+    return 1;
+}
+
+// w:read() -> {{kind=, dir=, name=, signo=}, ...} | nil, message
+static int watch_read(lua_State *L)
+{
+    struct lwatch *lw = check_watch(L);
+    struct tide_error err;
+    tide_error_clear(&err);
+    lua_newtable(L); // [w, list]
+    int i = 0;
+    struct tide_watch_event ev;
+    int rc;
+    while ((rc = tide_watch_next(lw->w, &ev, &err)) == 1) {
+        lua_createtable(L, 0, 4); // [w, list, ev]
+        lua_pushstring(L, tide_watch_kind_name(ev.kind));
+        lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, ev.dir);
+        lua_setfield(L, -2, "dir");
+        lua_pushstring(L, ev.name);
+        lua_setfield(L, -2, "name");
+        if (ev.signo) {
+            lua_pushinteger(L, ev.signo);
+            lua_setfield(L, -2, "signo");
+        }
+        lua_rawseti(L, -2, ++i); // [w, list]
+    }
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    return 1;
+}
+
+// w:close() and __gc; idempotent
+static int watch_close(lua_State *L)
+{
+    struct lwatch *lw = luaL_checkudata(L, 1, WATCH_MT);
+    tide_watch_delete(lw->w);
+    lw->w = NULL;
+    return 0;
+}
+
+static const luaL_Reg watch_methods[] = {
+    {"add", watch_add},
+    {"remove", watch_remove},
+    {"fd", watch_fd},
+    {"read", watch_read},
+    {"close", watch_close},
+    {NULL, NULL},
+};
+
+void tide_lua_open_watch(lua_State *L)
+{
+    // [mod]
+    if (luaL_newmetatable(L, WATCH_MT)) { // [mod, wmt]
+        lua_newtable(L); // [wmt, methods]
+        luaL_register(L, NULL, watch_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, watch_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, watch_new);
+    lua_setfield(L, -2, "watch");
+}
