@@ -58,8 +58,8 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS   := $(wildcard runtime/*/*.h)
 # What tide.engine and tide.sqlite take from the core: each shared library
 # links the objects it uses, no more (the tide binary links them all).
-ENG_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_buffer.o)
-SQL_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o)
+ENG_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_buffer.o lua_handle.o)
+SQL_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_handle.o)
 
 .PHONY: all deps test-deps run test test-asan bench install clean
 

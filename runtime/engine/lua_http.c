@@ -29,6 +29,7 @@
 
 #include "http.h"
 #include "lua_buffer.h"
+#include "lua_handle.h"
 
 #define ENGINE_MT "tide.engine"
 #define ERROR_MT "tide.engine.error"
@@ -45,10 +46,7 @@ struct engine {
 
 static struct engine *check_engine(lua_State *L)
 {
-    struct engine *e = luaL_checkudata(L, 1, ENGINE_MT);
-    if (e->http == NULL)
-        luaL_error(L, "tide.engine: engine is closed");
-    return e;
+    return tide_lua_handle_check(L, ENGINE_MT, "tide.engine: engine is closed");
 }
 
 /* Pushes {kind=, message=} with a __tostring. */
@@ -122,11 +120,7 @@ static int engine_new(lua_State *L)
         }
         lua_pop(L, 1); // [opts, ca]
     }
-    struct engine *e = lua_newuserdata(L, sizeof(*e)); // [.., e]
-    e->http = NULL;
-    e->cur = NULL;
-    luaL_getmetatable(L, ENGINE_MT);
-    lua_setmetatable(L, -2);
+    struct engine *e = tide_lua_handle_new(L, sizeof(*e), ENGINE_MT); // [.., e]
     struct tide_error err;
     tide_error_clear(&err);
     e->http = tide_http_new(&opts, &err);

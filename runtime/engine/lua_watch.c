@@ -10,6 +10,7 @@
 
 #include <lauxlib.h>
 
+#include "lua_handle.h"
 #include "watch.h"
 
 #define WATCH_MT "tide.engine.watch"
@@ -20,10 +21,7 @@ struct lwatch {
 
 static struct lwatch *check_watch(lua_State *L)
 {
-    struct lwatch *lw = luaL_checkudata(L, 1, WATCH_MT);
-    if (lw->w == NULL)
-        luaL_error(L, "tide.engine: watcher is closed");
-    return lw;
+    return tide_lua_handle_check(L, WATCH_MT, "tide.engine: watcher is closed");
 }
 
 // engine.watch([{sighup = bool}]) -> watcher | nil, message
@@ -36,19 +34,11 @@ static int watch_new(lua_State *L)
         sighup = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    struct lwatch *lw = lua_newuserdata(L, sizeof(*lw)); // [.., lw]
-    lw->w = NULL;
-    luaL_getmetatable(L, WATCH_MT);
-    lua_setmetatable(L, -2);
+    struct lwatch *lw = tide_lua_handle_new(L, sizeof(*lw), WATCH_MT); // [.., lw]
     struct tide_error err;
     tide_error_clear(&err);
     lw->w = tide_watch_new(sighup, &err);
-    if (lw->w == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.message);
-        return 2;
-    }
-    return 1;
+    return lw->w != NULL ? 1 : tide_lua_handle_fail(L, err.message);
 }
 
 // w:add(path) -> id | nil, message
@@ -59,11 +49,8 @@ static int watch_add(lua_State *L)
     struct tide_error err;
     tide_error_clear(&err);
     int id = -1;
-    if (tide_watch_add(lw->w, path, &id, &err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.message);
-        return 2;
-    }
+    if (tide_watch_add(lw->w, path, &id, &err) != 0)
+        return tide_lua_handle_fail(L, err.message);
     lua_pushinteger(L, id);
     return 1;
 }
@@ -109,12 +96,7 @@ static int watch_read(lua_State *L)
         }
         lua_rawseti(L, -2, ++i); // [w, list]
     }
-    if (rc < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.message);
-        return 2;
-    }
-    return 1;
+    return rc < 0 ? tide_lua_handle_fail(L, err.message) : 1;
 }
 
 // w:close() and __gc; idempotent
@@ -138,14 +120,7 @@ static const luaL_Reg watch_methods[] = {
 void tide_lua_open_watch(lua_State *L)
 {
     // [mod]
-    if (luaL_newmetatable(L, WATCH_MT)) { // [mod, wmt]
-        lua_newtable(L); // [wmt, methods]
-        luaL_register(L, NULL, watch_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, watch_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    tide_lua_handle_type(L, WATCH_MT, watch_methods, watch_close, NULL); // [mod]
     lua_pushcfunction(L, watch_new);
     lua_setfield(L, -2, "watch");
 }
