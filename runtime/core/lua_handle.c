@@ -41,6 +41,15 @@ void *tide_lua_handle_check(lua_State *L, const char *mt, const char *closed)
     return ud;
 }
 
+void *tide_lua_handle_close(lua_State *L, const char *mt)
+{
+    void *ud = luaL_checkudata(L, 1, mt);
+    void *handle;
+    memcpy(&handle, ud, sizeof(handle));
+    memset(ud, 0, sizeof(handle));
+    return handle;
+}
+
 int tide_lua_handle_fail(lua_State *L, const char *message)
 {
     lua_pushnil(L);

@@ -26,6 +26,11 @@ void *tide_lua_handle_new(lua_State *L, size_t size, const char *mt);
  * handle is closed. */
 void *tide_lua_handle_check(lua_State *L, const char *mt, const char *closed);
 
+/* The handle of the userdata of type mt at argument 1, which is marked
+ * closed: the caller frees it (NULL when it was closed already). For
+ * close methods and __gc, which may run twice. */
+void *tide_lua_handle_close(lua_State *L, const char *mt);
+
 /* Pushes nil and message; returns 2: a failure as `nil, message`. */
 int tide_lua_handle_fail(lua_State *L, const char *message);
 

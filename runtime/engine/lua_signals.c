@@ -87,9 +87,7 @@ static int signals_read(lua_State *L)
 
 static int signals_close(lua_State *L)
 {
-    struct lsignals *ls = luaL_checkudata(L, 1, SIGNALS_MT);
-    tide_signals_delete(ls->s);
-    ls->s = NULL;
+    tide_signals_delete(tide_lua_handle_close(L, SIGNALS_MT));
     return 0;
 }
 

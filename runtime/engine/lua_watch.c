@@ -102,9 +102,7 @@ static int watch_read(lua_State *L)
 // w:close() and __gc; idempotent
 static int watch_close(lua_State *L)
 {
-    struct lwatch *lw = luaL_checkudata(L, 1, WATCH_MT);
-    tide_watch_delete(lw->w);
-    lw->w = NULL;
+    tide_watch_delete(tide_lua_handle_close(L, WATCH_MT));
     return 0;
 }
 

@@ -443,9 +443,7 @@ static int l_path(lua_State *L)
 // db:close(); also __gc. Closing twice is fine.
 static int l_close(lua_State *L)
 {
-    struct db *d = luaL_checkudata(L, 1, DB_MT);
-    tide_store_close(d->s);
-    d->s = NULL;
+    tide_store_close(tide_lua_handle_close(L, DB_MT));
     return 0;
 }
 
