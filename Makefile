@@ -38,7 +38,7 @@ pc_ok      = $(eval pc_ok := $$(pc_check))
 pc         = $(pc_ok)$(shell pkg-config $(1) $(2))
 PC_CFLAGS  = $(eval PC_CFLAGS := $$(call pc,--cflags,$$(PKGS)))$(PC_CFLAGS)
 LIBS_CORE  = $(eval LIBS_CORE := $$(call pc,--libs,openssl nettle yajl yaml-0.1) -lm)$(LIBS_CORE)
-LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl))$(LIBS_ENG)
+LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl) -lm)$(LIBS_ENG)
 LIBS_SQL   = $(eval LIBS_SQL := $$(call pc,--libs,sqlite3))$(LIBS_SQL)
 LIBS_CLI   = $(eval LIBS_CLI := $$(call pc,--libs,$$(PKGS)) -lm -ldl -lpthread)$(LIBS_CLI)
 
@@ -56,6 +56,10 @@ ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/obj/%.o)
 SQL_OBJ   := $(SQL_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS   := $(wildcard runtime/*/*.h)
+# What tide.engine and tide.sqlite take from the core: each shared library
+# links the objects it uses, no more (the tide binary links them all).
+ENG_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_buffer.o lua_handle.o)
+SQL_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_handle.o)
 
 .PHONY: all deps test-deps run test test-asan bench install clean
 
@@ -79,15 +83,15 @@ $(BUILD)/lua/tide/core.so: $(CORE_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
 
-$(BUILD)/lua/tide/engine.so: $(ENG_OBJ) $(CORE_OBJ)
+$(BUILD)/lua/tide/engine.so: $(ENG_OBJ) $(ENG_CORE)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_ENG) $(LIBS_CORE)
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_ENG)
 
-$(BUILD)/lua/tide/sqlite.so: $(SQL_OBJ) $(CORE_OBJ)
+$(BUILD)/lua/tide/sqlite.so: $(SQL_OBJ) $(SQL_CORE)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_SQL) $(LIBS_CORE)
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS_SQL)
 
 # -Wl,-E: the binary's own copy of the Lua API must be visible to C modules
 # it loads, and its luaopen_* symbols to LuaJIT's FFI.

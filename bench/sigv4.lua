@@ -2,7 +2,7 @@
 -- floor: core.sha256_hex over the same body bytes (one SHA-256 of the body
 -- is the least any signer must do).
 --
---   LUA_CPATH='build/lua/?.so;;' luajit bench/sigv4.lua [ops]
+--   LUA_PATH='lua/?.lua;;' LUA_CPATH='build/lua/?.so;;' luajit bench/sigv4.lua [ops]
 --
 -- Prints one line per figure: "<name>: <us> us/op (<ops> ops)". bench/run.sh
 -- takes the first "sign" line (with a session token) and the first "sha256"

@@ -13,7 +13,9 @@
 --                 monotonic_msec (falls back to ngx.now without it)
 --   tide process  tide.engine's wall_ms and now (CLOCK_REALTIME and
 --                 CLOCK_MONOTONIC, read by C on each call)
---   elsewhere     os.time (whole seconds) for both
+--   elsewhere     gettimeofday (tide.ffi) for the wall clock when tide's C
+--                 library is there, else os.time; os.time (whole seconds)
+--                 for the monotonic one
 -- Modules that take a clock in their options (clock_ms=) default to these.
 local floor = math.floor
 
@@ -42,7 +44,10 @@ else
     M.mono = now
     M.mono_ms = function() return floor(now() * 1000) end
   else
-    M.wall_ms = function() return os.time() * 1000 end
+    -- without the engine: gettimeofday through tide.ffi when tide's C
+    -- library is loaded, else whole seconds
+    local fok, tffi = pcall(require, "tide.ffi")
+    M.wall_ms = fok and tffi.realtime_ms or function() return os.time() * 1000 end
     M.mono = os.time
     M.mono_ms = M.wall_ms
   end

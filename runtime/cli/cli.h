@@ -42,14 +42,19 @@ int tide_cmd_lua(int argc, char **argv);
 #define TIDE_GC_PAUSE_DEFAULT 400
 
 /* Creates a LuaJIT state ready for tide code: standard libraries opened,
- * `tide.core` and `tide.engine` in package.preload (the copies linked into
- * this binary), package.path/cpath pointing at the project's lua/ next to
+ * `tide.core`, `tide.engine` and `tide.sqlite` in package.preload (the
+ * copies linked into this binary), package.path/cpath pointing at the project's lua/ next to
  * the executable and at the installed TIDE_LUA_LDIR/TIDE_LUA_CDIR (unless
  * LUA_PATH/LUA_CPATH are set), os.exit closing the state before the
  * process exits (so leak checkers see a clean heap), and the collector's
  * pause at TIDE_GC_PAUSE_DEFAULT.
- * Returns the state (caller owns it: lua_close), or NULL with err filled. */
-lua_State *tide_cli_lua_new(struct tide_error *err);
+ * Returns the state (caller owns it: lua_close), or NULL after printing
+ * "tide: <why>" to stderr. */
+lua_State *tide_cli_lua_new(void);
+
+/* Pushes require("tide.sched").run: // [..] -> [.., run]. Raises as
+ * require does. */
+void tide_cli_push_sched_run(lua_State *L);
 
 /* Prints "tide: <error value>" to stderr, for the error on top of L's stack
  * (strings as they are, other values through __tostring when they have

@@ -12,11 +12,7 @@
 static int run_cli(lua_State *L)
 {
     int n = lua_gettop(L);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "tide.sched");
-    lua_call(L, 1, 1);          // [name, args..., sched]
-    lua_getfield(L, -1, "run"); // [name, args..., sched, run]
-    lua_replace(L, -2);         // [name, args..., run]
+    tide_cli_push_sched_run(L); // [name, args..., run]
     lua_insert(L, 1);           // [run, name, args...]
     lua_getglobal(L, "require");
     lua_pushliteral(L, "tide.cli");
@@ -30,13 +26,9 @@ static int run_cli(lua_State *L)
 
 int tide_cmd_lua(int argc, char **argv)
 {
-    struct tide_error err;
-    tide_error_clear(&err);
-    lua_State *L = tide_cli_lua_new(&err);
-    if (L == NULL) {
-        fprintf(stderr, "tide: %s\n", err.message);
+    lua_State *L = tide_cli_lua_new();
+    if (L == NULL)
         return TIDE_EXIT_FAILURE;
-    }
     int status = TIDE_EXIT_FAILURE;
     if (!lua_checkstack(L, argc + 8)) {
         fprintf(stderr, "tide: too many arguments\n");

@@ -50,13 +50,9 @@ static void set_arg(lua_State *L, const char *self, int nargs, char **args)
 /* Runs in protected mode: [chunk, args...] -> sched.run(chunk, args...). */
 static int run_in_sched(lua_State *L)
 {
-    int n = lua_gettop(L); // [chunk, args...]
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "tide.sched");
-    lua_call(L, 1, 1);              // [chunk, args..., sched]
-    lua_getfield(L, -1, "run");     // [chunk, args..., sched, run]
-    lua_replace(L, -2);             // [chunk, args..., run]
-    lua_insert(L, 1);               // [run, chunk, args...]
+    int n = lua_gettop(L);      // [chunk, args...]
+    tide_cli_push_sched_run(L); // [chunk, args..., run]
+    lua_insert(L, 1);           // [run, chunk, args...]
     lua_call(L, n, 0);              // []
     return 0;
 }
@@ -99,13 +95,9 @@ int tide_cmd_script(int argc, char **argv)
     const char *file = argv[i];
     int nargs = argc - i - 1;
 
-    struct tide_error err;
-    tide_error_clear(&err);
-    lua_State *L = tide_cli_lua_new(&err);
-    if (L == NULL) {
-        fprintf(stderr, "tide: %s\n", err.message);
+    lua_State *L = tide_cli_lua_new();
+    if (L == NULL)
         return TIDE_EXIT_FAILURE;
-    }
 
     int status = TIDE_EXIT_OK;
     int rc = luaL_loadfile(L, file); // [chunk] or [msg]

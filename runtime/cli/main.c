@@ -134,24 +134,37 @@ static void prepend_path(lua_State *L, const char *field, const char *env, const
     lua_pop(L, 1);                    // []
 }
 
-/* os.exit(code) always closes the state first: LuaJIT's os.exit(code, true)
- * runs every __gc (the engine aborts its transfers) and frees the heap. */
-static const char exit_wrapper[] =
-    "local exit = os.exit\n"
-    "os.exit = function(code) io.stdout:flush() io.stderr:flush() return exit(code, true) end\n";
+/* os.exit(code): LuaJIT's os.exit (upvalue 1) with close = true, after
+ * flushing stdout and stderr: closing the state runs every __gc (the engine
+ * aborts its transfers) and frees the heap. */
+static int exit_closing_state(lua_State *L)
+{
+    lua_settop(L, 1);                     // [code]
+    fflush(stdout);
+    fflush(stderr);
+    lua_pushvalue(L, lua_upvalueindex(1)); // [code, exit]
+    lua_insert(L, 1);                     // [exit, code]
+    lua_pushboolean(L, 1);                // [exit, code, true]
+    lua_call(L, 2, 0);
+    return 0;
+}
 
+/* Run by lua_cpcall: setup allocates, and a memory error must be reported. */
 static int setup_state(lua_State *L)
 {
     luaL_openlibs(L);
     /* the binary's own copies: never load the build/lua/tide .so files beside them */
+    static const luaL_Reg preload[] = {
+        {"tide.core", luaopen_tide_core},
+        {"tide.engine", luaopen_tide_engine},
+        {"tide.sqlite", luaopen_tide_sqlite},
+    };
     lua_getglobal(L, "package");        // [package]
     lua_getfield(L, -1, "preload");     // [package, preload]
-    lua_pushcfunction(L, luaopen_tide_core);
-    lua_setfield(L, -2, "tide.core");
-    lua_pushcfunction(L, luaopen_tide_engine);
-    lua_setfield(L, -2, "tide.engine");
-    lua_pushcfunction(L, luaopen_tide_sqlite);
-    lua_setfield(L, -2, "tide.sqlite");
+    for (size_t i = 0; i < sizeof(preload) / sizeof(preload[0]); i++) {
+        lua_pushcfunction(L, preload[i].func);
+        lua_setfield(L, -2, preload[i].name);
+    }
     lua_pop(L, 2);                      // []
 
     char dir[PATH_MAX], buf[4 * PATH_MAX + 256];
@@ -162,29 +175,24 @@ static int setup_state(lua_State *L)
     snprintf(buf, sizeof(buf), "%s/lua/?.so;%s/?.so;", dir, TIDE_LUA_CDIR);
     prepend_path(L, "cpath", "LUA_CPATH", buf);
 
-    if (luaL_loadbuffer(L, exit_wrapper, sizeof(exit_wrapper) - 1, "=tide") != 0)
-        return -1;
-    return lua_pcall(L, 0, 0, 0) == 0 ? 0 : -1;
-}
-
-static int setup_protected(lua_State *L)
-{
-    if (setup_state(L) != 0)
-        return lua_error(L); /* message already on the stack */
+    lua_getglobal(L, "os");                      // [os]
+    lua_getfield(L, -1, "exit");                 // [os, exit]
+    lua_pushcclosure(L, exit_closing_state, 1);  // [os, exit_closing_state]
+    lua_setfield(L, -2, "exit");                 // [os]
+    lua_pop(L, 1);                               // []
     return 0;
 }
 
-lua_State *tide_cli_lua_new(struct tide_error *err)
+lua_State *tide_cli_lua_new(void)
 {
     lua_State *L = luaL_newstate();
     if (L == NULL) {
-        tide_error_set(err, TIDE_ENOMEM, "cannot create a Lua state (out of memory)");
+        fprintf(stderr, "tide: cannot create a Lua state (out of memory)\n");
         return NULL;
     }
-    /* setup allocates: run it protected so a memory error is reported */
-    if (lua_cpcall(L, setup_protected, NULL) != 0) {
-        tide_error_set(err, TIDE_ENOMEM, "cannot set up the Lua state: %s",
-                       lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+    if (lua_cpcall(L, setup_state, NULL) != 0) {
+        fprintf(stderr, "tide: cannot set up the Lua state: %s\n",
+                lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
         lua_close(L);
         return NULL;
     }
@@ -194,6 +202,15 @@ lua_State *tide_cli_lua_new(struct tide_error *err)
      * CPU. tide.yaml's lua.gc_pause sets it (docs/configuration.md). */
     lua_gc(L, LUA_GCSETPAUSE, TIDE_GC_PAUSE_DEFAULT);
     return L;
+}
+
+void tide_cli_push_sched_run(lua_State *L)
+{
+    lua_getglobal(L, "require");    // [.., require]
+    lua_pushliteral(L, "tide.sched");
+    lua_call(L, 1, 1);              // [.., sched]
+    lua_getfield(L, -1, "run");     // [.., sched, run]
+    lua_replace(L, -2);             // [.., run]
 }
 
 void tide_cli_lua_report(lua_State *L)

@@ -317,6 +317,24 @@ static int from_file(const char *path, const char *profile, bool config_file,
     return rc;
 }
 
+/* The profile from one of the shared files: the path given in opts, else
+ * $var, else ~/.aws/<name> (config: the config file, whose sections are
+ * [profile NAME]). Returns 0, *found saying whether it was there, or an
+ * error code with err filled. */
+static int from_shared_file(const char *opt, const char *var, const char *name, bool config,
+                            const char *profile, struct tide_credentials *out, bool *found,
+                            struct tried *tried, struct tide_error *err)
+{
+    char *path = NULL;
+    int rc = file_path(opt, var, name, &path, err);
+    if (rc == 0 && path != NULL)
+        rc = from_file(path, profile, config, out, found, tried, err);
+    else if (rc == 0)
+        tried_add(tried, "; %s file (HOME unset)%s", config ? "config" : "shared credentials", "");
+    free(path);
+    return rc;
+}
+
 int tide_credentials_resolve(const struct tide_credentials_options *opts,
                              struct tide_credentials *out, struct tide_error *err)
 {
@@ -351,24 +369,13 @@ int tide_credentials_resolve(const struct tide_credentials_options *opts,
 
     /* 3. the profile in the shared credentials file, then in the config file */
     const char *profile = profile_name(opts);
-    char *path = NULL;
     bool found = false;
-    int rc = file_path(opts->credentials_file, "AWS_SHARED_CREDENTIALS_FILE", "credentials",
-                       &path, err);
-    if (rc == 0 && path != NULL)
-        rc = from_file(path, profile, false, out, &found, &tried, err);
-    else if (rc == 0)
-        tried_add(&tried, "; shared credentials file (HOME unset)%s%s", "", "");
-    free(path);
+    int rc = from_shared_file(opts->credentials_file, "AWS_SHARED_CREDENTIALS_FILE",
+                              "credentials", false, profile, out, &found, &tried, err);
     if (rc != 0 || found)
         return rc;
-
-    rc = file_path(opts->config_file, "AWS_CONFIG_FILE", "config", &path, err);
-    if (rc == 0 && path != NULL)
-        rc = from_file(path, profile, true, out, &found, &tried, err);
-    else if (rc == 0)
-        tried_add(&tried, "; config file (HOME unset)%s%s", "", "");
-    free(path);
+    rc = from_shared_file(opts->config_file, "AWS_CONFIG_FILE", "config", true, profile, out,
+                          &found, &tried, err);
     if (rc != 0 || found)
         return rc;
 

@@ -1150,20 +1150,6 @@ static int push_out_buffer(lua_State *L, struct guard *g)
     return 1;
 }
 
-const char *tide_codec_tobuffer(lua_State *L, int idx, size_t *len)
-{
-    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) // [.., mt]
-        return NULL;
-    luaL_getmetatable(L, TIDE_BUFFER_MT); // [.., mt, buffer_mt]
-    int is_buffer = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);                        // [..]
-    if (!is_buffer)
-        return NULL;
-    const struct tide_buffer *b = lua_touserdata(L, idx);
-    *len = b->len;
-    return b->data;
-}
-
 /* Ends an encoding call: pushes the result (the JSON text, or nil and the
  * message) and gives the guard back. // [arg, guard, ...] -> [arg, guard, result...] */
 static int enc_finish_with(lua_State *L, struct enc *e, struct guard *g, int rc,

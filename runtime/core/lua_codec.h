@@ -14,6 +14,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "ddb_json_writer.h"
+#include "lua_buffer.h"
 #include "error.h"
 
 /* Upvalues of every codec function: the shared metatables, then the Lua
@@ -166,24 +167,5 @@ int tide_codec_decode_nested(lua_State *L, struct guard *g, const char *text, si
 
 /* core.decode_stream_records(body) (lua_stream_records.c) */
 int tide_codec_decode_stream_records(lua_State *L);
-
-/* ---- request bodies as buffers -------------------------------------------
- *
- * core.encode_request_buffer returns the JSON text in a userdata of this
- * layout instead of a Lua string: LuaJIT interns every string, and request
- * bodies that differ only in a few bytes fall into the same bucket of its
- * sparse string hash, so each new one was compared against every other
- * body not yet collected. core.sign and the engine read the bytes in place.
- * The layout is also declared to LuaJIT's FFI by core.sign's fast path. */
-#define TIDE_BUFFER_MT "tide.core.buffer"
-
-struct tide_buffer {
-    size_t len;
-    char data[];
-};
-
-/* The bytes of the buffer at idx and their count, or NULL when the value at
- * idx is not a buffer. Valid while the buffer is reachable. */
-const char *tide_codec_tobuffer(lua_State *L, int idx, size_t *len);
 
 #endif

@@ -236,6 +236,16 @@ static void buf_free(struct buf *b)
 
 /* ---- hashing ---------------------------------------------------------- */
 
+/* Appends the hex of a digest, written in place: a 64-byte memcpy would be
+ * one more call (or a slow `rep movs`) per signature. */
+static inline void buf_put_hex(struct buf *b, const unsigned char md[HASH_LEN])
+{
+    if (buf_reserve(b, 2 * HASH_LEN)) {
+        tide_sigv4_hex(md, b->p + b->len); /* NUL-terminates */
+        b->len += 2 * HASH_LEN;
+    }
+}
+
 /* Lower-case hex of a digest, NUL-terminated. */
 void tide_sigv4_hex(const unsigned char in[HASH_LEN], char out[2 * HASH_LEN + 1])
 {
@@ -1230,12 +1240,7 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     buf_puts(t, "/aws4_request");
     size_t scope_len = t->len - scope_at;
     buf_putc(t, '\n');
-    /* the hex digest is written in place: a 64-byte memcpy would be one
-     * more call (or a slow `rep movs`) per signature */
-    if (buf_reserve(t, 64)) {
-        tide_sigv4_hex(md, t->p + t->len); /* NUL-terminates */
-        t->len += 64;
-    }
+    buf_put_hex(t, md);
     if (t->oom)
         return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the string to sign");
 
@@ -1256,10 +1261,7 @@ int tide_sigv4_sign(struct tide_sigv4_signer *s,
     buf_puts(a, ", SignedHeaders=");
     buf_put(a, s->signed_headers.p, s->signed_headers.len);
     buf_puts(a, ", Signature=");
-    if (buf_reserve(a, 64)) {
-        tide_sigv4_hex(md, a->p + a->len); /* NUL-terminates */
-        a->len += 64;
-    }
+    buf_put_hex(a, md);
     if (a->oom)
         return tide_error_set(err, TIDE_ENOMEM, "sign: out of memory for the authorization");
 

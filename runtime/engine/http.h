@@ -1,7 +1,7 @@
 /*
  * http.h - tide's asynchronous HTTP client over the libcurl multi interface.
  *
- * No Lua here (lua_engine.c is the binding). The model is pull-style, after
+ * No Lua here (lua_http.c is the binding). The model is pull-style, after
  * Tarantool's httpc.c: the owner submits requests (each gets an id), calls
  * tide_http_poll() from its event loop, then takes completed results one by
  * one with tide_http_next() and hands each back with tide_http_release().

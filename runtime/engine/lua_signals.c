@@ -5,17 +5,14 @@
  *   s:fd()      -> the descriptor to wait on (sched.wait_readable)
  *   s:read()    -> {"TERM", ...}: the signals received since the last read
  *   s:close()   -- restores the previous signal mask (also on __gc)
- *
- * Also engine.wall_ms(): the wall clock in milliseconds, for event
- * timestamps (os.time has only seconds).
  */
 #include "lua_engine.h"
+#include "lua_handle.h"
 #include "signals.h"
 
 #include <lauxlib.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 
 #define SIGNALS_MT "tide.engine.signals"
 
@@ -34,10 +31,7 @@ struct lsignals {
 
 static struct lsignals *check_signals(lua_State *L)
 {
-    struct lsignals *ls = luaL_checkudata(L, 1, SIGNALS_MT);
-    if (ls->s == NULL)
-        luaL_error(L, "tide.engine: signals object is closed");
-    return ls;
+    return tide_lua_handle_check(L, SIGNALS_MT, "tide.engine: signals object is closed");
 }
 
 // engine.signals({"TERM", "INT", ...}) -> signals | nil, message
@@ -59,19 +53,11 @@ static int signals_new(lua_State *L)
         signos[n++] = found;
         lua_pop(L, 1);
     }
-    struct lsignals *ls = lua_newuserdata(L, sizeof(*ls)); // [list, ls]
-    ls->s = NULL;
-    luaL_getmetatable(L, SIGNALS_MT);
-    lua_setmetatable(L, -2);
+    struct lsignals *ls = tide_lua_handle_new(L, sizeof(*ls), SIGNALS_MT); // [list, ls]
     struct tide_error err;
     tide_error_clear(&err);
     ls->s = tide_signals_new(signos, n, &err);
-    if (ls->s == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.message);
-        return 2;
-    }
-    return 1;
+    return ls->s != NULL ? 1 : tide_lua_handle_fail(L, err.message);
 }
 
 static int signals_fd(lua_State *L)
@@ -96,45 +82,20 @@ static int signals_read(lua_State *L)
         lua_pushstring(L, name);
         lua_rawseti(L, -2, ++n);
     }
-    if (rc < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.message);
-        return 2;
-    }
-    return 1;
+    return rc < 0 ? tide_lua_handle_fail(L, err.message) : 1;
 }
 
 static int signals_close(lua_State *L)
 {
-    struct lsignals *ls = luaL_checkudata(L, 1, SIGNALS_MT);
-    tide_signals_delete(ls->s);
-    ls->s = NULL;
+    tide_signals_delete(tide_lua_handle_close(L, SIGNALS_MT));
     return 0;
-}
-
-// engine.wall_ms() -> milliseconds since the epoch (CLOCK_REALTIME)
-static int wall_ms(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)(ts.tv_nsec / 1000000));
-    return 1;
 }
 
 void tide_lua_open_signals(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"fd", signals_fd}, {"read", signals_read}, {"close", signals_close}, {NULL, NULL}};
-    if (luaL_newmetatable(L, SIGNALS_MT)) { // [mod, mt]
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, signals_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1); // [mod]
+    tide_lua_handle_type(L, SIGNALS_MT, methods, signals_close, NULL); // [mod]
     lua_pushcfunction(L, signals_new);
     lua_setfield(L, -2, "signals");
-    lua_pushcfunction(L, wall_ms);
-    lua_setfield(L, -2, "wall_ms");
 }

@@ -5,7 +5,8 @@
  * SIGTERM or SIGINT instead of dying mid-batch. The signals are blocked in
  * the calling thread and received through a signalfd, so the event loop
  * waits on them beside its sockets (no handler runs at an arbitrary point).
- * No Lua here (lua_signals.c is the binding).
+ * No Lua here (lua_signals.c is the binding). watch.c takes SIGHUP through
+ * it too: this is the one place that sets up a signalfd.
  */
 #ifndef TIDE_SIGNALS_H
 #define TIDE_SIGNALS_H
@@ -20,9 +21,9 @@ struct tide_signals;
  * tide_signals_delete(). */
 struct tide_signals *tide_signals_new(const int *signos, int n, struct tide_error *err);
 
-/* Closes the descriptor and restores the signal mask the thread had
- * before tide_signals_new, so the default actions apply again. NULL is a
- * no-op. */
+/* Closes the descriptor and unblocks the signals that tide_signals_new
+ * blocked (those that were not blocked already), so their default actions
+ * apply again. NULL is a no-op. */
 void tide_signals_delete(struct tide_signals *s);
 
 /* The descriptor to wait on (POLLIN). Owned by s. */

@@ -4,16 +4,16 @@
  */
 #include "watch.h"
 
+#include "signals.h"
+
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,7 +27,7 @@
 struct tide_watch {
     int epfd;   /* what the owner polls: holds infd and sigfd */
     int infd;   /* inotify, non-blocking */
-    int sigfd;  /* signalfd for SIGHUP, non-blocking; -1 without sighup */
+    struct tide_signals *hup; /* SIGHUP (signals.c); NULL without sighup */
     /* Events read but not handed out yet: buf[pos..len). inotify_event
      * carries an int, hence the alignment. */
     size_t pos, len;
@@ -63,7 +63,8 @@ struct tide_watch *tide_watch_new(bool sighup, struct tide_error *err)
         tide_error_set(err, TIDE_ENOMEM, "out of memory");
         return NULL;
     }
-    w->epfd = w->infd = w->sigfd = -1;
+    w->epfd = w->infd = -1;
+    w->hup = NULL;
     w->pos = w->len = 0;
     const char *what = "epoll_create1";
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -74,19 +75,14 @@ struct tide_watch *tide_watch_new(bool sighup, struct tide_error *err)
     if (w->infd < 0 || add_to_epoll(w->epfd, w->infd) != 0)
         goto fail;
     if (sighup) {
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGHUP);
-        /* Blocked first: from here on a SIGHUP waits in the signalfd. */
-        what = "pthread_sigmask(SIGHUP)";
-        int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
-        if (rc != 0) {
-            errno = rc;
-            goto fail;
+        static const int hup[] = {SIGHUP};
+        w->hup = tide_signals_new(hup, 1, err);
+        if (w->hup == NULL) {
+            tide_watch_delete(w);
+            return NULL;
         }
-        what = "signalfd(SIGHUP)";
-        w->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-        if (w->sigfd < 0 || add_to_epoll(w->epfd, w->sigfd) != 0)
+        what = "epoll_ctl(SIGHUP)";
+        if (add_to_epoll(w->epfd, tide_signals_fd(w->hup)) != 0)
             goto fail;
     }
     return w;
@@ -101,8 +97,7 @@ void tide_watch_delete(struct tide_watch *w)
 {
     if (w == NULL)
         return;
-    if (w->sigfd >= 0)
-        close(w->sigfd);
+    tide_signals_delete(w->hup);
     if (w->infd >= 0)
         close(w->infd);
     if (w->epfd >= 0)
@@ -211,24 +206,16 @@ int tide_watch_next(struct tide_watch *w, struct tide_watch_event *ev, struct ti
         if (rc == 0)
             break;
     }
-    if (w->sigfd >= 0) {
-        struct signalfd_siginfo si;
-        for (;;) {
-            ssize_t n = read(w->sigfd, &si, sizeof(si));
-            if (n == (ssize_t)sizeof(si)) {
-                ev->kind = TIDE_WATCH_SIGNAL;
-                ev->dir = -1;
-                ev->name = "";
-                ev->signo = (int)si.ssi_signo;
-                return 1;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno == EAGAIN)
-                break;
-            return tide_error_set(err, TIDE_EIO, "watch: reading signalfd: %s",
-                                  n < 0 ? strerror(errno) : "short read");
-        }
+    if (w->hup != NULL) {
+        int signo = 0;
+        int rc = tide_signals_next(w->hup, &signo, err);
+        if (rc != 1)
+            return rc;
+        ev->kind = TIDE_WATCH_SIGNAL;
+        ev->dir = -1;
+        ev->name = "";
+        ev->signo = signo;
+        return 1;
     }
     return 0;
 }

@@ -1,9 +1,9 @@
 /*
  * watch.h - file-system and SIGHUP notifications for hot reload.
  *
- * No Lua here (lua_engine.c is the binding). Linux inotify watches folders
+ * No Lua here (lua_watch.c is the binding). Linux inotify watches folders
  * (not files: editors replace files, and a watch on the old inode would go
- * quiet) and a signalfd receives SIGHUP. Both sit behind one pollable fd,
+ * quiet) and a signalfd receives SIGHUP (signals.c). Both sit behind one pollable fd,
  * so the owner's loop waits on a single descriptor beside its sockets
  * (tide_http_poll's extra fds) and never busy-waits.
  *
@@ -56,11 +56,9 @@ struct tide_watch_event {
 
 /* Creates a watcher. With sighup, SIGHUP is blocked in the calling thread
  * (so its default action, terminating the process, never runs) and
- * delivered through the watcher instead. The block is not undone by
- * tide_watch_delete(): a hangup arriving after the watcher is gone stays
- * pending instead of killing a process that asked to reload on it. Block
- * SIGHUP before creating other threads, and note that exec'd children
- * inherit the mask.
+ * delivered through the watcher instead (tide_signals_new);
+ * tide_watch_delete() unblocks it again. Block SIGHUP before creating
+ * other threads, and note that exec'd children inherit the mask.
  * Returns the watcher, or NULL with err filled (TIDE_ENOMEM, TIDE_EIO).
  * Free with tide_watch_delete(). */
 struct tide_watch *tide_watch_new(bool sighup, struct tide_error *err);

@@ -33,6 +33,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "lua_handle.h"
 #include "store.h"
 
 #define DB_MT "tide.sqlite.db"
@@ -44,9 +45,7 @@ struct db {
 
 static struct tide_store *check_db(lua_State *L)
 {
-    struct db *d = luaL_checkudata(L, 1, DB_MT);
-    if (d->s == NULL)
-        luaL_error(L, "tide.sqlite: the store is closed");
+    struct db *d = tide_lua_handle_check(L, DB_MT, "tide.sqlite: the store is closed");
     return d->s;
 }
 
@@ -145,10 +144,7 @@ static int l_open(lua_State *L)
     }
     /* the userdata first, so that nothing can raise between open and the
      * moment __gc owns the store */
-    struct db *d = lua_newuserdata(L, sizeof(*d)); // [.., db]
-    d->s = NULL;
-    luaL_getmetatable(L, DB_MT);
-    lua_setmetatable(L, -2);
+    struct db *d = tide_lua_handle_new(L, sizeof(*d), DB_MT); // [.., db]
     struct tide_error err;
     tide_error_clear(&err);
     if (tide_store_open(&d->s, path, &opts, &err) < 0)
@@ -447,9 +443,7 @@ static int l_path(lua_State *L)
 // db:close(); also __gc. Closing twice is fine.
 static int l_close(lua_State *L)
 {
-    struct db *d = luaL_checkudata(L, 1, DB_MT);
-    tide_store_close(d->s);
-    d->s = NULL;
+    tide_store_close(tide_lua_handle_close(L, DB_MT));
     return 0;
 }
 
@@ -487,16 +481,7 @@ static const luaL_Reg db_methods[] = {
 
 int luaopen_tide_sqlite(lua_State *L)
 {
-    if (luaL_newmetatable(L, DB_MT)) { // [mt]
-        lua_newtable(L);               // [mt, methods]
-        luaL_register(L, NULL, db_methods);
-        lua_setfield(L, -2, "__index"); // [mt]
-        lua_pushcfunction(L, l_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1); // []
+    tide_lua_handle_type(L, DB_MT, db_methods, l_close, l_tostring); // []
     if (luaL_newmetatable(L, ERROR_MT)) { // [emt]
         lua_pushcfunction(L, error_tostring);
         lua_setfield(L, -2, "__tostring");

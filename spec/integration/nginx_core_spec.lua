@@ -7,6 +7,9 @@ local core = require "tide.core"
 -- nginx loads the plain build even in the sanitizer run: nginx itself is
 -- not built with ASan, and the ASan .so cannot load without its runtime.
 local CPATH = helpers.root .. "/build/lua/?.so"
+-- core.sign is lua/tide/sigv4.lua (over the FFI): tide.core needs tide's Lua
+-- library on the path, as lua-nginx-module needs lua-resty-core's.
+local LPATH = helpers.root .. "/lua/?.lua"
 
 local REQ = [[{ method = "POST", host = "dynamodb.eu-west-1.amazonaws.com", path = "/",
   headers = { ["content-type"] = "application/x-amz-json-1.0", ["x-amz-target"] = "DynamoDB_20120810.GetItem" },
@@ -45,6 +48,7 @@ events { worker_connections 64; }
 http {
   access_log off;
   client_body_temp_path %s/tmp;
+  lua_package_path "%s;;";
   lua_package_cpath "%s;;";
   server {
     listen 127.0.0.1:%d;
@@ -59,7 +63,7 @@ http {
     }
   }
 }
-]]):format(prefix, prefix, prefix, CPATH, port, REQ, CREDS, OPTS))
+]]):format(prefix, prefix, prefix, LPATH, CPATH, port, REQ, CREDS, OPTS))
     local out, status = helpers.run("env -u LD_PRELOAD nginx -p " .. prefix .. " -c conf/nginx.conf 2>&1")
     assert(status == 0, "nginx did not start: " .. out)
   end)

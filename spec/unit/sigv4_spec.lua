@@ -2,10 +2,10 @@
 -- ../shared/testdata/sigv4 (header-* files), plus the API's argument errors,
 -- session tokens, the signing-key cache and the prefix caches.
 --
--- core.sign has two bindings (runtime/core/lua_sigv4.c): a LuaJIT FFI fast
--- path, the default, and one on the Lua C API, used without the FFI or with
--- TIDE_SIGV4_FFI=0 in the environment. Every test that signs or fails runs
--- against both.
+-- core.sign has one binding, through LuaJIT's FFI (lua/tide/sigv4.lua over
+-- runtime/core/ffi_sigv4.c). Every test that signs or fails runs twice: as
+-- the JIT may compile it, and with the JIT off for a fresh copy of the
+-- module (a host that runs with the JIT off runs the FFI interpreted).
 --
 -- Not covered: the query-* files of the suite (presigned URLs). Presigning
 -- is not implemented: tide signs headers only (DynamoDB needs no presigned
@@ -13,30 +13,27 @@
 local helpers = require "helpers"
 local cjson = require "cjson"
 local core = require "tide.core"
-local ffi = require "ffi"
 
-pcall(ffi.cdef, [[
-  int setenv(const char *name, const char *value, int overwrite);
-  int unsetenv(const char *name);
-]])
-
--- A new instance of tide.core, whose signer has cold caches; with c_api,
--- one whose sign is the C API binding.
-local function fresh_core(c_api)
-  local prev = os.getenv("TIDE_SIGV4_FFI")
-  if c_api then ffi.C.setenv("TIDE_SIGV4_FFI", "0", 1) end
+-- A new instance of tide.core, whose signer has cold caches; with jit_off,
+-- one whose sign comes from a fresh copy of tide.sigv4 with the JIT off
+-- (a fresh copy: jit.off marks the functions' prototypes, which every
+-- instance from one copy shares).
+local function fresh_core(jit_off)
   local saved = package.loaded["tide.core"]
+  local saved_sigv4 = package.loaded["tide.sigv4"]
   package.loaded["tide.core"] = nil
+  if jit_off then package.loaded["tide.sigv4"] = nil end
   local ok, fresh = pcall(require, "tide.core")
   package.loaded["tide.core"] = saved
-  if prev then ffi.C.setenv("TIDE_SIGV4_FFI", prev, 1) else ffi.C.unsetenv("TIDE_SIGV4_FFI") end
+  package.loaded["tide.sigv4"] = saved_sigv4
   assert(ok, fresh)
+  if jit_off then jit.off(fresh.sign, true) end
   return fresh
 end
 
 local BINDINGS = {
-  { name = "fast path", core = core },
-  { name = "C API binding", core = fresh_core(true) },
+  { name = "FFI", core = core },
+  { name = "FFI, JIT off", core = fresh_core(true) },
 }
 
 local SUITE = helpers.shared .. "/testdata/sigv4"
@@ -157,12 +154,11 @@ local function signature_of(h)
   return h.authorization:match("Signature=(%x+)$")
 end
 
-describe("core.sign's bindings", function()
-  it("are the FFI fast path by default, the C API one with TIDE_SIGV4_FFI=0", function()
-    if os.getenv("TIDE_SIGV4_FFI") ~= "0" then
-      assert.are.equal("Lua", debug.getinfo(core.sign, "S").what)
-    end
-    assert.are.equal("C", debug.getinfo(BINDINGS[2].core.sign, "S").what)
+describe("core.sign's binding", function()
+  it("is one Lua function over the FFI, also with the JIT off", function()
+    assert.are.equal("Lua", debug.getinfo(core.sign, "S").what)
+    assert.are.equal("Lua", debug.getinfo(BINDINGS[2].core.sign, "S").what)
+    assert.are_not.equal(core.sign, BINDINGS[2].core.sign)
   end)
 end)
 
@@ -364,7 +360,7 @@ describe("core.sign (" .. binding.name .. ")", function()
       local ok, e = pcall(function() core.sign(nil, VANILLA_CREDS, VANILLA_OPTS) end)
       assert.is_false(ok)
       assert.matches("sigv4_spec%.lua:%d+: sign: req must be a table", e)
-      -- also for what the signer finds (the fast path raises it from Lua)
+      -- also for what the signer finds (raised from Lua)
       ok, e = pcall(function() core.sign(with(VANILLA_REQ, { method = "" }), VANILLA_CREDS, VANILLA_OPTS) end)
       assert.is_false(ok)
       assert.matches("sigv4_spec%.lua:%d+: sign: req.method is empty", e)
@@ -435,13 +431,13 @@ describe("core.sign (" .. binding.name .. ")", function()
       assert.is_true(d2.canonical_request_resumed >= 512)
     end)
 
-    it("signs requests with many headers and long lists as the other binding does", function()
+    it("signs requests with many headers and long lists as the other pass does", function()
       local req = ddb("PutItem", "{}")
       for i = 1, 40 do req.headers[("X-H-%02d"):format(i)] = ("v%d"):format(i) end
       local list = {}
       for i = 1, 30 do list[i] = ("item %d"):format(i) end
       req.headers["x-list"] = list
-      local other = binding.name == "fast path" and BINDINGS[2].core or BINDINGS[1].core
+      local other = binding.name == "FFI" and BINDINGS[2].core or BINDINGS[1].core
       local h, d = core.sign(req, CREDS, opts_at(1700000250))
       local rh, rd = other.sign(req, CREDS, opts_at(1700000250))
       assert.are.same(rh, h)
@@ -487,7 +483,7 @@ describe("core.sign (" .. binding.name .. ")", function()
         local creds = with(VANILLA_CREDS, { session_token = token })
         local opts = opts_at(t, with({ region = region }, extra))
         local h, d = core.sign(req, creds, opts)
-        local rh, rd = fresh_core(binding.name ~= "fast path").sign(req, creds, opts)
+        local rh, rd = fresh_core(binding.name ~= "FFI").sign(req, creds, opts)
         assert.are.same(rh, h, "request " .. i)
         assert.are.equal(rd.canonical_request, d.canonical_request, "request " .. i)
         assert.are.equal(rd.string_to_sign, d.string_to_sign, "request " .. i)

@@ -40,25 +40,15 @@ local leases_mod = require "tide.projection.leases"
 local stream_mod = require "tide.stream"
 local terror = require "tide.error"
 local shards = require "tide.projection.shards"
-local ffi = require "ffi"
+local tffi = require "tide.ffi"
 
 local M = {}
 
 local SHARD_END = leases_mod.SHARD_END
 local REBUILD = leases_mod.REBUILD_NEEDED
 
-if not pcall(ffi.typeof, "tide_streams_pid_t") then
-  ffi.cdef [[
-    typedef int tide_streams_pid_t;
-    tide_streams_pid_t getpid(void);
-    int gethostname(char *name, size_t len);
-  ]]
-end
-
 local function default_owner()
-  local buf = ffi.new("char[256]")
-  local host = ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "host"
-  return string.format("%s:%d:%s", host, ffi.C.getpid(), require("tide.core").random_hex(4))
+  return string.format("%s:%d:%s", tffi.hostname(), tffi.pid(), core.random_hex(4))
 end
 M.default_owner = default_owner
 

@@ -1,0 +1,123 @@
+-- tide.ffi: the one module that declares C to LuaJIT's FFI.
+--
+-- tide reaches C in two ways, each where it fits:
+--
+-- - the Lua C API (tide.core, tide.engine, tide.sqlite) for whatever builds
+--   Lua values, yields, runs the loop or calls back into Lua;
+-- - this module for leaf functions called often (signing): C functions
+--   named tide_ffi_*, with no lua_State, that return 0 or a negative
+--   TIDE_E* code and fill a struct tide_error (runtime/core/tide_ffi.h);
+--   and the few libc functions tide's Lua needs, wrapped below so that no
+--   other module handles cdata for them.
+--
+-- Every declaration is made here, once: ffi.cdef of a struct twice fails,
+-- and modules are reloaded (tests, fresh instances of tide.core), so the
+-- block is guarded by one of its types. Other code must not declare these
+-- names itself. When the module loads it checks each struct's layout
+-- against the C compiler's (tide_ffi_layout) and raises on a difference:
+-- a stale build, which would otherwise read the wrong bytes.
+--
+--   local tffi = require "tide.ffi"
+--   tffi.lib              -- tide's C library: tffi.lib.tide_ffi_sigv4_sign(...)
+--   tffi.new_error()      -- a struct tide_error for the last argument
+--   tffi.message(err)     -- its message, as a Lua string
+--   tffi.hostname()       -- gethostname(2), or "host"
+--   tffi.pid()            -- getpid(2)
+--   tffi.realtime_ms()    -- gettimeofday(2) in whole milliseconds
+--
+-- Nothing reached from here calls back into Lua or yields: what backs a
+-- pointer passed to C stays referenced by the caller until C returns.
+local ffi = require "ffi"
+
+local M = {}
+
+if not pcall(ffi.typeof, "struct tide_ffi_layout") then
+  ffi.cdef [[
+    struct tide_error { int code; char message[512]; };
+    struct tide_ffi_layout { const char *type; const char *field; double value; };
+    const struct tide_ffi_layout *tide_ffi_layout(void);
+
+    struct tide_buffer { size_t len; char data[1]; };
+
+    struct tide_sigv4_signer;
+    struct tide_sigv4_header {
+      const char *name; size_t name_len; const char *value; size_t value_len;
+    };
+    struct tide_ffi_sigv4_in {
+      double time; size_t body_len; size_t secret_len;
+      const struct tide_sigv4_header *headers; size_t n_headers;
+      int normalize_path; int sign_body; int sign_session_token; int debug;
+    };
+    struct tide_ffi_sigv4_out {
+      const char *authorization; double authorization_len;
+      const char *amz_date; const char *content_sha256; const char *signature;
+      const char *canonical_request; double canonical_request_len;
+      const char *string_to_sign; double string_to_sign_len;
+      double canonical_request_resumed; double string_to_sign_resumed;
+      double key_derivations;
+    };
+    int tide_ffi_sigv4_signer_new(struct tide_sigv4_signer **out, struct tide_error *err);
+    void tide_ffi_sigv4_signer_delete(struct tide_sigv4_signer *s);
+    int tide_ffi_sigv4_sign(struct tide_sigv4_signer *s, const struct tide_ffi_sigv4_in *in,
+                            const char *method, const char *host, const char *path,
+                            const char *query, const char *body, const char *access_key_id,
+                            const char *secret_access_key, const char *session_token,
+                            const char *region, const char *service,
+                            struct tide_ffi_sigv4_out *out, struct tide_error *err);
+
+    struct tide_timeval { long tv_sec; long tv_usec; };
+    int gettimeofday(struct tide_timeval *tv, void *tz);
+    int gethostname(char *name, size_t len);
+    int getpid(void);
+  ]]
+end
+
+-- The copy of tide's C library that tide.core was loaded from: the tide
+-- binary's own (linked with -Wl,-E, so its symbols are global), else the
+-- tide/core.so that package.cpath finds (dlopen gives back the handle
+-- require already holds).
+local function tide_library()
+  if pcall(function() return ffi.C.tide_ffi_layout end) then return ffi.C end
+  local path = package.searchpath("tide.core", package.cpath)
+  if path == nil then
+    error("tide.ffi: tide/core.so is not on package.cpath (" .. package.cpath .. ")", 3)
+  end
+  return ffi.load(path)
+end
+
+M.lib = tide_library()
+
+-- A stale or mismatched build is a programmer error: raise.
+do
+  local entry = M.lib.tide_ffi_layout()
+  local i = 0
+  while entry[i].type ~= nil do
+    local e = entry[i]
+    local ct, field, want = ffi.string(e.type), ffi.string(e.field), e.value
+    local got = field == "" and ffi.sizeof(ct) or ffi.offsetof(ct, field)
+    if got ~= want then
+      error(string.format("tide.ffi: %s%s is %s in C but %s as declared in lua/tide/ffi.lua",
+        ct, field == "" and "'s size" or "." .. field, tostring(want), tostring(got)), 2)
+    end
+    i = i + 1
+  end
+end
+
+local ERROR = ffi.typeof("struct tide_error")
+function M.new_error() return ERROR() end
+function M.message(err) return ffi.string(err.message) end
+
+function M.hostname()
+  local buf = ffi.new("char[256]")
+  return ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "host"
+end
+
+function M.pid() return ffi.C.getpid() end
+
+local tv = ffi.new("struct tide_timeval")
+function M.realtime_ms()
+  ffi.C.gettimeofday(tv, nil)
+  return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
+end
+
+return M
