@@ -21,9 +21,10 @@
  *       fails with type "Conflict".
  *   db:path()  db:close()
  *
- * Failures that happen in normal operation return nil, err with err =
- * {type = "Conflict" | "Busy" | "StoreError", message = , code = "ECONFLICT"...}
- * (with a __tostring); wrong argument types and use after close raise.
+ * Failures that happen in normal operation return nil, err with err a
+ * tide.error: type "Conflict" | "Busy" | "StoreError", kind "conflict" or
+ * "store", message, retryable, code ("ECONFLICT"...); wrong argument types
+ * and use after close raise.
  * Transaction control stays with the caller (lua/tide/store/sqlite.lua runs
  * group commit); nothing here yields.
  */
@@ -37,7 +38,6 @@
 #include "store.h"
 
 #define DB_MT "tide.sqlite.db"
-#define ERROR_MT "tide.sqlite.error"
 
 struct db {
     struct tide_store *s;
@@ -58,29 +58,46 @@ static const char *type_of(int code)
     }
 }
 
-/* Pushes nil, {type=, message=, code=}; returns 2. */
+/* tide's kind of a store failure (lua/tide/error.lua): a lost race is a
+ * conflict, a locked database a store failure worth retrying. */
+static const char *kind_of(int code)
+{
+    return code == TIDE_ECONFLICT ? "conflict" : "store";
+}
+
+/* Pushes nil, err; returns 2. err is a tide.error (lua/tide/error.lua, the
+ * one error type of tide's Lua) with kind, type, message, retryable and
+ * code. Should tide's Lua library not be on package.path, err is the same
+ * fields in a plain table. */
 static int push_fail(lua_State *L, const struct tide_error *err)
 {
     lua_pushnil(L);
-    lua_createtable(L, 0, 3); // [nil, err]
+    lua_createtable(L, 0, 5); // [nil, fields]
+    lua_pushstring(L, kind_of(err->code));
+    lua_setfield(L, -2, "kind");
     lua_pushstring(L, type_of(err->code));
     lua_setfield(L, -2, "type");
     lua_pushstring(L, err->message);
     lua_setfield(L, -2, "message");
+    lua_pushboolean(L, err->code == TIDE_EBUSY);
+    lua_setfield(L, -2, "retryable");
     lua_pushstring(L, tide_store_error_name(err->code));
     lua_setfield(L, -2, "code");
-    luaL_getmetatable(L, ERROR_MT); // [nil, err, mt]
-    lua_setmetatable(L, -2);        // [nil, err]
+    lua_getglobal(L, "require");     // [nil, fields, require]
+    lua_pushliteral(L, "tide.error"); // [nil, fields, require, name]
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_pop(L, 1); // [nil, fields]
+        return 2;
+    }
+    lua_getfield(L, -1, "new");      // [nil, fields, terror, new]
+    lua_pushvalue(L, -3);            // [nil, fields, terror, new, fields]
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 2); // [nil, fields]
+        return 2;
+    }                                // [nil, fields, terror, err]
+    lua_replace(L, -3);              // [nil, err, terror]
+    lua_pop(L, 1);                   // [nil, err]
     return 2;
-}
-
-static int error_tostring(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "type");    // [err, type]
-    lua_getfield(L, 1, "message"); // [err, type, message]
-    lua_pushfstring(L, "%s: %s", luaL_optstring(L, 2, "StoreError"), luaL_optstring(L, 3, "?"));
-    return 1;
 }
 
 /* Argument idx as an integer in [min, 2^53]; raises otherwise. */
@@ -482,11 +499,6 @@ static const luaL_Reg db_methods[] = {
 int luaopen_tide_sqlite(lua_State *L)
 {
     tide_lua_handle_type(L, DB_MT, db_methods, l_close, l_tostring); // []
-    if (luaL_newmetatable(L, ERROR_MT)) { // [emt]
-        lua_pushcfunction(L, error_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1); // []
     lua_newtable(L); // [M]
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
