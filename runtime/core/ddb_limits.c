@@ -185,15 +185,16 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
     return 1;
 }
 
-static int on_end_map(void *ctx)
+/* An object or an array ends: the item, an AttributeValue, an M or L value
+ * (3 bytes more) or a set. */
+static int on_end(void *ctx)
 {
     struct sizer *s = ctx;
     struct level *t = top(s);
     size_t v = t->total;
-    if (t->kind == K_AV) {
-        if (!t->has)
-            return bad(s, "expected an AttributeValue (an object with one type key)");
-    } else if (t->per) { /* an M value */
+    if (t->kind == K_AV && !t->has)
+        return bad(s, "expected an AttributeValue (an object with one type key)");
+    if (t->kind == K_LIST || (t->kind == K_MAP && t->per)) {
         v += 3;
         s->nested--;
     }
@@ -220,19 +221,6 @@ static int on_start_array(void *ctx)
     return 1;
 }
 
-static int on_end_array(void *ctx)
-{
-    struct sizer *s = ctx;
-    struct level *t = top(s);
-    size_t v = t->total;
-    if (t->kind == K_LIST) {
-        v += 3;
-        s->nested--;
-    }
-    s->n--;
-    return value_done(s, v);
-}
-
 static const yajl_callbacks CALLBACKS = {
     .yajl_null = on_null,
     .yajl_boolean = on_boolean,
@@ -240,9 +228,9 @@ static const yajl_callbacks CALLBACKS = {
     .yajl_string = on_string,
     .yajl_start_map = on_start_map,
     .yajl_map_key = on_map_key,
-    .yajl_end_map = on_end_map,
+    .yajl_end_map = on_end,
     .yajl_start_array = on_start_array,
-    .yajl_end_array = on_end_array,
+    .yajl_end_array = on_end,
 };
 
 static int measure(const char *json, size_t len, int root_av, size_t *out, struct tide_error *err)

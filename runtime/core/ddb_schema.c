@@ -48,6 +48,38 @@ enum tide_ddb_field tide_ddb_field_kind(const char *key, size_t len, enum tide_d
     return TIDE_DDB_PLAIN;
 }
 
+enum tide_ddb_mode tide_ddb_value_mode(enum tide_ddb_mode mode, const char *key, size_t len,
+                                       enum tide_ddb_shape shape)
+{
+    switch (mode) {
+    case TIDE_DDB_MODE_AV:
+        return TIDE_DDB_MODE_AV;
+    case TIDE_DDB_MODE_AV_MAP:
+        return shape == TIDE_DDB_SHAPE_OBJECT ? TIDE_DDB_MODE_AV : TIDE_DDB_MODE_NOT_AV_MAP;
+    case TIDE_DDB_MODE_AV_LISTS:
+        if (shape == TIDE_DDB_SHAPE_ARRAY)
+            return TIDE_DDB_MODE_AV_MAP;
+        break;
+    case TIDE_DDB_MODE_JSON:
+        return TIDE_DDB_MODE_JSON;
+    case TIDE_DDB_MODE_FIELD:
+        switch (tide_ddb_field_kind(key, len, shape)) {
+        case TIDE_DDB_AV_MAP: return TIDE_DDB_MODE_AV;
+        case TIDE_DDB_AV_MAP_LIST: return TIDE_DDB_MODE_AV_MAP;
+        case TIDE_DDB_AV_LIST: return TIDE_DDB_MODE_AV;
+        case TIDE_DDB_NAMED: return TIDE_DDB_MODE_PLAIN;
+        case TIDE_DDB_NAMED_AV_LISTS: return TIDE_DDB_MODE_AV_LISTS;
+        case TIDE_DDB_PLAIN:
+        default: break;
+        }
+        break;
+    case TIDE_DDB_MODE_PLAIN:
+    default:
+        break;
+    }
+    return shape == TIDE_DDB_SHAPE_OBJECT ? TIDE_DDB_MODE_FIELD : TIDE_DDB_MODE_PLAIN;
+}
+
 enum tide_ddb_av_type tide_ddb_av_type(const unsigned char *k, size_t n)
 {
     if (n == 1) {

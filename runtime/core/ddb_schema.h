@@ -34,6 +34,31 @@ enum tide_ddb_shape {
  * has the given shape. Scalars are always PLAIN (e.g. Tags[i].Key). */
 enum tide_ddb_field tide_ddb_field_kind(const char *key, size_t len, enum tide_ddb_shape shape);
 
+/* How the values inside an object or an array are read or written: the
+ * encoder and the decoder walk a request or response with one mode per
+ * open object or array. */
+enum tide_ddb_mode {
+    TIDE_DDB_MODE_FIELD,    /* plain; an object member's key is matched (tide_ddb_field_kind) */
+    TIDE_DDB_MODE_PLAIN,    /* plain; the key is not matched (table names) */
+    TIDE_DDB_MODE_AV,       /* each value is one AttributeValue */
+    TIDE_DDB_MODE_AV_MAP,   /* each value is an object of attribute name -> AttributeValue */
+    TIDE_DDB_MODE_AV_LISTS, /* an array is a list of AV_MAPs; anything else is plain */
+    TIDE_DDB_MODE_JSON,     /* plain JSON all the way down: no key means anything */
+    TIDE_DDB_MODE_NOT_AV_MAP, /* (a result only) the value should have been an AV_MAP */
+};
+
+/* The mode of the values inside a value of the given shape that stands
+ * where `mode` expects one (key[0..len): its member name, for
+ * TIDE_DDB_MODE_FIELD), or TIDE_DDB_MODE_NOT_AV_MAP when an object of
+ * AttributeValues belongs there and the value is not an object. Where mode
+ * is AV the value is itself an AttributeValue (that is the caller's to
+ * see), and an M or L inside holds AttributeValues: AV. For a scalar the
+ * result only tells NOT_AV_MAP from the rest. E.g. (FIELD, "Item",
+ * object) -> AV: Item's members are AttributeValues; (FIELD, "Items",
+ * array) -> AV_MAP; (PLAIN, -, object) -> FIELD. */
+enum tide_ddb_mode tide_ddb_value_mode(enum tide_ddb_mode mode, const char *key, size_t len,
+                                       enum tide_ddb_shape shape);
+
 /* The type keys of an AttributeValue ({"S": ...}, {"BOOL": ...}, ...). */
 enum tide_ddb_av_type {
     TIDE_DDB_AV_NONE,    /* no type key (yet): never returned by tide_ddb_av_type */

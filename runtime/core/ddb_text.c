@@ -58,6 +58,13 @@ int tide_ddb_utf8_valid(const char *str, size_t len)
     return 1;
 }
 
+size_t tide_ddb_utf8_cut(const char *s, size_t n)
+{
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
 size_t tide_ddb_base64_encoded_len(size_t n)
 {
     return (n + 2) / 3 * 4;

@@ -14,6 +14,10 @@
  * surrogates, nothing above U+10FFFF; NUL bytes are allowed), else 0. */
 int tide_ddb_utf8_valid(const char *s, size_t len);
 
+/* The largest length <= n that does not cut a UTF-8 sequence of s (s[n]
+ * is read: n < the length of s). */
+size_t tide_ddb_utf8_cut(const char *s, size_t n);
+
 /* Length of the base64 text for n bytes (without the terminating NUL). */
 size_t tide_ddb_base64_encoded_len(size_t n);
 
