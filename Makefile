@@ -55,6 +55,8 @@ CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/obj/%.o)
 SQL_OBJ   := $(SQL_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+# The pure C of the core (no Lua binding): what the C tests link.
+PURE_OBJ  := $(filter-out $(BUILD)/obj/runtime/core/lua_%,$(CORE_OBJ))
 HEADERS   := $(wildcard runtime/*/*.h)
 # What tide.engine and tide.sqlite take from the core: each shared library
 # links the objects it uses, no more (the tide binary links them all).
@@ -63,7 +65,8 @@ SQL_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_handle.o)
 
 .PHONY: all deps test-deps run test test-asan bench install clean
 
-all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so
+all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so \
+     $(BUILD)/test/codec_test
 
 # Every compile waits for the deps step (order-only: it never forces a
 # rebuild), so the first `make` on a fresh machine installs before it builds.
@@ -98,6 +101,13 @@ $(BUILD)/lua/tide/sqlite.so: $(SQL_OBJ) $(SQL_CORE)
 $(BUILD)/tide: $(CLI_OBJ) $(ENG_OBJ) $(SQL_OBJ) $(CORE_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS_CLI)
+
+# The codec's pure layer tested in C (spec/unit/codec_c_spec.lua runs it):
+# linked without Lua, so it also proves that layer needs none.
+$(BUILD)/test/codec_test: $(BUILD)/obj/spec/c/codec_test.o $(PURE_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
 
 run: all
 	@tools/run-example.sh
