@@ -1,6 +1,6 @@
 /*
  * ddb_json_writer.c - compact JSON text into a growing buffer (see
- * ddb_json_writer.h). Parsing is yajl's job (lua_decode.c, ddb_limits.c).
+ * ddb_json_writer.h). Parsing is yajl's job (ddb_decode.c, ddb_limits.c).
  */
 #include "ddb_json_writer.h"
 

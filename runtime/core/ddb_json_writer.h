@@ -4,7 +4,7 @@
  *
  * Only writing lives here: the encoder emits its text straight into the
  * buffer, which is much cheaper than building a tree and dumping it. Parsing
- * goes through yajl (lua_decode.c, ddb_limits.c).
+ * goes through yajl (ddb_decode.c, ddb_limits.c).
  */
 #ifndef TIDE_DDB_JSON_WRITER_H
 #define TIDE_DDB_JSON_WRITER_H

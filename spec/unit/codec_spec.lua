@@ -1,5 +1,5 @@
--- The DynamoDB JSON codec of tide.core (runtime/core/lua_codec.c, the
--- decoder in runtime/core/lua_decode.c, and the ddb_* helpers).
+-- The DynamoDB JSON codec of tide.core: the pure C of runtime/core/ddb_*.c
+-- through its Lua binding (lua_encode.c, lua_decode.c, lua_codec.c).
 -- Conventions: docs/codec.md.
 local core = require "tide.core"
 local cjson = require "cjson"
