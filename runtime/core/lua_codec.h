@@ -1,7 +1,8 @@
 /*
  * lua_codec.h - what the files of the codec's Lua binding share: the guard
- * that owns a call's C resources, the upvalues of its functions, request
- * entry points (request bodies as buffers: lua_buffer.h). Internal to tide.core.
+ * that owns a call's C resources, the upvalues of its functions, and the
+ * entry points (request bodies as buffers: lua_buffer.h). Internal to
+ * tide.core.
  *
  * The codec is in two layers: the pure C of the ddb_*.c files (DynamoDB
  * JSON parsing, the marshalling rules, the limits; no lua.h) and this thin
