@@ -5,7 +5,6 @@ local helpers = {}
 helpers.root = os.getenv("PWD") or "."
 helpers.build = os.getenv("TIDE_BUILD") or "build"
 helpers.tide_bin = helpers.root .. "/" .. helpers.build .. "/tide"
-helpers.shared = helpers.root .. "/../shared"
 
 -- Endpoint of the DynamoDB Local started by tools/test.sh, or nil when the
 -- suite runs without it (then integration specs are reported as errors,

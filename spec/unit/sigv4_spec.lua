@@ -1,5 +1,5 @@
 -- core.sign: AWS SigV4 header signing, checked against the AWS test suite in
--- ../shared/testdata/sigv4 (header-* files), plus the API's argument errors,
+-- spec/fixtures/sigv4-suite (header-* files), plus the API's argument errors,
 -- session tokens, the signing-key cache and the prefix caches.
 --
 -- core.sign has one binding, through LuaJIT's FFI (lua/tide/sigv4.lua over
@@ -36,7 +36,7 @@ local BINDINGS = {
   { name = "FFI, JIT off", core = fresh_core(true) },
 }
 
-local SUITE = helpers.shared .. "/testdata/sigv4"
+local SUITE = helpers.root .. "/spec/fixtures/sigv4-suite"
 
 -- Unix seconds of "YYYY-MM-DDTHH:MM:SSZ" (UTC; os.time would use local time).
 local function utc_seconds(ts)
@@ -125,9 +125,10 @@ local function header_set(list)
 end
 
 local function list_cases()
-  local out = helpers.run("ls " .. helpers.shell_quote(SUITE))
+  -- one folder per case (the README beside them is not one)
+  local out = helpers.run("cd " .. helpers.shell_quote(SUITE) .. " && ls -d */")
   local cases = {}
-  for name in out:gmatch("[^\n]+") do cases[#cases + 1] = name end
+  for name in out:gmatch("([^\n]+)/") do cases[#cases + 1] = name end
   return cases
 end
 
