@@ -13,8 +13,8 @@
 //
 // Client: DynamoDBClient + PutItemCommand/GetItemCommand (not the
 // DocumentClient: @aws-sdk/lib-dynamodb is not among .deps' packages). The
-// item is turned into AttributeValues by the small marshal() below on every
-// request and GetItem's result is turned back by unmarshal(), so both
+// item is turned into AttributeValues by marshalItem() (bench/sdk_attribute_values.js) on every
+// request and GetItem's result is turned back by unmarshalItem(), so both
 // clients do the same work (plain values in and out); these two functions
 // are cheaper than lib-dynamodb's, which errs in the SDK's favour.
 "use strict";
@@ -47,36 +47,7 @@ function item(i) {
   };
 }
 
-function marshal(v) {
-  switch (typeof v) {
-    case "string": return { S: v };
-    case "number": return { N: String(v) };
-    case "boolean": return { BOOL: v };
-    case "object": {
-      if (v === null) return { NULL: true };
-      if (Array.isArray(v)) return { L: v.map(marshal) };
-      const m = {};
-      for (const k of Object.keys(v)) m[k] = marshal(v[k]);
-      return { M: m };
-    }
-  }
-  throw new Error("cannot marshal " + typeof v);
-}
-function marshalItem(obj) { return marshal(obj).M; }
-function unmarshal(av) {
-  if (av.S !== undefined) return av.S;
-  if (av.N !== undefined) return Number(av.N);
-  if (av.BOOL !== undefined) return av.BOOL;
-  if (av.NULL !== undefined) return null;
-  if (av.L !== undefined) return av.L.map(unmarshal);
-  if (av.M !== undefined) return unmarshalItem(av.M);
-  throw new Error("cannot unmarshal " + JSON.stringify(av));
-}
-function unmarshalItem(m) {
-  const o = {};
-  for (const k of Object.keys(m)) o[k] = unmarshal(m[k]);
-  return o;
-}
+const { marshalItem, unmarshalItem } = require("./sdk_attribute_values");
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Math.max(concurrency, 1) });
 const client = new DynamoDBClient({

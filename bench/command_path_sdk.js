@@ -58,30 +58,7 @@ async function send(op, command) {
 
 // ---- AttributeValues (tide stores data and state as AttributeValue JSON text)
 
-function marshal(v) {
-  switch (typeof v) {
-    case "string": return { S: v };
-    case "number": return { N: String(v) };
-    case "boolean": return { BOOL: v };
-    case "object": {
-      if (v === null) return { NULL: true };
-      if (Array.isArray(v)) return { L: v.map(marshal) };
-      const m = {};
-      for (const k of Object.keys(v)) if (v[k] !== undefined) m[k] = marshal(v[k]);
-      return { M: m };
-    }
-  }
-  throw new Error("cannot marshal " + typeof v);
-}
-function unmarshal(av) {
-  if (av.S !== undefined) return av.S;
-  if (av.N !== undefined) return Number(av.N);
-  if (av.BOOL !== undefined) return av.BOOL;
-  if (av.NULL !== undefined) return null;
-  if (av.L !== undefined) return av.L.map(unmarshal);
-  if (av.M !== undefined) { const o = {}; for (const k of Object.keys(av.M)) o[k] = unmarshal(av.M[k]); return o; }
-  throw new Error("cannot unmarshal " + JSON.stringify(av));
-}
+const { marshal, unmarshal } = require("./sdk_attribute_values");
 
 // ---- the account aggregate (aggregates/account.lua)
 
