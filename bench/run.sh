@@ -271,21 +271,16 @@ if ! build/tide script bench/sqlite_append.lua "${BENCH_SQLITE_N:-20000}" 1 256;
   status=1
 fi
 
-echo ""
-echo "== Whole commands on the embedded store: tide batch vs raw SQLite =="
-bench/command_path.sh || { note "bench/command_path.sh failed"; status=1; }
-
-echo ""
-echo "== Whole commands on DynamoDB Local, client CPU: tide batch vs @aws-sdk/client-dynamodb =="
-bench/command_path_dynamodb.sh || { note "bench/command_path_dynamodb.sh failed"; status=1; }
-
-echo ""
-echo "== Whole commands in the nginx host (embedded store): worker CPU per POST vs tide batch =="
-bench/command_path_nginx.sh || { note "bench/command_path_nginx.sh failed"; status=1; }
-
-echo ""
-echo "== Where a command's CPU goes: tide batch on the embedded store, profiled =="
-bench/command_profile.sh || { note "bench/command_profile.sh failed"; status=1; }
+# One section: a title, then a script whose failure is noted, not fatal.
+section() { # title, script
+  echo ""
+  echo "== $1 =="
+  "$2" || { note "$2 failed"; status=1; }
+}
+section "Whole commands on the embedded store: tide batch vs raw SQLite" bench/command_path.sh
+section "Whole commands on DynamoDB Local, client CPU: tide batch vs @aws-sdk/client-dynamodb" bench/command_path_dynamodb.sh
+section "Whole commands in the nginx host (embedded store): worker CPU per POST vs tide batch" bench/command_path_nginx.sh
+section "Where a command's CPU goes: tide batch on the embedded store, profiled" bench/command_profile.sh
 
 echo ""
 echo "== Projections from the embedded feed: events per second =="
