@@ -4,6 +4,7 @@
 -- cli.main(name, args...) inside the scheduler; main returns the exit status.
 local core = require "tide.core"
 local cjson = require "cjson.safe"
+local result = require "tide.result"
 local sched = require "tide.sched"
 local stream = require "tide.stream"
 local terror = require "tide.error"
@@ -103,14 +104,9 @@ local function flush_out()
   if not ok then stdout_failed(err) end
 end
 
-local function json(v)
-  local s, err = core.json_encode(v)
-  if not s then
-    return core.json_encode{ ok = false, error = { kind = "handler_error",
-      message = "the result cannot be written as JSON: " .. tostring(err) } }
-  end
-  return s
-end
+-- Output lines are tide.result's (the HTTP API writes the same bytes); a
+-- value JSON cannot hold is reported as a handler's error.
+local function json(v) return result.json(v, "handler_error") end
 
 local function fail_usage(name, message)
   io.stderr:write("tide ", name, ": ", message, "\n", USAGE[name], "\n")
@@ -166,34 +162,15 @@ local function open_app(opts, log_format)
   return app
 end
 
--- Results are written with "ok" first, as users read them; json_encode
--- sorts keys, so the top level is assembled here.
 local function error_line(kind, message, extra)
-  local e = { kind = kind, message = message }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return '{"ok":false,"error":' .. json(e) .. "}"
+  return result.error(kind, message, extra, "handler_error")
 end
 
 local function error_result(err)
   return error_line(err.kind, tostring(err.message or err), { stream = err.stream, command = err.command, type = err.type })
 end
 
--- The events of a result as a JSON array, keys sorted as json_encode sorts
--- them; the meta text the repository stored (meta_text, encoded by the
--- same json_encode) is reused rather than encoded again.
-local function events_json(events)
-  local parts = {}
-  for i, ev in ipairs(events or {}) do
-    parts[i] = '{"data":' .. json(ev.data) .. ',"meta":' .. (ev.meta_text or json(ev.meta))
-      .. ',"type":' .. json(ev.type) .. ',"version":' .. json(ev.version) .. "}"
-  end
-  return "[" .. table.concat(parts, ",") .. "]"
-end
-
-local function ok_result(res)
-  return '{"ok":true,"stream":' .. json(res.stream) .. ',"version":' .. json(res.version)
-    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. events_json(res.events) .. "}"
-end
+local function ok_result(res) return result.ok(res, "handler_error") end
 
 -- Decodes a command object from JSON text; nil, message on bad input.
 local function decode_object(text, what)
@@ -397,7 +374,7 @@ end
 function commands.state(opts, pos)
   return read_stream("state", opts, pos, function(repo, agg, id) return repo:state(agg, id) end,
     function(st)
-      out('{"stream":' .. json(st.stream) .. ',"version":' .. json(st.version) .. ',"state":' .. json(st.state) .. "}")
+      out(result.state(st, "handler_error"))
     end)
 end
 

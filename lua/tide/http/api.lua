@@ -17,6 +17,7 @@
 --     req: {method=, path=<raw, still %-encoded>, body=, headers={lowercase=value}}
 local core = require "tide.core"
 local cjson = require "cjson.safe"
+local result = require "tide.result"
 
 local M = {}
 
@@ -42,24 +43,12 @@ function M.status_of(kind)
   return M.STATUS[kind] or 500
 end
 
-local function json(v)
-  local s, err = core.json_encode(v)
-  if not s then
-    return core.json_encode{ ok = false, error = { kind = "internal",
-      message = "the result cannot be written as JSON: " .. tostring(err) } }
-  end
-  return s
-end
+-- The bodies are tide.result's: the same bytes `tide exec` prints.
+local json = result.json
 M.json = json
-
--- {"ok":false,"error":{...}}, "ok" first as tide exec writes it.
-function M.error_body(kind, message, extra)
-  local e = { kind = kind, message = tostring(message) }
-  for k, v in pairs(extra or {}) do
-    if v ~= nil then e[k] = v end
-  end
-  return '{"ok":false,"error":' .. json(e) .. "}"
-end
+M.error_body = result.error
+M.result_body = result.ok
+M.state_body = result.state
 
 -- An error of tide.repository -> status, body (the shape of tide exec's).
 function M.repository_error(err)
@@ -67,23 +56,8 @@ function M.repository_error(err)
     return 500, M.error_body("internal", tostring(err))
   end
   local kind = err.kind or "store"
-  return M.status_of(kind), M.error_body(kind, err.message or tostring(err),
+  return M.status_of(kind), result.error(kind, err.message or tostring(err),
                                          { stream = err.stream, command = err.command, type = err.type })
-end
-
--- A command's result, exactly as `tide exec` prints it.
-function M.result_body(res)
-  local list = {}
-  for i, ev in ipairs(res.events or {}) do
-    list[i] = { version = ev.version, type = ev.type, data = ev.data, meta = ev.meta }
-  end
-  return '{"ok":true,"stream":' .. json(res.stream) .. ',"version":' .. json(res.version)
-    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. json(core.list(list)) .. "}"
-end
-
--- As `tide state` prints it.
-function M.state_body(st)
-  return '{"stream":' .. json(st.stream) .. ',"version":' .. json(st.version) .. ',"state":' .. json(st.state) .. "}"
 end
 
 ------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+-- tide.result: the JSON a command's outcome is written as, the same bytes
+-- from `tide exec`/`tide batch` and from the HTTP API.
+--
+--   result.json(v [, fallback_kind])  -> JSON text of v (json_encode: exact
+--       integers, sorted keys); a value JSON cannot hold gives an error
+--       line of kind fallback_kind ("internal" by default) instead
+--   result.ok(res [, fallback_kind])  -> {"ok":true,"stream":..,"version":..[,"duplicate":true],"events":[..]}
+--   result.error(kind, message, extra [, fallback_kind]) -> {"ok":false,"error":{kind, message, extra...}}
+--   result.state(st [, fallback_kind]) -> {"stream":..,"version":..,"state":..}
+--
+-- "ok" comes first, as people read it: json_encode sorts keys, so the top
+-- level is assembled here. An event's meta is the text the repository
+-- stored (meta_text, written by the same json_encode) when it has one,
+-- rather than encoded again.
+local core = require "tide.core"
+
+local json_encode, concat, ipairs, pairs, tostring = core.json_encode, table.concat, ipairs, pairs, tostring
+
+local M = {}
+
+local function json(v, fallback_kind)
+  local s, err = json_encode(v)
+  if not s then
+    return json_encode{ ok = false, error = { kind = fallback_kind or "internal",
+      message = "the result cannot be written as JSON: " .. tostring(err) } }
+  end
+  return s
+end
+M.json = json
+
+function M.error(kind, message, extra, fallback_kind)
+  local e = { kind = kind, message = tostring(message) }
+  for k, v in pairs(extra or {}) do
+    if v ~= nil then e[k] = v end
+  end
+  return '{"ok":false,"error":' .. json(e, fallback_kind) .. "}"
+end
+
+local function events_json(events, fk)
+  local parts = {}
+  for i, ev in ipairs(events or {}) do
+    parts[i] = '{"data":' .. json(ev.data, fk) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+      .. ',"type":' .. json(ev.type, fk) .. ',"version":' .. json(ev.version, fk) .. "}"
+  end
+  return "[" .. concat(parts, ",") .. "]"
+end
+
+function M.ok(res, fallback_kind)
+  local fk = fallback_kind
+  return '{"ok":true,"stream":' .. json(res.stream, fk) .. ',"version":' .. json(res.version, fk)
+    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. events_json(res.events, fk) .. "}"
+end
+
+function M.state(st, fallback_kind)
+  local fk = fallback_kind
+  return '{"stream":' .. json(st.stream, fk) .. ',"version":' .. json(st.version, fk)
+    .. ',"state":' .. json(st.state, fk) .. "}"
+end
+
+return M
