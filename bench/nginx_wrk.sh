@@ -16,7 +16,8 @@
 #   BENCH_WRK_CONNECTIONS=64    wrk connections (and tide batch --concurrency)
 #   BENCH_WRK_THREADS=2         wrk threads
 #   BENCH_WRK_ACCOUNTS=1000     accounts the deposits are spread over
-#   BENCH_WRK_WORKERS="1 auto"  nginx worker_processes settings, one full run each
+#   BENCH_WRK_WORKERS="1 auto"  nginx worker_processes settings, one full run each (with
+#                               more than one: requests/s and p99 side by side at the end)
 # Each run starts its own DynamoDB Local (tools/servers.sh) and stops it
 # after: a second set of tables with streams in the same DynamoDB Local
 # made every write of the next run many times slower (both hosts alike).
@@ -121,7 +122,7 @@ YAML
   read -r after_batch _ < <(sum_balances "$url")
   tools/nginx.sh stop "$site" >/dev/null 2>&1
 
-  BENCH_COND="$(nproc) cores, ${cpu_model:-unknown CPU}; nginx $nginx_version, worker_processes $w ($workers), DynamoDB Local (in-memory) on 127.0.0.1 on the same cores" \
+  BENCH_RPS_FILE="$tmp/rps" BENCH_WORKERS="$w" BENCH_COND="$(nproc) cores, ${cpu_model:-unknown CPU}; nginx $nginx_version, worker_processes $w ($workers), DynamoDB Local (in-memory) on 127.0.0.1 on the same cores" \
   node - "$res" "$base" "$final" "$after_batch" "$ok" "$batch_ok" "$batch_rc" "$t0" "$t1" \
          "$ACCOUNTS" "$THREADS" "$CONNS" "$WARM" "$DUR" <<'JS'
 const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1, accounts, threads, conns, warm, dur] = process.argv.slice(2);
@@ -151,6 +152,7 @@ if (inflight > Number(conns)) fail.push(inflight + " more deposits applied than 
 if (Number(batchRc) !== 0 || Number(batchOk) !== Number(ok)) fail.push("tide batch: " + (Number(ok) - Number(batchOk)) + " commands failed");
 if (batchApplied !== Number(batchOk)) fail.push("tide batch: balances moved by " + batchApplied + ", not " + batchOk);
 console.log(fail.length ? "RESULT: FAILED: " + fail.join("; ") : "RESULT: no errors, no lost deposits");
+require("fs").appendFileSync(process.env.BENCH_RPS_FILE, `${process.env.BENCH_WORKERS} ${r.rps.toFixed(0)} ${r.p99_ms.toFixed(1)}\n`);
 process.exit(fail.length ? 1 : 0);
 JS
 }
@@ -159,4 +161,10 @@ status=0
 for w in ${BENCH_WRK_WORKERS:-1 auto}; do
   run_one "$w" || status=1
 done
+if [ "$(wc -l <"$tmp/rps" 2>/dev/null || echo 0)" -gt 1 ]; then
+  echo ""
+  echo "workers, requests/s, p99 ms: $(awk '{ printf "%s%s: %s/s p99 %s", NR > 1 ? "; " : "", $1, $2, $3 }' "$tmp/rps")"
+  awk '{ if (NR > 1 && $2 < prev) bad = 1; prev = $2 } END {
+    print "more workers never serve fewer requests/s: " (bad ? "NOT MET" : "met") }' "$tmp/rps"
+fi
 exit $status

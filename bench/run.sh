@@ -281,6 +281,7 @@ section "Whole commands on the embedded store: tide batch vs raw SQLite" bench/c
 section "Whole commands on DynamoDB Local, client CPU: tide batch vs @aws-sdk/client-dynamodb" bench/command_path_dynamodb.sh
 section "Whole commands in the nginx host (embedded store): worker CPU per POST vs tide batch" bench/command_path_nginx.sh
 section "Where a command's CPU goes: tide batch on the embedded store, profiled" bench/command_profile.sh
+section "Hot streams: one account batched vs one at a time; 4 writer processes vs 1" bench/hot_streams.sh
 
 echo ""
 echo "== Projections from the embedded feed: events per second =="
@@ -345,5 +346,7 @@ fi
 rm -rf "$sdir"
 
 bench/nginx_wrk.sh || { note "bench/nginx_wrk.sh failed"; status=1; }
+hot_nginx() { BENCH_WRK_ACCOUNTS=4 BENCH_WRK_WORKERS="1 2 4" bench/nginx_wrk.sh; }
+section "nginx with 1, 2 and 4 workers on 4 hot accounts (wrk, DynamoDB Local)" hot_nginx
 echo ""; echo "== Hot reload: file write -> first command served by the new version =="; build/tide script bench/reload_latency.lua "${BENCH_RELOADS:-50}" || { note "bench/reload_latency.lua failed"; status=1; }
 exit $status

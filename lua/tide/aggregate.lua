@@ -19,6 +19,7 @@
 --   account.upcasters = { Deposited = { [1] = function(data) ... return data end } } -- optional
 --   account.snapshot_every = 100                          -- optional
 --   account.snapshot_version = 1                          -- optional: bump when the state's shape changes
+--   account.batching = false                              -- optional: one write per command on a hot stream
 --   return account
 --
 -- Handlers are pure: they read the state and the command and return events,
@@ -131,6 +132,10 @@ function M.from_source(name, source, path)
     return fail(path, "`snapshot_every` must be a positive integer (events between snapshots)")
   end
   self.snapshot_every = mod.snapshot_every
+  if mod.batching ~= nil and type(mod.batching) ~= "boolean" then
+    return fail(path, "`batching` must be true or false (whether commands waiting on one stream share a write)")
+  end
+  self.batching = mod.batching
   self.snapshot_version = mod.snapshot_version or 1
   return self
 end

@@ -2,11 +2,11 @@
 -- exec, batch, events, state, run, project, read, status, replay.
 -- runtime/cli/cmd_lua.c calls
 -- cli.main(name, args...) inside the scheduler; main returns the exit status.
+local clock = require "tide.clock"
 local core = require "tide.core"
 local cjson = require "cjson.safe"
 local result = require "tide.result"
 local sched = require "tide.sched"
-local stream = require "tide.stream"
 local terror = require "tide.error"
 
 local M = {}
@@ -39,13 +39,17 @@ nothing and returns the original result). Prints one JSON object:
 Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
 5 store or network failure.]],
   batch = [[
-usage: tide batch [--config FILE] [--concurrency N] < commands.ndjson
+usage: tide batch [--config FILE] [--concurrency N] [--stats] < commands.ndjson
 
 Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin
 and runs the commands concurrently (commands of one stream in input order,
-at most N in flight, default 256). Prints one result line per input line,
-in input order, shaped as tide exec's output. Exit status: 0 when every
-command succeeded, else the status of the first failure by severity.]],
+at most N in flight, default 256; commands waiting on one stream share a
+write). Prints one result line per input line, in input order, shaped as
+tide exec's output. --stats: at the end, one JSON line on stderr with the
+counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
+the requests and the read and write capacity units, per command too.
+Exit status: 0 when every command succeeded, else the status of the first
+failure by severity.]],
   events = [[
 usage: tide events [--config FILE] AGGREGATE ID
 
@@ -124,6 +128,8 @@ local function parse(name, args)
       opts.help = true
     elseif a == "--until-caught-up" then
       opts.until_caught_up = true
+    elseif a == "--stats" and name == "batch" then
+      opts.stats = true
     elseif a == "--config" or a == "--concurrency" then
       local v = args[i + 1]
       if not v then return nil, a .. " needs a value" end
@@ -259,6 +265,30 @@ function commands.exec(opts, pos)
   return EXIT_OF_KIND[xerr.kind] or M.EXIT.handler_error
 end
 
+-- tide batch --stats: one JSON line on stderr. What the repository did
+-- (writes, conflicts, catch-ups) and, on DynamoDB, what the service
+-- billed (client.usage: capacity units of the answers).
+local function write_batch_stats(lines, outcomes, seconds, rstats, store)
+  local commands = rstats.commands
+  local st = {
+    lines = lines, commands = commands, outcomes = outcomes, seconds = seconds,
+    commands_per_second = seconds > 0 and commands / seconds or 0,
+    writes = rstats.writes, conflicts = rstats.conflicts, catch_ups = rstats.catch_ups,
+    loads = rstats.loads, snapshots = rstats.snapshots,
+  }
+  local client = store.client
+  if client and client.usage_totals then
+    local t = client:usage_totals()
+    local per = math.max(commands, 1)
+    st.dynamodb = { requests = client.usage.requests, requests_total = t.requests,
+                    failed_conditional_writes = client.usage.failed_writes,
+                    read_units = t.read, write_units = t.write,
+                    requests_per_command = t.requests / per,
+                    read_units_per_command = t.read / per, write_units_per_command = t.write / per }
+  end
+  io.stderr:write(core.json_encode{ stats = st }, "\n")
+end
+
 -- Severity order for batch's exit status: the worst failure wins.
 local SEVERITY = { [0] = 0, [3] = 1, [4] = 2, [2] = 3, [1] = 4, [5] = 5 }
 
@@ -279,7 +309,6 @@ function commands.batch(opts, pos)
   local function note(code)
     if SEVERITY[code] > SEVERITY[status] then status = code end
   end
-  local tails = {}     -- stream -> the thread of its latest command
   local pending = {}   -- line number -> thread, until its result is printed
   local results = {}   -- line number -> {line, code}, done but not yet printed
   local next_out, n = 1, 0
@@ -299,8 +328,10 @@ function commands.batch(opts, pos)
     flush_out()
   end
 
-  local function run_line(prev, req, derr, lineno)
-    if prev then sched.wait(prev) end
+  local outcomes = {} -- "ok" or an error kind -> count
+  local function tally(kind) outcomes[kind] = (outcomes[kind] or 0) + 1 end
+
+  local function run_line(req, derr, lineno)
     if not req then
       return error_line("invalid", derr), M.EXIT.usage
     end
@@ -310,27 +341,31 @@ function commands.batch(opts, pos)
         M.EXIT.usage
     end
     local res, xerr = repo:execute(req.aggregate, req.id, req.command)
-    if res then return ok_result(res), M.EXIT.ok end
+    if res then
+      tally(res.duplicate and "duplicate" or "ok")
+      return ok_result(res), M.EXIT.ok
+    end
+    tally(xerr.kind or "handler_error")
     return error_result(xerr), EXIT_OF_KIND[xerr.kind] or M.EXIT.handler_error
   end
 
-  local function command_thread(prev, req, derr, lineno)
-    local ok, line, code = pcall(run_line, prev, req, derr, lineno)
+  local function command_thread(req, derr, lineno)
+    local ok, line, code = pcall(run_line, req, derr, lineno)
     if not ok then line, code = error_line("handler_error", tostring(line)), M.EXIT.handler_error end
     emit(lineno, line, code)
   end
+  local started = clock.mono()
 
   for text in input_lines() do
     n = n + 1
     if text:match("^%s*$") then
       emit(n, error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage)
     else
-      -- the stream key only orders commands; a malformed line gets its own chain
+      -- Commands of one stream are decided in the order they reach the
+      -- repository, which is the order of the lines: each thread calls it
+      -- before its first yield, and threads start in the order spawned.
       local req, derr = decode_object(text, "line " .. n)
-      local key = req and type(req.aggregate) == "string" and type(req.id) == "string"
-        and stream.of(req.aggregate, req.id) or nil
-      local th = sched.spawn(command_thread, key and tails[key], req, derr, n)
-      if key then tails[key] = th end
+      local th = sched.spawn(command_thread, req, derr, n)
       if next_out <= n then pending[n] = th end
     end
     while n - next_out + 1 >= window and pending[next_out] do sched.wait(pending[next_out]) end
@@ -339,6 +374,7 @@ function commands.batch(opts, pos)
     if pending[next_out] then sched.wait(pending[next_out]) else sched.sleep(0) end
   end
   if watcher then watcher:stop() end
+  if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end
   app.store:close()
   return status
 end

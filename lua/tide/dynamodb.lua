@@ -37,6 +37,14 @@
 --                  (a ConditionalCheckFailed after a dropped connection)
 -- tostring(err) gives one line naming the operation, the table and the type
 -- ("DynamoDB GetItem on table 'orders': ValidationException: ...").
+--
+-- What the service was asked, and what it billed: client.usage counts the
+-- requests sent per operation (retries included) and adds up the capacity
+-- units of every answer that carries ConsumedCapacity (a request made with
+-- ReturnConsumedCapacity = "TOTAL"), per table and operation:
+--   usage.requests[op] = n;  usage.capacity[table][op] = {read=, write=}
+-- A write refused by its condition is billed too, but DynamoDB's error
+-- answer does not say how much: usage.failed_writes[op] counts them.
 
 local core = require "tide.core"
 local terror = require "tide.error"
@@ -169,7 +177,50 @@ function M.new(opts)
   self.sign_req = { method = "POST", path = "/" }
   self.sign_opts = { region = region, service = "dynamodb" }
   self.buffer_bodies = self.transport.accepts_buffer_body == true
+  self.usage = { requests = {}, capacity = {}, failed_writes = {} }
   return self
+end
+
+local READ_OPS = { GetItem = true, Query = true, Scan = true, BatchGetItem = true, TransactGetItems = true }
+
+local function add_capacity(usage, op, cc)
+  local tname = cc.TableName or "?"
+  local per_table = usage.capacity[tname]
+  if not per_table then per_table = {}; usage.capacity[tname] = per_table end
+  local u = per_table[op]
+  if not u then u = { read = 0, write = 0 }; per_table[op] = u end
+  local r, w = tonumber(cc.ReadCapacityUnits), tonumber(cc.WriteCapacityUnits)
+  if r or w then
+    u.read, u.write = u.read + (r or 0), u.write + (w or 0)
+  elseif READ_OPS[op] then
+    u.read = u.read + (tonumber(cc.CapacityUnits) or 0)
+  else
+    u.write = u.write + (tonumber(cc.CapacityUnits) or 0)
+  end
+end
+
+-- Adds an answer's ConsumedCapacity (one object, or a list for batches and
+-- transactions) to client.usage.
+local function account(usage, op, consumed)
+  if type(consumed) ~= "table" then return end
+  if consumed.TableName or consumed.CapacityUnits then
+    add_capacity(usage, op, consumed)
+  else
+    for _, cc in ipairs(consumed) do
+      if type(cc) == "table" then add_capacity(usage, op, cc) end
+    end
+  end
+end
+
+-- client:usage_totals() -> {requests=, read=, write=} over every operation
+-- and table so far.
+function Client:usage_totals()
+  local t = { requests = 0, read = 0, write = 0 }
+  for _, n in pairs(self.usage.requests) do t.requests = t.requests + n end
+  for _, per_table in pairs(self.usage.capacity) do
+    for _, u in pairs(per_table) do t.read, t.write = t.read + u.read, t.write + u.write end
+  end
+  return t
 end
 
 function Client:credentials()
@@ -342,10 +393,17 @@ function Client:send(op, params, body, opts)
   local endpoint = streams and self.streams_endpoint or self.endpoint
   local in_doubt = false
   local attempt = 0
+  local usage = self.usage
+  local requests = usage.requests
   while true do
     attempt = attempt + 1
+    requests[op] = (requests[op] or 0) + 1
     local result, err = self:attempt(target, endpoint, body, op, tname, opts and opts.decode)
-    if result then return result end
+    if result then
+      if result.ConsumedCapacity then account(usage, op, result.ConsumedCapacity) end
+      return result
+    end
+    if err.kind == "conflict" then usage.failed_writes[op] = (usage.failed_writes[op] or 0) + 1 end
     err.attempts = attempt
     err.retryable = err.retry_class ~= "never"
     if in_doubt and err.retry_class == "never" then err.ambiguous = true end

@@ -2,9 +2,12 @@
 --
 -- execute = load (cached state, or latest snapshot + the events after it,
 -- upcast) -> decide (the aggregate's handler) -> append with optimistic
--- concurrency (the store refuses a version that exists). On a conflict the
--- state is reloaded and the command decided again, a bounded number of
--- times.
+-- concurrency (the store refuses a version that exists). On a conflict
+-- only the events after the decided-on version are read and applied to the
+-- cached state (a catch-up), and the command is decided again, a bounded
+-- number of times (commands.max_attempts) with a jittered pause growing
+-- with each attempt. Commands waiting on one stream share one write (see
+-- "Lanes").
 --
 -- Idempotency: every event's metadata carries the id of the command that
 -- produced it. A stream's record keeps the ids of its last 128 commands
@@ -19,6 +22,8 @@ local cache_mod = require "tide.cache"
 local clock = require "tide.clock"
 local stream_mod = require "tide.stream"
 local terror = require "tide.error"
+
+local mono = clock.mono
 
 local M = {}
 
@@ -49,8 +54,24 @@ local function default_sleep()
   end
 end
 
--- repository.new{store=, registry=, cache_bytes=, max_attempts=,
---                snapshot_every=, sleep=, clock_ms=, log=} -> repository
+local function sched_parking()
+  local ok, sched = pcall(require, "tide.sched")
+  if not ok then return nil end
+  local running, current, suspend, wakeup = sched.running, sched.current, sched.suspend, sched.wakeup
+  return {
+    -- -> a waiter for the current coroutine (its thread), or nil when it cannot park
+    new = function() return running() and current() or nil end,
+    wait = function(_) suspend(); return true end,
+    wake = wakeup,
+  }
+end
+M.sched_parking = sched_parking
+
+-- repository.new{store=, registry=, cache_bytes=, max_attempts=, batching=,
+--                max_backoff=, snapshot_every=, sleep=,
+--                parking=, clock_ms=, log=} -> repository
+--   parking: {new=function() -> waiter | nil, wait=function(waiter) -> true
+--   | nil, err (it may time out), wake=function(waiter)} (see "Lanes" below).
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.registry) ~= "table" then
     error("repository.new: opts.store and opts.registry are required", 2)
@@ -60,11 +81,16 @@ function M.new(opts)
     registry = opts.registry,
     cache = cache_mod.new(opts.cache_bytes or 64 * 1024 * 1024),
     max_attempts = opts.max_attempts or 10,
+    max_backoff = opts.max_backoff or 0.2, -- seconds, the longest pause between attempts
+    batching = opts.batching ~= false,
+    parking = opts.parking or sched_parking(),
+    lanes = {},
+    contention_by_stream = {}, contention_count = 0,
     snapshot_every = opts.snapshot_every or 100,
     sleep = opts.sleep or default_sleep(),
     clock_ms = opts.clock_ms or clock.wall_ms,
     log = opts.log or function() end,
-    stats = { commands = 0, conflicts = 0, loads = 0, snapshots = 0, duplicates = 0 },
+    stats = { commands = 0, conflicts = 0, catch_ups = 0, writes = 0, loads = 0, snapshots = 0, duplicates = 0 },
   }, Repository)
 end
 
@@ -251,14 +277,32 @@ function Repository:maybe_snapshot(agg, stream, old_version, rec)
   end
 end
 
--- repository:execute(aggregate_name, id, command [, opts]) -> result | nil, err
---   command: {type=, id= (optional command id), ...fields}
---   opts: {causation_id=, correlation_id=}
---   result: {ok=true, stream=, version=, events={{version=, type=, data=, meta=}...}, duplicate=}
---   err.kind: "invalid" (bad command or module), "rejected" (the domain said
---   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
---   "too_many_events", "event_too_large", "store" (store or network failure)
-function Repository:execute(name, id, command, opts)
+------------------------------------------------------------------------
+-- Lanes: the commands waiting on one stream share a write.
+--
+-- Each stream with a command in progress in this process has a lane: a
+-- queue of the commands that came while its leader was deciding or
+-- writing. When the leader's write returns, it wakes the commands it
+-- carried with their results and hands the lane to the first one still
+-- waiting, which takes everything queued by then (never waiting for more
+-- to come) and decides it in one batch: each command against the state as
+-- the one before left it, all their events appended in one write (a
+-- PutItem for one event, a TransactWriteItems for 2 to 100; one SQLite
+-- transaction). So a hot stream gets past one write per round trip, and
+-- commands of one stream are decided in the order they arrived.
+--
+-- Parking needs the host: tide.sched in the tide process, ngx.semaphore in
+-- nginx (the site passes it). Without one (plain LuaJIT, one command at a
+-- time) every command is its own batch.
+
+
+-- The events and bytes one write may carry (a TransactWriteItems: 100
+-- actions, 4 MB; one of them may be the check of the expected version).
+local BATCH_EVENTS = M.MAX_EVENTS - 1
+local BATCH_BYTES = 4 * 1000 * 1000
+
+-- Checks a command and makes it a job for a lane; -> job | nil, err
+function Repository:prepare(name, id, command, opts)
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
   local iderr = check_id(id)
@@ -275,95 +319,390 @@ function Repository:execute(name, id, command, opts)
     return nil, new_error("invalid", "the command id must be a non-empty string", { stream = stream, command = command.type })
   end
   opts = opts or {}
-  self.stats.commands = self.stats.commands + 1
   local command_id = command.id or core.random_hex(16)
   local cmd = {}
   for k, v in pairs(command) do
     if k ~= "id" then cmd[k] = v end
   end
-  local ctype = cmd.type
-  local fields = { stream = stream, command = ctype, aggregate = name, command_id = command_id }
+  return { agg = agg, name = name, id = id, stream = stream, cmd = cmd, command_id = command_id,
+           correlation_id = opts.correlation_id or command_id, causation_id = opts.causation_id }
+end
 
-  for attempt = 1, self.max_attempts do
-    local rec, lerr = self:record(agg, stream)
-    if not rec then
-      lerr.command = ctype
-      return nil, lerr
+-- The context an error of a job names (a new table per error: it becomes
+-- the error).
+local function fields_of(job)
+  return { stream = job.stream, command = job.cmd.type, aggregate = job.name, command_id = job.command_id }
+end
+
+-- Decides one job against state (a copy it may keep) at version; -> the
+-- new state, the events to store and their results | nil (job.err set).
+function Repository:decide(job, state, version, now)
+  local agg, cmd = job.agg, job.cmd
+  local ctype = cmd.type
+  local ctx = { aggregate = job.name, id = job.id, stream = job.stream, version = version, now = now,
+                command_id = job.command_id, correlation_id = job.correlation_id,
+                causation_id = job.causation_id }
+  local events, kind, msg = agg:decide(state, cmd, ctx)
+  if not events then
+    job.err = new_error(kind, msg, fields_of(job))
+    return nil
+  end
+  if #events > M.MAX_EVENTS then
+    job.err = new_error("too_many_events",
+      ("%s.%s returned %d events; one command may append at most %d (one DynamoDB transaction)")
+        :format(job.name, ctype, #events, M.MAX_EVENTS), fields_of(job))
+    return nil
+  end
+  local stored, out = {}, {}
+  for i, e in ipairs(events) do
+    local perr
+    state, perr = agg:apply(state, e)
+    if not state then
+      job.err = new_error("handler_error", perr, fields_of(job))
+      return nil
     end
-    local span = command_span(rec, command_id)
-    if span then
-      self.stats.duplicates = self.stats.duplicates + 1
-      return self:original_result(agg, stream, span)
+    local data_text, derr = encode_data(e)
+    if not data_text then
+      job.err = new_error("invalid", ("event %d (%s) cannot be stored: %s"):format(i, e.type, derr), fields_of(job))
+      return nil
     end
-    local now = self.clock_ms()
-    local ctx = { aggregate = name, id = id, stream = stream, version = rec.version, now = now,
-                  command_id = command_id, correlation_id = opts.correlation_id or command_id,
-                  causation_id = opts.causation_id }
-    local state = aggregate.deep_copy(rec.state)
-    local events, kind, msg = agg:decide(state, cmd, ctx)
-    if not events then
-      return nil, new_error(kind, msg, fields)
+    local v = version + i
+    local meta = {
+      command_id = job.command_id, command = ctype, correlation_id = ctx.correlation_id,
+      causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
+      handler = agg.version, index = i, count = #events,
+    }
+    local s = { type = e.type, data = data_text, meta = core.json_encode(meta) }
+    local size = item_bytes(job.stream, v, s)
+    if size > core.limits.item_bytes then
+      job.err = new_error("event_too_large",
+        ("event %d (%s) would be %d bytes stored, over the %d-byte item limit"):format(
+          i, e.type, size, core.limits.item_bytes), fields_of(job))
+      return nil
     end
-    if #events == 0 then
-      return result_of(stream, rec.version, {}, false)
-    end
-    if #events > M.MAX_EVENTS then
-      return nil, new_error("too_many_events",
-        ("%s.%s returned %d events; one command may append at most %d (one DynamoDB transaction)")
-          :format(name, ctype, #events, M.MAX_EVENTS), fields)
-    end
-    local stored, out = {}, {}
-    for i, e in ipairs(events) do
-      local perr
-      state, perr = agg:apply(state, e)
-      if not state then return nil, new_error("handler_error", perr, fields) end
-      local data_text, derr = encode_data(e)
-      if not data_text then
-        return nil, new_error("invalid", ("event %d (%s) cannot be stored: %s"):format(i, e.type, derr), fields)
-      end
-      local version = rec.version + i
-      local meta = {
-        command_id = command_id, command = ctype, correlation_id = ctx.correlation_id,
-        causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
-        handler = agg.version, index = i, count = #events,
-      }
-      local s = { type = e.type, data = data_text, meta = core.json_encode(meta) }
-      if item_bytes(stream, version, s) > core.limits.item_bytes then
-        return nil, new_error("event_too_large",
-          ("event %d (%s) would be %d bytes stored, over the %d-byte item limit"):format(
-            i, e.type, item_bytes(stream, version, s), core.limits.item_bytes), fields)
-      end
-      stored[i] = s
-      local data = {}
-      for k, v in pairs(e) do if k ~= "type" then data[k] = v end end
-      out[i] = { version = version, type = e.type, data = data, meta = meta, meta_text = s.meta }
-    end
-    local last, err = self.store:append(stream, rec.version, stored)
-    if last then
-      local old = rec.version
-      -- The new record takes over the recent command ids (copying 128 of
-      -- them per command was a tenth of a command's CPU); a command still
-      -- deciding on the old record then sees ids it could only skip.
-      local new = { version = last, state = state, commands = rec.commands, order = rec.order,
-                    older = rec.older, older_order = rec.older_order, module_version = agg.version }
-      remember_command(new, command_id, old + 1, last)
-      self.cache:put(stream, new, cache_mod.estimate(state) + 64 * (#new.order + #(new.older_order or {})))
-      self:maybe_snapshot(agg, stream, old, new)
-      return result_of(stream, last, out, false)
-    end
-    if type(err) ~= "table" or err.type ~= "Conflict" then
-      return nil, new_error("store", tostring(err), { stream = stream, command = ctype, aggregate = name, cause = err,
-                                                      command_id = command_id })
-    end
-    -- Someone else appended first: our state is stale. Reload and decide again.
-    self.stats.conflicts = self.stats.conflicts + 1
-    self.cache:drop(stream)
-    if attempt < self.max_attempts then
-      self.sleep(math.random() * math.min(0.05, 0.001 * 2 ^ attempt))
+    s.bytes = size
+    stored[i] = s
+    local data = {}
+    for k, val in pairs(e) do if k ~= "type" then data[k] = val end end
+    out[i] = { version = v, type = e.type, data = data, meta = meta, meta_text = s.meta }
+  end
+  return state, stored, out
+end
+
+-- A conflict: the stream moved past rec. Applies only the events after
+-- rec.version to a copy of its state; -> the caught-up record | nil (the
+-- events cannot be applied here: the caller reloads).
+function Repository:catch_up(agg, stream, rec)
+  local stored, err = self.store:load(stream, rec.version)
+  if not stored then return nil, err end
+  local state = aggregate.deep_copy(rec.state)
+  local new = { version = rec.version, commands = rec.commands, order = rec.order,
+                older = rec.older, older_order = rec.older_order, module_version = agg.version }
+  for _, s in ipairs(stored) do
+    if s.version ~= new.version + 1 then return nil end
+    local ev = decode_event(agg, s)
+    if not ev then return nil end
+    state = agg:apply(state, flat_event(ev))
+    if not state then return nil end
+    new.version = s.version
+    remember_command(new, ev.meta.command_id, s.version, s.version)
+  end
+  new.state = state
+  self.stats.catch_ups = self.stats.catch_ups + 1
+  return new
+end
+
+-- Contention: the streams this process lost a write on lately, with how
+-- long that write took (about one round trip to the store, rtt).
+--
+-- A writer that just won a contended stream needs no read before its next
+-- write, while the losers must first catch up (one round trip), so it
+-- would win again and again: a fresh batch on a stream this process lost
+-- a write on lately first waits a random pause below FRESH_TURN round
+-- trips, letting the other writers' retries in.
+local FRESH_TURN = 2
+local CONTENTION_S = 5
+local CONTENTION_STREAMS = 10000
+
+function Repository:contended(stream, rtt)
+  local c = self.contention_by_stream
+  if not c[stream] then
+    self.contention_count = self.contention_count + 1
+    if self.contention_count > CONTENTION_STREAMS then
+      c = {}
+      self.contention_by_stream, self.contention_count = c, 1
     end
   end
-  return nil, new_error("conflict", ("gave up after %d attempts: the stream kept changing"):format(self.max_attempts),
-                        fields)
+  c[stream] = { at = mono(), rtt = math.max(rtt, 0.0005) }
+end
+
+-- The pause after the failed write number `attempt` of a batch on
+-- stream: random (full jitter) below min(max_backoff, rtt * 2^(attempt-1)),
+-- rtt being how long that write took, so the pauses scale with the store's
+-- latency (DynamoDB: milliseconds; SQLite: tenths of one).
+function Repository:retry_pause(stream, attempt)
+  local hot = self.contention_by_stream[stream]
+  local rtt = math.max(hot and hot.rtt or 0, 0.001)
+  return math.random() * math.min(self.max_backoff, rtt * 2 ^ (attempt - 1))
+end
+
+-- -> {at=, rtt=} when this process lost a write on stream in the last
+-- CONTENTION_S seconds, else nil.
+function Repository:contention(stream)
+  local hot = self.contention_by_stream[stream]
+  if not hot then return nil end
+  if mono() - hot.at > CONTENTION_S then
+    self.contention_by_stream[stream] = nil
+    self.contention_count = self.contention_count - 1
+    return nil
+  end
+  return hot
+end
+
+local function put_record(self, stream, rec)
+  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+end
+
+-- Runs jobs (all on one stream, of one aggregate) as one batch: sets
+-- job.res or job.err on each it takes. Returns how many it took: jobs
+-- past the limits of one write are left for the next batch.
+function Repository:run_batch(jobs)
+  local first = jobs[1]
+  local agg, stream = first.agg, first.stream
+  local njobs = #jobs
+  local rec, lerr
+  local hot = self:contention(stream)
+  if hot then
+    -- This process lost a write on the stream lately: others are writing
+    -- it too. A fresh batch waits its turn behind their retries (see
+    -- Repository:retry_pause).
+    self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
+  end
+  for attempt = 1, self.max_attempts do
+    if not rec then
+      rec, lerr = self:record(agg, stream)
+      if not rec then
+        for _, job in ipairs(jobs) do
+          local e = setmetatable({}, getmetatable(lerr))
+          for k, v in pairs(lerr) do e[k] = v end
+          e.command = job.cmd.type
+          job.err = e
+        end
+        return njobs
+      end
+    end
+    -- decide every job in turn against the state the one before left
+    local state, version, now = rec.state, rec.version, self.clock_ms()
+    local events, nevents, nbytes, ntaken = nil, 0, 0, njobs
+    local seen -- command id -> the job of this batch that carries it
+    for i = 1, njobs do
+      local job = jobs[i]
+      job.res, job.err, job.same_as, job.span, job.out, job.first, job.at = nil, nil, nil, nil, nil, nil, nil
+      local span = command_span(rec, job.command_id)
+      if span then
+        job.span = span
+      elseif seen and seen[job.command_id] then
+        job.same_as = seen[job.command_id]
+      else
+        local new_state, stored, out = self:decide(job, aggregate.deep_copy(state), version, now)
+        if new_state then
+          local n, bytes = #stored, 0
+          for k = 1, n do bytes = bytes + stored[k].bytes end
+          if nevents > 0 and (nevents + n > BATCH_EVENTS or nbytes + bytes > BATCH_BYTES) then
+            ntaken = i - 1
+            break
+          end
+          if nevents == 0 then
+            events = stored
+          else
+            for k = 1, n do events[nevents + k] = stored[k] end
+          end
+          nevents, nbytes = nevents + n, nbytes + bytes
+          state, version = new_state, version + n
+          if n > 0 then
+            job.out, job.first = out, version - n + 1
+            if njobs > 1 then
+              seen = seen or {}
+              seen[job.command_id] = job
+            end
+          else
+            job.at = version -- no events: the version it was decided at
+          end
+        end
+      end
+    end
+    local ok, err = true, nil
+    local started = mono()
+    if nevents > 0 then
+      local last
+      last, err = self.store:append(stream, rec.version, events)
+      ok = last ~= nil
+      if ok then self.stats.writes = self.stats.writes + 1 end
+    end
+    if ok then
+      if nevents > 0 then
+        -- The new record takes over the recent command ids (copying 128 of
+        -- them per command was a tenth of a command's CPU).
+        local old = rec
+        local new = { version = version, state = state, commands = rec.commands, order = rec.order,
+                      older = rec.older, older_order = rec.older_order, module_version = agg.version }
+        for i = 1, ntaken do
+          local job = jobs[i]
+          if job.out then remember_command(new, job.command_id, job.first, job.first + #job.out - 1) end
+        end
+        put_record(self, stream, new)
+        self:maybe_snapshot(agg, stream, old.version, new)
+        rec = new
+      end
+      for i = 1, ntaken do
+        local job = jobs[i]
+        if job.span then
+          self.stats.duplicates = self.stats.duplicates + 1
+          job.res, job.err = self:original_result(agg, stream, job.span)
+        elseif job.same_as then
+          self.stats.duplicates = self.stats.duplicates + 1
+          local orig = job.same_as
+          job.res = result_of(stream, orig.first + #orig.out - 1, orig.out, true)
+        elseif job.out then
+          job.res = result_of(stream, job.first + #job.out - 1, job.out, false)
+        elseif not job.err then
+          job.res = result_of(stream, job.at, {}, false)
+        end
+      end
+      for i = 1, ntaken do
+        local job = jobs[i]
+        job.out, job.span, job.same_as = nil, nil, nil
+      end
+      return ntaken
+    end
+    if type(err) ~= "table" or err.type ~= "Conflict" then
+      for i = 1, ntaken do
+        local job = jobs[i]
+        job.err = new_error("store", tostring(err), { stream = stream, command = job.cmd.type, aggregate = job.name,
+                                                      cause = err, command_id = job.command_id })
+      end
+      return ntaken
+    end
+    -- Someone else appended first: catch up with their events (a read of
+    -- only those), then decide the whole batch again.
+    self.stats.conflicts = self.stats.conflicts + 1
+    self:contended(stream, mono() - started)
+    rec = self:catch_up(agg, stream, rec)
+    if rec then
+      put_record(self, stream, rec)
+    else
+      self.cache:drop(stream)
+    end
+    if attempt < self.max_attempts then
+      self.sleep(self:retry_pause(stream, attempt))
+    end
+  end
+  for _, job in ipairs(jobs) do
+    job.res, job.out, job.span, job.same_as = nil, nil, nil, nil
+    job.err = new_error("conflict",
+      ("gave up after %d attempts: the stream kept changing (commands.max_attempts)"):format(self.max_attempts),
+      fields_of(job))
+  end
+  return njobs
+end
+
+-- repository:execute(aggregate_name, id, command [, opts]) -> result | nil, err
+--   command: {type=, id= (optional command id), ...fields}
+--   opts: {causation_id=, correlation_id=}
+--   result: {ok=true, stream=, version=, events={{version=, type=, data=, meta=}...}, duplicate=}
+--   err.kind: "invalid" (bad command or module), "rejected" (the domain said
+--   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
+--   "too_many_events", "event_too_large", "store" (store or network failure)
+function Repository:execute(name, id, command, opts)
+  local job, perr = self:prepare(name, id, command, opts)
+  if not job then return nil, perr end
+  self.stats.commands = self.stats.commands + 1
+  local stream = job.stream
+  local lanes, parking = self.lanes, self.parking
+  -- a lane: {head=, n=} with the queue in lane[head..n]
+  local lane = lanes[stream]
+  if lane then
+    local waiter = parking and parking.new()
+    if not waiter then
+      -- this coroutine cannot park (no scheduler): a batch of its own
+      self:run_batch({ job })
+      return job.res, job.err
+    end
+    -- a leader is at work on this stream: wait for its write, or for the lane
+    job.waiter = waiter
+    lane.n = lane.n + 1
+    lane[lane.n] = job
+    while true do
+      local ok, werr = parking.wait(waiter)
+      if ok then break end
+      if not job.taken then
+        -- not in a batch yet: give up the place in the queue
+        job.abandoned = true
+        return nil, new_error("store", "waiting for the stream's earlier commands failed: " .. tostring(werr),
+                              fields_of(job))
+      end
+      -- in a batch being written: its outcome must be waited for
+    end
+    if job.done then return job.res, job.err end
+    -- handed the lane: lead it
+  else
+    lane = { head = 1, n = 0 }
+    lanes[stream] = lane
+  end
+  local batching = self.batching
+  if job.agg.batching ~= nil then batching = job.agg.batching end
+  local jobs = { job }
+  if batching then
+    -- everything queued now, of the same module version, in arrival order
+    local head = lane.head
+    while head <= lane.n and (lane[head].abandoned or lane[head].agg == job.agg) do
+      local j = lane[head]
+      if not j.abandoned then
+        j.taken = true
+        jobs[#jobs + 1] = j
+      end
+      lane[head] = false
+      head = head + 1
+    end
+    lane.head = head
+  end
+  local ok, ntaken = pcall(self.run_batch, self, jobs)
+  if not ok then
+    local msg = tostring(ntaken)
+    ntaken = #jobs
+    for _, j in ipairs(jobs) do
+      j.res, j.err = nil, new_error("handler_error", "the command could not be run: " .. msg, fields_of(j))
+    end
+  end
+  -- jobs not taken (past the limits of one write) go back to the front of the queue, in order
+  for i = #jobs, ntaken + 1, -1 do
+    lane.head = lane.head - 1
+    lane[lane.head] = jobs[i]
+    jobs[i].taken = nil
+  end
+  for i = 2, ntaken do
+    local j = jobs[i]
+    j.done = true
+    parking.wake(j.waiter)
+  end
+  -- hand the lane to the first command still waiting, or close it
+  local head = lane.head
+  while head <= lane.n and lane[head].abandoned do
+    lane[head] = false
+    head = head + 1
+  end
+  if head <= lane.n then
+    local nxt = lane[head]
+    lane[head] = false
+    head = head + 1
+    if head > lane.n then head, lane.n = 1, 0 end
+    lane.head = head
+    nxt.taken = true
+    parking.wake(nxt.waiter)
+  else
+    lanes[stream] = nil
+  end
+  return job.res, job.err
 end
 
 -- repository:state(aggregate_name, id) -> {state=, version=, stream=} | nil, err

@@ -67,8 +67,10 @@ local function project(kind, desc)
   copy(ROOT .. "/spec/fixtures/aggregates/faulty.lua", dir .. "/aggregates/faulty.lua")
   local store = { path = desc.path, endpoint = desc.endpoint, prefix = desc.prefix, aggregates = dir .. "/aggregates" }
   local path = stores.write_config(dir, kind, store,
-    -- one attempt: a stale state is reported as a conflict at once (the 409 test)
-    { "projections: " .. ROOT .. "/projections", "commands:", "  max_attempts: 1" },
+    -- one attempt: a stale state is reported as a conflict at once (the 409
+    -- test); desc.default_attempts: the default commands.max_attempts
+    { "projections: " .. ROOT .. "/projections", "commands:",
+      desc.default_attempts and "  batching: true" or "  max_attempts: 1" },
     kind == "sqlite" and { "busy_timeout_ms: 200" }
       or { "max_attempts: " .. (desc.max_attempts or 4), "timeout_ms: 5000" })
   return dir, path
@@ -447,5 +449,69 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
         assert.equal(200, status, raw)
       end)
     end
+  end)
+end
+
+------------------------------------------------------------------------
+
+for _, kind in ipairs({ "sqlite", "dynamodb" }) do
+  describe("4 nginx workers on one hot account, " .. kind .. " store", function()
+    it("take 800 concurrent deposits: all succeed, the balance is exact, no gap", function()
+      local desc
+      if kind == "sqlite" then
+        desc = { path = helpers.tmpdir() .. "/tide.db", default_attempts = true }
+      else
+        desc = { endpoint = assert(helpers.dynamodb_endpoint()), prefix = helpers.unique("ngxhot") .. "_",
+                 default_attempts = true }
+      end
+      local dir, config = project(kind, desc)
+      finally(function()
+        stop_site(dir)
+        os.execute("rm -rf " .. q(dir))
+        if desc.path then os.execute("rm -rf " .. q((desc.path:gsub("/tide%.db$", "")))) end
+      end)
+      local url = start_site(dir, config, "TIDE_NGINX_WORKERS=4")
+      assert.equal(200, (http("POST", url .. "/aggregates/account/hot", '{"type":"Open","owner":"ada"}')))
+      -- 32 clients, each 25 deposits, a new connection per request: the
+      -- kernel spreads the connections over the 4 workers
+      local statuses, pids = {}, {}
+      sched.run(function()
+        local threads = {}
+        for c = 1, 32 do
+          threads[c] = sched.spawn(function()
+            for i = 1, 25 do
+              local resp = sched.request{ method = "POST", url = url .. "/aggregates/account/hot",
+                body = ('{"type":"Deposit","amount":%d}'):format((c - 1) * 25 + i),
+                headers = { Connection = "close" }, timeout_ms = 60000 }
+              local status = resp and resp.status or 0
+              statuses[status] = (statuses[status] or 0) + 1
+              if status ~= 200 then statuses.last = resp and resp.body end
+            end
+          end)
+        end
+        sched.wait_all(threads)
+        -- which workers answered: /health names the worker's pid
+        for _ = 1, 40 do
+          local resp = sched.request{ method = "GET", url = url .. "/health", headers = { Connection = "close" } }
+          local body = resp and cjson.decode(resp.body)
+          if body and body.worker then pids[body.worker] = true end
+        end
+      end)
+      assert.equal(800, statuses[200], cjson.encode(statuses))
+      local _, st = http("GET", url .. "/aggregates/account/hot")
+      assert.equal(800 * 801 / 2, st.state.balance)
+      assert.equal(801, st.version)
+      local out, code = sh("build/tide events --config " .. q(config) .. " account hot")
+      assert.equal(0, code, out)
+      local v = 0
+      for l in out:gmatch("[^\n]+") do
+        v = v + 1
+        assert.equal(v, cjson.decode(l).version)
+      end
+      assert.equal(801, v)
+      local n = 0
+      for _ in pairs(pids) do n = n + 1 end
+      assert.is_true(n >= 2, "the requests reached " .. n .. " worker(s)")
+    end)
   end)
 end

@@ -32,6 +32,20 @@ local log = tlog.new{ sink = tlog.ngx }
 
 -- Read models: wired when a projection backend for the store exists
 -- (lua/tide/projection/<store>.lua, docs/projections.md).
+-- How a request waits on its stream's lane in tide.repository (commands
+-- waiting on one stream share a write): one ngx.semaphore per waiting
+-- command. The wait is bounded; a command still queued when it ends is
+-- withdrawn and answered with a store error.
+local LANE_WAIT_S = 60
+local function ngx_parking()
+  local semaphore = require "ngx.semaphore"
+  return {
+    new = function() return { sema = semaphore.new(0) } end,
+    wait = function(w) return w.sema:wait(LANE_WAIT_S) end,
+    wake = function(w) w.sema:post(1) end,
+  }
+end
+
 local function projection_setup(cfg)
   local ok, projection = pcall(require, "tide.projection")
   local okb, backend_mod = pcall(require, "tide.projection." .. cfg.store)
@@ -115,7 +129,7 @@ function M.init_worker()
   local opened, err = require("tide").open{
     cfg = cfg, registry = conf.registry, projections = conf.proj and conf.proj.registry,
     transport = transport, log = log,
-    sleep = ngx.sleep,
+    sleep = ngx.sleep, parking = ngx_parking(),
   }
   if not opened then
     app.unavailable = "the " .. cfg.store .. " store cannot be opened: " .. tostring(err)

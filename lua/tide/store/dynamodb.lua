@@ -245,7 +245,7 @@ function M._is_own_write(store, stream, version, meta_text)
   local res, err = store.client:get_item{
     TableName = store.events_table,
     Key = { stream = stream, version = version },
-    ConsistentRead = true,
+    ConsistentRead = true, ReturnConsumedCapacity = "TOTAL",
     ProjectionExpression = "#m",
     ExpressionAttributeNames = { ["#m"] = "meta" },
   }
@@ -403,7 +403,7 @@ function Store:append(stream, expected_version, events)
   if n == 1 and not check then
     res, err = self.client:put_item{
       TableName = tname, Item = items[1],
-      ConditionExpression = COND_NEW, ExpressionAttributeNames = NAMES_V,
+      ConditionExpression = COND_NEW, ExpressionAttributeNames = NAMES_V, ReturnConsumedCapacity = "TOTAL",
     }
   else
     local actions = {}
@@ -417,7 +417,7 @@ function Store:append(stream, expected_version, events)
       actions[#actions + 1] = { Put = { TableName = tname, Item = items[i],
                                         ConditionExpression = COND_NEW, ExpressionAttributeNames = NAMES_V } }
     end
-    res, err = self.client:transact_write{ TransactItems = actions }
+    res, err = self.client:transact_write{ TransactItems = actions, ReturnConsumedCapacity = "TOTAL" }
   end
   if not res then return fail_append(self, stream, expected_version, events, err, check) end
   return expected_version + n
@@ -441,7 +441,7 @@ function Store:load(stream, after_version)
                                  ["#t"] = "type", ["#d"] = "data", ["#m"] = "meta" },
     ExpressionAttributeValues = { [":s"] = stream, [":v"] = after_version },
     ProjectionExpression = "#v, #t, #d, #m",
-    ConsistentRead = true,
+    ConsistentRead = true, ReturnConsumedCapacity = "TOTAL",
   } do
     if not page then return nil, wrap(err, stream, self.events_table, "loading events") end
     for _, item in ipairs(page.Items or {}) do
@@ -459,7 +459,7 @@ end
 function Store:get_snapshot(stream)
   check_stream("get_snapshot", stream)
   local res, err = self.client:get_item{
-    TableName = self.snapshots_table, Key = { stream = stream }, ConsistentRead = true,
+    TableName = self.snapshots_table, Key = { stream = stream }, ConsistentRead = true, ReturnConsumedCapacity = "TOTAL",
   }
   if not res then return nil, wrap(err, stream, self.snapshots_table, "reading the snapshot") end
   local item = res.Item
@@ -492,7 +492,7 @@ function Store:put_snapshot(stream, version, state_text, meta_text)
     TableName = tname, Item = item,
     ConditionExpression = "attribute_not_exists(#s) OR #v < :v",
     ExpressionAttributeNames = { ["#s"] = "stream", ["#v"] = "version" },
-    ExpressionAttributeValues = { [":v"] = version },
+    ExpressionAttributeValues = { [":v"] = version }, ReturnConsumedCapacity = "TOTAL",
   }
   if res then return true end
   if err.type == "ConditionalCheckFailedException" then return true end -- a newer (or same) one is kept

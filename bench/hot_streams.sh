@@ -1,0 +1,151 @@
+#!/bin/bash
+# Hot streams and many writers, through `tide batch --stats`:
+#
+#  1. hot stream: BENCH_HOT_DEPOSITS deposits on one account, as one batch
+#     (commands waiting on the stream share a write), against the same
+#     deposits sent one at a time (--concurrency 1: one write per round
+#     trip, the floor); on DynamoDB Local and on the embedded store.
+#  2. many writers: the same deposits on 8 accounts by 4 writer processes
+#     at once against 1 process: DynamoDB requests per command, read and
+#     write capacity units per command (what the bill is made of).
+#
+#   bench/hot_streams.sh            (from the project root; make bench runs it)
+#   BENCH_HOT_DEPOSITS=2000         deposits of the hot-stream runs
+#   BENCH_HOT_WRITER_DEPOSITS=400   deposits of each many-writers process
+#
+# Every run gets tables of its own (a new table prefix, `tide init`), or a
+# new SQLite file. DynamoDB Local is started for this script and stopped
+# after it. Capacity units are as DynamoDB Local reports them
+# (ReturnConsumedCapacity = TOTAL); AWS bills a transactional write at
+# twice the units of a plain one (docs/dynamodb-layout.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEPOSITS=${BENCH_HOT_DEPOSITS:-2000}
+WRITER_DEPOSITS=${BENCH_HOT_WRITER_DEPOSITS:-400}
+TIDE=$ROOT/build/tide
+export AWS_ACCESS_KEY_ID=tidebench AWS_SECRET_ACCESS_KEY=tidebenchsecret
+unset AWS_SESSION_TOKEN AWS_PROFILE LD_PRELOAD
+note() { echo "bench: $*" >&2; }
+[ -x "$TIDE" ] || { note "build/tide is missing: run make"; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench-hot.XXXXXX")
+cleanup() {
+  tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+tools/servers.sh start "$tmp/servers" --dynamodb-only >/dev/null
+# shellcheck disable=SC1091
+. "$tmp/servers/env"
+E=$TIDE_TEST_DYNAMODB_ENDPOINT
+
+config() { # store -> path of a tide.yaml on a fresh store (called in $(...): the count is kept in a file)
+  local n
+  n=$(($(cat "$tmp/configs" 2>/dev/null || echo 0) + 1))
+  echo "$n" >"$tmp/configs"
+  local cfg="$tmp/c$n.yaml"
+  if [ "$1" = dynamodb ]; then
+    printf 'store: dynamodb\ndynamodb:\n  endpoint: %s\n  region: us-east-1\n  table_prefix: hot%d_\naggregates: %s/aggregates\n' \
+      "$E" "$n" "$ROOT" >"$cfg"
+  else
+    printf 'store: sqlite\nsqlite:\n  path: %s/s%d.db\naggregates: %s/aggregates\n' "$tmp" "$n" "$ROOT" >"$cfg"
+  fi
+  "$TIDE" init --config "$cfg" >/dev/null
+  echo "$cfg"
+}
+
+deposits() { # count accounts -> NDJSON (the Opens first)
+  awk -v n="$1" -v a="$2" 'BEGIN {
+    for (j = 1; j <= n; j++)
+      printf "{\"aggregate\":\"account\",\"id\":\"h%d\",\"command\":{\"type\":\"Deposit\",\"amount\":1}}\n", j % a + 1
+  }'
+}
+open_accounts() { # cfg accounts
+  awk -v a="$2" 'BEGIN { for (i = 1; i <= a; i++)
+    printf "{\"aggregate\":\"account\",\"id\":\"h%d\",\"command\":{\"type\":\"Open\",\"owner\":\"o\"}}\n", i }' |
+    "$TIDE" batch --config "$1" >/dev/null
+}
+
+# stat FILE KEY: a number from the --stats line in FILE (KEY: a dotted path)
+cat >"$tmp/stat.lua" <<'LUA'
+local cjson = require "cjson"
+local line
+for l in io.lines(arg[1]) do if l:find('"stats"', 1, true) then line = l end end
+local v = line and cjson.decode(line).stats
+for k in arg[2]:gmatch("[^.]+") do v = type(v) == "table" and v[k] or nil end
+io.write(tostring(v or 0))
+LUA
+stat() { luajit "$tmp/stat.lua" "$1" "$2"; }
+
+check_all_ok() { # stats file, expected commands
+  local ok
+  ok=$(stat "$1" outcomes.ok)
+  [ "$ok" = "$2" ] || { note "only $ok of $2 commands succeeded ($1)"; cat "$1" >&2; exit 1; }
+}
+
+echo "Hot stream: $DEPOSITS deposits on one account, tide batch (commands waiting on the stream share a write)"
+echo "against the same deposits one at a time (--concurrency 1: one write per round trip)"
+printf '  %-10s %-22s %10s %10s %8s %9s %11s %11s\n' store mode "commands/s" seconds writes "req/cmd" "RCU/cmd" "WCU/cmd"
+deposits "$DEPOSITS" 1 >"$tmp/hot.ndjson"
+for store in dynamodb sqlite; do
+  declare -A rate=()
+  for mode in floor batched; do
+    cfg=$(config "$store")
+    open_accounts "$cfg" 1
+    args=()
+    [ "$mode" = floor ] && args=(--concurrency 1)
+    "$TIDE" batch --config "$cfg" --stats "${args[@]}" <"$tmp/hot.ndjson" >/dev/null 2>"$tmp/stats"
+    check_all_ok "$tmp/stats" "$DEPOSITS"
+    rate[$mode]=$(stat "$tmp/stats" commands_per_second)
+    printf '  %-10s %-22s %10.0f %10.2f %8s %9.3f %11.3f %11.3f\n' "$store" \
+      "$([ "$mode" = floor ] && echo "one at a time" || echo "batched")" "${rate[$mode]}" \
+      "$(stat "$tmp/stats" seconds)" "$(stat "$tmp/stats" writes)" \
+      "$(stat "$tmp/stats" dynamodb.requests_per_command)" "$(stat "$tmp/stats" dynamodb.read_units_per_command)" \
+      "$(stat "$tmp/stats" dynamodb.write_units_per_command)"
+  done
+  awk -v b="${rate[batched]}" -v f="${rate[floor]}" -v s="$store" \
+    'BEGIN { printf "  %s: batched = %.1f x the one-at-a-time floor (target: at least 3 x)\n", s, b / f }'
+  unset rate
+done
+
+echo
+echo "Many writers: 4 writer processes x $WRITER_DEPOSITS deposits on the same 8 accounts, against 1 process"
+echo "doing the same $((4 * WRITER_DEPOSITS)) deposits (DynamoDB Local)"
+printf '  %-12s %9s %10s %10s %9s %11s %11s\n' writers commands conflicts "catch-ups" "req/cmd" "RCU/cmd" "WCU/cmd"
+deposits "$WRITER_DEPOSITS" 8 >"$tmp/w.ndjson"
+for _ in 1 2 3 4; do cat "$tmp/w.ndjson"; done >"$tmp/w4.ndjson"
+declare -A per=()
+for writers in 1 4; do
+  cfg=$(config dynamodb)
+  open_accounts "$cfg" 8
+  if [ "$writers" = 1 ]; then
+    "$TIDE" batch --config "$cfg" --stats <"$tmp/w4.ndjson" >/dev/null 2>"$tmp/s1"
+    files=("$tmp/s1")
+  else
+    files=()
+    for p in 1 2 3 4; do
+      "$TIDE" batch --config "$cfg" --stats <"$tmp/w.ndjson" >/dev/null 2>"$tmp/s4.$p" &
+      files+=("$tmp/s4.$p")
+    done
+    wait
+  fi
+  cmds=0 conflicts=0 catchups=0 req=0 rcu=0 wcu=0
+  for f in "${files[@]}"; do
+    c=$(stat "$f" commands)
+    check_all_ok "$f" "$c"
+    cmds=$((cmds + c))
+    conflicts=$((conflicts + $(stat "$f" conflicts)))
+    catchups=$((catchups + $(stat "$f" catch_ups)))
+    req=$(awk -v a="$req" -v b="$(stat "$f" dynamodb.requests_total)" 'BEGIN { print a + b }')
+    rcu=$(awk -v a="$rcu" -v b="$(stat "$f" dynamodb.read_units)" 'BEGIN { print a + b }')
+    wcu=$(awk -v a="$wcu" -v b="$(stat "$f" dynamodb.write_units)" 'BEGIN { print a + b }')
+  done
+  per[$writers]=$(awk -v r="$req" -v c="$cmds" 'BEGIN { print r / c }')
+  printf '  %-12s %9d %10d %10d %9.3f %11.3f %11.3f\n' "$writers process$([ "$writers" = 1 ] || echo es)" \
+    "$cmds" "$conflicts" "$catchups" "${per[$writers]}" \
+    "$(awk -v u="$rcu" -v c="$cmds" 'BEGIN { print u / c }')" "$(awk -v u="$wcu" -v c="$cmds" 'BEGIN { print u / c }')"
+done
+awk -v a="${per[4]}" -v b="${per[1]}" \
+  'BEGIN { printf "  requests per command, 4 writers / 1: %.2f x (target: at most 1.5 x)\n", a / b }'

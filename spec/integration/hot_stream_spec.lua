@@ -1,0 +1,216 @@
+-- Hot streams, on both stores: many writer processes on one stream (every
+-- command succeeds, the stream has no gap), a conflict answered by a
+-- catch-up (only the new events are read), and commands waiting on one
+-- stream decided in one batch and written together, with every result and
+-- every event the same as when the commands run one at a time.
+local helpers = require "helpers"
+local stores = require "stores"
+local cjson = require "cjson"
+local sched = require "tide.sched"
+local aggregate = require "tide.aggregate"
+local repository = require "tide.repository"
+
+-- many events on tables with streams: a DynamoDB Local of this file's own
+helpers.private_dynamodb()
+
+local q = helpers.shell_quote
+local tide = stores.tide
+
+local function lines(text)
+  local out = {}
+  for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
+  return out
+end
+
+-- An aggregate whose commands accept, reject, raise (after spoiling the
+-- state it was given), return several events or none.
+local TALLY = [[
+local tally = {}
+tally.initial = { value = 0, ops = 0 }
+tally.commands = {
+  Add = function(s, c) return { type = "Added", n = c.n } end,
+  Take = function(s, c)
+    if s.value < c.n then return nil, "only " .. s.value .. " left, " .. c.n .. " asked" end
+    return { type = "Taken", n = c.n }
+  end,
+  Boom = function(s, c) s.value = -1000000; error("boom " .. c.n) end,
+  Triple = function(s, c)
+    return { { type = "Added", n = c.n }, { type = "Added", n = c.n + 1 }, { type = "Added", n = c.n + 2 } }
+  end,
+  Nothing = function() return {} end,
+}
+tally.events = {
+  Added = function(s, e) s.value = s.value + e.n; s.ops = s.ops + 1; return s end,
+  Taken = function(s, e) s.value = s.value - e.n; s.ops = s.ops + 1; return s end,
+}
+return tally
+]]
+
+-- 400 lines on 3 streams, from a fixed seed: every kind of command, some
+-- with command ids, some of those sent twice (a duplicate inside a batch).
+local function mixed_commands()
+  math.randomseed(20261206)
+  local out, ids = {}, {}
+  local kinds = { "Add", "Add", "Add", "Take", "Take", "Boom", "Triple", "Nothing" }
+  for i = 1, 400 do
+    local ctype = kinds[math.random(#kinds)]
+    local cmd = { type = ctype, n = ctype == "Take" and math.random(1, 150) or math.random(1, 20) }
+    local stream_no = i % 3
+    local r = math.random()
+    if r < 0.1 and #ids > 0 then
+      -- the same command again, with its id, on its stream
+      local again = ids[math.random(#ids)]
+      cmd, stream_no = again.cmd, again.stream_no
+    elseif r < 0.25 then
+      cmd.id = "cmd-" .. i
+      ids[#ids + 1] = { cmd = cmd, stream_no = stream_no }
+    end
+    out[#out + 1] = cjson.encode{ aggregate = "tally", id = "t" .. stream_no, command = cmd }
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- A result line without what differs between two runs of the same
+-- commands (generated command ids, timestamps, handler tracebacks).
+local function normalized(line)
+  local r = cjson.decode(line)
+  if not r.ok then
+    local msg = r.error.message
+    if r.error.kind == "handler_error" then msg = msg:match("boom %d+") or msg end
+    return cjson.encode{ kind = r.error.kind, message = msg }
+  end
+  local events = {}
+  for i, e in ipairs(r.events) do
+    events[i] = { version = e.version, type = e.type, data = e.data, index = e.meta.index, count = e.meta.count,
+                  command = e.meta.command }
+  end
+  return cjson.encode{ stream = r.stream, version = r.version, duplicate = r.duplicate or false, events = events }
+end
+
+local function stream_events(dir, id)
+  local out = {}
+  for _, l in ipairs(lines((tide(dir, "events tally " .. id, nil, true)))) do
+    local e = cjson.decode(l)
+    out[#out + 1] = cjson.encode{ version = e.version, type = e.type, data = e.data, index = e.meta.index }
+  end
+  return out
+end
+
+local function stats_of(text)
+  for _, l in ipairs(lines(text)) do
+    local ok, v = pcall(cjson.decode, l)
+    if ok and type(v) == "table" and v.stats then return v.stats end
+  end
+end
+
+stores.each(function(kind)
+  describe("a hot stream on the " .. kind .. " store", function()
+    it("takes 8 writer processes x 100 deposits on one account: all succeed, no gap", function()
+      local dir = stores.cli_dir(kind)
+      finally(function() os.execute("rm -rf " .. q(dir)) end)
+      assert.equal(0, select(2, tide(dir, "exec account hot '{\"type\":\"Open\",\"owner\":\"ada\"}'")))
+      local batch = {}
+      for i = 1, 100 do
+        batch[i] = cjson.encode{ aggregate = "account", id = "hot", command = { type = "Deposit", amount = i } }
+      end
+      helpers.write_file(dir .. "/deposits.ndjson", table.concat(batch, "\n") .. "\n")
+      local script = {}
+      for p = 1, 8 do
+        script[#script + 1] = ("(%s %s batch --stats < deposits.ndjson > out.%d 2> err.%d; echo $? > rc.%d) &")
+          :format(stores.CLI_ENV, q(helpers.tide_bin), p, p, p)
+      end
+      script[#script + 1] = "wait"
+      helpers.run("cd " .. q(dir) .. " || exit 1; " .. table.concat(script, " "))
+      local ok_count, conflicts = 0, 0
+      for p = 1, 8 do
+        local out = helpers.read_file(dir .. "/out." .. p)
+        assert.equal("0", (helpers.read_file(dir .. "/rc." .. p) or "?"):gsub("%s+", ""), out)
+        for _, l in ipairs(lines(out)) do
+          if cjson.decode(l).ok then ok_count = ok_count + 1 end
+        end
+        local st = assert(stats_of(helpers.read_file(dir .. "/err." .. p)))
+        assert.equal(100, st.outcomes.ok)
+        conflicts = conflicts + st.conflicts
+        if kind == "dynamodb" then
+          assert.is_true(st.dynamodb.requests_total > 0)
+          assert.is_true(st.dynamodb.write_units > 0)
+        end
+      end
+      assert.equal(800, ok_count)
+      local st = cjson.decode((tide(dir, "state account hot")))
+      assert.equal(8 * 5050, st.state.balance)
+      assert.equal(801, st.version)
+      local versions = {}
+      for _, l in ipairs(lines((tide(dir, "events account hot")))) do
+        local v = cjson.decode(l).version
+        assert.is_nil(versions[v], "duplicate version " .. v)
+        versions[v] = true
+      end
+      for v = 1, 801 do assert.is_true(versions[v], "missing version " .. v) end
+    end)
+
+    it("decides a batch on one stream as a sequential run does: accepted, rejected, raising, duplicate", function()
+      local input = mixed_commands()
+      local function run_in(extra, args)
+        local dir = stores.cli_dir(kind, extra)
+        os.execute("mkdir -p " .. q(dir .. "/aggregates"))
+        helpers.write_file(dir .. "/aggregates/tally.lua", TALLY)
+        helpers.write_file(dir .. "/commands.ndjson", input)
+        local cfg = helpers.read_file(dir .. "/tide.yaml"):gsub("aggregates: [^\n]+", "aggregates: " .. dir .. "/aggregates")
+        helpers.write_file(dir .. "/tide.yaml", cfg)
+        local out = helpers.run("cd " .. q(dir) .. " && " .. stores.CLI_ENV .. q(helpers.tide_bin) .. " batch "
+                                .. args .. " < commands.ndjson 2> stats.txt")
+        return dir, lines(out), stats_of(helpers.read_file(dir .. "/stats.txt"))
+      end
+      local bdir, batched, bstats = run_in(nil, "--stats")
+      local sdir, sequential, sstats = run_in({ "commands:", "  batching: false" }, "--concurrency 1 --stats")
+      finally(function() os.execute("rm -rf " .. q(bdir) .. " " .. q(sdir)) end)
+      assert.equal(400, #batched)
+      assert.equal(400, #sequential)
+      local seen = {}
+      for i = 1, 400 do
+        local b, s = normalized(batched[i]), normalized(sequential[i])
+        assert.equal(s, b, "line " .. i)
+        local r = cjson.decode(batched[i])
+        seen[r.ok and (r.duplicate and "duplicate" or "ok") or r.error.kind] = true
+      end
+      for _, k in ipairs{ "ok", "rejected", "handler_error", "duplicate" } do
+        assert.is_true(seen[k], "no " .. k .. " result among the 400")
+      end
+      for t = 0, 2 do
+        assert.same(stream_events(sdir, "t" .. t), stream_events(bdir, "t" .. t))
+      end
+      -- the batched run shared writes; the sequential one wrote once per command with events
+      assert.is_true(bstats.writes < sstats.writes / 2, ("writes: batched %d, sequential %d"):format(
+        bstats.writes, sstats.writes))
+    end)
+
+    it("answers a conflict with a catch-up: only the new events are read, the record is kept", function()
+      local open = kind == "sqlite" and stores.open_sqlite or stores.open_dynamodb
+      local reg = aggregate.registry(helpers.root .. "/aggregates")
+      sched.run(function()
+        local store, desc = open()
+        local other_store = kind == "sqlite" and stores.open_sqlite(desc.path) or open(desc.prefix)
+        local mine = repository.new{ store = store, registry = reg }
+        local theirs = repository.new{ store = other_store, registry = reg }
+        assert(mine:execute("account", "c1", { type = "Open", owner = "ada" }))
+        assert(mine:execute("account", "c1", { type = "Deposit", amount = 5 }))
+        assert.equal(1, mine.stats.loads)
+        for i = 1, 3 do assert(theirs:execute("account", "c1", { type = "Deposit", amount = i })) end
+        local res = assert(mine:execute("account", "c1", { type = "Deposit", amount = 100 }))
+        assert.equal(6, res.version)
+        assert.equal(1, mine.stats.conflicts)
+        assert.equal(1, mine.stats.catch_ups)
+        assert.equal(1, mine.stats.loads) -- no reload from the snapshot
+        assert.equal(111, assert(mine:state("account", "c1")).state.balance)
+        -- a command id written by the other process is found by the catch-up
+        assert(theirs:execute("account", "c1", { type = "Deposit", amount = 7, id = "dup-1" }))
+        local dup = assert(mine:execute("account", "c1", { type = "Deposit", amount = 7, id = "dup-1" }))
+        assert.is_true(dup.duplicate)
+        assert.equal(7, dup.version)
+        store:close()
+        other_store:close()
+      end)
+    end)
+  end)
+end)
