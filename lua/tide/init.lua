@@ -20,7 +20,9 @@ M.version = require("tide.core").version
 --   checks it once in init_by_lua; default: loaded from cfg.aggregates);
 --   opts.sleep: the host's sleep (nginx: ngx.sleep); opts.parking: the
 --   host's way to park a coroutine until another wakes it (see
---   tide.repository; default: tide.sched's); opts.clock_ms: a wall
+--   tide.repository; default: tide.sched's); opts.host_lanes: turns on a
+--   stream shared by the processes of a host (tide.repository; nginx:
+--   a lua_shared_dict); opts.clock_ms: a wall
 --   clock in ms (default tide.clock.wall_ms, the host's own);
 --   opts.log: a logger, function(level, message, fields) (default: a
 --   tide.log on stderr for cfg.log.level and cfg.log.format, with
@@ -66,7 +68,7 @@ function M.open(opts)
     max_attempts = cfg.commands and cfg.commands.max_attempts,
     batching = cfg.commands and cfg.commands.batching,
     snapshot_every = cfg.snapshots and cfg.snapshots.every,
-    sleep = opts.sleep, parking = opts.parking, clock_ms = opts.clock_ms, log = log,
+    sleep = opts.sleep, parking = opts.parking, host_lanes = opts.host_lanes, clock_ms = opts.clock_ms, log = log,
   }
   return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository,
            log = log }

@@ -72,6 +72,10 @@ M.sched_parking = sched_parking
 --                parking=, clock_ms=, log=} -> repository
 --   parking: {new=function() -> waiter | nil, wait=function(waiter) -> true
 --   | nil, err (it may time out), wake=function(waiter)} (see "Lanes" below).
+--   host_lanes: {enter=function(stream) -> true | nil, err (waits for this
+--   process's turn on the stream among the host's processes),
+--   leave=function(stream, version_written_or_nil), version=function(stream)
+--   -> the last version any of them wrote, or nil}: optional.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.registry) ~= "table" then
     error("repository.new: opts.store and opts.registry are required", 2)
@@ -84,6 +88,7 @@ function M.new(opts)
     max_backoff = opts.max_backoff or 0.2, -- seconds, the longest pause between attempts
     batching = opts.batching ~= false,
     parking = opts.parking or sched_parking(),
+    host_lanes = opts.host_lanes,
     lanes = {},
     contention_by_stream = {}, contention_count = 0,
     snapshot_every = opts.snapshot_every or 100,
@@ -490,6 +495,16 @@ function Repository:run_batch(jobs)
         end
         return njobs
       end
+      local known = self.host_lanes and self.host_lanes.version(stream)
+      if known and known > rec.version then
+        -- another process of this host wrote since: catch up first rather
+        -- than lose the write
+        local caught = self:catch_up(agg, stream, rec)
+        if caught then
+          put_record(self, stream, caught)
+          rec = caught
+        end
+      end
     end
     -- decide every job in turn against the state the one before left
     local state, version, now = rec.state, rec.version, self.clock_ms()
@@ -666,7 +681,23 @@ function Repository:execute(name, id, command, opts)
     end
     lane.head = head
   end
-  local ok, ntaken = pcall(self.run_batch, self, jobs)
+  local hl = self.host_lanes
+  local ok, ntaken
+  local entered, herr = true, nil
+  if hl then entered, herr = hl.enter(stream) end
+  if entered then
+    ok, ntaken = pcall(self.run_batch, self, jobs)
+    if hl then
+      local rec = self.cache:get(stream)
+      hl.leave(stream, rec and rec.version)
+    end
+  else
+    ok, ntaken = true, #jobs
+    for _, j in ipairs(jobs) do
+      j.res, j.err = nil, new_error("store", "waiting for the stream's turn among this host's processes failed: "
+                                    .. tostring(herr), fields_of(j))
+    end
+  end
   if not ok then
     local msg = tostring(ntaken)
     ntaken = #jobs

@@ -113,6 +113,26 @@ local function client_suite(server, endpoint_fn, features)
       end)
     end)
 
+    it("counts requests, reported capacity units and refused conditional writes in client.usage", function()
+      run(function()
+        local c = new_client(endpoint)
+        local put = { TableName = tname, Item = { pk = "u", sk = 1, v = string.rep("x", 1500) },
+                      ConditionExpression = "attribute_not_exists(pk)", ReturnConsumedCapacity = "TOTAL" }
+        assert(c:put_item(put))
+        assert.is_nil(c:put_item(put))
+        assert(c:get_item{ TableName = tname, Key = { pk = "u", sk = 1 }, ConsistentRead = true,
+                           ReturnConsumedCapacity = "TOTAL" })
+        assert(c:get_item{ TableName = tname, Key = { pk = "u", sk = 1 } }) -- no units asked
+        assert.same({ PutItem = 2, GetItem = 2 }, c.usage.requests)
+        assert.same({ PutItem = 1 }, c.usage.failed_writes)
+        local u = c.usage.capacity[tname]
+        assert.equal(2, u.PutItem.write) -- a 1.5 KB item: 2 WCU
+        assert.equal(0, u.PutItem.read)
+        assert.equal(1, u.GetItem.read)  -- consistent, under 4 KB: 1 RCU
+        assert.same({ requests = 4, read = 1, write = 2 }, c:usage_totals())
+      end)
+    end)
+
     it("updates with expression values and returns the new attributes", function()
       run(function()
         assert(db:put_item{ TableName = tname, Item = { pk = "u", sk = 1, balance = 10 } })

@@ -46,6 +46,49 @@ local function ngx_parking()
   }
 end
 
+-- The workers of this host take turns on a stream (tide.repository's
+-- host_lanes): a turn is a key in the tide_streams shared dict, added
+-- atomically and deleted by its holder; it expires after LANE_TURN_S should
+-- a worker die holding it. The dict also keeps the last version written of
+-- each stream, so a worker whose cached state is behind catches up before
+-- deciding instead of losing a write. Without the dict (an nginx.conf of
+-- an older tide), workers write as separate processes do.
+local LANE_TURN_S = 30
+local function ngx_host_lanes()
+  local dict = ngx.shared.tide_streams
+  if not dict then return nil end
+  local pid, turns = ngx.worker.pid(), 0
+  local held = {} -- stream -> our token
+  return {
+    enter = function(stream)
+      turns = turns + 1
+      local token, key = pid .. ":" .. turns, "t:" .. stream
+      local deadline, step = ngx.now() + LANE_WAIT_S, 0.001
+      while true do
+        local ok, err = dict:add(key, token, LANE_TURN_S)
+        if ok then
+          held[stream] = token
+          return true
+        end
+        if err ~= "exists" then return nil, "the tide_streams shared dict: " .. tostring(err) end
+        if ngx.now() > deadline then return nil, "another worker held the stream's turn for " .. LANE_WAIT_S .. " s" end
+        ngx.sleep(step)
+        step = math.min(step * 2, 0.004)
+      end
+    end,
+    leave = function(stream, version)
+      if version then
+        local known = dict:get("v:" .. stream)
+        if not known or known < version then dict:set("v:" .. stream, version) end
+      end
+      local key = "t:" .. stream
+      if held[stream] and dict:get(key) == held[stream] then dict:delete(key) end
+      held[stream] = nil
+    end,
+    version = function(stream) return dict:get("v:" .. stream) end,
+  }
+end
+
 local function projection_setup(cfg)
   local ok, projection = pcall(require, "tide.projection")
   local okb, backend_mod = pcall(require, "tide.projection." .. cfg.store)
@@ -129,7 +172,7 @@ function M.init_worker()
   local opened, err = require("tide").open{
     cfg = cfg, registry = conf.registry, projections = conf.proj and conf.proj.registry,
     transport = transport, log = log,
-    sleep = ngx.sleep, parking = ngx_parking(),
+    sleep = ngx.sleep, parking = ngx_parking(), host_lanes = ngx_host_lanes(),
   }
   if not opened then
     app.unavailable = "the " .. cfg.store .. " store cannot be opened: " .. tostring(err)
