@@ -163,7 +163,7 @@ for w in ${BENCH_WRK_WORKERS:-1 auto}; do
 done
 if [ "$(wc -l <"$tmp/rps" 2>/dev/null || echo 0)" -gt 1 ]; then
   echo ""
-  echo "workers, requests/s, p99 ms: $(awk '{ printf "%s%s: %s/s p99 %s", NR > 1 ? "; " : "", $1, $2, $3 }' "$tmp/rps")"
+  echo "workers, requests/s, p99 ms: $(awk '{ printf "%s%s: %s/s p99 %s ms", (NR > 1 ? "; " : ""), $1, $2, $3 }' "$tmp/rps")"
   awk '{ if (NR > 1 && $2 < prev) bad = 1; prev = $2 } END {
     print "more workers never serve fewer requests/s: " (bad ? "NOT MET" : "met") }' "$tmp/rps"
 fi
