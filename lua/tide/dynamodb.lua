@@ -32,6 +32,10 @@
 --   err.message, err.status (HTTP status, 0 without a response),
 --   err.retryable, err.attempts, err.op, err.table,
 --   err.reasons    TransactionCanceledException's CancellationReasons
+--                  (with .Item when the action asked for
+--                  ReturnValuesOnConditionCheckFailure = "ALL_OLD")
+--   err.item       the item a failed condition found, when the request
+--                  asked for ReturnValuesOnConditionCheckFailure = "ALL_OLD"
 --   err.ambiguous  true when an earlier attempt failed in transit, so a write
 --                  the service reports as failed may in fact have been applied
 --                  (a ConditionalCheckFailed after a dropped connection)
@@ -341,6 +345,7 @@ function Client:attempt(target, endpoint, body, op, tname, decode)
   local etype, emsg, doc = parse_error_body(status, resp.body)
   local err = new_error{ type = etype, message = emsg, status = status, op = op, table = tname,
                          request_id = resp.headers and resp.headers["x-amzn-requestid"] }
+  if doc and doc.Item then err.item = doc.Item end -- ReturnValuesOnConditionCheckFailure
   if etype == "TransactionCanceledException" and doc and doc.CancellationReasons then
     err.reasons = doc.CancellationReasons
     err.retry_class = cancellation_retryable(err.reasons) and "transient" or "never"

@@ -396,10 +396,27 @@ end
 
 -- A conflict: the stream moved past rec. Applies only the events after
 -- rec.version to a copy of its state; -> the caught-up record | nil (the
--- events cannot be applied here: the caller reloads).
-function Repository:catch_up(agg, stream, rec)
-  local stored, err = self.store:load(stream, rec.version)
-  if not stored then return nil, err end
+-- events cannot be applied here: the caller reloads). conflict: the
+-- store's Conflict error, whose err.found (the events the refused write
+-- met) spares the read when err.found_all says the stream ends there, and
+-- shortens it otherwise.
+function Repository:catch_up(agg, stream, rec, conflict)
+  local stored
+  local found = type(conflict) == "table" and conflict.found
+  if found and found[1] and found[1].version == rec.version + 1 then
+    stored = found
+    if not conflict.found_all then
+      local more, err = self.store:load(stream, found[#found].version)
+      if not more then return nil, err end
+      stored = {}
+      for i = 1, #found do stored[i] = found[i] end
+      for i = 1, #more do stored[#stored + 1] = more[i] end
+    end
+  else
+    local err
+    stored, err = self.store:load(stream, rec.version)
+    if not stored then return nil, err end
+  end
   local state = aggregate.deep_copy(rec.state)
   local new = { version = rec.version, commands = rec.commands, order = rec.order,
                 older = rec.older, older_order = rec.older_order, module_version = agg.version }
@@ -470,8 +487,10 @@ end
 
 -- Runs jobs (all on one stream, of one aggregate) as one batch: sets
 -- job.res or job.err on each it takes. Returns how many it took: jobs
--- past the limits of one write are left for the next batch.
-function Repository:run_batch(jobs)
+-- past the limits of one write are left for the next batch. With
+-- take_queued and lane (batching), a retry after a conflict also takes
+-- what was queued meanwhile: one write instead of two.
+function Repository:run_batch(jobs, take_queued, lane)
   local first = jobs[1]
   local agg, stream = first.agg, first.stream
   local njobs = #jobs
@@ -484,6 +503,10 @@ function Repository:run_batch(jobs)
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
   end
   for attempt = 1, self.max_attempts do
+    if attempt > 1 and take_queued then
+      take_queued(lane, jobs)
+      njobs = #jobs
+    end
     if not rec then
       rec, lerr = self:record(agg, stream)
       if not rec then
@@ -602,7 +625,7 @@ function Repository:run_batch(jobs)
     -- only those), then decide the whole batch again.
     self.stats.conflicts = self.stats.conflicts + 1
     self:contended(stream, mono() - started)
-    rec = self:catch_up(agg, stream, rec)
+    rec = self:catch_up(agg, stream, rec, err)
     if rec then
       put_record(self, stream, rec)
     else
@@ -628,6 +651,23 @@ end
 --   err.kind: "invalid" (bad command or module), "rejected" (the domain said
 --   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
 --   "too_many_events", "event_too_large", "store" (store or network failure)
+-- Moves the commands queued on lane (of jobs[1]'s module version, in
+-- arrival order, up to the first of another) to the end of jobs.
+local function take_queued(lane, jobs)
+  local agg = jobs[1].agg
+  local head = lane.head
+  while head <= lane.n and (lane[head].abandoned or lane[head].agg == agg) do
+    local j = lane[head]
+    if not j.abandoned then
+      j.taken = true
+      jobs[#jobs + 1] = j
+    end
+    lane[head] = false
+    head = head + 1
+  end
+  lane.head = head
+end
+
 function Repository:execute(name, id, command, opts)
   local job, perr = self:prepare(name, id, command, opts)
   if not job then return nil, perr end
@@ -667,26 +707,13 @@ function Repository:execute(name, id, command, opts)
   local batching = self.batching
   if job.agg.batching ~= nil then batching = job.agg.batching end
   local jobs = { job }
-  if batching then
-    -- everything queued now, of the same module version, in arrival order
-    local head = lane.head
-    while head <= lane.n and (lane[head].abandoned or lane[head].agg == job.agg) do
-      local j = lane[head]
-      if not j.abandoned then
-        j.taken = true
-        jobs[#jobs + 1] = j
-      end
-      lane[head] = false
-      head = head + 1
-    end
-    lane.head = head
-  end
+  if batching then take_queued(lane, jobs) end
   local hl = self.host_lanes
   local ok, ntaken
   local entered, herr = true, nil
   if hl then entered, herr = hl.enter(stream) end
   if entered then
-    ok, ntaken = pcall(self.run_batch, self, jobs)
+    ok, ntaken = pcall(self.run_batch, self, jobs, batching and take_queued or nil, lane)
     if hl then
       local rec = self.cache:get(stream)
       hl.leave(stream, rec and rec.version)

@@ -212,5 +212,36 @@ stores.each(function(kind)
         other_store:close()
       end)
     end)
+
+    if kind == "dynamodb" then
+      it("catches up from the refused write's answer when it shows where the stream ends: no read", function()
+        local reg = aggregate.registry(helpers.root .. "/aggregates")
+        reg:add(assert(aggregate.from_source("tally", TALLY, "tally.lua")))
+        sched.run(function()
+          local store, desc = stores.open_dynamodb()
+          local other_store = stores.open_dynamodb(desc.prefix)
+          local mine = repository.new{ store = store, registry = reg }
+          local theirs = repository.new{ store = other_store, registry = reg }
+          assert(mine:execute("tally", "x", { type = "Add", n = 1 }))
+          assert(theirs:execute("tally", "x", { type = "Add", n = 10 }))
+          local queries = store.client.usage.requests.Query or 0
+          -- 3 events at versions 2..4: the transaction's Put of version 2
+          -- finds theirs, the Put of version 3 finds nothing
+          local res = assert(mine:execute("tally", "x", { type = "Triple", n = 100 }))
+          assert.equal(5, res.version)
+          assert.equal(1, mine.stats.catch_ups)
+          assert.equal(queries, store.client.usage.requests.Query or 0)
+          assert.equal(1 + 10 + 100 + 101 + 102, assert(mine:state("tally", "x")).state.value)
+          -- a single-event write finds one event and reads only past it
+          assert(theirs:execute("tally", "x", { type = "Add", n = 1 }))
+          assert(theirs:execute("tally", "x", { type = "Add", n = 1 }))
+          assert(mine:execute("tally", "x", { type = "Add", n = 1 }))
+          assert.equal(2, mine.stats.catch_ups)
+          assert.equal(1 + 10 + 100 + 101 + 102 + 3, assert(mine:state("tally", "x")).state.value)
+          store:close()
+          other_store:close()
+        end)
+      end)
+    end
   end)
 end)
