@@ -46,7 +46,7 @@ local SCHEMA = {
     { name = "max_bytes", kind = "size", default = 64 * MiB },
   } },
   { name = "commands", section = {
-    { name = "max_attempts", kind = "integer", min = 1, default = 10 },
+    { name = "max_attempts", kind = "integer", min = 1, default = 20 },
     { name = "batching", kind = "boolean", default = true },
   } },
   { name = "snapshots", section = {

@@ -84,8 +84,8 @@ function M.new(opts)
     store = opts.store,
     registry = opts.registry,
     cache = cache_mod.new(opts.cache_bytes or 64 * 1024 * 1024),
-    max_attempts = opts.max_attempts or 10,
-    max_backoff = opts.max_backoff or 0.2, -- seconds, the longest pause between attempts
+    max_attempts = opts.max_attempts or 20,
+    max_backoff = opts.max_backoff or 1, -- seconds, the longest pause between attempts
     batching = opts.batching ~= false,
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
@@ -459,13 +459,19 @@ function Repository:contended(stream, rtt)
 end
 
 -- The pause after the failed write number `attempt` of a batch on
--- stream: random (full jitter) below min(max_backoff, rtt * 2^(attempt-1)),
--- rtt being how long that write took, so the pauses scale with the store's
--- latency (DynamoDB: milliseconds; SQLite: tenths of one).
+-- stream: random (full jitter) below min(max_backoff, base * 2^(attempt-1)),
+-- base being how long that write took (at least MIN_BACKOFF_BASE), so the
+-- pauses scale with the store's latency. A batch that keeps losing backs
+-- off for longer and longer (up to max_backoff, 1 s by default: 20
+-- attempts span a few seconds), so a burst of writers on one stream is
+-- over before its last writer runs out of attempts; meanwhile the lane
+-- gathers the stream's new commands into the retry.
+local MIN_BACKOFF_BASE = 0.005
+local COLLISIONS_PER_ATTEMPT = 3
 function Repository:retry_pause(stream, attempt)
   local hot = self.contention_by_stream[stream]
-  local rtt = math.max(hot and hot.rtt or 0, 0.001)
-  return math.random() * math.min(self.max_backoff, rtt * 2 ^ (attempt - 1))
+  local base = math.max(hot and hot.rtt or 0, MIN_BACKOFF_BASE)
+  return math.random() * math.min(self.max_backoff, base * 2 ^ (attempt - 1))
 end
 
 -- -> {at=, rtt=} when this process lost a write on stream in the last
@@ -502,7 +508,13 @@ function Repository:run_batch(jobs, take_queued, lane)
     -- Repository:retry_pause).
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
   end
-  for attempt = 1, self.max_attempts do
+  -- lost: writes that lost to another writer's (the catch-up found new
+  -- events): at most max_attempts. A write that met another writer's
+  -- still in flight (DynamoDB's TransactionConflict: nothing new to catch
+  -- up with yet) is not lost, only retried, up to COLLISIONS_PER_ATTEMPT
+  -- times max_attempts writes in all.
+  local lost, writes = 0, 0
+  for attempt = 1, math.huge do
     if attempt > 1 and take_queued then
       take_queued(lane, jobs)
       njobs = #jobs
@@ -625,20 +637,23 @@ function Repository:run_batch(jobs, take_queued, lane)
     -- only those), then decide the whole batch again.
     self.stats.conflicts = self.stats.conflicts + 1
     self:contended(stream, mono() - started)
+    local behind = rec.version
     rec = self:catch_up(agg, stream, rec, err)
     if rec then
       put_record(self, stream, rec)
     else
       self.cache:drop(stream)
     end
-    if attempt < self.max_attempts then
-      self.sleep(self:retry_pause(stream, attempt))
-    end
+    writes = writes + 1
+    if not rec or rec.version > behind then lost = lost + 1 end
+    if lost >= self.max_attempts or writes >= COLLISIONS_PER_ATTEMPT * self.max_attempts then break end
+    self.sleep(self:retry_pause(stream, writes))
   end
   for _, job in ipairs(jobs) do
     job.res, job.out, job.span, job.same_as = nil, nil, nil, nil
     job.err = new_error("conflict",
-      ("gave up after %d attempts: the stream kept changing (commands.max_attempts)"):format(self.max_attempts),
+      ("gave up after %d attempts: the stream kept changing (%d lost to other writers; commands.max_attempts = %d)")
+        :format(writes, lost, self.max_attempts),
       fields_of(job))
   end
   return njobs

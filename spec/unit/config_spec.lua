@@ -21,7 +21,7 @@ local DEFAULTS = {
   aggregates = "./aggregates",
   projections = "./projections",
   cache = { max_bytes = 64 * MiB },
-  commands = { max_attempts = 10, batching = true },
+  commands = { max_attempts = 20, batching = true },
   snapshots = { every = 100 },
   log = { level = "info", format = "text" },
   lua = { gc_pause = 400 },
