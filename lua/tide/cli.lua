@@ -4,7 +4,6 @@
 -- cli.main(name, args...) inside the scheduler; main returns the exit status.
 local clock = require "tide.clock"
 local core = require "tide.core"
-local cjson = require "cjson.safe"
 local result = require "tide.result"
 local sched = require "tide.sched"
 local terror = require "tide.error"
@@ -178,13 +177,9 @@ end
 
 local function ok_result(res) return result.ok(res, "handler_error") end
 
--- Decodes a command object from JSON text; nil, message on bad input.
-local function decode_object(text, what)
-  local v, err = cjson.decode(text)
-  if v == nil then return nil, what .. " is not valid JSON: " .. tostring(err) end
-  if type(v) ~= "table" or (#v > 0) then return nil, what .. " must be a JSON object" end
-  return v
-end
+-- Decodes a command object from JSON text (strict: tide.input); nil,
+-- message on bad input.
+local decode_object = require("tide.input").decode_object
 
 ------------------------------------------------------------------------
 

@@ -65,6 +65,9 @@ if not pcall(ffi.typeof, "struct tide_ffi_layout") then
                             const char *region, const char *service,
                             struct tide_ffi_sigv4_out *out, struct tide_error *err);
 
+    int tide_ffi_utf8_check(const char *s, size_t len, double *bad);
+    int tide_ffi_json_check(const char *s, size_t len, double *offset, struct tide_error *err);
+
     struct tide_timeval { long tv_sec; long tv_usec; };
     int gettimeofday(struct tide_timeval *tv, void *tz);
     int gethostname(char *name, size_t len);
