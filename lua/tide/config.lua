@@ -58,6 +58,9 @@ local SCHEMA = {
   } },
   { name = "lua", section = {
     { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
+    { name = "handler_budget_ms", kind = "integer", min = 0, default = 1000 },
+    { name = "sandbox_aggregates", kind = "boolean", default = true },
+    { name = "sandbox_projections", kind = "boolean", default = true },
   } },
 }
 M.schema = SCHEMA

@@ -40,7 +40,8 @@ local suggest = require("tide.suggest").closest_key
 
 local type, pairs, ipairs, tostring, setmetatable, error, xpcall =
   type, pairs, ipairs, tostring, setmetatable, error, xpcall
-local traceback = debug.traceback
+local budget = require "tide.budget"
+local user_traceback = require("tide.sandbox").traceback
 -- Copies of read-model items are made for every event: sized up front,
 -- a small item's table is not rehashed as its fields go in.
 local new_tab = require "table.new"
@@ -229,7 +230,8 @@ function Batch:entry(tname, key, spec)
   if e then return e end
   local item = self.p.items[k]
   if item == nil then
-    local got, err = self.p.backend:get_items({ { table = tname, key = key } })
+    -- waiting for the store is not the handler's time
+    local got, err = budget.io(self.p.backend.get_items, self.p.backend, { { table = tname, key = key } })
     if not got then
       error(setmetatable({ err = err, table = tname, key = key }, StoreFail), 0)
     end
@@ -377,12 +379,13 @@ end
 
 local function handler_traceback(err)
   if getmetatable(err) == StoreFail then return err end
-  return traceback(tostring(err), 2)
+  return user_traceback(err)
 end
 
--- Runs fn(...) as user code; returns true, results | false, err (an Error).
+-- Runs fn(...) as user code, under the budget (tide.budget); returns
+-- true, results | false, err (an Error).
 function Batch:call(what, fn, ...)
-  local ok, r1, r2 = xpcall(fn, handler_traceback, ...)
+  local ok, r1, r2 = budget.call(what, handler_traceback, fn, ...)
   if ok then return true, r1, r2 end
   local ev = self.event
   if getmetatable(r1) == StoreFail then
