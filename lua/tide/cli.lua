@@ -195,8 +195,8 @@ end
 
 -- stdin line by line without blocking the loop (the reloader and the
 -- commands in flight go on while the producer is quiet).
-local function input_lines()
-  local ok, it = pcall(sched.lines, 0)
+local function input_lines(max_line)
+  local ok, it = pcall(sched.lines, 0, { max_line = max_line })
   if ok then return it end
   return io.stdin:lines()
 end
@@ -351,9 +351,13 @@ function commands.batch(opts, pos)
   end
   local started = clock.mono()
 
-  for text in input_lines() do
+  local max_line = app.cfg.commands and app.cfg.commands.max_line_bytes or 1024 * 1024
+  for text, long in input_lines(max_line) do
     n = n + 1
-    if text:match("^%s*$") then
+    if text == false then
+      emit(n, error_line("invalid", ("line %d is %d bytes, over the %d-byte limit (commands.max_line_bytes): "
+        .. "skipped"):format(n, long, max_line)), M.EXIT.usage)
+    elseif text:match("^%s*$") then
       emit(n, error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage)
     else
       -- Commands of one stream are decided in the order they reach the

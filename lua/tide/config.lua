@@ -48,6 +48,7 @@ local SCHEMA = {
   { name = "commands", section = {
     { name = "max_attempts", kind = "integer", min = 1, default = 10 },
     { name = "batching", kind = "boolean", default = true },
+    { name = "max_line_bytes", kind = "size", min = 1, default = 1 * MiB },
   } },
   { name = "snapshots", section = {
     { name = "every", kind = "integer", min = 0, default = 100 },
