@@ -153,6 +153,7 @@ function M.new(opts)
     aggregates = opts.aggregates,
     log = opts.log or function() end,
     max_cached = opts.max_cached or 100000,
+    parking = opts.parking,         -- tide.projection.parking: events an operator set aside
     items = {}, nitems = 0,         -- "table\0key" -> the committed item (its _rev) | false (absent)
     positions = {}, npositions = 0, -- stream -> version (committed)
   }, Projector)
@@ -417,10 +418,37 @@ local function prefetch_requests(b, ev, r1, r2, out)
   return false
 end
 
+local parked_key = function(stream, version) return stream .. SEP .. tostring(version) end
+
+-- Parking (tide.projection.parking): an event an operator parked is passed
+-- over (its stream's position moves past it; plan.parked counts it). The
+-- parked set is read when the projector starts and again after a batch
+-- failed on an event: when that event has been parked since, the batch is
+-- applied again at once, without it.
 function Projector:apply(events)
   if type(events) ~= "table" then error("projector:apply(events): events must be a list", 2) end
+  if not self.parking then return self:apply_once(events) end
+  if not self.parked then
+    local set, err = self.parking:set(self.name)
+    if not set then return nil, new_error("store", "reading the parked events failed: " .. tostring(err),
+      { projection = self.name, cause = err }) end
+    self.parked = set
+  end
+  local plan, err = self:apply_once(events)
+  if plan or (err.kind ~= "handler_error" and err.kind ~= "invalid_event") or not err.stream or not err.version then
+    return plan, err
+  end
+  local set = self.parking:set(self.name)
+  if set then self.parked = set end
+  if self.parked[parked_key(err.stream, err.version)] then return self:apply_once(events) end
+  return nil, err
+end
+
+function Projector:apply_once(events)
   local proj, name = self.projection, self.name
-  local plan = { items = {}, positions = {}, applied = 0, skipped = 0, filled = 0, ignored = 0, untracked = 0 }
+  local parked = self.parked
+  local plan = { items = {}, positions = {}, applied = 0, skipped = 0, filled = 0, ignored = 0, untracked = 0,
+                 parked = 0 }
 
   -- 1. the tracked events (list[i] of stream list_stream[i])
   local list, list_stream, need, seen = {}, {}, {}, {}
@@ -509,6 +537,11 @@ function Projector:apply(events)
   for i = 1, #todo do
     local e, stream = todo[i], todo_stream[i]
     local ev = e
+    if parked and parked[parked_key(stream, e.version)] then
+      plan.parked = plan.parked + 1
+      self.log("warn", "passing over a parked event", { projection = name, stream = stream, version = e.version })
+      goto continue
+    end
     if e.as_stored and type(e.data) == "table" and type(e.meta) == "table" and e.id ~= nil then
       -- Decoded by the source (a Streams page), not upcast yet: upcast in
       -- place, once (the batch owns the event; a retried batch finds it done).
@@ -536,6 +569,7 @@ function Projector:apply(events)
     if proj:subscribes(ev) and proj:handler(ev.type) then
       run[#run + 1] = ev
     end
+    ::continue::
   end
   local prefetch = proj.module.prefetch
   if prefetch and #run > 0 then
