@@ -262,8 +262,9 @@ function commands.exec(opts, pos)
   end
   local app, err = open_app(opts)
   if not app then
-    out(error_line("invalid", tostring(err)))
-    return M.EXIT.usage
+    local kind = type(err) == "table" and err.kind or "invalid"
+    out(error_line(kind, tostring(err)))
+    return EXIT_OF_KIND[kind] or M.EXIT.usage
   end
   local res, xerr = app.repository:execute(pos[1], pos[2], cmd)
   app.store:close()
@@ -311,7 +312,7 @@ function commands.batch(opts, pos)
   local app, err = open_app(opts)
   if not app then
     io.stderr:write("tide batch: ", tostring(err), "\n")
-    return M.EXIT.usage
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local repo = app.repository
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry } })
@@ -399,7 +400,7 @@ local function read_stream(name, opts, pos, read, print_result)
   local app, err = open_app(opts)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
-    return M.EXIT.usage
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local res, rerr = read(app.repository, pos[1], pos[2])
   app.store:close()
@@ -439,7 +440,7 @@ local function open_projections(name, opts, log_format)
   local app, err = open_app(opts, log_format)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
-    return nil
+    return nil, (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   return app
 end
@@ -448,8 +449,8 @@ end
 -- nil, exit status (the problem said on stderr).
 local function open_projection(name, opts, pos, log_format)
   if #pos ~= 1 then return nil, fail_usage(name, "needs NAME") end
-  local app = open_projections(name, opts, log_format)
-  if not app then return nil, M.EXIT.usage end
+  local app, code = open_projections(name, opts, log_format)
+  if not app then return nil, code end
   local p, err = app.projections:get(pos[1])
   if not p then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
@@ -501,25 +502,63 @@ function commands.project(opts, pos)
   return M.EXIT.ok
 end
 
+-- `tide run`: every line it writes on stderr is JSON (the log's), whatever
+-- goes wrong. A projection whose start fails (the store unreachable) is
+-- retried with backoff, and each failure is logged; with no projection
+-- that can run at all it exits 2; stopped (SIGTERM) before one of its
+-- projections could start, it exits 5.
 function commands.run(opts, pos)
-  if #pos > 0 then return fail_usage("run", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("run", opts, "json")
-  if not app then return M.EXIT.usage end
+  local jlog = require("tide.log").new{ format = "json" }
+  if #pos > 0 then
+    jlog("error", "tide run: unexpected argument '" .. pos[1] .. "'", { usage = "tide run [--config FILE]" })
+    return M.EXIT.usage
+  end
+  local app, aerr = open_app(opts, "json")
+  if not app then
+    jlog("error", "tide run: " .. tostring(aerr), { error = aerr })
+    return (type(aerr) == "table" and EXIT_OF_KIND[aerr.kind]) or M.EXIT.usage
+  end
   local log = app.log
+  for name, err in pairs(app.projections.errors or {}) do
+    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+  end
+  local names = app.projections:names()
+  if #names == 0 then
+    log("error", "tide run: no projection can run", { projections = app.cfg.projections,
+      error = app.projections.dir_error and tostring(app.projections.dir_error)
+        or (next(app.projections.errors or {}) and "every projection module failed to load")
+        or "the projections folder has no modules" })
+    app.store:close()
+    return M.EXIT.usage
+  end
   local flag = { stop = false }
   local sig = stop_on_signals(flag, log)
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
-  local threads = {}
-  for _, name in ipairs(app.projections:names()) do
+  local threads, never_started = {}, 0
+  local runner_mod = require "tide.projection.runner"
+  for _, name in ipairs(names) do
     local p = app.projections:get(name)
     if p then
       local r = host.runner(app, p, { log = log, registry = app.projections })
       threads[#threads + 1] = sched.spawn(function()
-        local ok, ierr = r:start()
-        if not ok then
-          log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
-          return
+        local failures = 0
+        while true do
+          local ok, ierr = r:start()
+          if ok then break end
+          failures = failures + 1
+          local delay = runner_mod.backoff_delay(failures, 0.5, 30)
+          log("error", "projection failed to start; retrying", { projection = name, error = tostring(ierr),
+            attempt = failures, retry_in_s = delay })
+          local waited = 0
+          while waited < delay and not flag.stop do
+            sched.sleep(math.min(0.1, delay - waited))
+            waited = waited + 0.1
+          end
+          if flag.stop then
+            never_started = never_started + 1
+            return
+          end
         end
         log("info", "projection started", { projection = name, store = app.cfg.store })
         r:run(flag)
@@ -527,20 +566,21 @@ function commands.run(opts, pos)
       end)
     end
   end
-  for name, err in pairs(app.projections.errors or {}) do
-    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
-  end
   for _, th in ipairs(threads) do sched.wait(th) end
   if watcher then watcher:stop() end
   if sig then sig:stop() end
   app.store:close()
+  if never_started > 0 then
+    log("error", "tide run: stopped before every projection could start", { never_started = never_started })
+    return M.EXIT.store
+  end
   return M.EXIT.ok
 end
 
 function commands.read(opts, pos)
   if #pos ~= 2 then return fail_usage("read", "needs MODEL KEY") end
-  local app = open_projections("read", opts)
-  if not app then return M.EXIT.usage end
+  local app, code = open_projections("read", opts)
+  if not app then return code end
   local item, err = host.read(app, pos[1], pos[2])
   app.store:close()
   if item == nil then
@@ -557,8 +597,8 @@ end
 
 function commands.status(opts, pos)
   if #pos > 0 then return fail_usage("status", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("status", opts)
-  if not app then return M.EXIT.usage end
+  local app, code = open_projections("status", opts)
+  if not app then return code end
   local status = M.EXIT.ok
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)

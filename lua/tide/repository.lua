@@ -208,7 +208,7 @@ function Repository:load_record(agg, stream)
     end
     local ev, derr = decode_event(agg, s)
     if not ev then
-      return nil, new_error("invalid", ("event %d: %s"):format(s.version, derr), { stream = stream })
+      return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream })
     end
     local aerr
     state, aerr = agg:apply(state, flat_event(ev))
@@ -768,7 +768,7 @@ function Repository:events(name, id, after)
   local out = {}
   for _, s in ipairs(stored) do
     local ev, derr = decode_event(agg, s)
-    if not ev then return nil, new_error("invalid", ("event %d: %s"):format(s.version, derr), { stream = stream }) end
+    if not ev then return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream }) end
     out[#out + 1] = ev
   end
   return out
