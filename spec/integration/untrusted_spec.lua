@@ -16,19 +16,8 @@ local tide = stores.tide
 
 local function copy(from, to) helpers.write_file(to, assert(helpers.read_file(from))) end
 
-local function lines(text)
-  local out = {}
-  for l in (text or ""):gmatch("[^\n]+") do out[#out + 1] = l end
-  return out
-end
-
--- Strict JSON (tide.input: yajl's grammar, UTF-8): every line tide prints
--- must pass it.
-local function json(text, what)
-  local v, err = input.decode(text, what or "output")
-  assert(v ~= nil, tostring(err) .. ": " .. tostring(text))
-  return v
-end
+local U = require "untrusted"
+local lines, json, check_store, wait_for = U.lines, U.json, U.check_store, U.wait_for
 
 -- A project folder for kind: the example account, the hostile aggregate,
 -- the picky projection; a 300 ms budget.
@@ -46,50 +35,6 @@ local function project(kind, extra)
   return dir, desc
 end
 
--- Every stream of the store: version 1..n with no gap, and every command's
--- events all there (meta.index 1..count): nothing partial.
-local function check_store(kind, desc)
-  local streams = {}
-  sched.run(function()
-    if kind == "sqlite" then
-      local store = stores.open_sqlite(desc.path)
-      local rows = assert(store:read_all(0, 1000000))
-      for _, r in ipairs(rows) do
-        streams[r.stream] = streams[r.stream] or {}
-        table.insert(streams[r.stream], r)
-      end
-      store:close()
-    else
-      local client = assert(require("tide.dynamodb").new{ endpoint = desc.endpoint, region = "us-east-1",
-                                                          credentials = stores.CREDS })
-      local res = assert(client:scan{ TableName = desc.prefix .. "events" })
-      for _, it in ipairs(res.Items) do
-        streams[it.stream] = streams[it.stream] or {}
-        table.insert(streams[it.stream], { version = tonumber(tostring(it.version)), meta = it.meta })
-      end
-    end
-  end)
-  local n = 0
-  for stream, evs in pairs(streams) do
-    assert(input.utf8(stream), "a stream name that is not UTF-8")
-    table.sort(evs, function(a, b) return a.version < b.version end)
-    local i = 1
-    while i <= #evs do
-      assert.equal(i, evs[i].version, stream .. ": a gap")
-      local meta = json(evs[i].meta, "meta")
-      assert.equal(1, meta.index, stream .. " version " .. i .. ": a command's events start at index 1")
-      for k = 1, meta.count do
-        local m = json(evs[i + k - 1].meta, "meta")
-        assert.equal(meta.command_id, m.command_id, stream .. ": a command cut short")
-        assert.equal(k, m.index)
-      end
-      i = i + meta.count
-      n = n + 1
-    end
-  end
-  return n, streams
-end
-
 -- Runs `tide ARGS` and checks that each line of its stdout is JSON.
 local function tide_json(dir, args, stdin)
   local out, status = tide(dir, args, stdin, true)
@@ -103,18 +48,6 @@ local function batch_file(dir, text)
   helpers.write_file(dir .. "/input.ndjson", text)
   return helpers.run(("cd %s && %s%s batch < input.ndjson 2>/dev/null"):format(q(dir), stores.CLI_ENV,
     q(helpers.tide_bin)))
-end
-
--- Polls fn every 50 ms for up to seconds; returns its first true value.
-local function wait_for(fn, seconds, what)
-  local ffi = require "ffi"
-  pcall(ffi.cdef, "int poll(void *fds, unsigned long n, int timeout);")
-  for _ = 1, seconds * 20 do
-    local v = fn()
-    if v then return v end
-    ffi.C.poll(nil, 0, 50)
-  end
-  error("timed out waiting for " .. what, 2)
 end
 
 stores.each(function(kind)
@@ -462,5 +395,77 @@ describe("a crashed worker's lease", function()
     assert.matches("waiting for the lease of another owner to run out", out)
     assert.equal("W", json((tide(dir, "read picky w1", nil, true))).owner)
     os.execute("rm -rf " .. q(dir))
+  end)
+end)
+
+describe("untrusted input in nginx (the embedded store):", function()
+  local dir, url
+  setup(function()
+    dir = helpers.tmpdir()
+    os.execute("mkdir -p " .. q(dir .. "/aggregates"))
+    copy(ROOT .. "/aggregates/account.lua", dir .. "/aggregates/account.lua")
+    copy(ROOT .. "/spec/fixtures/aggregates/hostile.lua", dir .. "/aggregates/hostile.lua")
+    local config = stores.write_config(dir, "sqlite", { path = dir .. "/tide.db", aggregates = dir .. "/aggregates" },
+      { "projections: " .. ROOT .. "/projections", "lua:", "  handler_budget_ms: 300" })
+    url = U.start_site(dir, config)
+  end)
+  teardown(function()
+    U.stop_site(dir)
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  local function post(path, body)
+    local status, raw = assert(U.http("POST", url .. path, body))
+    return status, json(raw, "the response to POST " .. path), raw
+  end
+
+  it("1. refuses ids and command ids that are not valid UTF-8 or too long; the body is JSON", function()
+    for _, c in ipairs{
+      { "/aggregates/account/%FF%FE", '{"type":"Open","owner":"X"}', "the aggregate id is not valid UTF%-8" },
+      { "/aggregates/account/a%01b", '{"type":"Open","owner":"X"}', "control character" },
+      { "/aggregates/acc%FF/a1", '{"type":"Open","owner":"X"}', "the aggregate name is not valid UTF%-8" },
+      { "/aggregates/account/" .. ("x"):rep(1100), '{"type":"Open","owner":"X"}', "1100 bytes, over the 1024%-byte limit" },
+      { "/aggregates/account/a1", '{"type":"Open","owner":"X","id":"' .. ("c"):rep(300) .. '"}', "the command id is 300 bytes" },
+    } do
+      local status, body = post(c[1], c[2])
+      assert.equal(400, status)
+      assert.equal("invalid", body.error.kind)
+      assert.matches(c[3], body.error.message)
+    end
+    local status, raw = assert(U.http("GET", url .. "/aggregates/account/%FF"))
+    assert.equal(400, status)
+    json(raw)
+  end)
+
+  it("5. runs handlers in the sandbox", function()
+    for _, c in ipairs{ { "Exit", "os.exit is not available" }, { "Secret", "os.getenv is not available" },
+                        { "Popen", "global 'io' is not available" }, { "Ffi", "tide's sandbox loads only" } } do
+      local status, body = post("/aggregates/hostile/n1", '{"type":"' .. c[1] .. '"}')
+      assert.equal(500, status)
+      assert.equal("handler_error", body.error.kind)
+      assert.matches(c[2], body.error.message, 1, true)
+    end
+    -- the worker is alive
+    assert.equal(200, (post("/aggregates/hostile/n1", '{"type":"Ok"}')))
+  end)
+
+  it("2. stops a handler that never returns; the worker goes on", function()
+    for _, c in ipairs{ "Spin", "Catch" } do
+      local status, body = post("/aggregates/hostile/n2", '{"type":"' .. c .. '"}')
+      assert.equal(500, status)
+      assert.matches("hostile.commands." .. c .. " ran past its budget of 300 ms", body.error.message)
+    end
+    assert.equal(200, (post("/aggregates/account/n2", '{"type":"Open","owner":"N"}')))
+  end)
+
+  it("6. strict JSON bodies: invalid numbers and NUL bytes, with the column", function()
+    for _, b in ipairs{ '{"type":"Deposit","amount":0x10}', '{"type":"Deposit","amount":007}',
+                        '{"type":"Deposit","amount":NaN}', '{"type":"Deposit","amount":5.}',
+                        '{"type":"Open","owner":"x"}\0{"type":"Close"}' } do
+      local status, body = post("/aggregates/account/n3", b)
+      assert.equal(400, status, b)
+      assert.matches("the request body is not valid JSON: column %d+: ", body.error.message)
+    end
+    assert.equal(404, (U.http("GET", url .. "/aggregates/account/n3")))
   end)
 end)
