@@ -368,6 +368,7 @@ function commands.batch(opts, pos)
   local started = clock.mono()
 
   local max_line = app.cfg.commands and app.cfg.commands.max_line_bytes or 1024 * 1024
+  if max_line == 0 then max_line = nil end -- 0: no limit
   for text, long in input_lines(max_line) do
     n = n + 1
     if text == false then
