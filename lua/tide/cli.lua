@@ -466,7 +466,7 @@ local function stop_on_signals(flag, log)
   local h, err = require("tide.signals").on_stop(function(name)
     log("info", "SIG" .. name .. ": finishing the batch, then stopping")
     flag.stop = true
-  end)
+  end, log)
   if not h then log("warn", "signals are not handled: " .. tostring(err)) end
   return h
 end

@@ -378,6 +378,23 @@ describe("tide run with the store unreachable", function()
   end)
 end)
 
+describe("tide run with a projection handler that never returns", function()
+  it("2. logs the budget's error, keeps retrying, and stops on SIGTERM", function()
+    local dir = project("sqlite")
+    assert.equal(0, select(2, tide(dir, "exec account loop-1 '{\"type\":\"Open\",\"owner\":\"spin\"}'")))
+    local pid = assert(tonumber(helpers.run(("cd %s && %s%s run > run.out 2> run.err & echo $!"):format(q(dir),
+      stores.CLI_ENV, q(helpers.tide_bin))):match("%d+")))
+    wait_for(function()
+      return (helpers.read_file(dir .. "/run.err") or ""):find("picky.handlers.Opened ran past its budget", 1, true)
+    end, 60, "the budget's error in the log")
+    os.execute("kill -TERM " .. pid)
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    wait_for(function() return os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= 0 end, 60, "tide run to stop")
+    for _, l in ipairs(lines(helpers.read_file(dir .. "/run.err"))) do json(l, "tide run's stderr") end
+    os.execute("rm -rf " .. q(dir))
+  end)
+end)
+
 describe("a crashed worker's lease", function()
   it("tide project --until-caught-up waits for it to run out instead of failing at once", function()
     local dir, desc = project("sqlite")
