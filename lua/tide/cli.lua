@@ -231,6 +231,13 @@ function commands.init(opts, pos)
     io.stderr:write("tide init: ", tostring(ierr), "\n")
     return M.EXIT.store
   end
+  -- where parked events are kept (tide park), made now rather than by the
+  -- first projection that starts
+  local pok, perr = require("tide.projection.parking").for_app(app):init()
+  if not pok then
+    io.stderr:write("tide init: ", tostring(perr), "\n")
+    return M.EXIT.store
+  end
   -- the read models of every projection, so that reads (tide read, the
   -- nginx site) work before a projection has run
   local backend = require("tide.projection.host").backend(app)

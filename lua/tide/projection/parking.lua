@@ -131,8 +131,10 @@ end
 function Dynamo:list(projection)
   local ok, err = self:init()
   if not ok then return nil, err end
+  -- "projection" is one of DynamoDB's reserved words
   local res, qerr = self.client:query{ TableName = self.table, ConsistentRead = true,
-    KeyConditionExpression = "projection = :p", ExpressionAttributeValues = { [":p"] = projection } }
+    KeyConditionExpression = "#p = :p", ExpressionAttributeNames = { ["#p"] = "projection" },
+    ExpressionAttributeValues = { [":p"] = projection } }
   if not res then return nil, store_error(qerr, { projection = projection, table = self.table }) end
   local out = {}
   for i, it in ipairs(res.Items) do
