@@ -47,7 +47,8 @@ write). Prints one result line per input line, in input order, shaped as
 tide exec's output. --stats: at the end, one JSON line on stderr with the
 counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
 the requests and the read and write capacity units, per command too.
-Exit status: 0 when every command succeeded, else the status of the first
+A line longer than commands.max_line_bytes (1 MiB) gets an error result
+and is skipped; the next lines run. Exit status: 0 when every command succeeded, else the status of the first
 failure by severity.]],
   events = [[
 usage: tide events [--config FILE] AGGREGATE ID
