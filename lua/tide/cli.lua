@@ -4,7 +4,6 @@
 -- cli.main(name, args...) inside the scheduler; main returns the exit status.
 local clock = require "tide.clock"
 local core = require "tide.core"
-local cjson = require "cjson.safe"
 local result = require "tide.result"
 local sched = require "tide.sched"
 local terror = require "tide.error"
@@ -48,7 +47,8 @@ write). Prints one result line per input line, in input order, shaped as
 tide exec's output. --stats: at the end, one JSON line on stderr with the
 counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
 the requests and the read and write capacity units, per command too.
-Exit status: 0 when every command succeeded, else the status of the first
+A line longer than commands.max_line_bytes (1 MiB) gets an error result
+and is skipped; the next lines run. Exit status: 0 when every command succeeded, else the status of the first
 failure by severity.]],
   events = [[
 usage: tide events [--config FILE] AGGREGATE ID
@@ -79,6 +79,21 @@ usage: tide status [--config FILE]
 
 Prints one JSON line per projection: its checkpoints (per shard on
 DynamoDB), owners, lag and last error; and one per module that failed to load.]],
+  park = [[
+usage: tide park [--config FILE] NAME STREAM VERSION
+
+Sets aside the event STREAM VERSION (e.g. account#a1 3) for the projection
+NAME: the projection passes over it and goes on with the next events.
+Use it for an event the projection's handler cannot apply (tide status
+names it under "failing_event"). The event stays in the events table and
+on the parked list (tide status, "parked"); after fixing the handler,
+`tide unpark` it and `tide replay NAME` to apply it in order.
+Prints {"ok":true,"projection":...,"stream":...,"version":N,"type":...}.]],
+  unpark = [[
+usage: tide unpark [--config FILE] NAME STREAM VERSION
+
+Takes the event off NAME's parked list. Events the projection has passed
+already are applied by `tide replay NAME`.]],
   replay = [[
 usage: tide replay [--config FILE] NAME
 
@@ -178,13 +193,9 @@ end
 
 local function ok_result(res) return result.ok(res, "handler_error") end
 
--- Decodes a command object from JSON text; nil, message on bad input.
-local function decode_object(text, what)
-  local v, err = cjson.decode(text)
-  if v == nil then return nil, what .. " is not valid JSON: " .. tostring(err) end
-  if type(v) ~= "table" or (#v > 0) then return nil, what .. " must be a JSON object" end
-  return v
-end
+-- Decodes a command object from JSON text (strict: tide.input); nil,
+-- message on bad input.
+local decode_object = require("tide.input").decode_object
 
 ------------------------------------------------------------------------
 
@@ -200,8 +211,8 @@ end
 
 -- stdin line by line without blocking the loop (the reloader and the
 -- commands in flight go on while the producer is quiet).
-local function input_lines()
-  local ok, it = pcall(sched.lines, 0)
+local function input_lines(max_line)
+  local ok, it = pcall(sched.lines, 0, { max_line = max_line })
   if ok then return it end
   return io.stdin:lines()
 end
@@ -219,6 +230,13 @@ function commands.init(opts, pos)
   local ok, ierr = app.store:init()
   if not ok then
     io.stderr:write("tide init: ", tostring(ierr), "\n")
+    return M.EXIT.store
+  end
+  -- where parked events are kept (tide park), made now rather than by the
+  -- first projection that starts
+  local pok, perr = require("tide.projection.parking").for_app(app):init()
+  if not pok then
+    io.stderr:write("tide init: ", tostring(perr), "\n")
     return M.EXIT.store
   end
   -- the read models of every projection, so that reads (tide read, the
@@ -252,8 +270,9 @@ function commands.exec(opts, pos)
   end
   local app, err = open_app(opts)
   if not app then
-    out(error_line("invalid", tostring(err)))
-    return M.EXIT.usage
+    local kind = type(err) == "table" and err.kind or "invalid"
+    out(error_line(kind, tostring(err)))
+    return EXIT_OF_KIND[kind] or M.EXIT.usage
   end
   local res, xerr = app.repository:execute(pos[1], pos[2], cmd)
   app.store:close()
@@ -301,7 +320,7 @@ function commands.batch(opts, pos)
   local app, err = open_app(opts)
   if not app then
     io.stderr:write("tide batch: ", tostring(err), "\n")
-    return M.EXIT.usage
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local repo = app.repository
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry } })
@@ -356,9 +375,14 @@ function commands.batch(opts, pos)
   end
   local started = clock.mono()
 
-  for text in input_lines() do
+  local max_line = app.cfg.commands and app.cfg.commands.max_line_bytes or 1024 * 1024
+  if max_line == 0 then max_line = nil end -- 0: no limit
+  for text, long in input_lines(max_line) do
     n = n + 1
-    if text:match("^%s*$") then
+    if text == false then
+      emit(n, error_line("invalid", ("line %d is %d bytes, over the %d-byte limit (commands.max_line_bytes): "
+        .. "skipped"):format(n, long, max_line)), M.EXIT.usage)
+    elseif text:match("^%s*$") then
       emit(n, error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage)
     else
       -- Commands of one stream are decided in the order they reach the
@@ -385,7 +409,7 @@ local function read_stream(name, opts, pos, read, print_result)
   local app, err = open_app(opts)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
-    return M.EXIT.usage
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local res, rerr = read(app.repository, pos[1], pos[2])
   app.store:close()
@@ -425,7 +449,7 @@ local function open_projections(name, opts, log_format)
   local app, err = open_app(opts, log_format)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
-    return nil
+    return nil, (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   return app
 end
@@ -434,8 +458,8 @@ end
 -- nil, exit status (the problem said on stderr).
 local function open_projection(name, opts, pos, log_format)
   if #pos ~= 1 then return nil, fail_usage(name, "needs NAME") end
-  local app = open_projections(name, opts, log_format)
-  if not app then return nil, M.EXIT.usage end
+  local app, code = open_projections(name, opts, log_format)
+  if not app then return nil, code end
   local p, err = app.projections:get(pos[1])
   if not p then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
@@ -450,7 +474,7 @@ local function stop_on_signals(flag, log)
   local h, err = require("tide.signals").on_stop(function(name)
     log("info", "SIG" .. name .. ": finishing the batch, then stopping")
     flag.stop = true
-  end)
+  end, log)
   if not h then log("warn", "signals are not handled: " .. tostring(err)) end
   return h
 end
@@ -466,10 +490,11 @@ function commands.project(opts, pos)
   end
   if opts.until_caught_up then
     local res
-    res, err = runner:run_until_caught_up{}
+    res, err = runner:run_until_caught_up{ wait_for_lease = true }
     if res == nil then
+      runner:stop() -- the lease goes back: the next run need not wait for it
       io.stderr:write("tide project: ", tostring(err), "\n")
-      return terror.is(err, "handler_error") and M.EXIT.handler_error or M.EXIT.store
+      return EXIT_OF_KIND[err.kind] or (terror.is(err, "invalid_event") and M.EXIT.handler_error) or M.EXIT.store
     end
     runner:stop()
     out(json{ ok = true, projection = p.name, handled = res.handled })
@@ -486,25 +511,63 @@ function commands.project(opts, pos)
   return M.EXIT.ok
 end
 
+-- `tide run`: every line it writes on stderr is JSON (the log's), whatever
+-- goes wrong. A projection whose start fails (the store unreachable) is
+-- retried with backoff, and each failure is logged; with no projection
+-- that can run at all it exits 2; stopped (SIGTERM) before one of its
+-- projections could start, it exits 5.
 function commands.run(opts, pos)
-  if #pos > 0 then return fail_usage("run", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("run", opts, "json")
-  if not app then return M.EXIT.usage end
+  local jlog = require("tide.log").new{ format = "json" }
+  if #pos > 0 then
+    jlog("error", "tide run: unexpected argument '" .. pos[1] .. "'", { usage = "tide run [--config FILE]" })
+    return M.EXIT.usage
+  end
+  local app, aerr = open_app(opts, "json")
+  if not app then
+    jlog("error", "tide run: " .. tostring(aerr), { error = aerr })
+    return (type(aerr) == "table" and EXIT_OF_KIND[aerr.kind]) or M.EXIT.usage
+  end
   local log = app.log
+  for name, err in pairs(app.projections.errors or {}) do
+    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+  end
+  local names = app.projections:names()
+  if #names == 0 then
+    log("error", "tide run: no projection can run", { projections = app.cfg.projections,
+      error = app.projections.dir_error and tostring(app.projections.dir_error)
+        or (next(app.projections.errors or {}) and "every projection module failed to load")
+        or "the projections folder has no modules" })
+    app.store:close()
+    return M.EXIT.usage
+  end
   local flag = { stop = false }
   local sig = stop_on_signals(flag, log)
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
-  local threads = {}
-  for _, name in ipairs(app.projections:names()) do
+  local threads, never_started = {}, 0
+  local runner_mod = require "tide.projection.runner"
+  for _, name in ipairs(names) do
     local p = app.projections:get(name)
     if p then
       local r = host.runner(app, p, { log = log, registry = app.projections })
       threads[#threads + 1] = sched.spawn(function()
-        local ok, ierr = r:start()
-        if not ok then
-          log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
-          return
+        local failures = 0
+        while true do
+          local ok, ierr = r:start()
+          if ok then break end
+          failures = failures + 1
+          local delay = runner_mod.backoff_delay(failures, 0.5, 30)
+          log("error", "projection failed to start; retrying", { projection = name, error = tostring(ierr),
+            attempt = failures, retry_in_s = delay })
+          local waited = 0
+          while waited < delay and not flag.stop do
+            sched.sleep(math.min(0.1, delay - waited))
+            waited = waited + 0.1
+          end
+          if flag.stop then
+            never_started = never_started + 1
+            return
+          end
         end
         log("info", "projection started", { projection = name, store = app.cfg.store })
         r:run(flag)
@@ -512,20 +575,21 @@ function commands.run(opts, pos)
       end)
     end
   end
-  for name, err in pairs(app.projections.errors or {}) do
-    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
-  end
   for _, th in ipairs(threads) do sched.wait(th) end
   if watcher then watcher:stop() end
   if sig then sig:stop() end
   app.store:close()
+  if never_started > 0 then
+    log("error", "tide run: stopped before every projection could start", { never_started = never_started })
+    return M.EXIT.store
+  end
   return M.EXIT.ok
 end
 
 function commands.read(opts, pos)
   if #pos ~= 2 then return fail_usage("read", "needs MODEL KEY") end
-  local app = open_projections("read", opts)
-  if not app then return M.EXIT.usage end
+  local app, code = open_projections("read", opts)
+  if not app then return code end
   local item, err = host.read(app, pos[1], pos[2])
   app.store:close()
   if item == nil then
@@ -542,14 +606,16 @@ end
 
 function commands.status(opts, pos)
   if #pos > 0 then return fail_usage("status", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("status", opts)
-  if not app then return M.EXIT.usage end
+  local app, code = open_projections("status", opts)
+  if not app then return code end
   local status = M.EXIT.ok
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
     local r = host.runner(app, p, { log = function() end })
     local st, err = r:status()
     if st then
+      local parked = require("tide.projection.parking").for_app(app):list(name)
+      if parked and #parked > 0 then st.parked = parked end
       out('{"projection":' .. json(name) .. ',"status":' .. json(st) .. "}")
     else
       out('{"projection":' .. json(name) .. ',"error":' .. json(tostring(err)) .. "}")
@@ -564,6 +630,77 @@ function commands.status(opts, pos)
   end
   app.store:close()
   return status
+end
+
+-- park and unpark: NAME STREAM VERSION -> app, projection, stream, version | nil, exit status
+local function parked_args(name, opts, pos)
+  if #pos ~= 3 then return nil, fail_usage(name, "needs NAME STREAM VERSION") end
+  local version = tonumber(pos[3])
+  if not version or version < 1 or version ~= math.floor(version) then
+    return nil, fail_usage(name, "VERSION must be a positive integer, got '" .. pos[3] .. "'")
+  end
+  local serr = require("tide.input").id_error(pos[2], "STREAM")
+  if serr or not pos[2]:find("#", 1, true) then
+    return nil, fail_usage(name, serr or "STREAM must be a stream name, AGGREGATE#ID (e.g. account#a1)")
+  end
+  local app, p = open_projection(name, opts, { pos[1] })
+  if not app then return nil, p end
+  return app, p, pos[2], version
+end
+
+function commands.park(opts, pos)
+  local app, p, stream_name, version = parked_args("park", opts, pos)
+  if not app then return p end
+  -- the event must exist: its type is recorded with it
+  local rows, lerr = app.store:load(stream_name, version - 1)
+  if not rows then
+    io.stderr:write("tide park: ", tostring(lerr), "\n")
+    return M.EXIT.store
+  end
+  if not rows[1] or rows[1].version ~= version then
+    io.stderr:write(("tide park: stream %s has no version %d\n"):format(stream_name, version))
+    return M.EXIT.not_found
+  end
+  -- the projection's last error, when it stopped at this event
+  local reason = "parked by the operator"
+  local st = host.runner(app, p, { log = function() end }):status()
+  if st then
+    local f = st.failing_event
+    if f and f.stream == stream_name and f.version == version and st.error then reason = st.error
+    elseif st.shards then
+      for _, sh in ipairs(st.shards) do
+        if type(sh.error) == "string" and sh.error:find(stream_name, 1, true) then reason = sh.error end
+      end
+    end
+  end
+  local parking = require("tide.projection.parking").for_app(app)
+  local ok, perr = parking:park(p.name, stream_name, version, { type = rows[1].type, error = reason })
+  app.store:close()
+  if not ok then
+    io.stderr:write("tide park: ", tostring(perr), "\n")
+    return M.EXIT.store
+  end
+  out(json{ ok = true, projection = p.name, stream = stream_name, version = version, type = rows[1].type,
+            error = reason })
+  return M.EXIT.ok
+end
+
+function commands.unpark(opts, pos)
+  local app, p, stream_name, version = parked_args("unpark", opts, pos)
+  if not app then return p end
+  local parking = require("tide.projection.parking").for_app(app)
+  local removed, err = parking:unpark(p.name, stream_name, version)
+  app.store:close()
+  if removed == nil then
+    io.stderr:write("tide unpark: ", tostring(err), "\n")
+    return M.EXIT.store
+  end
+  if not removed then
+    io.stderr:write(("tide unpark: %s version %d is not parked for %s\n"):format(stream_name, version, p.name))
+    return M.EXIT.not_found
+  end
+  out(json{ ok = true, projection = p.name, stream = stream_name, version = version, unparked = true })
+  return M.EXIT.ok
 end
 
 function commands.replay(opts, pos)

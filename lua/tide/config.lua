@@ -48,6 +48,7 @@ local SCHEMA = {
   { name = "commands", section = {
     { name = "max_attempts", kind = "integer", min = 1, default = 20 },
     { name = "batching", kind = "boolean", default = true },
+    { name = "max_line_bytes", kind = "size", min = 1, default = 1 * MiB },
   } },
   { name = "snapshots", section = {
     { name = "every", kind = "integer", min = 0, default = 100 },
@@ -58,6 +59,9 @@ local SCHEMA = {
   } },
   { name = "lua", section = {
     { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
+    { name = "handler_budget_ms", kind = "integer", min = 0, default = 1000 },
+    { name = "sandbox_aggregates", kind = "boolean", default = true },
+    { name = "sandbox_projections", kind = "boolean", default = true },
   } },
 }
 M.schema = SCHEMA

@@ -24,6 +24,7 @@
 --   tffi.hostname()       -- gethostname(2), or "host"
 --   tffi.pid()            -- getpid(2)
 --   tffi.realtime_ms()    -- gettimeofday(2) in whole milliseconds
+--   tffi.monotonic_ms()   -- clock_gettime(CLOCK_MONOTONIC) in milliseconds, read now
 --
 -- Nothing reached from here calls back into Lua or yields: what backs a
 -- pointer passed to C stays referenced by the caller until C returns.
@@ -65,8 +66,13 @@ if not pcall(ffi.typeof, "struct tide_ffi_layout") then
                             const char *region, const char *service,
                             struct tide_ffi_sigv4_out *out, struct tide_error *err);
 
+    int tide_ffi_utf8_check(const char *s, size_t len, double *bad);
+    int tide_ffi_json_check(const char *s, size_t len, double *offset, struct tide_error *err);
+
     struct tide_timeval { long tv_sec; long tv_usec; };
     int gettimeofday(struct tide_timeval *tv, void *tz);
+    struct tide_timespec { long tv_sec; long tv_nsec; };
+    int clock_gettime(int clock_id, struct tide_timespec *ts);
     int gethostname(char *name, size_t len);
     int getpid(void);
   ]]
@@ -118,6 +124,13 @@ local tv = ffi.new("struct tide_timeval")
 function M.realtime_ms()
   ffi.C.gettimeofday(tv, nil)
   return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
+end
+
+local ts = ffi.new("struct tide_timespec")
+local CLOCK_MONOTONIC = 1 -- Linux
+function M.monotonic_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1000 + math.floor(tonumber(ts.tv_nsec) / 1000000)
 end
 
 return M

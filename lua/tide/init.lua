@@ -30,6 +30,20 @@ M.version = require("tide.core").version
 -- app.log is the logger, for the host's own lines.
 -- In the tide process (no opts.transport), it also sets the Lua
 -- collector's pause to cfg.lua.gc_pause; nginx's VM is left as it is.
+-- The user-code budget and the sandbox's print for cfg (tide.budget and
+-- tide.sandbox are per Lua VM: the last configuration opened wins).
+function M.user_code(cfg, log)
+  local l = cfg.lua or {}
+  require("tide.budget").configure{ ms = l.handler_budget_ms }
+  if log then require("tide.sandbox").log = log end
+end
+
+-- The registry options of a folder ("aggregates" or "projections"): its sandbox switch.
+function M.folder_options(cfg, folder)
+  local l = cfg.lua or {}
+  return { sandbox = l["sandbox_" .. folder] ~= false }
+end
+
 function M.open(opts)
   opts = opts or {}
   local config = require "tide.config"
@@ -60,8 +74,10 @@ function M.open(opts)
     if not store then return nil, serr end
   end
   local log = opts.log or require("tide.log").from_config(cfg, { format = opts.log_format })
-  local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates)
-  local projections = opts.projections or require("tide.projection").registry(cfg.projections)
+  M.user_code(cfg, log)
+  local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates, M.folder_options(cfg, "aggregates"))
+  local projections = opts.projections
+    or require("tide.projection").registry(cfg.projections, M.folder_options(cfg, "projections"))
   local repository = require("tide.repository").new{
     store = store, registry = registry,
     cache_bytes = cfg.cache and cfg.cache.max_bytes,

@@ -102,9 +102,11 @@ end
 local stream_of = stream_mod.of
 M.stream_of = stream_of
 
-local function check_id(id)
-  if type(id) ~= "string" or id == "" then return "the aggregate id must be a non-empty string" end
-  if #id > 1024 then return "the aggregate id is longer than 1024 bytes" end
+-- Ids and names become keys and are printed: tide.input checks them
+-- (UTF-8, no control characters, the documented limits).
+local input = require "tide.input"
+local function check_id(id, name)
+  return input.name_error(name) or input.id_error(id)
 end
 
 ------------------------------------------------------------------------
@@ -206,7 +208,7 @@ function Repository:load_record(agg, stream)
     end
     local ev, derr = decode_event(agg, s)
     if not ev then
-      return nil, new_error("invalid", ("event %d: %s"):format(s.version, derr), { stream = stream })
+      return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream })
     end
     local aerr
     state, aerr = agg:apply(state, flat_event(ev))
@@ -308,10 +310,10 @@ local BATCH_BYTES = 4 * 1000 * 1000
 
 -- Checks a command and makes it a job for a lane; -> job | nil, err
 function Repository:prepare(name, id, command, opts)
+  local iderr = check_id(id, name)
+  if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
-  local iderr = check_id(id)
-  if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
   local stream = stream_of(name, id)
   if type(command) ~= "table" then
     return nil, new_error("invalid", "the command must be a JSON object with a 'type'", { stream = stream })
@@ -320,8 +322,9 @@ function Repository:prepare(name, id, command, opts)
   if not ok then
     return nil, new_error("invalid", verr, { stream = stream, command = command.type })
   end
-  if command.id ~= nil and (type(command.id) ~= "string" or command.id == "") then
-    return nil, new_error("invalid", "the command id must be a non-empty string", { stream = stream, command = command.type })
+  if command.id ~= nil then
+    local cerr = input.command_id_error(command.id)
+    if cerr then return nil, new_error("invalid", cerr, { stream = stream, command = command.type }) end
   end
   opts = opts or {}
   local command_id = command.id or core.random_hex(16)
@@ -780,10 +783,10 @@ end
 
 -- repository:state(aggregate_name, id) -> {state=, version=, stream=} | nil, err
 function Repository:state(name, id)
+  local iderr = check_id(id, name)
+  if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
-  local iderr = check_id(id)
-  if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
   -- A read must see other writers' events: load afresh (from the latest
   -- snapshot), and leave the result in the cache for the next command.
   local stream = stream_of(name, id)
@@ -797,17 +800,17 @@ end
 -- repository:events(aggregate_name, id [, after_version]) -> list of
 -- {version=, type=, data=, meta=} (upcast) | nil, err
 function Repository:events(name, id, after)
+  local iderr = check_id(id, name)
+  if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
-  local iderr = check_id(id)
-  if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
   local stream = stream_of(name, id)
   local stored, err = self.store:load(stream, after or 0)
   if not stored then return nil, new_error("store", tostring(err), { stream = stream }) end
   local out = {}
   for _, s in ipairs(stored) do
     local ev, derr = decode_event(agg, s)
-    if not ev then return nil, new_error("invalid", ("event %d: %s"):format(s.version, derr), { stream = stream }) end
+    if not ev then return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream }) end
     out[#out + 1] = ev
   end
   return out

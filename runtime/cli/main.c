@@ -40,6 +40,8 @@ static const struct tide_cli_command commands[] = {
     {"read", "print a read-model item as JSON: tide read MODEL KEY", tide_cmd_lua},
     {"status", "projections: checkpoints, owners, lag, last error", tide_cmd_lua},
     {"replay", "rebuild a projection from the events table: tide replay NAME", tide_cmd_lua},
+    {"park", "set aside an event a projection cannot apply: tide park NAME STREAM VERSION", tide_cmd_lua},
+    {"unpark", "take an event off the parked list: tide unpark NAME STREAM VERSION", tide_cmd_lua},
     {"script", "run a Lua file inside the engine (like OpenResty's resty)", tide_cmd_script},
     {"version", "print the versions of tide, LuaJIT and libcurl", cmd_version},
     {"help", "show this help, or a command's help: tide help <command>", cmd_help},

@@ -21,10 +21,10 @@ local DEFAULTS = {
   aggregates = "./aggregates",
   projections = "./projections",
   cache = { max_bytes = 64 * MiB },
-  commands = { max_attempts = 20, batching = true },
+  commands = { max_attempts = 20, batching = true, max_line_bytes = 1 * MiB },
   snapshots = { every = 100 },
   log = { level = "info", format = "text" },
-  lua = { gc_pause = 400 },
+  lua = { gc_pause = 400, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
 }
 
 -- assert_fields(cfg, {["sqlite.path"] = want, ...}): each dotted key path of
@@ -147,10 +147,10 @@ describe("tide.config", function()
         aggregates = "/srv/tide/aggregates",
         projections = "/srv/tide/projections",
         cache = { max_bytes = 1048576 },
-        commands = { max_attempts = 1, batching = false },
+        commands = { max_attempts = 1, batching = false, max_line_bytes = 1 * MiB },
         snapshots = { every = 0 },
         log = { level = "warn", format = "json" },
-        lua = { gc_pause = 250 },
+        lua = { gc_pause = 250, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
       }, cfg)
     end)
 

@@ -96,7 +96,7 @@ local function projection_setup(cfg)
     return nil, "read models are not available: no projection backend for the " .. cfg.store
       .. " store: " .. tostring(ok and backend_mod or projection):match("^[^\n]*")
   end
-  local registry = projection.registry(cfg.projections)
+  local registry = projection.registry(cfg.projections, require("tide").folder_options(cfg, "projections"))
   local names = {}
   for name in pairs(registry.errors) do names[#names + 1] = name end
   table.sort(names)
@@ -118,7 +118,8 @@ function M.init(opts)
   local cfg, err = config.load{ file = opts.config }
   if not cfg then error("tide: " .. tostring(err), 0) end
   local aggregate = require "tide.aggregate"
-  local registry = aggregate.registry(cfg.aggregates)
+  require("tide").user_code(cfg, log)
+  local registry = aggregate.registry(cfg.aggregates, require("tide").folder_options(cfg, "aggregates"))
   if registry.dir_error then
     error("tide: aggregates folder " .. tostring(cfg.aggregates) .. ": " .. tostring(registry.dir_error), 0)
   end

@@ -28,19 +28,26 @@ end
 -- (start, run, run_until_caught_up, status, stop).
 --   opts: owner, log, batch_size / lease_ms (passed through); registry: take
 --   the projection from it per batch (hot reload)
+--   Both runners' projectors pass over the events parked for the projection
+--   (tide.projection.parking).
 function M.runner(app, proj, opts)
   opts = opts or {}
+  local parking = require("tide.projection.parking").for_app(app)
   if is_dynamodb(app) then
     return require("tide.projection.runner.streams").new{
       client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
       aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
       registry = opts.registry,
+      new_projector = function(r)
+        return require("tide.projector").new{ projection = r.projection, backend = r.backend, reader = r.reader,
+                                              aggregates = r.aggregates, parking = parking }
+      end,
     }
   end
   return require("tide.projection.runner.sqlite").new{
     store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
     batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = opts.log,
-    registry = opts.registry,
+    registry = opts.registry, parking = parking,
   }
 end
 
