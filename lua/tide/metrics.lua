@@ -488,8 +488,11 @@ local build_labels = nil
 -- Process figures and the build: the tide process's engine knows them;
 -- nginx has no engine (its page has the build only, libcurl "none").
 local function process_collector()
-  local ok, engine = pcall(require, "tide.engine")
-  local p = ok and type(engine) == "table" and engine.process and engine.process() or nil
+  local p
+  if not rawget(_G, "ngx") then
+    local ok, engine = pcall(require, "tide.engine")
+    p = ok and type(engine) == "table" and engine.process and engine.process() or nil
+  end
   if not build_labels then
     local version = require("tide.core").version
     build_labels = { tostring(version), jit and jit.version or _VERSION, p and p.curl or "none" }
