@@ -73,7 +73,7 @@ function M.open(opts)
   -- commands are counted around the repository (tide.metrics), whose
   -- labels are bounded by the modules these registries hold
   local metrics = require "tide.metrics"
-  metrics.instrument_repository(repository)
+  metrics.instrument_repository(repository, cfg.log and cfg.log.level == "debug" and log or nil)
   metrics.know("aggregate", registry)
   metrics.know("projection", projections)
   return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository,

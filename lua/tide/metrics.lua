@@ -269,15 +269,24 @@ function M.outcome(res, err)
 end
 
 -- Wraps repo.execute (this instance) so that every command is counted:
--- the repository itself stays free of metrics.
-function M.instrument_repository(repo)
+-- the repository itself stays free of metrics. debug_log: a logger given
+-- only at log.level debug, which then gets one line per command with the
+-- metrics' names (aggregate, command, outcome) and the stream.
+function M.instrument_repository(repo, debug_log)
   local execute, mono = repo.execute, require("tide.clock").mono
   local outcome = M.outcome
   repo.execute = function(self, name, id, command, opts)
-    if not M.enabled then return execute(self, name, id, command, opts) end
+    if not (M.enabled or debug_log) then return execute(self, name, id, command, opts) end
     local t0 = mono()
     local res, err = execute(self, name, id, command, opts)
-    M.command(name, type(command) == "table" and command.type or nil, outcome(res, err), mono() - t0)
+    local dt = mono() - t0
+    local ctype = type(command) == "table" and command.type or nil
+    local oc = outcome(res, err)
+    M.command(name, ctype, oc, dt)
+    if debug_log then
+      debug_log("debug", "command", { aggregate = name, command = ctype, outcome = oc,
+        stream = res and res.stream or type(err) == "table" and err.stream or nil, duration_ms = dt * 1000 })
+    end
     return res, err
   end
   return repo

@@ -102,6 +102,31 @@ describe("tide.metrics", function()
     assert.equal(0, status, out)
   end)
 
+  it("counts each command of a real repository, and logs it with the same names at log.level debug", function()
+    local dir = helpers.tmpdir()
+    local cfg = assert(require("tide.config").from_table({ store = "sqlite", sqlite = { path = dir .. "/t.db" },
+      aggregates = helpers.root .. "/aggregates", log = { level = "debug" } }, "test"))
+    local lines = {}
+    local app = assert(require("tide").open{ cfg = cfg, log = function(level, msg, fields)
+      if msg == "command" then lines[#lines + 1] = fields end
+    end })
+    assert(app.store:init())
+    assert(app.repository:execute("account", "a1", { type = "Open", owner = "x" }))
+    assert.is_nil(app.repository:execute("account", "a1", { type = "Withdraw", amount = 5 }))
+    assert.is_nil(app.repository:execute("nosuch", "a1", { type = "Open" }))
+    app.store:close()
+    os.execute("rm -rf " .. q(dir))
+    local page = metrics.render()
+    assert.matches('tide_commands_total{aggregate="account",command="Open",outcome="ok"} 1\n', page, 1, true)
+    assert.matches('tide_commands_total{aggregate="account",command="Withdraw",outcome="rejected"} 1\n', page, 1, true)
+    assert.matches('tide_commands_total{aggregate="unknown",command="unknown",outcome="invalid"} 1\n', page, 1, true)
+    assert.equal(3, #lines)
+    assert.same({ "account", "Open", "ok", "account#a1" },
+      { lines[1].aggregate, lines[1].command, lines[1].outcome, lines[1].stream })
+    assert.equal("rejected", lines[2].outcome)
+    assert.equal("invalid", lines[3].outcome)
+  end)
+
   it("counts nothing while off", function()
     metrics.enabled = false
     metrics.command("account", "Open", "ok", 0.1)
