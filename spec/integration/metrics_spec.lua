@@ -94,7 +94,7 @@ describe("tide batch --metrics", function()
     dir = stores.cli_dir("sqlite")
     local port = free_port()
     local lines, n_ok = {}, 0
-    for i = 1, 1500 do
+    for i = 1, 6000 do
       lines[#lines + 1] = { aggregate = "account", id = "b" .. (i % 300), command = (i <= 300)
         and { type = "Open", owner = "o" } or { type = "Deposit", amount = 1 } }
       n_ok = n_ok + 1
@@ -106,8 +106,9 @@ describe("tide batch --metrics", function()
     end
     command_lines(dir .. "/in.ndjson", lines)
     stop = start_tide(dir, "batch --concurrency 64 --metrics 127.0.0.1:" .. port, dir .. "/in.ndjson")
-    -- scrapes while the commands run: every one answers a valid page
-    local scrapes, last = 0, nil
+    -- scrapes while the commands run (64 in flight): every one answers a
+    -- page whose totals only grow
+    local scrapes, last, prev_total = 0, nil, 0
     wait_until("the page to count every command", function()
       local status, page = get("http://127.0.0.1:" .. port .. "/metrics")
       if status == 0 then return false end -- not listening yet
@@ -116,6 +117,8 @@ describe("tide batch --metrics", function()
       last = page
       local total = 0
       for _, v in pairs(samples(page, "tide_commands_total")) do total = total + v end
+      assert.is_true(total >= prev_total)
+      prev_total = total
       return total == #lines
     end)
     assert.is_true(scrapes >= 1)
