@@ -10,7 +10,7 @@
 #   BENCH_MET_DDB_SMALL=640 BENCH_MET_DDB_LARGE=3200   the same on DynamoDB Local
 #   BENCH_MET_ACCOUNTS=64                accounts (one Open each, first)
 #   BENCH_MET_TURNS=5                    turns; medians reported
-#   BENCH_MET_DDB=1                      0: skip DynamoDB Local
+#   BENCH_MET_STORES="sqlite dynamodb"  the stores measured
 #
 # Client CPU = user + sys of the tide process (GNU time). Marginal CPU per
 # command = (CPU of the large run - CPU of the small run) / (LARGE -
@@ -29,7 +29,7 @@ DSMALL=${BENCH_MET_DDB_SMALL:-640}
 DLARGE=${BENCH_MET_DDB_LARGE:-3200}
 ACCOUNTS=${BENCH_MET_ACCOUNTS:-64}
 TURNS=${BENCH_MET_TURNS:-5}
-DDB=${BENCH_MET_DDB:-1}
+STORES=${BENCH_MET_STORES:-"sqlite dynamodb"}
 TIDE=$ROOT/build/tide
 export AWS_ACCESS_KEY_ID=tidebench AWS_SECRET_ACCESS_KEY=tidebenchsecret
 unset AWS_SESSION_TOKEN AWS_PROFILE
@@ -109,6 +109,7 @@ commands "$DSMALL" >"$tmp/dynamodb.small.ndjson"
 commands "$DLARGE" >"$tmp/dynamodb.large.ndjson"
 
 for turn in $(seq 1 "$TURNS"); do
+  case " $STORES " in *" sqlite "*) ;; *) break ;; esac
   order="off on"
   [ $((turn % 2)) = 0 ] && order="on off"
   note "metrics cost, embedded store, turn $turn of $TURNS: $order"
@@ -118,7 +119,7 @@ for turn in $(seq 1 "$TURNS"); do
   done
 done
 
-if [ "$DDB" = 1 ]; then
+if [[ " $STORES " == *" dynamodb "* ]]; then
   for turn in $(seq 1 "$TURNS"); do
     # DynamoDB Local slows down with every stream record it holds, and the
     # client's CPU per command with it: a fresh one per turn, warmed up

@@ -10,10 +10,11 @@
 -- Routes: GET /metrics (tide.metrics.render, Prometheus text format),
 -- GET /health (200 while the process runs its loop), GET /ready (200 when
 -- ready() says so, else 503 with the reason). HTTP is libmicrohttpd's
--- (runtime/engine/httpd.c), without threads of its own: one scheduler
--- thread waits for MHD's epoll descriptor beside the requests and commands
--- in flight, then lets MHD answer what is ready, so a page is rendered on
--- the thread that owns the Lua state, between two turns of the loop.
+-- (runtime/engine/httpd.c), without threads of its own: MHD's epoll
+-- descriptor is in the engine's epoll set (sched.watch), one scheduler
+-- thread waits for it beside the requests and commands in flight, then
+-- lets MHD answer what is ready, so a page is rendered on the thread that
+-- owns the Lua state, between two turns of the loop.
 local metrics = require "tide.metrics"
 local sched = require "tide.sched"
 local terror = require "tide.error"
@@ -63,6 +64,10 @@ function M.start(opts)
   end
   local self = setmetatable({ httpd = httpd, port = httpd:port(), stopped = false }, Server)
   local fd = httpd:fd()
+  -- MHD's epoll descriptor joins the engine's own epoll set: waiting for
+  -- a scrape costs the loop nothing per turn
+  local watched, werr = sched.watch(fd)
+  if not watched then log("warn", "metrics server: " .. tostring(werr) .. "; waiting with poll(2)") end
   self.thread = sched.spawn(function()
     while not self.stopped do
       sched.wait_readable(fd, httpd:timeout())
@@ -70,6 +75,7 @@ function M.start(opts)
       local ok, rerr = httpd:run(guarded)
       if not ok then log("warn", "metrics server: " .. tostring(rerr)) end
     end
+    sched.unwatch(fd)
     httpd:close()
   end)
   log("info", "metrics listening", { listen = opts.listen, port = self.port })
