@@ -301,8 +301,12 @@ function M.dynamodb_result(op, t0, result)
   op = OPERATIONS[op] or "other"
   add(F.ddb_requests, 1, op, "ok")
   observe(F.ddb_duration, mono() - t0, op)
-  local cc = result.ConsumedCapacity
-  if cc ~= nil then M.dynamodb_capacity(op, cc) end
+  -- the tide process reads capacity from the clients' own totals
+  -- (metrics.usage); nginx's workers add each answer's to the shared dict
+  if dict then
+    local cc = result.ConsumedCapacity
+    if cc ~= nil then M.dynamodb_capacity(op, cc) end
+  end
 end
 
 -- One DynamoDB request that failed (after its retries); outcome from err:
@@ -452,6 +456,32 @@ end
 -- ---------------------------------------------------------------------------
 -- Collectors: gauges computed at scrape time
 
+-- Capacity units, from the DynamoDB clients' running totals (tide.dynamodb:
+-- client.usage.capacity[table][op] = {read=, write=}), summed at scrape
+-- time: metrics.usage(client) names a client whose totals count.
+local usage_clients = setmetatable({}, { __mode = "k" })
+function M.usage(client)
+  if type(client) == "table" and type(client.usage) == "table" then usage_clients[client] = true end
+end
+
+local function usage_collector()
+  local sums = {}
+  for client in pairs(usage_clients) do
+    for tname, per_table in pairs(client.usage.capacity or {}) do
+      for op, u in pairs(per_table) do
+        local key = table_label(tname) .. "\0" .. (OPERATIONS[op] or "other")
+        local t = sums[key]
+        if not t then t = { table_label(tname), OPERATIONS[op] or "other", 0, 0 }; sums[key] = t end
+        t[3], t[4] = t[3] + (u.read or 0), t[4] + (u.write or 0)
+      end
+    end
+  end
+  for _, t in pairs(sums) do
+    if t[3] > 0 then cell(F.ddb_capacity, t[1], t[2], "read").value = t[3] end
+    if t[4] > 0 then cell(F.ddb_capacity, t[1], t[2], "write").value = t[4] end
+  end
+end
+
 -- metrics.collector(fn): fn() runs before each render (errors are
 -- reported on the page as a comment and never fail the scrape).
 function M.collector(fn)
@@ -575,6 +605,7 @@ function M.render()
   if not dict then
     lag_collector(now_s)
     modules_collector()
+    usage_collector()
   end
   for _, fn in ipairs(collectors) do
     local cok, cerr = pcall(fn)
@@ -639,6 +670,7 @@ function M.reset()
   end
   positions = {}
   collectors = {}
+  usage_clients = setmetatable({}, { __mode = "k" })
   known = {}
   build_labels = nil
   dict = nil

@@ -244,7 +244,8 @@ describe("tide run, the nginx site and batch scraped by Prometheus", function()
         or { type = "Deposit", amount = 1 } }
     end
     command_lines(batch_dir .. "/in.ndjson", lines)
-    stops[#stops + 1] = start_tide(batch_dir, "batch --metrics 127.0.0.1:" .. batch_port, batch_dir .. "/in.ndjson")
+    local stop_batch = start_tide(batch_dir, "batch --stats --metrics 127.0.0.1:" .. batch_port, batch_dir .. "/in.ndjson")
+    stops[#stops + 1] = stop_batch
     local events = via_nginx + #lines -- one event per successful command
 
     local function query(expr)
@@ -267,6 +268,19 @@ describe("tide run, the nginx site and batch scraped by Prometheus", function()
     settles('sum(tide_commands_total{job="nginx",aggregate="unknown",outcome="invalid"})', 1)
     settles('sum(tide_commands_total{job="tide-batch",outcome="ok"})', #lines)
     settles('sum(tide_projection_events_total{job="tide-run",projection="balances"})', events)
+    -- the capacity units Prometheus read are the ones the client added up
+    -- (tide batch --stats prints them when it ends; nothing is billed
+    -- after the last command)
+    local units = query('sum(tide_dynamodb_consumed_capacity_units_total{job="tide-batch"})')
+    assert.is_true((units or 0) > 0)
+    assert.equal("0", stop_batch())
+    local stats
+    for line in helpers.read_file(batch_dir .. "/tide.log"):gmatch("[^\n]+") do
+      if line:match("^{") then stats = cjson.decode(line) end
+    end
+    assert.truthy(stats, helpers.read_file(batch_dir .. "/tide.log"))
+    local d = stats.stats.dynamodb
+    assert.equal(d.read_units + d.write_units, units, cjson.encode(stats))
     -- the projection caught up: its shards' lag is 0, and it holds leases
     settles('max(tide_projection_lag_seconds{job="tide-run",projection="balances"})', 0)
     assert.is_true((query('sum(tide_leases_held{job="tide-run",projection="balances"})') or 0) >= 1)

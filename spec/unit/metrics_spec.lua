@@ -30,8 +30,12 @@ describe("tide.metrics", function()
     metrics.know("projection", registry{ balances = { version = "p1" } })
     metrics.command("account", "Open", "ok", 0.003)
     metrics.command("account", "Open", "rejected", 0.2)
-    metrics.dynamodb_result("PutItem", require("tide.clock").mono(), {
-      ConsumedCapacity = { TableName = "tide_events", CapacityUnits = 1, WriteCapacityUnits = 1 } })
+    metrics.dynamodb_result("PutItem", require("tide.clock").mono(), {})
+    -- capacity: the DynamoDB client's own running totals (client.usage)
+    local client = assert(require("tide.dynamodb").new{ endpoint = "http://127.0.0.1:1", region = "us-east-1",
+      credentials = { access_key_id = "a", secret_access_key = "b" } })
+    client.usage.capacity.tide_events = { PutItem = { read = 0, write = 1 } }
+    metrics.usage(client)
     metrics.dynamodb_failure("Query", require("tide.clock").mono(), { type = "ThrottlingException",
       retry_class = "throttled", status = 400 })
     metrics.dynamodb_retry("Query", { retry_class = "throttled" })
