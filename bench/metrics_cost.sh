@@ -2,7 +2,7 @@
 # The cost of metrics per command: `tide batch` of the same single-event
 # deposits with metrics off (no --metrics: every recording call returns at
 # once) and on (--metrics 127.0.0.1:0: commands, durations and, on
-# DynamoDB, every request counted; a scraper reads /metrics every 0.2 s
+# DynamoDB, every request counted; a scraper reads /metrics every second
 # during the run), on the embedded store and on DynamoDB Local, in one run.
 #
 #   bench/metrics_cost.sh                (from the project root; make bench runs it)
@@ -72,7 +72,7 @@ run() {
       n=0
       while kill -0 "$pid" 2>/dev/null; do
         curl -s -o /dev/null "http://127.0.0.1:$port/metrics" && n=$((n + 1))
-        sleep 0.2
+        sleep 1
       done
       echo "$n" >>"$tmp/scrapes" ) &
     scraper=$!
@@ -143,7 +143,7 @@ fi
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
 echo "conditions: $(nproc) cores, ${cpu_model:-unknown CPU}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  (a machine shared with other jobs: the figures move with its load); single-event deposits over $ACCOUNTS accounts;"
-echo "  'on' = --metrics 127.0.0.1:0 and a scrape of /metrics every 0.2 s ($(awk '{ s += $1 } END { print s + 0 }' "$tmp/scrapes") scrapes answered in all)"
+echo "  'on' = --metrics 127.0.0.1:0 and a scrape of /metrics every second ($(awk '{ s += $1 } END { print s + 0 }' "$tmp/scrapes") scrapes answered in all)"
 awk -v turns="$TURNS" -v S="$SMALL" -v L="$LARGE" -v DS="$DSMALL" -v DL="$DLARGE" '
   { cpu[$1, $2, $3, $4] = $5; seen[$1] = 1 }
   function median(a, n,   i, j, t) {
@@ -172,3 +172,6 @@ awk -v turns="$TURNS" -v S="$SMALL" -v L="$LARGE" -v DS="$DSMALL" -v DL="$DLARGE
         median(off, n), median(on, n), d, (d <= 3 ? "(target: within 3%: met)" : "(target: within 3%: NOT MET)")
     }
   }' "$tmp/times"
+echo "the recording calls on their own (bench/metrics_calls.lua; a command adds one metrics.command and two"
+echo "  clock reads, each DynamoDB request one metrics.dynamodb_result):"
+"$TIDE" script bench/metrics_calls.lua | sed 's/^/  /'
