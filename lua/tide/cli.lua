@@ -38,7 +38,7 @@ nothing and returns the original result). Prints one JSON object:
 Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
 5 store or network failure.]],
   batch = [[
-usage: tide batch [--config FILE] [--concurrency N] [--stats] < commands.ndjson
+usage: tide batch [--config FILE] [--concurrency N] [--stats] [--metrics ADDR] < commands.ndjson
 
 Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin
 and runs the commands concurrently (commands of one stream in input order,
@@ -49,7 +49,9 @@ counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
 the requests and the read and write capacity units, per command too.
 A line longer than commands.max_line_bytes (1 MiB) gets an error result
 and is skipped; the next lines run. Exit status: 0 when every command succeeded, else the status of the first
-failure by severity.]],
+failure by severity. --metrics ADDR (or metrics.listen): serve GET
+/metrics (Prometheus), /health and /ready on ADDR, e.g. 127.0.0.1:9464,
+while it runs.]],
   events = [[
 usage: tide events [--config FILE] AGGREGATE ID
 
@@ -59,12 +61,14 @@ usage: tide state [--config FILE] AGGREGATE ID
 
 Prints {"stream":...,"version":N,"state":{...}}: the state after every event.]],
   run = [[
-usage: tide run [--config FILE]
+usage: tide run [--config FILE] [--metrics ADDR]
 
 Runs every projection of the projections folder as a daemon, with
 structured logs (JSON lines on stderr). On DynamoDB, any number of tide run
 processes share the stream's shards through leases. SIGTERM or SIGINT:
-finish the batch, write its effects, checkpoint, release the leases, exit 0.]],
+finish the batch, write its effects, checkpoint, release the leases, exit 0.
+--metrics ADDR (or metrics.listen in tide.yaml): serve GET /metrics
+(Prometheus text format), /health and /ready on ADDR, e.g. 127.0.0.1:9464.]],
   project = [[
 usage: tide project [--config FILE] NAME [--until-caught-up]
 
@@ -145,7 +149,7 @@ local function parse(name, args)
       opts.until_caught_up = true
     elseif a == "--stats" and name == "batch" then
       opts.stats = true
-    elseif a == "--config" or a == "--concurrency" then
+    elseif a == "--config" or a == "--concurrency" or ((name == "run" or name == "batch") and a == "--metrics") then
       local v = args[i + 1]
       if not v then return nil, a .. " needs a value" end
       opts[a:sub(3)] = v
@@ -154,6 +158,8 @@ local function parse(name, args)
       opts.config = a:sub(10)
     elseif a:match("^%-%-concurrency=") then
       opts.concurrency = a:sub(15)
+    elseif (name == "run" or name == "batch") and a:match("^%-%-metrics=") then
+      opts.metrics = a:sub(11)
     elseif a == "--" then
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
@@ -207,6 +213,16 @@ local function start_reload(app, dirs)
   local w, err = reload.start{ dirs = dirs, status_file = os.getenv("TIDE_RELOAD_STATUS"), log = app.log }
   if not w then app.log("warn", "hot reload is off: " .. tostring(err)) end
   return w
+end
+
+-- The operators' page (--metrics ADDR, else metrics.listen) -> server or
+-- nil (none asked for) | false, err (the address cannot be used).
+local function start_metrics(app, opts, ready)
+  local listen = opts.metrics or (app.cfg.metrics and app.cfg.metrics.listen)
+  if not listen then return nil end
+  local srv, err = require("tide.metrics.server").start{ listen = listen, log = app.log, ready = ready }
+  if not srv then return false, err end
+  return srv
 end
 
 -- stdin line by line without blocking the loop (the reloader and the
@@ -323,6 +339,20 @@ function commands.batch(opts, pos)
     return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local repo = app.repository
+  local ready = { ok = app.cfg.store ~= "dynamodb", why = "the events table has not answered yet" }
+  local msrv, merr = start_metrics(app, opts, function() return ready.ok, ready.why end)
+  if msrv == false then
+    io.stderr:write("tide batch: --metrics: ", tostring(merr), "\n")
+    return M.EXIT.usage
+  end
+  if msrv and not ready.ok then
+    -- ready once DynamoDB answers for the events table
+    sched.spawn(function()
+      local st = app.store
+      local ok, derr = st.client:describe_table{ TableName = st.events_table }
+      ready.ok, ready.why = ok and true or false, not ok and tostring(derr) or nil
+    end)
+  end
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry } })
   local status = M.EXIT.ok
   local function note(code)
@@ -399,6 +429,7 @@ function commands.batch(opts, pos)
   end
   if watcher then watcher:stop() end
   if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end
+  if msrv then msrv:stop() end
   app.store:close()
   return status
 end
@@ -542,6 +573,20 @@ function commands.run(opts, pos)
   end
   local flag = { stop = false }
   local sig = stop_on_signals(flag, log)
+  -- ready while every projection has started (the store answered, the
+  -- leases table is there: its leases are taken or waited for)
+  local started, failed, total = 0, nil, 0
+  local msrv, merr = start_metrics(app, opts, function()
+    if flag.stop then return false, "stopping" end
+    if failed then return false, "projection '" .. failed .. "' failed to start" end
+    if started < total then return false, ("%d of %d projections started"):format(started, total) end
+    return true
+  end)
+  if msrv == false then
+    io.stderr:write("tide run: --metrics: ", tostring(merr), "\n")
+    if sig then sig:stop() end
+    return M.EXIT.usage
+  end
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
   local threads, never_started = {}, 0
@@ -550,6 +595,7 @@ function commands.run(opts, pos)
     local p = app.projections:get(name)
     if p then
       local r = host.runner(app, p, { log = log, registry = app.projections })
+      total = total + 1
       threads[#threads + 1] = sched.spawn(function()
         local failures = 0
         while true do
@@ -569,6 +615,7 @@ function commands.run(opts, pos)
             return
           end
         end
+        started = started + 1
         log("info", "projection started", { projection = name, store = app.cfg.store })
         r:run(flag)
         log("info", "projection stopped", { projection = name })
@@ -577,6 +624,7 @@ function commands.run(opts, pos)
   end
   for _, th in ipairs(threads) do sched.wait(th) end
   if watcher then watcher:stop() end
+  if msrv then msrv:stop() end
   if sig then sig:stop() end
   app.store:close()
   if never_started > 0 then

@@ -57,6 +57,9 @@ local SCHEMA = {
     { name = "level", kind = "enum", values = { "debug", "info", "warn", "error" }, default = "info" },
     { name = "format", kind = "enum", values = { "text", "json" }, default = "text" },
   } },
+  { name = "metrics", section = {
+    { name = "listen", kind = "string" },
+  } },
   { name = "lua", section = {
     { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
     { name = "handler_budget_ms", kind = "integer", min = 0, default = 1000 },

@@ -53,6 +53,8 @@
 local core = require "tide.core"
 local terror = require "tide.error"
 local clock = require "tide.clock"
+local metrics = require "tide.metrics"
+local mono = clock.mono
 
 local M = {}
 
@@ -400,12 +402,14 @@ function Client:send(op, params, body, opts)
   local attempt = 0
   local usage = self.usage
   local requests = usage.requests
+  local t0 = metrics.enabled and mono()
   while true do
     attempt = attempt + 1
     requests[op] = (requests[op] or 0) + 1
     local result, err = self:attempt(target, endpoint, body, op, tname, opts and opts.decode)
     if result then
       if result.ConsumedCapacity then account(usage, op, result.ConsumedCapacity) end
+      if t0 then metrics.dynamodb_result(op, t0, result) end
       return result
     end
     if err.kind == "conflict" then usage.failed_writes[op] = (usage.failed_writes[op] or 0) + 1 end
@@ -416,8 +420,10 @@ function Client:send(op, params, body, opts)
       in_doubt = true
     end
     if err.retry_class == "never" or attempt >= self.max_attempts then
+      if t0 then metrics.dynamodb_failure(op, t0, err) end
       return nil, err
     end
+    if t0 then metrics.dynamodb_retry(op, err) end
     self.transport.sleep(self:backoff(attempt - 1))
   end
 end

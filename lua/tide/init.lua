@@ -86,6 +86,13 @@ function M.open(opts)
     snapshot_every = cfg.snapshots and cfg.snapshots.every,
     sleep = opts.sleep, parking = opts.parking, host_lanes = opts.host_lanes, clock_ms = opts.clock_ms, log = log,
   }
+  -- commands are counted around the repository (tide.metrics), whose
+  -- labels are bounded by the modules these registries hold
+  local metrics = require "tide.metrics"
+  metrics.instrument_repository(repository, cfg.log and cfg.log.level == "debug" and log or nil)
+  metrics.know("aggregate", registry)
+  metrics.know("projection", projections)
+  if store.client then metrics.usage(store.client) end
   return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository,
            log = log }
 end

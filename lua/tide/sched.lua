@@ -35,6 +35,11 @@
 --   hung up), false after timeout seconds; sched.wakeup ends it early with
 --   its own values. One thread per fd. The fd joins the engine's poll, so
 --   the loop sleeps until it, a timer or a request is ready.
+-- * sched.watch(fd) puts fd in the engine's own epoll set for the rest of
+--   the run (sched.unwatch(fd) takes it out, before it is closed): then
+--   wait_readable(fd) costs the loop nothing more per turn (no poll(2) of
+--   its own). For a descriptor epoll takes (a socket, another epoll's fd:
+--   the metrics server's); never stdin, which may be a regular file.
 -- * sched.read(fd [, max]) -> bytes ("" at end of file) | nil, err: waits
 --   for fd, then one read(2). sched.lines(fd [, {max_line = bytes}]) ->
 --   iterator over its lines (without "\n"; a last line without one is
@@ -407,6 +412,21 @@ function M.wait_readable(fd, timeout)
   return co_yield(PARKED)
 end
 
+function M.watch(fd)
+  current_thread("watch")
+  local ok, err = get_engine(loop):watch(fd)
+  if not ok then return nil, err end
+  loop.watched[fd] = true
+  return true
+end
+
+function M.unwatch(fd)
+  if loop and loop.watched[fd] then
+    loop.watched[fd] = nil
+    loop.engine:unwatch(fd)
+  end
+end
+
 function M.read(fd, max)
   local ok = M.wait_readable(fd)
   if ok ~= true then return nil, "sched.read: woken before fd " .. tostring(fd) .. " was readable" end
@@ -525,8 +545,13 @@ local function drive(L)
     if timeout ~= 0 or pending > 0 or L.nfd > 0 then
       local fds
       if L.nfd > 0 then
-        fds = {}
-        for fd in pairs(L.fdwait) do fds[#fds + 1] = fd end
+        -- watched fds come back from the engine's epoll without being asked
+        for fd in pairs(L.fdwait) do
+          if not L.watched[fd] then
+            fds = fds or {}
+            fds[#fds + 1] = fd
+          end
+        end
       end
       local done, ready = get_engine(L):poll(timeout, fds)
       if not done then
@@ -564,6 +589,7 @@ function M.run(fn, ...)
     waiting = {},
     fdwait = {},   -- fd -> the thread in wait_readable
     nfd = 0,
+    watched = {},  -- fd -> true: in the engine's epoll set (sched.watch)
     by_co = setmetatable({}, { __mode = "k" }),
     live = 0,
     uncollected = {},

@@ -24,6 +24,7 @@ local DEFAULTS = {
   commands = { max_attempts = 20, batching = true, max_line_bytes = 1 * MiB },
   snapshots = { every = 100 },
   log = { level = "info", format = "text" },
+  metrics = {},
   lua = { gc_pause = 400, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
 }
 
@@ -150,6 +151,7 @@ describe("tide.config", function()
         commands = { max_attempts = 1, batching = false, max_line_bytes = 1 * MiB },
         snapshots = { every = 0 },
         log = { level = "warn", format = "json" },
+        metrics = { listen = "127.0.0.1:9464" },
         lua = { gc_pause = 250, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
       }, cfg)
     end)

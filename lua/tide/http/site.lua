@@ -150,6 +150,8 @@ function M.init_worker()
   end
   local cfg = conf.cfg
   log = tlog.from_config(cfg, { sink = tlog.ngx })
+  -- every worker counts into the one dict (nginx.conf: lua_shared_dict)
+  if ngx.shared.tide_metrics then require("tide.metrics").use_shared_dict(ngx.shared.tide_metrics) end
   -- workers fork from one master: give each its own jitter
   math.randomseed(tonumber(core.random_hex(4), 16))
   local aggregates = {}
@@ -257,6 +259,18 @@ function M.respond(status, body, headers)
   ngx.status = status
   for k, v in pairs(headers or { ["content-type"] = "application/json" }) do ngx.header[k] = v end
   if ngx.req.get_method() ~= "HEAD" then ngx.print(body, "\n") end
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+-- GET /metrics: the Prometheus page of all workers (tide.metrics).
+function M.metrics()
+  local metrics = require "tide.metrics"
+  if not ngx.shared.tide_metrics then
+    return M.respond(404, api.error_body("not_found", "metrics are off: nginx.conf declares no lua_shared_dict tide_metrics"))
+  end
+  ngx.status = 200
+  ngx.header["content-type"] = metrics.CONTENT_TYPE
+  if ngx.req.get_method() ~= "HEAD" then ngx.print(metrics.render()) end
   return ngx.exit(ngx.HTTP_OK)
 end
 

@@ -33,10 +33,13 @@ end
 function M.runner(app, proj, opts)
   opts = opts or {}
   local parking = require("tide.projection.parking").for_app(app)
+  -- every line of the runner names its projection as a field, as the
+  -- metrics label it (docs/operations.md)
+  local log = opts.log and require("tide.log").with(opts.log, { projection = proj.name })
   if is_dynamodb(app) then
     return require("tide.projection.runner.streams").new{
       client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
-      aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
+      aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = log,
       registry = opts.registry,
       new_projector = function(r)
         return require("tide.projector").new{ projection = r.projection, backend = r.backend, reader = r.reader,
@@ -46,7 +49,7 @@ function M.runner(app, proj, opts)
   end
   return require("tide.projection.runner.sqlite").new{
     store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
-    batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = opts.log,
+    batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = log,
     registry = opts.registry, parking = parking,
   }
 end

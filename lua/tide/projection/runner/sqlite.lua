@@ -52,6 +52,7 @@ local projector_mod = require "tide.projector"
 local backend_mod = require "tide.projection.sqlite"
 local runner = require "tide.projection.runner"
 local terror = require "tide.error"
+local metrics = require "tide.metrics"
 
 local type, tostring, setmetatable, error, math_min = type, tostring, setmetatable, error, math.min
 
@@ -171,6 +172,7 @@ function Runner:commit(plan, position)
     return nil, err
   end
   self.projector:committed(plan)
+  metrics.projection_events(self.name, plan.applied or 0)
   self.position = position
   return true
 end
@@ -178,6 +180,7 @@ end
 local function failed(self, err)
   self.last_error = err
   self.failures = self.failures + 1
+  metrics.projection_error(self.name)
   self.log("error", tostring(err), { projection = self.name, error = err })
   -- the checkpoint row's error: the message, and the event it stopped at
   -- (tide status shows it; `tide park` sets that event aside)
@@ -293,9 +296,21 @@ local function loop(self, stop, idle)
   end
 end
 
+-- What a scrape reads while the runner runs: the feed's events not yet
+-- applied, and whether it holds the lease.
+local function collector(self)
+  return function()
+    metrics.leases_held(self.name, self.held and 1 or 0)
+    local last = self.position and self.store:last_position()
+    if last then metrics.projection_lag_events(self.name, math.max(0, last - self.position)) end
+  end
+end
+
 function Runner:run(stop, opts)
   self.running, self.stopping = true, false
+  local collect = metrics.collector(collector(self))
   local ok, err = xpcall(loop, debug.traceback, self, stop, opts and opts.idle or 0.2)
+  metrics.remove_collector(collect)
   self.running = false
   self:release()
   if not ok then

@@ -41,6 +41,7 @@ local stream_mod = require "tide.stream"
 local terror = require "tide.error"
 local shards = require "tide.projection.shards"
 local tffi = require "tide.ffi"
+local metrics = require "tide.metrics"
 
 local M = {}
 
@@ -245,6 +246,7 @@ function Runner:process(st, batch)
       if wok then
         st.projector:committed(plan)
         st.applied = (st.applied or 0) + (plan.applied or 0)
+        metrics.projection_events(self.name, plan.applied or 0)
         break
       end
       st.projector:reset()
@@ -253,6 +255,7 @@ function Runner:process(st, batch)
         self:sleep(0.005 * math.random())
       else
         self.stats.retries = self.stats.retries + 1
+        metrics.projection_error(self.name)
         self.log("warn", string.format("projection '%s' shard %s: writing the batch failed, retrying: %s",
           self.name, st.shard, tostring(werr)))
         self:note_error(st, tostring(werr))
@@ -261,6 +264,7 @@ function Runner:process(st, batch)
     else
       pcall(st.projector.reset, st.projector)
       self.stats.retries = self.stats.retries + 1
+      metrics.projection_error(self.name)
       local msg = type(aerr) == "table" and (aerr.message or tostring(aerr)) or tostring(aerr)
       local ev = type(aerr) == "table" and aerr.event
       if ev then msg = string.format("event %s v%s (%s): %s", tostring(ev.stream), tostring(ev.version),
@@ -293,6 +297,7 @@ function Runner:process(st, batch)
   self.stats.events = self.stats.events + #events
   self.stats.batches = self.stats.batches + 1
   st.last_created_ms = batch.last_created and batch.last_created * 1000 or nil
+  metrics.projection_checkpoint(self.name, st.shard, batch.last_created)
   return true
 end
 
@@ -365,6 +370,7 @@ function Runner:shard_loop(st)
         st.empty = st.empty + 1
         if st.empty >= self.caught_up_empty then st.caught_up = true end
         st.last_created_ms = nil
+        metrics.projection_position(self.name, st.shard, nil)
         self:sleep(idle)
         idle = math.min(idle * 2, self.max_poll_s)
       end
@@ -398,6 +404,7 @@ function Runner:start_shard(lease)
     if st.state ~= "done" and st.state ~= "error" then st.state = st.lost and "lost" or "stopped" end
     st.finished = true
     self.changed = true
+    metrics.projection_shard_gone(self.name, st.shard)
   end)
   return st
 end
@@ -451,11 +458,13 @@ function Runner:balance()
         self.log("info", string.format("projection '%s': %s took shard %s%s", self.name, self.owner, l.shard,
                                        l.steal and (" from " .. tostring(l.owner)) or ""))
         self:start_shard(nl)
+        if l.owner and l.owner ~= self.owner then metrics.lease_takeover(self.name) end
       elseif terr.type ~= "LeaseLost" then
         self.log("warn", "taking a lease failed: " .. tostring(terr))
       end
     end
   end
+  metrics.leases_held_count(self.name, self.state)
   return true
 end
 
