@@ -175,11 +175,8 @@ static bool section_matches(const char *sec, const char *profile, bool config_fi
     return strcmp(profile, "default") == 0 && strcmp(sec, "default") == 0;
 }
 
-/* Parses an INI file and collects the profile's keys into pv. Returns 0
- * (also when the file is absent: then pv->section_found stays false and
- * *exists is false), TIDE_EINVAL for a malformed line, TIDE_EIO, TIDE_ENOMEM. */
-static int profile_read(const char *path, const char *profile, bool config_file,
-                        struct profile_values *pv, bool *exists, struct tide_error *err)
+int tide_aws_ini_read(const char *path, tide_aws_ini_visit visit, void *ud, bool *exists,
+                      struct tide_error *err)
 {
     char *data;
     size_t size;
@@ -193,7 +190,8 @@ static int profile_read(const char *path, const char *profile, bool config_file,
 
     /* after_key: the last key had an empty value, so indented lines that
      * follow are its nested settings */
-    bool in_section = false, have_section = false, after_key = false;
+    bool have_section = false, after_key = false;
+    const char *section = NULL;
     unsigned line_no = 0;
     char *line = data;
     rc = 0;
@@ -216,12 +214,10 @@ static int profile_read(const char *path, const char *profile, bool config_file,
                                     path, line_no);
                 break;
             }
-            char *sec = trim(s + 1, close);
-            in_section = section_matches(sec, profile, config_file);
+            section = trim(s + 1, close);
             have_section = true;
             after_key = false;
-            if (in_section)
-                pv->section_found = true;
+            rc = visit(ud, section, NULL, NULL, err);
         } else {
             char *eq = strchr(s, '=');
             if (eq == NULL || eq == s || !have_section) {
@@ -233,17 +229,7 @@ static int profile_read(const char *path, const char *profile, bool config_file,
             char *key = trim(s, eq);
             char *value = trim(eq + 1, eq + 1 + strlen(eq + 1));
             after_key = *value == '\0'; /* an empty value opens a nested block */
-            for (int i = 0; in_section && i < K_COUNT; i++) {
-                if (strcmp(key, KEY_NAMES[i]) != 0)
-                    continue;
-                char *copy = strdup(value);
-                if (copy == NULL) {
-                    rc = tide_error_set(err, TIDE_ENOMEM, "credentials: out of memory");
-                    break;
-                }
-                wipe_free(pv->v[i]); /* a later assignment wins */
-                pv->v[i] = copy;
-            }
+            rc = visit(ud, section, key, value, err);
         }
         line = next;
     }
@@ -251,6 +237,45 @@ static int profile_read(const char *path, const char *profile, bool config_file,
     OPENSSL_cleanse(data, size);
     free(data);
     return rc;
+}
+
+struct profile_read_state {
+    const char *profile;
+    bool config_file;
+    bool in_section;
+    struct profile_values *pv;
+};
+
+static int profile_visit(void *ud, const char *section, const char *key, const char *value,
+                         struct tide_error *err)
+{
+    struct profile_read_state *st = ud;
+    if (key == NULL) {
+        st->in_section = section_matches(section, st->profile, st->config_file);
+        if (st->in_section)
+            st->pv->section_found = true;
+        return 0;
+    }
+    for (int i = 0; st->in_section && i < K_COUNT; i++) {
+        if (strcmp(key, KEY_NAMES[i]) != 0)
+            continue;
+        char *copy = strdup(value);
+        if (copy == NULL)
+            return tide_error_set(err, TIDE_ENOMEM, "credentials: out of memory");
+        wipe_free(st->pv->v[i]); /* a later assignment wins */
+        st->pv->v[i] = copy;
+    }
+    return 0;
+}
+
+/* Parses an INI file and collects the profile's keys into pv. Returns 0
+ * (also when the file is absent: then pv->section_found stays false and
+ * *exists is false), TIDE_EINVAL for a malformed line, TIDE_EIO, TIDE_ENOMEM. */
+static int profile_read(const char *path, const char *profile, bool config_file,
+                        struct profile_values *pv, bool *exists, struct tide_error *err)
+{
+    struct profile_read_state st = {profile, config_file, false, pv};
+    return tide_aws_ini_read(path, profile_visit, &st, exists, err);
 }
 
 static const char *profile_name(const struct tide_credentials_options *opts)

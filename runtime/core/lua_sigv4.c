@@ -7,6 +7,11 @@
  *   core.credentials([opts])        -> {access_key_id=, secret_access_key=,
  *                                       session_token=, source=} | nil, err
  *   core.region([opts])             -> region | nil, err
+ *   core.aws_ini(path)              -> {[section] = {key = value}} | false
+ *                                      (no such file) | nil, err: one of the
+ *                                      shared AWS files, for tide.credentials
+ *   core.sha1_hex(s)                -> hex SHA-1 of s (the SSO token cache's
+ *                                      file names; not for security)
  *
  * Wrong argument types raise (caller bugs); missing credentials or region
  * and unreadable files return nil, err. No message carries a secret.
@@ -142,6 +147,67 @@ static int l_region(lua_State *L)
     return 1;
 }
 
+/* visitor of core.aws_ini: the result table is at index 2, the current
+ * section's table (if any) at index 3 */
+static int ini_visit(void *ud, const char *section, const char *key, const char *value,
+                     struct tide_error *err)
+{
+    lua_State *L = ud;
+    (void)err;
+    if (key == NULL) {
+        lua_settop(L, 2);                 // [path, out]
+        lua_getfield(L, 2, section);      // [path, out, sec|nil]
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);              // [path, out, sec]
+            lua_pushvalue(L, -1);
+            lua_setfield(L, 2, section);  // [path, out, sec]
+        }
+        return 0;
+    }
+    lua_pushstring(L, value);             // [path, out, sec, value]
+    lua_setfield(L, 3, key);              // [path, out, sec]
+    return 0;
+}
+
+/* core.aws_ini(path) -> sections | false | nil, err */
+static int l_aws_ini(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_newtable(L); // [path, out]
+    bool exists = false;
+    struct tide_error err;
+    if (tide_aws_ini_read(path, ini_visit, L, &exists, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    lua_settop(L, 2);
+    if (!exists)
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* core.sha1_hex(s) -> lowercase hex SHA-1 of s */
+static int l_sha1_hex(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(s, len, md, &n, EVP_sha1(), NULL) != 1 || n != 20)
+        return luaL_error(L, "sha1_hex: OpenSSL's SHA-1 digest failed");
+    static const char digits[] = "0123456789abcdef";
+    char hex[41];
+    for (unsigned i = 0; i < n; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
+    }
+    lua_pushlstring(L, hex, 40);
+    return 1;
+}
+
 void tide_lua_open_sigv4(lua_State *L)
 {
     // [core]
@@ -161,6 +227,10 @@ void tide_lua_open_sigv4(lua_State *L)
     lua_setfield(L, -2, "credentials");
     lua_pushcfunction(L, l_region);
     lua_setfield(L, -2, "region");
+    lua_pushcfunction(L, l_aws_ini);
+    lua_setfield(L, -2, "aws_ini");
+    lua_pushcfunction(L, l_sha1_hex);
+    lua_setfield(L, -2, "sha1_hex");
 }
 
 void tide_lua_open_sign(lua_State *L)
