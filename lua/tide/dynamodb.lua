@@ -136,8 +136,13 @@ local function resolve_config(opts)
   local region = opts.region
   if not region then
     local local_endpoint = opts.endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB") or getenv("AWS_ENDPOINT_URL")
-    region = credentials.region{ profile = opts.profile, transport = opts.transport,
-                                 imds = not local_endpoint and in_scheduler() }
+    local rerr
+    region, rerr = credentials.region{ profile = opts.profile, transport = opts.transport,
+                                       imds = not local_endpoint and in_scheduler() }
+    if not region and not local_endpoint then
+      return nil, "no AWS region: set dynamodb.region, AWS_REGION or a profile's region ("
+        .. tostring(rerr and rerr.message or rerr) .. ")"
+    end
   end
   local endpoint = opts.endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB") or getenv("AWS_ENDPOINT_URL")
   if not region then
@@ -311,7 +316,7 @@ end
 -- Errors that mean "these credentials are no longer good": the request is
 -- retried once after a refresh (tide.credentials: source:expired).
 local REFRESH_ON = { ExpiredTokenException = true, UnrecognizedClientException = true,
-                     InvalidSignatureException = false, ExpiredToken = true }
+                     ExpiredToken = true }
 
 -- Sends one already-encoded request and classifies the outcome:
 -- returns result | nil, err (err.retry_class = "never"|"throttled"|"transient")

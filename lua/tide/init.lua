@@ -60,6 +60,8 @@ function M.open(opts)
     if not store then return nil, serr end
   end
   local log = opts.log or require("tide.log").from_config(cfg, { format = opts.log_format })
+  -- credentials refreshes are logged by the app's logger
+  if store.client and store.client.credential_source then store.client.credential_source.log = log end
   local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates)
   local projections = opts.projections or require("tide.projection").registry(cfg.projections)
   local repository = require("tide.repository").new{

@@ -40,6 +40,7 @@ static const struct tide_cli_command commands[] = {
     {"read", "print a read-model item as JSON: tide read MODEL KEY", tide_cmd_lua},
     {"status", "projections: checkpoints, owners, lag, last error", tide_cmd_lua},
     {"replay", "rebuild a projection from the events table: tide replay NAME", tide_cmd_lua},
+    {"doctor", "what tide resolves (config, region, credentials) and can reach [--json]", tide_cmd_lua},
     {"script", "run a Lua file inside the engine (like OpenResty's resty)", tide_cmd_script},
     {"version", "print the versions of tide, LuaJIT and libcurl", cmd_version},
     {"help", "show this help, or a command's help: tide help <command>", cmd_help},

@@ -103,18 +103,21 @@ end
 local function xml_leaves(xml)
   local ok, lxp = pcall(require, "lxp")
   if not ok then return nil, "lua-expat (lxp) is not installed: " .. tostring(lxp) end
-  local leaves, stack, text = {}, {}, {}
+  local leaves, stack = {}, {}
   local p = lxp.new{
     StartElement = function(_, name)
-      stack[#stack + 1] = name:match("([^:]+)$")
-      text = {}
+      local top = stack[#stack]
+      if top then top.parent = true end
+      stack[#stack + 1] = { name = name:match("([^:]+)$"), text = {} }
     end,
-    CharacterData = function(_, s) text[#text + 1] = s end,
-    EndElement = function(_, name)
-      local n = stack[#stack]
+    CharacterData = function(_, s)
+      local top = stack[#stack]
+      if top then top.text[#top.text + 1] = s end
+    end,
+    EndElement = function()
+      local top = stack[#stack]
       stack[#stack] = nil
-      if text then leaves[n] = concat(text) end
-      text = nil -- a parent's text is not a leaf's
+      if not top.parent then leaves[top.name] = concat(top.text) end
     end,
   }
   local okp, perr = p:parse(xml)

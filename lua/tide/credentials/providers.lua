@@ -108,7 +108,7 @@ function M.sts_call(ctx, action, params, creds)
     local e = terror.new{
       kind = (resp.status >= 500 or code == "Throttling") and "store" or "invalid",
       type = code, status = resp.status, retryable = resp.status >= 500 or code == "Throttling",
-      message = "STS " .. action .. " at " .. endpoint .. ": " .. code .. ": " .. (perr and perr.message or ""),
+      message = "STS " .. action .. " at " .. endpoint .. ": " .. (perr and perr.message or ""),
     }
     return nil, e
   end
