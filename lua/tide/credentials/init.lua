@@ -100,7 +100,9 @@ function M.new(opts)
   self.getenv = opts.getenv or default_getenv
   self.profile, self.profile_explicit = profile_of(opts, self.getenv)
   self.log = opts.log or nolog
-  self.wall = opts.now or clock.wall_s
+  -- seconds with a fraction: refresh windows of short-lived credentials
+  -- are a few seconds long
+  self.wall = opts.now or function() return clock.wall_ms() / 1000 end
   self.transport = host_transport(opts)
   self.shared = opts.shared
   self.failures = 0

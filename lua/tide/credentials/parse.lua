@@ -85,13 +85,12 @@ end
 -- 15 minutes before expiry (advisory) and blocks 10 minutes before
 -- (mandatory); credentials that live less than that (15 s in the rotation
 -- spec, 15 min for some roles) scale down: advisory at half of what is
--- left, mandatory at a tenth (at least one second before the expiry).
+-- left, mandatory at a quarter.
 function M.refresh_times(expiration, fetched_at)
   if not expiration then return nil, nil end
   local life = expiration - fetched_at
   local advisory = math.min(15 * 60, life / 2)
-  local mandatory = math.min(10 * 60, math.max(1, life / 10))
-  if mandatory > advisory then mandatory = advisory end
+  local mandatory = math.min(10 * 60, life / 4)
   return expiration - advisory, expiration - mandatory
 end
 

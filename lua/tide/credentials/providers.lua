@@ -92,7 +92,7 @@ function M.sts_call(ctx, action, params, creds)
   local headers = { ["content-type"] = "application/x-www-form-urlencoded; charset=utf-8" }
   if creds then
     local signed = core.sign({ method = "POST", host = host, path = path, headers = headers, body = body },
-      creds, { region = ctx.region or "us-east-1", service = "sts", time = ctx.now() })
+      creds, { region = ctx.region or "us-east-1", service = "sts", time = math.floor(ctx.now()) })
     headers.authorization = signed.authorization
     headers["x-amz-date"] = signed["x-amz-date"]
     headers["x-amz-security-token"] = signed["x-amz-security-token"]
