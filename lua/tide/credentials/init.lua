@@ -188,7 +188,8 @@ function Source:install(creds)
   self.failures, self.next_try = 0, 0
   if self.shared then shared_write(self.shared, creds) end
   if not old or old.access_key_id ~= creds.access_key_id or old.expiration ~= creds.expiration then
-    self.log("info", "AWS credentials " .. (old and "refreshed" or "resolved"), {
+    -- the first resolution at debug (every CLI command makes one), refreshes at info
+    self.log(old and "info" or "debug", "AWS credentials " .. (old and "refreshed" or "resolved"), {
       provider = creds.provider, access_key_id = creds.access_key_id,
       expiration = parse.iso8601_format(creds.expiration) or "never",
     })
