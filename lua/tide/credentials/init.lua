@@ -2,7 +2,7 @@
 --
 --   local credentials = require "tide.credentials"
 --   local src = credentials.new{
---     profile = "prod",                 -- else AWS_PROFILE, AWS_DEFAULT_PROFILE, "default"
+--     profile = "prod",                 -- else AWS_DEFAULT_PROFILE, AWS_PROFILE, "default"
 --     credentials = {access_key_id=, secret_access_key=, session_token=},  -- explicit
 --     region = "eu-west-1",             -- for STS (else the region chain, without IMDS)
 --     transport = t,                    -- the host's: t:request, t.sleep, t.spawn, t.now
@@ -51,7 +51,8 @@ end
 
 local function profile_of(opts, getenv)
   if opts.profile then return opts.profile, true end
-  return getenv("AWS_PROFILE") or getenv("AWS_DEFAULT_PROFILE") or "default", false
+  -- botocore reads AWS_DEFAULT_PROFILE first (its list of the variable's names)
+  return getenv("AWS_DEFAULT_PROFILE") or getenv("AWS_PROFILE") or "default", false
 end
 
 local function nolog() end
