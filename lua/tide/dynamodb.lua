@@ -323,7 +323,7 @@ local REFRESH_ON = { ExpiredTokenException = true, UnrecognizedClientException =
 function Client:attempt(target, endpoint, body, op, tname, decode)
   local creds, cerr = self:credentials()
   if not creds then
-    return nil, new_error{ type = "CredentialsError", message = tostring(cerr and cerr.message or cerr),
+    return nil, new_error{ type = "CredentialsError", message = tostring(cerr),
                            kind = type(cerr) == "table" and cerr.kind or nil, status = 0,
                            retry_class = "never", op = op, table = tname }
   end

@@ -126,6 +126,12 @@ describe("credentials that expire every " .. LIFETIME .. " s", function()
     local _, refreshed = log:gsub('"msg":"AWS credentials refreshed"', "")
     assert.is_true(refreshed >= 2, log)
 
+    -- no secret in what the commands and the daemon wrote
+    local written = log .. (helpers.read_file(dir .. "/batch.err") or "") .. helpers.read_file(dir .. "/batch.out")
+    for _, secret in ipairs(srv:secrets()) do
+      assert.is_nil(written:find(secret, 1, true), "a secret in the output or the logs")
+    end
+
     local st = srv:stats()
     local used = 0
     for _ in pairs(st.used) do used = used + 1 end
