@@ -48,7 +48,7 @@ function M.open(opts)
       region = d.region, endpoint = d.endpoint, profile = d.profile,
       max_attempts = d.max_attempts, timeout_ms = d.timeout_ms,
       max_connections = d.max_connections, ca_bundle = d.ca_bundle, verify_tls = d.verify_tls,
-      gather_us = d.gather_us, transport = opts.transport,
+      gather_us = d.gather_us, transport = opts.transport, credentials_shared = opts.credentials_shared,
     }
     if not client then return nil, require("tide.error").wrap(cerr, "dynamodb") end
     store = require("tide.store.dynamodb").new{ client = client, table_prefix = d.table_prefix }

@@ -145,6 +145,49 @@ function Source:resolve(only)
   return nil, e
 end
 
+-- Network providers, and whether the configuration points at each: what
+-- get_local leaves to the first request.
+local function configured(name, ctx)
+  local p = ctx.shared.profiles[ctx.profile] or {}
+  if name == "assume-role" then return p.role_arn ~= nil and p.web_identity_token_file == nil end
+  if name == "assume-role-with-web-identity" then
+    return ctx.getenv("AWS_WEB_IDENTITY_TOKEN_FILE") ~= nil or p.web_identity_token_file ~= nil
+  end
+  if name == "sso" then return p.sso_session ~= nil or p.sso_start_url ~= nil end
+  if name == "container-role" then
+    return ctx.getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") ~= nil
+      or ctx.getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI") ~= nil
+  end
+  if name == "iam-role" then return true end
+end
+local NETWORK = { ["assume-role"] = true, ["assume-role-with-web-identity"] = true, sso = true,
+                  ["container-role"] = true, ["iam-role"] = true }
+
+-- get_local() -> creds | false (a network provider answers: fetched on the
+-- first get() that may do I/O) | nil, err. For hosts where the first
+-- resolution happens where no request can be made (nginx's init_worker).
+function Source:get_local()
+  local ctx, cerr = make_ctx(self)
+  if not ctx then return nil, cerr end
+  for _, p in ipairs(providers.CHAIN) do
+    if not (p.name == "env" and self.profile_explicit) then
+      if NETWORK[p.name] then
+        if configured(p.name, ctx) then return false end
+      else
+        local creds, err = p.fn(ctx)
+        if creds then
+          creds.fetched_at = self.wall()
+          self.provider = p.name
+          self:install(creds)
+          return creds
+        end
+        if creds == nil then return nil, err end
+      end
+    end
+  end
+  return false
+end
+
 ------------------------------------------------------------------------
 -- Refreshing
 
