@@ -6,7 +6,7 @@
 -- chain's requests there (routes marked `credentials`).
 --
 --   nginx.site{profile=, region=, getenv=} -> {
---     routes = {[base URL] = {location=, credentials=true}},
+--     routes = {[base URL] = {credentials = location}},
 --     upstreams = "nginx text", locations = "nginx text", vars = "nginx text",
 --   }
 --
@@ -83,7 +83,7 @@ function M.site(opts)
     local port = hostport:match(":(%d+)$") or (scheme == "https" and "443" or "80")
     local name = "tide_credentials_" .. i
     local loc = "/_tide/credentials/" .. i
-    routes[base] = { location = loc, credentials = true }
+    routes[base] = { credentials = loc }
     ups[#ups + 1] = ("  # the credentials chain: %s\n  upstream %s {\n    server %s:%s;\n    keepalive 4;\n  }")
       :format(base, name, host, port)
     local l = {

@@ -100,13 +100,17 @@ function M.site_vars(cfg, opts)
     -- the endpoints the credentials chain may call (tide.credentials.nginx)
     local cred = require("tide.credentials.nginx").site{ profile = d.profile, region = client.region }
     v.cred_upstreams, v.cred_locations, v.cred_vars = cred.upstreams, cred.locations, cred.vars
-    for base, r in pairs(cred.routes) do routes[base] = r end
+    for base, r in pairs(cred.routes) do
+      r.location = routes[base] -- DynamoDB's, when the same server answers both
+      routes[base] = r
+    end
   end
   local args = { "config = " .. lua_string(opts.config) }
   local r = {}
   for base, loc in pairs(routes) do
     if type(loc) == "table" then
-      r[#r + 1] = ("[%s] = { location = %s, credentials = true }"):format(lua_string(base), lua_string(loc.location))
+      r[#r + 1] = ("[%s] = { location = %s, credentials = %s }"):format(lua_string(base),
+        loc.location and lua_string(loc.location) or "nil", lua_string(loc.credentials))
     else
       r[#r + 1] = ("[%s] = %s"):format(lua_string(base), lua_string(loc))
     end

@@ -82,8 +82,9 @@ function M.new(opts)
   end
   local routes = {}
   for base, loc in pairs(opts.routes) do
-    -- a location string (DynamoDB), or {location=, credentials=true}
-    if type(base) ~= "string" or (type(loc) ~= "string" and (type(loc) ~= "table" or type(loc.location) ~= "string")) then
+    -- a location string (DynamoDB), or {location = DynamoDB's or nil,
+    -- credentials = the credentials chain's} (one server may be both: a test's)
+    if type(base) ~= "string" or (type(loc) ~= "string" and (type(loc) ~= "table" or type(loc.credentials) ~= "string")) then
       error("tide.transport.ngx.new: routes maps URL strings to location strings", 2)
     end
     routes[(base:gsub("/+$", ""))] = loc
@@ -110,7 +111,12 @@ function Transport:request(req)
   -- the Host header the request was signed with: no default port
   local host = hostport
   if base:sub(1, 5) == "https" then host = host:gsub(":443$", "") else host = host:gsub(":80$", "") end
-  if type(loc) == "table" then return self:credentials_request(req, base, host, loc.location) end
+  if type(loc) == "table" then
+    if not loc.location or not (req.headers and req.headers["x-amz-target"]) then
+      return self:credentials_request(req, base, host, loc.credentials)
+    end
+    loc = loc.location
+  end
   -- every variable, "" when the header is absent (nginx then omits the header)
   local vars = { tide_host = host }
   for _, var in pairs(M.HEADER_VARS) do vars[var] = "" end
