@@ -220,7 +220,11 @@ end
 -- Returns creds | nil, err; installs them (and in the dict).
 function Source:fetch()
   local only = self.creds and self.creds.provider ~= "explicit" and self.provider or nil
-  local creds, report = self:resolve(only)
+  -- a bug in a provider must not leave `refreshing` set for ever
+  local ok, creds, report = pcall(self.resolve, self, only)
+  if not ok then
+    return nil, terror.new{ kind = "internal", type = "LuaError", message = "credentials: " .. tostring(creds) }
+  end
   if creds and report then self.provider = report.provider end
   return creds, report
 end

@@ -312,11 +312,12 @@ function M.container(ctx)
   end
   local headers = {}
   local token_file = ctx.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
-  if token_file and not rel then
+  -- the token goes with either variable, as botocore sends it
+  if token_file then
     local t, ferr = read_file(token_file)
     if not t then return nil, cred_error("container-role", "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: " .. tostring(ferr)) end
     headers.authorization = t:gsub("%s+$", "")
-  elseif ctx.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN") and not rel then
+  elseif ctx.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN") then
     headers.authorization = ctx.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN")
   end
   local last
