@@ -274,9 +274,8 @@ function Source:refresh(wait)
   if dict then
     -- another worker may have refreshed already
     local c = shared_read(dict)
-    local _, mand = times(c)
-    local adv = times(c)
-    if c and (not self.creds or c.access_key_id ~= self.creds.access_key_id) and self.wall() < adv
+    local advisory = times(c)
+    if c and (not self.creds or c.access_key_id ~= self.creds.access_key_id) and self.wall() < advisory
        and not (self.expired_key and c.access_key_id == self.expired_key) then
       self.creds = c
       self.provider = c.provider
@@ -307,7 +306,6 @@ function Source:refresh(wait)
     creds, err = self:fetch()
     if creds then self:install(creds) end
     dict:delete("tide_credentials_lock")
-    local _ = mand
   else
     creds, err = self:fetch()
     if creds then self:install(creds) end
