@@ -149,6 +149,8 @@ local function parse(name, args)
       opts.until_caught_up = true
     elseif a == "--stats" and name == "batch" then
       opts.stats = true
+    elseif a == "--json" and name == "doctor" then
+      opts.json = true
     elseif a == "--config" or a == "--concurrency" or ((name == "run" or name == "batch") and a == "--metrics") then
       local v = args[i + 1]
       if not v then return nil, a .. " needs a value" end
@@ -765,6 +767,24 @@ function commands.replay(opts, pos)
   end
   out(json{ ok = true, projection = p.name, events = res.events, streams = res.streams })
   return M.EXIT.ok
+end
+
+USAGE.doctor = [[
+usage: tide doctor [--config FILE] [--json]
+
+Tells why tide can or cannot reach its data: the config file, the store,
+the region and where it came from, the credentials provider that answered
+(access key id and expiry, never the secret), the caller identity (STS
+GetCallerIdentity; skipped for a local endpoint), and each DynamoDB table
+tide needs (present, key schema, stream). --json prints one JSON object.
+Exit status: 0 when every check passed, else 5.]]
+
+function commands.doctor(opts, pos)
+  if #pos > 0 then return fail_usage("doctor", "unexpected argument '" .. pos[1] .. "'") end
+  local doctor = require "tide.doctor"
+  local report = doctor.run{ config = opts.config }
+  out(opts.json and json(report) or doctor.text(report))
+  return report.ok and M.EXIT.ok or M.EXIT.store
 end
 
 function M.main(name, ...)

@@ -335,9 +335,12 @@ local function build(t, ctx)
     local d = cfg.dynamodb
     -- The DynamoDB client resolves these itself when they are nil; here we
     -- only make sure that it will find a region (an endpoint alone is
-    -- enough: a local endpoint signs with a placeholder region).
+    -- enough: a local endpoint signs with a placeholder region). The last
+    -- source, instance metadata, is asked by the client (tide.credentials.region),
+    -- so only AWS_EC2_METADATA_DISABLED=true makes its absence certain here.
     if not d.region and not d.endpoint and not getenv("AWS_ENDPOINT_URL_DYNAMODB")
-       and not getenv("AWS_ENDPOINT_URL") and not core.region({ profile = d.profile }) then
+       and not getenv("AWS_ENDPOINT_URL") and not require("tide.credentials").region{ profile = d.profile }
+       and (getenv("AWS_EC2_METADATA_DISABLED") or ""):lower() == "true" then
       return nil, config_error(ctx.source, line_of(ctx, "store"), "store",
         "store is \"dynamodb\" but no AWS region is set: set dynamodb.region (or AWS_REGION, "
         .. "AWS_DEFAULT_REGION, a profile's region) or dynamodb.endpoint")

@@ -62,7 +62,7 @@ function M.open(opts)
       region = d.region, endpoint = d.endpoint, profile = d.profile,
       max_attempts = d.max_attempts, timeout_ms = d.timeout_ms,
       max_connections = d.max_connections, ca_bundle = d.ca_bundle, verify_tls = d.verify_tls,
-      gather_us = d.gather_us, transport = opts.transport,
+      gather_us = d.gather_us, transport = opts.transport, credentials_shared = opts.credentials_shared,
     }
     if not client then return nil, require("tide.error").wrap(cerr, "dynamodb") end
     store = require("tide.store.dynamodb").new{ client = client, table_prefix = d.table_prefix }
@@ -74,6 +74,8 @@ function M.open(opts)
     if not store then return nil, serr end
   end
   local log = opts.log or require("tide.log").from_config(cfg, { format = opts.log_format })
+  -- credentials refreshes are logged by the app's logger
+  if store.client and store.client.credential_source then store.client.credential_source.log = log end
   M.user_code(cfg, log)
   local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates, M.folder_options(cfg, "aggregates"))
   local projections = opts.projections

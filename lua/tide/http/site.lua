@@ -176,6 +176,7 @@ function M.init_worker()
     cfg = cfg, registry = conf.registry, projections = conf.proj and conf.proj.registry,
     transport = transport, log = log,
     sleep = ngx.sleep, parking = ngx_parking(), host_lanes = ngx_host_lanes(),
+    credentials_shared = ngx.shared.tide_credentials,
   }
   if not opened then
     app.unavailable = "the " .. cfg.store .. " store cannot be opened: " .. tostring(err)
@@ -191,9 +192,11 @@ function M.init_worker()
       return
     end
   else
-    -- resolve the credentials now (they may come from files), not in a request
-    local creds, cerr = opened.store.client:credentials()
-    if not creds then log("error", "no AWS credentials: " .. tostring(cerr)) end
+    -- resolve the credentials now when files or the environment hold them;
+    -- the network providers answer within the first request (no
+    -- subrequest here), one worker for all (tide.credentials)
+    local creds, cerr = opened.store.client.credential_source:get_local()
+    if creds == nil then log("error", "no AWS credentials: " .. tostring(cerr)) end
   end
   app.repository = opened.repository
   app.store = opened.store
