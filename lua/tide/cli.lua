@@ -143,7 +143,10 @@ local function parse(name, args)
   local i = 1
   while i <= #args do
     local a = args[i]
-    if a == "-h" or a == "--help" then
+    if name == "exec" and #pos >= 1 and not a:match("^%-%-config") then
+      -- exec's id and command text are data, even when they start with '-'
+      pos[#pos + 1] = a
+    elseif a == "-h" or a == "--help" then
       opts.help = true
     elseif a == "--until-caught-up" then
       opts.until_caught_up = true
@@ -165,7 +168,7 @@ local function parse(name, args)
     elseif a == "--" then
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
-    elseif a:sub(1, 1) == "-" and #a > 1 and not (name == "exec" and #pos == 2) then
+    elseif a:sub(1, 1) == "-" and #a > 1 then
       return nil, "unknown option '" .. a .. "'"
     else
       pos[#pos + 1] = a

@@ -117,6 +117,15 @@ stores.each(function(kind)
       end
     end)
 
+    it("takes an id or a command text that starts with '-' as data, not as an option", function()
+      local out, status = tide(dir, "exec account -dash '{\"type\":\"Open\",\"owner\":\"ada\"}'", nil, true)
+      assert.equal(0, status, out)
+      assert.equal("account#-dash", cjson.decode(out).stream)
+      out, status = tide(dir, "exec account -dash -5", nil, true)
+      assert.equal(2, status, out)
+      assert.equal("invalid", cjson.decode(out).error.kind)
+    end)
+
     it("keeps the balance exact with 16 concurrent writer processes of 100 deposits each", function()
       assert.equal(0, select(2, tide(dir, "exec account hot '{\"type\":\"Open\",\"owner\":\"ada\"}'")))
       local batch = {}
