@@ -43,21 +43,27 @@ local function workload()
   return table.concat(lines, "\n") .. "\n", expected
 end
 
+-- dir/tide.yaml: the example modules on DynamoDB behind the server at url,
+-- on tables of their own
+local function write_config(dir, url, prefix)
+  helpers.write_file(dir .. "/tide.yaml", table.concat({
+    "aggregates: " .. helpers.root .. "/aggregates",
+    "projections: " .. helpers.root .. "/projections",
+    "store: dynamodb",
+    "dynamodb:",
+    "  region: us-east-1",
+    "  endpoint: " .. url,
+    "  table_prefix: " .. helpers.unique(prefix) .. "_",
+  }, "\n") .. "\n")
+end
+
 describe("credentials that expire every " .. LIFETIME .. " s", function()
   local srv, dir
 
   setup(function()
     srv = aws.start{ lifetime = LIFETIME, upstream = helpers.dynamodb_endpoint() }
     dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/tide.yaml", table.concat({
-      "aggregates: " .. helpers.root .. "/aggregates",
-      "projections: " .. helpers.root .. "/projections",
-      "store: dynamodb",
-      "dynamodb:",
-      "  region: us-east-1",
-      "  endpoint: " .. srv.url,
-      "  table_prefix: " .. helpers.unique("rot") .. "_",
-    }, "\n") .. "\n")
+    write_config(dir, srv.url, "rot")
   end)
   teardown(function()
     helpers.run("test -f " .. q(dir .. "/run.pid") .. " && kill -9 $(cat " .. q(dir .. "/run.pid") .. ") 2>/dev/null")
@@ -152,15 +158,7 @@ describe("credentials that expire every " .. LIFETIME .. " s, in nginx with 4 wo
   setup(function()
     srv = aws.start{ lifetime = LIFETIME, upstream = helpers.dynamodb_endpoint() }
     dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/tide.yaml", table.concat({
-      "aggregates: " .. helpers.root .. "/aggregates",
-      "projections: " .. helpers.root .. "/projections",
-      "store: dynamodb",
-      "dynamodb:",
-      "  region: us-east-1",
-      "  endpoint: " .. srv.url,
-      "  table_prefix: " .. helpers.unique("rotngx") .. "_",
-    }, "\n") .. "\n")
+    write_config(dir, srv.url, "rotngx")
   end)
   teardown(function()
     helpers.run("cd " .. q(helpers.root) .. " && env -u LD_PRELOAD tools/nginx.sh stop " .. q(dir .. "/site") .. " 2>&1")
