@@ -14,12 +14,13 @@
 --   backend:read_item(table, key)                  -> item | false | nil, err
 --   backend:clear(projection)                      -> true | nil, err
 --
--- `write`: batch-mode items through client:batch_write (25 per request,
--- batch_concurrency requests in flight, UnprocessedItems retried by the
--- client) while conditional-mode items go one PutItem/DeleteItem each
--- (several in flight), conditioned on `_rev` (attribute_not_exists of the
--- key when the item was absent); then the positions, with batch_write, once
--- every item is durable. The checkpoint argument is ignored: on DynamoDB
+-- `write`: every item one PutItem/DeleteItem (several in flight),
+-- conditioned on `_rev` (attribute_not_exists of the key when the item was
+-- absent): fenced, so a worker that lost its lease cannot replace a newer
+-- item (docs/projections.md, "Leases and fencing"); with new{fenced =
+-- false}, batch-mode items go blind through client:batch_write (25 per
+-- request) as before. Then the positions, with batch_write, once every
+-- item is durable. The checkpoint argument is ignored: on DynamoDB
 -- the runner writes the checkpoint (the shard lease) after `write` returns.
 -- A failed condition is `nil, {type="Conflict"}`: the runner resets the
 -- projector and applies the batch again; items already written by this
@@ -44,6 +45,10 @@ function M.new(opts)
     positions_table = prefix .. "positions",
     specs = {},          -- read-model table name -> {key=, mode=, table=<DynamoDB name>}
     wait_timeout = opts.wait_timeout or 120,
+    -- fenced: every item write is conditioned on the revision read, also
+    -- in batch mode, so a late write (a worker whose lease passed to
+    -- another) can never replace a newer item with an older one
+    fenced = opts.fenced ~= false,
   }, Backend)
   if opts.projection then self:register(opts.projection) end
   return self
@@ -245,7 +250,7 @@ function Backend:write(name, plan)
   local batch, cond, nbatch, removals = {}, {}, 0, {}
   for _, pi in ipairs(plan.items or {}) do
     local s = self:spec(pi.table)
-    local mode = pi.mode or s.mode
+    local mode = self.fenced and "conditional" or (pi.mode or s.mode)
     if pi.item == nil and pi.tomb then removals[#removals + 1] = pi end
     if mode == "conditional" then
       cond[#cond + 1] = pi
