@@ -270,3 +270,333 @@ describe("the DynamoDB Streams stand-in", function()
     assert(ok, err)
   end)
 end)
+
+------------------------------------------------------------------------
+-- A fleet of real `tide run` workers on 64 virtual shards
+
+local cjson = require "cjson"
+local stores = require "stores"
+local q = helpers.shell_quote
+
+local LEASE_MS = 3000
+
+-- Appends events to `n` accounts (ids tag-0001...), each 1..4 events.
+local function write_accounts(store, n, tag)
+  local next_i = 0
+  local function worker()
+    while next_i < n do
+      next_i = next_i + 1
+      local i = next_i
+      local stream = string.format("account#%s-%04d", tag, i)
+      local events = { { type = "Opened", data = core.encode_value{ owner = "owner-" .. (i % 7) }, meta = "{}" } }
+      for v = 2, 1 + (i % 4) do
+        events[v] = { type = (v % 3 == 0) and "Withdrawn" or "Deposited",
+                      data = core.encode_value{ amount = (v % 3 == 0) and 1 or (v + i) }, meta = "{}" }
+      end
+      if i % 9 == 0 then events[#events + 1] = { type = "Closed", data = core.encode_value{}, meta = "{}" } end
+      for v = 1, #events do assert(store:append(stream, v - 1, { events[v] })) end
+    end
+  end
+  local threads = {}
+  for t = 1, 16 do threads[t] = sched.spawn(worker) end
+  for _, th in ipairs(threads) do assert(sched.wait(th)) end
+end
+
+-- The three read models recomputed from the events table.
+local function recompute(db, events_table)
+  local res = assert(db:scan({ TableName = events_table }, { segments = 4 }))
+  local by = {}
+  for _, item in ipairs(res.Items) do
+    local list = by[item.stream] or {}
+    by[item.stream] = list
+    list[#list + 1] = item
+  end
+  local balances, owners = {}, {}
+  for stream, list in pairs(by) do
+    table.sort(list, function(a, b) return a.version < b.version end)
+    local id = stream:match("^account#(.*)$")
+    local it
+    for _, e in ipairs(list) do
+      local data = core.decode_value(e.data)
+      if e.type == "Opened" then it = { id = id, owner = data.owner, balance = 0, status = "open" }
+      elseif e.type == "Deposited" then it.balance = it.balance + data.amount
+      elseif e.type == "Withdrawn" then it.balance = it.balance - data.amount
+      elseif e.type == "Closed" then it.status = "closed" end
+      it.version = e.version
+    end
+    balances[id] = it
+    local o = owners[it.owner] or { owner = it.owner, accounts = 0, open = 0, total = 0 }
+    owners[it.owner] = o
+    o.accounts, o.total = o.accounts + 1, o.total + it.balance
+    if it.status == "open" then o.open = o.open + 1 end
+  end
+  return balances, owners
+end
+
+local function model(db, tname, key)
+  local res = assert(db:scan({ TableName = tname }, { segments = 4 }))
+  local out = {}
+  for _, item in ipairs(res.Items) do
+    if not item._deleted then
+      local c = {}
+      for k, v in pairs(item) do if k ~= "_tide" and k ~= "_rev" then c[k] = v end end
+      out[item[key]] = c
+    end
+  end
+  return out
+end
+
+local function same_models(want, got)
+  for k, w in pairs(want) do
+    local g = got[k]
+    if not g then return false, "missing " .. k end
+    for f, v in pairs(w) do
+      if g[f] ~= v then return false, string.format("%s.%s: want %s, got %s", k, f, tostring(v), tostring(g[f])) end
+    end
+  end
+  for k in pairs(got) do if not want[k] then return false, "unexpected " .. k end end
+  return true
+end
+
+describe("a fleet of `tide run` workers on 64 virtual shards", function()
+  it("keeps three read models exact through joins, leaves, SIGKILL, SIGSTOP, skewed clocks, splits and a"
+     .. " lease-table outage", function()
+    local srv = standin.start{ upstream = helpers.dynamodb_endpoint(), shards = 64 }
+    local dir = helpers.tmpdir()
+    local prefix = helpers.unique("fleet") .. "_"
+    local workers, order = {}, {}
+    local ok, err = pcall(function()
+      -- three projections: balances (batch mode), a conditional-mode copy, owners
+      helpers.run("mkdir -p " .. q(dir .. "/projections"))
+      local src = helpers.read_file(helpers.root .. "/projections/balances.lua")
+      helpers.write_file(dir .. "/projections/balances.lua", src)
+      helpers.write_file(dir .. "/projections/owners.lua", helpers.read_file(helpers.root .. "/projections/owners.lua"))
+      local cond = src:gsub('balances%.tables = { balances = { key = "id" } }',
+                            'balances.tables = { balances_c = { key = "id", mode = "conditional" } }')
+                      :gsub('"balances"', '"balances_c"')
+      helpers.write_file(dir .. "/projections/balances_c.lua", cond)
+      -- the workers' DynamoDB calls go through the stand-in too (it
+      -- forwards them, counts them per table, and simulates the outage)
+      stores.write_config(dir, "dynamodb", { endpoint = srv.url, prefix = prefix },
+        { "projections: " .. dir .. "/projections", "log:", "  format: json",
+          "streams:", "  lease_ms: " .. LEASE_MS, "  poll_ms: 100", "  describe_ms: 5000" })
+
+      local db = client(nil, 8)
+      local store = dstore.new{ client = db, table_prefix = prefix }
+      local arn, leases_table = nil, prefix .. "leases"
+      run(function()
+        assert(store:init())
+        arn = assert(store:describe()).events.stream_arn
+        write_accounts(store, 80, "a")
+      end)
+
+      local function start(name, skew)
+        local inner = "echo $$ > " .. q(dir .. "/" .. name .. ".pid") .. "; exec env " .. stores.CLI_ENV
+          .. "AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" .. srv.url .. " TIDE_TEST_CLOCK_SKEW_MS=" .. skew .. " "
+          .. q(helpers.tide_bin) .. " run"
+        helpers.run("cd " .. q(dir) .. " && (sh -c " .. q(inner) .. " > /dev/null 2> " .. q(dir .. "/" .. name .. ".log")
+          .. "; echo $? > " .. q(dir .. "/" .. name .. ".exit") .. ") > /dev/null 2>&1 & true")
+        local pid
+        for _ = 1, 100 do
+          pid = tonumber(helpers.read_file(dir .. "/" .. name .. ".pid") or "")
+          if pid then break end
+          helpers.run("sleep 0.05")
+        end
+        assert(pid, "worker " .. name .. " did not start")
+        workers[name] = { pid = pid, alive = true, started_at = sched.now() }
+        order[#order + 1] = name
+      end
+      local function signal(name, sig) helpers.run("kill -" .. sig .. " " .. workers[name].pid) end
+      local function exited(name) return helpers.read_file(dir .. "/" .. name .. ".exit") end
+
+      -- what the lease table says, checked on every look: checkpoints only forward
+      local cps_seen, violations = {}, {}
+      local function leases()
+        local res = assert(db:query{ TableName = leases_table, KeyConditionExpression = "#p = :p",
+          ExpressionAttributeNames = { ["#p"] = "projection" }, ExpressionAttributeValues = { [":p"] = "*" },
+          ConsistentRead = true })
+        local by = {}
+        for _, it in ipairs(res.Items) do
+          by[it.shard] = it
+          for k, v in pairs(it) do
+            if type(k) == "string" and k:match("^cp:") then
+              local key = it.shard .. "/" .. k
+              local before = cps_seen[key]
+              if before and before > v then violations[#violations + 1] = key .. ": " .. before .. " -> " .. v end
+              cps_seen[key] = v
+            end
+          end
+        end
+        return res.Items, by
+      end
+      -- lease counts of the live workers over the eligible shards
+      local function balanced(live)
+        local items, by = leases()
+        local pid_of = {}
+        for name, w in pairs(workers) do if live[name] then pid_of[tostring(w.pid)] = name end end
+        local counts, free = {}, 0
+        for name in pairs(live) do counts[name] = 0 end
+        for _, it in ipairs(items) do
+          local parent = it.parent and by[it.parent]
+          local eligible = it.checkpoint ~= "SHARD_END"
+            and (not it.parent or it.parent_done or (parent and parent.checkpoint == "SHARD_END"))
+          if eligible then
+            local w = it.owner and pid_of[it.owner:match(":(%d+):")]
+            if w then counts[w] = counts[w] + 1 else free = free + 1 end
+          end
+        end
+        local lo, hi = math.huge, 0
+        for _, c in pairs(counts) do lo, hi = math.min(lo, c), math.max(hi, c) end
+        return free == 0 and hi - lo <= 1, string.format("%d..%d, %d free", lo, hi, free)
+      end
+      local function live_set()
+        local s = {}
+        for name, w in pairs(workers) do if w.alive then s[name] = true end end
+        return s
+      end
+      local function wait_balanced(label, seconds)
+        local t0, ok_, how = sched.now(), false, ""
+        while sched.now() - t0 < seconds do
+          ok_, how = balanced(live_set())
+          if ok_ then return sched.now() - t0 end
+          sched.sleep(0.5)
+        end
+        error(label .. ": lease counts not within 1 after " .. seconds .. " s (" .. how .. ")")
+      end
+      local function wait_models(label, seconds)
+        local t0, ok_, why = sched.now(), false, ""
+        while sched.now() - t0 < seconds do
+          leases()
+          local b, o = recompute(db, store.events_table)
+          ok_, why = same_models(b, model(db, prefix .. "rm_balances", "id"))
+          if ok_ then ok_, why = same_models(b, model(db, prefix .. "rm_balances_c", "id")) end
+          if ok_ then ok_, why = same_models(o, model(db, prefix .. "rm_owners", "owner")) end
+          if ok_ then return sched.now() - t0 end
+          sched.sleep(0.5)
+        end
+        error(label .. ": read models not equal to the recomputation after " .. seconds .. " s: " .. why)
+      end
+
+      local skews = { -300000, 300000, 0, 120000, -120000, 7000, -7000, 0, 60000, -60000, 2000, -2000 }
+      run(function()
+        -- 0 -> 8 workers, their wall clocks up to 5 minutes apart
+        for i = 1, 8 do start("w" .. i, skews[i]) end
+        wait_balanced("8 workers", 60)
+        wait_models("8 workers", 60)
+        -- -> 12
+        for i = 9, 12 do start("w" .. i, skews[i]) end
+        wait_balanced("12 workers", 60)
+        write_accounts(store, 60, "b")
+        -- every shard splits: the children wait for their parents' end
+        srv:control("Split", { StreamArn = arn })
+        write_accounts(store, 60, "c")
+        -- SIGKILL one; SIGSTOP another for twice the lease time
+        signal("w1", "KILL")
+        workers.w1.alive, workers.w1.killed_at = false, sched.now()
+        signal("w2", "STOP")
+        sched.sleep(2 * LEASE_MS / 1000)
+        signal("w2", "CONT")
+        write_accounts(store, 40, "d")
+        wait_models("after SIGKILL and SIGSTOP", 90)
+        wait_balanced("11 workers", 60)
+        -- a lease-table outage; SIGTERM six workers in it: 12 -> 5
+        srv:control("Outage", { TableName = leases_table, Seconds = 8 })
+        local t_term = sched.now()
+        for i = 2, 7 do signal("w" .. i, "TERM"); workers["w" .. i].alive = false end
+        for i = 2, 7 do
+          local name = "w" .. i
+          while not exited(name) and sched.now() - t_term < 30 do sched.sleep(0.1) end
+          assert.is_string(exited(name), name .. " did not exit within 30 s of SIGTERM in the outage")
+          workers[name].exited_at = sched.now()
+          assert.equal("0", exited(name):gsub("%s+", ""))
+        end
+        local term_s = sched.now() - t_term
+        write_accounts(store, 40, "e")
+        wait_models("5 workers", 90)
+        wait_balanced("5 workers", 60)
+        assert.same({}, violations, "checkpoints moved backwards")
+
+        -- no child read before its parent's end
+        local st = srv:stats(arn)
+        local by = {}
+        for _, s in ipairs(st.Shards) do by[s.ShardId] = s end
+        local children = 0
+        for _, s in ipairs(st.Shards) do
+          local p = s.ParentShardId and by[s.ParentShardId]
+          if p and s.FirstReadMs ~= cjson.null and s.FirstReadMs then
+            children = children + 1
+            assert.is_number(p.EndReadMs, "child " .. s.ShardId .. " read, its parent never read to its end")
+            assert.is_true(s.FirstReadMs >= p.EndReadMs, "child " .. s.ShardId .. " read before its parent's end")
+          end
+        end
+        assert.is_true(children > 0)
+        -- request budgets: refusals are rare retries, never the rule
+        local gets, throttled = 0, 0
+        for _, s in ipairs(st.Shards) do gets, throttled = gets + s.GetRecords, throttled + s.Throttled + s.ReadersRefused end
+        assert.is_true(throttled <= gets / 20, throttled .. " GetRecords refused of " .. gets)
+        assert.is_true(st.DescribeThrottled <= st.DescribeStream / 20,
+          st.DescribeThrottled .. " DescribeStream refused of " .. st.DescribeStream)
+        -- lease-table requests per worker and second, over the whole run
+        local calls = srv:control("TableCalls", {}).Tables[leases_table] or {}
+        local total = 0
+        for _, n in pairs(calls) do total = total + n end
+        local worker_s = 0
+        for _, w in pairs(workers) do
+          worker_s = worker_s + ((w.killed_at or w.exited_at or sched.now()) - w.started_at)
+        end
+        io.stderr:write(string.format("\n  fleet: %d GetRecords, %d refused; %d DescribeStream, %d refused;"
+          .. " %.1f lease-table requests/s per worker (%s); SIGTERM in the outage: all six out in %.1f s\n",
+          gets, throttled, st.DescribeStream, st.DescribeThrottled, total / worker_s, cjson.encode(calls), term_s))
+      end)
+
+      -- no two workers wrote for one shard at overlapping times
+      local sessions = {}
+      for _, name in ipairs(order) do
+        local w = workers[name]
+        local open = {}
+        for line in (helpers.read_file(dir .. "/" .. name .. ".log") or ""):gmatch("[^\n]+") do
+          local okj, rec = pcall(cjson.decode, line)
+          if okj and type(rec) == "table" and rec.shard then
+            if rec.msg == "shard writes begin" then
+              open[rec.shard] = rec.at
+            elseif rec.msg == "shard writes end" then
+              sessions[#sessions + 1] = { shard = rec.shard, who = name, first = rec.first, last = rec.last }
+              open[rec.shard] = nil
+            end
+          end
+        end
+        for shard, at in pairs(open) do
+          sessions[#sessions + 1] = { shard = shard, who = name, first = at,
+                                      last = w.killed_at or w.exited_at or math.huge }
+        end
+      end
+      local per = {}
+      for _, s in ipairs(sessions) do
+        per[s.shard] = per[s.shard] or {}
+        table.insert(per[s.shard], s)
+      end
+      local n = 0
+      for shard, list in pairs(per) do
+        table.sort(list, function(a, b) return a.first < b.first end)
+        for i = 2, #list do
+          local a, b = list[i - 1], list[i]
+          if a.who ~= b.who then
+            n = n + 1
+            assert.is_true(b.first >= a.last, string.format("shard %s: %s wrote until %.3f, %s from %.3f",
+              shard, a.who, a.last, b.who, b.first))
+          end
+        end
+      end
+      assert.is_true(n > 0, "no shard changed hands")
+    end)
+    for _, w in pairs(workers) do helpers.run("kill -9 " .. w.pid .. " 2>/dev/null") end
+    srv:stop()
+    if not ok then
+      for _, name in ipairs(order) do
+        io.stderr:write("---- ", name, "\n", (helpers.read_file(dir .. "/" .. name .. ".log") or ""):sub(-3000), "\n")
+      end
+    end
+    helpers.run("rm -rf " .. q(dir))
+    assert(ok, err)
+  end)
+end)

@@ -99,7 +99,8 @@ end
 --   -> {takes = {lease...}, steal = lease | nil, share = n, counts = {owner = n}}
 -- The balancing rule (docs/projections.md, "Balancing"):
 --   leases:   lease items with .owner and .expired (judged by the caller on
---             its own monotonic clock: heartbeat unchanged for lease_ms)
+--             its own monotonic clock: heartbeat unchanged for lease_ms),
+--             .reserved (released to another worker that asked for it)
 --   eligible: set of shards that may be read now; running: set of the
 --             shards this owner runs
 -- Live owners are those holding unexpired eligible leases, this one
@@ -129,7 +130,9 @@ function M.plan(o)
   local takes, max_takes = {}, o.max_takes or math.huge
   for _, l in ipairs(o.leases) do
     if mine + #takes >= share or #takes >= max_takes then break end
-    if o.eligible[l.shard] and not alive(l) and not running[l.shard] then takes[#takes + 1] = l end
+    if o.eligible[l.shard] and not alive(l) and not running[l.shard] and not l.reserved then
+      takes[#takes + 1] = l
+    end
   end
   local steal
   if #takes == 0 and o.may_steal ~= false then
@@ -140,10 +143,17 @@ function M.plan(o)
       end
     end
     if victim then
-      -- its last eligible lease in list order (the list is in shard order)
+      -- one of its eligible leases at random, preferring those nobody
+      -- asked for yet: thieves that plan at once pick different leases
+      local free, asked = {}, {}
       for _, l in ipairs(o.leases) do
-        if o.eligible[l.shard] and l.owner == victim and alive(l) then steal = l end
+        if o.eligible[l.shard] and l.owner == victim and alive(l) then
+          local list = (l.handoff == nil or l.handoff == me) and free or asked
+          list[#list + 1] = l
+        end
       end
+      local pool = #free > 0 and free or asked
+      steal = pool[(o.random or math.random)(#pool)]
     end
   end
   return { takes = takes, steal = steal, share = share, counts = counts }

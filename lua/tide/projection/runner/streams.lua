@@ -208,14 +208,16 @@ function Runner:refresh_tree()
   if not arn then return nil, err end
   self.describes = (self.describes or 0) + 1
   local res, derr = self.client:describe_stream{ StreamArn = arn }
-  -- the next one is due describe_s later, whatever the outcome
+  -- the next one is due describe_s later (±10%), whatever the outcome
   self.described_at = self:now() + (math.random() - 0.5) * 0.2 * self.describe_s
   if not res then return nil, leases_mod.wrap(derr, "describing the stream", { projection = self.name }) end
   local desc = res.StreamDescription
   self.stream_created_ms = desc.CreationRequestDateTime and desc.CreationRequestDateTime * 1000 or nil
   local tree = shards.tree(desc.Shards or {})
   for _, id in ipairs(tree.order) do
-    if not (self.known and self.known[id]) then
+    -- a lease for each shard new to this worker that the last lease list
+    -- did not have (another worker may have made it already)
+    if not (self.known and self.known[id]) and not (self.lease_by_shard and self.lease_by_shard[id]) then
       local ok, lerr = self.leases:ensure(id, tree.by_id[id].parent)
       if not ok then return nil, lerr end
     end
@@ -379,7 +381,12 @@ function Runner:apply_one(st, name, batch)
     end
     if plan then
       if not self:may_write(st) then ps.projector:reset(); return nil end
+      if not st.first_write then
+        st.first_write = self:now()
+        self.log("info", "shard writes begin", { shard = st.shard, owner = self.owner, at = st.first_write })
+      end
       local wok, werr = self.backend:write(name, plan)
+      st.last_write = self:now()
       if wok then
         ps.projector:committed(plan)
         return true
@@ -648,7 +655,7 @@ function Runner:shard_loop(st)
       if self:may_write(st) then
         local sent = self:now()
         local l = self.leases:finish(st.lease)
-        if l then beat_ok(st, l, sent); st.state = "done"; self.changed = true end
+        if l then beat_ok(st, l, sent); st.state = "done"; self.changed = true; self.shard_ended = true end
       end
       return
     end
@@ -686,6 +693,12 @@ function Runner:start_shard(lease, sent)
       end
     end
     if st.state ~= "done" then st.state = st.lost and "lost" or "stopped" end
+    if st.first_write then
+      -- the interval in which this worker wrote for the shard (monotonic
+      -- seconds): the multi-process specs check that no two overlap
+      self.log("info", "shard writes end", { shard = st.shard, owner = self.owner, first = st.first_write,
+                                             last = st.last_write, state = st.state })
+    end
     st.finished = true
     self.changed = true
   end)
@@ -709,6 +722,9 @@ function Runner:observe(list)
       seen[l.shard] = s
     end
     l.expired = l.owner ~= nil and now - s.at >= self.lease_s
+    -- released to a worker that asked for it (graceful handoff): kept for
+    -- that worker for a lease time
+    l.reserved = l.owner == nil and l.handoff ~= nil and l.handoff ~= self.owner and now - s.at < self.lease_s
     -- a lease held under our own id that we do not run: an earlier life's
     if l.owner == self.owner and not (self.state[l.shard] and not self.state[l.shard].finished) then
       l.expired = true
@@ -806,7 +822,6 @@ function Runner:balance()
   local steal = plan.steal
   if steal and not self.stopping then
     self.last_steal = now
-    self.stats.steals = self.stats.steals + 1
     local asked = self.handoff_asked
     if asked and asked.shard == steal.shard and asked.counter == steal.counter
        and now - asked.at >= self.lease_s then
@@ -821,7 +836,12 @@ function Runner:balance()
       end
     elseif not (asked and asked.shard == steal.shard) then
       local nl = self.leases:request_handoff(steal)
-      if nl then self.handoff_asked = { shard = steal.shard, counter = steal.counter, at = now } end
+      if nl then
+        self.stats.steals = self.stats.steals + 1
+        self.handoff_asked = { shard = steal.shard, counter = steal.counter, at = now }
+      else
+        self.last_steal = nil       -- nothing asked: try again next round
+      end
     end
   end
   self:collect(list, by)
@@ -877,7 +897,11 @@ function Runner:loop(stop)
     local now = self:now()
     local changed = self.changed
     self.changed = false
-    if not self.tree or changed or now >= (self.described_at or -math.huge) + self.describe_s then
+    -- DescribeStream: every describe_s, and after one of our shards ended
+    -- (its children are to be found) but at most once every 2 s
+    local ended = self.shard_ended and now >= (self.described_at or -math.huge) + 2
+    if not self.tree or ended or now >= (self.described_at or -math.huge) + self.describe_s then
+      self.shard_ended = false
       local tree, err = self:refresh_tree()
       if not tree then self.log("warn", tostring(err)) end
     end
