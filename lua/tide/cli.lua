@@ -570,8 +570,13 @@ function commands.status(opts, pos)
   local status = M.EXIT.ok
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
-    local r = host.runner(app, p, { log = function() end })
-    local st, err = r:status()
+    -- on DynamoDB: the leases of `tide run` (group "*"), else those of
+    -- `tide project NAME`
+    local r = host.runner(app, p, { log = function() end, group = app.cfg.store == "dynamodb" and "*" or nil })
+    local st, err = r:status(name)
+    if st and st.shards and #st.shards == 0 and app.cfg.store == "dynamodb" then
+      st, err = host.runner(app, p, { log = function() end }):status(name)
+    end
     if st then
       out('{"projection":' .. json(name) .. ',"status":' .. json(st) .. "}")
     else

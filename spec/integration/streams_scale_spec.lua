@@ -379,7 +379,7 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
       -- forwards them, counts them per table, and simulates the outage)
       stores.write_config(dir, "dynamodb", { endpoint = srv.url, prefix = prefix },
         { "projections: " .. dir .. "/projections", "log:", "  format: json",
-          "streams:", "  lease_ms: " .. LEASE_MS, "  poll_ms: 100", "  describe_ms: 5000" })
+          "streams:", "  lease_ms: " .. LEASE_MS, "  poll_ms: 100", "  describe_ms: 10000" })
 
       local db = client(nil, 8)
       local store = dstore.new{ client = db, table_prefix = prefix }

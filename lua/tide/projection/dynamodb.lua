@@ -195,7 +195,12 @@ end
 
 -- A conditional put of one item (or of its tombstone), conditioned on the
 -- revision read.
-local function conditional(self, name, pi)
+local function fenced_error(name)
+  return err("Fenced", "the lease may have passed to another worker: not writing", { projection = name })
+end
+
+local function conditional(self, name, pi, fence)
+  if fence and not fence() then return nil, fenced_error(name) end
   local s = self:spec(pi.table)
   local names, values, cond
   if pi.expected_rev == false or pi.expected_rev == nil then
@@ -244,8 +249,11 @@ end
 -- items and the positions are separate writes, and a worker that dies
 -- between them leaves events to deliver again, which the guards must still
 -- see through (docs/projections.md, "Idempotency and order").
-function Backend:write(name, plan)
+-- opts.fence: a function called before each request is sent; false stops
+-- the write there (nil, {type="Fenced"}): the runner's own-clock lease check.
+function Backend:write(name, plan, _, opts)
   if type(plan) ~= "table" then error("write: plan must be a table", 2) end
+  local fence = opts and opts.fence
   local db = self.client
   local batch, cond, nbatch, removals = {}, {}, 0, {}
   for _, pi in ipairs(plan.items or {}) do
@@ -266,11 +274,14 @@ function Backend:write(name, plan)
   -- Batch items in a thread of their own while the conditional ones go.
   local th
   if nbatch > 0 then
-    th = db:spawn(function() return db:batch_write(batch) end)
+    th = db:spawn(function()
+      if fence and not fence() then return nil, fenced_error(name) end
+      return db:batch_write(batch)
+    end)
   end
   local cerr
   if #cond > 0 then
-    cerr = db:run_parallel(cond, function(pi) return conditional(self, name, pi) end)
+    cerr = db:run_parallel(cond, function(pi) return conditional(self, name, pi, fence) end)
   end
   if th then
     local ok, res, e = db:wait(th)
@@ -288,6 +299,7 @@ function Backend:write(name, plan)
     pos[#pos + 1] = { PutRequest = { Item = { projection = name, stream = stream, version = version } } }
   end
   if #pos > 0 then
+    if fence and not fence() then return nil, fenced_error(name) end
     local res, e = db:batch_write{ [self.positions_table] = pos }
     if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
   end

@@ -214,6 +214,19 @@ function Runner:refresh_tree()
   local desc = res.StreamDescription
   self.stream_created_ms = desc.CreationRequestDateTime and desc.CreationRequestDateTime * 1000 or nil
   local tree = shards.tree(desc.Shards or {})
+  -- shards new to this worker: look at the lease table once (another
+  -- worker may have made their leases) rather than one PutItem each
+  local missing = false
+  for _, id in ipairs(tree.order) do
+    if not (self.known and self.known[id]) and not (self.lease_by_shard and self.lease_by_shard[id]) then
+      missing = true
+      break
+    end
+  end
+  if missing then
+    local list = self.leases:list()
+    if list then self:observe(list) end
+  end
   for _, id in ipairs(tree.order) do
     -- a lease for each shard new to this worker that the last lease list
     -- did not have (another worker may have made it already)
@@ -381,12 +394,9 @@ function Runner:apply_one(st, name, batch)
     end
     if plan then
       if not self:may_write(st) then ps.projector:reset(); return nil end
-      if not st.first_write then
-        st.first_write = self:now()
-        self.log("info", "shard writes begin", { shard = st.shard, owner = self.owner, at = st.first_write })
-      end
-      local wok, werr = self.backend:write(name, plan)
-      st.last_write = self:now()
+      -- checked again before each request is sent; st.last_write is the
+      -- last send (what the fleet spec compares across workers)
+      local wok, werr = self.backend:write(name, plan, nil, { fence = st.fence })
       if wok then
         ps.projector:committed(plan)
         return true
@@ -397,6 +407,7 @@ function Runner:apply_one(st, name, batch)
         self.stats.conflicts = self.stats.conflicts + 1
         self:sleep(0.005 * math.random())
       else
+        if werr.type == "Fenced" then return nil end
         return false, "writing the batch failed: " .. tostring(werr)
       end
     else
@@ -407,6 +418,19 @@ function Runner:apply_one(st, name, batch)
                                      tostring(ev.type), msg) end
       return false, msg
     end
+  end
+end
+
+-- The fence given to backend:write for a shard: may we send one more request?
+local function make_fence(self, st)
+  return function()
+    if not self:may_write(st) then return false end
+    st.last_write = self:now()
+    if not st.first_write then
+      st.first_write = st.last_write
+      self.log("info", "shard writes begin", { shard = st.shard, owner = self.owner, at = st.first_write })
+    end
+    return true
   end
 end
 
@@ -614,6 +638,7 @@ function Runner:shard_loop(st)
   st.state = "running"
   st.main = { pos = nil }
   st.idle = self.poll_s
+  st.fence = make_fence(self, st)
   -- each projection: its projector, its checkpoint, attached unless it
   -- needs a rebuild here or finished the shard
   for _, p in ipairs(self.projections) do
@@ -655,7 +680,7 @@ function Runner:shard_loop(st)
       if self:may_write(st) then
         local sent = self:now()
         local l = self.leases:finish(st.lease)
-        if l then beat_ok(st, l, sent); st.state = "done"; self.changed = true; self.shard_ended = true end
+        if l then beat_ok(st, l, sent); st.state = "done"; self.changed = true end
       end
       return
     end
@@ -741,7 +766,10 @@ function Runner:eligible(list, by)
   local eligible = {}
   local tree = self.tree
   for _, l in ipairs(list) do
-    if tree.by_id[l.shard] and l.checkpoint ~= SHARD_END then
+    -- listed in our tree, or the child of a finished shard whose lease
+    -- another worker made after its DescribeStream
+    local known = tree.by_id[l.shard] or (l.parent and by[l.parent] and by[l.parent].checkpoint == SHARD_END)
+    if known and l.checkpoint ~= SHARD_END then
       local p = l.parent
       local ok
       if not p then ok = true
@@ -897,11 +925,11 @@ function Runner:loop(stop)
     local now = self:now()
     local changed = self.changed
     self.changed = false
-    -- DescribeStream: every describe_s, and after one of our shards ended
-    -- (its children are to be found) but at most once every 2 s
-    local ended = self.shard_ended and now >= (self.described_at or -math.huge) + 2
-    if not self.tree or ended or now >= (self.described_at or -math.huge) + self.describe_s then
-      self.shard_ended = false
+    -- DescribeStream: every describe_s (±10%). The children of a shard
+    -- that ended are found by whichever worker describes first: the
+    -- others see their leases in the lease list (see eligible), so the
+    -- fleet makes W × pages / describe_s calls a second, whatever ends.
+    if not self.tree or now >= (self.described_at or -math.huge) + self.describe_s then
       local tree, err = self:refresh_tree()
       if not tree then self.log("warn", tostring(err)) end
     end
