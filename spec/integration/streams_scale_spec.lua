@@ -272,6 +272,92 @@ describe("the DynamoDB Streams stand-in", function()
 end)
 
 ------------------------------------------------------------------------
+-- The runner on the stand-in, in one process
+
+local projection = require "tide.projection"
+local backend_mod = require "tide.projection.dynamodb"
+local streams = require "tide.projection.runner.streams"
+local BALANCES = helpers.root .. "/projections/balances.lua"
+
+describe("the streams runner on the stand-in", function()
+  it("marks `rebuild needed` when a projection starts from TRIM_HORIZON on a stream older than its retention,"
+     .. " and goes on after a reset", function()
+    local own = standin.start{ upstream = helpers.dynamodb_endpoint(), shards = 4 }
+    local ok, err = pcall(run, function()
+      local db = client(own.url, 8)
+      local store = fresh_store(db, "si_rebuild")
+      for i = 1, 8 do open(store, "r" .. i, 2) end
+      own:control("Advance", { Seconds = 25 * 3600 })
+      local proj = assert(projection.load_file(BALANCES, "balances"))
+      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
+      local r = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
+                             poll_ms = 20, max_poll_ms = 100, log = function() end }
+      assert(r:start())
+      local res, rerr = r:run_until_caught_up{ timeout = 30 }
+      assert.is_nil(res)
+      assert.equal("RebuildNeeded", rerr.type)
+      local st = assert(r:status())
+      local marked = 0
+      for _, s in ipairs(st.shards) do if s.state == "rebuild needed" then marked = marked + 1 end end
+      assert.equal(4, marked)
+      -- `tide replay` resets the projection to "TRIM_HORIZON, the trimmed part covered"
+      assert(r.leases:reset("balances"))
+      local r2 = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
+                              poll_ms = 20, max_poll_ms = 100, log = function() end }
+      assert(r2:run_until_caught_up{ timeout = 30 })
+    end)
+    own:stop()
+    assert(ok, err)
+  end)
+
+  it("keeps the other projections going while one fails on a shard, then lets it catch up", function()
+    local own = standin.start{ upstream = helpers.dynamodb_endpoint(), shards = 4 }
+    local ok, err = pcall(run, function()
+      local db = client(own.url, 8)
+      local store = fresh_store(db, "si_detach")
+      for i = 1, 12 do open(store, "d" .. i, 3) end
+      local good = assert(projection.load_file(BALANCES, "balances"))
+      local src = helpers.read_file(BALANCES)
+      -- a copy that fails on account d7 while `flaky` is set
+      local bad_src = src:gsub('"balances"', '"flaky"'):gsub('balances%.tables = { balances = { key = "id" } }',
+        'balances.tables = { flaky = { key = "id" } }')
+      local bad = assert(projection.from_source("flaky", bad_src))
+      local flaky = true
+      for k, h in pairs(bad.module.handlers) do
+        bad.module.handlers[k] = function(event, ctx)
+          if event.id == "d7" and flaky then error("flaky on d7") end
+          return h(event, ctx)
+        end
+      end
+      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
+      local r = streams.new{ client = db, store = store, backend = backend, projections = { good, bad }, group = "*",
+                             lease_ms = 1000, poll_ms = 20, max_poll_ms = 100, retry_max_ms = 300,
+                             log = function() end }
+      assert(r:start())
+      local th = sched.spawn(function() return r:run() end)
+      local function count(tname)
+        local res = assert(db:scan{ TableName = store.prefix .. "rm_" .. tname })
+        return #res.Items
+      end
+      local t0 = sched.now()
+      while count("balances") < 12 and sched.now() - t0 < 30 do sched.sleep(0.2) end
+      assert.equal(12, count("balances"))                 -- the healthy projection is complete
+      local st = assert(r:status("flaky"))
+      assert.matches("flaky on d7", st.error or "")
+      assert.is_true(count("flaky") < 12)
+      flaky = false
+      t0 = sched.now()
+      while count("flaky") < 12 and sched.now() - t0 < 30 do sched.sleep(0.2) end
+      assert.equal(12, count("flaky"))
+      r:stop()
+      assert(sched.wait(th))
+    end)
+    own:stop()
+    assert(ok, err)
+  end)
+end)
+
+------------------------------------------------------------------------
 -- A fleet of real `tide run` workers on 64 virtual shards
 
 local cjson = require "cjson"

@@ -655,7 +655,7 @@ function Runner:shard_loop(st)
       break
     end
     local busy = false
-    if not st.main.done and (st.idle_until or 0) <= self:now() then
+    if not st.main.done and next(attached(st)) and (st.idle_until or 0) <= self:now() then
       if not self:main_turn(st) then return end
       busy = true
     end
@@ -684,7 +684,9 @@ function Runner:shard_loop(st)
       end
       return
     end
-    if not waiting and st.main.done then return end
+    -- nothing left to read here for any projection (finished, or waiting
+    -- for a rebuild): give the shard back
+    if not waiting then return end
     if not busy then
       local until_t = st.idle_until or self:now()
       for _, ps in pairs(st.procs) do
