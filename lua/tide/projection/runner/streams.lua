@@ -402,10 +402,13 @@ function Runner:apply_one(st, name, batch)
         return true
       end
       ps.projector:reset()
-      if werr.type == "Conflict" and conflicts < 20 then
+      -- a conflict is another shard's worker on a shared (conditional)
+      -- item: apply again at once, with a growing random pause; it is
+      -- not a failure of the projection
+      if werr.type == "Conflict" and conflicts < 1000 then
         conflicts = conflicts + 1
         self.stats.conflicts = self.stats.conflicts + 1
-        self:sleep(0.005 * math.random())
+        self:sleep(0.005 * math.min(conflicts, 40) * math.random())
       else
         if werr.type == "Fenced" then return nil end
         return false, "writing the batch failed: " .. tostring(werr)
