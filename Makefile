@@ -12,7 +12,7 @@
 
 V         ?= 0
 Q         := $(if $(filter 1,$(V)),,@)
-PKGS      := luajit libcurl yajl yaml-0.1 sqlite3 openssl nettle
+PKGS      := luajit libcurl yajl yaml-0.1 sqlite3 openssl nettle libmicrohttpd
 CC        ?= cc
 PREFIX    ?= /usr/local
 LUA_LDIR  ?= $(PREFIX)/share/lua/5.1
@@ -38,7 +38,7 @@ pc_ok      = $(eval pc_ok := $$(pc_check))
 pc         = $(pc_ok)$(shell pkg-config $(1) $(2))
 PC_CFLAGS  = $(eval PC_CFLAGS := $$(call pc,--cflags,$$(PKGS)))$(PC_CFLAGS)
 LIBS_CORE  = $(eval LIBS_CORE := $$(call pc,--libs,openssl nettle yajl yaml-0.1) -lm)$(LIBS_CORE)
-LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl) -lm)$(LIBS_ENG)
+LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl libmicrohttpd) -lm)$(LIBS_ENG)
 LIBS_SQL   = $(eval LIBS_SQL := $$(call pc,--libs,sqlite3))$(LIBS_SQL)
 LIBS_CLI   = $(eval LIBS_CLI := $$(call pc,--libs,$$(PKGS)) -lm -ldl -lpthread)$(LIBS_CLI)
 

@@ -5,16 +5,22 @@
 -- Events:   Opened {owner}, Deposited {amount}, Withdrawn {amount}, Closed {}
 -- Rules:    deposits and withdrawals need an open account and a positive
 --           integer amount; a withdrawal may not take the balance below
---           zero; a closed account accepts nothing.
+--           zero; a closed account accepts nothing. Amounts are at most
+--           MAX_AMOUNT and a deposit may not take the balance above
+--           MAX_BALANCE (2^53 - 1): Lua numbers are doubles, exact for
+--           integers up to 2^53 (docs/codec.md, "Exact numbers past 2^53").
 local account = {}
+
+account.MAX_AMOUNT = 1000000000000          -- 10^12 (in the smallest unit, e.g. cents)
+account.MAX_BALANCE = 9007199254740991      -- 2^53 - 1
 
 account.initial = { owner = nil, balance = 0, status = "new" }
 
 account.schemas = {
   commands = {
     Open = { owner = "string" },
-    Deposit = { amount = { type = "integer", min = 1 } },
-    Withdraw = { amount = { type = "integer", min = 1 } },
+    Deposit = { amount = { type = "integer", min = 1, max = account.MAX_AMOUNT } },
+    Withdraw = { amount = { type = "integer", min = 1, max = account.MAX_AMOUNT } },
     Close = {},
   },
   events = {
@@ -43,6 +49,9 @@ account.commands = {
   Deposit = function(state, cmd)
     local closed = must_be_open(state)
     if closed then return nil, closed end
+    if state.balance > account.MAX_BALANCE - cmd.amount then
+      return nil, ("the balance would pass %d, the largest this account keeps exactly"):format(account.MAX_BALANCE)
+    end
     return { type = "Deposited", amount = cmd.amount }
   end,
 

@@ -282,6 +282,8 @@ section "Whole commands on DynamoDB Local, client CPU: tide batch vs @aws-sdk/cl
 section "Whole commands in the nginx host (embedded store): worker CPU per POST vs tide batch" bench/command_path_nginx.sh
 section "Where a command's CPU goes: tide batch on the embedded store, profiled" bench/command_profile.sh
 section "Hot streams: one account batched vs one at a time; 4 writer processes vs 1" bench/hot_streams.sh
+section "User code: the budget's cost per command (lua.handler_budget_ms on vs off), tide batch's huge lines" bench/user_code.sh
+section "The cost of metrics per command: tide batch with metrics off and on (scraped)" bench/metrics_cost.sh
 
 echo ""
 echo "== Projections from the embedded feed: events per second =="

@@ -12,7 +12,12 @@
 -- per worker over 10 s (counted by the stand-in, which forwards the
 -- workers' DynamoDB calls). With the last count: the takeover time of the
 -- shards of a worker killed with SIGKILL, then of one stopped with SIGTERM
--- (until another worker holds each of its leases).
+-- (until another worker holds each of its leases). Last, the ceiling:
+-- conditional PutItems from this one process, 64 in flight, through the
+-- stand-in and straight to DynamoDB Local, and for each count the DynamoDB
+-- requests the workers made per record: records/s ~ ceiling / requests
+-- per record, whatever the worker count, when DynamoDB Local is what they
+-- share (docs/projections.md, "Throughput on the stand-in").
 local sched = require "tide.sched"
 local core = require "tide.core"
 local dynamodb = require "tide.dynamodb"
@@ -89,6 +94,45 @@ local function lease_owners(prefix)
   return by
 end
 
+-- DynamoDB requests the stand-in forwarded for the tables of prefix.
+local function prefix_calls(prefix)
+  local n = 0
+  for t, ops in pairs(control("TableCalls").Tables) do
+    if t:sub(1, #prefix) == prefix then for _, c in pairs(ops) do n = n + c end end
+  end
+  return n
+end
+
+-- The ceiling: conditional PutItems (what a projection's item writes are)
+-- from this one process, 64 in flight, through the stand-in and straight
+-- to DynamoDB Local: requests/s that DynamoDB Local (and the stand-in's
+-- forwarding) serve on this machine, whoever sends them.
+local function ceiling(url, n)
+  local c = assert(dynamodb.new{ endpoint = url, region = "us-east-1", base_delay = 0.005,
+    credentials = { access_key_id = "tidetest", secret_access_key = "tidetestsecret" } })
+  local t = string.format("ceiling_%d_%d", os.time(), math.random(1e6))
+  assert(c:create_table{ TableName = t, BillingMode = "PAY_PER_REQUEST",
+    AttributeDefinitions = { { AttributeName = "id", AttributeType = "S" } },
+    KeySchema = { { AttributeName = "id", KeyType = "HASH" } } })
+  assert(c:wait_for_table(t, 60))
+  local nexti = 0
+  local t0 = sched.now()
+  local th = {}
+  for w = 1, 64 do
+    th[w] = sched.spawn(function()
+      while nexti < n do
+        nexti = nexti + 1
+        assert(c:put_item{ TableName = t, Item = { id = "k" .. nexti, balance = nexti, _rev = 1 },
+          ConditionExpression = "attribute_not_exists(id)" })
+      end
+    end)
+  end
+  for _, x in ipairs(th) do assert(sched.wait(x)) end
+  local secs = sched.now() - t0
+  c:call("DeleteTable", { TableName = t })
+  return n / secs
+end
+
 local function lease_calls(prefix)
   local t = control("TableCalls").Tables[prefix .. "leases"] or {}
   local n = 0
@@ -110,6 +154,7 @@ for _, k in ipairs(counts) do
   assert(store:init())
   local final = write_events(store, EVENTS)
   local pids = {}
+  local calls0 = prefix_calls(prefix)
   local t0 = sched.now()
   for w = 1, k do
     local out = sh("cd " .. q(dir) .. " && env AWS_ACCESS_KEY_ID=tidetest AWS_SECRET_ACCESS_KEY=tidetestsecret"
@@ -123,6 +168,10 @@ for _, k in ipairs(counts) do
   end
   local secs = sched.now() - t0
   local r = { workers = k, events = EVENTS, seconds = secs, records_per_s = EVENTS / secs }
+  -- every DynamoDB request of the workers (read models, positions, leases,
+  -- events table reads), less the bench's own scans while it waited
+  r.requests = prefix_calls(prefix) - calls0
+  r.requests_per_s = r.requests / secs
   -- idle lease-table traffic
   local c0, i0 = lease_calls(prefix), sched.now()
   sched.sleep(10)
@@ -154,11 +203,17 @@ for _, k in ipairs(counts) do
   print(cjson.encode(r))
 end
 
+local via = ceiling(standin, 3000)
+local direct = ceiling(endpoint, 3000)
 local base = results[1]
+print(string.format("ceiling of DynamoDB Local on this machine, conditional PutItems, 64 in flight from one process:"
+  .. " %.0f requests/s through the stand-in, %.0f requests/s straight", via, direct))
 for _, r in ipairs(results) do
   print(string.format("64 shards, %d worker(s): %.0f records/s (%.2fx the 1-worker run of this bench), %.1f s for %d events;"
     .. " lease table %.1f requests/s per worker (idle)", r.workers, r.records_per_s, r.records_per_s / base.records_per_s,
     r.seconds, r.events, r.lease_requests_per_s_per_worker))
+  print(string.format("  %d worker(s): %d DynamoDB requests in the catch-up (%.2f per record), %.0f requests/s",
+    r.workers, r.requests, r.requests / r.events, r.requests_per_s))
   if r.takeover_s_KILL then
     print(string.format("takeover of a worker's shards (lease_ms %d): after SIGKILL %.1f s, after SIGTERM %.1f s",
       LEASE_MS, r.takeover_s_KILL, r.takeover_s_TERM))

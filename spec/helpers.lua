@@ -66,6 +66,13 @@ function helpers.run(cmd)
   return out, status
 end
 
+-- The non-empty lines of text.
+function helpers.lines(text)
+  local out = {}
+  for l in (text or ""):gmatch("[^\n]+") do out[#out + 1] = l end
+  return out
+end
+
 function helpers.shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end

@@ -83,4 +83,37 @@ function M.tide(dir, args, stdin, quiet)
   return helpers.run("cd " .. q(dir) .. " && " .. cmd .. (quiet and " 2>/dev/null" or " 2>&1"))
 end
 
+-- Runs `count` `tide batch ARGS < input` processes in dir at once (input: a
+-- file name in dir); returns, per process, {out=, err=, rc=}: its stdout,
+-- stderr and exit status as text.
+function M.batch_processes(dir, count, input, args)
+  local q = helpers.shell_quote
+  local script = {}
+  for p = 1, count do
+    script[#script + 1] = ("(%s %s batch %s < %s > out.%d 2> err.%d; echo $? > rc.%d) &")
+      :format(M.CLI_ENV, q(helpers.tide_bin), args or "", q(input), p, p, p)
+  end
+  script[#script + 1] = "wait"
+  helpers.run("cd " .. q(dir) .. " || exit 1; " .. table.concat(script, " "))
+  local procs = {}
+  for p = 1, count do
+    procs[p] = { out = helpers.read_file(dir .. "/out." .. p) or "", err = helpers.read_file(dir .. "/err." .. p) or "",
+                 rc = ((helpers.read_file(dir .. "/rc." .. p) or "?"):gsub("%s+", "")) }
+  end
+  return procs
+end
+
+-- Checks that the stream `account#id` in dir's store holds versions
+-- 1..last, each once.
+function M.assert_versions(dir, id, last)
+  local versions = {}
+  for _, l in ipairs(helpers.lines((M.tide(dir, "events account " .. id, nil, true)))) do
+    local v = require("cjson").decode(l).version
+    assert(not versions[v], "duplicate version " .. v)
+    versions[v] = true
+  end
+  for v = 1, last do assert(versions[v], "missing version " .. v) end
+  assert(not versions[last + 1], "a version past " .. last)
+end
+
 return M

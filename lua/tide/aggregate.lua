@@ -27,6 +27,8 @@
 -- the state and return the new state.
 local core = require "tide.core"
 local schema = require "tide.schema"
+local budget = require "tide.budget"
+local sandbox = require "tide.sandbox"
 
 local M = {}
 
@@ -51,9 +53,9 @@ end
 
 -- Compiles and checks a module from its source text; returns an Aggregate
 -- or nil, message (a message that says how to fix the module).
-function M.from_source(name, source, path)
+function M.from_source(name, source, path, opts)
   path = path or (name .. ".lua")
-  local mod, err = require("tide.registry").run_source(name, source, path)
+  local mod, err = require("tide.registry").run_source(name, source, path, opts)
   if not mod then return nil, err end
   if type(mod.commands) ~= "table" then
     return fail(path, "missing `commands`: add a table of handlers, e.g. %s.commands = { Open = function(state, cmd, ctx) ... end }", name)
@@ -146,7 +148,7 @@ M.load_file = require("tide.registry").file_loader("aggregate", function(...) re
 function Aggregate:initial_state()
   local init = self.initial_value
   if type(init) == "function" then
-    local ok, st = xpcall(init, debug.traceback)
+    local ok, st = budget.call(self.name .. ".initial", sandbox.traceback, init)
     if not ok then return nil, "`initial` raised: " .. tostring(st) end
     if type(st) ~= "table" then return nil, "`initial` must return a table (the initial state), got " .. type(st) end
     return st
@@ -170,7 +172,8 @@ function Aggregate:upcast(event_type, data, from)
   end
   local chain = self.module.upcasters and self.module.upcasters[event_type]
   for v = from, target - 1 do
-    local ok, out = xpcall(chain[v], debug.traceback, data)
+    local ok, out = budget.call(("%s.upcasters.%s[%d]"):format(self.name, event_type, v), sandbox.traceback,
+                                chain[v], data)
     if not ok then return nil, ("upcaster %s[%d] raised: %s"):format(event_type, v, tostring(out)) end
     if type(out) ~= "table" then
       return nil, ("upcaster %s[%d] must return the upgraded data table, got %s"):format(event_type, v, type(out))
@@ -207,7 +210,7 @@ end
 --                                     traceback) or broke the contract
 function Aggregate:decide(state, cmd, ctx)
   local handler = self.module.commands[cmd.type]
-  local ok, r1, r2 = xpcall(handler, debug.traceback, state, cmd, ctx)
+  local ok, r1, r2 = budget.call(self.name .. ".commands." .. cmd.type, sandbox.traceback, handler, state, cmd, ctx)
   if not ok then
     return nil, "handler_error", ("%s.%s raised: %s"):format(self.name, cmd.type, tostring(r1))
   end
@@ -253,7 +256,7 @@ function Aggregate:apply(state, event)
     return nil, ("no applier for event '%s' in aggregate '%s': add %s.events.%s")
       :format(tostring(event.type), self.name, self.name, tostring(event.type))
   end
-  local ok, out = xpcall(applier, debug.traceback, state, event)
+  local ok, out = budget.call(self.name .. ".events." .. event.type, sandbox.traceback, applier, state, event)
   if not ok then return nil, ("%s.events.%s raised: %s"):format(self.name, event.type, tostring(out)) end
   if type(out) ~= "table" then
     return nil, ("%s.events.%s returned %s: an applier must return the new state (end it with `return state`)")
@@ -265,9 +268,10 @@ end
 ------------------------------------------------------------------------
 -- The registry: every aggregate of a folder (tide.registry), with hot reload.
 
--- aggregate.registry(dir) -> registry (reg.aggregates is its name -> module map)
-function M.registry(dir)
-  local reg = require("tide.registry").new{ dir = dir, kind = "aggregate",
+-- aggregate.registry(dir [, opts]) -> registry (reg.aggregates is its name -> module map);
+-- opts.sandbox = false: the folder's modules run without tide's sandbox
+function M.registry(dir, opts)
+  local reg = require("tide.registry").new{ dir = dir, kind = "aggregate", sandbox = opts and opts.sandbox,
                                             load_file = M.load_file, from_source = M.from_source }
   reg.aggregates = reg.entries
   return reg

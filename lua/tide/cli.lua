@@ -4,7 +4,6 @@
 -- cli.main(name, args...) inside the scheduler; main returns the exit status.
 local clock = require "tide.clock"
 local core = require "tide.core"
-local cjson = require "cjson.safe"
 local result = require "tide.result"
 local sched = require "tide.sched"
 local terror = require "tide.error"
@@ -39,7 +38,7 @@ nothing and returns the original result). Prints one JSON object:
 Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
 5 store or network failure.]],
   batch = [[
-usage: tide batch [--config FILE] [--concurrency N] [--stats] < commands.ndjson
+usage: tide batch [--config FILE] [--concurrency N] [--stats] [--metrics ADDR] < commands.ndjson
 
 Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin
 and runs the commands concurrently (commands of one stream in input order,
@@ -48,8 +47,11 @@ write). Prints one result line per input line, in input order, shaped as
 tide exec's output. --stats: at the end, one JSON line on stderr with the
 counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
 the requests and the read and write capacity units, per command too.
-Exit status: 0 when every command succeeded, else the status of the first
-failure by severity.]],
+A line longer than commands.max_line_bytes (1 MiB) gets an error result
+and is skipped; the next lines run. Exit status: 0 when every command succeeded, else the status of the first
+failure by severity. --metrics ADDR (or metrics.listen): serve GET
+/metrics (Prometheus), /health and /ready on ADDR, e.g. 127.0.0.1:9464,
+while it runs.]],
   events = [[
 usage: tide events [--config FILE] AGGREGATE ID
 
@@ -59,12 +61,14 @@ usage: tide state [--config FILE] AGGREGATE ID
 
 Prints {"stream":...,"version":N,"state":{...}}: the state after every event.]],
   run = [[
-usage: tide run [--config FILE]
+usage: tide run [--config FILE] [--metrics ADDR]
 
 Runs every projection of the projections folder as a daemon, with
 structured logs (JSON lines on stderr). On DynamoDB, any number of tide run
 processes share the stream's shards through leases. SIGTERM or SIGINT:
-finish the batch, write its effects, checkpoint, release the leases, exit 0.]],
+finish the batch, write its effects, checkpoint, release the leases, exit 0.
+--metrics ADDR (or metrics.listen in tide.yaml): serve GET /metrics
+(Prometheus text format), /health and /ready on ADDR, e.g. 127.0.0.1:9464.]],
   project = [[
 usage: tide project [--config FILE] NAME [--until-caught-up]
 
@@ -79,6 +83,21 @@ usage: tide status [--config FILE]
 
 Prints one JSON line per projection: its checkpoints (per shard on
 DynamoDB), owners, lag and last error; and one per module that failed to load.]],
+  park = [[
+usage: tide park [--config FILE] NAME STREAM VERSION
+
+Sets aside the event STREAM VERSION (e.g. account#a1 3) for the projection
+NAME: the projection passes over it and goes on with the next events.
+Use it for an event the projection's handler cannot apply (tide status
+names it under "failing_event"). The event stays in the events table and
+on the parked list (tide status, "parked"); after fixing the handler,
+`tide unpark` it and `tide replay NAME` to apply it in order.
+Prints {"ok":true,"projection":...,"stream":...,"version":N,"type":...}.]],
+  unpark = [[
+usage: tide unpark [--config FILE] NAME STREAM VERSION
+
+Takes the event off NAME's parked list. Events the projection has passed
+already are applied by `tide replay NAME`.]],
   replay = [[
 usage: tide replay [--config FILE] NAME
 
@@ -124,13 +143,18 @@ local function parse(name, args)
   local i = 1
   while i <= #args do
     local a = args[i]
-    if a == "-h" or a == "--help" then
+    if name == "exec" and #pos >= 1 and not a:match("^%-%-config") then
+      -- exec's id and command text are data, even when they start with '-'
+      pos[#pos + 1] = a
+    elseif a == "-h" or a == "--help" then
       opts.help = true
     elseif a == "--until-caught-up" then
       opts.until_caught_up = true
     elseif a == "--stats" and name == "batch" then
       opts.stats = true
-    elseif a == "--config" or a == "--concurrency" then
+    elseif a == "--json" and name == "doctor" then
+      opts.json = true
+    elseif a == "--config" or a == "--concurrency" or ((name == "run" or name == "batch") and a == "--metrics") then
       local v = args[i + 1]
       if not v then return nil, a .. " needs a value" end
       opts[a:sub(3)] = v
@@ -139,10 +163,12 @@ local function parse(name, args)
       opts.config = a:sub(10)
     elseif a:match("^%-%-concurrency=") then
       opts.concurrency = a:sub(15)
+    elseif (name == "run" or name == "batch") and a:match("^%-%-metrics=") then
+      opts.metrics = a:sub(11)
     elseif a == "--" then
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
-    elseif a:sub(1, 1) == "-" and #a > 1 and not (name == "exec" and #pos == 2) then
+    elseif a:sub(1, 1) == "-" and #a > 1 then
       return nil, "unknown option '" .. a .. "'"
     else
       pos[#pos + 1] = a
@@ -178,13 +204,9 @@ end
 
 local function ok_result(res) return result.ok(res, "handler_error") end
 
--- Decodes a command object from JSON text; nil, message on bad input.
-local function decode_object(text, what)
-  local v, err = cjson.decode(text)
-  if v == nil then return nil, what .. " is not valid JSON: " .. tostring(err) end
-  if type(v) ~= "table" or (#v > 0) then return nil, what .. " must be a JSON object" end
-  return v
-end
+-- Decodes a command object from JSON text (strict: tide.input); nil,
+-- message on bad input.
+local decode_object = require("tide.input").decode_object
 
 ------------------------------------------------------------------------
 
@@ -198,10 +220,20 @@ local function start_reload(app, dirs)
   return w
 end
 
+-- The operators' page (--metrics ADDR, else metrics.listen) -> server or
+-- nil (none asked for) | false, err (the address cannot be used).
+local function start_metrics(app, opts, ready)
+  local listen = opts.metrics or (app.cfg.metrics and app.cfg.metrics.listen)
+  if not listen then return nil end
+  local srv, err = require("tide.metrics.server").start{ listen = listen, log = app.log, ready = ready }
+  if not srv then return false, err end
+  return srv
+end
+
 -- stdin line by line without blocking the loop (the reloader and the
 -- commands in flight go on while the producer is quiet).
-local function input_lines()
-  local ok, it = pcall(sched.lines, 0)
+local function input_lines(max_line)
+  local ok, it = pcall(sched.lines, 0, { max_line = max_line })
   if ok then return it end
   return io.stdin:lines()
 end
@@ -219,6 +251,13 @@ function commands.init(opts, pos)
   local ok, ierr = app.store:init()
   if not ok then
     io.stderr:write("tide init: ", tostring(ierr), "\n")
+    return M.EXIT.store
+  end
+  -- where parked events are kept (tide park), made now rather than by the
+  -- first projection that starts
+  local pok, perr = require("tide.projection.parking").for_app(app):init()
+  if not pok then
+    io.stderr:write("tide init: ", tostring(perr), "\n")
     return M.EXIT.store
   end
   -- the read models of every projection, so that reads (tide read, the
@@ -252,8 +291,9 @@ function commands.exec(opts, pos)
   end
   local app, err = open_app(opts)
   if not app then
-    out(error_line("invalid", tostring(err)))
-    return M.EXIT.usage
+    local kind = type(err) == "table" and err.kind or "invalid"
+    out(error_line(kind, tostring(err)))
+    return EXIT_OF_KIND[kind] or M.EXIT.usage
   end
   local res, xerr = app.repository:execute(pos[1], pos[2], cmd)
   app.store:close()
@@ -301,9 +341,23 @@ function commands.batch(opts, pos)
   local app, err = open_app(opts)
   if not app then
     io.stderr:write("tide batch: ", tostring(err), "\n")
-    return M.EXIT.usage
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local repo = app.repository
+  local ready = { ok = app.cfg.store ~= "dynamodb", why = "the events table has not answered yet" }
+  local msrv, merr = start_metrics(app, opts, function() return ready.ok, ready.why end)
+  if msrv == false then
+    io.stderr:write("tide batch: --metrics: ", tostring(merr), "\n")
+    return M.EXIT.usage
+  end
+  if msrv and not ready.ok then
+    -- ready once DynamoDB answers for the events table
+    sched.spawn(function()
+      local st = app.store
+      local ok, derr = st.client:describe_table{ TableName = st.events_table }
+      ready.ok, ready.why = ok and true or false, not ok and tostring(derr) or nil
+    end)
+  end
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry } })
   local status = M.EXIT.ok
   local function note(code)
@@ -356,9 +410,14 @@ function commands.batch(opts, pos)
   end
   local started = clock.mono()
 
-  for text in input_lines() do
+  local max_line = app.cfg.commands and app.cfg.commands.max_line_bytes or 1024 * 1024
+  if max_line == 0 then max_line = nil end -- 0: no limit
+  for text, long in input_lines(max_line) do
     n = n + 1
-    if text:match("^%s*$") then
+    if text == false then
+      emit(n, error_line("invalid", ("line %d is %d bytes, over the %d-byte limit (commands.max_line_bytes): "
+        .. "skipped"):format(n, long, max_line)), M.EXIT.usage)
+    elseif text:match("^%s*$") then
       emit(n, error_line("invalid", "line " .. n .. " is empty"), M.EXIT.usage)
     else
       -- Commands of one stream are decided in the order they reach the
@@ -375,6 +434,7 @@ function commands.batch(opts, pos)
   end
   if watcher then watcher:stop() end
   if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end
+  if msrv then msrv:stop() end
   app.store:close()
   return status
 end
@@ -385,7 +445,7 @@ local function read_stream(name, opts, pos, read, print_result)
   local app, err = open_app(opts)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
-    return M.EXIT.usage
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   local res, rerr = read(app.repository, pos[1], pos[2])
   app.store:close()
@@ -425,7 +485,7 @@ local function open_projections(name, opts, log_format)
   local app, err = open_app(opts, log_format)
   if not app then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
-    return nil
+    return nil, (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   return app
 end
@@ -434,8 +494,8 @@ end
 -- nil, exit status (the problem said on stderr).
 local function open_projection(name, opts, pos, log_format)
   if #pos ~= 1 then return nil, fail_usage(name, "needs NAME") end
-  local app = open_projections(name, opts, log_format)
-  if not app then return nil, M.EXIT.usage end
+  local app, code = open_projections(name, opts, log_format)
+  if not app then return nil, code end
   local p, err = app.projections:get(pos[1])
   if not p then
     io.stderr:write("tide ", name, ": ", tostring(err), "\n")
@@ -450,7 +510,7 @@ local function stop_on_signals(flag, log)
   local h, err = require("tide.signals").on_stop(function(name)
     log("info", "SIG" .. name .. ": finishing the batch, then stopping")
     flag.stop = true
-  end)
+  end, log)
   if not h then log("warn", "signals are not handled: " .. tostring(err)) end
   return h
 end
@@ -466,10 +526,11 @@ function commands.project(opts, pos)
   end
   if opts.until_caught_up then
     local res
-    res, err = runner:run_until_caught_up{}
+    res, err = runner:run_until_caught_up{ wait_for_lease = true }
     if res == nil then
+      runner:stop() -- the lease goes back: the next run need not wait for it
       io.stderr:write("tide project: ", tostring(err), "\n")
-      return terror.is(err, "handler_error") and M.EXIT.handler_error or M.EXIT.store
+      return EXIT_OF_KIND[err.kind] or (terror.is(err, "invalid_event") and M.EXIT.handler_error) or M.EXIT.store
     end
     runner:stop()
     out(json{ ok = true, projection = p.name, handled = res.handled })
@@ -486,30 +547,91 @@ function commands.project(opts, pos)
   return M.EXIT.ok
 end
 
+-- `tide run`: every line it writes on stderr is JSON (the log's), whatever
+-- goes wrong. A projection whose start fails (the store unreachable) is
+-- retried with backoff, and each failure is logged; with no projection
+-- that can run at all it exits 2; stopped (SIGTERM) before one of its
+-- projections could start, it exits 5.
 function commands.run(opts, pos)
-  if #pos > 0 then return fail_usage("run", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("run", opts, "json")
-  if not app then return M.EXIT.usage end
+  local jlog = require("tide.log").new{ format = "json" }
+  if #pos > 0 then
+    jlog("error", "tide run: unexpected argument '" .. pos[1] .. "'", { usage = "tide run [--config FILE]" })
+    return M.EXIT.usage
+  end
+  local app, aerr = open_app(opts, "json")
+  if not app then
+    jlog("error", "tide run: " .. tostring(aerr), { error = aerr })
+    return (type(aerr) == "table" and EXIT_OF_KIND[aerr.kind]) or M.EXIT.usage
+  end
   local log = app.log
+  for name, err in pairs(app.projections.errors or {}) do
+    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+  end
+  local names = app.projections:names()
+  if #names == 0 then
+    log("error", "tide run: no projection can run", { projections = app.cfg.projections,
+      error = app.projections.dir_error and tostring(app.projections.dir_error)
+        or (next(app.projections.errors or {}) and "every projection module failed to load")
+        or "the projections folder has no modules" })
+    app.store:close()
+    return M.EXIT.usage
+  end
   local flag = { stop = false }
   local sig = stop_on_signals(flag, log)
+  -- ready while every projection has started (the store answered, the
+  -- leases table is there: its leases are taken or waited for)
+  local started, failed, total = 0, nil, 0
+  local msrv, merr = start_metrics(app, opts, function()
+    if flag.stop then return false, "stopping" end
+    if failed then return false, "projection '" .. failed .. "' failed to start" end
+    if started < total then return false, ("%d of %d projections started"):format(started, total) end
+    return true
+  end)
+  if msrv == false then
+    io.stderr:write("tide run: --metrics: ", tostring(merr), "\n")
+    if sig then sig:stop() end
+    return M.EXIT.usage
+  end
   local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
                                       { path = app.cfg.projections, registry = app.projections } })
-  local threads = {}
+  local threads, never_started = {}, 0
+  local runner_mod = require "tide.projection.runner"
+  -- starts a runner, retrying with backoff while the store cannot be
+  -- reached; false when stopped before it could start
+  local function start_with_retry(r, label)
+    local failures = 0
+    while true do
+      local ok, ierr = r:start()
+      if ok then return true end
+      failures = failures + 1
+      local delay = runner_mod.backoff_delay(failures, 0.5, 30)
+      log("error", "projection failed to start; retrying", { projection = label, error = tostring(ierr),
+        attempt = failures, retry_in_s = delay })
+      local waited = 0
+      while waited < delay and not flag.stop do
+        sched.sleep(math.min(0.1, delay - waited))
+        waited = waited + 0.1
+      end
+      if flag.stop then return false end
+    end
+  end
   local projs = {}
-  for _, name in ipairs(app.projections:names()) do
+  for _, name in ipairs(names) do
     projs[#projs + 1] = app.projections:get(name) or nil
   end
   -- DynamoDB: one runner (one reader per shard) for every projection
   local group = host.group_runner(app, projs, { log = log })
   local abandoned = false
   if group then
+    total = #projs
     threads[1] = sched.spawn(function()
-      local ok, ierr = group:start()
-      if not ok then
-        log("error", "projections failed to start", { error = tostring(ierr) })
+      local pnames = {}
+      for _, p in ipairs(projs) do pnames[#pnames + 1] = p.name end
+      if not start_with_retry(group, table.concat(pnames, ",")) then
+        never_started = never_started + #projs
         return
       end
+      started = started + #projs
       for _, p in ipairs(projs) do log("info", "projection started", { projection = p.name, store = app.cfg.store }) end
       group:run(flag)
       abandoned = group.abandoned
@@ -518,27 +640,28 @@ function commands.run(opts, pos)
   end
   for _, p in ipairs(group and {} or projs) do
     local name = p.name
-    do
-      local r = host.runner(app, p, { log = log, registry = app.projections })
-      threads[#threads + 1] = sched.spawn(function()
-        local ok, ierr = r:start()
-        if not ok then
-          log("error", "projection failed to start", { projection = name, error = tostring(ierr) })
-          return
-        end
-        log("info", "projection started", { projection = name, store = app.cfg.store })
-        r:run(flag)
-        log("info", "projection stopped", { projection = name })
-      end)
-    end
-  end
-  for name, err in pairs(app.projections.errors or {}) do
-    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+    local r = host.runner(app, p, { log = log, registry = app.projections })
+    total = total + 1
+    threads[#threads + 1] = sched.spawn(function()
+      if not start_with_retry(r, name) then
+        never_started = never_started + 1
+        return
+      end
+      started = started + 1
+      log("info", "projection started", { projection = name, store = app.cfg.store })
+      r:run(flag)
+      log("info", "projection stopped", { projection = name })
+    end)
   end
   for _, th in ipairs(threads) do sched.wait(th) end
   if watcher then watcher:stop() end
+  if msrv then msrv:stop() end
   if sig then sig:stop() end
   app.store:close()
+  if never_started > 0 then
+    log("error", "tide run: stopped before every projection could start", { never_started = never_started })
+    return M.EXIT.store
+  end
   -- shard workers still in a request (a lease-table outage) past the stop
   -- timeout: exit now, their leases expire on their own
   if abandoned then os.exit(M.EXIT.ok) end
@@ -547,8 +670,8 @@ end
 
 function commands.read(opts, pos)
   if #pos ~= 2 then return fail_usage("read", "needs MODEL KEY") end
-  local app = open_projections("read", opts)
-  if not app then return M.EXIT.usage end
+  local app, code = open_projections("read", opts)
+  if not app then return code end
   local item, err = host.read(app, pos[1], pos[2])
   app.store:close()
   if item == nil then
@@ -565,8 +688,8 @@ end
 
 function commands.status(opts, pos)
   if #pos > 0 then return fail_usage("status", "unexpected argument '" .. pos[1] .. "'") end
-  local app = open_projections("status", opts)
-  if not app then return M.EXIT.usage end
+  local app, code = open_projections("status", opts)
+  if not app then return code end
   local status = M.EXIT.ok
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
@@ -578,6 +701,8 @@ function commands.status(opts, pos)
       st, err = host.runner(app, p, { log = function() end }):status(name)
     end
     if st then
+      local parked = require("tide.projection.parking").for_app(app):list(name)
+      if parked and #parked > 0 then st.parked = parked end
       out('{"projection":' .. json(name) .. ',"status":' .. json(st) .. "}")
     else
       out('{"projection":' .. json(name) .. ',"error":' .. json(tostring(err)) .. "}")
@@ -594,6 +719,77 @@ function commands.status(opts, pos)
   return status
 end
 
+-- park and unpark: NAME STREAM VERSION -> app, projection, stream, version | nil, exit status
+local function parked_args(name, opts, pos)
+  if #pos ~= 3 then return nil, fail_usage(name, "needs NAME STREAM VERSION") end
+  local version = tonumber(pos[3])
+  if not version or version < 1 or version ~= math.floor(version) then
+    return nil, fail_usage(name, "VERSION must be a positive integer, got '" .. pos[3] .. "'")
+  end
+  local serr = require("tide.input").id_error(pos[2], "STREAM")
+  if serr or not pos[2]:find("#", 1, true) then
+    return nil, fail_usage(name, serr or "STREAM must be a stream name, AGGREGATE#ID (e.g. account#a1)")
+  end
+  local app, p = open_projection(name, opts, { pos[1] })
+  if not app then return nil, p end
+  return app, p, pos[2], version
+end
+
+function commands.park(opts, pos)
+  local app, p, stream_name, version = parked_args("park", opts, pos)
+  if not app then return p end
+  -- the event must exist: its type is recorded with it
+  local rows, lerr = app.store:load(stream_name, version - 1)
+  if not rows then
+    io.stderr:write("tide park: ", tostring(lerr), "\n")
+    return M.EXIT.store
+  end
+  if not rows[1] or rows[1].version ~= version then
+    io.stderr:write(("tide park: stream %s has no version %d\n"):format(stream_name, version))
+    return M.EXIT.not_found
+  end
+  -- the projection's last error, when it stopped at this event
+  local reason = "parked by the operator"
+  local st = host.runner(app, p, { log = function() end }):status()
+  if st then
+    local f = st.failing_event
+    if f and f.stream == stream_name and f.version == version and st.error then reason = st.error
+    elseif st.shards then
+      for _, sh in ipairs(st.shards) do
+        if type(sh.error) == "string" and sh.error:find(stream_name, 1, true) then reason = sh.error end
+      end
+    end
+  end
+  local parking = require("tide.projection.parking").for_app(app)
+  local ok, perr = parking:park(p.name, stream_name, version, { type = rows[1].type, error = reason })
+  app.store:close()
+  if not ok then
+    io.stderr:write("tide park: ", tostring(perr), "\n")
+    return M.EXIT.store
+  end
+  out(json{ ok = true, projection = p.name, stream = stream_name, version = version, type = rows[1].type,
+            error = reason })
+  return M.EXIT.ok
+end
+
+function commands.unpark(opts, pos)
+  local app, p, stream_name, version = parked_args("unpark", opts, pos)
+  if not app then return p end
+  local parking = require("tide.projection.parking").for_app(app)
+  local removed, err = parking:unpark(p.name, stream_name, version)
+  app.store:close()
+  if removed == nil then
+    io.stderr:write("tide unpark: ", tostring(err), "\n")
+    return M.EXIT.store
+  end
+  if not removed then
+    io.stderr:write(("tide unpark: %s version %d is not parked for %s\n"):format(stream_name, version, p.name))
+    return M.EXIT.not_found
+  end
+  out(json{ ok = true, projection = p.name, stream = stream_name, version = version, unparked = true })
+  return M.EXIT.ok
+end
+
 function commands.replay(opts, pos)
   local app, p = open_projection("replay", opts, pos)
   if not app then return p end
@@ -608,6 +804,24 @@ function commands.replay(opts, pos)
   end
   out(json{ ok = true, projection = p.name, events = res.events, streams = res.streams })
   return M.EXIT.ok
+end
+
+USAGE.doctor = [[
+usage: tide doctor [--config FILE] [--json]
+
+Tells why tide can or cannot reach its data: the config file, the store,
+the region and where it came from, the credentials provider that answered
+(access key id and expiry, never the secret), the caller identity (STS
+GetCallerIdentity; skipped for a local endpoint), and each DynamoDB table
+tide needs (present, key schema, stream). --json prints one JSON object.
+Exit status: 0 when every check passed, else 5.]]
+
+function commands.doctor(opts, pos)
+  if #pos > 0 then return fail_usage("doctor", "unexpected argument '" .. pos[1] .. "'") end
+  local doctor = require "tide.doctor"
+  local report = doctor.run{ config = opts.config }
+  out(opts.json and json(report) or doctor.text(report))
+  return report.ok and M.EXIT.ok or M.EXIT.store
 end
 
 function M.main(name, ...)

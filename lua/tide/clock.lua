@@ -6,6 +6,10 @@
 --   clock.mono()    -> monotonic seconds, a float: durations and deadlines
 --                      (the scheduler's timers, timeouts); never jumps
 --   clock.mono_ms() -> monotonic milliseconds, an integer
+--   clock.live_ms() -> monotonic milliseconds read now, never a cached
+--                      time: the user-code budget (tide.budget) checks it
+--                      while a handler runs, when nginx's cached time
+--                      stands still (CLOCK_MONOTONIC through tide.ffi)
 --
 -- The source is the host's, chosen once when the module loads:
 --   nginx         ngx.now and ngx.time (the worker's cached time, updated
@@ -40,6 +44,9 @@ if type(ngx) == "table" and type(ngx.now) == "function" then
     M.mono_ms = M.wall_ms
     M.mono = now
   end
+  -- resty.core's monotonic_msec is nginx's cached ngx_current_msec too
+  local fok, tffi = pcall(require, "tide.ffi")
+  M.live_ms = fok and tffi.monotonic_ms or function() ngx.update_time(); return floor(now() * 1000) end
 else
   local ok, engine = pcall(require, "tide.engine")
   if ok and type(engine) == "table" and engine.wall_ms and engine.now then
@@ -55,6 +62,7 @@ else
     M.mono = os.time
     M.mono_ms = M.wall_ms
   end
+  M.live_ms = M.mono_ms
   M.wall_s = os.time
 end
 

@@ -45,6 +45,7 @@ local SCHEMA = {
     { name = "poll_ms", kind = "integer", min = 1, default = 200 },
     { name = "max_poll_ms", kind = "integer", min = 1, default = 1000 },
     { name = "describe_ms", kind = "integer", min = 100, default = 30000 },
+    { name = "steal_ms", kind = "integer", min = 100 },
     { name = "batch_limit", kind = "integer", min = 1, max = 1000, default = 1000 },
   } },
   { name = "aggregates", kind = "path", default = "./aggregates" },
@@ -53,8 +54,9 @@ local SCHEMA = {
     { name = "max_bytes", kind = "size", default = 64 * MiB },
   } },
   { name = "commands", section = {
-    { name = "max_attempts", kind = "integer", min = 1, default = 10 },
+    { name = "max_attempts", kind = "integer", min = 1, default = 20 },
     { name = "batching", kind = "boolean", default = true },
+    { name = "max_line_bytes", kind = "size", min = 1, default = 1 * MiB },
   } },
   { name = "snapshots", section = {
     { name = "every", kind = "integer", min = 0, default = 100 },
@@ -63,8 +65,14 @@ local SCHEMA = {
     { name = "level", kind = "enum", values = { "debug", "info", "warn", "error" }, default = "info" },
     { name = "format", kind = "enum", values = { "text", "json" }, default = "text" },
   } },
+  { name = "metrics", section = {
+    { name = "listen", kind = "string" },
+  } },
   { name = "lua", section = {
     { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
+    { name = "handler_budget_ms", kind = "integer", min = 0, default = 1000 },
+    { name = "sandbox_aggregates", kind = "boolean", default = true },
+    { name = "sandbox_projections", kind = "boolean", default = true },
   } },
 }
 M.schema = SCHEMA
@@ -335,9 +343,12 @@ local function build(t, ctx)
     local d = cfg.dynamodb
     -- The DynamoDB client resolves these itself when they are nil; here we
     -- only make sure that it will find a region (an endpoint alone is
-    -- enough: a local endpoint signs with a placeholder region).
+    -- enough: a local endpoint signs with a placeholder region). The last
+    -- source, instance metadata, is asked by the client (tide.credentials.region),
+    -- so only AWS_EC2_METADATA_DISABLED=true makes its absence certain here.
     if not d.region and not d.endpoint and not getenv("AWS_ENDPOINT_URL_DYNAMODB")
-       and not getenv("AWS_ENDPOINT_URL") and not core.region({ profile = d.profile }) then
+       and not getenv("AWS_ENDPOINT_URL") and not require("tide.credentials").region{ profile = d.profile }
+       and (getenv("AWS_EC2_METADATA_DISABLED") or ""):lower() == "true" then
       return nil, config_error(ctx.source, line_of(ctx, "store"), "store",
         "store is \"dynamodb\" but no AWS region is set: set dynamodb.region (or AWS_REGION, "
         .. "AWS_DEFAULT_REGION, a profile's region) or dynamodb.endpoint")

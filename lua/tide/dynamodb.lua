@@ -32,6 +32,10 @@
 --   err.message, err.status (HTTP status, 0 without a response),
 --   err.retryable, err.attempts, err.op, err.table,
 --   err.reasons    TransactionCanceledException's CancellationReasons
+--                  (with .Item when the action asked for
+--                  ReturnValuesOnConditionCheckFailure = "ALL_OLD")
+--   err.item       the item a failed condition found, when the request
+--                  asked for ReturnValuesOnConditionCheckFailure = "ALL_OLD"
 --   err.ambiguous  true when an earlier attempt failed in transit, so a write
 --                  the service reports as failed may in fact have been applied
 --                  (a ConditionalCheckFailed after a dropped connection)
@@ -49,6 +53,9 @@
 local core = require "tide.core"
 local terror = require "tide.error"
 local clock = require "tide.clock"
+local metrics = require "tide.metrics"
+local mono = clock.mono
+local credentials = require "tide.credentials"
 
 local M = {}
 
@@ -118,13 +125,26 @@ local function getenv(name)
 end
 
 -- Resolves endpoint and region: explicit options, then AWS_ENDPOINT_URL_DYNAMODB,
--- AWS_ENDPOINT_URL, AWS_REGION (via core.region: also AWS_DEFAULT_REGION
--- and the profile's config file).
+-- AWS_ENDPOINT_URL; the region through tide.credentials.region (AWS_REGION,
+-- AWS_DEFAULT_REGION, the profile's, then instance metadata when this
+-- runs inside the tide process's scheduler).
+local function in_scheduler()
+  if ngx then return false end
+  local ok, sched = pcall(require, "tide.sched")
+  return ok and sched.current() ~= nil
+end
+
 local function resolve_config(opts)
   local region = opts.region
   if not region then
-    local r = core.region({ profile = opts.profile })
-    region = r
+    local local_endpoint = opts.endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB") or getenv("AWS_ENDPOINT_URL")
+    local rerr
+    region, rerr = credentials.region{ profile = opts.profile, transport = opts.transport,
+                                       imds = not local_endpoint and in_scheduler() }
+    if not region and not local_endpoint then
+      return nil, "no AWS region: set dynamodb.region, AWS_REGION or a profile's region ("
+        .. tostring(rerr and rerr.message or rerr) .. ")"
+    end
   end
   local endpoint = opts.endpoint or getenv("AWS_ENDPOINT_URL_DYNAMODB") or getenv("AWS_ENDPOINT_URL")
   if not region then
@@ -172,8 +192,11 @@ function M.new(opts)
   self.endpoint = ep
   self.streams_endpoint = sep
   self.profile = opts.profile
-  self.explicit_credentials = opts.credentials
   self.transport = opts.transport or default_transport(opts)
+  self.credential_source = opts.credential_source or credentials.new{
+    profile = opts.profile, credentials = opts.credentials, region = opts.region or region,
+    transport = self.transport, log = opts.log, shared = opts.credentials_shared,
+  }
   self.sign_req = { method = "POST", path = "/" }
   self.sign_opts = { region = region, service = "dynamodb" }
   self.buffer_bodies = self.transport.accepts_buffer_body == true
@@ -223,16 +246,10 @@ function Client:usage_totals()
   return t
 end
 
+-- client:credentials() -> creds | nil, err: the current credentials of the
+-- chain (tide.credentials), refreshed before they expire.
 function Client:credentials()
-  if self.creds then return self.creds end
-  local c = self.explicit_credentials or {}
-  local creds, err = core.credentials({
-    access_key_id = c.access_key_id, secret_access_key = c.secret_access_key,
-    session_token = c.session_token, profile = self.profile,
-  })
-  if not creds then return nil, err end
-  self.creds = creds
-  return creds
+  return self.credential_source:get()
 end
 
 ------------------------------------------------------------------------
@@ -298,12 +315,18 @@ local function signed_headers(target)
   return h
 end
 
+-- Errors that mean "these credentials are no longer good": the request is
+-- retried once after a refresh (tide.credentials: source:expired).
+local REFRESH_ON = { ExpiredTokenException = true, UnrecognizedClientException = true,
+                     ExpiredToken = true }
+
 -- Sends one already-encoded request and classifies the outcome:
 -- returns result | nil, err (err.retry_class = "never"|"throttled"|"transient")
 function Client:attempt(target, endpoint, body, op, tname, decode)
   local creds, cerr = self:credentials()
   if not creds then
-    return nil, new_error{ type = "CredentialsError", message = cerr, status = 0,
+    return nil, new_error{ type = "CredentialsError", message = tostring(cerr),
+                           kind = type(cerr) == "table" and cerr.kind or nil, status = 0,
                            retry_class = "never", op = op, table = tname }
   end
   -- core.sign reads its arguments and returns before anything can yield,
@@ -341,6 +364,9 @@ function Client:attempt(target, endpoint, body, op, tname, decode)
   local etype, emsg, doc = parse_error_body(status, resp.body)
   local err = new_error{ type = etype, message = emsg, status = status, op = op, table = tname,
                          request_id = resp.headers and resp.headers["x-amzn-requestid"] }
+  if doc and doc.Item then err.item = doc.Item end -- ReturnValuesOnConditionCheckFailure
+  -- the key refused, so that send can refresh (a key id is no secret)
+  if REFRESH_ON[etype] then err.access_key_id = creds.access_key_id end
   if etype == "TransactionCanceledException" and doc and doc.CancellationReasons then
     err.reasons = doc.CancellationReasons
     err.retry_class = cancellation_retryable(err.reasons) and "transient" or "never"
@@ -395,15 +421,27 @@ function Client:send(op, params, body, opts)
   local attempt = 0
   local usage = self.usage
   local requests = usage.requests
+  local t0 = metrics.enabled and mono()
+  local renewed = false
   while true do
     attempt = attempt + 1
     requests[op] = (requests[op] or 0) + 1
     local result, err = self:attempt(target, endpoint, body, op, tname, opts and opts.decode)
     if result then
       if result.ConsumedCapacity then account(usage, op, result.ConsumedCapacity) end
+      if t0 then metrics.dynamodb_result(op, t0, result) end
       return result
     end
     if err.kind == "conflict" then usage.failed_writes[op] = (usage.failed_writes[op] or 0) + 1 end
+    if err.access_key_id and not renewed then
+      -- refused credentials: one retry with fresh ones, not counted
+      renewed = true
+      local fresh = self.credential_source:expired(err.access_key_id)
+      if fresh then
+        attempt = attempt - 1
+        goto continue
+      end
+    end
     err.attempts = attempt
     err.retryable = err.retry_class ~= "never"
     if in_doubt and err.retry_class == "never" then err.ambiguous = true end
@@ -411,9 +449,12 @@ function Client:send(op, params, body, opts)
       in_doubt = true
     end
     if err.retry_class == "never" or attempt >= self.max_attempts then
+      if t0 then metrics.dynamodb_failure(op, t0, err) end
       return nil, err
     end
+    if t0 then metrics.dynamodb_retry(op, err) end
     self.transport.sleep(self:backoff(attempt - 1))
+    ::continue::
   end
 end
 

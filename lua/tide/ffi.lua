@@ -24,6 +24,11 @@
 --   tffi.hostname()       -- gethostname(2), or "host"
 --   tffi.pid()            -- getpid(2)
 --   tffi.realtime_ms()    -- gettimeofday(2) in whole milliseconds
+--   tffi.monotonic_ms()   -- clock_gettime(CLOCK_MONOTONIC) in milliseconds, read now
+--   tffi.spawn(argv)      -- posix_spawnp(3) with stdout on a pipe (stdin
+--                         -- from /dev/null, stderr inherited): pid, read fd | nil, msg
+--   tffi.kill(pid, sig), tffi.waitpid(pid [, nohang]) -> pid | 0, status | nil, msg
+--   tffi.close(fd)
 --
 -- Nothing reached from here calls back into Lua or yields: what backs a
 -- pointer passed to C stays referenced by the caller until C returns.
@@ -65,10 +70,31 @@ if not pcall(ffi.typeof, "struct tide_ffi_layout") then
                             const char *region, const char *service,
                             struct tide_ffi_sigv4_out *out, struct tide_error *err);
 
+    int tide_ffi_utf8_check(const char *s, size_t len, double *bad);
+    int tide_ffi_json_check(const char *s, size_t len, double *offset, struct tide_error *err);
+
     struct tide_timeval { long tv_sec; long tv_usec; };
     int gettimeofday(struct tide_timeval *tv, void *tz);
+    struct tide_timespec { long tv_sec; long tv_nsec; };
+    int clock_gettime(int clock_id, struct tide_timespec *ts);
     int gethostname(char *name, size_t len);
     int getpid(void);
+
+    typedef struct { int allocated; int used; void *actions; int pad[16]; } tide_spawn_actions_t;
+    int posix_spawn_file_actions_init(tide_spawn_actions_t *fa);
+    int posix_spawn_file_actions_destroy(tide_spawn_actions_t *fa);
+    int posix_spawn_file_actions_adddup2(tide_spawn_actions_t *fa, int fd, int newfd);
+    int posix_spawn_file_actions_addclose(tide_spawn_actions_t *fa, int fd);
+    int posix_spawn_file_actions_addopen(tide_spawn_actions_t *fa, int fd, const char *path,
+                                         int oflag, unsigned int mode);
+    int posix_spawnp(int *pid, const char *file, const tide_spawn_actions_t *fa,
+                     const void *attr, char *const argv[], char *const envp[]);
+    extern char **environ;
+    int pipe2(int fds[2], int flags);
+    int close(int fd);
+    int kill(int pid, int sig);
+    int waitpid(int pid, int *status, int options);
+    char *strerror(int errnum);
   ]]
 end
 
@@ -119,5 +145,60 @@ function M.realtime_ms()
   ffi.C.gettimeofday(tv, nil)
   return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
 end
+
+local ts = ffi.new("struct tide_timespec")
+local CLOCK_MONOTONIC = 1 -- Linux
+function M.monotonic_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1000 + math.floor(tonumber(ts.tv_nsec) / 1000000)
+end
+
+-- posix_spawn_file_actions_t is 80 bytes on glibc (x86_64 and arm64)
+assert(ffi.sizeof("tide_spawn_actions_t") == 80, "tide.ffi: posix_spawn_file_actions_t layout")
+
+local O_CLOEXEC, WNOHANG = 524288, 1
+
+local function errno_message(what)
+  return what .. ": " .. ffi.string(ffi.C.strerror(ffi.errno()))
+end
+
+function M.spawn(argv)
+  local n = #argv
+  local cargv = ffi.new("char *[?]", n + 1)
+  local anchors = {}
+  for i = 1, n do
+    local s = ffi.new("char[?]", #argv[i] + 1, argv[i])
+    anchors[i] = s
+    cargv[i - 1] = s
+  end
+  cargv[n] = nil
+  local fds = ffi.new("int[2]")
+  if ffi.C.pipe2(fds, O_CLOEXEC) ~= 0 then return nil, errno_message("pipe2") end
+  local fa = ffi.new("tide_spawn_actions_t")
+  ffi.C.posix_spawn_file_actions_init(fa)
+  ffi.C.posix_spawn_file_actions_addopen(fa, 0, "/dev/null", 0, 0)
+  ffi.C.posix_spawn_file_actions_adddup2(fa, fds[1], 1)
+  local pid = ffi.new("int[1]")
+  local rc = ffi.C.posix_spawnp(pid, cargv[0], fa, nil, cargv, ffi.C.environ)
+  ffi.C.posix_spawn_file_actions_destroy(fa)
+  ffi.C.close(fds[1])
+  if rc ~= 0 then
+    ffi.C.close(fds[0])
+    return nil, "cannot run " .. argv[1] .. ": " .. ffi.string(ffi.C.strerror(rc))
+  end
+  local _ = anchors
+  return pid[0], fds[0]
+end
+
+function M.kill(pid, sig) return ffi.C.kill(pid, sig or 9) end
+
+function M.waitpid(pid, nohang)
+  local st = ffi.new("int[1]")
+  local r = ffi.C.waitpid(pid, st, nohang and WNOHANG or 0)
+  if r < 0 then return nil, errno_message("waitpid") end
+  return r, st[0]
+end
+
+function M.close(fd) return ffi.C.close(fd) end
 
 return M

@@ -30,6 +30,20 @@ M.version = require("tide.core").version
 -- app.log is the logger, for the host's own lines.
 -- In the tide process (no opts.transport), it also sets the Lua
 -- collector's pause to cfg.lua.gc_pause; nginx's VM is left as it is.
+-- The user-code budget and the sandbox's print for cfg (tide.budget and
+-- tide.sandbox are per Lua VM: the last configuration opened wins).
+function M.user_code(cfg, log)
+  local l = cfg.lua or {}
+  require("tide.budget").configure{ ms = l.handler_budget_ms }
+  if log then require("tide.sandbox").log = log end
+end
+
+-- The registry options of a folder ("aggregates" or "projections"): its sandbox switch.
+function M.folder_options(cfg, folder)
+  local l = cfg.lua or {}
+  return { sandbox = l["sandbox_" .. folder] ~= false }
+end
+
 function M.open(opts)
   opts = opts or {}
   local config = require "tide.config"
@@ -48,7 +62,7 @@ function M.open(opts)
       region = d.region, endpoint = d.endpoint, profile = d.profile,
       max_attempts = d.max_attempts, timeout_ms = d.timeout_ms,
       max_connections = d.max_connections, ca_bundle = d.ca_bundle, verify_tls = d.verify_tls,
-      gather_us = d.gather_us, transport = opts.transport,
+      gather_us = d.gather_us, transport = opts.transport, credentials_shared = opts.credentials_shared,
     }
     if not client then return nil, require("tide.error").wrap(cerr, "dynamodb") end
     store = require("tide.store.dynamodb").new{ client = client, table_prefix = d.table_prefix }
@@ -60,8 +74,12 @@ function M.open(opts)
     if not store then return nil, serr end
   end
   local log = opts.log or require("tide.log").from_config(cfg, { format = opts.log_format })
-  local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates)
-  local projections = opts.projections or require("tide.projection").registry(cfg.projections)
+  -- credentials refreshes are logged by the app's logger
+  if store.client and store.client.credential_source then store.client.credential_source.log = log end
+  M.user_code(cfg, log)
+  local registry = opts.registry or require("tide.aggregate").registry(cfg.aggregates, M.folder_options(cfg, "aggregates"))
+  local projections = opts.projections
+    or require("tide.projection").registry(cfg.projections, M.folder_options(cfg, "projections"))
   local repository = require("tide.repository").new{
     store = store, registry = registry,
     cache_bytes = cfg.cache and cfg.cache.max_bytes,
@@ -70,6 +88,13 @@ function M.open(opts)
     snapshot_every = cfg.snapshots and cfg.snapshots.every,
     sleep = opts.sleep, parking = opts.parking, host_lanes = opts.host_lanes, clock_ms = opts.clock_ms, log = log,
   }
+  -- commands are counted around the repository (tide.metrics), whose
+  -- labels are bounded by the modules these registries hold
+  local metrics = require "tide.metrics"
+  metrics.instrument_repository(repository, cfg.log and cfg.log.level == "debug" and log or nil)
+  metrics.know("aggregate", registry)
+  metrics.know("projection", projections)
+  if store.client then metrics.usage(store.client) end
   return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository,
            log = log }
 end

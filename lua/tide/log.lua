@@ -111,6 +111,23 @@ function M.from_config(cfg, defaults)
   return M.new{ level = c.level, format = format, sink = defaults.sink }
 end
 
+-- log.with(logger, fields) -> a logger that adds fields to each line
+-- (a line's own fields win): the projection runners name their projection
+-- so, as the metrics label it.
+function M.with(logger, fields)
+  if type(logger) ~= "function" or type(fields) ~= "table" then
+    error("log.with(logger, fields): logger must be a function, fields a table", 2)
+  end
+  return function(level, message, own)
+    local merged = {}
+    for k, v in pairs(fields) do merged[k] = v end
+    if type(own) == "table" then
+      for k, v in pairs(own) do merged[k] = v end
+    end
+    return logger(level, message, merged)
+  end
+end
+
 -- What a module logs with when it is given no logger: warnings and errors
 -- as text on stderr.
 M.default = M.new{ level = "warn" }

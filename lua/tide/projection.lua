@@ -58,12 +58,12 @@ end
 
 -- Compiles and checks a module from its source text; returns a Projection
 -- or nil, message (a message that says how to fix the module).
-function M.from_source(name, source, path)
+function M.from_source(name, source, path, opts)
   if type(name) ~= "string" or type(source) ~= "string" then
     error("projection.from_source(name, source [, path]): name and source must be strings", 2)
   end
   path = path or (name .. ".lua")
-  local mod, err = require("tide.registry").run_source(name, source, path)
+  local mod, err = require("tide.registry").run_source(name, source, path, opts)
   if not mod then return nil, err end
 
   -- subscribe
@@ -208,11 +208,12 @@ end
 ------------------------------------------------------------------------
 -- The registry: every projection of a folder.
 
--- projection.registry(dir) -> registry (tide.registry, with hot reload;
--- reg.projections is its name -> module map)
-function M.registry(dir)
+-- projection.registry(dir [, opts]) -> registry (tide.registry, with hot reload;
+-- reg.projections is its name -> module map); opts.sandbox = false: the
+-- folder's modules run without tide's sandbox
+function M.registry(dir, opts)
   if type(dir) ~= "string" then error("projection.registry(dir): dir must be a string", 2) end
-  local reg = require("tide.registry").new{ dir = dir, kind = "projection",
+  local reg = require("tide.registry").new{ dir = dir, kind = "projection", sandbox = opts and opts.sandbox,
                                             load_file = M.load_file, from_source = M.from_source }
   reg.projections = reg.entries
   return reg

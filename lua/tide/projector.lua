@@ -40,7 +40,8 @@ local suggest = require("tide.suggest").closest_key
 
 local type, pairs, ipairs, tostring, setmetatable, error, xpcall =
   type, pairs, ipairs, tostring, setmetatable, error, xpcall
-local traceback = debug.traceback
+local budget = require "tide.budget"
+local user_traceback = require("tide.sandbox").traceback
 -- Copies of read-model items are made for every event: sized up front,
 -- a small item's table is not rehashed as its fields go in.
 local new_tab = require "table.new"
@@ -152,6 +153,7 @@ function M.new(opts)
     aggregates = opts.aggregates,
     log = opts.log or function() end,
     max_cached = opts.max_cached or 100000,
+    parking = opts.parking,         -- tide.projection.parking: events an operator set aside
     items = {}, nitems = 0,         -- "table\0key" -> the committed item (its _rev) | false (absent)
     positions = {}, npositions = 0, -- stream -> version (committed)
   }, Projector)
@@ -178,6 +180,67 @@ function Projector:committed(plan)
     if positions[stream] == nil then self.npositions = self.npositions + 1 end
     positions[stream] = v
   end
+end
+
+-- Guards are pruned: an item's guard (_tide[stream] = v) only matters
+-- while stream's durable position may be below v (the items of a batch
+-- are written before its positions; a worker that dies between the two
+-- leaves events to deliver again). Once the position reached v, step 2
+-- skips those events before any item is looked at, so the entry can go.
+-- An item with more than M.GUARD_PRUNE_AT entries (an item fed by many
+-- streams: a total, an index) keeps only the entries whose stream's
+-- position is not known to have reached them: a conditional item cannot
+-- grow towards DynamoDB's 400 KB item limit.
+M.GUARD_PRUNE_AT = 64
+
+function Projector:prune_guards(order, plan)
+  local big
+  for _, e in ipairs(order) do
+    local g = (e.item or e.tomb or {})._tide
+    if g then
+      local n = 0
+      for _ in pairs(g) do n = n + 1 end
+      if n > M.GUARD_PRUNE_AT then
+        big = big or {}
+        big[#big + 1] = g
+      end
+    end
+  end
+  if not big then return true end
+  local positions, need, seen = self.positions, {}, {}
+  for _, g in ipairs(big) do
+    for s in pairs(g) do
+      if positions[s] == nil and not seen[s] then
+        seen[s] = true
+        need[#need + 1] = s
+      end
+    end
+  end
+  if #need > 0 then
+    -- durable positions of those streams (a lower bound is enough: the
+    -- cache only ever holds what was read or committed)
+    local got, err = self.backend:get_positions(self.name, need)
+    if not got then
+      return nil, new_error("store", "reading positions failed: " .. tostring(err), { projection = self.name,
+                            cause = err })
+    end
+    for _, s in ipairs(need) do
+      positions[s] = got[s] or 0
+      self.npositions = self.npositions + 1
+    end
+  end
+  local pruned = 0
+  for _, g in ipairs(big) do
+    for s, v in pairs(g) do
+      local p = positions[s]
+      if p and p >= v and plan.positions[s] == nil then
+        g[s] = nil
+        pruned = pruned + 1
+      end
+    end
+  end
+  plan.pruned = (plan.pruned or 0) + pruned
+  return true
 end
 
 -- ---- the batch -------------------------------------------------------------
@@ -229,7 +292,8 @@ function Batch:entry(tname, key, spec)
   if e then return e end
   local item = self.p.items[k]
   if item == nil then
-    local got, err = self.p.backend:get_items({ { table = tname, key = key } })
+    -- waiting for the store is not the handler's time
+    local got, err = budget.io(self.p.backend.get_items, self.p.backend, { { table = tname, key = key } })
     if not got then
       error(setmetatable({ err = err, table = tname, key = key }, StoreFail), 0)
     end
@@ -377,12 +441,13 @@ end
 
 local function handler_traceback(err)
   if getmetatable(err) == StoreFail then return err end
-  return traceback(tostring(err), 2)
+  return user_traceback(err)
 end
 
--- Runs fn(...) as user code; returns true, results | false, err (an Error).
+-- Runs fn(...) as user code, under the budget (tide.budget); returns
+-- true, results | false, err (an Error).
 function Batch:call(what, fn, ...)
-  local ok, r1, r2 = xpcall(fn, handler_traceback, ...)
+  local ok, r1, r2 = budget.call(what, handler_traceback, fn, ...)
   if ok then return true, r1, r2 end
   local ev = self.event
   if getmetatable(r1) == StoreFail then
@@ -414,10 +479,37 @@ local function prefetch_requests(b, ev, r1, r2, out)
   return false
 end
 
+local parked_key = function(stream, version) return stream .. SEP .. tostring(version) end
+
+-- Parking (tide.projection.parking): an event an operator parked is passed
+-- over (its stream's position moves past it; plan.parked counts it). The
+-- parked set is read when the projector starts and again after a batch
+-- failed on an event: when that event has been parked since, the batch is
+-- applied again at once, without it.
 function Projector:apply(events)
   if type(events) ~= "table" then error("projector:apply(events): events must be a list", 2) end
+  if not self.parking then return self:apply_once(events) end
+  if not self.parked then
+    local set, err = self.parking:set(self.name)
+    if not set then return nil, new_error("store", "reading the parked events failed: " .. tostring(err),
+      { projection = self.name, cause = err }) end
+    self.parked = set
+  end
+  local plan, err = self:apply_once(events)
+  if plan or (err.kind ~= "handler_error" and err.kind ~= "invalid_event") or not err.stream or not err.version then
+    return plan, err
+  end
+  local set = self.parking:set(self.name)
+  if set then self.parked = set end
+  if self.parked[parked_key(err.stream, err.version)] then return self:apply_once(events) end
+  return nil, err
+end
+
+function Projector:apply_once(events)
   local proj, name = self.projection, self.name
-  local plan = { items = {}, positions = {}, applied = 0, skipped = 0, filled = 0, ignored = 0, untracked = 0 }
+  local parked = self.parked
+  local plan = { items = {}, positions = {}, applied = 0, skipped = 0, filled = 0, ignored = 0, untracked = 0,
+                 parked = 0 }
 
   -- 1. the tracked events (list[i] of stream list_stream[i])
   local list, list_stream, need, seen = {}, {}, {}, {}
@@ -506,6 +598,11 @@ function Projector:apply(events)
   for i = 1, #todo do
     local e, stream = todo[i], todo_stream[i]
     local ev = e
+    if parked and parked[parked_key(stream, e.version)] then
+      plan.parked = plan.parked + 1
+      self.log("warn", "passing over a parked event", { projection = name, stream = stream, version = e.version })
+      goto continue
+    end
     if e.as_stored and type(e.data) == "table" and type(e.meta) == "table" and e.id ~= nil then
       -- Decoded by the source (a Streams page), not upcast yet: upcast in
       -- place, once (the batch owns the event; a retried batch finds it done).
@@ -533,6 +630,7 @@ function Projector:apply(events)
     if proj:subscribes(ev) and proj:handler(ev.type) then
       run[#run + 1] = ev
     end
+    ::continue::
   end
   local prefetch = proj.module.prefetch
   if prefetch and #run > 0 then
@@ -595,6 +693,8 @@ function Projector:apply(events)
   end
 
   -- 5. the plan
+  local ok, perr = self:prune_guards(b.order, plan)
+  if not ok then return nil, perr end
   -- The batch's entries are the plan's items ({table, key, item | nil,
   -- expected_rev, mode, tomb = the guards of a deleted item}, and the
   -- batch's own fields): the batch is done.

@@ -1,7 +1,7 @@
 -- tide.registry: the modules of one folder (aggregates or projections),
 -- by name, with hot reload.
 --
---   local reg = registry.new{ dir = "./aggregates", kind = "aggregate",
+--   local reg = registry.new{ dir = "./aggregates", kind = "aggregate", sandbox = true (default; false: off),
 --                             load_file = fn(path, name), from_source = fn(name, source, path) }
 --   reg:get(name) -> module | nil, message      reg:names()     reg.errors[name]
 --   reg:reload_file(path [, source]) -> module, changed | nil, message
@@ -14,18 +14,24 @@
 -- kept in reg.errors (name -> message) and reported when asked for; a
 -- failed reload leaves the running version in place.
 local core = require "tide.core"
+local budget = require "tide.budget"
+local sandbox = require "tide.sandbox"
 local suggest = require("tide.suggest").closest_key
 
 local M = {}
 
--- Runs a module's source in an environment of its own (a fresh table over
--- the globals, so its accidental globals stay its own) and checks that it
--- returns a table. Returns the table, or nil and a message naming the file.
-function M.run_source(name, source, path)
-  local chunk, err = loadstring(source, "@" .. path)
+-- Runs a module's source in an environment of its own (tide.sandbox: the
+-- allow-list of globals, or, with the sandbox off for its folder, a fresh
+-- table over the globals), under the user-code budget (tide.budget), and
+-- checks that it returns a table. Returns the table, or nil and a message
+-- naming the file. opts: {sandbox = false} for the opt-out.
+function M.run_source(name, source, path, opts)
+  local chunkname = "@" .. path
+  local chunk, err = loadstring(source, chunkname)
   if not chunk then return nil, err end
-  setfenv(chunk, setmetatable({}, { __index = _G }))
-  local ok, mod = xpcall(chunk, debug.traceback)
+  setfenv(chunk, sandbox.env(path, opts))
+  budget.user_code(chunk, chunkname)
+  local ok, mod = budget.call(("%s's top level (%s)"):format(name, path), sandbox.traceback, chunk)
   if not ok then return nil, path .. ": the module raised while loading: " .. tostring(mod) end
   if type(mod) ~= "table" then
     return nil, ("%s: the module must return a table (end the file with `return %s`), got %s")
@@ -37,12 +43,12 @@ end
 -- A load_file(path [, name]) for a kind of module: reads the file, then
 -- from_source(name, source, path).
 function M.file_loader(kind, from_source)
-  return function(path, name)
+  return function(path, name, opts)
     local f, err = io.open(path, "rb")
     if not f then return nil, ("cannot read %s module %s: %s"):format(kind, path, tostring(err)) end
     local source = f:read("*a")
     f:close()
-    return from_source(name or path:match("([^/]+)%.lua$"), source, path)
+    return from_source(name or path:match("([^/]+)%.lua$"), source, path, opts)
   end
 end
 
@@ -56,6 +62,7 @@ function M.new(opts)
     error("registry.new{kind=, load_file=, from_source=}: missing or wrong options", 2)
   end
   local self = setmetatable({ dir = opts.dir, kind = opts.kind, entries = {}, errors = {}, removed = {},
+                              options = { sandbox = opts.sandbox },
                               load_file = opts.load_file, from_source = opts.from_source }, Registry)
   if self.dir then self:scan() end
   return self
@@ -71,7 +78,7 @@ function Registry:scan()
   for _, file in ipairs(names) do
     local name = file:match("^([%w_%-]+)%.lua$")
     if name then
-      local mod, lerr = self.load_file(self.dir .. "/" .. file, name)
+      local mod, lerr = self.load_file(self.dir .. "/" .. file, name, self.options)
       if mod then
         self.entries[name] = mod
         self.errors[name] = nil
@@ -100,9 +107,9 @@ function Registry:reload_file(path, source)
   if not name then return nil, path .. ": not a Lua module (a file named NAME.lua)" end
   local mod, err
   if source then
-    mod, err = self.from_source(name, source, path)
+    mod, err = self.from_source(name, source, path, self.options)
   else
-    mod, err = self.load_file(path, name)
+    mod, err = self.load_file(path, name, self.options)
   end
   if not mod then
     self.errors[name] = err

@@ -75,6 +75,7 @@
 local core = require "tide.core"
 local engine = require "tide.engine"
 local sched = require "tide.sched"
+local metrics = require "tide.metrics"
 
 local M = {}
 
@@ -165,6 +166,7 @@ function Watcher:settle(dir, file)
       m.reloads = m.reloads + 1
       self.reloads = self.reloads + 1
       self.last_reload = { file = path, name = name, ok = true, version = m.version, time = m.loaded_at }
+      metrics.reload(dir.kind, "ok")
       self:log("info", ("%s '%s' reloaded from %s (version %s, %.1f ms)"):format(dir.kind, name, path,
                tostring(m.version), (sched.now() - t0) * 1000),
                { file = path, name = name, version = m.version })
@@ -181,6 +183,7 @@ function Watcher:settle(dir, file)
   local running = m.version and m.state ~= "removed"
   m.state = "failed"
   self.last_reload = { file = path, name = name, ok = false, error = m.error, time = m.error.time }
+  metrics.reload(dir.kind, "error")
   self:log("error", ("%s '%s' not reloaded (%s): %s"):format(dir.kind, name,
            running and ("version " .. m.version .. " keeps running") or "it is not running", m.error.message),
            { file = path, name = name, line = m.error.line, version = running and m.version or nil })

@@ -84,8 +84,8 @@ function M.new(opts)
     store = opts.store,
     registry = opts.registry,
     cache = cache_mod.new(opts.cache_bytes or 64 * 1024 * 1024),
-    max_attempts = opts.max_attempts or 10,
-    max_backoff = opts.max_backoff or 0.2, -- seconds, the longest pause between attempts
+    max_attempts = opts.max_attempts or 20,
+    max_backoff = opts.max_backoff or 1, -- seconds, the longest pause between attempts
     batching = opts.batching ~= false,
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
@@ -102,9 +102,11 @@ end
 local stream_of = stream_mod.of
 M.stream_of = stream_of
 
-local function check_id(id)
-  if type(id) ~= "string" or id == "" then return "the aggregate id must be a non-empty string" end
-  if #id > 1024 then return "the aggregate id is longer than 1024 bytes" end
+-- Ids and names become keys and are printed: tide.input checks them
+-- (UTF-8, no control characters, the documented limits).
+local input = require "tide.input"
+local function check_id(id, name)
+  return input.name_error(name) or input.id_error(id)
 end
 
 ------------------------------------------------------------------------
@@ -206,7 +208,7 @@ function Repository:load_record(agg, stream)
     end
     local ev, derr = decode_event(agg, s)
     if not ev then
-      return nil, new_error("invalid", ("event %d: %s"):format(s.version, derr), { stream = stream })
+      return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream })
     end
     local aerr
     state, aerr = agg:apply(state, flat_event(ev))
@@ -308,10 +310,10 @@ local BATCH_BYTES = 4 * 1000 * 1000
 
 -- Checks a command and makes it a job for a lane; -> job | nil, err
 function Repository:prepare(name, id, command, opts)
+  local iderr = check_id(id, name)
+  if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
-  local iderr = check_id(id)
-  if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
   local stream = stream_of(name, id)
   if type(command) ~= "table" then
     return nil, new_error("invalid", "the command must be a JSON object with a 'type'", { stream = stream })
@@ -320,8 +322,9 @@ function Repository:prepare(name, id, command, opts)
   if not ok then
     return nil, new_error("invalid", verr, { stream = stream, command = command.type })
   end
-  if command.id ~= nil and (type(command.id) ~= "string" or command.id == "") then
-    return nil, new_error("invalid", "the command id must be a non-empty string", { stream = stream, command = command.type })
+  if command.id ~= nil then
+    local cerr = input.command_id_error(command.id)
+    if cerr then return nil, new_error("invalid", cerr, { stream = stream, command = command.type }) end
   end
   opts = opts or {}
   local command_id = command.id or core.random_hex(16)
@@ -396,10 +399,27 @@ end
 
 -- A conflict: the stream moved past rec. Applies only the events after
 -- rec.version to a copy of its state; -> the caught-up record | nil (the
--- events cannot be applied here: the caller reloads).
-function Repository:catch_up(agg, stream, rec)
-  local stored, err = self.store:load(stream, rec.version)
-  if not stored then return nil, err end
+-- events cannot be applied here: the caller reloads). conflict: the
+-- store's Conflict error, whose err.found (the events the refused write
+-- met) spares the read when err.found_all says the stream ends there, and
+-- shortens it otherwise.
+function Repository:catch_up(agg, stream, rec, conflict)
+  local stored
+  local found = type(conflict) == "table" and conflict.found
+  if found and found[1] and found[1].version == rec.version + 1 then
+    stored = found
+    if not conflict.found_all then
+      local more, err = self.store:load(stream, found[#found].version)
+      if not more then return nil, err end
+      stored = {}
+      for i = 1, #found do stored[i] = found[i] end
+      for i = 1, #more do stored[#stored + 1] = more[i] end
+    end
+  else
+    local err
+    stored, err = self.store:load(stream, rec.version)
+    if not stored then return nil, err end
+  end
   local state = aggregate.deep_copy(rec.state)
   local new = { version = rec.version, commands = rec.commands, order = rec.order,
                 older = rec.older, older_order = rec.older_order, module_version = agg.version }
@@ -442,13 +462,19 @@ function Repository:contended(stream, rtt)
 end
 
 -- The pause after the failed write number `attempt` of a batch on
--- stream: random (full jitter) below min(max_backoff, rtt * 2^(attempt-1)),
--- rtt being how long that write took, so the pauses scale with the store's
--- latency (DynamoDB: milliseconds; SQLite: tenths of one).
+-- stream: random (full jitter) below min(max_backoff, base * 2^(attempt-1)),
+-- base being how long that write took (at least MIN_BACKOFF_BASE), so the
+-- pauses scale with the store's latency. A batch that keeps losing backs
+-- off for longer and longer (up to max_backoff, 1 s by default: 20
+-- attempts span a few seconds), so a burst of writers on one stream is
+-- over before its last writer runs out of attempts; meanwhile the lane
+-- gathers the stream's new commands into the retry.
+local MIN_BACKOFF_BASE = 0.005
+local COLLISIONS_PER_ATTEMPT = 3
 function Repository:retry_pause(stream, attempt)
   local hot = self.contention_by_stream[stream]
-  local rtt = math.max(hot and hot.rtt or 0, 0.001)
-  return math.random() * math.min(self.max_backoff, rtt * 2 ^ (attempt - 1))
+  local base = math.max(hot and hot.rtt or 0, MIN_BACKOFF_BASE)
+  return math.random() * math.min(self.max_backoff, base * 2 ^ (attempt - 1))
 end
 
 -- -> {at=, rtt=} when this process lost a write on stream in the last
@@ -470,8 +496,10 @@ end
 
 -- Runs jobs (all on one stream, of one aggregate) as one batch: sets
 -- job.res or job.err on each it takes. Returns how many it took: jobs
--- past the limits of one write are left for the next batch.
-function Repository:run_batch(jobs)
+-- past the limits of one write are left for the next batch. With
+-- take_queued and lane (batching), a retry after a conflict also takes
+-- what was queued meanwhile: one write instead of two.
+function Repository:run_batch(jobs, take_queued, lane)
   local first = jobs[1]
   local agg, stream = first.agg, first.stream
   local njobs = #jobs
@@ -483,7 +511,17 @@ function Repository:run_batch(jobs)
     -- Repository:retry_pause).
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
   end
-  for attempt = 1, self.max_attempts do
+  -- lost: writes that lost to another writer's (the catch-up found new
+  -- events): at most max_attempts. A write that met another writer's
+  -- still in flight (DynamoDB's TransactionConflict: nothing new to catch
+  -- up with yet) is not lost, only retried, up to COLLISIONS_PER_ATTEMPT
+  -- times max_attempts writes in all.
+  local lost, writes = 0, 0
+  for attempt = 1, math.huge do
+    if attempt > 1 and take_queued then
+      take_queued(lane, jobs)
+      njobs = #jobs
+    end
     if not rec then
       rec, lerr = self:record(agg, stream)
       if not rec then
@@ -602,20 +640,23 @@ function Repository:run_batch(jobs)
     -- only those), then decide the whole batch again.
     self.stats.conflicts = self.stats.conflicts + 1
     self:contended(stream, mono() - started)
-    rec = self:catch_up(agg, stream, rec)
+    local behind = rec.version
+    rec = self:catch_up(agg, stream, rec, err)
     if rec then
       put_record(self, stream, rec)
     else
       self.cache:drop(stream)
     end
-    if attempt < self.max_attempts then
-      self.sleep(self:retry_pause(stream, attempt))
-    end
+    writes = writes + 1
+    if not rec or rec.version > behind then lost = lost + 1 end
+    if lost >= self.max_attempts or writes >= COLLISIONS_PER_ATTEMPT * self.max_attempts then break end
+    self.sleep(self:retry_pause(stream, writes))
   end
   for _, job in ipairs(jobs) do
     job.res, job.out, job.span, job.same_as = nil, nil, nil, nil
     job.err = new_error("conflict",
-      ("gave up after %d attempts: the stream kept changing (commands.max_attempts)"):format(self.max_attempts),
+      ("gave up after %d attempts: the stream kept changing (%d lost to other writers; commands.max_attempts = %d)")
+        :format(writes, lost, self.max_attempts),
       fields_of(job))
   end
   return njobs
@@ -628,6 +669,23 @@ end
 --   err.kind: "invalid" (bad command or module), "rejected" (the domain said
 --   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
 --   "too_many_events", "event_too_large", "store" (store or network failure)
+-- Moves the commands queued on lane (of jobs[1]'s module version, in
+-- arrival order, up to the first of another) to the end of jobs.
+local function take_queued(lane, jobs)
+  local agg = jobs[1].agg
+  local head = lane.head
+  while head <= lane.n and (lane[head].abandoned or lane[head].agg == agg) do
+    local j = lane[head]
+    if not j.abandoned then
+      j.taken = true
+      jobs[#jobs + 1] = j
+    end
+    lane[head] = false
+    head = head + 1
+  end
+  lane.head = head
+end
+
 function Repository:execute(name, id, command, opts)
   local job, perr = self:prepare(name, id, command, opts)
   if not job then return nil, perr end
@@ -667,26 +725,13 @@ function Repository:execute(name, id, command, opts)
   local batching = self.batching
   if job.agg.batching ~= nil then batching = job.agg.batching end
   local jobs = { job }
-  if batching then
-    -- everything queued now, of the same module version, in arrival order
-    local head = lane.head
-    while head <= lane.n and (lane[head].abandoned or lane[head].agg == job.agg) do
-      local j = lane[head]
-      if not j.abandoned then
-        j.taken = true
-        jobs[#jobs + 1] = j
-      end
-      lane[head] = false
-      head = head + 1
-    end
-    lane.head = head
-  end
+  if batching then take_queued(lane, jobs) end
   local hl = self.host_lanes
   local ok, ntaken
   local entered, herr = true, nil
   if hl then entered, herr = hl.enter(stream) end
   if entered then
-    ok, ntaken = pcall(self.run_batch, self, jobs)
+    ok, ntaken = pcall(self.run_batch, self, jobs, batching and take_queued or nil, lane)
     if hl then
       local rec = self.cache:get(stream)
       hl.leave(stream, rec and rec.version)
@@ -738,10 +783,10 @@ end
 
 -- repository:state(aggregate_name, id) -> {state=, version=, stream=} | nil, err
 function Repository:state(name, id)
+  local iderr = check_id(id, name)
+  if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
-  local iderr = check_id(id)
-  if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
   -- A read must see other writers' events: load afresh (from the latest
   -- snapshot), and leave the result in the cache for the next command.
   local stream = stream_of(name, id)
@@ -755,17 +800,17 @@ end
 -- repository:events(aggregate_name, id [, after_version]) -> list of
 -- {version=, type=, data=, meta=} (upcast) | nil, err
 function Repository:events(name, id, after)
+  local iderr = check_id(id, name)
+  if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
   if not agg then return nil, new_error("invalid", aerr, { aggregate = name }) end
-  local iderr = check_id(id)
-  if iderr then return nil, new_error("invalid", iderr, { aggregate = name }) end
   local stream = stream_of(name, id)
   local stored, err = self.store:load(stream, after or 0)
   if not stored then return nil, new_error("store", tostring(err), { stream = stream }) end
   local out = {}
   for _, s in ipairs(stored) do
     local ev, derr = decode_event(agg, s)
-    if not ev then return nil, new_error("invalid", ("event %d: %s"):format(s.version, derr), { stream = stream }) end
+    if not ev then return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream }) end
     out[#out + 1] = ev
   end
   return out

@@ -35,9 +35,15 @@
 --   hung up), false after timeout seconds; sched.wakeup ends it early with
 --   its own values. One thread per fd. The fd joins the engine's poll, so
 --   the loop sleeps until it, a timer or a request is ready.
+-- * sched.watch(fd) puts fd in the engine's own epoll set for the rest of
+--   the run (sched.unwatch(fd) takes it out, before it is closed): then
+--   wait_readable(fd) costs the loop nothing more per turn (no poll(2) of
+--   its own). For a descriptor epoll takes (a socket, another epoll's fd:
+--   the metrics server's); never stdin, which may be a regular file.
 -- * sched.read(fd [, max]) -> bytes ("" at end of file) | nil, err: waits
---   for fd, then one read(2). sched.lines(fd) -> iterator over its lines
---   (without "\n"; a last line without one is returned too); it yields
+--   for fd, then one read(2). sched.lines(fd [, {max_line = bytes}]) ->
+--   iterator over its lines (without "\n"; a last line without one is
+--   returned too; a line over max_line gives false, its length); it yields
 --   between reads, so other threads run while fd is quiet: use it for
 --   stdin instead of io.stdin:lines(), which blocks the whole loop.
 -- * Yielding functions (sleep, request, wait, wait_all, spawn) raise
@@ -406,35 +412,79 @@ function M.wait_readable(fd, timeout)
   return co_yield(PARKED)
 end
 
+function M.watch(fd)
+  current_thread("watch")
+  local ok, err = get_engine(loop):watch(fd)
+  if not ok then return nil, err end
+  loop.watched[fd] = true
+  return true
+end
+
+function M.unwatch(fd)
+  if loop and loop.watched[fd] then
+    loop.watched[fd] = nil
+    loop.engine:unwatch(fd)
+  end
+end
+
 function M.read(fd, max)
   local ok = M.wait_readable(fd)
   if ok ~= true then return nil, "sched.read: woken before fd " .. tostring(fd) .. " was readable" end
   return engine_mod.read(fd, max)
 end
 
-function M.lines(fd)
-  local buf, pos, eof = "", 1, false
+-- Reads 64 KiB at a time; a line is gathered from its pieces once, when
+-- its end is found (linear in its length). With max_line, a longer line
+-- is not kept: the iterator returns false, its length in bytes (the line
+-- is skipped up to its end), and goes on with the next line.
+local READ_BYTES = 65536
+
+function M.lines(fd, opts)
+  local max = opts and opts.max_line
+  local chunk, pos, eof = "", 1, false
+  local parts, plen, skipping = {}, 0, false
+  local concat = table.concat
+  local function take(piece_len, last_piece)
+    local total = plen + piece_len
+    if skipping or (max and total > max) then
+      parts, plen, skipping = {}, 0, false
+      return false, total
+    end
+    local line
+    if plen == 0 then
+      line = last_piece()
+    else
+      parts[#parts + 1] = last_piece()
+      line = concat(parts)
+      parts, plen = {}, 0
+    end
+    return line
+  end
   return function()
     while true do
-      local nl = buf:find("\n", pos, true)
+      local nl = chunk:find("\n", pos, true)
       if nl then
-        local line = buf:sub(pos, nl - 1)
+        local from = pos
         pos = nl + 1
-        return line
+        return take(nl - from, function() return chunk:sub(from, nl - 1) end)
       end
+      local rest = #chunk - pos + 1
+      if rest > 0 then
+        if skipping or (max and plen + rest > max) then
+          skipping, parts = true, {}
+        else
+          parts[#parts + 1] = chunk:sub(pos)
+        end
+        plen = plen + rest
+      end
+      chunk, pos = "", 1
       if eof then
-        if pos > #buf then return nil end
-        local line = buf:sub(pos)
-        buf, pos = "", 1
-        return line
+        if plen == 0 and not skipping then return nil end
+        return take(0, function() return "" end)
       end
-      local data, err = M.read(fd)
+      local data, err = M.read(fd, READ_BYTES)
       if not data then error("sched.lines: " .. tostring(err), 2) end
-      if data == "" then
-        eof = true
-      else
-        buf, pos = buf:sub(pos) .. data, 1
-      end
+      if data == "" then eof = true else chunk = data end
     end
   end
 end
@@ -495,8 +545,13 @@ local function drive(L)
     if timeout ~= 0 or pending > 0 or L.nfd > 0 then
       local fds
       if L.nfd > 0 then
-        fds = {}
-        for fd in pairs(L.fdwait) do fds[#fds + 1] = fd end
+        -- watched fds come back from the engine's epoll without being asked
+        for fd in pairs(L.fdwait) do
+          if not L.watched[fd] then
+            fds = fds or {}
+            fds[#fds + 1] = fd
+          end
+        end
       end
       local done, ready = get_engine(L):poll(timeout, fds)
       if not done then
@@ -534,6 +589,7 @@ function M.run(fn, ...)
     waiting = {},
     fdwait = {},   -- fd -> the thread in wait_readable
     nfd = 0,
+    watched = {},  -- fd -> true: in the engine's epoll set (sched.watch)
     by_co = setmetatable({}, { __mode = "k" }),
     live = 0,
     uncollected = {},

@@ -31,6 +31,12 @@ end
 local suggest = require("tide.suggest").closest_key
 M.suggest = suggest
 
+-- A number as people write it: integers in full (1000000000000, not 1e+12).
+local function num_text(x)
+  if x == math.floor(x) and math.abs(x) < 2 ^ 63 then return ("%d"):format(x) end
+  return tostring(x)
+end
+
 -- Normalizes a field spec to {type=, optional=, min=, max=, enum=};
 -- returns nil, message for a malformed one (a mistake in the module).
 local function normalize(field, spec)
@@ -78,10 +84,10 @@ local function check_value(field, spec, v)
     end
   end
   if spec.min and type(v) == "number" and v < spec.min then
-    return ("field '%s' must be at least %s (got %s)"):format(field, spec.min, v)
+    return ("field '%s' must be at least %s (got %s)"):format(field, num_text(spec.min), num_text(v))
   end
   if spec.max and type(v) == "number" and v > spec.max then
-    return ("field '%s' must be at most %s (got %s)"):format(field, spec.max, v)
+    return ("field '%s' must be at most %s (got %s)"):format(field, num_text(spec.max), num_text(v))
   end
   if spec.enum then
     for _, allowed in ipairs(spec.enum) do

@@ -14,9 +14,11 @@
 #include "lua_codec.h"
 #include "lua_core.h"
 #include "ddb_json_writer.h"
+#include "input_check.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +44,34 @@ static void add_char(struct out *o, char c) { tide_json_addc(o->b, c); }
 static void add_str(struct out *o, const char *s) { tide_json_add(o->b, s, strlen(s)); }
 
 /* Strings are escaped as the codec escapes them (jansson's compact form,
- * which request bodies have always had). */
+ * which request bodies have always had). Output is always JSON: a byte
+ * that is not part of valid UTF-8 (binary a handler put in a string, bytes
+ * read back from an old store) is written as U+FFFD, never raw. */
 static void put_string(struct out *o, const char *s, size_t len)
 {
-    tide_json_add_string(o->b, s, len);
+    size_t bad = 0;
+    if (tide_utf8_check(s, len, &bad) == 0) {
+        tide_json_add_string(o->b, s, len);
+        return;
+    }
+    char *clean = len <= (SIZE_MAX - 1) / 3 ? malloc(len * 3 + 1) : NULL;
+    if (clean == NULL) {
+        o->b->oom = 1;
+        return;
+    }
+    size_t n = 0, i = 0;
+    while (i < len) {
+        memcpy(clean + n, s + i, bad);
+        n += bad, i += bad;
+        if (i >= len)
+            break;
+        memcpy(clean + n, "\xEF\xBF\xBD", 3);
+        n += 3, i++;
+        if (tide_utf8_check(s + i, len - i, &bad) == 0)
+            bad = len - i;
+    }
+    tide_json_add_string(o->b, clean, n);
+    free(clean);
 }
 
 static void put_number(struct out *o, double x)

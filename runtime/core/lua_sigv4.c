@@ -4,12 +4,14 @@
  *   core.sign(req, creds, opts)     -> headers [, debug]
  *   core.sha256_hex(s)              -> hex string (OpenSSL's SHA-256: the
  *                                      floor the signing bench compares with)
- *   core.credentials([opts])        -> {access_key_id=, secret_access_key=,
- *                                       session_token=, source=} | nil, err
- *   core.region([opts])             -> region | nil, err
+ *   core.aws_ini(path)              -> {[section] = {key = value}} | false
+ *                                      (no such file) | nil, err: one of the
+ *                                      shared AWS files, for tide.credentials
+ *   core.sha1_hex(s)                -> hex SHA-1 of s (the SSO token cache's
+ *                                      file names; not for security)
  *
- * Wrong argument types raise (caller bugs); missing credentials or region
- * and unreadable files return nil, err. No message carries a secret.
+ * Wrong argument types raise (caller bugs); unreadable or malformed files
+ * return nil, err. No message carries a secret.
  *
  * core.sign is a leaf called for every request, so it goes through the FFI
  * (tide_ffi.h): lua/tide/sigv4.lua reads and checks the arguments, which the
@@ -65,80 +67,64 @@ static int l_sha256_hex(lua_State *L)
     return 1;
 }
 
-/* Reads the options table of credentials()/region() (argument 1, may be
- * nil). Strings stay anchored in the table for the call. */
-static void cred_opts(lua_State *L, const char *fn, struct tide_credentials_options *o)
+/* visitor of core.aws_ini: the result table is at index 2, the current
+ * section's table (if any) at index 3 */
+static int ini_visit(void *ud, const char *section, const char *key, const char *value,
+                     struct tide_error *err)
 {
-    static const char *const names[] = {
-        "access_key_id", "secret_access_key", "session_token", "region",
-        "profile", "credentials_file", "config_file",
-    };
-    const char **slots[] = {
-        &o->access_key_id, &o->secret_access_key, &o->session_token, &o->region,
-        &o->profile, &o->credentials_file, &o->config_file,
-    };
-    memset(o, 0, sizeof(*o));
-    int t = lua_type(L, 1);
-    if (t == LUA_TNIL || t == LUA_TNONE)
-        return;
-    if (t != LUA_TTABLE)
-        luaL_error(L, "%s: opts must be a table or nil", fn);
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        lua_getfield(L, 1, names[i]); // [opts, value]
-        int vt = lua_type(L, -1);
-        if (vt == LUA_TSTRING)
-            *slots[i] = lua_tostring(L, -1);
-        else if (vt != LUA_TNIL)
-            luaL_error(L, "%s: opts.%s must be a string or nil", fn, names[i]);
-        lua_pop(L, 1); // [opts]
+    lua_State *L = ud;
+    (void)err;
+    if (key == NULL) {
+        lua_settop(L, 2);                 // [path, out]
+        lua_getfield(L, 2, section);      // [path, out, sec|nil]
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);              // [path, out, sec]
+            lua_pushvalue(L, -1);
+            lua_setfield(L, 2, section);  // [path, out, sec]
+        }
+        return 0;
     }
+    lua_pushstring(L, value);             // [path, out, sec, value]
+    lua_setfield(L, 3, key);              // [path, out, sec]
+    return 0;
 }
 
-/* core.credentials([opts]) -> creds | nil, err */
-static int l_credentials(lua_State *L)
+/* core.aws_ini(path) -> sections | false | nil, err */
+static int l_aws_ini(lua_State *L)
 {
-    struct tide_credentials_options o;
-    lua_settop(L, 1); // [opts]
-    cred_opts(L, "credentials", &o);
-    struct tide_credentials c;
+    const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_newtable(L); // [path, out]
+    bool exists = false;
     struct tide_error err;
-    if (tide_credentials_resolve(&o, &c, &err) != 0) {
+    if (tide_aws_ini_read(path, ini_visit, L, &exists, &err) != 0) {
         lua_pushnil(L);
         lua_pushstring(L, err.message);
         return 2;
     }
-    /* Only memory exhaustion can raise below; the C copies would then
-     * leak unwiped, which is accepted for a process that is out of memory. */
-    lua_createtable(L, 0, 4); // [opts, out]
-    lua_pushstring(L, c.access_key_id);
-    lua_setfield(L, -2, "access_key_id");
-    lua_pushstring(L, c.secret_access_key);
-    lua_setfield(L, -2, "secret_access_key");
-    if (c.session_token != NULL) {
-        lua_pushstring(L, c.session_token);
-        lua_setfield(L, -2, "session_token");
-    }
-    lua_pushstring(L, c.source);
-    lua_setfield(L, -2, "source");
-    tide_credentials_clear(&c);
+    lua_settop(L, 2);
+    if (!exists)
+        lua_pushboolean(L, 0);
     return 1;
 }
 
-/* core.region([opts]) -> region | nil, err */
-static int l_region(lua_State *L)
+/* core.sha1_hex(s) -> lowercase hex SHA-1 of s */
+static int l_sha1_hex(lua_State *L)
 {
-    struct tide_credentials_options o;
-    lua_settop(L, 1); // [opts]
-    cred_opts(L, "region", &o);
-    char *region = NULL;
-    struct tide_error err;
-    if (tide_region_resolve(&o, &region, &err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err.message);
-        return 2;
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(s, len, md, &n, EVP_sha1(), NULL) != 1 || n != 20)
+        return luaL_error(L, "sha1_hex: OpenSSL's SHA-1 digest failed");
+    static const char digits[] = "0123456789abcdef";
+    char hex[41];
+    for (unsigned i = 0; i < n; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
     }
-    lua_pushstring(L, region); // [opts, region]
-    free(region);
+    lua_pushlstring(L, hex, 40);
     return 1;
 }
 
@@ -157,10 +143,10 @@ void tide_lua_open_sigv4(lua_State *L)
         luaL_error(L, "tide.core: OpenSSL has no SHA-256 or is out of memory");
     lua_pushcclosure(L, l_sha256_hex, 1); // [core, sha256_hex]
     lua_setfield(L, -2, "sha256_hex");    // [core]
-    lua_pushcfunction(L, l_credentials);
-    lua_setfield(L, -2, "credentials");
-    lua_pushcfunction(L, l_region);
-    lua_setfield(L, -2, "region");
+    lua_pushcfunction(L, l_aws_ini);
+    lua_setfield(L, -2, "aws_ini");
+    lua_pushcfunction(L, l_sha1_hex);
+    lua_setfield(L, -2, "sha1_hex");
 }
 
 void tide_lua_open_sign(lua_State *L)

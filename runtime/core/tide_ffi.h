@@ -101,4 +101,15 @@ int tide_ffi_sigv4_sign(struct tide_sigv4_signer *s, const struct tide_ffi_sigv4
                         const char *region, const char *service,
                         struct tide_ffi_sigv4_out *out, struct tide_error *err);
 
+/* ---- untrusted input (input_check.h) ------------------------------------------ */
+
+/* Returns 0 when s[0..len) is valid UTF-8, else TIDE_EINVAL with *bad the
+ * offset of the first invalid byte. */
+int tide_ffi_utf8_check(const char *s, size_t len, double *bad);
+
+/* Returns 0 when s[0..len) is exactly one strict JSON value, else a
+ * negative TIDE_E* code with err's message and *offset the byte offset
+ * (0-based) where the text stops being JSON. */
+int tide_ffi_json_check(const char *s, size_t len, double *offset, struct tide_error *err);
+
 #endif

@@ -112,6 +112,12 @@ struct tide_http {
                            * per-request getenv lookups */
     char *last_url;       /* the last URL check_url accepted, and its host */
     char last_host[256];
+    /* descriptors of the owner's in the epoll set (tide_http_watch), and
+     * those the last poll found readable */
+    int watched[TIDE_HTTP_MAX_WATCHED];
+    unsigned nwatched;
+    int ready[TIDE_HTTP_MAX_WATCHED];
+    unsigned nready;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -1078,10 +1084,48 @@ static int gather_responses(struct tide_http *http, int wait,
     return left > 0 ? (int)left : 0;
 }
 
+static bool is_watched(const struct tide_http *http, int fd)
+{
+    for (unsigned i = 0; i < http->nwatched; i++)
+        if (http->watched[i] == fd)
+            return true;
+    return false;
+}
+
+int tide_http_watch(struct tide_http *http, int fd, struct tide_error *err)
+{
+    if (fd < 0 || is_watched(http, fd) || http->nwatched >= TIDE_HTTP_MAX_WATCHED)
+        return tide_error_set(err, TIDE_EINVAL, "watch fd %d: already watched, or too many", fd);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    if (epoll_ctl(http->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return tide_error_set(err, TIDE_EIO, "watch fd %d: epoll_ctl: %s", fd, strerror(errno));
+    http->watched[http->nwatched++] = fd;
+    return 0;
+}
+
+int tide_http_unwatch(struct tide_http *http, int fd)
+{
+    for (unsigned i = 0; i < http->nwatched; i++) {
+        if (http->watched[i] == fd) {
+            epoll_ctl(http->epfd, EPOLL_CTL_DEL, fd, NULL);
+            http->watched[i] = http->watched[--http->nwatched];
+            return 0;
+        }
+    }
+    return TIDE_ENOTFOUND;
+}
+
+const int *tide_http_ready(const struct tide_http *http, unsigned *n)
+{
+    *n = http->nready;
+    return http->ready;
+}
+
 int tide_http_poll(struct tide_http *http, int timeout_ms,
                    struct tide_http_waitfd *extra, unsigned nextra,
                    struct tide_error *err)
 {
+    http->nready = 0;
     /* New requests arm a 0 ms timer: start them before waiting. */
     int rc = run_timer(http, err);
     if (rc != 0)
@@ -1145,6 +1189,11 @@ int tide_http_poll(struct tide_http *http, int timeout_ms,
             uint64_t v;
             while (read(fd, &v, sizeof(v)) > 0)
                 ;
+            continue;
+        }
+        if (http->nwatched > 0 && is_watched(http, fd)) {
+            if (http->nready < TIDE_HTTP_MAX_WATCHED)
+                http->ready[http->nready++] = fd;
             continue;
         }
         uint32_t e = evs[i].events;

@@ -142,6 +142,24 @@ int tide_http_poll(struct tide_http *http, int timeout_ms,
                    struct tide_http_waitfd *extra, unsigned nextra,
                    struct tide_error *err);
 
+/* At most this many descriptors watched with tide_http_watch. */
+#define TIDE_HTTP_MAX_WATCHED 8
+
+/* Adds fd to the client's own epoll set (level-triggered, readable), so
+ * that every tide_http_poll also waits for it without a poll(2) of its
+ * own, and reports it through tide_http_ready while it is readable. For a
+ * descriptor epoll takes (a socket, an eventfd, another epoll's fd: the
+ * metrics server's), never a regular file. Returns 0, TIDE_EINVAL (already
+ * watched, or TIDE_HTTP_MAX_WATCHED are) or TIDE_EIO (epoll_ctl failed). */
+int tide_http_watch(struct tide_http *http, int fd, struct tide_error *err);
+
+/* Stops watching fd (before it is closed). Returns 0, or TIDE_ENOTFOUND. */
+int tide_http_unwatch(struct tide_http *http, int fd);
+
+/* The watched descriptors the last tide_http_poll found readable: *n of
+ * them, valid until the next poll. */
+const int *tide_http_ready(const struct tide_http *http, unsigned *n);
+
 /* Takes the oldest queued result, or NULL when none is queued. The result
  * stays valid until tide_http_release(). */
 struct tide_http_result *tide_http_next(struct tide_http *http);

@@ -14,5 +14,6 @@ int luaopen_tide_engine(lua_State *L)
     tide_lua_open_signals(L);
     tide_lua_open_clock(L);
     tide_lua_open_fd(L);
+    tide_lua_open_httpd(L);
     return 1;
 }

@@ -14,6 +14,9 @@
  *       -- or {id=, error={kind=, message=}}
  *   local done, ready = e:poll(timeout_ms, {fd, ...})
  *       -- also waits for the fds to be readable; ready = the fds that are
+ *   e:watch(fd); e:unwatch(fd)
+ *       -- fd joins the engine's own epoll set: every poll waits for it
+ *       -- with no extra system call, and lists it in ready while readable
  *   e:pending(); e:cancel(id); e:close()
  *
  * Wrong argument types raise; a URL the client cannot use returns
@@ -403,10 +406,16 @@ static int engine_poll(lua_State *L)
         tide_http_release(e->http, e->cur);
         e->cur = NULL;
     }
-    if (!want_fds)
+    unsigned nwatched = 0;
+    const int *watched = tide_http_ready(e->http, &nwatched);
+    if (!want_fds && nwatched == 0)
         return 1;
     lua_newtable(L); // [.., list, ready]
     int r = 0;
+    for (unsigned k = 0; k < nwatched; k++) {
+        lua_pushinteger(L, watched[k]);
+        lua_rawseti(L, -2, ++r);
+    }
     for (unsigned k = 0; k < nfds; k++) {
         /* POLLHUP/POLLERR count as ready: the read that follows reports it */
         if (wfds[k].revents != 0) {
@@ -415,6 +424,34 @@ static int engine_poll(lua_State *L)
         }
     }
     return 2;
+}
+
+// e:watch(fd) -> true | nil, message: fd joins the engine's epoll set
+// (see tide_http_watch); poll lists it in ready while it is readable
+static int engine_watch(lua_State *L)
+{
+    struct engine *e = check_engine(L);
+    lua_Integer fd = luaL_checkinteger(L, 2);
+    if (fd < 0 || fd > INT_MAX)
+        return luaL_error(L, "tide.engine: watch: fd must be a file descriptor");
+    struct tide_error err;
+    tide_error_clear(&err);
+    if (tide_http_watch(e->http, (int)fd, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+// e:unwatch(fd) -> true | false when fd was not watched
+static int engine_unwatch(lua_State *L)
+{
+    struct engine *e = check_engine(L);
+    lua_Integer fd = luaL_checkinteger(L, 2);
+    lua_pushboolean(L, fd >= 0 && fd <= INT_MAX && tide_http_unwatch(e->http, (int)fd) == 0);
+    return 1;
 }
 
 // e:pending() -> number of requests submitted and not yet returned by poll
@@ -458,6 +495,8 @@ static int engine_tostring(lua_State *L)
 
 static const luaL_Reg engine_methods[] = {
     {"pending", engine_pending},
+    {"watch", engine_watch},
+    {"unwatch", engine_unwatch},
     {"cancel", engine_cancel},
     {"close", engine_close},
     {NULL, NULL},

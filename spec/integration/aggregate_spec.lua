@@ -244,7 +244,7 @@ stores.each(function(kind, open)
           assert.matches(pattern, err.message)
         end
         handler_error("Boom", "boom in the handler")
-        handler_error("Boom", "stack traceback")
+        handler_error("Boom", "\t[^\n]*faulty.lua:%d+: in ") -- the user's frames, not tide's
         handler_error("Nothing", "returned nothing: return an event")
         handler_error("Unknown", "NoSuchEvent', which has no applier")
         handler_error("BadApply", "returned nothing: an applier must return the new state")

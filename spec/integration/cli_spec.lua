@@ -11,11 +11,7 @@ local q = helpers.shell_quote
 
 local tide = stores.tide
 
-local function lines(text)
-  local out = {}
-  for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
-  return out
-end
+local lines = helpers.lines
 
 local function prepare(kind)
   return stores.cli_dir(kind, { "commands:", "  max_attempts: 1000" })
@@ -121,6 +117,15 @@ stores.each(function(kind)
       end
     end)
 
+    it("takes an id or a command text that starts with '-' as data, not as an option", function()
+      local out, status = tide(dir, "exec account -dash '{\"type\":\"Open\",\"owner\":\"ada\"}'", nil, true)
+      assert.equal(0, status, out)
+      assert.equal("account#-dash", cjson.decode(out).stream)
+      out, status = tide(dir, "exec account -dash -5", nil, true)
+      assert.equal(2, status, out)
+      assert.equal("invalid", cjson.decode(out).error.kind)
+    end)
+
     it("keeps the balance exact with 16 concurrent writer processes of 100 deposits each", function()
       assert.equal(0, select(2, tide(dir, "exec account hot '{\"type\":\"Open\",\"owner\":\"ada\"}'")))
       local batch = {}
@@ -128,18 +133,10 @@ stores.each(function(kind)
         batch[i] = cjson.encode{ aggregate = "account", id = "hot", command = { type = "Deposit", amount = i } }
       end
       helpers.write_file(dir .. "/deposits.ndjson", table.concat(batch, "\n") .. "\n")
-      local script = {}
-      for p = 1, 16 do
-        script[#script + 1] = ("(%s %s batch < deposits.ndjson > out.%d 2>&1; echo $? > rc.%d) &")
-          :format(stores.CLI_ENV, q(helpers.tide_bin), p, p)
-      end
-      script[#script + 1] = "wait"
-      helpers.run("cd " .. q(dir) .. " || exit 1; " .. table.concat(script, " "))
       local ok_count = 0
-      for p = 1, 16 do
-        assert.equal("0", (helpers.read_file(dir .. "/rc." .. p) or "?"):gsub("%s+", ""),
-                     helpers.read_file(dir .. "/out." .. p))
-        for _, l in ipairs(lines(helpers.read_file(dir .. "/out." .. p))) do
+      for _, proc in ipairs(stores.batch_processes(dir, 16, "deposits.ndjson")) do
+        assert.equal("0", proc.rc, proc.out .. proc.err)
+        for _, l in ipairs(lines(proc.out)) do
           if cjson.decode(l).ok then ok_count = ok_count + 1 end
         end
       end
@@ -147,13 +144,7 @@ stores.each(function(kind)
       local st = cjson.decode((tide(dir, "state account hot")))
       assert.equal(16 * 5050, st.state.balance)
       assert.equal(1601, st.version)
-      local versions = {}
-      for _, l in ipairs(lines((tide(dir, "events account hot")))) do
-        local v = cjson.decode(l).version
-        assert.is_nil(versions[v], "duplicate version " .. v)
-        versions[v] = true
-      end
-      for v = 1, 1601 do assert.is_true(versions[v], "missing version " .. v) end
+      stores.assert_versions(dir, "hot", 1601)
     end)
   end)
 end)

@@ -16,11 +16,7 @@ helpers.private_dynamodb()
 local q = helpers.shell_quote
 local tide = stores.tide
 
-local function lines(text)
-  local out = {}
-  for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
-  return out
-end
+local lines = helpers.lines
 
 -- An aggregate whose commands accept, reject, raise (after spoiling the
 -- state it was given), return several events or none.
@@ -114,23 +110,14 @@ stores.each(function(kind)
         batch[i] = cjson.encode{ aggregate = "account", id = "hot", command = { type = "Deposit", amount = i } }
       end
       helpers.write_file(dir .. "/deposits.ndjson", table.concat(batch, "\n") .. "\n")
-      local script = {}
-      for p = 1, 8 do
-        script[#script + 1] = ("(%s %s batch --stats < deposits.ndjson > out.%d 2> err.%d; echo $? > rc.%d) &")
-          :format(stores.CLI_ENV, q(helpers.tide_bin), p, p, p)
-      end
-      script[#script + 1] = "wait"
-      helpers.run("cd " .. q(dir) .. " || exit 1; " .. table.concat(script, " "))
-      local ok_count, conflicts = 0, 0
-      for p = 1, 8 do
-        local out = helpers.read_file(dir .. "/out." .. p)
-        assert.equal("0", (helpers.read_file(dir .. "/rc." .. p) or "?"):gsub("%s+", ""), out)
-        for _, l in ipairs(lines(out)) do
+      local ok_count = 0
+      for _, proc in ipairs(stores.batch_processes(dir, 8, "deposits.ndjson", "--stats")) do
+        assert.equal("0", proc.rc, proc.out .. proc.err)
+        for _, l in ipairs(lines(proc.out)) do
           if cjson.decode(l).ok then ok_count = ok_count + 1 end
         end
-        local st = assert(stats_of(helpers.read_file(dir .. "/err." .. p)))
+        local st = assert(stats_of(proc.err))
         assert.equal(100, st.outcomes.ok)
-        conflicts = conflicts + st.conflicts
         if kind == "dynamodb" then
           assert.is_true(st.dynamodb.requests_total > 0)
           assert.is_true(st.dynamodb.write_units > 0)
@@ -140,13 +127,7 @@ stores.each(function(kind)
       local st = cjson.decode((tide(dir, "state account hot")))
       assert.equal(8 * 5050, st.state.balance)
       assert.equal(801, st.version)
-      local versions = {}
-      for _, l in ipairs(lines((tide(dir, "events account hot")))) do
-        local v = cjson.decode(l).version
-        assert.is_nil(versions[v], "duplicate version " .. v)
-        versions[v] = true
-      end
-      for v = 1, 801 do assert.is_true(versions[v], "missing version " .. v) end
+      stores.assert_versions(dir, "hot", 801)
     end)
 
     it("decides a batch on one stream as a sequential run does: accepted, rejected, raising, duplicate", function()
@@ -212,5 +193,36 @@ stores.each(function(kind)
         other_store:close()
       end)
     end)
+
+    if kind == "dynamodb" then
+      it("catches up from the refused write's answer when it shows where the stream ends: no read", function()
+        local reg = aggregate.registry(helpers.root .. "/aggregates")
+        reg:add(assert(aggregate.from_source("tally", TALLY, "tally.lua")))
+        sched.run(function()
+          local store, desc = stores.open_dynamodb()
+          local other_store = stores.open_dynamodb(desc.prefix)
+          local mine = repository.new{ store = store, registry = reg }
+          local theirs = repository.new{ store = other_store, registry = reg }
+          assert(mine:execute("tally", "x", { type = "Add", n = 1 }))
+          assert(theirs:execute("tally", "x", { type = "Add", n = 10 }))
+          local queries = store.client.usage.requests.Query or 0
+          -- 3 events at versions 2..4: the transaction's Put of version 2
+          -- finds theirs, the Put of version 3 finds nothing
+          local res = assert(mine:execute("tally", "x", { type = "Triple", n = 100 }))
+          assert.equal(5, res.version)
+          assert.equal(1, mine.stats.catch_ups)
+          assert.equal(queries, store.client.usage.requests.Query or 0)
+          assert.equal(1 + 10 + 100 + 101 + 102, assert(mine:state("tally", "x")).state.value)
+          -- a single-event write finds one event and reads only past it
+          assert(theirs:execute("tally", "x", { type = "Add", n = 1 }))
+          assert(theirs:execute("tally", "x", { type = "Add", n = 1 }))
+          assert(mine:execute("tally", "x", { type = "Add", n = 1 }))
+          assert.equal(2, mine.stats.catch_ups)
+          assert.equal(1 + 10 + 100 + 101 + 102 + 3, assert(mine:state("tally", "x")).state.value)
+          store:close()
+          other_store:close()
+        end)
+      end)
+    end
   end)
 end)

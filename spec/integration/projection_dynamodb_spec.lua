@@ -451,6 +451,12 @@ return p
               if ri[prefix .. "positions"] then return nil, { type = "Died", message = "killed before the positions" } end
               return db:batch_write(ri)
             end
+          elseif k == "update_item" then
+            -- positions are conditional updates (they only move forward)
+            return function(_, p)
+              if p.TableName == prefix .. "positions" then return nil, { type = "Died", message = "killed before the positions" } end
+              return db:update_item(p)
+            end
           end
           local v = db[k]
           if type(v) ~= "function" then return v end

@@ -35,8 +35,10 @@ local BROKEN = {
   end,
   no_events = function(rev) return (valid(rev):gsub("account%.events = {", "account.evnts = {")) end,
   no_commands = function(rev) return (valid(rev):gsub("account%.commands = {", "account.cmds = {")) end,
+  -- a top level that never returns: stopped by the budget (lua.handler_budget_ms)
+  loops = function(rev) return "local n = 0\nwhile true do n = n + 1 end\n" .. valid(rev) end,
 }
-local BROKEN_KINDS = { "syntax", "raises", "initial_raises", "no_events", "no_commands" }
+local BROKEN_KINDS = { "syntax", "raises", "initial_raises", "no_events", "no_commands", "loops" }
 
 -- Editor write patterns.
 local function write(path, data) helpers.write_file(path, data) end
@@ -97,7 +99,7 @@ local function project()
   os.execute("mkdir -p " .. q(dir .. "/aggregates"))
   write(dir .. "/tide.yaml", table.concat({
     "store: sqlite", "sqlite:", "  path: " .. dir .. "/tide.db", "aggregates: " .. dir .. "/aggregates",
-    "commands:", "  max_attempts: 1000", "" }, "\n"))
+    "commands:", "  max_attempts: 1000", "lua:", "  handler_budget_ms: 100", "" }, "\n"))
   write(dir .. "/aggregates/account.lua", valid(0))
   return dir
 end
@@ -417,6 +419,8 @@ describe("hot reload", function()
           assert.matches("`initial` raised", log, 1, true)
         elseif kind == "no_events" then
           assert.matches("missing `events`", log, 1, true)
+        elseif kind == "loops" then
+          assert.matches("account's top level (" .. path .. ") ran past its budget of 100 ms", log, 1, true)
         else
           assert.matches("missing `commands`", log, 1, true)
         end

@@ -7,6 +7,7 @@ local sched = require "tide.sched"
 local dynamodb = require "tide.dynamodb"
 local dstore = require "tide.store.dynamodb"
 local standin = require "fixtures.streams_standin"
+local cjson = require "cjson"
 
 -- many events on tables with streams: a DynamoDB Local of this file's own
 helpers.private_dynamodb()
@@ -38,27 +39,38 @@ local function open(store, id, n, payload)
   for v = 1, n do assert(store:append("account#" .. id, v - 1, { events[v] })) end
 end
 
--- Every record of every listed shard, read from TRIM_HORIZON to the tip:
+-- open(store, tag .. i, n) for i = 1..count, the accounts in parallel
+local function open_many(store, tag, count, n)
+  local ids = {}
+  for i = 1, count do ids[i] = tag .. i end
+  local err = store.client:run_parallel(ids, function(id) open(store, id, n); return true end)
+  assert(err == nil, tostring(err))
+end
+
+-- Every record of every listed shard, read from TRIM_HORIZON to the tip
+-- (the shards in parallel; the tip: the first empty page, as these specs
+-- ask for no empty pages mid-shard while they read everything):
 -- shard id -> list of {stream=, version=, seq=}.
 local function read_all(db, arn)
   local desc = assert(db:describe_stream{ StreamArn = arn }).StreamDescription
   local out = {}
-  for _, s in ipairs(desc.Shards) do
+  local err = db:run_parallel(desc.Shards, function(s)
     local list = {}
     out[s.ShardId] = list
     local it = assert(db:get_shard_iterator{ StreamArn = arn, ShardId = s.ShardId,
                                              ShardIteratorType = "TRIM_HORIZON" }).ShardIterator
-    local empty = 0
-    while it and empty < 2 do
+    while it do
       local r = assert(db:get_records{ ShardIterator = it })
       for _, rec in ipairs(r.Records) do
         local img = rec.dynamodb.NewImage
         list[#list + 1] = { stream = img.stream, version = img.version, seq = rec.dynamodb.SequenceNumber }
       end
-      empty = #r.Records == 0 and empty + 1 or 0
+      if #r.Records == 0 then break end
       it = r.NextShardIterator
     end
-  end
+    return true
+  end)
+  assert(err == nil, tostring(err))
   return out, desc
 end
 
@@ -77,7 +89,7 @@ describe("the DynamoDB Streams stand-in", function()
     run(function()
       local db = client(srv.url)
       local store, arn = fresh_store(db, "si_spread")
-      for i = 1, 40 do open(store, "a" .. i, 3) end
+      open_many(store, "a", 40, 3)
       local by_shard, desc = read_all(db, arn)
       assert.equal(64, #desc.Shards)
       local seen, used = {}, 0
@@ -124,7 +136,7 @@ describe("the DynamoDB Streams stand-in", function()
       end
       assert.equal(128, children)
       -- later records go to the children; a parent read to its end has no next iterator
-      for i = 1, 40 do open(store, "b" .. i, 1) end
+      open_many(store, "b", 40, 1)
       local after = read_all(db, arn)
       for id, list in pairs(after) do
         if by[id].SequenceNumberRange.EndingSequenceNumber then
@@ -227,7 +239,7 @@ describe("the DynamoDB Streams stand-in", function()
     local ok, err = pcall(run, function()
       local db = client(own.url)
       local store, arn = fresh_store(db, "si_trim")
-      for i = 1, 6 do open(store, "t" .. i, 2) end
+      open_many(store, "t", 6, 2)
       local d = assert(db:describe_stream{ StreamArn = arn }).StreamDescription
       local created = d.CreationRequestDateTime
       local shard = d.Shards[1].ShardId
@@ -249,7 +261,7 @@ describe("the DynamoDB Streams stand-in", function()
       assert.equal("ResourceNotFoundException", gone.type)
       -- records written before the split but after the trim horizon stay; a
       -- checkpoint inside the trimmed part is an error, never a silent skip
-      for i = 1, 4 do open(store, "u" .. i, 1) end
+      open_many(store, "u", 4, 1)
       local child, start
       for id, list in pairs(read_all(db, arn)) do
         if #list > 0 then child = id end
@@ -286,7 +298,7 @@ describe("the streams runner on the stand-in", function()
     local ok, err = pcall(run, function()
       local db = client(own.url, 8)
       local store = fresh_store(db, "si_rebuild")
-      for i = 1, 8 do open(store, "r" .. i, 2) end
+      open_many(store, "r", 8, 2)
       own:control("Advance", { Seconds = 25 * 3600 })
       local proj = assert(projection.load_file(BALANCES, "balances"))
       local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
@@ -315,7 +327,7 @@ describe("the streams runner on the stand-in", function()
     local ok, err = pcall(run, function()
       local db = client(own.url, 8)
       local store = fresh_store(db, "si_detach")
-      for i = 1, 12 do open(store, "d" .. i, 3) end
+      open_many(store, "d", 12, 3)
       local good = assert(projection.load_file(BALANCES, "balances"))
       local src = helpers.read_file(BALANCES)
       -- a copy that fails on account d7 while `flaky` is set
@@ -362,14 +374,101 @@ describe("the streams runner on the stand-in", function()
   end)
 end)
 
+describe("the streams runner's shard lineage on the stand-in", function()
+  it("reads a child whose parent is stuck only after the operator's skip-parent decision, and deletes a"
+     .. " finished parent's lease once it is trimmed", function()
+    local leases_mod = require "tide.projection.leases"
+    local own = standin.start{ upstream = helpers.dynamodb_endpoint(), shards = 2 }
+    local ok, err = pcall(run, function()
+      local db = client(own.url, 8)
+      local store, arn = fresh_store(db, "si_lineage")
+      open_many(store, "p", 8, 1)
+      local parents = assert(db:describe_stream{ StreamArn = arn }).StreamDescription.Shards
+      local stuck, fine = parents[1].ShardId, parents[2].ShardId
+      local child_of = {}
+      for _, id in ipairs({ stuck, fine }) do
+        child_of[id] = own:control("Rollover", { StreamArn = arn, ShardIds = { id } }).Children[1]
+      end
+      open_many(store, "q", 8, 1)
+      -- the stuck parent: its projection needs a rebuild there, so it never reaches SHARD_END
+      local ops = leases_mod.new{ client = db, table_prefix = store.prefix, group = "*", owner = "operator" }
+      assert(ops:init())
+      assert(ops:ensure(stuck))
+      assert(db:update_item{ TableName = ops.table, Key = { projection = "*", shard = stuck },
+        UpdateExpression = "SET #e = :e", ExpressionAttributeNames = { ["#e"] = "err:balances" },
+        ExpressionAttributeValues = { [":e"] = leases_mod.REBUILD_NEEDED } })
+      local proj = assert(projection.load_file(BALANCES, "balances"))
+      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
+      local r = streams.new{ client = db, store = store, backend = backend, projections = { proj }, group = "*",
+                             lease_ms = 1000, poll_ms = 20, max_poll_ms = 100, describe_ms = 300,
+                             log = function() end }
+      assert(r:start())
+      local th = sched.spawn(function() return r:run() end)
+      local function lease(id)
+        local list = assert(ops:list())
+        for _, l in ipairs(list) do if l.shard == id then return l end end
+        return nil
+      end
+      local function wait(what, cond)
+        local t0 = sched.now()
+        while not cond() do
+          assert(sched.now() - t0 < 30, "waited 30 s for " .. what)
+          sched.sleep(0.1)
+        end
+      end
+      -- the healthy lineage: parent read to its end, then its child
+      wait("the healthy child's checkpoint", function()
+        local c = lease(child_of[fine])
+        return c and c.cps.balances ~= nil and lease(fine).checkpoint == leases_mod.SHARD_END
+      end)
+      -- the stuck parent's child is never read on its own
+      sched.sleep(0.5)
+      local c = lease(child_of[stuck])
+      assert.is_truthy(c, "the child's lease was made")
+      assert.is_nil(c.cps.balances)
+      local function first_read(id)
+        for _, sh in ipairs(own:stats(arn).Shards) do
+          if sh.ShardId == id then return sh.FirstReadMs ~= cjson.null and sh.FirstReadMs or nil end
+        end
+      end
+      assert.is_nil(first_read(child_of[stuck]), "a child read before its parent's end")
+      -- the operator decides: start the child although its parent never ended
+      assert(ops:decide(child_of[stuck], "skip-parent"))
+      wait("the child read after skip-parent", function()
+        local l = lease(child_of[stuck])
+        return l.cps.balances ~= nil
+      end)
+      assert.is_number(first_read(child_of[stuck]))
+      -- a decision on a shard with no lease is refused, not recorded as a new lease
+      local _, derr = ops:decide("shardId-nope", "skip-parent")
+      assert.equal("NotFound", derr and derr.type)
+      -- a day later the finished parent is no longer listed: its child learns
+      -- that it was finished, then its lease goes; the stuck one's stays
+      own:control("Advance", { Seconds = 25 * 3600 })
+      wait("the finished parent's lease deleted", function() return lease(fine) == nil end)
+      assert.is_true(lease(child_of[fine]).parent_done)
+      assert.is_truthy(lease(stuck))
+      r:stop()
+      assert(sched.wait(th))
+      -- every account of the read children is in the read model
+      local res = assert(db:scan{ TableName = store.prefix .. "rm_balances" })
+      local ids = {}
+      for _, it in ipairs(res.Items) do ids[it.id] = true end
+      for i = 1, 8 do assert.is_true(ids["q" .. i] or false, "q" .. i .. " missing") end
+    end)
+    own:stop()
+    assert(ok, err)
+  end)
+end)
+
 ------------------------------------------------------------------------
 -- A fleet of real `tide run` workers on 64 virtual shards
 
-local cjson = require "cjson"
 local stores = require "stores"
 local q = helpers.shell_quote
 
-local LEASE_MS = 5000
+local LEASE_MS = 3000
+local DESCRIBE_MS = 10000
 
 -- Appends events to `n` accounts (ids tag-0001...), each 1..4 events.
 local function write_accounts(store, n, tag)
@@ -470,7 +569,7 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
       -- forwards them, counts them per table, and simulates the outage)
       stores.write_config(dir, "dynamodb", { endpoint = srv.url, prefix = prefix },
         { "projections: " .. dir .. "/projections", "log:", "  format: json",
-          "streams:", "  lease_ms: " .. LEASE_MS, "  poll_ms: 100", "  describe_ms: 10000" })
+          "streams:", "  lease_ms: " .. LEASE_MS, "  steal_ms: 500", "  poll_ms: 100", "  describe_ms: " .. DESCRIBE_MS })
 
       local db = client(nil, 8)
       local store = dstore.new{ client = db, table_prefix = prefix }
@@ -478,7 +577,7 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
       run(function()
         assert(store:init())
         arn = assert(store:describe()).events.stream_arn
-        write_accounts(store, 80, "a")
+        write_accounts(store, 48, "a")
       end)
 
       local function start(name, skew)
@@ -501,13 +600,19 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
       local function exited(name) return helpers.read_file(dir .. "/" .. name .. ".exit") end
 
       -- what the lease table says, checked on every look: checkpoints only forward
-      local cps_seen, violations = {}, {}
+      local cps_seen, violations, describer_owners = {}, {}, {}
+      local phases = {}
       local function leases()
         local res = assert(db:query{ TableName = leases_table, KeyConditionExpression = "#p = :p",
           ExpressionAttributeNames = { ["#p"] = "projection" }, ExpressionAttributeValues = { [":p"] = "*" },
           ConsistentRead = true })
-        local by = {}
+        local by, items = {}, {}
         for _, it in ipairs(res.Items) do
+          if it.shard == "~describer" then
+            describer_owners[it.owner or "-"] = true
+            goto next_item
+          end
+          items[#items + 1] = it
           by[it.shard] = it
           for k, v in pairs(it) do
             if type(k) == "string" and k:match("^cp:") then
@@ -517,8 +622,9 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
               cps_seen[key] = v
             end
           end
+          ::next_item::
         end
-        return res.Items, by
+        return items, by
       end
       -- lease counts of the live workers over the eligible shards
       local function balanced(live)
@@ -549,7 +655,10 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
         local t0, ok_, how = sched.now(), false, ""
         while sched.now() - t0 < seconds do
           ok_, how = balanced(live_set())
-          if ok_ then return sched.now() - t0 end
+          if ok_ then
+            phases[#phases + 1] = string.format("%s balanced %.1f s", label, sched.now() - t0)
+            return sched.now() - t0
+          end
           sched.sleep(0.5)
         end
         error(label .. ": lease counts not within 1 after " .. seconds .. " s (" .. how .. ")")
@@ -562,14 +671,19 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
           ok_, why = same_models(b, model(db, prefix .. "rm_balances", "id"))
           if ok_ then ok_, why = same_models(b, model(db, prefix .. "rm_balances_c", "id")) end
           if ok_ then ok_, why = same_models(o, model(db, prefix .. "rm_owners", "owner")) end
-          if ok_ then return sched.now() - t0 end
+          if ok_ then
+            phases[#phases + 1] = string.format("%s exact %.1f s", label, sched.now() - t0)
+            return sched.now() - t0
+          end
           sched.sleep(0.5)
         end
         error(label .. ": read models not equal to the recomputation after " .. seconds .. " s: " .. why)
       end
 
+      local t_fleet
       local skews = { -300000, 300000, 0, 120000, -120000, 7000, -7000, 0, 60000, -60000, 2000, -2000 }
       run(function()
+        t_fleet = sched.now()
         -- 0 -> 8 workers, their wall clocks up to 5 minutes apart
         for i = 1, 8 do start("w" .. i, skews[i]) end
         wait_balanced("8 workers", 120)
@@ -577,21 +691,21 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
         -- -> 12
         for i = 9, 12 do start("w" .. i, skews[i]) end
         wait_balanced("12 workers", 120)
-        write_accounts(store, 60, "b")
+        write_accounts(store, 32, "b")
         -- every shard splits: the children wait for their parents' end
         srv:control("Split", { StreamArn = arn })
-        write_accounts(store, 60, "c")
-        -- SIGKILL one; SIGSTOP another for twice the lease time
+        write_accounts(store, 32, "c")
+        -- SIGKILL one; SIGSTOP another for longer than the lease time
         signal("w1", "KILL")
         workers.w1.alive, workers.w1.killed_at = false, sched.now()
         signal("w2", "STOP")
-        sched.sleep(2 * LEASE_MS / 1000)
+        sched.sleep(LEASE_MS / 1000 + 1.5)
         signal("w2", "CONT")
-        write_accounts(store, 40, "d")
+        write_accounts(store, 24, "d")
         wait_models("after SIGKILL and SIGSTOP", 180)
         wait_balanced("11 workers", 120)
         -- a lease-table outage; SIGTERM six workers in it: 12 -> 5
-        srv:control("Outage", { TableName = leases_table, Seconds = 8 })
+        srv:control("Outage", { TableName = leases_table, Seconds = LEASE_MS / 1000 + 2 })
         local t_term = sched.now()
         for i = 2, 7 do signal("w" .. i, "TERM"); workers["w" .. i].alive = false end
         for i = 2, 7 do
@@ -602,7 +716,7 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
           assert.equal("0", exited(name):gsub("%s+", ""))
         end
         local term_s = sched.now() - t_term
-        write_accounts(store, 40, "e")
+        write_accounts(store, 24, "e")
         wait_models("5 workers", 180)
         wait_balanced("5 workers", 120)
         assert.same({}, violations, "checkpoints moved backwards")
@@ -627,6 +741,15 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
         assert.is_true(throttled <= gets / 20, throttled .. " GetRecords refused of " .. gets)
         assert.is_true(st.DescribeThrottled <= st.DescribeStream / 20,
           st.DescribeThrottled .. " DescribeStream refused of " .. st.DescribeStream)
+        -- DescribeStream is shared: one describer (a lease) for the fleet,
+        -- at most 2 pages every describe_ms, plus one look at each change
+        -- of describer and a few early looks after the split; 12 workers
+        -- describing each for itself would make 12 times that
+        local fleet_s = sched.now() - t_fleet
+        local bound = 2 * (fleet_s / (0.9 * DESCRIBE_MS / 1000) + 10)
+        assert.is_true(st.DescribeStream <= bound, string.format("%d DescribeStream in %.0f s (bound %.0f)",
+          st.DescribeStream, fleet_s, bound))
+        assert.is_not_nil(next(describer_owners), "no describer lease in the lease table")
         -- lease-table requests per worker and second, over the whole run
         local calls = srv:control("TableCalls", {}).Tables[leases_table] or {}
         local total = 0
@@ -636,8 +759,9 @@ describe("a fleet of `tide run` workers on 64 virtual shards", function()
           worker_s = worker_s + ((w.killed_at or w.exited_at or sched.now()) - w.started_at)
         end
         io.stderr:write(string.format("\n  fleet: %d GetRecords, %d refused; %d DescribeStream, %d refused;"
-          .. " %.1f lease-table requests/s per worker (%s); SIGTERM in the outage: all six out in %.1f s\n",
-          gets, throttled, st.DescribeStream, st.DescribeThrottled, total / worker_s, cjson.encode(calls), term_s))
+          .. " %.1f lease-table requests/s per worker (%s); SIGTERM in the outage: all six out in %.1f s\n  phases: %s\n",
+          gets, throttled, st.DescribeStream, st.DescribeThrottled, total / worker_s, cjson.encode(calls), term_s,
+          table.concat(phases, "; ")))
       end)
 
       -- no two workers wrote for one shard at overlapping times

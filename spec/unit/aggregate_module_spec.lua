@@ -55,8 +55,12 @@ describe("aggregate modules", function()
     end)
   end
 
-  it("keeps a module's globals to itself", function()
-    assert(load("leaked_global_of_thing = 1; return { commands = { A = function() end }, events = {} }"))
+  it("refuses new globals in the sandbox; without it, keeps a module's globals to itself", function()
+    local src = "leaked_global_of_thing = 1; return { commands = { A = function() end }, events = {} }"
+    local a, err = load(src)
+    assert.is_nil(a)
+    assert.matches("assigning the global 'leaked_global_of_thing': tide's sandbox allows no new globals", err)
+    assert(aggregate.from_source("thing", src, "aggregates/thing.lua", { sandbox = false }))
     assert.is_nil(rawget(_G, "leaked_global_of_thing"))
   end)
 

@@ -22,10 +22,11 @@ local DEFAULTS = {
   aggregates = "./aggregates",
   projections = "./projections",
   cache = { max_bytes = 64 * MiB },
-  commands = { max_attempts = 10, batching = true },
+  commands = { max_attempts = 20, batching = true, max_line_bytes = 1 * MiB },
   snapshots = { every = 100 },
   log = { level = "info", format = "text" },
-  lua = { gc_pause = 400 },
+  metrics = {},
+  lua = { gc_pause = 400, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
 }
 
 -- assert_fields(cfg, {["sqlite.path"] = want, ...}): each dotted key path of
@@ -149,10 +150,11 @@ describe("tide.config", function()
         aggregates = "/srv/tide/aggregates",
         projections = "/srv/tide/projections",
         cache = { max_bytes = 1048576 },
-        commands = { max_attempts = 1, batching = false },
+        commands = { max_attempts = 1, batching = false, max_line_bytes = 1 * MiB },
         snapshots = { every = 0 },
         log = { level = "warn", format = "json" },
-        lua = { gc_pause = 250 },
+        metrics = { listen = "127.0.0.1:9464" },
+        lua = { gc_pause = 250, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
       }, cfg)
     end)
 
@@ -458,7 +460,8 @@ describe("tide.config", function()
   describe("store: dynamodb needs a region", function()
     it("fails without dynamodb.region, AWS_REGION, AWS_DEFAULT_REGION, a profile or an endpoint", function()
       write("tide.yaml", "# DynamoDB\nstore: dynamodb\n")
-      local cfg, err = child_load(dir)
+      -- (instance metadata, the region chain's last source, switched off)
+      local cfg, err = child_load(dir, { AWS_EC2_METADATA_DISABLED = "true" })
       assert.is_nil(cfg)
       assert.equal("tide.yaml:2: store is \"dynamodb\" but no AWS region is set: set dynamodb.region "
                    .. "(or AWS_REGION, AWS_DEFAULT_REGION, a profile's region) or dynamodb.endpoint", err)

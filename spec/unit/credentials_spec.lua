@@ -1,33 +1,51 @@
--- core.credentials and core.region: the AWS credentials chain (explicit
--- options, environment, shared credentials file, config file) and the
--- region lookup. LuaJIT cannot setenv, so every case that depends on the
--- environment runs in a child luajit started through `env`, with every
--- AWS_* variable unset first and HOME pointing at a temporary directory.
--- The child inherits the rest of the environment (LD_PRELOAD, ASAN_OPTIONS
--- under the sanitizer run).
+-- tide.credentials, the parts that need no server: explicit options, the
+-- environment, the shared credentials file and the config file, and the
+-- region lookup (the network providers: spec/integration/credentials_chain_spec.lua).
+-- These run in a child luajit started through `env`, with every AWS_*
+-- variable unset first and HOME pointing at a temporary directory, so that
+-- the chain reads the real process environment (os.getenv). The child
+-- inherits the rest of the environment (LD_PRELOAD, ASAN_OPTIONS under the
+-- sanitizer run).
 local helpers = require "helpers"
-local core = require "tide.core"
+local credentials = require "tide.credentials"
 
 local q = helpers.shell_quote
 local AWS_VARS = {
   "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
   "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SHARED_CREDENTIALS_FILE",
-  "AWS_CONFIG_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
+  "AWS_CONFIG_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+  "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CREDENTIAL_EXPIRATION",
 }
 
--- Runs `fn_name(opts)` of tide.core in a child with the given environment;
--- returns the result and the error.
+-- Runs the chain ("credentials") or the region lookup ("region") in a child
+-- with the given environment; returns the result and the error message.
+-- Credentials come back as {access_key_id=, secret_access_key=,
+-- session_token=, source=} with source the provider's name.
 local function child(home, env, fn_name, opts)
-  return helpers.child_lua{ home = home, unset = AWS_VARS, env = env, arg = opts, code = ([[
-    if next(arg) == nil then arg = nil end
-    return require("tide.core").%s(arg)
-  ]]):format(fn_name) }
+  env.AWS_EC2_METADATA_DISABLED = env.AWS_EC2_METADATA_DISABLED or "true"
+  return helpers.child_lua{ home = home, unset = AWS_VARS, env = env, arg = { fn = fn_name, opts = opts or {} }, code = [[
+    local credentials = require "tide.credentials"
+    local o = arg.opts
+    if arg.fn == "region" then
+      local r, err = credentials.region{ region = o.region, profile = o.profile }
+      return r, err and err.message
+    end
+    local explicit
+    if o.access_key_id or o.secret_access_key then
+      explicit = { access_key_id = o.access_key_id, secret_access_key = o.secret_access_key,
+                   session_token = o.session_token }
+    end
+    local c, r = credentials.new{ credentials = explicit, profile = o.profile }:resolve()
+    if not c then return nil, r.message end
+    return { access_key_id = c.access_key_id, secret_access_key = c.secret_access_key,
+             session_token = c.session_token, source = r.provider }
+  ]] }
 end
 
 local SECRET_FILE = "fileSECRETabcdefghijklmnopqrstuvwxyz0123"
 local SECRET_CONF = "confSECRETabcdefghijklmnopqrstuvwxyz0123"
 
-describe("core.credentials", function()
+describe("tide.credentials without a network", function()
   local home
 
   before_each(function()
@@ -98,14 +116,19 @@ describe("core.credentials", function()
     local c = child(home, { AWS_ACCESS_KEY_ID = "AKIDENV", AWS_SECRET_ACCESS_KEY = "envsecret",
                             AWS_SESSION_TOKEN = "envtoken", AWS_PROFILE = "work" }, "credentials")
     assert.are.same({ access_key_id = "AKIDENV", secret_access_key = "envsecret",
-                      session_token = "envtoken", source = "environment" }, c)
+                      session_token = "envtoken", source = "env" }, c)
   end)
 
-  it("reads empty environment variables as unset, and skips a half-set environment", function()
+  it("reads empty environment variables as unset; a key id without its secret is an error (as botocore)", function()
     standard_files()
     local c = child(home, { AWS_ACCESS_KEY_ID = "", AWS_SECRET_ACCESS_KEY = "" }, "credentials")
-    assert.are.equal("credentials-file", c.source)
-    c = child(home, { AWS_ACCESS_KEY_ID = "AKIDENV" }, "credentials")
+    assert.are.equal("shared-credentials-file", c.source)
+    local err
+    c, err = child(home, { AWS_ACCESS_KEY_ID = "AKIDENV" }, "credentials")
+    assert.is_nil(c)
+    assert.matches("AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY", err, 1, true)
+    -- a secret alone is no key: the chain goes on
+    c = child(home, { AWS_SECRET_ACCESS_KEY = "envsecret" }, "credentials")
     assert.are.equal("AKIDFILEDEFAULT", c.access_key_id)
   end)
 
@@ -113,14 +136,14 @@ describe("core.credentials", function()
     standard_files()
     local c = child(home, {}, "credentials")
     assert.are.same({ access_key_id = "AKIDFILEDEFAULT", secret_access_key = SECRET_FILE,
-                      source = "credentials-file" }, c)
+                      source = "shared-credentials-file" }, c)
   end)
 
   it("selects the profile with AWS_PROFILE, and opts.profile over it", function()
     standard_files()
     local c = child(home, { AWS_PROFILE = "work" }, "credentials")
     assert.are.same({ access_key_id = "AKIDFILEWORK", secret_access_key = SECRET_FILE,
-                      session_token = "TOKENWORK", source = "credentials-file" }, c)
+                      session_token = "TOKENWORK", source = "shared-credentials-file" }, c)
     c = child(home, { AWS_PROFILE = "work" }, "credentials", { profile = "default" })
     assert.are.equal("AKIDFILEDEFAULT", c.access_key_id)
   end)
@@ -159,36 +182,33 @@ describe("core.credentials", function()
     assert.matches("line 1 is malformed", err, 1, true)
   end)
 
-  it("lists the sources tried when there are no credentials", function()
-    local c, err = child(home, { AWS_PROFILE = "nope" }, "credentials")
+  it("lists the sources tried when there are no credentials, and names a missing profile", function()
+    local c, err = child(home, {}, "credentials")
     assert.is_nil(c)
-    assert.matches("none found for profile 'nope'", err, 1, true)
-    assert.matches("environment", err, 1, true)
-    assert.matches(home .. "/.aws/credentials (no such file)", err, 1, true)
-    assert.matches(home .. "/.aws/config (no such file)", err, 1, true)
-    assert.matches("not supported yet: container credentials, IMDSv2, web identity, SSO, credential_process", err, 1, true)
+    assert.matches("no AWS credentials found for profile 'default'", err, 1, true)
+    assert.matches("env (AWS_ACCESS_KEY_ID unset)", err, 1, true)
+    assert.matches("shared-credentials-file (no profile 'default' in " .. home .. "/.aws/credentials)", err, 1, true)
+    assert.matches("container-role (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI unset)", err, 1, true)
+    assert.matches("iam-role (AWS_EC2_METADATA_DISABLED=true)", err, 1, true)
     standard_files()
     c, err = child(home, { AWS_PROFILE = "nope" }, "credentials")
-    assert.matches("(no profile 'nope')", err, 1, true)
+    assert.matches("profile 'nope' not found in " .. home .. "/.aws/config or " .. home .. "/.aws/credentials", err, 1, true)
     assert.is_falsy(err:find(SECRET_FILE, 1, true))
   end)
 
   it("raises on wrong argument types", function()
-    local ok, err = pcall(core.credentials, "default")
+    local ok, err = pcall(credentials.new, "default")
     assert.is_false(ok)
-    assert.matches("credentials: opts must be a table or nil", err, 1, true)
-    ok, err = pcall(core.credentials, { profile = 1 })
-    assert.is_false(ok)
-    assert.matches("credentials: opts.profile must be a string or nil", err, 1, true)
+    assert.matches("credentials.new: opts must be a table", err, 1, true)
   end)
 
   it("returns explicit options in process", function()
-    local c = core.credentials({ access_key_id = "A", secret_access_key = "B" })
-    assert.are.same({ access_key_id = "A", secret_access_key = "B", source = "explicit" }, c)
+    local c, r = credentials.new{ credentials = { access_key_id = "A", secret_access_key = "B" } }:resolve()
+    assert.are.same({ "A", "B", "explicit" }, { c.access_key_id, c.secret_access_key, r.provider })
   end)
 end)
 
-describe("core.region", function()
+describe("tide.credentials.region", function()
   local home
 
   before_each(function()
@@ -216,7 +236,6 @@ describe("core.region", function()
   it("returns nil and the places tried", function()
     local r, err = child(home, { AWS_PROFILE = "nope" }, "region")
     assert.is_nil(r)
-    assert.matches("region: not set; tried opts.region, AWS_REGION, AWS_DEFAULT_REGION", err, 1, true)
-    assert.matches("profile 'nope' of " .. home .. "/.aws/config (no such profile)", err, 1, true)
+    assert.matches("not set: set AWS_REGION, AWS_DEFAULT_REGION or the profile's region", err, 1, true)
   end)
 end)

@@ -16,7 +16,7 @@
 --           versions=, aggregates=, models=}
 --     req: {method=, path=<raw, still %-encoded>, body=, headers={lowercase=value}}
 local core = require "tide.core"
-local cjson = require "cjson.safe"
+local input = require "tide.input"
 local result = require "tide.result"
 
 local M = {}
@@ -117,9 +117,9 @@ function M.decode_command(body)
   if body == nil or body == "" then
     return nil, 'the request body is empty: send a JSON command, e.g. {"type":"Deposit","amount":5}'
   end
-  local v, err = cjson.decode(body)
-  if v == nil then return nil, "the request body is not valid JSON: " .. tostring(err) end
-  if type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
+  local v, err = input.decode(body, "the request body")
+  if v == nil then return nil, err end
+  if type(v) ~= "table" or #v > 0 or body:match("^%s*%[") then
     return nil, 'the request body must be a JSON object with a "type", e.g. {"type":"Deposit","amount":5}'
   end
   return v

@@ -69,6 +69,7 @@ function M.site_vars(cfg, opts)
   if f then f:close() end
   v.load_modules = f ~= nil
   local routes = {}
+  v.cred_upstreams, v.cred_locations, v.cred_vars = "", "", ""
   if cfg.store == "dynamodb" then
     local d = cfg.dynamodb
     -- the endpoint exactly as the DynamoDB client resolves it (config, then the AWS environment)
@@ -96,10 +97,25 @@ function M.site_vars(cfg, opts)
     v.ddb_endpoint = ep.base
     v.ddb_location = LOCATION
     routes[ep.base] = LOCATION
+    -- the endpoints the credentials chain may call (tide.credentials.nginx)
+    local cred = require("tide.credentials.nginx").site{ profile = d.profile, region = client.region }
+    v.cred_upstreams, v.cred_locations, v.cred_vars = cred.upstreams, cred.locations, cred.vars
+    for base, r in pairs(cred.routes) do
+      r.location = routes[base] -- DynamoDB's, when the same server answers both
+      routes[base] = r
+    end
   end
   local args = { "config = " .. lua_string(opts.config) }
   local r = {}
-  for base, loc in pairs(routes) do r[#r + 1] = ("[%s] = %s"):format(lua_string(base), lua_string(loc)) end
+  for base, loc in pairs(routes) do
+    if type(loc) == "table" then
+      r[#r + 1] = ("[%s] = { location = %s, credentials = %s }"):format(lua_string(base),
+        loc.location and lua_string(loc.location) or "nil", lua_string(loc.credentials))
+    else
+      r[#r + 1] = ("[%s] = %s"):format(lua_string(base), lua_string(loc))
+    end
+  end
+  table.sort(r)
   args[#args + 1] = "routes = { " .. table.concat(r, ", ") .. " }"
   v.init_args = "{ " .. table.concat(args, ", ") .. " }"
   return v

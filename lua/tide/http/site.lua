@@ -96,7 +96,7 @@ local function projection_setup(cfg)
     return nil, "read models are not available: no projection backend for the " .. cfg.store
       .. " store: " .. tostring(ok and backend_mod or projection):match("^[^\n]*")
   end
-  local registry = projection.registry(cfg.projections)
+  local registry = projection.registry(cfg.projections, require("tide").folder_options(cfg, "projections"))
   local names = {}
   for name in pairs(registry.errors) do names[#names + 1] = name end
   table.sort(names)
@@ -118,7 +118,8 @@ function M.init(opts)
   local cfg, err = config.load{ file = opts.config }
   if not cfg then error("tide: " .. tostring(err), 0) end
   local aggregate = require "tide.aggregate"
-  local registry = aggregate.registry(cfg.aggregates)
+  require("tide").user_code(cfg, log)
+  local registry = aggregate.registry(cfg.aggregates, require("tide").folder_options(cfg, "aggregates"))
   if registry.dir_error then
     error("tide: aggregates folder " .. tostring(cfg.aggregates) .. ": " .. tostring(registry.dir_error), 0)
   end
@@ -149,6 +150,8 @@ function M.init_worker()
   end
   local cfg = conf.cfg
   log = tlog.from_config(cfg, { sink = tlog.ngx })
+  -- every worker counts into the one dict (nginx.conf: lua_shared_dict)
+  if ngx.shared.tide_metrics then require("tide.metrics").use_shared_dict(ngx.shared.tide_metrics) end
   -- workers fork from one master: give each its own jitter
   math.randomseed(tonumber(core.random_hex(4), 16))
   local aggregates = {}
@@ -173,6 +176,7 @@ function M.init_worker()
     cfg = cfg, registry = conf.registry, projections = conf.proj and conf.proj.registry,
     transport = transport, log = log,
     sleep = ngx.sleep, parking = ngx_parking(), host_lanes = ngx_host_lanes(),
+    credentials_shared = ngx.shared.tide_credentials,
   }
   if not opened then
     app.unavailable = "the " .. cfg.store .. " store cannot be opened: " .. tostring(err)
@@ -188,9 +192,11 @@ function M.init_worker()
       return
     end
   else
-    -- resolve the credentials now (they may come from files), not in a request
-    local creds, cerr = opened.store.client:credentials()
-    if not creds then log("error", "no AWS credentials: " .. tostring(cerr)) end
+    -- resolve the credentials now when files or the environment hold them;
+    -- the network providers answer within the first request (no
+    -- subrequest here), one worker for all (tide.credentials)
+    local creds, cerr = opened.store.client.credential_source:get_local()
+    if creds == nil then log("error", "no AWS credentials: " .. tostring(cerr)) end
   end
   app.repository = opened.repository
   app.store = opened.store
@@ -256,6 +262,18 @@ function M.respond(status, body, headers)
   ngx.status = status
   for k, v in pairs(headers or { ["content-type"] = "application/json" }) do ngx.header[k] = v end
   if ngx.req.get_method() ~= "HEAD" then ngx.print(body, "\n") end
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+-- GET /metrics: the Prometheus page of all workers (tide.metrics).
+function M.metrics()
+  local metrics = require "tide.metrics"
+  if not ngx.shared.tide_metrics then
+    return M.respond(404, api.error_body("not_found", "metrics are off: nginx.conf declares no lua_shared_dict tide_metrics"))
+  end
+  ngx.status = 200
+  ngx.header["content-type"] = metrics.CONTENT_TYPE
+  if ngx.req.get_method() ~= "HEAD" then ngx.print(metrics.render()) end
   return ngx.exit(ngx.HTTP_OK)
 end
 

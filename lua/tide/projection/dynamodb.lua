@@ -243,6 +243,40 @@ local function remove_tombstones(self, removals)
   end)
 end
 
+-- Positions: fenced (the default), each an UpdateItem that only moves it
+-- forward (`version < :v`), so a late write of a worker that lost its lease
+-- can never move one back: the projector prunes item guards that positions
+-- cover (tide.projector, prune_guards), and a position moved back would
+-- let events be applied twice. Unfenced: BatchWriteItem, 25 a request.
+function Backend:write_positions(name, positions, fence)
+  local db = self.client
+  local list = {}
+  for stream, version in pairs(positions or {}) do list[#list + 1] = { stream, version } end
+  if #list == 0 then return true end
+  if fence and not fence() then return nil, fenced_error(name) end
+  if not self.fenced then
+    local pos = {}
+    for i, sv in ipairs(list) do
+      pos[i] = { PutRequest = { Item = { projection = name, stream = sv[1], version = sv[2] } } }
+    end
+    local res, e = db:batch_write{ [self.positions_table] = pos }
+    if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
+    return true
+  end
+  local perr = db:run_parallel(list, function(sv)
+    if fence and not fence() then return nil, fenced_error(name) end
+    local _, e = db:update_item{ TableName = self.positions_table, Key = { projection = name, stream = sv[1] },
+      UpdateExpression = "SET #v = :v", ConditionExpression = "attribute_not_exists(#v) OR #v < :v",
+      ExpressionAttributeNames = { ["#v"] = "version" }, ExpressionAttributeValues = { [":v"] = sv[2] } }
+    if e and e.type ~= "ConditionalCheckFailedException" then
+      return nil, leases.wrap(e, "writing the position of " .. sv[1], { projection = name })
+    end
+    return true
+  end)
+  if perr then return nil, perr end
+  return true
+end
+
 -- backend:write(name, plan) -> true | nil, err
 -- A deleted item is first written as a tombstone that keeps its guards
 -- (_tide, _rev, _deleted = true), and removed only after the positions: the
@@ -294,15 +328,8 @@ function Backend:write(name, plan, _, opts)
   end
   if cerr then return nil, cerr end
   -- Positions last: they never get ahead of the items they describe.
-  local pos = {}
-  for stream, version in pairs(plan.positions or {}) do
-    pos[#pos + 1] = { PutRequest = { Item = { projection = name, stream = stream, version = version } } }
-  end
-  if #pos > 0 then
-    if fence and not fence() then return nil, fenced_error(name) end
-    local res, e = db:batch_write{ [self.positions_table] = pos }
-    if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
-  end
+  local ok, perr = self:write_positions(name, plan.positions, fence)
+  if not ok then return nil, perr end
   if #removals > 0 then remove_tombstones(self, removals) end
   return true
 end

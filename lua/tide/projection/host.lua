@@ -14,7 +14,17 @@ local function streams_opts(app, o)
   local s = app.cfg.streams or {}
   o.lease_ms = o.lease_ms or s.lease_ms
   o.poll_ms, o.max_poll_ms, o.describe_ms, o.batch_limit = s.poll_ms, s.max_poll_ms, s.describe_ms, s.batch_limit
+  o.steal_ms = s.steal_ms
   return o
+end
+
+-- The streams runner's projector maker: each projection's projector
+-- passes over the events parked for it (tide.projection.parking).
+local function streams_projector(parking)
+  return function(r, p)
+    return require("tide.projector").new{ projection = p or r.projection, backend = r.backend, reader = r.reader,
+                                          aggregates = r.aggregates, parking = parking }
+  end
 end
 
 -- host.backend(app) -> the read-model backend of the app's store (cached)
@@ -36,19 +46,25 @@ end
 -- (start, run, run_until_caught_up, status, stop).
 --   opts: owner, log, batch_size / lease_ms (passed through); registry: take
 --   the projection from it per batch (hot reload)
+--   Both runners' projectors pass over the events parked for the projection
+--   (tide.projection.parking).
 function M.runner(app, proj, opts)
   opts = opts or {}
+  local parking = require("tide.projection.parking").for_app(app)
+  -- every line of the runner names its projection as a field, as the
+  -- metrics label it (docs/operations.md)
+  local log = opts.log and require("tide.log").with(opts.log, { projection = proj.name })
   if is_dynamodb(app) then
     return require("tide.projection.runner.streams").new(streams_opts(app, {
       client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
-      aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
-      registry = opts.registry, group = opts.group,
+      aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = log,
+      registry = opts.registry, group = opts.group, new_projector = streams_projector(parking),
     }))
   end
   return require("tide.projection.runner.sqlite").new{
     store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
-    batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = opts.log,
-    registry = opts.registry,
+    batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = log,
+    registry = opts.registry, parking = parking,
   }
 end
 
@@ -62,6 +78,7 @@ function M.group_runner(app, projs, opts)
   return require("tide.projection.runner.streams").new(streams_opts(app, {
     client = app.store.client, store = app.store, backend = M.backend(app), projections = projs,
     group = "*", aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
+    new_projector = streams_projector(require("tide.projection.parking").for_app(app)),
   }))
 end
 

@@ -29,9 +29,22 @@
 --     handoff     S, the worker the holder is asked to hand the shard to
 --     updated     N, wall-clock ms of the last checkpoint or error (display)
 --
+--   One more item per group, shard = "~describer" (M.DESCRIBER; "~" sorts
+--   after every shard id): the lease of the worker that calls
+--   DescribeStream for the whole fleet (same owner/counter/beat rules),
+--   and what it found:
+--     listed      S, the shard ids DescribeStream listed, space-separated
+--                 ("~": none; their parents are in their leases). At ~40
+--                 bytes an id, the item holds about 9,000 shards
+--     created     N, the stream's CreationRequestDateTime, wall-clock ms
+--     described   N, the describer's wall-clock ms of that DescribeStream
+--                 (display only)
+--
 --   local leases = require("tide.projection.leases").new{client=, table_prefix=,
 --                  group=<"*" or a name> (or projection=<name>), owner=, lease_ms=}
---   leases:init() / :ensure(shard, parent) / :list() / :get(shard)
+--   leases:init() / :ensure(shard, parent) / :get(shard)
+--   leases:list()                      -> {lease...}, describer | nil, err
+--   leases:record_listing(describer, ids, created_ms) -> lease | nil, err
 --   leases:take(observed [, force])    -> lease | nil, err (LeaseLost when it moved)
 --   leases:renew(lease)                -> lease | nil, err
 --   leases:checkpoint(lease, cps)      -> lease | nil, err   cps: {name = seq} or one seq
@@ -54,6 +67,7 @@ M.SHARD_END = "SHARD_END"
 M.REBUILD_NEEDED = "rebuild needed"
 M.ALL = "*"
 M.FROM_START = string.rep("0", 40)
+M.DESCRIBER = "~describer"
 
 ------------------------------------------------------------------------
 -- Errors (shared by the projection's DynamoDB modules): tide.error with
@@ -183,6 +197,11 @@ local function from_item(item)
   elseif l.cps[l.group] then
     l.checkpoint = l.cps[l.group]           -- a one-projection group: its checkpoint
   end
+  if item.listed ~= nil then
+    l.listed = item.listed
+    l.created = tonum(item.created)
+    l.described = tonum(item.described)
+  end
   l.error = l.errors[l.group]
   if not l.error then for _, e in pairs(l.errors) do l.error = e; break end end
   return l
@@ -203,9 +222,10 @@ function Leases:ensure(shard, parent)
   return true
 end
 
--- Every lease of the group: a consistent Query, every page.
+-- Every shard lease of the group (a consistent Query, every page), and
+-- the describer's item apart (nil when none was made yet).
 function Leases:list()
-  local out = {}
+  local out, describer = {}, nil
   for page, err in self.client:query_pages{
     TableName = self.table,
     KeyConditionExpression = "#p = :p",
@@ -215,9 +235,12 @@ function Leases:list()
   } do
     self.requests = self.requests + 1
     if not page then return nil, self:wrap(err, "listing the leases") end
-    for _, item in ipairs(page.Items or {}) do out[#out + 1] = from_item(item) end
+    for _, item in ipairs(page.Items or {}) do
+      if item.shard == M.DESCRIBER then describer = from_item(item)
+      else out[#out + 1] = from_item(item) end
+    end
   end
-  return out
+  return out, describer
 end
 
 function Leases:get(shard)
@@ -345,6 +368,19 @@ function Leases:checkpoint(lease, cps)
   return nil, err
 end
 
+-- The describer records what DescribeStream listed (a heartbeat too):
+-- conditioned on its lease, so a describer that lost it writes nothing.
+function Leases:record_listing(describer, ids, created_ms)
+  local names = { ["#o"] = "owner", ["#b"] = "beat", ["#l"] = "listed", ["#d"] = "described" }
+  local values = { [":me"] = self.owner, [":one"] = 1, [":l"] = #ids > 0 and table.concat(ids, " ") or "~", [":d"] = self.clock_ms() }
+  local update = "SET #b = #b + :one, #l = :l, #d = :d"
+  if created_ms then
+    names["#cr"], values[":cr"] = "created", created_ms
+    update = update .. ", #cr = :cr"
+  end
+  return self:update(describer, "recording the shard list", update, HELD, names, values)
+end
+
 -- The shard is read to its end by every projection of the group.
 function Leases:finish(lease)
   local now = self.clock_ms()
@@ -397,14 +433,19 @@ function Leases:delete(lease)
   return true
 end
 
--- An operator's decision, recorded in the lease (e.g. "skip-parent").
+-- An operator's decision, recorded in the lease (e.g. "skip-parent");
+-- a shard with no lease is NotFound (nothing is created).
 function Leases:decide(shard, decision)
   self.requests = self.requests + 1
   local _, err = self.client:update_item{
     TableName = self.table, Key = { projection = self.group, shard = shard },
-    UpdateExpression = "SET #d = :d", ExpressionAttributeNames = { ["#d"] = "decision" },
+    UpdateExpression = "SET #d = :d", ConditionExpression = "attribute_exists(#s)",
+    ExpressionAttributeNames = { ["#d"] = "decision", ["#s"] = "shard" },
     ExpressionAttributeValues = { [":d"] = decision },
   }
+  if err and err.type == "ConditionalCheckFailedException" then
+    return nil, self:err("NotFound", "no lease for shard " .. tostring(shard) .. " in group " .. self.group, shard, err)
+  end
   if err then return nil, self:wrap(err, "recording a decision", shard) end
   return true
 end

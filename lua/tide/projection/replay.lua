@@ -82,8 +82,10 @@ local function replay_dynamodb(app, proj, opts)
     table.sort(by_stream[s], function(a, b) return a.version < b.version end)
     total = total + #by_stream[s]
   end
+  -- events still parked stay passed over (tide unpark brings one back)
   local projector = projector_mod.new{ projection = proj, backend = backend, aggregates = app.registry,
-                                       reader = projector_mod.store_reader(store) }
+                                       reader = projector_mod.store_reader(store),
+                                       parking = require("tide.projection.parking").for_app(app) }
   local batch, done = {}, 0
   local function flush()
     if #batch == 0 then return true end

@@ -24,6 +24,9 @@
 -- "AppendTooLarge", "SnapshotTooLarge", "InvalidValue") or, for any other
 -- failure, the client's error type ("TransportError",
 -- "ResourceNotFoundException", ...); err.cause is the client's error.
+-- A Conflict may carry err.found: the events another writer stored from
+-- expected_version+1 on, as load returns them (from the refused write's
+-- answer: no read), and err.found_all = true when the stream ends there.
 -- Wrong argument types raise.
 --
 -- The client belongs to the caller: it is used from whatever coroutine calls
@@ -297,6 +300,33 @@ local function outcome_unknown(cause)
     or (cause.status or 0) >= 500
 end
 
+-- What a refused append learnt of the stream: the events another writer
+-- stored at the versions it tried (each Put asks for the item its
+-- condition found), from expected+1 on, and whether the stream is known to
+-- end there (a later Put of the same transaction found nothing). Lets the
+-- repository catch up without reading the stream again.
+local function found_events(expected, cause, checked)
+  local out = {}
+  local function event_of(item)
+    return { version = tonumber(tostring(item.version)), type = item.type, data = item.data, meta = item.meta }
+  end
+  if cause.item then
+    out[1] = event_of(cause.item)
+    return out, false
+  end
+  local reasons = cause.reasons
+  if type(reasons) ~= "table" then return out, false end
+  for i = (checked and 2 or 1), #reasons do
+    local r = reasons[i]
+    if r.Code == "ConditionalCheckFailed" and type(r.Item) == "table" then
+      out[#out + 1] = event_of(r.Item)
+    else
+      return out, #out > 0 and (r.Code or "None") == "None"
+    end
+  end
+  return out, false
+end
+
 local function fail_append(self, stream, expected, events, cause, checked)
   local n, first = #events, expected + 1
   local what = n == 1 and ("version " .. first)
@@ -312,9 +342,14 @@ local function fail_append(self, stream, expected, events, cause, checked)
   end
   if t == "ConditionalCheckFailedException"
     or (t == "TransactionCanceledException" and has_reason(cause.reasons, "ConditionalCheckFailed")) then
-    return conflict_or_own(self, stream, expected, events, cause,
+    local res, err = conflict_or_own(self, stream, expected, events, cause,
       format("expected version %d, but %s already exists", expected,
              n == 1 and ("version " .. first) or ("one of " .. what)))
+    if err and err.type == "Conflict" then
+      local found, complete = found_events(expected, cause, checked)
+      if found[1] and found[1].version == first then err.found, err.found_all = found, complete end
+    end
+    return res, err
   end
   -- Another writer's transaction on the same versions was in progress
   -- (PutItem: TransactionConflictException; a transaction: cancelled with
@@ -404,6 +439,7 @@ function Store:append(stream, expected_version, events)
     res, err = self.client:put_item{
       TableName = tname, Item = items[1],
       ConditionExpression = COND_NEW, ExpressionAttributeNames = NAMES_V, ReturnConsumedCapacity = "TOTAL",
+      ReturnValuesOnConditionCheckFailure = "ALL_OLD",
     }
   else
     local actions = {}
@@ -415,7 +451,8 @@ function Store:append(stream, expected_version, events)
     end
     for i = 1, n do
       actions[#actions + 1] = { Put = { TableName = tname, Item = items[i],
-                                        ConditionExpression = COND_NEW, ExpressionAttributeNames = NAMES_V } }
+                                        ConditionExpression = COND_NEW, ExpressionAttributeNames = NAMES_V,
+                                        ReturnValuesOnConditionCheckFailure = "ALL_OLD" } }
     end
     res, err = self.client:transact_write{ TransactItems = actions, ReturnConsumedCapacity = "TOTAL" }
   end

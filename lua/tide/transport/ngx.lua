@@ -44,6 +44,24 @@ M.HEADER_VARS = {
   ["authorization"] = "tide_authorization",
 }
 
+-- The headers of the credentials chain's requests (container endpoint,
+-- IMDSv2, STS, SSO portal), for routes marked `credentials`: their
+-- locations (tide.credentials.nginx) also take the method and the path.
+M.CREDENTIAL_HEADER_VARS = {
+  ["authorization"] = "tide_c_authorization",
+  ["content-type"] = "tide_c_content_type",
+  ["x-amz-date"] = "tide_c_amz_date",
+  ["x-amz-security-token"] = "tide_c_amz_security_token",
+  ["x-aws-ec2-metadata-token"] = "tide_c_imds_token",
+  ["x-aws-ec2-metadata-token-ttl-seconds"] = "tide_c_imds_ttl",
+  ["x-amz-sso_bearer_token"] = "tide_c_sso_token",
+}
+
+local METHODS = { GET = "HTTP_GET", PUT = "HTTP_PUT", POST = "HTTP_POST", HEAD = "HTTP_HEAD" }
+
+-- Phases where ngx.location.capture works
+local REQUEST_PHASES = { rewrite = true, access = true, content = true }
+
 local new_error = require("tide.transport.error").new
 M.new_error = new_error
 
@@ -64,7 +82,9 @@ function M.new(opts)
   end
   local routes = {}
   for base, loc in pairs(opts.routes) do
-    if type(base) ~= "string" or type(loc) ~= "string" then
+    -- a location string (DynamoDB), or {location = DynamoDB's or nil,
+    -- credentials = the credentials chain's} (one server may be both: a test's)
+    if type(base) ~= "string" or (type(loc) ~= "string" and (type(loc) ~= "table" or type(loc.credentials) ~= "string")) then
       error("tide.transport.ngx.new: routes maps URL strings to location strings", 2)
     end
     routes[(base:gsub("/+$", ""))] = loc
@@ -91,6 +111,12 @@ function Transport:request(req)
   -- the Host header the request was signed with: no default port
   local host = hostport
   if base:sub(1, 5) == "https" then host = host:gsub(":443$", "") else host = host:gsub(":80$", "") end
+  if type(loc) == "table" then
+    if not loc.location or not (req.headers and req.headers["x-amz-target"]) then
+      return self:credentials_request(req, base, host, loc.credentials)
+    end
+    loc = loc.location
+  end
   -- every variable, "" when the header is absent (nginx then omits the header)
   local vars = { tide_host = host }
   for _, var in pairs(M.HEADER_VARS) do vars[var] = "" end
@@ -123,6 +149,36 @@ function Transport:request(req)
   end
   if res.truncated then
     return nil, new_error("truncated", "the response from " .. base .. " was cut short")
+  end
+  return { status = res.status, headers = headers, body = res.body or "" }
+end
+
+-- A request of the credentials chain: any method, path and query, the
+-- headers of CREDENTIAL_HEADER_VARS. Outside a request's phases (init_worker,
+-- timers) nginx has no subrequests: an error of kind "other" says so.
+function Transport:credentials_request(req, base, host, loc)
+  local phase = ngx.get_phase()
+  if not REQUEST_PHASES[phase] then
+    return nil, new_error("other", "no subrequest in nginx's " .. tostring(phase) .. " phase: "
+      .. "credentials from " .. base .. " are fetched within a request")
+  end
+  local vars = { tide_c_host = host, tide_c_path = req.url:sub(#base + 1) }
+  if vars.tide_c_path == "" then vars.tide_c_path = "/" end
+  for _, var in pairs(M.CREDENTIAL_HEADER_VARS) do vars[var] = "" end
+  for name, value in pairs(req.headers or {}) do
+    local var = M.CREDENTIAL_HEADER_VARS[lower(name)]
+    if not var then
+      error("transport:request: header '" .. name .. "' has no variable in the credentials location", 2)
+    end
+    vars[var] = value
+  end
+  local method = METHODS[req.method or "GET"]
+  if not method then error("transport:request: method " .. tostring(req.method) .. " not supported", 2) end
+  local res = ngx.location.capture(loc, { method = ngx[method], body = req.body or "", vars = vars })
+  local headers = {}
+  for k, v in pairs(res.header or {}) do headers[lower(k)] = type(v) == "table" and v[#v] or v end
+  if (res.status == 502 or res.status == 504) and (res.body or "") == "" then
+    return nil, new_error(res.status == 504 and "timeout" or "connect", base .. ": no response (nginx's error log has the cause)")
   end
   return { status = res.status, headers = headers, body = res.body or "" }
 end

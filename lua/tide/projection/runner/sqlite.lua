@@ -21,7 +21,10 @@
 --   r:run_until_caught_up{max_failures = 5} -> {handled = n} | nil, err
 --       steps until the feed's last position at the call is reached; after a
 --       failed batch it backs off (sched.sleep inside the scheduler) and
---       retries the same batch, up to max_failures times in a row
+--       retries the same batch, up to max_failures times in a row; with
+--       wait_for_lease = true a lease held by another owner is waited
+--       for until it runs out (a crashed worker's), and given up on if
+--       it is renewed meanwhile (a live worker's): err.type "LeaseHeld"
 --   r:run(stop, {idle = 0.2}) -> true
 --       steps until stop says so or r:stop() is called, sleeping `idle`
 --       seconds when caught up; failures back off and retry without limit;
@@ -49,6 +52,7 @@ local projector_mod = require "tide.projector"
 local backend_mod = require "tide.projection.sqlite"
 local runner = require "tide.projection.runner"
 local terror = require "tide.error"
+local metrics = require "tide.metrics"
 
 local type, tostring, setmetatable, error, math_min = type, tostring, setmetatable, error, math.min
 
@@ -90,6 +94,7 @@ function M.new(opts)
   }, Runner)
   self.registry = opts.registry
   self.aggregates = opts.aggregates
+  self.parking = opts.parking
   self.projector = self:new_projector(opts.projection)
   return self
 end
@@ -97,7 +102,7 @@ end
 function Runner:new_projector(projection)
   return projector_mod.new{
     projection = projection, backend = self.backend, aggregates = self.aggregates,
-    reader = projector_mod.store_reader(self.store), log = self.log,
+    reader = projector_mod.store_reader(self.store), log = self.log, parking = self.parking,
   }
 end
 
@@ -167,6 +172,7 @@ function Runner:commit(plan, position)
     return nil, err
   end
   self.projector:committed(plan)
+  metrics.projection_events(self.name, plan.applied or 0)
   self.position = position
   return true
 end
@@ -174,8 +180,18 @@ end
 local function failed(self, err)
   self.last_error = err
   self.failures = self.failures + 1
+  metrics.projection_error(self.name)
   self.log("error", tostring(err), { projection = self.name, error = err })
-  if self.held then self.backend:set_error(self.name, self.owner, tostring(err)) end
+  -- the checkpoint row's error: the message, and the event it stopped at
+  -- (tide status shows it; `tide park` sets that event aside)
+  if self.held then
+    local text = tostring(err)
+    if type(err) == "table" and err.stream and err.version then
+      text = core.json_encode{ message = text, stream = err.stream, version = err.version,
+                               event_type = err.event_type } or text
+    end
+    self.backend:set_error(self.name, self.owner, text)
+  end
   return nil, err
 end
 
@@ -231,7 +247,7 @@ function Runner:run_until_caught_up(opts)
   local max_failures = opts.max_failures or 5
   local target, err = self.store:last_position()
   if not target then return nil, err end
-  local total, in_a_row = 0, 0
+  local total, in_a_row, waited_for = 0, 0, nil
   while true do
     if self.held and self.position and self.position >= target then return { handled = total } end
     local n, serr = self:step()
@@ -240,10 +256,27 @@ function Runner:run_until_caught_up(opts)
       total = total + n
       if n == 0 then return { handled = total } end
     else
-      if serr.type == "LeaseHeld" then return nil, serr end
+      if serr.type == "LeaseHeld" and not opts.wait_for_lease then
+        return nil, serr
+      elseif serr.type == "LeaseHeld" then
+        -- a lease left by a worker that stopped (crashed) runs out: wait
+        -- for it, as `tide run` does; a lease renewed meanwhile belongs to
+        -- a live worker: give up then
+        if waited_for and waited_for ~= serr.lease_until then
+          serr.message = serr.message .. " (renewed while waiting: another worker runs this projection)"
+          return nil, serr
+        end
+        waited_for = serr.lease_until
+        local cp = self.backend:checkpoint(self.name)
+        local left = cp and (cp.lease_until - cp.now) or self.lease_ms
+        self.log("info", "waiting for the lease of another owner to run out", { projection = self.name,
+          holder = serr.holder, ms = left })
+        self.sleep(math.max(left, 0) / 1000 + 0.05)
+      else
       in_a_row = in_a_row + 1
       if in_a_row >= max_failures then return nil, serr end
       self:backoff()
+      end
     end
   end
 end
@@ -263,9 +296,21 @@ local function loop(self, stop, idle)
   end
 end
 
+-- What a scrape reads while the runner runs: the feed's events not yet
+-- applied, and whether it holds the lease.
+local function collector(self)
+  return function()
+    metrics.leases_held(self.name, self.held and 1 or 0)
+    local last = self.position and self.store:last_position()
+    if last then metrics.projection_lag_events(self.name, math.max(0, last - self.position)) end
+  end
+end
+
 function Runner:run(stop, opts)
   self.running, self.stopping = true, false
+  local collect = metrics.collector(collector(self))
   local ok, err = xpcall(loop, debug.traceback, self, stop, opts and opts.idle or 0.2)
+  metrics.remove_collector(collect)
   self.running = false
   self:release()
   if not ok then
@@ -290,11 +335,19 @@ function Runner:status()
   if not cp then return nil, err end
   local last, lerr = self.store:last_position()
   if not last then return nil, lerr end
+  local err_text, failing = cp.error, nil
+  if type(err_text) == "string" and err_text:sub(1, 1) == "{" then
+    local e = require("tide.input").decode(err_text)
+    if type(e) == "table" and e.message then
+      err_text = e.message
+      failing = { stream = e.stream, version = e.version, type = e.event_type }
+    end
+  end
   return {
     projection = self.name, feed = "sqlite", version = self.projection.version,
     checkpoint = cp.position, last_position = last, lag = last - cp.position,
     owner = self.owner, holder = cp.owner, lease_until = cp.lease_until, held = self.held == true,
-    error = cp.error, last_error = self.last_error, handled = self.handled,
+    error = err_text, failing_event = failing, last_error = self.last_error, handled = self.handled,
   }
 end
 

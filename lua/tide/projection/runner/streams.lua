@@ -48,6 +48,7 @@ local stream_mod = require "tide.stream"
 local terror = require "tide.error"
 local shards = require "tide.projection.shards"
 local tffi = require "tide.ffi"
+local metrics = require "tide.metrics"
 
 local M = {}
 
@@ -142,6 +143,7 @@ function M.new(opts)
     retry_max_s = (opts.retry_max_ms or 30000) / 1000,
     batch_limit = opts.batch_limit or 1000,
     describe_s = (opts.describe_ms or 30000) / 1000,
+    describe_min_s = (opts.describe_min_ms or math.max(1000, (opts.describe_ms or 30000) / 10)) / 1000,
     balance_s = (opts.balance_ms or math.min(lease_ms / 3, 1000)) / 1000,
     steal_s = (opts.steal_ms or lease_ms) / 1000,
     stop_timeout_s = (opts.stop_timeout_ms or lease_ms) / 1000,
@@ -182,6 +184,12 @@ function Runner:make_projector(proj)
   if self.new_projector then return self.new_projector(self, proj) end
   return require("tide.projector").new{ projection = proj, backend = self.backend,
                                         reader = self.reader, aggregates = self.aggregates }
+end
+
+-- Calls f(name, ...) for each projection of the runner (metrics are
+-- labelled per projection; the group's leases are every projection's).
+function Runner:each_projection(f, ...)
+  for _, p in ipairs(self.projections) do f(p.name, ...) end
 end
 
 function Runner:sleep(s) self.client:sleep(s) end
@@ -239,6 +247,111 @@ function Runner:refresh_tree()
   for _, id in ipairs(tree.order) do self.known[id] = true end
   self.tree = tree
   return tree
+end
+
+-- The tree as the describer recorded it in the lease table: its listed
+-- ids, each with the parent its lease names.
+function Runner:tree_from_listing(d, by)
+  if not (d and d.listed) then return nil end
+  if d.listed == self.listing and self.tree then return self.tree end
+  local list = {}
+  for id in d.listed:gmatch("[^ ]+") do
+    if id ~= "~" then
+      local l = by[id]
+      list[#list + 1] = { ShardId = id, ParentShardId = l and l.parent or nil }
+    end
+  end
+  self.listing = d.listed
+  self.stream_created_ms = d.created
+  self.tree = shards.tree(list)
+  return self.tree
+end
+
+-- Is a listed shard at its end with no child known yet? Then the
+-- describer looks again soon (its children are in the stream already).
+local function ended_childless(tree, by)
+  for _, id in ipairs(tree.order) do
+    local l = by[id]
+    if l and l.checkpoint == SHARD_END and #tree.by_id[id].children == 0 then
+      return true
+    end
+  end
+  return false
+end
+
+-- DescribeStream, shared by the fleet: one worker holds the describer
+-- lease (leases.DESCRIBER, taken and judged by its heartbeat like a shard
+-- lease), describes every describe_s (sooner, at most every
+-- describe_min_s, when a shard ended and its children are not listed yet),
+-- makes the new shards' leases and records the listed ids in its lease
+-- item; the other workers build their tree from that item, which comes
+-- with the lease list they read anyway. So the fleet makes pages /
+-- describe_s DescribeStream calls a second, whatever its size.
+function Runner:describer_turn(d, by)
+  local now = self:now()
+  if self.greedy then
+    -- run_until_caught_up (`tide project`, `tide replay`): one process on
+    -- its own lease group, describing for itself
+    if not self.tree or now >= (self.described_at or -math.huge) + self.describe_s then
+      local tree, err = self:refresh_tree()
+      if not tree then return nil, err end
+    end
+    return true
+  end
+  local mine = self.describer
+  if mine and not (d and d.owner == self.owner and d.counter == mine.counter) then
+    -- taken over (our heartbeats stopped long enough) or deleted
+    self.describer, mine = nil, nil
+  end
+  if not mine then
+    local s = self.seen[leases_mod.DESCRIBER]
+    if d and (not s or s.owner ~= d.owner or s.counter ~= d.counter or s.beat ~= d.beat) then
+      s = { owner = d.owner, counter = d.counter, beat = d.beat, at = now }
+      self.seen[leases_mod.DESCRIBER] = s
+    end
+    local free = not d or not d.owner or now - s.at >= self.lease_s or d.owner == self.owner
+    if free and not self.stopping then
+      if not d then
+        local ok, err = self.leases:ensure(leases_mod.DESCRIBER)
+        if not ok then return nil, err end
+        d = { shard = leases_mod.DESCRIBER, counter = 0, beat = 0 }
+      end
+      local sent = self:now()
+      local nl = self.leases:take(d)
+      if nl then
+        self.describer, self.describer_beat, mine = nl, sent, nl
+        self.described_at = nil
+        self.log("info", "describer lease taken: this worker lists the stream's shards for the fleet",
+                 { owner = self.owner })
+      end
+    end
+  end
+  if not mine then
+    self:tree_from_listing(d, by)
+    return true
+  end
+  local due = not self.tree or not self.described_at or now >= self.described_at + self.describe_s
+    or (now >= self.described_at + self.describe_min_s and ended_childless(self.tree, by))
+  if due then
+    local tree, err = self:refresh_tree()
+    if not tree then return nil, err end
+    local sent = self:now()
+    local nl, rerr = self.leases:record_listing(mine, tree.order, self.stream_created_ms)
+    if nl then
+      self.describer, self.describer_beat = nl, sent
+      self.listing = nl.listed
+    elseif rerr.type == "LeaseLost" then
+      self.describer = nil
+    else
+      return nil, rerr
+    end
+  elseif now - self.describer_beat >= self.renew_s then
+    local sent = self:now()
+    local nl, rerr = self.leases:renew(mine)
+    if nl then self.describer, self.describer_beat = nl, sent
+    elseif rerr.type == "LeaseLost" then self.describer = nil end
+  end
+  return true
 end
 
 ------------------------------------------------------------------------
@@ -311,7 +424,10 @@ end
 
 -- An iterator for a cursor: after its position, or TRIM_HORIZON.
 function Runner:iterator(st, cur)
-  local params = { StreamArn = self.arn, ShardId = st.shard }
+  -- a worker that never described knows the stream from DescribeTable
+  local arn, aerr = self:stream_arn()
+  if not arn then return nil, aerr end
+  local params = { StreamArn = arn, ShardId = st.shard }
   local pos = cur.pos
   if pos and pos ~= leases_mod.FROM_START then
     params.ShardIteratorType, params.SequenceNumber = "AFTER_SEQUENCE_NUMBER", leases_mod.unpad(pos)
@@ -399,6 +515,7 @@ function Runner:apply_one(st, name, batch)
       local wok, werr = self.backend:write(name, plan, nil, { fence = st.fence })
       if wok then
         ps.projector:committed(plan)
+        metrics.projection_events(name, plan.applied or 0)
         return true
       end
       ps.projector:reset()
@@ -411,10 +528,12 @@ function Runner:apply_one(st, name, batch)
         self:sleep(0.005 * math.min(conflicts, 40) * math.random())
       else
         if werr.type == "Fenced" then return nil end
+        metrics.projection_error(name)
         return false, "writing the batch failed: " .. tostring(werr)
       end
     else
       pcall(ps.projector.reset, ps.projector)
+      metrics.projection_error(name)
       local msg = type(aerr) == "table" and (aerr.message or tostring(aerr)) or tostring(aerr)
       local ev = type(aerr) == "table" and aerr.event
       if ev then msg = string.format("event %s v%s (%s): %s", tostring(ev.stream), tostring(ev.version),
@@ -464,7 +583,7 @@ function Runner:checkpoint(st, names, seq)
   st.failures = 0
   while true do
     if not self:may_write(st) then return false end
-    if self.stopping and self:now() > self.stop_deadline then return false end
+    if self.stopping and self:now() > (self.stop_deadline or math.huge) then return false end
     local sent = self:now()
     local l, cerr = self.leases:checkpoint(st.lease, cps)
     if l then
@@ -518,6 +637,7 @@ function Runner:apply_batch(st, names, batch)
   self.stats.events = self.stats.events + #batch.events
   self.stats.batches = self.stats.batches + 1
   st.last_created_ms = batch.last_created and batch.last_created * 1000 or nil
+  for name in pairs(ok_names) do metrics.projection_checkpoint(name, st.shard, batch.last_created) end
   return true
 end
 
@@ -583,6 +703,7 @@ function Runner:main_turn(st)
     st.empty = (st.empty or 0) + 1
     if st.empty >= self.caught_up_empty then st.caught_up = true end
     st.last_created_ms = nil
+    for name in pairs(names) do metrics.projection_position(name, st.shard, nil) end
     st.idle = math.min((st.idle or self.poll_s) * 2, self.max_poll_s)
     st.idle_until = self:now() + st.idle
   end
@@ -617,6 +738,7 @@ function Runner:catchup_turn(st, name)
     end
     if not self:checkpoint(st, { [name] = true }, batch.last_seq) then return false end
     self.handled[name] = self.handled[name] + batch.records
+    metrics.projection_checkpoint(name, st.shard, batch.last_created)
     cur.pos = pad(batch.last_seq)
   end
   if what == "end" then
@@ -716,7 +838,7 @@ function Runner:start_shard(lease, sent)
     -- Finished, handed off or stopping: give the lease back while it is
     -- still ours by our clock; a crash (kill) or a lost lease keeps it.
     if not (self.killed or st.lost) and st.state ~= "done" and self:may_write(st)
-       and not (self.stopping and self:now() > self.stop_deadline) then
+       and not (self.stopping and self:now() > (self.stop_deadline or math.huge)) then
       local rok, rerr = self.leases:release(st.lease)
       if not rok and rerr.type ~= "LeaseLost" then
         self.log("warn", "releasing the lease failed: " .. tostring(rerr))
@@ -731,6 +853,7 @@ function Runner:start_shard(lease, sent)
     end
     st.finished = true
     self.changed = true
+    self:each_projection(metrics.projection_shard_gone, st.shard)
   end)
   return st
 end
@@ -815,12 +938,23 @@ end
 
 -- Lists the leases, takes what this owner should hold, starts workers.
 function Runner:balance()
-  local list, err = self.leases:list()
-  if not list then return nil, err end
+  local list, d = self.leases:list()
+  if not list then return nil, d end
   self.lease_list = list
   local by = self:observe(list)
+  local dok, derr = self:describer_turn(d, by)
+  if not dok then self.log("warn", tostring(derr)) end
+  if not self.tree then return true end
   for id, st in pairs(self.state) do
     if st.finished then self.state[id] = nil end
+  end
+  -- a handoff asked on a lease we run: seen here, without waiting for
+  -- the next heartbeat's answer
+  for id, st in pairs(self.state) do
+    local l = by[id]
+    if l and l.handoff and l.owner == self.owner and l.counter == st.lease.counter and not st.lease.handoff then
+      st.lease.handoff = l.handoff
+    end
   end
   local eligible = self:eligible(list, by)
   local running = {}
@@ -835,7 +969,12 @@ function Runner:balance()
       end
     end
   else
-    plan = shards.plan{ owner = self.owner, leases = list, eligible = eligible, running = running,
+    -- each worker looks at the leases from its own random place, so
+    -- workers that start together take different shards
+    local order, n = {}, #list
+    local k = n > 0 and math.random(n) or 1
+    for i = 1, n do order[i] = list[(k + i - 2) % n + 1] end
+    plan = shards.plan{ owner = self.owner, leases = order, eligible = eligible, running = running,
                         max_takes = self.max_takes or 8,
                         may_steal = now - (self.last_steal or -math.huge) >= self.steal_s }
   end
@@ -847,6 +986,7 @@ function Runner:balance()
         self.log("info", string.format("%s took shard %s%s", self.owner, l.shard,
                                        l.owner and (" from " .. tostring(l.owner)) or ""))
         self:start_shard(nl, sent)
+        if l.owner and l.owner ~= self.owner then self:each_projection(metrics.lease_takeover) end
       elseif terr.type ~= "LeaseLost" then
         self.log("warn", "taking a lease failed: " .. tostring(terr))
       end
@@ -866,6 +1006,7 @@ function Runner:balance()
       if nl then
         self.log("info", string.format("%s took shard %s from %s (no handoff)", self.owner, steal.shard, steal.owner))
         self:start_shard(nl, sent)
+        self:each_projection(metrics.lease_takeover)
       end
     elseif not (asked and asked.shard == steal.shard) then
       local nl = self.leases:request_handoff(steal)
@@ -878,6 +1019,7 @@ function Runner:balance()
     end
   end
   self:collect(list, by)
+  self:each_projection(metrics.leases_held_count, self.state)
   return true
 end
 
@@ -930,19 +1072,13 @@ function Runner:loop(stop)
     local now = self:now()
     local changed = self.changed
     self.changed = false
-    -- DescribeStream: every describe_s (±10%). The children of a shard
-    -- that ended are found by whichever worker describes first: the
-    -- others see their leases in the lease list (see eligible), so the
-    -- fleet makes W × pages / describe_s calls a second, whatever ends.
-    if not self.tree or now >= (self.described_at or -math.huge) + self.describe_s then
-      local tree, err = self:refresh_tree()
-      if not tree then self.log("warn", tostring(err)) end
-    end
     if now - last_renew >= tick then
       self:renew_all()
       last_renew = now
     end
-    if self.tree and (now - last_balance >= self.balance_s or changed) then
+    -- the lease list, and with it DescribeStream's shard list (see
+    -- describer_turn); looked at every 0.2 s until there is one
+    if now - last_balance >= (self.tree and self.balance_s or 0.2) or changed then
       local ok, err = self:balance()
       if not ok then self.log("warn", tostring(err)) end
       last_balance = now
@@ -975,6 +1111,11 @@ function Runner:shutdown()
     end
     self:sleep(0.02)
   end
+  if self.describer and not (self.killed or self.abandoned) and self:now() < self.stop_deadline then
+    -- the next describer need not wait for this lease to run out
+    self.leases:release(self.describer)
+  end
+  self.describer = nil
 end
 
 function Runner:stop()

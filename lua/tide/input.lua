@@ -1,0 +1,102 @@
+-- tide.input: the one check of what tide takes in from outside (the CLI's
+-- arguments and stdin, the HTTP API's requests) before anything is written.
+--
+--   input.id_error(id [, what])           -> nil | message   (an aggregate id)
+--   input.command_id_error(id)            -> nil | message   (a command's "id")
+--   input.name_error(name [, what])       -> nil | message   (an aggregate name)
+--   input.utf8(s)                         -> true | nil, offset (0-based byte)
+--   input.decode(text [, what])           -> value | nil, message
+--   input.decode_object(text [, what])    -> table | nil, message
+--
+-- Ids and names become keys (the stream "<aggregate>#<id>", DynamoDB's
+-- partition key, the read models' keys) and are printed in JSON: they are
+-- valid UTF-8 with no control characters (U+0000..U+001F, U+007F), within
+-- the documented limits (README, "Limits"). JSON is strict (RFC 8259):
+-- yajl checks the text first (no 0x10, 007, +5, 5., NaN, Infinity,
+-- trailing garbage or NUL bytes; strings valid UTF-8), then lua-cjson
+-- builds the values; a message names the line and column (1-based, bytes).
+local ffi = require "ffi"
+local tffi = require "tide.ffi"
+local cjson = require("cjson.safe").new()
+
+cjson.decode_invalid_numbers(false)
+
+local lib, type, tostring = tffi.lib, type, tostring
+
+local M = {}
+
+M.MAX_ID_BYTES = 1024          -- an aggregate id
+M.MAX_COMMAND_ID_BYTES = 256   -- a command id (kept in every event's metadata and in snapshots)
+M.MAX_NAME_BYTES = 128         -- an aggregate's name
+
+local at = ffi.new("double[1]")
+local err = tffi.new_error()
+
+-- true | nil, offset of the first byte that is not valid UTF-8
+function M.utf8(s)
+  if lib.tide_ffi_utf8_check(s, #s, at) == 0 then return true end
+  return nil, at[0]
+end
+
+local function text_error(s, what, max, extra_rule)
+  if type(s) ~= "string" then return what .. " must be a string, got " .. type(s) end
+  if s == "" then return what .. " must not be empty" end
+  if #s > max then return ("%s is %d bytes, over the %d-byte limit"):format(what, #s, max) end
+  local ok, bad = M.utf8(s)
+  if not ok then return ("%s is not valid UTF-8 (byte %d)"):format(what, bad + 1) end
+  local c = s:find("[%z\1-\31\127]")
+  if c then return ("%s holds a control character (byte %d)"):format(what, c) end
+  if extra_rule then return extra_rule(s) end
+end
+
+function M.id_error(id, what)
+  return text_error(id, what or "the aggregate id", M.MAX_ID_BYTES)
+end
+
+function M.command_id_error(id)
+  return text_error(id, "the command id", M.MAX_COMMAND_ID_BYTES)
+end
+
+function M.name_error(name, what)
+  return text_error(name, what or "the aggregate name", M.MAX_NAME_BYTES, function(s)
+    if s:find("#", 1, true) then return (what or "the aggregate name") .. " must not hold '#'" end
+  end)
+end
+
+-- line and column (1-based) of a 0-based byte offset in text
+local function position(text, offset)
+  local line, last_nl = 1, 0
+  local i = 1
+  while true do
+    local nl = text:find("\n", i, true)
+    if not nl or nl > offset then break end
+    line, last_nl, i = line + 1, nl, nl + 1
+  end
+  return line, offset - last_nl + 1
+end
+M.position = position
+
+function M.decode(text, what)
+  what = what or "the input"
+  if type(text) ~= "string" then return nil, what .. " must be JSON text" end
+  if lib.tide_ffi_json_check(text, #text, at, err) ~= 0 then
+    local line, col = position(text, at[0])
+    local where = text:find("\n", 1, true) and ("line %d, column %d"):format(line, col) or ("column " .. col)
+    return nil, ("%s is not valid JSON: %s: %s"):format(what, where, tffi.message(err))
+  end
+  local v, derr = cjson.decode(text)
+  if v == nil and derr then return nil, what .. " is not valid JSON: " .. tostring(derr) end
+  return v
+end
+
+function M.decode_object(text, what)
+  what = what or "the input"
+  local v, derr = M.decode(text, what)
+  if v == nil then return nil, derr or (what .. " must be a JSON object") end
+  if type(v) ~= "table" or #v > 0 or text:match("^%s*%[") then
+    return nil, what .. " must be a JSON object"
+  end
+  return v
+end
+
+return M

@@ -1,0 +1,27 @@
+/*
+ * input_check.h - checks of untrusted text before tide uses it (pure C, no
+ * Lua): UTF-8 validity, and strict JSON (RFC 8259) by yajl.
+ *
+ * lua-cjson, which decodes tide's JSON input, accepts more than JSON
+ * (0x10, 007, +5, 5., NaN, Infinity, and stops at a NUL byte); input goes
+ * through tide_json_check first, then lua-cjson builds the values.
+ */
+#ifndef TIDE_INPUT_CHECK_H
+#define TIDE_INPUT_CHECK_H
+
+#include <stddef.h>
+
+#include "error.h"
+
+/* Returns 0 when s[0..n) is valid UTF-8 (no overlong forms, no surrogates,
+ * nothing above U+10FFFF), else TIDE_EINVAL with *bad set to the offset of
+ * the first byte that is not part of a valid sequence. */
+int tide_utf8_check(const char *s, size_t n, size_t *bad);
+
+/* Returns 0 when s[0..n) is exactly one JSON value (whitespace around it
+ * allowed; strings valid UTF-8, no raw control characters or NUL bytes),
+ * else TIDE_EINVAL (TIDE_ENOMEM) with err's message saying what is wrong
+ * and *offset set to the byte offset (0-based) where it was found. */
+int tide_json_check(const char *s, size_t n, size_t *offset, struct tide_error *err);
+
+#endif
