@@ -806,6 +806,41 @@ function commands.replay(opts, pos)
   return M.EXIT.ok
 end
 
+USAGE["skip-parent"] = [[
+usage: tide skip-parent [--config FILE] SHARD_ID
+
+DynamoDB only. Records the operator's decision in the lease of SHARD_ID
+(lease group "*", the shards of `tide run`): start this shard although its
+parent never reached SHARD_END (tide status shows such a parent as
+"rebuild needed", or a child as "waiting for parent"). Without it a child
+is never read before its parent's end. Records the parent left unread are
+not applied: run `tide replay NAME` when they matter.
+Prints {"ok":true,"shard":...,"decision":"skip-parent"}. Exit status: 0,
+6 when SHARD_ID has no lease, 5 on a store failure.]]
+
+commands["skip-parent"] = function(opts, pos)
+  if #pos ~= 1 then return fail_usage("skip-parent", "needs SHARD_ID") end
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide skip-parent: ", tostring(err), "\n")
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
+  end
+  if app.cfg.store ~= "dynamodb" then
+    app.store:close()
+    return fail_usage("skip-parent", "the embedded store has no shards (store: " .. tostring(app.cfg.store) .. ")")
+  end
+  local leases = require("tide.projection.leases").new{ client = app.store.client, table_prefix = app.store.prefix,
+                                                         group = "*", owner = "operator" }
+  local ok, derr = leases:decide(pos[1], "skip-parent")
+  app.store:close()
+  if not ok then
+    io.stderr:write("tide skip-parent: ", tostring(derr), "\n")
+    return derr.type == "NotFound" and M.EXIT.not_found or M.EXIT.store
+  end
+  out(json{ ok = true, shard = pos[1], decision = "skip-parent" })
+  return M.EXIT.ok
+end
+
 USAGE.doctor = [[
 usage: tide doctor [--config FILE] [--json]
 

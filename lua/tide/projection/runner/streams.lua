@@ -1018,7 +1018,8 @@ function Runner:balance()
       end
     end
   end
-  self:collect(list, by)
+  -- finished leases: the describer (or a lone run_until_caught_up) deletes them
+  if self.describer or self.greedy then self:collect(list, by) end
   self:each_projection(metrics.leases_held_count, self.state)
   return true
 end
