@@ -4,6 +4,7 @@
 # SIGTERM (bench/streams_fleet.lua). A DynamoDB Local of its own and the
 # Streams stand-in (spec/fixtures/streams_standin.js) on 127.0.0.1.
 #   BENCH_FLEET_EVENTS=6000   events written before the workers start
+#   BENCH_FLEET_WORKERS="1 4 8"   the worker counts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
@@ -24,5 +25,5 @@ port=$(sed -n 's/^PORT=//p' "$dir/standin.out")
 echo "conditions: DynamoDB Local and the stand-in on 127.0.0.1, 64 virtual shards, projection balances,"
 echo "  lease_ms 3000, ${BENCH_FLEET_EVENTS:-6000} events written before the workers start (time includes start-up);"
 echo "  the 2-core VM is shared with other agents' work: figures vary from run to run"
-build/tide script bench/streams_fleet.lua "$TIDE_TEST_DYNAMODB_ENDPOINT" "http://127.0.0.1:$port" "${BENCH_FLEET_EVENTS:-6000}" 1 4 8 \
+build/tide script bench/streams_fleet.lua "$TIDE_TEST_DYNAMODB_ENDPOINT" "http://127.0.0.1:$port" "${BENCH_FLEET_EVENTS:-6000}" ${BENCH_FLEET_WORKERS:-1 4 8} \
   | grep -v '^{'
