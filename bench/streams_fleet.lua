@@ -15,9 +15,8 @@
 -- (until another worker holds each of its leases). Last, the ceiling:
 -- conditional PutItems from this one process, 64 in flight, through the
 -- stand-in and straight to DynamoDB Local, and for each count the DynamoDB
--- requests the workers made per record: records/s ~ ceiling / requests
--- per record, whatever the worker count, when DynamoDB Local is what they
--- share (docs/projections.md, "Throughput on the stand-in").
+-- requests the workers made per record: no worker count can pass ceiling /
+-- requests per record (docs/projections.md, "Request budgets", the bench).
 local sched = require "tide.sched"
 local core = require "tide.core"
 local dynamodb = require "tide.dynamodb"
