@@ -596,36 +596,62 @@ function commands.run(opts, pos)
                                       { path = app.cfg.projections, registry = app.projections } })
   local threads, never_started = {}, 0
   local runner_mod = require "tide.projection.runner"
-  for _, name in ipairs(names) do
-    local p = app.projections:get(name)
-    if p then
-      local r = host.runner(app, p, { log = log, registry = app.projections })
-      total = total + 1
-      threads[#threads + 1] = sched.spawn(function()
-        local failures = 0
-        while true do
-          local ok, ierr = r:start()
-          if ok then break end
-          failures = failures + 1
-          local delay = runner_mod.backoff_delay(failures, 0.5, 30)
-          log("error", "projection failed to start; retrying", { projection = name, error = tostring(ierr),
-            attempt = failures, retry_in_s = delay })
-          local waited = 0
-          while waited < delay and not flag.stop do
-            sched.sleep(math.min(0.1, delay - waited))
-            waited = waited + 0.1
-          end
-          if flag.stop then
-            never_started = never_started + 1
-            return
-          end
-        end
-        started = started + 1
-        log("info", "projection started", { projection = name, store = app.cfg.store })
-        r:run(flag)
-        log("info", "projection stopped", { projection = name })
-      end)
+  -- starts a runner, retrying with backoff while the store cannot be
+  -- reached; false when stopped before it could start
+  local function start_with_retry(r, label)
+    local failures = 0
+    while true do
+      local ok, ierr = r:start()
+      if ok then return true end
+      failures = failures + 1
+      local delay = runner_mod.backoff_delay(failures, 0.5, 30)
+      log("error", "projection failed to start; retrying", { projection = label, error = tostring(ierr),
+        attempt = failures, retry_in_s = delay })
+      local waited = 0
+      while waited < delay and not flag.stop do
+        sched.sleep(math.min(0.1, delay - waited))
+        waited = waited + 0.1
+      end
+      if flag.stop then return false end
     end
+  end
+  local projs = {}
+  for _, name in ipairs(names) do
+    projs[#projs + 1] = app.projections:get(name) or nil
+  end
+  -- DynamoDB: one runner (one reader per shard) for every projection
+  local group = host.group_runner(app, projs, { log = log })
+  local abandoned = false
+  if group then
+    total = #projs
+    threads[1] = sched.spawn(function()
+      local pnames = {}
+      for _, p in ipairs(projs) do pnames[#pnames + 1] = p.name end
+      if not start_with_retry(group, table.concat(pnames, ",")) then
+        never_started = never_started + #projs
+        return
+      end
+      started = started + #projs
+      for _, p in ipairs(projs) do log("info", "projection started", { projection = p.name, store = app.cfg.store }) end
+      group:run(flag)
+      abandoned = group.abandoned
+      for _, p in ipairs(projs) do log("info", "projection stopped", { projection = p.name }) end
+    end)
+  end
+  for _, p in ipairs(group and {} or projs) do
+    local name = p.name
+    local r = host.runner(app, p, { log = log, registry = app.projections })
+    total = total + 1
+    threads[#threads + 1] = sched.spawn(function()
+      if not start_with_retry(r, name) then
+        never_started = never_started + 1
+        return
+      end
+      started = started + 1
+      log("info", "projection started", { projection = name, store = app.cfg.store })
+      r:run(flag)
+      log("info", "projection stopped", { projection = name })
+    end)
   end
   for _, th in ipairs(threads) do sched.wait(th) end
   if watcher then watcher:stop() end
@@ -636,6 +662,9 @@ function commands.run(opts, pos)
     log("error", "tide run: stopped before every projection could start", { never_started = never_started })
     return M.EXIT.store
   end
+  -- shard workers still in a request (a lease-table outage) past the stop
+  -- timeout: exit now, their leases expire on their own
+  if abandoned then os.exit(M.EXIT.ok) end
   return M.EXIT.ok
 end
 
@@ -664,8 +693,13 @@ function commands.status(opts, pos)
   local status = M.EXIT.ok
   for _, name in ipairs(app.projections:names()) do
     local p = app.projections:get(name)
-    local r = host.runner(app, p, { log = function() end })
-    local st, err = r:status()
+    -- on DynamoDB: the leases of `tide run` (group "*"), else those of
+    -- `tide project NAME`
+    local r = host.runner(app, p, { log = function() end, group = app.cfg.store == "dynamodb" and "*" or nil })
+    local st, err = r:status(name)
+    if st and st.shards and #st.shards == 0 and app.cfg.store == "dynamodb" then
+      st, err = host.runner(app, p, { log = function() end }):status(name)
+    end
     if st then
       local parked = require("tide.projection.parking").for_app(app):list(name)
       if parked and #parked > 0 then st.parked = parked end
@@ -769,6 +803,41 @@ function commands.replay(opts, pos)
     return terror.is(err, "handler_error") and M.EXIT.handler_error or M.EXIT.store
   end
   out(json{ ok = true, projection = p.name, events = res.events, streams = res.streams })
+  return M.EXIT.ok
+end
+
+USAGE["skip-parent"] = [[
+usage: tide skip-parent [--config FILE] SHARD_ID
+
+DynamoDB only. Records the operator's decision in the lease of SHARD_ID
+(lease group "*", the shards of `tide run`): start this shard although its
+parent never reached SHARD_END (tide status shows such a parent as
+"rebuild needed", or a child as "waiting for parent"). Without it a child
+is never read before its parent's end. Records the parent left unread are
+not applied: run `tide replay NAME` when they matter.
+Prints {"ok":true,"shard":...,"decision":"skip-parent"}. Exit status: 0,
+6 when SHARD_ID has no lease, 5 on a store failure.]]
+
+commands["skip-parent"] = function(opts, pos)
+  if #pos ~= 1 then return fail_usage("skip-parent", "needs SHARD_ID") end
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide skip-parent: ", tostring(err), "\n")
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
+  end
+  if app.cfg.store ~= "dynamodb" then
+    app.store:close()
+    return fail_usage("skip-parent", "the embedded store has no shards (store: " .. tostring(app.cfg.store) .. ")")
+  end
+  local leases = require("tide.projection.leases").new{ client = app.store.client, table_prefix = app.store.prefix,
+                                                         group = "*", owner = "operator" }
+  local ok, derr = leases:decide(pos[1], "skip-parent")
+  app.store:close()
+  if not ok then
+    io.stderr:write("tide skip-parent: ", tostring(derr), "\n")
+    return derr.type == "NotFound" and M.EXIT.not_found or M.EXIT.store
+  end
+  out(json{ ok = true, shard = pos[1], decision = "skip-parent" })
   return M.EXIT.ok
 end
 

@@ -21,6 +21,10 @@
 --                 library is there, else os.time; os.time (whole seconds)
 --                 for the monotonic one
 -- Modules that take a clock in their options (clock_ms=) default to these.
+--
+-- For tests only: TIDE_TEST_CLOCK_SKEW_MS (an integer, may be negative)
+-- moves this process's wall clock (wall_ms and wall_s, never the monotonic
+-- one), so that a spec can run workers whose clocks disagree.
 local floor = math.floor
 
 local M = {}
@@ -60,6 +64,13 @@ else
   end
   M.live_ms = M.mono_ms
   M.wall_s = os.time
+end
+
+local skew = tonumber(os.getenv("TIDE_TEST_CLOCK_SKEW_MS") or "")
+if skew and skew ~= 0 then
+  local wall_ms, wall_s = M.wall_ms, M.wall_s
+  M.wall_ms = function() return wall_ms() + skew end
+  M.wall_s = function() return wall_s() + floor(skew / 1000) end
 end
 
 return M

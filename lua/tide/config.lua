@@ -40,6 +40,14 @@ local SCHEMA = {
     { name = "verify_tls", kind = "boolean", default = true },
     { name = "profile", kind = "string" },
   } },
+  { name = "streams", section = {
+    { name = "lease_ms", kind = "integer", min = 100, default = 10000 },
+    { name = "poll_ms", kind = "integer", min = 1, default = 200 },
+    { name = "max_poll_ms", kind = "integer", min = 1, default = 1000 },
+    { name = "describe_ms", kind = "integer", min = 100, default = 30000 },
+    { name = "steal_ms", kind = "integer", min = 100 },
+    { name = "batch_limit", kind = "integer", min = 1, max = 1000, default = 1000 },
+  } },
   { name = "aggregates", kind = "path", default = "./aggregates" },
   { name = "projections", kind = "path", default = "./projections" },
   { name = "cache", section = {

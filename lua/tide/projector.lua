@@ -182,6 +182,67 @@ function Projector:committed(plan)
   end
 end
 
+-- Guards are pruned: an item's guard (_tide[stream] = v) only matters
+-- while stream's durable position may be below v (the items of a batch
+-- are written before its positions; a worker that dies between the two
+-- leaves events to deliver again). Once the position reached v, step 2
+-- skips those events before any item is looked at, so the entry can go.
+-- An item with more than M.GUARD_PRUNE_AT entries (an item fed by many
+-- streams: a total, an index) keeps only the entries whose stream's
+-- position is not known to have reached them: a conditional item cannot
+-- grow towards DynamoDB's 400 KB item limit.
+M.GUARD_PRUNE_AT = 64
+
+function Projector:prune_guards(order, plan)
+  local big
+  for _, e in ipairs(order) do
+    local g = (e.item or e.tomb or {})._tide
+    if g then
+      local n = 0
+      for _ in pairs(g) do n = n + 1 end
+      if n > M.GUARD_PRUNE_AT then
+        big = big or {}
+        big[#big + 1] = g
+      end
+    end
+  end
+  if not big then return true end
+  local positions, need, seen = self.positions, {}, {}
+  for _, g in ipairs(big) do
+    for s in pairs(g) do
+      if positions[s] == nil and not seen[s] then
+        seen[s] = true
+        need[#need + 1] = s
+      end
+    end
+  end
+  if #need > 0 then
+    -- durable positions of those streams (a lower bound is enough: the
+    -- cache only ever holds what was read or committed)
+    local got, err = self.backend:get_positions(self.name, need)
+    if not got then
+      return nil, new_error("store", "reading positions failed: " .. tostring(err), { projection = self.name,
+                            cause = err })
+    end
+    for _, s in ipairs(need) do
+      positions[s] = got[s] or 0
+      self.npositions = self.npositions + 1
+    end
+  end
+  local pruned = 0
+  for _, g in ipairs(big) do
+    for s, v in pairs(g) do
+      local p = positions[s]
+      if p and p >= v and plan.positions[s] == nil then
+        g[s] = nil
+        pruned = pruned + 1
+      end
+    end
+  end
+  plan.pruned = (plan.pruned or 0) + pruned
+  return true
+end
+
 -- ---- the batch -------------------------------------------------------------
 
 local Batch = {}
@@ -632,6 +693,8 @@ function Projector:apply_once(events)
   end
 
   -- 5. the plan
+  local ok, perr = self:prune_guards(b.order, plan)
+  if not ok then return nil, perr end
   -- The batch's entries are the plan's items ({table, key, item | nil,
   -- expected_rev, mode, tomb = the guards of a deleted item}, and the
   -- batch's own fields): the batch is done.

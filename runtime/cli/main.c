@@ -42,6 +42,7 @@ static const struct tide_cli_command commands[] = {
     {"replay", "rebuild a projection from the events table: tide replay NAME", tide_cmd_lua},
     {"park", "set aside an event a projection cannot apply: tide park NAME STREAM VERSION", tide_cmd_lua},
     {"unpark", "take an event off the parked list: tide unpark NAME STREAM VERSION", tide_cmd_lua},
+    {"skip-parent", "start a shard whose parent never ended (an operator's decision): tide skip-parent SHARD_ID", tide_cmd_lua},
     {"doctor", "what tide resolves (config, region, credentials) and can reach [--json]", tide_cmd_lua},
     {"script", "run a Lua file inside the engine (like OpenResty's resty)", tide_cmd_script},
     {"version", "print the versions of tide, LuaJIT and libcurl", cmd_version},

@@ -3,7 +3,10 @@
 #include <math.h>
 #include <string.h>
 
-/* Error types DynamoDB and the AWS SDKs treat as "slow down". */
+/* Error types DynamoDB and the AWS SDKs treat as "slow down".
+ * LimitExceededException is DynamoDB Streams' answer to more than 5
+ * GetRecords per second on a shard, a third reader of a shard or more than
+ * 10 DescribeStream per second (botocore retries it as throttling too). */
 static const char *const throttling_types[] = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -13,6 +16,7 @@ static const char *const throttling_types[] = {
     "RequestThrottled",
     "TooManyRequestsException",
     "RequestLimitExceeded",
+    "LimitExceededException",
     "BandwidthLimitExceeded",
     "SlowDown",
     "PriorRequestNotComplete",

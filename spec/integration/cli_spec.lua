@@ -213,7 +213,7 @@ end)
 
 describe("tide help and --config on every command", function()
   local COMMANDS = { "init", "exec", "batch", "events", "state", "run", "project", "read", "status", "replay",
-                     "script", "version", "help" }
+                     "skip-parent", "script", "version", "help" }
 
   it("shows every command's help with status 0, as --help and through tide help", function()
     local dir = helpers.tmpdir()

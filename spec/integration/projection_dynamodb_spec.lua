@@ -184,28 +184,30 @@ describe("projections on DynamoDB", function()
         assert.is_true(a:ensure("shard-1", "shard-0"))
         assert.is_true(a:ensure("shard-1", "ignored"))     -- already there: kept as it was
         local l = assert(a:get("shard-1"))
-        assert.same({ projection = "balances", shard = "shard-1", counter = 0, expires = 0, parent = "shard-0" },
-                    { projection = l.projection, shard = l.shard, counter = l.counter, expires = l.expires,
+        assert.same({ projection = "balances", shard = "shard-1", counter = 0, beat = 0, parent = "shard-0" },
+                    { projection = l.projection, shard = l.shard, counter = l.counter, beat = l.beat,
                       parent = l.parent })
         assert.is_nil(l.owner)
         l = assert(a:take(l))
         assert.equal("w1", l.owner)
         assert.equal(1, l.counter)
-        assert.equal(clock + 1000, l.expires)
-        clock = clock + 500
+        local beat = l.beat
         l = assert(a:renew(l))
-        assert.equal(clock + 1000, l.expires)
-        assert.equal(1, l.counter)                          -- renewals keep the fencing token
-        l = assert(a:checkpoint(l, "000000000000000000042"))
-        assert.equal("000000000000000000042", l.checkpoint)
+        assert.equal(beat + 1, l.beat)                      -- a renewal is a heartbeat
+        assert.equal(1, l.counter)                          -- and keeps the fencing token
+        l = assert(a:checkpoint(l, "100000000000000000042"))
+        assert.equal("100000000000000000042", l.checkpoint)
         assert.is_true(a:record_error(l, "boom"))
         assert.equal("boom", assert(a:get("shard-1")).error)
-        l = assert(a:checkpoint(l, "000000000000000000043"))
+        l = assert(a:checkpoint(l, "100000000000000000043"))
         assert.is_nil(l.error)                              -- a checkpoint clears the error
+        -- checkpoints only move forward: an older one leaves the stored one
+        l = assert(a:checkpoint(l, "99999999999999999999"))
+        assert.equal("100000000000000000043", assert(a:get("shard-1")).checkpoint)
         assert.is_true(a:release(l))
         l = assert(a:get("shard-1"))
         assert.is_nil(l.owner)
-        assert.equal("000000000000000000043", l.checkpoint)
+        assert.equal("100000000000000000043", l.checkpoint)
         local list = assert(a:list())
         assert.equal(1, #list)
       end)
@@ -229,27 +231,23 @@ describe("projections on DynamoDB", function()
       end)
     end)
 
-    it("refuses to steal a live lease that was renewed, allows it after expiry, and fences the old owner", function()
+    it("refuses to take a lease whose heartbeat moved, allows it once it stops, and fences the old owner", function()
       run(function()
         local a, b = L("w1"), L("w2")
         assert(a:ensure("shard-3"))
         local la = assert(a:take(assert(a:get("shard-3"))))
         local seen = assert(b:get("shard-3"))
-        clock = clock + 400
-        la = assert(a:renew(la))                            -- the owner renewed after b looked
-        clock = clock + 800                                 -- past what b saw, not past the renewal
+        la = assert(a:renew(la))                            -- the owner's heartbeat after b looked
         local lb, err = b:take(seen)
         assert.is_nil(lb)
         assert.equal("LeaseLost", err.type)
-        clock = clock + 1000                                -- now expired: a stopped renewing
-        seen = assert(b:get("shard-3"))
-        assert.is_true(seen.expires < clock)
+        seen = assert(b:get("shard-3"))                     -- no heartbeat since: b may take it
         lb = assert(b:take(seen))
         assert.equal("w2", lb.owner)
         assert.equal(la.counter + 1, lb.counter)
         -- the old owner's checkpoint with the stale counter fails: fencing
         local ok
-        ok, err = a:checkpoint(la, "000000000000000000099")
+        ok, err = a:checkpoint(la, "100000000000000000099")
         assert.is_nil(ok)
         assert.equal("LeaseLost", err.type)
         ok, err = a:renew(la)
@@ -257,13 +255,14 @@ describe("projections on DynamoDB", function()
         assert.equal("LeaseLost", err.type)
         assert.is_nil((a:release(la)))
         assert.is_nil(assert(b:get("shard-3")).checkpoint)
-        assert(b:checkpoint(lb, "000000000000000000100"))
-        -- a reset (replay) frees every lease and fences the holder
+        assert(b:checkpoint(lb, "100000000000000000100"))
+        -- a reset (replay) frees every lease, fences the holder and starts
+        -- the projection again from TRIM_HORIZON (40 zeros)
         assert.is_true(b:reset())
         local l = assert(b:get("shard-3"))
         assert.is_nil(l.owner)
-        assert.is_nil(l.checkpoint)
-        ok, err = b:checkpoint(lb, "000000000000000000101")
+        assert.equal("0", l.checkpoint)
+        ok, err = b:checkpoint(lb, "100000000000000000101")
         assert.is_nil(ok)
         assert.equal("LeaseLost", err.type)
       end)
@@ -283,10 +282,13 @@ describe("projections on DynamoDB", function()
           local list = assert(w:list())
           local eligible = {}
           for _, l in ipairs(list) do eligible[l.shard] = true end
-          local takes = shards.plan_takes{ owner = w.owner, now = clock, leases = list, eligible = eligible,
-                                           running = running }
-          for _, l in ipairs(takes) do
+          local plan = shards.plan{ owner = w.owner, leases = list, eligible = eligible, running = running }
+          for _, l in ipairs(plan.takes) do
             local nl = w:take(l)
+            if nl then running[nl.shard] = true end
+          end
+          if plan.steal then
+            local nl = w:take(plan.steal, true)             -- a hard steal (the runner asks first)
             if nl then running[nl.shard] = true end
           end
         end
@@ -294,7 +296,7 @@ describe("projections on DynamoDB", function()
         round(a, ra)                                        -- alone: takes all six
         local count = function(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end
         assert.equal(6, count(ra))
-        for _ = 1, 4 do round(b, rb) end                    -- steals one per round up to its share
+        for _ = 1, 4 do round(b, rb) end                    -- steals one per round until within 1
         assert.equal(3, count(rb))
         local owners = {}
         for _, l in ipairs(assert(a:list())) do owners[l.owner] = (owners[l.owner] or 0) + 1 end
@@ -449,6 +451,12 @@ return p
               if ri[prefix .. "positions"] then return nil, { type = "Died", message = "killed before the positions" } end
               return db:batch_write(ri)
             end
+          elseif k == "update_item" then
+            -- positions are conditional updates (they only move forward)
+            return function(_, p)
+              if p.TableName == prefix .. "positions" then return nil, { type = "Died", message = "killed before the positions" } end
+              return db:update_item(p)
+            end
           end
           local v = db[k]
           if type(v) ~= "function" then return v end
@@ -543,8 +551,7 @@ return p
             for _, l in ipairs(assert(alive.leases:list())) do
               local old = left[l.shard]
               if old and l.owner == alive.owner then
-                -- taken only once the dead owner's lease had expired
-                assert.is_true(leases_mod.wall_ms() >= old.expires, "taken before the lease expired")
+                -- taken (a new fencing token) once the dead owner's heartbeat stopped
                 assert.is_true(l.counter > old.counter)
                 taken[#taken + 1], left[l.shard] = l.shard, nil
               end

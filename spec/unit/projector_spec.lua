@@ -181,6 +181,53 @@ describe("tide.projector", function()
     assert.equal(before.balance + 100, b:item("balances", "a").balance)
   end)
 
+  it("prunes the guards of an item fed by many streams to those whose positions may not be durable", function()
+    local proj = new_projection([[
+local p = {}
+p.subscribe = { aggregates = { "account" } }
+p.tables = { stats = { key = "name", mode = "conditional" } }
+p.handlers = {
+  Opened = function(e, ctx)
+    local t = ctx:get("stats", "total") or { name = "total", n = 0 }
+    t.n = t.n + 1
+    ctx:put("stats", t)
+  end,
+}
+return p
+]])
+    local b = mem_backend()
+    local p = projector.new{ projection = proj, backend = b }
+    local function opened(batch)
+      local out = {}
+      for i = 1, 10 do out[i] = ev(string.format("s%03d-%02d", batch, i), 1, "Opened") end
+      return out
+    end
+    local function guards() local n = 0 for _ in pairs(b:item("stats", "total")._tide) do n = n + 1 end return n end
+    local pruned = 0
+    for batch = 1, 30 do pruned = pruned + (run(p, b, opened(batch)).pruned or 0) end
+    assert.equal(300, b:item("stats", "total").n)
+    -- 300 streams fed it: only the entries not yet known durable are kept
+    assert.is_true(guards() <= projector.GUARD_PRUNE_AT + 10, guards() .. " guard entries")
+    assert.is_true(pruned > 200)
+    -- a crash between the items and the positions: the last batch's
+    -- entries are kept, so a fresh worker delivering it again changes nothing
+    local evs = opened(31)
+    local plan = assert(p:apply(evs))
+    plan.positions = {}
+    assert(b:write(p.name, plan))
+    assert.equal(310, b:item("stats", "total").n)
+    local p2 = projector.new{ projection = proj, backend = b }
+    plan = run(p2, b, evs)
+    assert.equal(10, plan.ignored)
+    assert.equal(310, b:item("stats", "total").n)
+    -- a fresh worker (no positions cached) reads the positions it needs to prune
+    local before = b.calls.get_positions
+    for batch = 32, 40 do run(p2, b, opened(batch)) end
+    assert.equal(400, b:item("stats", "total").n)
+    assert.is_true(guards() <= projector.GUARD_PRUNE_AT + 10, guards() .. " guard entries")
+    assert.is_true(b.calls.get_positions > before)
+  end)
+
   it("stops the batch at a handler error: nothing in a plan, the event and the traceback named", function()
     local proj, b = new_projection(), mem_backend()
     local p = projector.new{ projection = proj, backend = b }

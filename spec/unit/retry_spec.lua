@@ -4,7 +4,8 @@ local core = require "tide.core"
 describe("core.classify_error", function()
   it("treats DynamoDB's throttling errors as throttled", function()
     for _, t in ipairs{ "ProvisionedThroughputExceededException", "ThrottlingException",
-                        "RequestLimitExceeded",
+                        "RequestLimitExceeded", "LimitExceededException",
+                        "com.amazonaws.dynamodb.v20120810#LimitExceededException",
                         "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException" } do
       assert.equal("throttled", core.classify_error(400, t), t)
     end

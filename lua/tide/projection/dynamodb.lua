@@ -14,12 +14,13 @@
 --   backend:read_item(table, key)                  -> item | false | nil, err
 --   backend:clear(projection)                      -> true | nil, err
 --
--- `write`: batch-mode items through client:batch_write (25 per request,
--- batch_concurrency requests in flight, UnprocessedItems retried by the
--- client) while conditional-mode items go one PutItem/DeleteItem each
--- (several in flight), conditioned on `_rev` (attribute_not_exists of the
--- key when the item was absent); then the positions, with batch_write, once
--- every item is durable. The checkpoint argument is ignored: on DynamoDB
+-- `write`: every item one PutItem/DeleteItem (several in flight),
+-- conditioned on `_rev` (attribute_not_exists of the key when the item was
+-- absent): fenced, so a worker that lost its lease cannot replace a newer
+-- item (docs/projections.md, "Leases and fencing"); with new{fenced =
+-- false}, batch-mode items go blind through client:batch_write (25 per
+-- request) as before. Then the positions, with batch_write, once every
+-- item is durable. The checkpoint argument is ignored: on DynamoDB
 -- the runner writes the checkpoint (the shard lease) after `write` returns.
 -- A failed condition is `nil, {type="Conflict"}`: the runner resets the
 -- projector and applies the batch again; items already written by this
@@ -44,6 +45,10 @@ function M.new(opts)
     positions_table = prefix .. "positions",
     specs = {},          -- read-model table name -> {key=, mode=, table=<DynamoDB name>}
     wait_timeout = opts.wait_timeout or 120,
+    -- fenced: every item write is conditioned on the revision read, also
+    -- in batch mode, so a late write (a worker whose lease passed to
+    -- another) can never replace a newer item with an older one
+    fenced = opts.fenced ~= false,
   }, Backend)
   if opts.projection then self:register(opts.projection) end
   return self
@@ -190,7 +195,12 @@ end
 
 -- A conditional put of one item (or of its tombstone), conditioned on the
 -- revision read.
-local function conditional(self, name, pi)
+local function fenced_error(name)
+  return err("Fenced", "the lease may have passed to another worker: not writing", { projection = name })
+end
+
+local function conditional(self, name, pi, fence)
+  if fence and not fence() then return nil, fenced_error(name) end
   local s = self:spec(pi.table)
   local names, values, cond
   if pi.expected_rev == false or pi.expected_rev == nil then
@@ -233,19 +243,56 @@ local function remove_tombstones(self, removals)
   end)
 end
 
+-- Positions: fenced (the default), each an UpdateItem that only moves it
+-- forward (`version < :v`), so a late write of a worker that lost its lease
+-- can never move one back: the projector prunes item guards that positions
+-- cover (tide.projector, prune_guards), and a position moved back would
+-- let events be applied twice. Unfenced: BatchWriteItem, 25 a request.
+function Backend:write_positions(name, positions, fence)
+  local db = self.client
+  local list = {}
+  for stream, version in pairs(positions or {}) do list[#list + 1] = { stream, version } end
+  if #list == 0 then return true end
+  if fence and not fence() then return nil, fenced_error(name) end
+  if not self.fenced then
+    local pos = {}
+    for i, sv in ipairs(list) do
+      pos[i] = { PutRequest = { Item = { projection = name, stream = sv[1], version = sv[2] } } }
+    end
+    local res, e = db:batch_write{ [self.positions_table] = pos }
+    if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
+    return true
+  end
+  local perr = db:run_parallel(list, function(sv)
+    if fence and not fence() then return nil, fenced_error(name) end
+    local _, e = db:update_item{ TableName = self.positions_table, Key = { projection = name, stream = sv[1] },
+      UpdateExpression = "SET #v = :v", ConditionExpression = "attribute_not_exists(#v) OR #v < :v",
+      ExpressionAttributeNames = { ["#v"] = "version" }, ExpressionAttributeValues = { [":v"] = sv[2] } }
+    if e and e.type ~= "ConditionalCheckFailedException" then
+      return nil, leases.wrap(e, "writing the position of " .. sv[1], { projection = name })
+    end
+    return true
+  end)
+  if perr then return nil, perr end
+  return true
+end
+
 -- backend:write(name, plan) -> true | nil, err
 -- A deleted item is first written as a tombstone that keeps its guards
 -- (_tide, _rev, _deleted = true), and removed only after the positions: the
 -- items and the positions are separate writes, and a worker that dies
 -- between them leaves events to deliver again, which the guards must still
 -- see through (docs/projections.md, "Idempotency and order").
-function Backend:write(name, plan)
+-- opts.fence: a function called before each request is sent; false stops
+-- the write there (nil, {type="Fenced"}): the runner's own-clock lease check.
+function Backend:write(name, plan, _, opts)
   if type(plan) ~= "table" then error("write: plan must be a table", 2) end
+  local fence = opts and opts.fence
   local db = self.client
   local batch, cond, nbatch, removals = {}, {}, 0, {}
   for _, pi in ipairs(plan.items or {}) do
     local s = self:spec(pi.table)
-    local mode = pi.mode or s.mode
+    local mode = self.fenced and "conditional" or (pi.mode or s.mode)
     if pi.item == nil and pi.tomb then removals[#removals + 1] = pi end
     if mode == "conditional" then
       cond[#cond + 1] = pi
@@ -261,11 +308,14 @@ function Backend:write(name, plan)
   -- Batch items in a thread of their own while the conditional ones go.
   local th
   if nbatch > 0 then
-    th = db:spawn(function() return db:batch_write(batch) end)
+    th = db:spawn(function()
+      if fence and not fence() then return nil, fenced_error(name) end
+      return db:batch_write(batch)
+    end)
   end
   local cerr
   if #cond > 0 then
-    cerr = db:run_parallel(cond, function(pi) return conditional(self, name, pi) end)
+    cerr = db:run_parallel(cond, function(pi) return conditional(self, name, pi, fence) end)
   end
   if th then
     local ok, res, e = db:wait(th)
@@ -278,14 +328,8 @@ function Backend:write(name, plan)
   end
   if cerr then return nil, cerr end
   -- Positions last: they never get ahead of the items they describe.
-  local pos = {}
-  for stream, version in pairs(plan.positions or {}) do
-    pos[#pos + 1] = { PutRequest = { Item = { projection = name, stream = stream, version = version } } }
-  end
-  if #pos > 0 then
-    local res, e = db:batch_write{ [self.positions_table] = pos }
-    if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
-  end
+  local ok, perr = self:write_positions(name, plan.positions, fence)
+  if not ok then return nil, perr end
   if #removals > 0 then remove_tombstones(self, removals) end
   return true
 end

@@ -9,6 +9,24 @@ local function is_dynamodb(app)
   return app.cfg.store == "dynamodb"
 end
 
+-- The streams runner's options from the configuration's `streams` section.
+local function streams_opts(app, o)
+  local s = app.cfg.streams or {}
+  o.lease_ms = o.lease_ms or s.lease_ms
+  o.poll_ms, o.max_poll_ms, o.describe_ms, o.batch_limit = s.poll_ms, s.max_poll_ms, s.describe_ms, s.batch_limit
+  o.steal_ms = s.steal_ms
+  return o
+end
+
+-- The streams runner's projector maker: each projection's projector
+-- passes over the events parked for it (tide.projection.parking).
+local function streams_projector(parking)
+  return function(r, p)
+    return require("tide.projector").new{ projection = p or r.projection, backend = r.backend, reader = r.reader,
+                                          aggregates = r.aggregates, parking = parking }
+  end
+end
+
 -- host.backend(app) -> the read-model backend of the app's store (cached)
 function M.backend(app)
   if app.projection_backend then return app.projection_backend end
@@ -37,21 +55,31 @@ function M.runner(app, proj, opts)
   -- metrics label it (docs/operations.md)
   local log = opts.log and require("tide.log").with(opts.log, { projection = proj.name })
   if is_dynamodb(app) then
-    return require("tide.projection.runner.streams").new{
+    return require("tide.projection.runner.streams").new(streams_opts(app, {
       client = app.store.client, store = app.store, backend = M.backend(app), projection = proj,
       aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = log,
-      registry = opts.registry,
-      new_projector = function(r)
-        return require("tide.projector").new{ projection = r.projection, backend = r.backend, reader = r.reader,
-                                              aggregates = r.aggregates, parking = parking }
-      end,
-    }
+      registry = opts.registry, group = opts.group, new_projector = streams_projector(parking),
+    }))
   end
   return require("tide.projection.runner.sqlite").new{
     store = app.store, projection = proj, aggregates = app.registry, owner = opts.owner,
     batch_size = opts.batch_size, lease_ms = opts.lease_ms, log = log,
     registry = opts.registry, parking = parking,
   }
+end
+
+-- host.group_runner(app, projections, opts) -> runner | nil
+-- On DynamoDB: ONE streams runner for all the projections (lease group
+-- "*": one reader per shard per worker, each projection with its own
+-- checkpoint); nil on the embedded store (a runner per projection there).
+function M.group_runner(app, projs, opts)
+  opts = opts or {}
+  if not is_dynamodb(app) or #projs == 0 then return nil end
+  return require("tide.projection.runner.streams").new(streams_opts(app, {
+    client = app.store.client, store = app.store, backend = M.backend(app), projections = projs,
+    group = "*", aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
+    new_projector = streams_projector(require("tide.projection.parking").for_app(app)),
+  }))
 end
 
 -- host.find_model(app, model) -> projection | nil, message

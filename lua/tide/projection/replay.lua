@@ -47,14 +47,17 @@ local function replay_dynamodb(app, proj, opts)
   if not ok then return nil, err end
   -- Leases first: a worker still running this projection loses its
   -- fencing token now and cannot checkpoint over the rebuild.
-  local leases = require("tide.projection.leases").new{
-    client = client, projection = proj.name, owner = "replay",
-    table_prefix = app.cfg.dynamodb.table_prefix,
-  }
-  ok, err = leases:init()
-  if not ok then return nil, err end
-  ok, err = leases:reset()
-  if not ok then return nil, err end
+  -- Both lease groups: `tide project NAME`'s and `tide run`'s ("*").
+  for _, group in ipairs({ proj.name, "*" }) do
+    local leases = require("tide.projection.leases").new{
+      client = client, group = group, projection = proj.name, owner = "replay",
+      table_prefix = app.cfg.dynamodb.table_prefix,
+    }
+    ok, err = leases:init()
+    if not ok then return nil, err end
+    ok, err = leases:reset(proj.name)
+    if not ok then return nil, err end
+  end
   ok, err = backend:clear(proj)
   if not ok then return nil, err end
 

@@ -15,7 +15,7 @@
 --     the parent is done.
 --   shards.compare_seq(a, b) -> -1 | 0 | 1   (sequence numbers: decimal text)
 --   shards.fair_share(n_shards, n_owners) -> the most shards one owner should hold
---   shards.plan_takes{...}: which leases an owner should take (see below)
+--   shards.plan{...}: which leases an owner should take or steal (see below)
 
 local M = {}
 
@@ -95,65 +95,68 @@ function M.fair_share(n_shards, n_owners)
   return ceil(n_shards / n_owners)
 end
 
--- shards.plan_takes{owner=, now=, leases=, eligible=, running=} -> takes, share
---   leases:   list of lease items {shard=, owner=, expires=, counter=, checkpoint=, error=}
---   eligible: set shard -> true of shards that may be read now (startable,
---             not SHARD_END, no error)
---   running:  set shard -> true of the shards this owner runs now; a lease
---             held under this owner's id that it does not run (left by an
---             earlier life of the same id) counts as free
--- Returns the leases this owner should try to take (free or expired ones
--- first, then at most one stolen from the most loaded live owner when no
--- free lease is left and this owner is below its share), and its share.
--- Live owners are the owners of unexpired leases, this one included.
-function M.plan_takes(o)
-  local me, now = o.owner, o.now
-  local running = o.running
-  local function is_alive(l)
-    if not l.owner or (l.expires or 0) <= now then return false end
-    if l.owner == me and running and not running[l.shard] then return false end
-    return true
-  end
-  local live, load, mine = { [me] = true }, {}, 0
-  local n_eligible = 0
+-- shards.plan{owner=, leases=, eligible=, running=, max_takes=, may_steal=}
+--   -> {takes = {lease...}, steal = lease | nil, share = n, counts = {owner = n}}
+-- The balancing rule (docs/projections.md, "Balancing"):
+--   leases:   lease items with .owner and .expired (judged by the caller on
+--             its own monotonic clock: heartbeat unchanged for lease_ms),
+--             .reserved (released to another worker that asked for it)
+--   eligible: set of shards that may be read now; running: set of the
+--             shards this owner runs
+-- Live owners are those holding unexpired eligible leases, this one
+-- included; share = ceil(eligible / live owners). An owner below its
+-- share takes free or expired leases (at most max_takes a round, so
+-- workers that start together do not race for everything); with none
+-- left, it steals ONE lease from the most loaded owner when that one holds
+-- at least 2 more than it (may_steal: the caller's rate limit). Every
+-- steal lowers the sum of squared counts, so from any start the counts
+-- end within 1 of each other (spec/unit/shards_spec.lua checks it under
+-- random joins and leaves).
+function M.plan(o)
+  local me = o.owner
+  local running = o.running or {}
+  local function alive(l) return l.owner ~= nil and not l.expired end
+  local counts, n = { [me] = 0 }, 0
   for _, l in ipairs(o.leases) do
     if o.eligible[l.shard] then
-      n_eligible = n_eligible + 1
-      if is_alive(l) then
-        live[l.owner] = true
-        load[l.owner] = (load[l.owner] or 0) + 1
-        if l.owner == me then mine = mine + 1 end
-      end
+      n = n + 1
+      if alive(l) then counts[l.owner] = (counts[l.owner] or 0) + 1 end
     end
   end
-  local n_live = 0
-  for _ in pairs(live) do n_live = n_live + 1 end
-  local share = M.fair_share(n_eligible, n_live)
-  local takes = {}
+  local w = 0
+  for _ in pairs(counts) do w = w + 1 end
+  local share = M.fair_share(n, w)
+  local mine = counts[me]
+  local takes, max_takes = {}, o.max_takes or math.huge
   for _, l in ipairs(o.leases) do
-    if mine + #takes >= share then break end
-    if o.eligible[l.shard] and not is_alive(l) then takes[#takes + 1] = l end
+    if mine + #takes >= share or #takes >= max_takes then break end
+    if o.eligible[l.shard] and not alive(l) and not running[l.shard] and not l.reserved then
+      takes[#takes + 1] = l
+    end
   end
-  if #takes == 0 and mine < share then
-    -- Steal one from the most loaded owner holding more than the share
-    -- (one per round: shards move gradually, as in the KCL).
-    local victim, most = nil, share
-    for owner, n in pairs(load) do
-      if owner ~= me and (n > most or (n == most and victim and owner < victim)) then
-        victim, most = owner, n
+  local steal
+  if #takes == 0 and o.may_steal ~= false then
+    local victim, most = nil, mine + 1
+    for owner, c in pairs(counts) do
+      if owner ~= me and (c > most or (c == most and victim and owner < victim)) then
+        victim, most = owner, c
       end
     end
     if victim then
+      -- one of its eligible leases at random, preferring those nobody
+      -- asked for yet: thieves that plan at once pick different leases
+      local free, asked = {}, {}
       for _, l in ipairs(o.leases) do
-        if o.eligible[l.shard] and l.owner == victim and is_alive(l) then
-          l.steal = true
-          takes[1] = l
-          break
+        if o.eligible[l.shard] and l.owner == victim and alive(l) then
+          local list = (l.handoff == nil or l.handoff == me) and free or asked
+          list[#list + 1] = l
         end
       end
+      local pool = #free > 0 and free or asked
+      steal = pool[(o.random or math.random)(#pool)]
     end
   end
-  return takes, share
+  return { takes = takes, steal = steal, share = share, counts = counts }
 end
 
 return M
