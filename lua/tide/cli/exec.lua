@@ -1,0 +1,195 @@
+-- tide exec and tide batch: run commands.
+local clock = require "tide.clock"
+local core = require "tide.core"
+local sched = require "tide.sched"
+local C = require "tide.cli.common"
+
+local EXIT, EXIT_OF_KIND = C.EXIT, C.EXIT_OF_KIND
+local out, flush_out, fail_usage, open_app, error_line, error_result, ok_result, start_reload, start_metrics, input_lines, decode_object = C.out, C.flush_out, C.fail_usage, C.open_app, C.error_line, C.error_result, C.ok_result, C.start_reload, C.start_metrics, C.input_lines, C.decode_object
+
+local commands = {}
+
+function commands.exec(opts, pos)
+  if #pos ~= 3 then return fail_usage("exec", "needs AGGREGATE ID 'COMMAND_JSON'") end
+  local cmd, derr = decode_object(pos[3], "COMMAND_JSON")
+  if not cmd then
+    out(error_line("invalid", derr))
+    return EXIT.usage
+  end
+  local app, err = open_app(opts)
+  if not app then
+    local kind = type(err) == "table" and err.kind or "invalid"
+    out(error_line(kind, tostring(err)))
+    return EXIT_OF_KIND[kind] or EXIT.usage
+  end
+  local res, xerr = app.repository:execute(pos[1], pos[2], cmd)
+  app.store:close()
+  if res then
+    out(ok_result(res))
+    return EXIT.ok
+  end
+  out(error_result(xerr))
+  return EXIT_OF_KIND[xerr.kind] or EXIT.handler_error
+end
+
+-- tide batch --stats: one JSON line on stderr. What the repository did
+-- (writes, conflicts, catch-ups) and, on DynamoDB, what the service
+-- billed (client.usage: capacity units of the answers).
+local function write_batch_stats(lines, outcomes, seconds, rstats, store)
+  local commands = rstats.commands
+  local st = {
+    lines = lines, commands = commands, outcomes = outcomes, seconds = seconds,
+    commands_per_second = seconds > 0 and commands / seconds or 0,
+    writes = rstats.writes, conflicts = rstats.conflicts, catch_ups = rstats.catch_ups,
+    loads = rstats.loads, snapshots = rstats.snapshots,
+  }
+  local client = store.client
+  if client and client.usage_totals then
+    local t = client:usage_totals()
+    local per = math.max(commands, 1)
+    st.dynamodb = { requests = client.usage.requests, requests_total = t.requests,
+                    failed_conditional_writes = client.usage.failed_writes,
+                    read_units = t.read, write_units = t.write,
+                    requests_per_command = t.requests / per,
+                    read_units_per_command = t.read / per, write_units_per_command = t.write / per }
+  end
+  io.stderr:write(core.json_encode{ stats = st }, "\n")
+end
+
+-- Severity order for batch's exit status: the worst failure wins.
+local SEVERITY = { [0] = 0, [3] = 1, [4] = 2, [2] = 3, [1] = 4, [5] = 5 }
+
+function commands.batch(opts, pos)
+  if #pos > 0 then return fail_usage("batch", "unexpected argument '" .. pos[1] .. "'") end
+  local window = tonumber(opts.concurrency or 256)
+  if not window or window < 1 or window ~= math.floor(window) then
+    return fail_usage("batch", "--concurrency must be a positive integer")
+  end
+  local app, err = open_app(opts)
+  if not app then
+    io.stderr:write("tide batch: ", tostring(err), "\n")
+    return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or EXIT.usage
+  end
+  local repo = app.repository
+  local ready = { ok = app.cfg.store ~= "dynamodb", why = "the events table has not answered yet" }
+  local msrv, merr = start_metrics(app, opts, function() return ready.ok, ready.why end)
+  if msrv == false then
+    io.stderr:write("tide batch: --metrics: ", tostring(merr), "\n")
+    return EXIT.usage
+  end
+  if msrv and not ready.ok then
+    -- ready once DynamoDB answers for the events table
+    sched.spawn(function()
+      local st = app.store
+      local ok, derr = st.client:describe_table{ TableName = st.events_table }
+      ready.ok, ready.why = ok and true or false, not ok and tostring(derr) or nil
+    end)
+  end
+  local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry } })
+  local status = EXIT.ok
+  local function note(code)
+    if SEVERITY[code] > SEVERITY[status] then status = code end
+  end
+  local pending = {}   -- line number -> thread, until its result is printed
+  local results = {}   -- line number -> {line, code}, done but not yet printed
+  local next_out, n = 1, 0
+
+  -- Prints every result that is ready in input order, as soon as it is:
+  -- a live producer sees each answer without waiting for the window.
+  local function emit(i, line, code)
+    results[i] = { line, code }
+    if i ~= next_out then return end
+    while results[next_out] do
+      local r = results[next_out]
+      results[next_out], pending[next_out] = nil, nil
+      out(r[1])
+      note(r[2])
+      next_out = next_out + 1
+    end
+    flush_out()
+  end
+
+  local outcomes = {} -- "ok" or an error kind -> count
+  local function tally(kind) outcomes[kind] = (outcomes[kind] or 0) + 1 end
+
+  local function run_line(req, derr, lineno)
+    if not req then
+      return error_line("invalid", derr), EXIT.usage
+    end
+    if type(req.aggregate) ~= "string" or type(req.id) ~= "string" or type(req.command) ~= "table" then
+      return error_line("invalid",
+        ("line %d: needs \"aggregate\" (string), \"id\" (string) and \"command\" (object)"):format(lineno)),
+        EXIT.usage
+    end
+    local res, xerr = repo:execute(req.aggregate, req.id, req.command)
+    if res then
+      tally(res.duplicate and "duplicate" or "ok")
+      return ok_result(res), EXIT.ok
+    end
+    tally(xerr.kind or "handler_error")
+    return error_result(xerr), EXIT_OF_KIND[xerr.kind] or EXIT.handler_error
+  end
+
+  local function command_thread(req, derr, lineno)
+    local ok, line, code = pcall(run_line, req, derr, lineno)
+    if not ok then line, code = error_line("handler_error", tostring(line)), EXIT.handler_error end
+    emit(lineno, line, code)
+  end
+  local started = clock.mono()
+
+  local max_line = app.cfg.commands and app.cfg.commands.max_line_bytes or 1024 * 1024
+  if max_line == 0 then max_line = nil end -- 0: no limit
+  for text, long in input_lines(max_line) do
+    n = n + 1
+    if text == false then
+      emit(n, error_line("invalid", ("line %d is %d bytes, over the %d-byte limit (commands.max_line_bytes): "
+        .. "skipped"):format(n, long, max_line)), EXIT.usage)
+    elseif text:match("^%s*$") then
+      emit(n, error_line("invalid", "line " .. n .. " is empty"), EXIT.usage)
+    else
+      -- Commands of one stream are decided in the order they reach the
+      -- repository, which is the order of the lines: each thread calls it
+      -- before its first yield, and threads start in the order spawned.
+      local req, derr = decode_object(text, "line " .. n)
+      local th = sched.spawn(command_thread, req, derr, n)
+      if next_out <= n then pending[n] = th end
+    end
+    while n - next_out + 1 >= window and pending[next_out] do sched.wait(pending[next_out]) end
+  end
+  while next_out <= n do
+    if pending[next_out] then sched.wait(pending[next_out]) else sched.sleep(0) end
+  end
+  if watcher then watcher:stop() end
+  if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end
+  if msrv then msrv:stop() end
+  app.store:close()
+  return status
+end
+
+return {
+  exec = { run = commands.exec, usage = [[
+usage: tide exec [--config FILE] AGGREGATE ID 'COMMAND_JSON'
+
+Runs one command. COMMAND_JSON is an object with "type", the command's
+fields, and an optional "id" (a command id: the same id sent again appends
+nothing and returns the original result). Prints one JSON object:
+  {"ok":true,"stream":...,"version":N,"events":[...]}
+  {"ok":false,"error":{"kind":...,"message":...}}
+Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
+5 store or network failure.]] },
+  batch = { run = commands.batch, usage = [[
+usage: tide batch [--config FILE] [--concurrency N] [--stats] [--metrics ADDR] < commands.ndjson
+
+Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin
+and runs the commands concurrently (commands of one stream in input order,
+at most N in flight, default 256; commands waiting on one stream share a
+write). Prints one result line per input line, in input order, shaped as
+tide exec's output. --stats: at the end, one JSON line on stderr with the
+counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
+the requests and the read and write capacity units, per command too.
+A line longer than commands.max_line_bytes (1 MiB) gets an error result
+and is skipped; the next lines run. Exit status: 0 when every command succeeded, else the status of the first
+failure by severity. --metrics ADDR (or metrics.listen): serve GET
+/metrics (Prometheus), /health and /ready on ADDR, e.g. 127.0.0.1:9464,
+while it runs.]] },
+}

@@ -1,0 +1,151 @@
+-- tide run and tide project: run projections.
+local host = require "tide.projection.host"
+local sched = require "tide.sched"
+local terror = require "tide.error"
+local C = require "tide.cli.common"
+
+local EXIT, EXIT_OF_KIND = C.EXIT, C.EXIT_OF_KIND
+local out, json, open_app, start_reload, start_metrics, open_projection, stop_on_signals = C.out, C.json, C.open_app, C.start_reload, C.start_metrics, C.open_projection, C.stop_on_signals
+
+local commands = {}
+
+function commands.project(opts, pos)
+  local app, p = open_projection("project", opts, pos, "json")
+  if not app then return p end
+  local runner = host.runner(app, p, { log = app.log })
+  local ok, err = runner:start()
+  if not ok then
+    io.stderr:write("tide project: ", tostring(err), "\n")
+    return EXIT.store
+  end
+  if opts.until_caught_up then
+    local res
+    res, err = runner:run_until_caught_up{ wait_for_lease = true }
+    if res == nil then
+      runner:stop() -- the lease goes back: the next run need not wait for it
+      io.stderr:write("tide project: ", tostring(err), "\n")
+      return EXIT_OF_KIND[err.kind] or (terror.is(err, "invalid_event") and EXIT.handler_error) or EXIT.store
+    end
+    runner:stop()
+    out(json{ ok = true, projection = p.name, handled = res.handled })
+    return EXIT.ok
+  end
+  local flag = { stop = false }
+  local sig = stop_on_signals(flag, app.log)
+  ok, err = runner:run(flag)
+  if sig then sig:stop() end
+  if ok == nil and err then
+    io.stderr:write("tide project: ", tostring(err), "\n")
+    return EXIT.store
+  end
+  return EXIT.ok
+end
+
+-- `tide run`: every line it writes on stderr is JSON (the log's), whatever
+-- goes wrong. A projection whose start fails (the store unreachable) is
+-- retried with backoff, and each failure is logged; with no projection
+-- that can run at all it exits 2; stopped (SIGTERM) before one of its
+-- projections could start, it exits 5.
+function commands.run(opts, pos)
+  local jlog = require("tide.log").new{ format = "json" }
+  if #pos > 0 then
+    jlog("error", "tide run: unexpected argument '" .. pos[1] .. "'", { usage = "tide run [--config FILE]" })
+    return EXIT.usage
+  end
+  local app, aerr = open_app(opts, "json")
+  if not app then
+    jlog("error", "tide run: " .. tostring(aerr), { error = aerr })
+    return (type(aerr) == "table" and EXIT_OF_KIND[aerr.kind]) or EXIT.usage
+  end
+  local log = app.log
+  for name, err in pairs(app.projections.errors or {}) do
+    log("error", "projection module failed to load", { projection = name, error = tostring(err) })
+  end
+  local names = app.projections:names()
+  if #names == 0 then
+    log("error", "tide run: no projection can run", { projections = app.cfg.projections,
+      error = app.projections.dir_error and tostring(app.projections.dir_error)
+        or (next(app.projections.errors or {}) and "every projection module failed to load")
+        or "the projections folder has no modules" })
+    app.store:close()
+    return EXIT.usage
+  end
+  local flag = { stop = false }
+  local sig = stop_on_signals(flag, log)
+  -- ready while every projection has started (the store answered, the
+  -- leases table is there: its leases are taken or waited for)
+  local started, failed, total = 0, nil, 0
+  local msrv, merr = start_metrics(app, opts, function()
+    if flag.stop then return false, "stopping" end
+    if failed then return false, "projection '" .. failed .. "' failed to start" end
+    if started < total then return false, ("%d of %d projections started"):format(started, total) end
+    return true
+  end)
+  if msrv == false then
+    io.stderr:write("tide run: --metrics: ", tostring(merr), "\n")
+    if sig then sig:stop() end
+    return EXIT.usage
+  end
+  local watcher = start_reload(app, { { path = app.cfg.aggregates, registry = app.registry },
+                                      { path = app.cfg.projections, registry = app.projections } })
+  local threads, never_started = {}, 0
+  local runner_mod = require "tide.projection.runner"
+  for _, name in ipairs(names) do
+    local p = app.projections:get(name)
+    if p then
+      local r = host.runner(app, p, { log = log, registry = app.projections })
+      total = total + 1
+      threads[#threads + 1] = sched.spawn(function()
+        local failures = 0
+        while true do
+          local ok, ierr = r:start()
+          if ok then break end
+          failures = failures + 1
+          local delay = runner_mod.backoff_delay(failures, 0.5, 30)
+          log("error", "projection failed to start; retrying", { projection = name, error = tostring(ierr),
+            attempt = failures, retry_in_s = delay })
+          local waited = 0
+          while waited < delay and not flag.stop do
+            sched.sleep(math.min(0.1, delay - waited))
+            waited = waited + 0.1
+          end
+          if flag.stop then
+            never_started = never_started + 1
+            return
+          end
+        end
+        started = started + 1
+        log("info", "projection started", { projection = name, store = app.cfg.store })
+        r:run(flag)
+        log("info", "projection stopped", { projection = name })
+      end)
+    end
+  end
+  for _, th in ipairs(threads) do sched.wait(th) end
+  if watcher then watcher:stop() end
+  if msrv then msrv:stop() end
+  if sig then sig:stop() end
+  app.store:close()
+  if never_started > 0 then
+    log("error", "tide run: stopped before every projection could start", { never_started = never_started })
+    return EXIT.store
+  end
+  return EXIT.ok
+end
+
+return {
+  run = { run = commands.run, usage = [[
+usage: tide run [--config FILE] [--metrics ADDR]
+
+Runs every projection of the projections folder as a daemon, with
+structured logs (JSON lines on stderr). On DynamoDB, any number of tide run
+processes share the stream's shards through leases. SIGTERM or SIGINT:
+finish the batch, write its effects, checkpoint, release the leases, exit 0.
+--metrics ADDR (or metrics.listen in tide.yaml): serve GET /metrics
+(Prometheus text format), /health and /ready on ADDR, e.g. 127.0.0.1:9464.]] },
+  project = { run = commands.project, usage = [[
+usage: tide project [--config FILE] NAME [--until-caught-up]
+
+Runs one projection. With --until-caught-up it stops, exit status 0, once
+everything written before it started has been applied.]] },
+}
