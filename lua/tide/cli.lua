@@ -39,7 +39,7 @@ function M.main(name, ...)
     io.stderr:write("tide: unknown command '", tostring(name), "'\n")
     return M.EXIT.usage
   end
-  local opts, pos = C.parse(name, { ... })
+  local opts, pos = C.parse(name, { ... }, cmd)
   if not opts then return C.fail_usage(name, pos) end
   if opts.help then
     C.out(cmd.usage)

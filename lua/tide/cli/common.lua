@@ -9,12 +9,14 @@ local sched = require "tide.sched"
 local M = {}
 
 -- Exit statuses (also in runtime/cli/cli.h and the README).
-M.EXIT = { ok = 0, handler_error = 1, usage = 2, rejected = 3, conflict = 4, store = 5, not_found = 6 }
+M.EXIT = { ok = 0, handler_error = 1, usage = 2, rejected = 3, conflict = 4, store = 5, not_found = 6,
+           idempotency_mismatch = 7 }
 
 M.EXIT_OF_KIND = {
   invalid = M.EXIT.usage, rejected = M.EXIT.rejected, conflict = M.EXIT.conflict,
   store = M.EXIT.store, handler_error = M.EXIT.handler_error,
   too_many_events = M.EXIT.handler_error, event_too_large = M.EXIT.handler_error,
+  not_found = M.EXIT.not_found, idempotency_mismatch = M.EXIT.idempotency_mismatch,
 }
 local EXIT_OF_KIND = M.EXIT_OF_KIND
 
@@ -47,45 +49,131 @@ end
 -- value JSON cannot hold is reported as a handler's error.
 local function json(v) return result.json(v, "handler_error") end
 
+-- A usage error: one line on stderr, the message and the synopsis.
 local function fail_usage(name, message)
-  io.stderr:write("tide ", name, ": ", message, "\n", USAGE[name], "\n")
+  local synopsis = USAGE[name] and USAGE[name]:match("^(usage: [^\n]*)")
+  io.stderr:write("tide ", name, ": ", message, synopsis and ("; " .. synopsis) or "",
+                  " (tide ", name, " --help)\n")
   return M.EXIT.usage
 end
 
--- Splits --config FILE / --config=FILE, --concurrency N, --help from the
--- positional arguments.
-local function parse(name, args)
+-- The exit status of an error (a tide.error or a message).
+function M.exit_of(err, default)
+  if type(err) ~= "table" then return default or M.EXIT.usage end
+  if err.type == "invalid_event" or err.kind == "invalid_event" then return M.EXIT.handler_error end
+  return EXIT_OF_KIND[err.kind] or default or M.EXIT.store
+end
+
+-- Whether tide's own frames are Lua files of tide (lua/tide/...), the
+-- engine's or LuaJIT's built-ins: what a user's traceback leaves out.
+local function own_frame(line)
+  return line:find("/tide/", 1, true) and not line:find("/tide/projections/", 1, true)
+      or line:find("%[C%]") or line:find("%(tail call%)") or line:find("^%s*%.%.%.")
+      or line:find("^%s*%[string ")
+end
+
+-- split_error(text, debug) -> the first line, the traceback's lines kept
+-- (the user's frames; every frame with debug)
+function M.split_error(text, debug)
+  local first, rest = text:match("^([^\n]*)\n?(.*)$")
+  local frames = {}
+  for line in rest:gmatch("[^\n]+") do
+    if line:find("stack traceback:", 1, true) then
+      -- the header of a traceback: the frames follow
+    elseif debug or not own_frame(line) then
+      frames[#frames + 1] = (line:gsub("^%s+", ""))
+    end
+  end
+  return first, frames
+end
+
+-- Whether errors are printed as JSON: --json, or log.format: json.
+function M.json_errors(opts, app)
+  if opts and opts.json then return true end
+  local cfg = app and app.cfg
+  if cfg and cfg.log and cfg.log.format == "json" and require("tide.config").is_set(cfg, "log.format") then
+    return true
+  end
+  return false
+end
+
+-- fail(name, opts, err [, app [, status]]) -> exit status. The one way a
+-- command reports its failure: once, on stderr. As text: "tide NAME:
+-- message" on one line, then the user's traceback indented (tide's own
+-- frames with --debug); as JSON (--json or log.format: json): one line
+-- {"error":{"kind":..,"type":..,"message":..,"traceback":[..]}}.
+function M.fail(name, opts, err, app, status)
+  local text = tostring(err)
+  local first, frames = M.split_error(text, opts and opts.debug)
+  if M.json_errors(opts, app) then
+    local e = { message = first, traceback = #frames > 0 and core.list(frames) or nil, command = name }
+    if type(err) == "table" then
+      e.kind, e.type = err.kind, err.type
+      e.stream, e.projection = err.stream, err.projection
+    end
+    io.stderr:write(core.json_encode{ error = e }, "\n")
+  else
+    local lines = { "tide " .. name .. ": " .. first }
+    for _, f in ipairs(frames) do lines[#lines + 1] = "    " .. f end
+    io.stderr:write(table.concat(lines, "\n"), "\n")
+  end
+  return status or M.exit_of(err)
+end
+
+-- The options every Lua command takes (besides its own: cmd.options).
+M.COMMON_OPTIONS = {
+  { "--config", "FILE", "the configuration file (default: TIDE_CONFIG, else ./tide.yaml)" },
+  { "--debug", nil, "with an error, show tide's own stack frames too" },
+  { "-h, --help", nil, "show this help" },
+}
+
+-- parse(name, args, cmd) -> opts, positional | nil, message
+-- cmd.options: { {"--name", "VALUE" or nil (a flag), "help"}, ... }; an
+-- option's value is opts[name without the dashes, '-' -> '_']; both
+-- "--opt VALUE" and "--opt=VALUE". cmd.data_after = n: after the n-th
+-- positional argument, everything but --config is data (exec's id and
+-- command text may start with '-'). "--" ends the options.
+local function parse(name, args, cmd)
+  local known = {}
+  for _, list in ipairs{ M.COMMON_OPTIONS, cmd and cmd.options or {} } do
+    for _, o in ipairs(list) do
+      for flag in o[1]:gmatch("%-[%w%-]+") do known[flag] = o end
+    end
+  end
+  local data_after = cmd and cmd.data_after
   local opts, pos = {}, {}
   local i = 1
   while i <= #args do
     local a = args[i]
-    if name == "exec" and #pos >= 1 and not a:match("^%-%-config") then
-      -- exec's id and command text are data, even when they start with '-'
+    local flag, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
+    flag = flag or a
+    if data_after and #pos >= data_after and flag ~= "--config" then
       pos[#pos + 1] = a
-    elseif a == "-h" or a == "--help" then
-      opts.help = true
-    elseif a == "--until-caught-up" then
-      opts.until_caught_up = true
-    elseif a == "--stats" and name == "batch" then
-      opts.stats = true
-    elseif a == "--json" and name == "doctor" then
-      opts.json = true
-    elseif a == "--config" or a == "--concurrency" or ((name == "run" or name == "batch") and a == "--metrics") then
-      local v = args[i + 1]
-      if not v then return nil, a .. " needs a value" end
-      opts[a:sub(3)] = v
-      i = i + 1
-    elseif a:match("^%-%-config=") then
-      opts.config = a:sub(10)
-    elseif a:match("^%-%-concurrency=") then
-      opts.concurrency = a:sub(15)
-    elseif (name == "run" or name == "batch") and a:match("^%-%-metrics=") then
-      opts.metrics = a:sub(11)
     elseif a == "--" then
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
+    elseif known[flag] then
+      local o = known[flag]
+      local key = o[1]:match("%-%-([%w%-]+)$"):gsub("%-", "_")
+      if o[2] then
+        local v = inline
+        if v == nil then
+          v = args[i + 1]
+          if v == nil then return nil, flag .. " needs a value (" .. o[2] .. ")" end
+          i = i + 1
+        end
+        opts[key] = v
+      elseif inline ~= nil then
+        return nil, flag .. " takes no value"
+      else
+        opts[key] = true
+      end
     elseif a:sub(1, 1) == "-" and #a > 1 then
-      return nil, "unknown option '" .. a .. "'"
+      local names = {}
+      for f in pairs(known) do if f:sub(1, 2) == "--" then names[#names + 1] = f end end
+      table.sort(names)
+      local hint = require("tide.suggest").closest(flag, names)
+      return nil, "unknown option '" .. a .. "'" .. (hint and (" (did you mean " .. hint .. "?)") or "")
     else
       pos[#pos + 1] = a
     end

@@ -15,7 +15,9 @@ function commands.doctor(opts, pos)
 end
 
 return {
-  doctor = { run = commands.doctor, usage = [[
+  doctor = { run = commands.doctor, summary = "what tide resolves (config, region, credentials) and can reach",
+    options = { { "--json", nil, "one JSON object instead of text" } },
+    usage = [[
 usage: tide doctor [--config FILE] [--json]
 
 Tells why tide can or cannot reach its data: the config file, the store,

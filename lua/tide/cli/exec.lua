@@ -22,7 +22,15 @@ function commands.exec(opts, pos)
     out(error_line(kind, tostring(err)))
     return EXIT_OF_KIND[kind] or EXIT.usage
   end
-  local res, xerr = app.repository:execute(pos[1], pos[2], cmd)
+  for _, o in ipairs{ "correlation_id", "causation_id" } do
+    local ierr = opts[o] and require("tide.input").id_error(opts[o], "--" .. o:gsub("_", "-"))
+    if ierr then
+      out(error_line("invalid", ierr))
+      return EXIT.usage
+    end
+  end
+  local res, xerr = app.repository:execute(pos[1], pos[2], cmd,
+    { correlation_id = opts.correlation_id, causation_id = opts.causation_id })
   app.store:close()
   if res then
     out(ok_result(res))
@@ -57,7 +65,7 @@ local function write_batch_stats(lines, outcomes, seconds, rstats, store)
 end
 
 -- Severity order for batch's exit status: the worst failure wins.
-local SEVERITY = { [0] = 0, [3] = 1, [4] = 2, [2] = 3, [1] = 4, [5] = 5 }
+local SEVERITY = { [0] = 0, [3] = 1, [7] = 2, [4] = 3, [2] = 4, [1] = 5, [5] = 6 }
 
 function commands.batch(opts, pos)
   if #pos > 0 then return fail_usage("batch", "unexpected argument '" .. pos[1] .. "'") end
@@ -121,7 +129,14 @@ function commands.batch(opts, pos)
         ("line %d: needs \"aggregate\" (string), \"id\" (string) and \"command\" (object)"):format(lineno)),
         EXIT.usage
     end
-    local res, xerr = repo:execute(req.aggregate, req.id, req.command)
+    for _, f in ipairs{ "correlation_id", "causation_id" } do
+      local v = req[f]
+      local ierr = v ~= nil and (type(v) ~= "string" and ("\"" .. f .. "\" must be a string")
+                                 or require("tide.input").id_error(v, f))
+      if ierr then return error_line("invalid", ("line %d: %s"):format(lineno, ierr)), EXIT.usage end
+    end
+    local res, xerr = repo:execute(req.aggregate, req.id, req.command,
+      { correlation_id = req.correlation_id, causation_id = req.causation_id })
     if res then
       tally(res.duplicate and "duplicate" or "ok")
       return ok_result(res), EXIT.ok
@@ -167,7 +182,10 @@ function commands.batch(opts, pos)
 end
 
 return {
-  exec = { run = commands.exec, usage = [[
+  exec = { run = commands.exec, summary = "run one command, print its result as JSON", data_after = 1,
+    options = { { "--correlation-id", "ID", "meta.correlation_id of the events (default: the command id)" },
+                { "--causation-id", "ID", "meta.causation_id of the events (what caused this command)" } },
+    usage = [[
 usage: tide exec [--config FILE] AGGREGATE ID 'COMMAND_JSON'
 
 Runs one command. COMMAND_JSON is an object with "type", the command's
@@ -177,7 +195,11 @@ nothing and returns the original result). Prints one JSON object:
   {"ok":false,"error":{"kind":...,"message":...}}
 Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
 5 store or network failure.]] },
-  batch = { run = commands.batch, usage = [[
+  batch = { run = commands.batch, summary = "run NDJSON commands from stdin concurrently, one result line each",
+    options = { { "--concurrency", "N", "at most N commands in flight (default 256)" },
+                { "--stats", nil, "at the end, one JSON line of figures on stderr" },
+                { "--metrics", "ADDR", "serve /metrics, /health and /ready on ADDR while it runs" } },
+    usage = [[
 usage: tide batch [--config FILE] [--concurrency N] [--stats] [--metrics ADDR] < commands.ndjson
 
 Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin

@@ -96,7 +96,8 @@ function commands.replay(opts, pos)
 end
 
 return {
-  park = { run = commands.park, usage = [[
+  park = { run = commands.park, summary = "set aside an event a projection cannot apply",
+    usage = [[
 usage: tide park [--config FILE] NAME STREAM VERSION
 
 Sets aside the event STREAM VERSION (e.g. account#a1 3) for the projection
@@ -106,12 +107,14 @@ names it under "failing_event"). The event stays in the events table and
 on the parked list (tide status, "parked"); after fixing the handler,
 `tide unpark` it and `tide replay NAME` to apply it in order.
 Prints {"ok":true,"projection":...,"stream":...,"version":N,"type":...}.]] },
-  unpark = { run = commands.unpark, usage = [[
+  unpark = { run = commands.unpark, summary = "take an event off a projection's parked list",
+    usage = [[
 usage: tide unpark [--config FILE] NAME STREAM VERSION
 
 Takes the event off NAME's parked list. Events the projection has passed
 already are applied by `tide replay NAME`.]] },
-  replay = { run = commands.replay, usage = [[
+  replay = { run = commands.replay, summary = "rebuild a projection from the events table",
+    usage = [[
 usage: tide replay [--config FILE] NAME
 
 Rebuilds a projection from the events table into emptied read models, then

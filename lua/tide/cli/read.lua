@@ -26,7 +26,8 @@ function commands.read(opts, pos)
 end
 
 return {
-  read = { run = commands.read, usage = [[
+  read = { run = commands.read, summary = "print a read-model item as JSON",
+    usage = [[
 usage: tide read [--config FILE] MODEL KEY
 
 Prints the read-model item as JSON; exit status 6 when it is absent.]] },

@@ -5,6 +5,7 @@ local terror = require "tide.error"
 local C = require "tide.cli.common"
 
 local EXIT, EXIT_OF_KIND = C.EXIT, C.EXIT_OF_KIND
+local fail = C.fail
 local out, json, open_app, start_reload, start_metrics, open_projection, stop_on_signals = C.out, C.json, C.open_app, C.start_reload, C.start_metrics, C.open_projection, C.stop_on_signals
 
 local commands = {}
@@ -12,19 +13,32 @@ local commands = {}
 function commands.project(opts, pos)
   local app, p = open_projection("project", opts, pos, "json")
   if not app then return p end
-  local runner = host.runner(app, p, { log = app.log })
-  local ok, err = runner:start()
-  if not ok then
-    io.stderr:write("tide project: ", tostring(err), "\n")
-    return EXIT.store
+  local log = app.log
+  local retries = 0
+  if opts.until_caught_up then
+    -- The failure that ends the catch-up is reported once, by the command;
+    -- the runner's lines about each failed attempt go to the debug level.
+    log = function(level, message, fields)
+      if level == "error" then
+        retries = retries + 1
+        level = "debug"
+      end
+      return app.log(level, message, fields)
+    end
   end
+  local runner = host.runner(app, p, { log = log })
+  local ok, err = runner:start()
+  if not ok then return fail("project", opts, err, app, EXIT.store) end
   if opts.until_caught_up then
     local res
     res, err = runner:run_until_caught_up{ wait_for_lease = true }
     if res == nil then
       runner:stop() -- the lease goes back: the next run need not wait for it
-      io.stderr:write("tide project: ", tostring(err), "\n")
-      return EXIT_OF_KIND[err.kind] or (terror.is(err, "invalid_event") and EXIT.handler_error) or EXIT.store
+      if retries > 1 and type(err) == "table" and err.message then
+        local first, rest = tostring(err.message):match("^([^\n]*)(.*)$")
+        err.message = first .. (" (failed %d times in a row)"):format(retries) .. rest
+      end
+      return fail("project", opts, err, app, C.exit_of(err))
     end
     runner:stop()
     out(json{ ok = true, projection = p.name, handled = res.handled })
@@ -34,10 +48,7 @@ function commands.project(opts, pos)
   local sig = stop_on_signals(flag, app.log)
   ok, err = runner:run(flag)
   if sig then sig:stop() end
-  if ok == nil and err then
-    io.stderr:write("tide project: ", tostring(err), "\n")
-    return EXIT.store
-  end
+  if ok == nil and err then return fail("project", opts, err, app, EXIT.store) end
   return EXIT.ok
 end
 
@@ -134,7 +145,9 @@ function commands.run(opts, pos)
 end
 
 return {
-  run = { run = commands.run, usage = [[
+  run = { run = commands.run, summary = "run every projection as a daemon (hot reload, shared leases)",
+    options = { { "--metrics", "ADDR", "serve /metrics, /health and /ready on ADDR (e.g. 127.0.0.1:9464)" } },
+    usage = [[
 usage: tide run [--config FILE] [--metrics ADDR]
 
 Runs every projection of the projections folder as a daemon, with
@@ -143,7 +156,10 @@ processes share the stream's shards through leases. SIGTERM or SIGINT:
 finish the batch, write its effects, checkpoint, release the leases, exit 0.
 --metrics ADDR (or metrics.listen in tide.yaml): serve GET /metrics
 (Prometheus text format), /health and /ready on ADDR, e.g. 127.0.0.1:9464.]] },
-  project = { run = commands.project, usage = [[
+  project = { run = commands.project, summary = "run one projection (until caught up, or as a daemon)",
+    options = { { "--until-caught-up", nil, "stop, exit 0, once everything written before the start is applied" },
+                { "--json", nil, "the error line as JSON" } },
+    usage = [[
 usage: tide project [--config FILE] NAME [--until-caught-up]
 
 Runs one projection. With --until-caught-up it stops, exit status 0, once

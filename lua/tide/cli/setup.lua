@@ -50,7 +50,8 @@ function commands.init(opts, pos)
 end
 
 return {
-  init = { run = commands.init, usage = [[
+  init = { run = commands.init, summary = "create the store's tables (DynamoDB) or file (SQLite) if missing",
+    usage = [[
 usage: tide init [--config FILE]
 
 Creates what the configured store needs, if missing: the events and

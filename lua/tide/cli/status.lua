@@ -36,7 +36,10 @@ function commands.status(opts, pos)
 end
 
 return {
-  status = { run = commands.status, usage = [[
+  status = { run = commands.status, summary = "projections: workers, handled, lag, last error; load errors",
+    options = { { "--json", nil, "one JSON object a line, for machines" },
+                { "--verbose", nil, "the last error's traceback, and every shard" } },
+    usage = [[
 usage: tide status [--config FILE]
 
 Prints one JSON line per projection: its checkpoints (per shard on
