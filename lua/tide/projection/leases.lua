@@ -22,7 +22,7 @@
 --   leases:get(shard)                  -> lease | false | nil, err
 --   leases:take(lease)                 -> lease | nil, err (LeaseLost when someone else moved it)
 --   leases:renew(lease)                -> lease | nil, err
---   leases:checkpoint(lease, seq)      -> lease | nil, err
+--   leases:checkpoint(lease, seq [, handled]) -> lease | nil, err
 --   leases:release(lease)              -> true | nil, err
 --   leases:record_error(lease, msg)    -> true | nil, err
 --   leases:reset()                     -> true | nil, err  (replay: every lease back to TRIM_HORIZON)
@@ -106,7 +106,7 @@ end
 
 function Leases:init()
   local db = self.client
-  local _, err = db:create_table{
+  local _, err = db:create_table_if_missing{
     TableName = self.table,
     AttributeDefinitions = { { AttributeName = "projection", AttributeType = "S" },
                              { AttributeName = "shard", AttributeType = "S" } },
@@ -126,6 +126,7 @@ local function from_item(item)
     counter = tonumber(tostring(item.counter or 0)), expires = tonumber(tostring(item.expires or 0)),
     checkpoint = item.checkpoint, parent = item.parent, error = item.error,
     updated = item.updated and tonumber(tostring(item.updated)) or nil,
+    handled = tonumber(tostring(item.handled or 0)),
   }
 end
 M.from_item = from_item
@@ -213,12 +214,15 @@ function Leases:renew(lease)
 end
 
 -- The checkpoint also renews the lease and clears a recorded error.
-function Leases:checkpoint(lease, seq)
+-- handled (optional): the events the batch applied, added to the lease's
+-- running count (`tide status` shows their sum over the shards)
+function Leases:checkpoint(lease, seq, handled)
   if type(seq) ~= "string" then error("leases:checkpoint: seq must be a sequence number (string)", 2) end
   local now = self.clock_ms()
-  return self:update(lease, "checkpointing " .. seq, "SET #k = :k, #e = :e, #u = :u REMOVE #err", HELD,
-    { ["#o"] = "owner", ["#e"] = "expires", ["#k"] = "checkpoint", ["#u"] = "updated", ["#err"] = "error" },
-    { [":me"] = self.owner, [":e"] = now + self.lease_ms, [":k"] = seq, [":u"] = now })
+  return self:update(lease, "checkpointing " .. seq, "SET #k = :k, #e = :e, #u = :u REMOVE #err ADD #h :h", HELD,
+    { ["#o"] = "owner", ["#e"] = "expires", ["#k"] = "checkpoint", ["#u"] = "updated", ["#err"] = "error",
+      ["#h"] = "handled" },
+    { [":me"] = self.owner, [":e"] = now + self.lease_ms, [":k"] = seq, [":u"] = now, [":h"] = handled or 0 })
 end
 
 function Leases:release(lease)

@@ -279,7 +279,7 @@ function Runner:process(st, batch)
   st.failures = 0
   while true do
     if self.killed or st.lost then return false end
-    local l, cerr = self.leases:checkpoint(st.lease, last_seq)
+    local l, cerr = self.leases:checkpoint(st.lease, last_seq, #events)
     if l then
       st.lease, st.checkpoint, st.error = l, last_seq, nil
       break
@@ -560,6 +560,10 @@ end
 function Runner:run_until_caught_up(opts)
   opts = opts or {}
   local timeout = opts.timeout or 600
+  -- a shard whose batch failed this many times in a row ends the catch-up
+  -- (as on the embedded store): the workers stop and give their leases
+  -- back, so a rerun after fixing the handler starts at once
+  local max_failures = opts.max_failures or 5
   local tree, err = self:refresh_tree()
   if not tree then return nil, err end
   local targets = {}
@@ -578,6 +582,11 @@ function Runner:run_until_caught_up(opts)
       if l and l.error == REBUILD then
         failure = self:err("RebuildNeeded", "the stream no longer holds records of shard " .. id
           .. " that were never applied: run `tide replay " .. self.name .. "`", id)
+        return true
+      end
+      if st and st.error and (st.failures or 0) >= max_failures then
+        failure = terror.new{ kind = "handler_error", type = "CatchUpFailed", projection = self.name,
+                              shard = id, message = st.error }
         return true
       end
       local done = (l and l.checkpoint == SHARD_END) or (st and (st.caught_up or st.state == "done"))
@@ -614,7 +623,7 @@ function Runner:status()
     return a.shard < b.shard
   end)
   local now = self.leases.clock_ms()
-  local out, first_error = {}, nil
+  local out, first_error, handled = {}, nil, 0
   for _, l in ipairs(list) do
     local st = self.state[l.shard]
     local live = l.owner and l.expires > now
@@ -634,9 +643,10 @@ function Runner:status()
       counter = l.counter, records = st and st.records or 0,
     }
     if l.error and not first_error then first_error = "shard " .. l.shard .. ": " .. l.error end
+    handled = handled + (l.handled or 0)
   end
   return { projection = self.name, feed = "streams", version = self.projection.version, owner = self.owner,
-           handled = self.stats.records, error = first_error, shards = out }
+           handled = self.stats.records, handled_total = handled, error = first_error, shards = out }
 end
 
 return M
