@@ -119,7 +119,7 @@ stores.each(function(kind)
       helpers.write_file(dir .. "/aggregates/frozen.lua", "local n = 0\nwhile true do n = n + 1 end\nreturn {}\n")
       out, status = tide_json(dir, "exec account b3 '{\"type\":\"Open\",\"owner\":\"C\"}'")
       assert.equal(0, status, out)
-      out = tide_json(dir, "status") -- (on DynamoDB, exit 5 before a projection made its leases)
+      out = tide_json(dir, "status --json") -- (on DynamoDB, exit 5 before a projection made its leases)
       assert.matches('"aggregate":"frozen","load_error":"[^"]*frozen.lua: the module raised while loading: '
         .. "frozen's top level %([^)]*%) ran past its budget of 300 ms", out)
       out, status = tide_json(dir, "exec frozen f1 '{\"type\":\"X\"}'")
@@ -156,7 +156,7 @@ stores.each(function(kind)
         -- never skipped silently: it stops there again
         out, status = tide(dir, "project picky --until-caught-up")
         assert.equal(1, status, out)
-        out = tide_json(dir, "status")
+        out = tide_json(dir, "status --json")
         local st
         for _, l in ipairs(lines(out)) do
           local v = json(l)
@@ -183,7 +183,7 @@ stores.each(function(kind)
         local pid = assert(tonumber(helpers.run(run):match("%d+")))
         local ok, err = pcall(function()
           local line = wait_for(function()
-            local out = tide(dir, "status", nil, true)
+            local out = tide(dir, "status --json", nil, true)
             for _, l in ipairs(lines(out)) do
               local v = json(l)
               if v.projection == "picky" and v.status and v.status.error
@@ -208,7 +208,7 @@ stores.each(function(kind)
       local _, s = tide(dir, "read picky p2", nil, true)
       assert.equal(6, s)
       -- listed by status until unparked
-      out = tide_json(dir, "status")
+      out = tide_json(dir, "status --json")
       assert.matches('"parked":%[{[^]]*"stream":"account#p2"', out)
       local status
       out, status = tide_json(dir, "unpark picky account#p2 1")
@@ -325,7 +325,7 @@ stores.each(function(kind)
       assert.equal(5, status, out)
       -- a broken module's error names the user's file and line, not tide's insides
       helpers.write_file(dir .. "/aggregates/broken.lua", "local x = nil\nreturn x.y\n")
-      out = tide_json(dir, "status")
+      out = tide_json(dir, "status --json")
       assert.matches('"aggregate":"broken","load_error":"[^"]*broken.lua:2: attempt to index local \'x\'', out)
       assert.not_matches("lua/tide/", out)
       assert.not_matches("xpcall", out)

@@ -101,38 +101,73 @@ function commands.run(opts, pos)
                                       { path = app.cfg.projections, registry = app.projections } })
   local threads, never_started = {}, 0
   local runner_mod = require "tide.projection.runner"
-  for _, name in ipairs(names) do
+  -- name -> {stop = bool}: the projections running; a projection added to
+  -- the folder while tide run runs is started, a removed one stopped
+  -- (its leases released), by the supervisor below
+  local running = {}
+  local function launch(name)
     local p = app.projections:get(name)
-    if p then
-      local r = host.runner(app, p, { log = log, registry = app.projections })
-      total = total + 1
-      threads[#threads + 1] = sched.spawn(function()
-        local failures = 0
-        while true do
-          local ok, ierr = r:start()
-          if ok then break end
-          failures = failures + 1
-          local delay = runner_mod.backoff_delay(failures, 0.5, 30)
-          log("error", "projection failed to start; retrying", { projection = name, error = tostring(ierr),
-            attempt = failures, retry_in_s = delay })
-          local waited = 0
-          while waited < delay and not flag.stop do
-            sched.sleep(math.min(0.1, delay - waited))
-            waited = waited + 0.1
-          end
-          if flag.stop then
-            never_started = never_started + 1
-            return
-          end
+    if not p then return end
+    local mine = { stop = false }
+    running[name] = mine
+    local stop = function() return flag.stop or mine.stop end
+    local r = host.runner(app, p, { log = log, registry = app.projections })
+    total = total + 1
+    threads[#threads + 1] = sched.spawn(function()
+      local failures = 0
+      while true do
+        local ok, ierr = r:start()
+        if ok then break end
+        failures = failures + 1
+        local delay = runner_mod.backoff_delay(failures, 0.5, 30)
+        log("error", "projection failed to start; retrying", { projection = name, error = tostring(ierr),
+          attempt = failures, retry_in_s = delay })
+        local waited = 0
+        while waited < delay and not stop() do
+          sched.sleep(math.min(0.1, delay - waited))
+          waited = waited + 0.1
         end
-        started = started + 1
-        log("info", "projection started", { projection = name, store = app.cfg.store })
-        r:run(flag)
-        log("info", "projection stopped", { projection = name })
-      end)
-    end
+        if stop() then
+          if not mine.stop then never_started = never_started + 1 end
+          total = total - 1
+          return
+        end
+      end
+      started = started + 1
+      log("info", "projection started", { projection = name, store = app.cfg.store })
+      r:run(stop)
+      if mine.stop then started, total = started - 1, total - 1 end
+      log("info", "projection stopped", { projection = name })
+    end)
   end
-  for _, th in ipairs(threads) do sched.wait(th) end
+  for _, name in ipairs(names) do launch(name) end
+  local supervisor = sched.spawn(function()
+    while not flag.stop do
+      sched.sleep(0.2)
+      if flag.stop then break end
+      local now = {}
+      for _, name in ipairs(app.projections:names()) do
+        now[name] = true
+        if not running[name] then
+          log("info", "projection added: starting it", { projection = name })
+          launch(name)
+        end
+      end
+      for name, mine in pairs(running) do
+        if not now[name] then
+          log("info", "projection removed: stopping it", { projection = name })
+          mine.stop = true
+          running[name] = nil
+        end
+      end
+    end
+  end)
+  sched.wait(supervisor)
+  local i = 1
+  while threads[i] do
+    sched.wait(threads[i])
+    i = i + 1
+  end
   if watcher then watcher:stop() end
   if msrv then msrv:stop() end
   if sig then sig:stop() end
