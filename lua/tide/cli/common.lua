@@ -97,6 +97,9 @@ function M.json_errors(opts, app)
   return false
 end
 
+-- report(name, opts, err [, app]): fail's line, the status left to the caller.
+function M.report(name, opts, err, app) M.fail(name, opts, err, app) end
+
 -- fail(name, opts, err [, app [, status]]) -> exit status. The one way a
 -- command reports its failure: once, on stderr. As text: "tide NAME:
 -- message" on one line, then the user's traceback indented (tide's own
@@ -106,6 +109,10 @@ function M.fail(name, opts, err, app, status)
   local text = tostring(err)
   local first, frames = M.split_error(text, opts and opts.debug)
   if M.json_errors(opts, app) then
+    -- kind, type and context are fields of their own: the message alone
+    if type(err) == "table" and err.message ~= nil then
+      first, frames = M.split_error(tostring(err.message), opts and opts.debug)
+    end
     local e = { message = first, traceback = #frames > 0 and core.list(frames) or nil, command = name }
     if type(err) == "table" then
       e.kind, e.type = err.kind, err.type
@@ -124,6 +131,7 @@ end
 M.COMMON_OPTIONS = {
   { "--config", "FILE", "the configuration file (default: TIDE_CONFIG, else ./tide.yaml)" },
   { "--debug", nil, "with an error, show tide's own stack frames too" },
+  { "--json", nil, "an error as one JSON line on stderr (and JSON output where the output is text)" },
   { "-h, --help", nil, "show this help" },
 }
 
@@ -249,7 +257,7 @@ end
 local function open_projections(name, opts, log_format)
   local app, err = open_app(opts, log_format)
   if not app then
-    io.stderr:write("tide ", name, ": ", tostring(err), "\n")
+    M.report(name, opts, err)
     return nil, (type(err) == "table" and EXIT_OF_KIND[err.kind]) or M.EXIT.usage
   end
   return app
@@ -263,7 +271,7 @@ local function open_projection(name, opts, pos, log_format)
   if not app then return nil, code end
   local p, err = app.projections:get(pos[1])
   if not p then
-    io.stderr:write("tide ", name, ": ", tostring(err), "\n")
+    M.report(name, opts, err)
     return nil, M.EXIT.usage
   end
   return app, p

@@ -24,6 +24,13 @@ Tells why tide can or cannot reach its data: the config file, the store,
 the region and where it came from, the credentials provider that answered
 (access key id and expiry, never the secret), the caller identity (STS
 GetCallerIdentity; skipped for a local endpoint), and each DynamoDB table
-tide needs (present, key schema, stream). --json prints one JSON object.
+tide needs (present, key schema, stream).
+
+Examples:
+  tide doctor
+  tide doctor --json | jq '.checks[] | select(.ok == false)'
+
+Output (stdout): one line per check, or with --json one JSON object.
+
 Exit status: 0 when every check passed, else 5.]] },
 }

@@ -75,14 +75,14 @@ function commands.batch(opts, pos)
   end
   local app, err = open_app(opts)
   if not app then
-    io.stderr:write("tide batch: ", tostring(err), "\n")
+    C.report("batch", opts, err)
     return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or EXIT.usage
   end
   local repo = app.repository
   local ready = { ok = app.cfg.store ~= "dynamodb", why = "the events table has not answered yet" }
   local msrv, merr = start_metrics(app, opts, function() return ready.ok, ready.why end)
   if msrv == false then
-    io.stderr:write("tide batch: --metrics: ", tostring(merr), "\n")
+    C.report("batch", opts, "--metrics: " .. tostring(merr))
     return EXIT.usage
   end
   if msrv and not ready.ok then
@@ -186,15 +186,27 @@ return {
     options = { { "--correlation-id", "ID", "meta.correlation_id of the events (default: the command id)" },
                 { "--causation-id", "ID", "meta.causation_id of the events (what caused this command)" } },
     usage = [[
-usage: tide exec [--config FILE] AGGREGATE ID 'COMMAND_JSON'
+usage: tide exec [--config FILE] [--correlation-id ID] [--causation-id ID] AGGREGATE ID 'COMMAND_JSON'
 
-Runs one command. COMMAND_JSON is an object with "type", the command's
-fields, and an optional "id" (a command id: the same id sent again appends
-nothing and returns the original result). Prints one JSON object:
-  {"ok":true,"stream":...,"version":N,"events":[...]}
-  {"ok":false,"error":{"kind":...,"message":...}}
-Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
-5 store or network failure.]] },
+Runs one command on the stream AGGREGATE#ID. COMMAND_JSON is an object
+with "type", the command's fields, and an optional "id": a command id.
+The same id sent again appends nothing and returns the original result
+with "duplicate":true; the same id with a different command is refused
+(idempotency_mismatch, exit 7; HTTP 422). The result, success or not, is
+the command's data: one JSON line on stdout, the HTTP API's body.
+
+Examples:
+  tide exec account a1 '{"type":"Open","owner":"Ada"}'
+  tide exec account a1 '{"type":"Deposit","amount":30,"id":"dep-2026-0001"}'
+  tide exec --correlation-id order-77 --causation-id pay-12 account a1 '{"type":"Withdraw","amount":5}'
+
+Output (stdout), one line:
+  {"ok":true,"stream":"account#a1","version":2,"events":[{"version":2,"type":...,"data":...,"meta":...}]}
+  {"ok":false,"error":{"kind":"rejected","message":...,"stream":...,"command":...}}
+
+Exit status: 0 ok; 1 handler error; 2 bad input (JSON, unknown aggregate
+or command, schema); 3 rejected by the domain; 4 conflict after the
+retries; 5 store or network failure; 7 idempotency mismatch.]] },
   batch = { run = commands.batch, summary = "run NDJSON commands from stdin concurrently, one result line each",
     options = { { "--concurrency", "N", "at most N commands in flight (default 256)" },
                 { "--stats", nil, "at the end, one JSON line of figures on stderr" },
@@ -202,16 +214,24 @@ Exit status: 0 ok, 1 handler error, 2 bad input, 3 rejected, 4 conflict,
     usage = [[
 usage: tide batch [--config FILE] [--concurrency N] [--stats] [--metrics ADDR] < commands.ndjson
 
-Reads one {"aggregate":...,"id":...,"command":{...}} per line from stdin
-and runs the commands concurrently (commands of one stream in input order,
-at most N in flight, default 256; commands waiting on one stream share a
-write). Prints one result line per input line, in input order, shaped as
-tide exec's output. --stats: at the end, one JSON line on stderr with the
-counts by outcome, the writes, conflicts and catch-ups, and on DynamoDB
-the requests and the read and write capacity units, per command too.
-A line longer than commands.max_line_bytes (1 MiB) gets an error result
-and is skipped; the next lines run. Exit status: 0 when every command succeeded, else the status of the first
-failure by severity. --metrics ADDR (or metrics.listen): serve GET
-/metrics (Prometheus), /health and /ready on ADDR, e.g. 127.0.0.1:9464,
-while it runs.]] },
+Reads one command a line from stdin,
+  {"aggregate":...,"id":...,"command":{...}[,"correlation_id":...][,"causation_id":...]}
+and runs them concurrently: the commands of one stream in input order
+(those waiting on one stream share a write), at most N in flight. Prints
+one result line per input line, in input order, shaped as tide exec's
+output, each as soon as it and those before it are done. A line longer
+than commands.max_line_bytes (1 MiB) gets an error result and is skipped.
+Modules are hot-reloaded while it runs.
+
+Examples:
+  tide batch < commands.ndjson > results.ndjson
+  producer | tide batch --concurrency 64 | consumer
+  tide batch --stats < load.ndjson > /dev/null
+
+Output (stdout): one result line per input line. --stats: at the end, one
+JSON line on stderr with the counts by outcome, the writes, conflicts and
+catch-ups, and on DynamoDB the requests and capacity units, per command too.
+
+Exit status: 0 every command succeeded; else the worst failure's status
+(5 store > 1 handler > 2 input > 4 conflict > 7 idempotency > 3 rejected).]] },
 }

@@ -30,11 +30,11 @@ function commands.park(opts, pos)
   -- the event must exist: its type is recorded with it
   local rows, lerr = app.store:load(stream_name, version - 1)
   if not rows then
-    io.stderr:write("tide park: ", tostring(lerr), "\n")
+    C.report("park", opts, lerr)
     return EXIT.store
   end
   if not rows[1] or rows[1].version ~= version then
-    io.stderr:write(("tide park: stream %s has no version %d\n"):format(stream_name, version))
+    C.report("park", opts, ("stream %s has no version %d"):format(stream_name, version))
     return EXIT.not_found
   end
   -- the projection's last error, when it stopped at this event
@@ -53,7 +53,7 @@ function commands.park(opts, pos)
   local ok, perr = parking:park(p.name, stream_name, version, { type = rows[1].type, error = reason })
   app.store:close()
   if not ok then
-    io.stderr:write("tide park: ", tostring(perr), "\n")
+    C.report("park", opts, perr)
     return EXIT.store
   end
   out(json{ ok = true, projection = p.name, stream = stream_name, version = version, type = rows[1].type,
@@ -68,11 +68,11 @@ function commands.unpark(opts, pos)
   local removed, err = parking:unpark(p.name, stream_name, version)
   app.store:close()
   if removed == nil then
-    io.stderr:write("tide unpark: ", tostring(err), "\n")
+    C.report("unpark", opts, err)
     return EXIT.store
   end
   if not removed then
-    io.stderr:write(("tide unpark: %s version %d is not parked for %s\n"):format(stream_name, version, p.name))
+    C.report("unpark", opts, ("%s version %d is not parked for %s"):format(stream_name, version, p.name))
     return EXIT.not_found
   end
   out(json{ ok = true, projection = p.name, stream = stream_name, version = version, unparked = true })
@@ -88,7 +88,7 @@ function commands.replay(opts, pos)
       total and (" of " .. total) or ""))
   end })
   if not res then
-    io.stderr:write("tide replay: ", tostring(err), "\n")
+    C.report("replay", opts, err)
     return terror.is(err, "handler_error") and EXIT.handler_error or EXIT.store
   end
   out(json{ ok = true, projection = p.name, events = res.events, streams = res.streams })
@@ -103,21 +103,47 @@ usage: tide park [--config FILE] NAME STREAM VERSION
 Sets aside the event STREAM VERSION (e.g. account#a1 3) for the projection
 NAME: the projection passes over it and goes on with the next events.
 Use it for an event the projection's handler cannot apply (tide status
-names it under "failing_event"). The event stays in the events table and
-on the parked list (tide status, "parked"); after fixing the handler,
-`tide unpark` it and `tide replay NAME` to apply it in order.
-Prints {"ok":true,"projection":...,"stream":...,"version":N,"type":...}.]] },
+shows it under the failing projection). The event stays in the events
+table and on the parked list (tide status --json, "parked"); after fixing
+the handler, tide unpark it and tide replay NAME to apply it in order.
+
+Examples:
+  tide park balances account#a1 3
+  tide status --json | jq -c '.status.parked'
+
+Output (stdout): {"ok":true,"projection":...,"stream":...,"version":N,"type":...,"error":...}
+
+Exit status: 0 ok; 2 bad arguments or unknown projection; 5 store
+failure; 6 the stream has no such version.]] },
   unpark = { run = commands.unpark, summary = "take an event off a projection's parked list",
     usage = [[
 usage: tide unpark [--config FILE] NAME STREAM VERSION
 
 Takes the event off NAME's parked list. Events the projection has passed
-already are applied by `tide replay NAME`.]] },
+already are applied by tide replay NAME.
+
+Examples:
+  tide unpark balances account#a1 3 && tide replay balances
+
+Output (stdout): {"ok":true,"projection":...,"stream":...,"version":N,"unparked":true}
+
+Exit status: 0 ok; 2 bad arguments or unknown projection; 5 store
+failure; 6 the event is not parked.]] },
   replay = { run = commands.replay, summary = "rebuild a projection from the events table",
     usage = [[
 usage: tide replay [--config FILE] NAME
 
-Rebuilds a projection from the events table into emptied read models, then
-continues from the stream with no gap and nothing applied twice. Progress
-goes to stderr.]] },
+Rebuilds the projection NAME from the events table into emptied read
+models, then continues from the stream with no gap and nothing applied
+twice. Stop its tide run workers' copy of NAME first if its handlers
+changed in a way that needs a rebuild; progress goes to stderr.
+
+Examples:
+  tide replay balances
+  tide replay owners 2> replay.log
+
+Output (stdout): {"ok":true,"projection":NAME,"events":N,"streams":N}
+
+Exit status: 0 ok; 1 a handler failed; 2 unknown projection; 5 store
+failure.]] },
 }

@@ -14,11 +14,11 @@ function commands.read(opts, pos)
   local item, err = host.read(app, pos[1], pos[2])
   app.store:close()
   if item == nil then
-    io.stderr:write("tide read: ", tostring(err.message), "\n")
+    C.report("read", opts, err.message)
     return err.kind == "invalid" and EXIT.usage or EXIT.store
   end
   if item == false then
-    io.stderr:write("tide read: no item '", pos[2], "' in read model '", pos[1], "'\n")
+    C.report("read", opts, "no item '" .. pos[2] .. "' in read model '" .. pos[1] .. "'")
     return EXIT.not_found
   end
   out(json(item))
@@ -30,5 +30,15 @@ return {
     usage = [[
 usage: tide read [--config FILE] MODEL KEY
 
-Prints the read-model item as JSON; exit status 6 when it is absent.]] },
+Prints the item KEY of the read model (table) MODEL, as the projection
+wrote it, without tide's own attributes (_tide, _rev).
+
+Examples:
+  tide read balances a1
+  tide read balances a1 | jq .balance
+
+Output (stdout): the item, one JSON object.
+
+Exit status: 0 ok; 2 unknown read model (the known ones are named);
+5 store failure; 6 no such item.]] },
 }

@@ -11,7 +11,8 @@ local out, json, open_app, start_reload, start_metrics, open_projection, stop_on
 local commands = {}
 
 function commands.project(opts, pos)
-  local app, p = open_projection("project", opts, pos, "json")
+  -- the daemon logs JSON lines; a catch-up is a one-shot command: text
+  local app, p = open_projection("project", opts, pos, not opts.until_caught_up and "json" or nil)
   if not app then return p end
   local log = app.log
   local retries = 0
@@ -93,7 +94,7 @@ function commands.run(opts, pos)
     return true
   end)
   if msrv == false then
-    io.stderr:write("tide run: --metrics: ", tostring(merr), "\n")
+    log("error", "tide run: --metrics: " .. tostring(merr))
     if sig then sig:stop() end
     return EXIT.usage
   end
@@ -185,18 +186,45 @@ return {
     usage = [[
 usage: tide run [--config FILE] [--metrics ADDR]
 
-Runs every projection of the projections folder as a daemon, with
-structured logs (JSON lines on stderr). On DynamoDB, any number of tide run
-processes share the stream's shards through leases. SIGTERM or SIGINT:
-finish the batch, write its effects, checkpoint, release the leases, exit 0.
---metrics ADDR (or metrics.listen in tide.yaml): serve GET /metrics
-(Prometheus text format), /health and /ready on ADDR, e.g. 127.0.0.1:9464.]] },
+Runs every projection of the projections folder as a daemon. On DynamoDB,
+any number of tide run processes share the stream's shards through
+leases; on SQLite one process runs each projection. A module changed in
+the folder is reloaded; a projection added is started, one removed is
+stopped (its leases released). SIGTERM or SIGINT: finish the batch, write
+its effects, checkpoint, release the leases, exit 0.
+
+Examples:
+  tide run
+  tide run --metrics 127.0.0.1:9464
+  systemctl start tide-projections     # docs/deploy.md
+
+Output: nothing on stdout; its log on stderr, JSON lines (log.format
+sets it): {"ts":..,"level":..,"msg":..,"projection":..,...}.
+
+Exit status: 0 stopped by a signal; 2 bad configuration or no projection
+can run; 5 stopped before every projection could start (store failure).]] },
   project = { run = commands.project, summary = "run one projection (until caught up, or as a daemon)",
     options = { { "--until-caught-up", nil, "stop, exit 0, once everything written before the start is applied" },
                 { "--json", nil, "the error line as JSON" } },
     usage = [[
-usage: tide project [--config FILE] NAME [--until-caught-up]
+usage: tide project [--config FILE] [--until-caught-up] NAME
 
-Runs one projection. With --until-caught-up it stops, exit status 0, once
-everything written before it started has been applied.]] },
+Runs the projection NAME. With --until-caught-up it stops once everything
+written before it started has been applied; a handler failing 5 times in
+a row on one event ends it (exit 1), its lease given back, so a rerun
+after fixing the handler starts at once (a lease left by a crashed worker
+is waited for). Without it, it runs as a daemon (as tide run, one
+projection).
+
+Examples:
+  tide project balances --until-caught-up
+  tide project balances --until-caught-up --json    # the error as JSON
+  tide project balances
+
+Output (stdout): {"ok":true,"projection":"balances","handled":N} once
+caught up. An error: one line on stderr, the handler's traceback (your
+frames; tide's with --debug) under it.
+
+Exit status: 0 ok; 1 a handler failed; 2 unknown projection or bad
+configuration; 5 store failure.]] },
 }

@@ -12,19 +12,19 @@ function commands.init(opts, pos)
   local tide = require "tide"
   local app, err = tide.open{ config = opts.config }
   if not app then
-    io.stderr:write("tide init: ", tostring(err), "\n")
+    C.report("init", opts, err)
     return EXIT.usage
   end
   local ok, ierr = app.store:init()
   if not ok then
-    io.stderr:write("tide init: ", tostring(ierr), "\n")
+    C.report("init", opts, ierr)
     return EXIT.store
   end
   -- where parked events are kept (tide park), made now rather than by the
   -- first projection that starts
   local pok, perr = require("tide.projection.parking").for_app(app):init()
   if not pok then
-    io.stderr:write("tide init: ", tostring(perr), "\n")
+    C.report("init", opts, perr)
     return EXIT.store
   end
   -- the read models of every projection, so that reads (tide read, the
@@ -35,7 +35,7 @@ function commands.init(opts, pos)
     local p = app.projections:get(name)
     local pok, perr = backend:init(p)
     if not pok then
-      io.stderr:write("tide init: projection ", name, ": ", tostring(perr), "\n")
+      C.report("init", opts, "projection " .. name .. ": " .. tostring(perr))
       return EXIT.store
     end
     for _, t in ipairs(p:table_names()) do models[#models + 1] = t end
@@ -54,8 +54,20 @@ return {
     usage = [[
 usage: tide init [--config FILE]
 
-Creates what the configured store needs, if missing: the events and
-snapshots tables on DynamoDB (named from dynamodb.table_prefix), or the
-SQLite file and its schema; and the read-model tables of every projection
-in the projections folder.]] },
+Creates what the configured store needs, if missing, and changes nothing
+that exists: on DynamoDB the events and snapshots tables (named from
+dynamodb.table_prefix, the events table with its stream), the parked
+events table, and the read-model tables of every projection in the
+projections folder; on SQLite the file and its schema. Safe to run again.
+
+Examples:
+  tide init
+  tide init --config /etc/tide/tide.yaml
+
+Output (stdout), one JSON object:
+  {"ok":true,"store":"sqlite","path":"tide.db","read_models":["balances","owners"]}
+  {"ok":true,"store":"dynamodb","tables":{...},"read_models":[...]}
+
+Exit status: 0 ok; 2 bad configuration; 5 the store failed (DynamoDB:
+unreachable, credentials, permissions: see tide doctor).]] },
 }

@@ -96,6 +96,11 @@ function commands.status(opts, pos)
         out('{"projection":' .. json(name) .. ',"status":' .. json(st) .. "}")
       else
         local f = st.failing_event
+        if not f and s.error then
+          -- Streams: the shard's error names the event
+          local stream, version, etype = s.error:match("event (%S+#%S+) v(%d+) %(([^)]+)%)")
+          if stream then f = { stream = stream, version = version, type = etype } end
+        end
         rows[#rows + 1] = { name = name, feed = st.feed, workers = #s.workers > 0 and table.concat(s.workers, ",") or "-",
           handled = tostring(s.handled or "-"), lag = s.lag,
           state = s.error and ("error: " .. s.error) or "ok",
