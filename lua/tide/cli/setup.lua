@@ -20,6 +20,17 @@ function commands.init(opts, pos)
     C.report("init", opts, ierr)
     return EXIT.store
   end
+  if app.cfg.store == "dynamodb" then
+    -- the projections' leases, so that their workers start without
+    -- dynamodb:CreateTable (docs/deploy.md)
+    local leases = require("tide.projection.leases").new{ client = app.store.client, projection = "-",
+      owner = "tide-init", table_prefix = app.cfg.dynamodb.table_prefix }
+    local lok, lerr = leases:init()
+    if not lok then
+      C.report("init", opts, lerr)
+      return EXIT.store
+    end
+  end
   -- where parked events are kept (tide park), made now rather than by the
   -- first projection that starts
   local pok, perr = require("tide.projection.parking").for_app(app):init()
