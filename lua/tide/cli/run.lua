@@ -18,9 +18,10 @@ function commands.project(opts, pos)
   local retries = 0
   if opts.until_caught_up then
     -- The failure that ends the catch-up is reported once, by the command;
-    -- the runner's lines about each failed attempt go to the debug level.
+    -- the runner's lines about each failed attempt (error, then warn for
+    -- the same failure again) go to the debug level.
     log = function(level, message, fields)
-      if level == "error" then
+      if level == "error" or level == "warn" then
         retries = retries + 1
         level = "debug"
       end

@@ -183,7 +183,16 @@ local function failed(self, err)
   self.last_error = err
   self.failures = self.failures + 1
   metrics.projection_error(self.name)
-  self.log("error", tostring(err), { projection = self.name, error = err })
+  -- the first failure with its traceback; the same failure again (each
+  -- retry) in one line
+  local text = tostring(err)
+  if text == self.last_error_text then
+    self.log("warn", "still failing (attempt " .. self.failures .. "): " .. text:match("^[^\n]*"),
+             { projection = self.name })
+  else
+    self.log("error", text, { projection = self.name, error = err })
+  end
+  self.last_error_text = text
   -- the checkpoint row's error: the message, and the event it stopped at
   -- (tide status shows it; `tide park` sets that event aside)
   if self.held then
@@ -232,7 +241,7 @@ function Runner:step()
     if cok then
       self.handled = self.handled + #rows
       self.failures = 0
-      self.last_error = nil
+      self.last_error, self.last_error_text = nil, nil
       return #rows
     end
     if cerr.type ~= "Conflict" or attempt == 5 then return failed(self, cerr) end
