@@ -19,9 +19,10 @@ function commands.project(opts, pos)
   if opts.until_caught_up then
     -- The failure that ends the catch-up is reported once, by the command;
     -- the runner's lines about each failed attempt (error, then warn for
-    -- the same failure again) go to the debug level.
+    -- the same failure again) go to the debug level; other warnings
+    -- (an event parked and passed over) stay.
     log = function(level, message, fields)
-      if level == "error" or level == "warn" then
+      if level == "error" or (level == "warn" and tostring(message):find("^still failing")) then
         retries = retries + 1
         level = "debug"
       end
