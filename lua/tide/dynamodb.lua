@@ -868,6 +868,20 @@ function Client:update_time_to_live(params)
 end
 function Client:list_tables(params) return self:call("ListTables", params or {}) end
 
+-- client:create_table_if_missing(params) -> true | result | nil, err
+-- DescribeTable first, CreateTable only when the table is not there: a
+-- process whose IAM policy has no dynamodb:CreateTable (a least-privilege
+-- worker, docs/deploy.md) starts on tables `tide init` made. A table made
+-- meanwhile by another process answers ResourceInUseException, as
+-- CreateTable does.
+function Client:create_table_if_missing(params)
+  check_params("create_table", params)
+  local res, err = self:describe_table{ TableName = params.TableName }
+  if res then return true end
+  if err.type ~= "ResourceNotFoundException" then return nil, err end
+  return self:call("CreateTable", params)
+end
+
 -- client:wait_for_table(name, timeout_seconds) -> description | nil, err
 -- Polls DescribeTable until the table is ACTIVE.
 function Client:wait_for_table(name, timeout)

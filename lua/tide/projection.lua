@@ -211,10 +211,25 @@ end
 -- projection.registry(dir [, opts]) -> registry (tide.registry, with hot reload;
 -- reg.projections is its name -> module map); opts.sandbox = false: the
 -- folder's modules run without tide's sandbox
+-- A read-model table belongs to one projection: a module declaring a
+-- table another loaded projection writes is an error naming both ->
+-- message | nil.
+function M.table_conflict(reg, name, mod)
+  for _, t in ipairs(mod:table_names()) do
+    for other, p in pairs(reg.entries) do
+      if other ~= name and p.tables and p.tables[t] then
+        return ("read-model table '%s' is declared by projection '%s' and by projection '%s': a table "
+          .. "belongs to one projection; rename it in one of them"):format(t, other, name)
+      end
+    end
+  end
+end
+
 function M.registry(dir, opts)
   if type(dir) ~= "string" then error("projection.registry(dir): dir must be a string", 2) end
   local reg = require("tide.registry").new{ dir = dir, kind = "projection", sandbox = opts and opts.sandbox,
-                                            load_file = M.load_file, from_source = M.from_source }
+                                            load_file = M.load_file, from_source = M.from_source,
+                                            conflict = M.table_conflict }
   reg.projections = reg.entries
   return reg
 end

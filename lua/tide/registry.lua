@@ -63,7 +63,8 @@ function M.new(opts)
   end
   local self = setmetatable({ dir = opts.dir, kind = opts.kind, entries = {}, errors = {}, removed = {},
                               options = { sandbox = opts.sandbox },
-                              load_file = opts.load_file, from_source = opts.from_source }, Registry)
+                              load_file = opts.load_file, from_source = opts.from_source,
+                              conflict = opts.conflict }, Registry)
   if self.dir then self:scan() end
   return self
 end
@@ -79,6 +80,10 @@ function Registry:scan()
     local name = file:match("^([%w_%-]+)%.lua$")
     if name then
       local mod, lerr = self.load_file(self.dir .. "/" .. file, name, self.options)
+      if mod and self.conflict then
+        local cerr = self.conflict(self, name, mod)
+        if cerr then mod, lerr = nil, cerr end
+      end
       if mod then
         self.entries[name] = mod
         self.errors[name] = nil
@@ -110,6 +115,10 @@ function Registry:reload_file(path, source)
     mod, err = self.from_source(name, source, path, self.options)
   else
     mod, err = self.load_file(path, name, self.options)
+  end
+  if mod and self.conflict then
+    local cerr = self.conflict(self, name, mod)
+    if cerr then mod, err = nil, cerr end
   end
   if not mod then
     self.errors[name] = err

@@ -146,11 +146,14 @@ local function command_span(rec, id)
   return rec.commands[id] or (rec.older and rec.older[id])
 end
 
-local function remember_command(rec, id, first, last)
+-- span: {first, last, fingerprint (of the command: idempotency_mismatch;
+-- nil for events written before tide recorded it)}
+local function remember_command(rec, id, first, last, fp)
   if not id then return end
   local c = command_span(rec, id)
   if c then
     c[1], c[2] = math.min(c[1], first), math.max(c[2], last)
+    c[3] = c[3] or fp
     return
   end
   local order = rec.order
@@ -160,7 +163,7 @@ local function remember_command(rec, id, first, last)
     rec.commands, rec.order = {}, order
   end
   order[#order + 1] = id
-  rec.commands[id] = { first, last }
+  rec.commands[id] = { first, last, fp }
 end
 
 -- The last RECENT_COMMANDS remembered ids, oldest first.
@@ -185,7 +188,7 @@ function Repository:load_record(agg, stream)
       state = core.decode_value(snap.state)
       if type(state) == "table" then
         rec.version = snap.version
-        for _, c in ipairs(meta.commands or {}) do remember_command(rec, c[1], c[2], c[3]) end
+        for _, c in ipairs(meta.commands or {}) do remember_command(rec, c[1], c[2], c[3], c[4]) end
       else
         state = nil
         self.log("warn", "ignoring an unreadable snapshot", { stream = stream, version = snap.version })
@@ -216,7 +219,7 @@ function Repository:load_record(agg, stream)
       return nil, new_error("handler_error", ("replaying event %d: %s"):format(s.version, aerr), { stream = stream })
     end
     rec.version = s.version
-    remember_command(rec, ev.meta.command_id, s.version, s.version)
+    remember_command(rec, ev.meta.command_id, s.version, s.version, ev.meta.command_hash)
   end
   rec.state = state
   return rec
@@ -272,7 +275,7 @@ function Repository:maybe_snapshot(agg, stream, old_version, rec)
   local cmds = {}
   for _, id in ipairs(recent_commands(rec)) do
     local c = command_span(rec, id)
-    cmds[#cmds + 1] = { id, c[1], c[2] }
+    cmds[#cmds + 1] = { id, c[1], c[2], c[3] }
   end
   local meta = core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version,
                                  commands = core.list(cmds) }
@@ -332,7 +335,10 @@ function Repository:prepare(name, id, command, opts)
   for k, v in pairs(command) do
     if k ~= "id" then cmd[k] = v end
   end
-  return { agg = agg, name = name, id = id, stream = stream, cmd = cmd, command_id = command_id,
+  -- the command's fingerprint (type and fields, keys sorted): the same
+  -- command id sent with another command is an idempotency_mismatch
+  local fp = command.id ~= nil and core.sha256_hex(core.json_encode(cmd)):sub(1, 16) or nil
+  return { agg = agg, name = name, id = id, stream = stream, cmd = cmd, command_id = command_id, fp = fp,
            correlation_id = opts.correlation_id or command_id, causation_id = opts.causation_id }
 end
 
@@ -378,7 +384,7 @@ function Repository:decide(job, state, version, now)
     local meta = {
       command_id = job.command_id, command = ctype, correlation_id = ctx.correlation_id,
       causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
-      handler = agg.version, index = i, count = #events,
+      handler = agg.version, index = i, count = #events, command_hash = job.fp,
     }
     local s = { type = e.type, data = data_text, meta = core.json_encode(meta) }
     local size = item_bytes(job.stream, v, s)
@@ -430,7 +436,7 @@ function Repository:catch_up(agg, stream, rec, conflict)
     state = agg:apply(state, flat_event(ev))
     if not state then return nil end
     new.version = s.version
-    remember_command(new, ev.meta.command_id, s.version, s.version)
+    remember_command(new, ev.meta.command_id, s.version, s.version, ev.meta.command_hash)
   end
   new.state = state
   self.stats.catch_ups = self.stats.catch_ups + 1
@@ -552,10 +558,16 @@ function Repository:run_batch(jobs, take_queued, lane)
       local job = jobs[i]
       job.res, job.err, job.same_as, job.span, job.out, job.first, job.at = nil, nil, nil, nil, nil, nil, nil
       local span = command_span(rec, job.command_id)
-      if span then
+      local orig = not span and seen and seen[job.command_id]
+      local fp = span and span[3] or (orig and orig.fp)
+      if fp and job.fp and fp ~= job.fp then
+        job.err = new_error("idempotency_mismatch", ("command id %s was used for a different command "
+          .. "(version %d of the stream): a command id names one command; send a new id for a new command")
+          :format(job.command_id, span and span[1] or orig.first), fields_of(job))
+      elseif span then
         job.span = span
-      elseif seen and seen[job.command_id] then
-        job.same_as = seen[job.command_id]
+      elseif orig then
+        job.same_as = orig
       else
         local new_state, stored, out = self:decide(job, aggregate.deep_copy(state), version, now)
         if new_state then
@@ -601,7 +613,7 @@ function Repository:run_batch(jobs, take_queued, lane)
                       older = rec.older, older_order = rec.older_order, module_version = agg.version }
         for i = 1, ntaken do
           local job = jobs[i]
-          if job.out then remember_command(new, job.command_id, job.first, job.first + #job.out - 1) end
+          if job.out then remember_command(new, job.command_id, job.first, job.first + #job.out - 1, job.fp) end
         end
         put_record(self, stream, new)
         self:maybe_snapshot(agg, stream, old.version, new)
@@ -797,9 +809,9 @@ function Repository:state(name, id)
   return { state = rec.state, version = rec.version, stream = stream }
 end
 
--- repository:events(aggregate_name, id [, after_version]) -> list of
--- {version=, type=, data=, meta=} (upcast) | nil, err
-function Repository:events(name, id, after)
+-- repository:events(aggregate_name, id [, after_version [, opts]]) -> list of
+-- {version=, type=, data=, meta=} (upcast; opts.stored: as stored) | nil, err
+function Repository:events(name, id, after, opts)
   local iderr = check_id(id, name)
   if iderr then return nil, new_error("invalid", iderr) end
   local agg, aerr = self.registry:get(name)
@@ -809,7 +821,7 @@ function Repository:events(name, id, after)
   if not stored then return nil, new_error("store", tostring(err), { stream = stream }) end
   local out = {}
   for _, s in ipairs(stored) do
-    local ev, derr = decode_event(agg, s)
+    local ev, derr = decode_event(not (opts and opts.stored) and agg or nil, s)
     if not ev then return nil, new_error("store", ("stored event %d cannot be read: %s"):format(s.version, derr), { stream = stream }) end
     out[#out + 1] = ev
   end

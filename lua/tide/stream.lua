@@ -43,9 +43,19 @@ function M.decode_payload(agg, etype, data_text, meta_text)
   if type(meta) == "string" then meta = cjson.decode(meta) end
   if type(meta) ~= "table" then return nil, "event meta is not a JSON object" end
   if agg then
-    local up, uerr = agg:upcast(etype, data, meta.schema or 1)
+    local stored_schema = meta.schema or 1
+    local up, uerr = agg:upcast(etype, data, stored_schema)
     if not up then return nil, uerr end
     data = up
+    local now = agg.schema_version and agg:schema_version(etype)
+    if now and now ~= stored_schema then
+      -- the meta describes the data shown: the upcast schema, and the
+      -- one stored (`tide events --stored` shows the stored form)
+      local m = {}
+      for k, v in pairs(meta) do m[k] = v end
+      m.schema, m.stored_schema = now, stored_schema
+      meta = m
+    end
   end
   return data, meta
 end

@@ -21,7 +21,8 @@ enum {
     TIDE_EXIT_REJECTED = 3, /* the aggregate rejected the command */
     TIDE_EXIT_CONFLICT = 4, /* still conflicting after the retries */
     TIDE_EXIT_STORE = 5,    /* the store or the network failed */
-    TIDE_EXIT_NOT_FOUND = 6, /* what was asked for does not exist (tide read) */
+    TIDE_EXIT_NOT_FOUND = 6, /* what was asked for does not exist (tide read, state, events) */
+    TIDE_EXIT_IDEMPOTENCY_MISMATCH = 7, /* a command id sent again with a different command */
 };
 
 /* One subcommand of the dispatch table in main.c. */

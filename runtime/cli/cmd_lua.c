@@ -1,6 +1,6 @@
 /*
- * cmd_lua.c - the subcommands written in Lua (init, exec, batch, events,
- * state, run, project, read, status, replay): `tide NAME ARGS...` runs require("tide.cli").main(NAME, ARGS...)
+ * cmd_lua.c - the subcommands written in Lua (lua/tide/cli.lua dispatches to
+ * lua/tide/cli/<module>.lua): `tide NAME ARGS...` runs require("tide.cli").main(NAME, ARGS...)
  * inside the engine's scheduler and exits with the status it returns.
  */
 #include "cli.h"

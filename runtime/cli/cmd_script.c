@@ -1,6 +1,7 @@
 /*
  * cmd_script.c - `tide script FILE.lua [ARGS...]`: runs a Lua file inside
- * the engine, as `resty` does for OpenResty.
+ * the engine, as `resty` does for OpenResty; `tide script -e CODE [ARGS...]`
+ * runs CODE, `tide script - [ARGS...]` the code read from stdin.
  *
  * The file's chunk runs as the main thread of tide.sched's loop, so its top
  * level may do HTTP requests, spawn, wait and sleep directly. The global
@@ -20,18 +21,31 @@ static void script_usage(FILE *out)
 {
     fprintf(out,
             "usage: tide script [--config FILE] FILE.lua [ARGS...]\n"
+            "       tide script [--config FILE] -e CODE [ARGS...]\n"
+            "       tide script [--config FILE] - [ARGS...]      (the code on stdin)\n"
             "\n"
-            "Runs FILE.lua inside tide's event loop: top-level code can call\n"
-            "require \"tide.sched\" functions (request, spawn, wait, sleep)\n"
-            "directly. arg[0] is FILE, arg[1..] the ARGS (also passed as ...).\n"
-            "With --config, require(\"tide\").open() in the script reads that\n"
-            "file (it is set as TIDE_CONFIG for the script).\n"
+            "Runs Lua code inside tide's event loop, as OpenResty's resty does:\n"
+            "top-level code can call require \"tide.sched\" functions (request,\n"
+            "spawn, wait, sleep) directly. arg[0] is FILE (\"-e\" or \"-\"),\n"
+            "arg[1..] the ARGS (also passed as ...).\n"
+            "\n"
+            "options:\n"
+            "  --config FILE  require(\"tide\").open() in the script reads FILE\n"
+            "                 (it is set as TIDE_CONFIG for the script)\n"
+            "  -e CODE        run CODE instead of a file\n"
+            "  -h, --help     show this help\n"
             "\n"
             "Lua modules are found through $LUA_PATH when it is set, otherwise\n"
             "in the lua/ folder beside the tide binary and in " TIDE_LUA_LDIR ".\n"
             "\n"
-            "exit status: 0 success, 1 the script raised an error (message and\n"
-            "traceback on stderr), 2 bad usage or FILE cannot be read.\n");
+            "examples:\n"
+            "  tide script -e 'print(require(\"tide\").open():state(\"account\", \"a1\").version)'\n"
+            "  echo 'print(#arg, ...)' | tide script - x y\n"
+            "  tide script tools/report.lua 2026-12\n"
+            "\n"
+            "output: what the code prints. exit status: 0 success, 1 the code\n"
+            "raised an error (message and traceback on stderr), 2 bad usage or\n"
+            "FILE cannot be read.\n");
 }
 
 /* Sets the global `arg` table. */
@@ -60,7 +74,17 @@ static int run_in_sched(lua_State *L)
 int tide_cmd_script(int argc, char **argv)
 {
     int i = 1;
+    const char *code = NULL;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] != '\0'; i++) {
+        if (strcmp(argv[i], "-e") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tide script: -e needs CODE (tide script --help)\n");
+                return TIDE_EXIT_USAGE;
+            }
+            code = argv[++i];
+            i++;
+            break; /* what follows is ARGS */
+        }
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             script_usage(stdout);
             return TIDE_EXIT_OK;
@@ -83,24 +107,29 @@ int tide_cmd_script(int argc, char **argv)
             setenv("TIDE_CONFIG", config, 1);
             continue;
         }
-        fprintf(stderr, "tide script: unknown option '%s'\n", argv[i]);
-        script_usage(stderr);
+        fprintf(stderr, "tide script: unknown option '%s' (tide script --help)\n", argv[i]);
         return TIDE_EXIT_USAGE;
     }
-    if (i >= argc) {
-        fprintf(stderr, "tide script: missing FILE\n");
-        script_usage(stderr);
+    if (code == NULL && i >= argc) {
+        fprintf(stderr, "tide script: missing FILE, -e CODE or - (stdin) (tide script --help)\n");
         return TIDE_EXIT_USAGE;
     }
-    const char *file = argv[i];
-    int nargs = argc - i - 1;
+    /* args: [self, ARGS...] with self FILE, "-" or "-e" */
+    char *self_e = "-e";
+    char **args = code != NULL ? argv + i - 1 : argv + i;
+    int nargs = code != NULL ? argc - i : argc - i - 1;
+    const char *file = code != NULL ? NULL : argv[i];
 
     lua_State *L = tide_cli_lua_new();
     if (L == NULL)
         return TIDE_EXIT_FAILURE;
 
     int status = TIDE_EXIT_OK;
-    int rc = luaL_loadfile(L, file); // [chunk] or [msg]
+    int rc;
+    if (code != NULL)
+        rc = luaL_loadbuffer(L, code, strlen(code), "=(command line)"); // [chunk] or [msg]
+    else
+        rc = luaL_loadfile(L, strcmp(file, "-") == 0 ? NULL : file); // NULL: stdin
     if (rc == LUA_ERRFILE) {
         /* LuaJIT's message: "cannot open FILE" (+ the reason) */
         tide_cli_lua_report(L);
@@ -120,8 +149,10 @@ int tide_cmd_script(int argc, char **argv)
         goto out;
     }
     for (int a = 0; a < nargs; a++)
-        lua_pushstring(L, argv[i + 1 + a]); // [f, chunk, args...]
-    set_arg(L, "tide", nargs, argv + i);
+        lua_pushstring(L, args[1 + a]); // [f, chunk, args...]
+    if (code != NULL)
+        args[0] = self_e;
+    set_arg(L, "tide", nargs, args);
     if (lua_pcall(L, 1 + nargs, 0, 0) != 0) {
         /* sched.run re-raises the script's error with its own traceback */
         tide_cli_lua_report(L);

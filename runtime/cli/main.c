@@ -29,43 +29,15 @@
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
+/* The commands written in C; every other name goes to the Lua dispatcher
+ * (lua/tide/cli.lua), which lists the commands (tide help) and says when a
+ * name is unknown. */
 static const struct tide_cli_command commands[] = {
-    {"init", "create the store's tables (DynamoDB) or file (SQLite) if missing", tide_cmd_lua},
-    {"exec", "run one command: tide exec AGGREGATE ID 'COMMAND_JSON'", tide_cmd_lua},
-    {"batch", "run NDJSON commands from stdin concurrently, one result line each", tide_cmd_lua},
-    {"events", "print a stream's events as NDJSON: tide events AGGREGATE ID", tide_cmd_lua},
-    {"state", "print an aggregate's current state as JSON: tide state AGGREGATE ID", tide_cmd_lua},
-    {"run", "run every projection as a daemon (leases shared with other workers)", tide_cmd_lua},
-    {"project", "run one projection: tide project NAME [--until-caught-up]", tide_cmd_lua},
-    {"read", "print a read-model item as JSON: tide read MODEL KEY", tide_cmd_lua},
-    {"status", "projections: checkpoints, owners, lag, last error", tide_cmd_lua},
-    {"replay", "rebuild a projection from the events table: tide replay NAME", tide_cmd_lua},
-    {"park", "set aside an event a projection cannot apply: tide park NAME STREAM VERSION", tide_cmd_lua},
-    {"unpark", "take an event off the parked list: tide unpark NAME STREAM VERSION", tide_cmd_lua},
-    {"skip-parent", "start a shard whose parent never ended (an operator's decision): tide skip-parent SHARD_ID", tide_cmd_lua},
-    {"doctor", "what tide resolves (config, region, credentials) and can reach [--json]", tide_cmd_lua},
-    {"script", "run a Lua file inside the engine (like OpenResty's resty)", tide_cmd_script},
+    {"script", "run Lua code inside the engine (like OpenResty's resty)", tide_cmd_script},
     {"version", "print the versions of tide, LuaJIT and libcurl", cmd_version},
-    {"help", "show this help, or a command's help: tide help <command>", cmd_help},
+    {"help", "show the commands, or a command's help: tide help <command>", cmd_help},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
-
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tide <command> [args...]\n"
-            "\n"
-            "commands:\n");
-    for (size_t i = 0; i < NCOMMANDS; i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out,
-            "\n"
-            "options:\n"
-            "  -h, --help     show this help\n"
-            "  --version      same as `tide version`\n"
-            "\n"
-            "Run `tide <command> --help` for a command's options.\n");
-}
 
 static const struct tide_cli_command *find_command(const char *name)
 {
@@ -78,35 +50,36 @@ static const struct tide_cli_command *find_command(const char *name)
 static int cmd_version(int argc, char **argv)
 {
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: tide version\n\nPrints the versions of tide, LuaJIT and libcurl.\n");
+        printf("usage: tide version\n       tide --version\n\n"
+               "Prints the versions of tide, LuaJIT and libcurl.\n\n"
+               "Options:\n  -h, --help  show this help\n\n"
+               "Examples:\n  tide --version\n  tide version | cut -d' ' -f2\n\n"
+               "Output (stdout), one line:\n  tide %s (%s, libcurl %s)\n\n"
+               "Exit status: 0; 2 with arguments.\n",
+               TIDE_VERSION, LUAJIT_VERSION, curl_version_info(CURLVERSION_NOW)->version);
         return TIDE_EXIT_OK;
     }
     if (argc > 1) {
-        fprintf(stderr, "usage: tide version\n");
+        fprintf(stderr, "tide version: takes no arguments; usage: tide version\n");
         return TIDE_EXIT_USAGE;
     }
     printf("tide %s (%s, libcurl %s)\n", TIDE_VERSION, LUAJIT_VERSION, curl_version_info(CURLVERSION_NOW)->version);
     return TIDE_EXIT_OK;
 }
 
+/* tide help [COMMAND]: a C command's own help, else the Lua dispatcher's
+ * (the list, or a Lua command's help). */
 static int cmd_help(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(stdout);
-        return TIDE_EXIT_OK;
+    if (argc >= 2) {
+        const struct tide_cli_command *cmd = find_command(argv[1]);
+        if (cmd != NULL && cmd->run != cmd_help && argc == 2) {
+            char *sub[] = {argv[1], "--help", NULL};
+            return cmd->run(2, sub);
+        }
     }
-    const struct tide_cli_command *cmd = find_command(argv[1]);
-    if (cmd != NULL && cmd->run == cmd_help) {
-        usage(stdout);
-        return TIDE_EXIT_OK;
-    }
-    if (cmd == NULL) {
-        fprintf(stderr, "tide: unknown command '%s'\n", argv[1]);
-        usage(stderr);
-        return TIDE_EXIT_USAGE;
-    }
-    char *sub[] = {argv[1], "--help", NULL};
-    return cmd->run(2, sub);
+    char *sub[] = {"help", argc >= 2 ? argv[1] : NULL, argc >= 3 ? argv[2] : NULL, NULL};
+    return tide_cmd_lua(argc >= 3 ? 3 : argc, sub);
 }
 
 /* ---- the Lua state ---------------------------------------------------------- */
@@ -238,8 +211,8 @@ int main(int argc, char **argv)
      * stdout fail the same way (lua/tide/cli.lua stops on them). */
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
-        usage(stderr);
-        return TIDE_EXIT_USAGE;
+        char *sub[] = {"help", "--missing", NULL};
+        return tide_cmd_lua(2, sub);
     }
     const char *name = argv[1];
     if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0)
@@ -247,10 +220,9 @@ int main(int argc, char **argv)
     else if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0)
         name = "version";
     const struct tide_cli_command *cmd = find_command(name);
-    if (cmd == NULL) {
-        fprintf(stderr, "tide: unknown command '%s'\n", argv[1]);
-        usage(stderr);
-        return TIDE_EXIT_USAGE;
-    }
+    if (cmd == NULL)
+        return tide_cmd_lua(argc - 1, argv + 1); /* a Lua command, or unknown there */
+    if (cmd->run == cmd_help && name != argv[1]) /* -h, --help */
+        return cmd_help(1, (char *[]){"help", NULL});
     return cmd->run(argc - 1, argv + 1);
 }

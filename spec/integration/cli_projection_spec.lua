@@ -65,7 +65,7 @@ stores.each(function(kind)
     end)
 
     it("shows each projection's status", function()
-      local out, status = tide_out(dir, "status")
+      local out, status = tide_out(dir, "status --json")
       assert.equal(0, status, out)
       local seen = {}
       for line in out:gmatch("[^\n]+") do

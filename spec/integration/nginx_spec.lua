@@ -98,7 +98,8 @@ describe("tide.http.api without nginx", function()
 
   it("maps every error kind to its status", function()
     local want = { invalid = 400, rejected = 422, conflict = 409, handler_error = 500, too_many_events = 500,
-                   event_too_large = 413, store = 503, not_found = 404, too_large = 413, whatever = 500 }
+                   event_too_large = 413, store = 503, not_found = 404, too_large = 413, whatever = 500,
+                   idempotency_mismatch = 422 }
     for kind, status in pairs(want) do assert.equal(status, api.status_of(kind), kind) end
   end)
 
@@ -213,6 +214,14 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
       assert.same({ 200, 200 }, { s3, s4 })
       assert.equal("dep-2", b3.events[1].meta.command_id)
       assert.is_true(b4.duplicate)
+      assert.equal(110, select(2, get("/aggregates/account/alice")).state.balance)
+      -- the same id with another command: refused, nothing written
+      local s5, b5 = post("/aggregates/account/alice", '{"type":"Deposit","amount":6,"id":"dep-1"}')
+      assert.equal(422, s5)
+      assert.equal("idempotency_mismatch", b5.error.kind)
+      local s6, b6 = post("/aggregates/account/alice", '{"type":"Deposit","amount":7}', { ["Idempotency-Key"] = "dep-2" })
+      assert.equal(422, s6)
+      assert.equal("idempotency_mismatch", b6.error.kind)
       assert.equal(110, select(2, get("/aggregates/account/alice")).state.balance)
     end)
 

@@ -31,6 +31,7 @@ M.STATUS = {
   too_large = 413,        -- the request body
   event_too_large = 413,  -- an event over the 400 KB item limit
   rejected = 422,         -- the domain said no
+  idempotency_mismatch = 422, -- a command id sent again with a different command
   handler_error = 500,    -- a handler raised or broke the contract
   too_many_events = 500,  -- a handler returned more than 100 events
   internal = 500,

@@ -85,7 +85,7 @@ end
 
 local function ensure_table(self, params, projection)
   local db = self.client
-  local _, cerr = db:create_table(params)
+  local _, cerr = db:create_table_if_missing(params)
   if cerr and cerr.type ~= "ResourceInUseException" then
     return nil, leases.wrap(cerr, "creating table", { projection = projection, table = params.TableName })
   end

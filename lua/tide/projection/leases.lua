@@ -47,7 +47,8 @@
 --   leases:record_listing(describer, ids, created_ms) -> lease | nil, err
 --   leases:take(observed [, force])    -> lease | nil, err (LeaseLost when it moved)
 --   leases:renew(lease)                -> lease | nil, err
---   leases:checkpoint(lease, cps)      -> lease | nil, err   cps: {name = seq} or one seq
+--   leases:checkpoint(lease, cps [, handled]) -> lease | nil, err   cps: {name = seq} or one seq;
+--                                        handled: {name = events applied since the last one}
 --   leases:finish(lease)               -> lease | nil, err   (lease-level SHARD_END)
 --   leases:release(lease [, handoff])  -> true | nil, err
 --   leases:request_handoff(observed)   -> lease | nil, err
@@ -55,7 +56,7 @@
 --   leases:mark_parent_done(shard) / :delete(lease) / :decide(shard, decision)
 --   leases:reset(name)                 -> true | nil, err  (`tide replay`)
 -- A lease is a table {group=, shard=, owner=, counter=, beat=, cps={name=seq},
--- errors={name=msg}, checkpoint=, parent=, parent_done=, decision=, handoff=,
+-- errors={name=msg}, handled={name=count}, checkpoint=, parent=, parent_done=, decision=, handoff=,
 -- ended=, updated=}; cps hold sequence numbers as DynamoDB gives them.
 
 local terror = require "tide.error"
@@ -160,7 +161,7 @@ end
 
 function Leases:init()
   local db = self.client
-  local _, err = db:create_table{
+  local _, err = db:create_table_if_missing{
     TableName = self.table,
     AttributeDefinitions = { { AttributeName = "projection", AttributeType = "S" },
                              { AttributeName = "shard", AttributeType = "S" } },
@@ -182,12 +183,14 @@ local function from_item(item)
     counter = tonum(item.counter) or 0, beat = tonum(item.beat) or 0,
     parent = item.parent, parent_done = item.parent_done == true, decision = item.decision,
     handoff = item.handoff, ended = tonum(item.ended), updated = tonum(item.updated),
-    cps = {}, errors = {},
+    cps = {}, errors = {}, handled = {},
   }
   for k, v in pairs(item) do
     if type(k) == "string" then
       local name = k:match("^cp:(.*)$")
       if name then l.cps[name] = M.unpad(v) end
+      local counted = k:match("^h:(.*)$")
+      if counted then l.handled[counted] = tonum(v) end
       name = k:match("^err:(.*)$")
       if name then l.errors[name] = v end
     end
@@ -327,13 +330,15 @@ end
 -- (a string: the group's own projection). Each moves only forward: a
 -- checkpoint at or behind the stored one is left as it is (not an error).
 -- Also a heartbeat, and it clears those projections' errors.
-function Leases:checkpoint(lease, cps)
+-- handled (optional): {name = events applied since the last checkpoint},
+-- added to the lease's running counts (`tide status` sums them).
+function Leases:checkpoint(lease, cps, handled)
   if type(cps) == "string" then cps = { [self.projection] = cps } end
   if type(cps) ~= "table" then error("leases:checkpoint: cps must be {name = sequence number}", 2) end
   local now = self.clock_ms()
   local names = { ["#o"] = "owner", ["#b"] = "beat", ["#u"] = "updated" }
   local values = { [":me"] = self.owner, [":one"] = 1, [":u"] = now }
-  local sets, removes, conds = { "#b = #b + :one", "#u = :u" }, {}, { HELD }
+  local sets, removes, conds, adds = { "#b = #b + :one", "#u = :u" }, {}, { HELD }, {}
   local i = 0
   local names_sorted = {}
   for name in pairs(cps) do names_sorted[#names_sorted + 1] = name end
@@ -347,8 +352,15 @@ function Leases:checkpoint(lease, cps)
     sets[#sets + 1] = n .. " = " .. v
     removes[#removes + 1] = e
     conds[#conds + 1] = "(attribute_not_exists(" .. n .. ") OR " .. n .. " < " .. v .. ")"
+    local count = handled and handled[name]
+    if count and count > 0 then
+      local h, hv = "#h" .. i, ":h" .. i
+      names[h], values[hv] = "h:" .. name, count
+      adds[#adds + 1] = h .. " " .. hv
+    end
   end
   local update = "SET " .. table.concat(sets, ", ") .. (#removes > 0 and (" REMOVE " .. table.concat(removes, ", ")) or "")
+    .. (#adds > 0 and (" ADD " .. table.concat(adds, ", ")) or "")
   local l, err = self:update(lease, "checkpointing", update, table.concat(conds, " AND "), names, values)
   if l or err.type ~= "LeaseLost" then return l, err end
   -- Failed: lost, or a checkpoint that would not move forward. Look.
@@ -362,7 +374,7 @@ function Leases:checkpoint(lease, cps)
       local have = cur.cps[name]
       if have == nil or M.before(M.pad(have), M.pad(cps[name])) then moved[name] = cps[name] end
     end
-    if next(moved) then return self:checkpoint(lease, moved) end
+    if next(moved) then return self:checkpoint(lease, moved, handled) end
     return self:renew(lease)
   end
   return nil, err

@@ -95,7 +95,7 @@ Dynamo.__index = Dynamo
 function Dynamo:init()
   if self.ready then return true end
   local db = self.client
-  local _, cerr = db:create_table{
+  local _, cerr = db:create_table_if_missing{
     TableName = self.table, BillingMode = "PAY_PER_REQUEST",
     AttributeDefinitions = { { AttributeName = "projection", AttributeType = "S" },
                              { AttributeName = "event", AttributeType = "S" } },

@@ -153,7 +153,7 @@ end
 -- that an existing table has the key schema the store needs.
 function Store:ensure_table(params)
   local db, name = self.client, params.TableName
-  local _, err = db:create_table(params)
+  local _, err = db:create_table_if_missing(params)
   if err and err.type ~= "ResourceInUseException" then
     return nil, wrap(err, nil, name, "creating table")
   end

@@ -83,7 +83,9 @@ function M.new(opts)
     name = opts.projection.name,
     backend = backend,
     batch_size = batch,
-    owner = opts.owner or ("runner-" .. core.random_hex(8)),
+    -- host:pid: a worker's id, stable while it runs (one runner per
+    -- projection in a process)
+    owner = opts.owner or require("tide.projection.runner.streams").default_owner():gsub(":%x+$", ""),
     lease_ms = opts.lease_ms or 30000,
     backoff_base = opts.backoff_base or 0.1,
     backoff_cap = opts.backoff_cap or 30,
@@ -181,7 +183,16 @@ local function failed(self, err)
   self.last_error = err
   self.failures = self.failures + 1
   metrics.projection_error(self.name)
-  self.log("error", tostring(err), { projection = self.name, error = err })
+  -- the first failure with its traceback; the same failure again (each
+  -- retry) in one line
+  local text = tostring(err)
+  if text == self.last_error_text then
+    self.log("warn", "still failing (attempt " .. self.failures .. "): " .. text:match("^[^\n]*"),
+             { projection = self.name })
+  else
+    self.log("error", text, { projection = self.name, error = err })
+  end
+  self.last_error_text = text
   -- the checkpoint row's error: the message, and the event it stopped at
   -- (tide status shows it; `tide park` sets that event aside)
   if self.held then
@@ -230,7 +241,7 @@ function Runner:step()
     if cok then
       self.handled = self.handled + #rows
       self.failures = 0
-      self.last_error = nil
+      self.last_error, self.last_error_text = nil, nil
       return #rows
     end
     if cerr.type ~= "Conflict" or attempt == 5 then return failed(self, cerr) end
@@ -328,6 +339,25 @@ function Runner:stop()
   return true
 end
 
+-- The events of the feed the projection subscribes to, up to position
+-- (what it has handled, parked ones included) -> count | nil.
+function Runner:handled_through(position)
+  local p = self.projection
+  local sql, args = { "SELECT count(*) FROM events WHERE position <= ?" }, { position or 0 }
+  local function among(expr, set)
+    local marks = {}
+    for k in pairs(set) do
+      marks[#marks + 1] = "?"
+      args[#args + 1] = k
+    end
+    sql[#sql + 1] = " AND " .. expr .. " IN (" .. table.concat(marks, ",") .. ")"
+  end
+  if p.aggregates then among("substr(stream, 1, instr(stream, '#') - 1)", p.aggregates) end
+  if p.events then among("type", p.events) end
+  local rows = self.store.db:query(table.concat(sql), unpack(args))
+  return rows and rows[1] and rows[1][1] or nil
+end
+
 function Runner:status()
   local ok, ierr = self:start()
   if not ok then return nil, ierr end
@@ -344,7 +374,8 @@ function Runner:status()
     end
   end
   return {
-    projection = self.name, feed = "sqlite", version = self.projection.version,
+    projection = self.name, feed = "sqlite", version = self.projection.version, now = cp.now,
+    handled_total = self:handled_through(cp.position),
     checkpoint = cp.position, last_position = last, lag = last - cp.position,
     owner = self.owner, holder = cp.owner, lease_until = cp.lease_until, held = self.held == true,
     error = err_text, failing_event = failing, last_error = self.last_error, handled = self.handled,

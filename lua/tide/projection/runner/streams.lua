@@ -515,6 +515,7 @@ function Runner:apply_one(st, name, batch)
       local wok, werr = self.backend:write(name, plan, nil, { fence = st.fence })
       if wok then
         ps.projector:committed(plan)
+        ps.unrecorded = (ps.unrecorded or 0) + (plan.applied or 0)
         metrics.projection_events(name, plan.applied or 0)
         return true
       end
@@ -577,21 +578,26 @@ end
 -- Checkpoints `names` at seq (one conditional UpdateItem; a heartbeat too).
 -- Retries until done, the lease is lost, or stopping runs out of time.
 function Runner:checkpoint(st, names, seq)
-  local cps = {}
-  for name in pairs(names) do cps[name] = seq end
+  local cps, handled = {}, {}
+  for name in pairs(names) do
+    cps[name] = seq
+    local ps = st.procs[name]
+    -- the events applied since the last checkpoint (tide status sums them)
+    if ps and (ps.unrecorded or 0) > 0 then handled[name] = ps.unrecorded end
+  end
   if next(cps) == nil then return true end
   st.failures = 0
   while true do
     if not self:may_write(st) then return false end
     if self.stopping and self:now() > (self.stop_deadline or math.huge) then return false end
     local sent = self:now()
-    local l, cerr = self.leases:checkpoint(st.lease, cps)
+    local l, cerr = self.leases:checkpoint(st.lease, cps, handled)
     if l then
       beat_ok(st, l, sent)
       for name in pairs(cps) do
         st.cps[name] = seq
         local ps = st.procs[name]
-        if ps then ps.error = nil end
+        if ps then ps.error, ps.unrecorded = nil, 0 end
       end
       return true
     end
@@ -1139,6 +1145,10 @@ end
 function Runner:run_until_caught_up(opts)
   opts = opts or {}
   local timeout = opts.timeout or 600
+  -- a shard whose batch failed this many times in a row ends the catch-up
+  -- (as on the embedded store): the workers stop and give their leases
+  -- back, so a rerun after fixing the handler starts at once
+  local max_failures = opts.max_failures or 5
   local tree, err = self:refresh_tree()
   if not tree then return nil, err end
   local targets = {}
@@ -1167,6 +1177,15 @@ function Runner:run_until_caught_up(opts)
       if not done and st and not st.finished and st.caught_up then
         done = true
         for _, ps in pairs(st.procs) do if not ps.attached then done = false end end
+      end
+      if st then
+        for pname, ps in pairs(st.procs) do
+          if ps.error and (ps.failures or 0) >= max_failures then
+            failure = terror.new{ kind = "handler_error", type = "CatchUpFailed", projection = pname,
+                                  shard = id, message = ps.error }
+            return true
+          end
+        end
       end
       if not done then return false end
     end
@@ -1202,7 +1221,7 @@ function Runner:status(name)
     if x ~= y then return x < y end
     return a.shard < b.shard
   end)
-  local out, first_error = {}, nil
+  local out, first_error, handled = {}, nil, 0
   for _, l in ipairs(list) do
     local st = self.state[l.shard]
     local cp = l.cps[name]
@@ -1226,10 +1245,11 @@ function Runner:status(name)
       counter = l.counter, records = st and st.records or 0,
     }
     if e and not first_error then first_error = "shard " .. l.shard .. ": " .. e end
+    handled = handled + (l.handled[name] or 0)
   end
   return { projection = name, feed = "streams", version = (self.by_name[name] or self.projection).version,
-           owner = self.owner, group = self.group, handled = self.handled[name] or 0, error = first_error,
-           shards = out }
+           owner = self.owner, group = self.group, handled = self.handled[name] or 0, handled_total = handled,
+           error = first_error, shards = out }
 end
 
 -- For status output and the specs: what this worker reads now.
