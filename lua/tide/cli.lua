@@ -859,7 +859,15 @@ function commands.doctor(opts, pos)
   return report.ok and M.EXIT.ok or M.EXIT.store
 end
 
+-- Commands in files of their own: tide.cli.NAME with main(args), usage, summary.
+M.EXTERNAL = { test = "tide.cli.test", streams = "tide.cli.streams", modules = "tide.cli.modules",
+               tail = "tide.cli.tail" }
+
 function M.main(name, ...)
+  if M.EXTERNAL[name] then return require(M.EXTERNAL[name]).main({ ... }) end
+  if name == "read" and require("tide.cli.read_list").wants({ ... }) then
+    return require("tide.cli.read_list").main({ ... })
+  end
   local fn = commands[name]
   if not fn then
     io.stderr:write("tide: unknown command '", tostring(name), "'\n")

@@ -14,6 +14,7 @@
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
 --   store:read_all(after_position, limit) -> events (with position, stream) | nil, err
 --   store:last_position() -> the highest position (0 for an empty store) | nil, err
+--   store:list_streams(aggregate, {limit=, after=}) -> {{stream=, id=, version=}...}, more | nil, err
 --   store:close()
 --   store.stats = {appends=, transactions=, conflicts=, largest_group=}
 --     appends written, write transactions begun, appends that failed with a
@@ -368,6 +369,30 @@ function Store:last_position()
     return nil, wrap(err)
   end
   return rows[1] and rows[1][1] or 0
+end
+
+-- The streams of an aggregate in name order, after the stream `after`
+-- (a stream name or an id), at most limit (default 100); more: true when
+-- there are others. A range of the UNIQUE (stream, version) index: the
+-- streams "<aggregate>#..." sort between "<aggregate>#" and "<aggregate>$".
+function Store:list_streams(aggregate, opts)
+  opts = opts or {}
+  if type(aggregate) ~= "string" or aggregate == "" then
+    error("store:list_streams: aggregate must be a non-empty string", 2)
+  end
+  local limit = opts.limit or 100
+  if not is_int(limit, 1) then error("store:list_streams: limit must be a positive integer", 2) end
+  local from = aggregate .. "#"
+  local after = opts.after
+  if after and after:sub(1, #from) ~= from then after = from .. after end
+  local rows, err = self.db:query("SELECT stream, max(version) FROM events WHERE stream > ?1 AND stream < ?2"
+    .. " GROUP BY stream ORDER BY stream LIMIT ?3", after or from, aggregate .. "$", limit + 1)
+  if not rows then return nil, wrap(err) end
+  local out = {}
+  for i = 1, math.min(#rows, limit) do
+    out[i] = { stream = rows[i][1], id = rows[i][1]:sub(#from + 1), version = rows[i][2] }
+  end
+  return out, #rows > limit
 end
 
 function Store:close()
