@@ -214,7 +214,7 @@ function Scenario:when(command, opts)
 end
 
 local function events_of(result)
-  local out = {}
+  local out = core.list()
   for i, ev in ipairs(result.events or {}) do
     local e = { type = ev.type }
     for k, v in pairs(ev.data or {}) do e[k] = v end
@@ -239,6 +239,9 @@ end
 function Scenario:then_events(expected)
   need_when(self)
   if type(expected) ~= "table" then fail_at(1, "then_events: expected a list of {type=, ...}") end
+  local list = core.list()
+  for i, v in ipairs(expected) do list[i] = v end
+  expected = list
   if not self.result then
     fail_at(1, ("expected the events %s, but %s"):format(show(expected), describe_outcome(self)))
   end
@@ -408,7 +411,9 @@ function PScenario:then_items(tname, expected)
   if not items then fail_at(1, ("%s cannot be listed: %s"):format(tname, tostring(err))) end
   for _, item in ipairs(items) do user_item(item) end
   if not equal(core.list(items), expected) then
-    fail_at(1, ("expected %s to hold %s\n  but it holds %s"):format(tname, show(expected), show(items)))
+    local list = core.list()
+    for i, v in ipairs(expected) do list[i] = v end
+    fail_at(1, ("expected %s to hold %s\n  but it holds %s"):format(tname, show(list), show(core.list(items))))
   end
   return self
 end
