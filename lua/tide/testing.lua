@@ -163,7 +163,7 @@ local function append_given(store, aggregates, aggregate, stream, version, event
     end
     local data = {}
     for k, v in pairs(e) do if k ~= "type" then data[k] = v end end
-    local text, derr = core.encode_value(data)
+    local text, derr = require("tide.stream").encode_data(data, store.data_format)
     if not text then fail_at(level, ("given: event %d (%s) cannot be stored: %s"):format(i, e.type, derr)) end
     stored[i] = { type = e.type, data = text, meta = core.json_encode{
       command_id = ("given-%d-%d"):format(version, i), command = "given", index = i, count = #events,

@@ -22,8 +22,10 @@
 --
 -- Tables (created next to events and snapshots):
 --   read_models(model, key, item, rev, PRIMARY KEY (model, key))
---     item: the whole item as AttributeValue JSON (core.encode_value), with
---     _tide and _rev; rev: a copy of _rev, for conditional writes
+--     item: the whole item as plain JSON (tide.stream.encode_data, format
+--     "json": numbers exact, readable with SQLite's JSON functions, e.g.
+--     json_extract(item, '$.balance')), with _tide and _rev; rev: a copy
+--     of _rev, for conditional writes
 --   projection_positions(projection, stream, version, PRIMARY KEY (projection, stream))
 --   checkpoints(projection PRIMARY KEY, position, owner, lease_until, error, updated)
 --     lease_until and updated: milliseconds since the epoch, by SQLite's
@@ -42,7 +44,10 @@ local core = require "tide.core"
 local terror = require "tide.error"
 
 local type, ipairs, pairs, tostring, setmetatable, error = type, ipairs, pairs, tostring, setmetatable, error
-local encode_value, decode_value = core.encode_value, core.decode_value
+-- items as plain JSON (numbers exact; binary or sets: ["av",...]), see tide.stream
+local stream_mod = require "tide.stream"
+local function encode_value(item) return stream_mod.encode_data(item, "json") end
+local function decode_value(text) return stream_mod.decode_data(text, "json") end
 
 local M = {}
 
