@@ -75,9 +75,16 @@ function M.main(args)
   if not opts then return look.fail("modules", pos, look.EXIT.usage, M.usage) end
   if opts.help then look.out(M.usage); return look.EXIT.ok end
   if #pos > 0 then return look.fail("modules", "unexpected argument '" .. pos[1] .. "'", look.EXIT.usage, M.usage) end
-  local app, err = look.open(opts)
-  if not app then return look.fail("modules", err, look.exit_of(err)) end
-  app.store:close()
+  -- the folders only: no store is opened (nor created)
+  local cfg, err = require("tide.config").load{ file = opts.config }
+  if not cfg then return look.fail("modules", err, look.EXIT.usage) end
+  local tide = require "tide"
+  tide.user_code(cfg)
+  local app = {
+    cfg = cfg,
+    registry = require("tide.aggregate").registry(cfg.aggregates, tide.folder_options(cfg, "aggregates")),
+    projections = require("tide.projection").registry(cfg.projections, tide.folder_options(cfg, "projections")),
+  }
   local rows = M.list(app)
   local failed = false
   if opts.json then

@@ -20,8 +20,8 @@ DynamoDB: the events table's partition keys cannot be listed, so this is a
 Scan of the events table (keys only, filtered on "AGGREGATE#"): it reads
 every event of every aggregate until N streams are found, and DynamoDB
 bills all of it (0.5 RCU per 4 KB read, the filter does not lower it; a
-table of 10 million 200-byte events is about 250,000 RCU for a full
-listing). Streams come in the table's hash order. What was read and billed
+table of 10 million 200-byte events is about 250,000 read units for a
+full listing). Streams come in the table's hash order. What was read and billed
 goes to stderr:  tide streams: Scan read N events in P pages, R RCU.
 To list streams often in production, keep them in a read model (a
 projection subscribed to the aggregate).
