@@ -24,6 +24,10 @@ M.COMMANDS = {
   { "state", "stream" },
   { "events", "stream" },
   { "read", "read" },
+  { "streams", "streams" },
+  { "modules", "modules" },
+  { "tail", "tail" },
+  { "test", "test" },
   { "run", "run" },
   { "project", "run" },
   { "status", "status" },
@@ -69,11 +73,15 @@ local function help_of(cmd)
   return cmd.usage:sub(1, at) .. section .. cmd.usage:sub(at + 1)
 end
 
--- name -> { run, usage, summary, options, help } | nil
+-- name -> { run, usage, summary, options, help } | nil; a module that
+-- parses its own arguments (tide.cli.look's commands) returns { main =
+-- function(args) -> status, usage =, summary = } instead.
 function M.command(name)
   local mod = module_of(name)
   if not mod then return nil end
-  local cmd = require("tide.cli." .. mod)[name]
+  local m = require("tide.cli." .. mod)
+  if m.main then return { main = m.main, usage = m.usage, summary = m.summary, help = m.usage } end
+  local cmd = m[name]
   if not cmd.help then cmd.help = help_of(cmd) end
   C.USAGE[name] = cmd.usage
   return cmd
@@ -133,7 +141,16 @@ function M.main(name, ...)
   end
   local cmd = M.command(name)
   if not cmd then return unknown(name) end
-  local opts, pos = C.parse(name, { ... }, cmd)
+  local args = { ... }
+  if cmd.main then return cmd.main(args) end
+  -- tide read MODEL (no KEY): the model's items
+  if name == "read" then
+    local list = require "tide.cli.read_list"
+    local help = false
+    for _, a in ipairs(args) do if a == "-h" or a == "--help" then help = true end end
+    if not help and list.wants(args) then return list.main(args) end
+  end
+  local opts, pos = C.parse(name, args, cmd)
   if not opts then return C.fail_usage(name, pos) end
   if opts.help then
     C.out(cmd.help)

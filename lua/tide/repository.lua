@@ -114,12 +114,13 @@ end
 -- for every tide value: 38-digit numbers, binary, sets, lists vs maps),
 -- metadata as plain JSON.
 
-local function encode_data(event)
+-- format: the store's (store.data_format; tide.stream.encode_data)
+local function encode_data(event, format)
   local data = {}
   for k, v in pairs(event) do
     if k ~= "type" then data[k] = v end
   end
-  return core.encode_value(data)
+  return stream_mod.encode_data(data, format)
 end
 
 local decode_event = stream_mod.decode_event
@@ -375,7 +376,7 @@ function Repository:decide(job, state, version, now)
       job.err = new_error("handler_error", perr, fields_of(job))
       return nil
     end
-    local data_text, derr = encode_data(e)
+    local data_text, derr = encode_data(e, self.store.data_format)
     if not data_text then
       job.err = new_error("invalid", ("event %d (%s) cannot be stored: %s"):format(i, e.type, derr), fields_of(job))
       return nil
@@ -386,7 +387,7 @@ function Repository:decide(job, state, version, now)
       causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
       handler = agg.version, index = i, count = #events, command_hash = job.fp,
     }
-    local s = { type = e.type, data = data_text, meta = core.json_encode(meta) }
+    local s = { type = e.type, data = data_text, meta = core.json_encode(meta), format = self.store.data_format }
     local size = item_bytes(job.stream, v, s)
     if size > core.limits.item_bytes then
       job.err = new_error("event_too_large",

@@ -9,20 +9,58 @@
 --   stream.decode(row [, aggregates])   -> {stream=, aggregate=, id=, version=, type=,
 --                                           data=, meta=, position=} | nil, message
 --   stream.upcast(aggregates, aggregate, type, data, meta) -> data | nil, message
+--   stream.encode_data(value, format) -> text | nil, message
+--   stream.decode_data(text, format)  -> value | nil, message
 --
--- A stored event's data is AttributeValue JSON text (lossless: 38-digit
--- numbers, binary, sets), its meta plain JSON text; agg (an aggregate from
--- the registry, optional) upcasts the data to the aggregate's current
--- schema. The C side (runtime/core/lua_stream_records.c) splits the names
+-- A stored event's data is JSON text in its store's format (store.data_format):
+--   "av" (DynamoDB; the default): AttributeValue JSON, {"M":{"amount":{"N":"5"}}}
+--     (lossless: 38-digit numbers, binary, sets, lists vs maps);
+--   "json" (SQLite): plain JSON, {"amount":5}, readable by SQLite's JSON
+--     functions, numbers written and read exactly (tide.numbers kept as
+--     their decimal text); a value with binary or sets, which plain JSON
+--     cannot hold, is written as ["av",<its AttributeValue JSON>] (a
+--     top-level array: data and items are always objects, so it is never
+--     mistaken for one).
+-- Rows carry their format as row.format (absent: "av"). Meta is plain
+-- JSON text in both. agg (an aggregate from the registry, optional)
+-- upcasts the data to the aggregate's current schema. The C side (runtime/core/lua_stream_records.c) splits the names
 -- of Streams records itself, on the same rule: the first '#' ends the
 -- aggregate's name.
 local core = require "tide.core"
 local cjson = require "cjson.safe"
 
 local type, tostring, error = type, tostring, error
-local decode_value = core.decode_value
+local decode_value, decode_json, encode_value, json_encode =
+  core.decode_value, core.decode_json, core.encode_value, core.json_encode
 
 local M = {}
+
+local AV_MARK = '["av",'
+
+function M.encode_data(value, format)
+  if format ~= "json" then return encode_value(value) end
+  local text = json_encode(value)
+  if text then return text end
+  local av, err = encode_value(value)
+  if not av then return nil, err end
+  return AV_MARK .. av .. "]"
+end
+local encode_data = M.encode_data
+
+function M.decode_data(text, format)
+  if format ~= "json" then return decode_value(text) end
+  if text:sub(1, 6) == AV_MARK then return decode_value(text:sub(7, -2)) end
+  return decode_json(text)
+end
+local decode_data = M.decode_data
+
+-- An AttributeValue JSON text -> the same value in format (nil, message
+-- when it is not one): what migrates a store's rows.
+function M.convert(av_text, format)
+  local v, err = decode_value(av_text)
+  if v == nil then return nil, err end
+  return encode_data(v, format)
+end
 
 function M.of(aggregate, id)
   return aggregate .. "#" .. id
@@ -35,9 +73,9 @@ function M.split(name)
 end
 
 -- Stored data and meta text (or meta already decoded) -> data, meta (data
--- upcast by agg when given) | nil, message.
-function M.decode_payload(agg, etype, data_text, meta_text)
-  local data, err = decode_value(data_text)
+-- upcast by agg when given) | nil, message. format: the data's ("av" when nil).
+function M.decode_payload(agg, etype, data_text, meta_text, format)
+  local data, err = decode_data(data_text, format)
   if data == nil then return nil, "event data is not valid: " .. tostring(err) end
   local meta = meta_text or {}
   if type(meta) == "string" then meta = cjson.decode(meta) end
@@ -72,13 +110,14 @@ end
 -- A stored event of the store interface {version=, type=, data=, meta=}
 -- -> the event with data and meta decoded (and upcast by agg) | nil, message.
 function M.decode_event(agg, stored)
-  local data, meta = decode_payload(agg, stored.type, stored.data, stored.meta)
+  local data, meta = decode_payload(agg, stored.type, stored.data, stored.meta, stored.format)
   if data == nil then return nil, meta end
   return { version = stored.version, type = stored.type, data = data, meta = meta }
 end
 
 -- A stored row -> the projector's event shape.
---   row: {stream=, version=, type=, data=<AV JSON text | table>, meta=<JSON text | table>}
+--   row: {stream=, version=, type=, data=<JSON text | table>, meta=<JSON text | table>,
+--        format= (of the data text: "av" when nil)}
 --        (aggregate= and id= are derived from the stream when absent;
 --        position= is kept; as_stored = true: data is a decoded table not
 --        upcast yet)
@@ -98,7 +137,8 @@ function M.decode(row, aggregates)
   if type(data) == "string" or data == nil then
     local agg
     if aggregates then agg = aggregates:get(agg_name) or nil end
-    local decoded, dmeta = decode_payload(agg, row.type, data or '{"M":{}}', meta)
+    local decoded, dmeta = decode_payload(agg, row.type, data or (row.format == "json" and "{}" or '{"M":{}}'), meta,
+                                          row.format)
     if decoded == nil then return nil, dmeta end
     data, meta = decoded, dmeta
   else

@@ -499,6 +499,8 @@ static int on_scalar(struct tide_ddb_decoder *d, enum scalar sc, int b, const ch
         return fail_not_av(d);
     if (p->mode == TIDE_DDB_MODE_AV_MAP)
         return fail_not_av_map(d);
+    if (sc == SC_NUMBER && d->exact)
+        return hand_number(d, s, len);
     hand_plain(d, sc, b, x, s, len);
     return 1;
 }
@@ -889,7 +891,9 @@ int tide_ddb_decode(struct tide_ddb_decoder *d, const char *text, size_t len,
         if (d->reuse) /* each text is one whole object: the next follows */
             yajl_config(d->h, yajl_allow_multiple_values, 1);
     }
-    start(d, text, len, mode, root, prefix, v, ud);
+    bool exact = mode == TIDE_DDB_MODE_JSON_EXACT;
+    start(d, text, len, exact ? TIDE_DDB_MODE_JSON : mode, root, prefix, v, ud);
+    d->exact = exact;
 
     yajl_status st = yajl_parse(d->h, (const unsigned char *)text, len);
     size_t pos = len;

@@ -96,7 +96,8 @@ void tide_ddb_decoder_init(struct tide_ddb_decoder *d, const yajl_alloc_funcs *a
 void tide_ddb_decoder_close(struct tide_ddb_decoder *d);
 
 /* Decodes text[0..len), read in mode (TIDE_DDB_MODE_PLAIN: a response,
- * names matched; AV: one AttributeValue; JSON: plain JSON), calling v with
+ * names matched; AV: one AttributeValue; JSON: plain JSON; JSON_EXACT:
+ * plain JSON whose numbers are handed over as N values are, exact), calling v with
  * ud. root names the value itself in error paths (shown before the
  * elements too with prefix). Returns 0; TIDE_EINVAL with a message when
  * the text is malformed or a value is wrong; TIDE_ENOMEM when memory (or
@@ -147,6 +148,7 @@ struct tide_ddb_decoder {
     bool finishing;       /* inside yajl_complete_parse */
     bool failed;          /* a value error is in err: no more visitor calls */
     bool oom;
+    bool exact;           /* TIDE_DDB_MODE_JSON_EXACT: plain numbers as N values */
     const char *json_why; /* set when a callback stopped the parse: why */
     size_t json_pos;      /* and where */
     size_t unknown_len;   /* the unknown type key of the AttributeValue that has one */

@@ -45,6 +45,8 @@ enum tide_ddb_mode {
     TIDE_DDB_MODE_AV_LISTS, /* an array is a list of AV_MAPs; anything else is plain */
     TIDE_DDB_MODE_JSON,     /* plain JSON all the way down: no key means anything */
     TIDE_DDB_MODE_NOT_AV_MAP, /* (a result only) the value should have been an AV_MAP */
+    TIDE_DDB_MODE_JSON_EXACT, /* (tide_ddb_decode's argument only) JSON, with its numbers read as
+                               * N values are: a double when it holds them exactly, else their text */
 };
 
 /* The mode of the values inside a value of the given shape that stands

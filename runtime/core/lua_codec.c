@@ -422,6 +422,7 @@ void tide_lua_open_codec(lua_State *L)
         {"decode_response", tide_codec_decode_response},
         {"encode_value", tide_codec_encode_value},
         {"decode_value", tide_codec_decode_value},
+        {"decode_json", tide_codec_decode_json},
         {"decode_stream_records", tide_codec_decode_stream_records},
         {"item_size", tide_codec_item_size},
         {"list", l_list},

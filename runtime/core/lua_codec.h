@@ -132,6 +132,7 @@ int tide_codec_item_size(lua_State *L);             /* (item) -> bytes | nil, er
 /* lua_decode.c */
 int tide_codec_decode_response(lua_State *L); /* (json) -> table | nil, err */
 int tide_codec_decode_value(lua_State *L);    /* (json of one AttributeValue) -> value | nil, err */
+int tide_codec_decode_json(lua_State *L);     /* (plain JSON, numbers exact) -> value | nil, err */
 
 /* For a call that holds the guard g (decode_stream_records: the data and
  * meta text of each record): decodes text, one AttributeValue (av) or

@@ -190,3 +190,8 @@ int tide_codec_decode_value(lua_State *L)
 {
     return decode(L, "value", true, TIDE_DDB_MODE_AV, TIDE_CODEC_FRAME());
 }
+
+int tide_codec_decode_json(lua_State *L)
+{
+    return decode(L, "value", true, TIDE_DDB_MODE_JSON_EXACT, TIDE_CODEC_FRAME());
+}

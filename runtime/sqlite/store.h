@@ -9,7 +9,10 @@
  *
  * PRAGMA user_version holds TIDE_STORE_SCHEMA_VERSION and application_id
  * TIDE_STORE_APPLICATION_ID once tide_store_init() created the schema; a
- * file with another version or application id is refused.
+ * file with another application id, or a version above this one, is
+ * refused. Version 1 (event data and read-model items as AttributeValue
+ * JSON) is read by the C layer as it is and made 2 (plain JSON) by the Lua
+ * store on open (lua/tide/store/sqlite.lua, migrate).
  *
  * Durability: the file is in WAL mode with synchronous=NORMAL by default. In
  * WAL mode NORMAL fsyncs only at checkpoints, so a commit survives a crash
@@ -41,7 +44,7 @@
 /* The store's error codes (TIDE_ECONFLICT, TIDE_EBUSY, TIDE_ESTORE,
  * TIDE_ESCHEMA) are in runtime/core/error.h with the others. */
 
-#define TIDE_STORE_SCHEMA_VERSION 1
+#define TIDE_STORE_SCHEMA_VERSION 2
 #define TIDE_STORE_APPLICATION_ID 0x74696465 /* "tide" */
 #define TIDE_STORE_BUSY_TIMEOUT_MS 10000
 

@@ -94,7 +94,7 @@ local function recompute(store)
     for _, r in ipairs(rows) do
       pos = r.position
       local id = r.stream:match("^account#(.*)$")
-      local data = core.decode_value(r.data)
+      local data = require("tide.stream").decode_data(r.data, r.format)
       local b = balances[id]
       if r.type == "Opened" then
         b = { id = id, owner = data.owner, balance = 0, status = "open" }

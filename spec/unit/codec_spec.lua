@@ -1065,3 +1065,32 @@ describe("tide.core codec", function()
     end)
   end)
 end)
+
+describe("core.decode_json", function()
+  it("reads plain JSON with numbers as exact as N values, and round-trips with json_encode", function()
+    local text = '{"big":123456789012345678901234567890,"dec":0.12345678901234567,"d":1.5,"i":9007199254740993,'
+      .. '"l":[1,{"e":-1.5E+100}],"n":null,"s":"Zoë\\u0000","t":true,"z":[],"m":{}}'
+    local v = assert(core.decode_json(text))
+    assert.is_true(core.is_number(v.big))
+    assert.equal("123456789012345678901234567890", tostring(v.big))
+    assert.equal("0.12345678901234567", tostring(v.dec))
+    assert.equal(1.5, v.d)
+    assert.equal("9007199254740993", tostring(v.i))
+    assert.equal(-1.5e100, v.l[2].e)
+    assert.is_true(core.is_list(v.l))
+    assert.is_true(core.is_list(v.z))
+    assert.equal(core.null, v.n)
+    assert.equal("Zoë\0", v.s)
+    assert.equal('{"big":123456789012345678901234567890,"d":1.5,"dec":0.12345678901234567,"i":9007199254740993,'
+      .. '"l":[1,{"e":-1.5e+100}],"m":{},"n":null,"s":"Zoë\\u0000","t":true,"z":[]}', core.json_encode(v))
+  end)
+
+  it("refuses what is not one JSON object or array", function()
+    for _, bad in ipairs{ "5", '"x"', "{", '{"a":1} x', '{"a":1e400}', "" } do
+      local v, err = core.decode_json(bad)
+      assert.is_nil(v, bad)
+      assert.is_string(err, bad)
+    end
+    assert.has_error(function() core.decode_json(nil) end)
+  end)
+end)

@@ -285,11 +285,12 @@ describe("tide.store.sqlite", function()
       assert.equal(#big, #events[2].data)
       assert.equal(big, events[2].data)
       assert.equal("", events[2].meta)
-      assert.same({ "version", "type", "data", "meta" }, (function()
+      -- format: the data's, for the decoder (tide.stream): plain JSON
+      assert.same({ "version", "type", "data", "meta", "format" }, (function()
         local keys = {}
         for k in pairs(events[1]) do keys[#keys + 1] = k end
         table.sort(keys, function(a, b)
-          local order = { version = 1, type = 2, data = 3, meta = 4 }
+          local order = { version = 1, type = 2, data = 3, meta = 4, format = 5 }
           return (order[a] or 9) < (order[b] or 9)
         end)
         return keys
@@ -402,7 +403,7 @@ describe("tide.store.sqlite", function()
       end
       assert.same({ "a1@a#1", "a2@a#2", "b1@b#1", "a3@a#3", "c1@c#1" }, seen)
       assert.same({ position = all[5].position, stream = "c", version = 1, type = "c1",
-        data = '{"x":1}', meta = '{"m":1}' }, all[5])
+        data = '{"x":1}', meta = '{"m":1}', format = "json" }, all[5])
       local page = assert(store:read_all(all[2].position, 2))
       assert.equal(2, #page)
       assert.equal("b1", page[1].type)

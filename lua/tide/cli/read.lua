@@ -26,19 +26,29 @@ function commands.read(opts, pos)
 end
 
 return {
-  read = { run = commands.read, summary = "print a read-model item as JSON",
+  read = { run = commands.read, summary = "a read-model item, or its items: tide read MODEL [KEY]",
+    options = { { "--limit", "N", "without KEY: at most N items (default 100)" },
+                { "--after", "KEY", "without KEY: the items after KEY (the last key printed: pages through)" },
+                { "--prefix", "PREFIX", "without KEY: only the keys starting with PREFIX (SQLite only)" } },
     usage = [[
 usage: tide read [--config FILE] MODEL KEY
+       tide read [--config FILE] MODEL [--limit N] [--after KEY] [--prefix PREFIX]
 
-Prints the item KEY of the read model (table) MODEL, as the projection
-wrote it, without tide's own attributes (_tide, _rev).
+With KEY: prints the item KEY of the read model (table) MODEL, as the
+projection wrote it, without tide's own attributes (_tide, _rev).
+Without KEY: the model's items, one JSON object per line; when more
+remain, a last line on stderr says how to go on (--after 'KEY'). On
+SQLite the items come in key order; on DynamoDB a listing is a Scan of the
+table in its hash order, billed for every item read (0.5 RCU per 4 KB),
+and a prefix is refused rather than scanned (the key is a partition key).
 
 Examples:
   tide read balances a1
-  tide read balances a1 | jq .balance
+  tide read balances --limit 10
+  tide read balances --after acc-0042 --limit 10
 
-Output (stdout): the item, one JSON object.
+Output (stdout): the item, one JSON object; without KEY, one per line.
 
-Exit status: 0 ok; 2 unknown read model (the known ones are named);
-5 store failure; 6 no such item.]] },
+Exit status: 0 ok; 2 bad usage or unknown read model (the known ones are
+named); 5 store failure; 6 no such item.]] },
 }

@@ -12,6 +12,10 @@
 --   backend:get_positions(name, streams)           -> {[stream] = version} | nil, err
 --   backend:write(name, plan [, checkpoint])       -> true | nil, err (err.type "Conflict")
 --   backend:read_item(table, key)                  -> item | false | nil, err
+--   backend:list_items(table, {limit=, after=})    -> items, more | nil, err
+--       a Scan: in the table's hash order (not sorted), from the key
+--       after `after`; tombstones skipped; no key prefix (a prefix of a
+--       partition key cannot be looked up: it would read the whole table)
 --   backend:clear(projection)                      -> true | nil, err
 --
 -- `write`: every item one PutItem/DeleteItem (several in flight),
@@ -340,6 +344,33 @@ function Backend:read_item(name, key)
   if not res then return nil, leases.wrap(e, "reading item '" .. tostring(key) .. "'", { table = s.table }) end
   if res.Item and res.Item._deleted then return false end -- a tombstone (see write)
   return res.Item or false
+end
+
+-- A Scan reads up to 1 MB a page and bills every item it reads (tombstones
+-- too): 0.5 RCU per 4 KB, eventually consistent (docs/operations.md).
+function Backend:list_items(name, opts)
+  opts = opts or {}
+  if opts.prefix then
+    return nil, err("Unsupported", "a key prefix needs an ordered key: DynamoDB read models are keyed by a"
+      .. " partition key alone, so a prefix would be a Scan of the whole table", { table = name })
+  end
+  local s = self:spec(name)
+  local limit = opts.limit or 100
+  local params = { TableName = s.table, Limit = limit + 1 }
+  if opts.after then params.ExclusiveStartKey = { [s.key] = opts.after } end
+  local items = {}
+  while true do
+    local res, e = self.client:call("Scan", params)
+    if not res then return nil, leases.wrap(e, "listing items", { table = s.table }) end
+    for _, item in ipairs(res.Items or {}) do
+      if not item._deleted then
+        if #items == limit then return items, true end
+        items[#items + 1] = item
+      end
+    end
+    if not res.LastEvaluatedKey then return items, false end
+    params.ExclusiveStartKey = res.LastEvaluatedKey
+  end
 end
 
 -- Deletes every item of a table, reading only the keys.

@@ -116,4 +116,22 @@ function M.read(app, model, key)
   return item
 end
 
+-- host.list(app, model, {limit=, after=, prefix=}) -> items, more | nil, err
+-- The items of a read model without tide's bookkeeping (_tide, _rev); on
+-- SQLite in key order, on DynamoDB in the table's order (a Scan).
+function M.list(app, model, opts)
+  local p, err = M.find_model(app, model)
+  if not p then return nil, terror.new{ kind = "invalid", message = err } end
+  local backend = M.backend(app)
+  if backend.register then backend:register(p) end
+  local items, more = backend:list_items(model, opts)
+  if not items then
+    local e = more
+    return nil, terror.new{ kind = e and e.type == "Unsupported" and "invalid" or "store",
+                            message = tostring(e and e.message or e), cause = e }
+  end
+  for _, item in ipairs(items) do item._tide, item._rev = nil, nil end
+  return items, more
+end
+
 return M

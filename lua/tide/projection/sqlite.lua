@@ -9,6 +9,9 @@
 --       checkpoint = {position=, owner=, lease_ms=}: written in the same
 --       transaction, only while owner holds the lease (else err.type "LeaseLost")
 --   backend:read_item(table, key) -> item (with _tide, _rev) | false | nil, err
+--   backend:list_items(table, {limit=, after=, prefix=}) -> items (with _tide, _rev), more | nil, err
+--       in key order (bytes), keys after `after`, starting with `prefix`;
+--       more is true when items remain past the limit
 --   backend:clear(projection) -> true | nil, err    -- its tables, positions and checkpoint position
 --   -- the checkpoint row and its lease (used by the embedded-feed runner):
 --   backend:checkpoint(name) -> {position=, owner=, lease_until=, error=, updated=, now=} | nil, err
@@ -19,8 +22,10 @@
 --
 -- Tables (created next to events and snapshots):
 --   read_models(model, key, item, rev, PRIMARY KEY (model, key))
---     item: the whole item as AttributeValue JSON (core.encode_value), with
---     _tide and _rev; rev: a copy of _rev, for conditional writes
+--     item: the whole item as plain JSON (tide.stream.encode_data, format
+--     "json": numbers exact, readable with SQLite's JSON functions, e.g.
+--     json_extract(item, '$.balance')), with _tide and _rev; rev: a copy
+--     of _rev, for conditional writes
 --   projection_positions(projection, stream, version, PRIMARY KEY (projection, stream))
 --   checkpoints(projection PRIMARY KEY, position, owner, lease_until, error, updated)
 --     lease_until and updated: milliseconds since the epoch, by SQLite's
@@ -39,7 +44,10 @@ local core = require "tide.core"
 local terror = require "tide.error"
 
 local type, ipairs, pairs, tostring, setmetatable, error = type, ipairs, pairs, tostring, setmetatable, error
-local encode_value, decode_value = core.encode_value, core.decode_value
+-- items as plain JSON (numbers exact; binary or sets: ["av",...]), see tide.stream
+local stream_mod = require "tide.stream"
+local function encode_value(item) return stream_mod.encode_data(item, "json") end
+local function decode_value(text) return stream_mod.decode_data(text, "json") end
 
 local M = {}
 
@@ -65,6 +73,8 @@ local SQL = {
   insert_item = "INSERT INTO read_models (model, key, item, rev) VALUES (?1, ?2, ?3, ?4)"
     .. " ON CONFLICT (model, key) DO NOTHING",
   update_item = "UPDATE read_models SET item = ?3, rev = ?4 WHERE model = ?1 AND key = ?2 AND rev = ?5",
+  list_items = "SELECT key, item FROM read_models WHERE model = ?1 AND key > ?2 AND key >= ?3 AND key < ?4"
+    .. " ORDER BY key LIMIT ?5",
   delete_item = "DELETE FROM read_models WHERE model = ?1 AND key = ?2",
   delete_item_if = "DELETE FROM read_models WHERE model = ?1 AND key = ?2 AND rev = ?3",
   clear_model = "DELETE FROM read_models WHERE model = ?1",
@@ -268,6 +278,26 @@ function Backend:read_item(tname, key)
   if not rows then return nil, wrap(err, { table = tname, key = key }) end
   if not rows[1] then return false end
   return decode_item(rows[1][1], tname, key)
+end
+
+-- Keys are valid UTF-8 (tide.input), which never holds the byte 0xFF:
+-- every key starting with prefix sorts below prefix .. "\255".
+function Backend:list_items(tname, opts)
+  opts = opts or {}
+  if type(tname) ~= "string" then error("backend:list_items(table, opts): table must be a string", 2) end
+  local limit = opts.limit or 100
+  local ok, serr = self:ensure_schema()
+  if not ok then return nil, serr end
+  local prefix = opts.prefix or ""
+  local rows, err = self.db:query(SQL.list_items, tname, opts.after or "", prefix, prefix .. "\255", limit + 1)
+  if not rows then return nil, wrap(err, { table = tname }) end
+  local items = {}
+  for i = 1, math.min(#rows, limit) do
+    local item, derr = decode_item(rows[i][2], tname, rows[i][1])
+    if not item then return nil, derr end
+    items[i] = item
+  end
+  return items, #rows > limit
 end
 
 function Backend:clear(projection)

@@ -15,6 +15,7 @@
 --   store:load(stream, after_version)              -> events | nil, err
 --   store:get_snapshot(stream)                     -> snapshot | false | nil, err
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
+--   store:list_streams(aggregate, {limit=, after=}) -> streams, more, cost | nil, err
 --   store:close()
 --
 -- Errors are `nil, err`, a tide.error {kind=, type=, message=, stream=,
@@ -541,6 +542,59 @@ function Store:put_snapshot(stream, version, state_text, meta_text)
 end
 
 -- store:close(): the client belongs to the caller; nothing to release.
+-- The streams of an aggregate, {{stream=, id=, version=}...}: a Scan of
+-- the events table (keys only, filtered on the stream's prefix). DynamoDB
+-- cannot list the partition keys of a table, so this reads every event
+-- of every aggregate up to the limit-th stream found, and bills them all:
+-- 0.5 RCU per 4 KB read (eventually consistent), the filter does not
+-- lower it. cost = {scanned=, read_units=, pages=}. Streams come in the
+-- table's hash order (not sorted); `after` (a stream or an id) continues
+-- after that stream. For a list used in production, keep a read model of
+-- the streams with a projection instead (docs/operations.md).
+function Store:list_streams(aggregate, opts)
+  opts = opts or {}
+  if type(aggregate) ~= "string" or aggregate == "" then
+    error("store:list_streams: aggregate must be a non-empty string", 2)
+  end
+  local limit = opts.limit or 100
+  local from = aggregate .. "#"
+  local params = {
+    TableName = self.events_table, ProjectionExpression = "#s, #v",
+    FilterExpression = "begins_with(#s, :p)",
+    ExpressionAttributeNames = { ["#s"] = "stream", ["#v"] = "version" },
+    ExpressionAttributeValues = { [":p"] = from },
+    ReturnConsumedCapacity = "TOTAL",
+  }
+  local after = opts.after
+  if after then
+    if after:sub(1, #from) ~= from then after = from .. after end
+    -- past every version of that stream
+    params.ExclusiveStartKey = { stream = after, version = 2 ^ 53 }
+  end
+  local out, index, cost = {}, {}, { scanned = 0, read_units = 0, pages = 0 }
+  while true do
+    local res, err = self.client:call("Scan", params)
+    if not res then return nil, wrap(err, nil, self.events_table, "listing streams") end
+    cost.pages = cost.pages + 1
+    cost.scanned = cost.scanned + (tonumber(res.ScannedCount) or 0)
+    local cc = res.ConsumedCapacity
+    cost.read_units = cost.read_units + (cc and tonumber(cc.CapacityUnits) or 0)
+    for _, item in ipairs(res.Items or {}) do
+      local name, v = item.stream, tonumber(tostring(item.version))
+      local at = index[name]
+      if at then
+        if v > out[at].version then out[at].version = v end
+      else
+        if #out == limit then return out, true, cost end
+        out[#out + 1] = { stream = name, id = name:sub(#from + 1), version = v }
+        index[name] = #out
+      end
+    end
+    if not res.LastEvaluatedKey then return out, false, cost end
+    params.ExclusiveStartKey = res.LastEvaluatedKey
+  end
+end
+
 function Store:close()
   return true
 end

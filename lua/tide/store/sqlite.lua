@@ -14,6 +14,7 @@
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
 --   store:read_all(after_position, limit) -> events (with position, stream) | nil, err
 --   store:last_position() -> the highest position (0 for an empty store) | nil, err
+--   store:list_streams(aggregate, {limit=, after=}) -> {{stream=, id=, version=}...}, more | nil, err
 --   store:close()
 --   store.stats = {appends=, transactions=, conflicts=, largest_group=}
 --     appends written, write transactions begun, appends that failed with a
@@ -145,18 +146,98 @@ function M.new(opts)
   if not db then
     return nil, wrap(err)
   end
-  return setmetatable({
+  local self = setmetatable({
     db = db,
     path = path,
+    data_format = "json", -- event data as plain JSON (tide.stream.encode_data)
     group_max = group_max,
     queue = nil, -- the group being gathered, while its leader yields
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
   }, Store)
+  -- a file of schema 1 holds AttributeValue JSON: made plain on open
+  local ok, merr = self:migrate()
+  if not ok then
+    db:close()
+    return nil, merr
+  end
+  return self
 end
 
 function Store:init()
   local ok, err = self.db:init()
   if not ok then
+    return nil, wrap(err)
+  end
+  return self:migrate()
+end
+
+-- Schema 1 (tide before 0.x): event data and read-model items as
+-- AttributeValue JSON text. Schema 2: plain JSON (tide.stream.encode_data,
+-- format "json"). migrate() converts a file of schema 1 in one write
+-- transaction (BEGIN IMMEDIATE: another process opening it at the same
+-- time waits, then finds it done), a page of rows at a time; a new file is
+-- created at 2 by db:init. Snapshots stay AttributeValue JSON (opaque).
+local MIGRATE_PAGE = 1000
+
+local function user_version(db)
+  local rows, err = db:query("SELECT user_version FROM pragma_user_version")
+  if not rows then return nil, err end
+  return rows[1][1]
+end
+
+local function convert_rows(db, first, select_sql, update_sql)
+  local convert = require("tide.stream").convert
+  local after = first
+  while true do
+    local rows, err = db:query(select_sql, after, MIGRATE_PAGE)
+    if not rows then return nil, err end
+    for _, r in ipairs(rows) do
+      -- r = {key..., text}: the last column is the text
+      local text = r[#r]
+      if text ~= nil and text ~= "" then
+        local plain, cerr = convert(text, "json")
+        if not plain then
+          return nil, { message = ("cannot convert %s: %s"):format(table.concat(r, " ", 1, #r - 1), tostring(cerr)) }
+        end
+        local args = { plain }
+        for k = 1, #r - 1 do args[#args + 1] = r[k] end
+        local ok, uerr = db:query(update_sql, unpack(args))
+        if not ok then return nil, uerr end
+      end
+    end
+    if #rows < MIGRATE_PAGE then return true end
+    after = rows[#rows][1]
+  end
+end
+
+function Store:migrate()
+  local db = self.db
+  local uv, err = user_version(db)
+  if not uv then return nil, wrap(err) end
+  if uv ~= 1 then return true end
+  local ok
+  ok, err = db:begin()
+  if not ok then return nil, wrap(err) end
+  uv, err = user_version(db)
+  if uv == 1 then
+    ok, err = convert_rows(db, 0, "SELECT position, data FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
+                           "UPDATE events SET data = ?1 WHERE position = ?2")
+    if ok then
+      local rows = db:query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'read_models'")
+      if rows and rows[1][1] > 0 then
+        -- keyed by (model, key): page on their concatenation
+        ok, err = convert_rows(db, "", "SELECT model || char(0) || key, model, key, item FROM read_models"
+          .. " WHERE model || char(0) || key > ?1 ORDER BY model || char(0) || key LIMIT ?2",
+          "UPDATE read_models SET item = ?1 WHERE model = ?3 AND key = ?4")
+      end
+    end
+    if ok then ok, err = db:exec("PRAGMA user_version = 2") end
+    if ok then ok, err = db:commit() end
+  elseif uv then
+    ok, err = db:commit()
+  end
+  if not ok then
+    db:rollback()
     return nil, wrap(err)
   end
   return true
@@ -310,7 +391,7 @@ function Store:load(stream, after_version)
   end
   for i = 1, #events do
     local ev = events[i]
-    ev.position, ev.stream = nil, nil
+    ev.position, ev.stream, ev.format = nil, nil, "json"
   end
   return events
 end
@@ -357,6 +438,7 @@ function Store:read_all(after_position, limit)
   if not events then
     return nil, wrap(err)
   end
+  for i = 1, #events do events[i].format = "json" end
   return events
 end
 
@@ -368,6 +450,30 @@ function Store:last_position()
     return nil, wrap(err)
   end
   return rows[1] and rows[1][1] or 0
+end
+
+-- The streams of an aggregate in name order, after the stream `after`
+-- (a stream name or an id), at most limit (default 100); more: true when
+-- there are others. A range of the UNIQUE (stream, version) index: the
+-- streams "<aggregate>#..." sort between "<aggregate>#" and "<aggregate>$".
+function Store:list_streams(aggregate, opts)
+  opts = opts or {}
+  if type(aggregate) ~= "string" or aggregate == "" then
+    error("store:list_streams: aggregate must be a non-empty string", 2)
+  end
+  local limit = opts.limit or 100
+  if not is_int(limit, 1) then error("store:list_streams: limit must be a positive integer", 2) end
+  local from = aggregate .. "#"
+  local after = opts.after
+  if after and after:sub(1, #from) ~= from then after = from .. after end
+  local rows, err = self.db:query("SELECT stream, max(version) FROM events WHERE stream > ?1 AND stream < ?2"
+    .. " GROUP BY stream ORDER BY stream LIMIT ?3", after or from, aggregate .. "$", limit + 1)
+  if not rows then return nil, wrap(err) end
+  local out = {}
+  for i = 1, math.min(#rows, limit) do
+    out[i] = { stream = rows[i][1], id = rows[i][1]:sub(#from + 1), version = rows[i][2] }
+  end
+  return out, #rows > limit
 end
 
 function Store:close()
