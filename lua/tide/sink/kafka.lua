@@ -182,7 +182,10 @@ function Publisher:serve()
       if e.fatal then self.fatal = self.last_error end
       note(self, e.fatal and "error" or "warn", "kafka: " .. self.last_error, { brokers = self.brokers })
     else
-      note(self, "warn", "kafka: " .. e.code .. ": " .. e.message, { brokers = self.brokers })
+      -- CONFWARN: tide's own defaults include an experimental property
+      -- (enable.gapless.guarantee), which librdkafka mentions at each start
+      note(self, e.code == "CONFWARN" and "debug" or "warn", "kafka: " .. e.code .. ": " .. e.message,
+        { brokers = self.brokers })
     end
   end
   if self.fatal then
