@@ -262,8 +262,8 @@ local function check_value(ctx, spec, path, v)
       if type(x) == "boolean" then x = tostring(x)
       elseif type(x) == "number" then x = (x == math.floor(x)) and string.format("%.0f", x) or tostring(x) end
       if type(x) ~= "string" then
-        return bad("." .. k .. " must be a string, a number or true/false (got " .. type_name(x, ctx.lines ~= nil)
-                   .. ")")
+        return nil, config_error(ctx.source, line_of(ctx, path), path, path .. "." .. k
+          .. " must be a string, a number or true/false (got " .. type_name(x, ctx.lines ~= nil) .. ")")
       end
       out[k] = x
     end

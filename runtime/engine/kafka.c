@@ -136,6 +136,10 @@ struct tide_kafka *tide_kafka_new(const char *const *names, const char *const *v
     rd_kafka_set_log_queue(k->rk, NULL); /* logs to the main queue, served by poll */
     k->main_q = rd_kafka_queue_get_main(k->rk);
     rd_kafka_queue_io_event_enable(k->main_q, k->pipe_wr, "1", 1);
+    /* the event fires when the queue turns non-empty: what is queued
+     * already (a configuration warning at start) would hold it back */
+    if (rd_kafka_queue_length(k->main_q) > 0 && write(k->pipe_wr, "1", 1) < 0)
+        (void)0; /* a full pipe is as good: the loop wakes anyway */
     return k;
 fail:
     if (k->rk == NULL)

@@ -118,6 +118,9 @@ for _, kind in ipairs{ "sqlite", "dynamodb" } do
 
     local ids = { "a1", "a2", "a3", "a4", "a5", "a6" }
     local expected = {}
+    local t0
+    before_each(function() t0 = require("tide.clock").mono() end)
+    after_each(function() io.stderr:write(("\n  [%.1f s]\n"):format(require("tide.clock").mono() - t0)) end)
 
     it("publishes every account's events in order, with no gap, across SIGKILLs in the middle of publishing",
       function()
