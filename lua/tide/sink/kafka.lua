@@ -131,13 +131,14 @@ function Publisher:open()
   return true
 end
 
-local function note(self, level, message, fields)
-  -- one line per distinct message per 10 s: a broker down repeats itself
+local function note(self, level, message, fields, key)
+  -- one line per kind of message per 10 s: a broker down repeats itself
   local now = clock.mono()
+  key = key or message
   self.said = self.said or {}
-  local last = self.said[message]
+  local last = self.said[key]
   if last and now - last < 10 then return end
-  self.said[message] = now
+  self.said[key] = now
   self.log(level, message, fields)
 end
 
@@ -180,12 +181,13 @@ function Publisher:serve()
     if e.kind == "error" then
       self.last_error = e.code .. ": " .. e.message
       if e.fatal then self.fatal = self.last_error end
-      note(self, e.fatal and "error" or "warn", "kafka: " .. self.last_error, { brokers = self.brokers })
-    else
+      note(self, e.fatal and "error" or "warn", "kafka: " .. self.last_error, { brokers = self.brokers },
+        e.code .. (e.message:match("^(%S+)") or ""))
+    elseif e.code ~= "FAIL" then -- FAIL lines repeat what the error callback says
       -- CONFWARN: tide's own defaults include an experimental property
       -- (enable.gapless.guarantee), which librdkafka mentions at each start
       note(self, e.code == "CONFWARN" and "debug" or "warn", "kafka: " .. e.code .. ": " .. e.message,
-        { brokers = self.brokers })
+        { brokers = self.brokers }, e.code)
     end
   end
   if self.fatal then
@@ -265,7 +267,8 @@ function Publisher:publish(name, msgs)
         -- the local queue is full: let deliveries drain it (memory stays bounded)
         ensure_pump(self)
         metrics.sink_in_flight(self.pending)
-        note(self, "warn", "kafka: the producer's queue is full; waiting for deliveries", { projection = name })
+        note(self, "warn", "kafka: the producer's queue is full; waiting for deliveries", { projection = name },
+          "full")
         sched.sleep(0.01)
         if self.producer ~= producer then
           b.error = "the producer failed: " .. tostring(self.fatal)
@@ -303,7 +306,7 @@ function Publisher:publish(name, msgs)
     local why = self.last_error and (": last client error: " .. self.last_error) or ""
     local msg = ("waiting for Kafka: %d message(s) of %s not delivered after %g s (they stay queued; the batch "
       .. "is tried again)%s"):format(self.pending, name, self.wait_s, why)
-    note(self, "warn", "kafka: " .. msg, { projection = name, brokers = self.brokers })
+    note(self, "warn", "kafka: " .. msg, { projection = name, brokers = self.brokers }, "wait " .. name)
     return nil, kafka_error("KafkaWait", msg, name)
   end
   metrics.sink_publish_duration(name, clock.mono() - b.t0)
