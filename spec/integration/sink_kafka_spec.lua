@@ -122,13 +122,13 @@ for _, kind in ipairs{ "sqlite", "dynamodb" } do
 
     it("publishes every account's events in order, with no gap, across SIGKILLs in the middle of publishing",
       function()
-        -- broker 3 answers 3 s late: the partitions it leads wait while the
-        -- others take their messages, so a batch is still in flight when
-        -- the first of its messages are on the topic, and the kill lands in
-        -- its middle
-        mock:command("rtt 3 3000")
+        -- each round, broker 3 answers its first Produce requests 3 s late:
+        -- the partitions it leads wait while the others take their
+        -- messages, so the batch is still in flight when its first
+        -- messages are on the topic, and the kill lands in its middle
         local count = 0
         for _ = 1, 3 do
+          mock:command("delay 3 0 2 3000")
           write_round(dir, ids, expected, 2)
           start_worker(dir, "w")
           -- the first messages of this round are on the topic: kill now,
@@ -147,7 +147,6 @@ for _, kind in ipairs{ "sqlite", "dynamodb" } do
           count = #msgs
         end
         -- a last run publishes what the killed ones left
-        mock:command("rtt 3 0")
         start_worker(dir, "w")
         local msgs = kafka.wait_for(mock.bootstrap, TOPIC, expected, 90)
         local report = kafka.check(msgs, expected)

@@ -159,3 +159,34 @@ describe("the kafka configuration", function()
     p:close()
   end)
 end)
+
+describe("the Kafka publisher", function()
+  it("never puts the SASL password in a log line or an error", function()
+    local kafka = require "kafka"
+    local dir = helpers.tmpdir()
+    local mock = kafka.mock(dir, { "t:1" })
+    helpers.write_file(dir .. "/pw", "pw-7f3a9c-never-shown\n")
+    local ok, res = pcall(function()
+      local cfg = assert(config.from_table({ kafka = { brokers = mock.bootstrap, wait_ms = 300,
+        sasl = { mechanism = "SCRAM-SHA-512", username = "tide", password = "file:" .. dir .. "/pw" },
+        ssl = { enabled = false }, properties = { debug = "security,broker" } } }))
+      local lines = {}
+      local log = function(level, msg, fields) lines[#lines + 1] = level .. " " .. msg .. " " .. cjson.encode(fields or {}) end
+      return require("tide.sched").run(function()
+        local p = assert(require("tide.sink.kafka").new(cfg, { log = log }))
+        local okp, err = p:publish("s", { { topic = "t", key = "k", value = "v", headers = {}, id = "k@1" } })
+        p:close()
+        return { ok = okp, err = tostring(err), lines = lines }
+      end)
+    end)
+    mock:stop()
+    helpers.run("rm -rf " .. helpers.shell_quote(dir))
+    assert(ok, res)
+    assert.is_nil(res.ok)
+    assert.matches("waiting for Kafka", res.err, 1, true)
+    assert.is_true(#res.lines > 0)
+    local all = res.err .. "\n" .. table.concat(res.lines, "\n")
+    assert.not_matches("pw-7f3a9c", all, 1, true)
+    if os.getenv("SINK_SPEC_SHOW") then print(all) end
+  end)
+end)
