@@ -11,8 +11,7 @@ local stores = require "stores"
 local kafka = require "kafka"
 local cjson = require "cjson"
 
--- tables with streams: a DynamoDB Local of this file's own
-helpers.private_dynamodb()
+-- (a few dozen events: the suite's DynamoDB Local is enough)
 
 local q = helpers.shell_quote
 local TOPIC = "account-events"

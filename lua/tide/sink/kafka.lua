@@ -111,6 +111,7 @@ function M.new(cfg, opts)
     log = opts and opts.log or require("tide.log").default,
     batches = {},       -- token -> batch
     inflight = {},      -- "<projection>\0<topic>\0<event id>" -> the batch that produced it
+    recent = {}, nrecent = 0, -- ids delivered after their publisher gave up waiting
     pending = 0,        -- messages produced, not yet reported
     token = 0,
     published = 0, failed = 0,
@@ -147,8 +148,16 @@ local function finish(self, b)
   if b.done then return end
   b.done = true
   self.batches[b.token] = nil
+  local keep = b.abandoned and not b.error
   for id in pairs(b.ids) do
     if self.inflight[id] == b then self.inflight[id] = nil end
+    -- delivered after its publisher gave up waiting: the retried batch
+    -- takes it as published instead of publishing it again
+    if keep then
+      if self.nrecent >= 100000 then self.recent, self.nrecent = {}, 0 end
+      self.recent[id] = true
+      self.nrecent = self.nrecent + 1
+    end
   end
   if b.thread then require("tide.sched").wakeup(b.thread) end
 end
@@ -197,18 +206,31 @@ function Publisher:serve()
       finish(self, b)
     end
     self.batches, self.inflight, self.pending = {}, {}, 0
+    require("tide.sched").unwatch(self.fd) -- before the descriptor is closed
     self.producer:close()
     self.producer = nil
   end
 end
 
--- The pump: runs while messages are in flight, in its own scheduler
--- thread, with the producer's descriptor in the engine's epoll set.
+-- True while a batch's publisher waits for its reports.
+local function awaited(self)
+  for _, b in pairs(self.batches) do
+    if b.thread then return true end
+  end
+  return false
+end
+
+-- The pump: runs while messages are in flight and someone waits for them,
+-- in its own scheduler thread, with the producer's descriptor in the
+-- engine's epoll set. Reports that come while no one waits (a batch that
+-- gave up waiting, its runner stopping) are served by the next pump: the
+-- loop is never kept alive for them, so `tide project` and a stopping
+-- `tide run` end even while the brokers are away.
 function Publisher:pump()
   local sched = require "tide.sched"
   local fd, producer = self.fd, self.producer
   local watched = sched.watch(fd)
-  while self.pending > 0 and self.producer == producer do
+  while self.pending > 0 and self.producer == producer and awaited(self) do
     sched.wait_readable(fd, 1)
     if self.producer ~= producer then break end
     self:serve()
@@ -252,7 +274,9 @@ function Publisher:publish(name, msgs)
     local m = msgs[i]
     local id = name .. "\0" .. m.topic .. "\0" .. m.id
     local prev = self.inflight[id]
-    if prev and not prev.done then
+    if self.recent[id] then
+      self.recent[id] = nil -- delivered already, once: counted as this batch's
+    elseif prev and not prev.done then
       -- still queued from an attempt that gave up waiting: wait for it
       -- rather than publish it again
       b.deps[prev] = true
@@ -265,7 +289,7 @@ function Publisher:publish(name, msgs)
           break
         end
         -- the local queue is full: let deliveries drain it (memory stays bounded)
-        ensure_pump(self)
+        self:serve()
         metrics.sink_in_flight(self.pending)
         note(self, "warn", "kafka: the producer's queue is full; waiting for deliveries", { projection = name },
           "full")
@@ -283,7 +307,7 @@ function Publisher:publish(name, msgs)
     end
   end
   metrics.sink_in_flight(self.pending)
-  if b.left == 0 then finish(self, b) else ensure_pump(self) end
+  if b.left == 0 then finish(self, b) end
   -- wait for our reports, then for those of the earlier attempts we adopted
   local deadline = clock.mono() + self.wait_s
   local function wait_for(x)
@@ -303,6 +327,8 @@ function Publisher:publish(name, msgs)
     if all and dep.error then b.error = b.error or dep.error end
   end
   if not all then
+    b.abandoned = true
+    for dep in pairs(b.deps) do dep.abandoned = true end
     local why = self.last_error and (": last client error: " .. self.last_error) or ""
     local msg = ("waiting for Kafka: %d message(s) of %s not delivered after %g s (they stay queued; the batch "
       .. "is tried again)%s"):format(self.pending, name, self.wait_s, why)
