@@ -12,7 +12,7 @@
 
 V         ?= 0
 Q         := $(if $(filter 1,$(V)),,@)
-PKGS      := luajit libcurl yajl yaml-0.1 sqlite3 openssl nettle libmicrohttpd
+PKGS      := luajit libcurl yajl yaml-0.1 sqlite3 openssl nettle libmicrohttpd rdkafka
 CC        ?= cc
 PREFIX    ?= /usr/local
 LUA_LDIR  ?= $(PREFIX)/share/lua/5.1
@@ -38,7 +38,7 @@ pc_ok      = $(eval pc_ok := $$(pc_check))
 pc         = $(pc_ok)$(shell pkg-config $(1) $(2))
 PC_CFLAGS  = $(eval PC_CFLAGS := $$(call pc,--cflags,$$(PKGS)))$(PC_CFLAGS)
 LIBS_CORE  = $(eval LIBS_CORE := $$(call pc,--libs,openssl nettle yajl yaml-0.1) -lm)$(LIBS_CORE)
-LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl libmicrohttpd) -lm)$(LIBS_ENG)
+LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl libmicrohttpd rdkafka) -lm)$(LIBS_ENG)
 LIBS_SQL   = $(eval LIBS_SQL := $$(call pc,--libs,sqlite3))$(LIBS_SQL)
 LIBS_CLI   = $(eval LIBS_CLI := $$(call pc,--libs,$$(PKGS)) -lm -ldl -lpthread)$(LIBS_CLI)
 
@@ -66,7 +66,7 @@ SQL_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_handle.o)
 .PHONY: all deps test-deps run test test-asan bench install clean
 
 all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so \
-     $(BUILD)/test/codec_test
+     $(BUILD)/test/codec_test $(BUILD)/test/kafka_mock
 
 # Every compile waits for the deps step (order-only: it never forces a
 # rebuild), so the first `make` on a fresh machine installs before it builds.
@@ -108,6 +108,13 @@ $(BUILD)/test/codec_test: $(BUILD)/obj/spec/c/codec_test.o $(PURE_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
+
+# librdkafka's mock cluster (rdkafka_mock.h) in a process of the suite's
+# own: the Kafka brokers the sink specs and the bench publish to.
+$(BUILD)/test/kafka_mock: spec/fixtures/kafka_mock.c | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(call pc,--libs,rdkafka)
 
 run: all
 	@tools/run-example.sh

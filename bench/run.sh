@@ -284,6 +284,7 @@ section "Where a command's CPU goes: tide batch on the embedded store, profiled"
 section "Hot streams: one account batched vs one at a time; 4 writer processes vs 1" bench/hot_streams.sh
 section "User code: the budget's cost per command (lua.handler_budget_ms on vs off), tide batch's huge lines" bench/user_code.sh
 section "The cost of metrics per command: tide batch with metrics off and on (scraped)" bench/metrics_cost.sh
+section "Kafka sinks: events published per second and CPU per event, tide project vs kcat -P (the librdkafka floor)" bench/kafka_sink.sh
 
 echo ""
 echo "== Projections from the embedded feed: events per second =="

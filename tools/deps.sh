@@ -5,10 +5,10 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_PKGS="gcc make pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev \
-libssl-dev nettle-dev libyaml-dev libyajl-dev libjsmn-dev libsqlite3-dev libmicrohttpd-dev lua-cjson lua-expat"
+libssl-dev nettle-dev libyaml-dev libyajl-dev libjsmn-dev libsqlite3-dev libmicrohttpd-dev librdkafka-dev lua-cjson lua-expat"
 TEST_PKGS="lua-busted openjdk-17-jre-headless nodejs npm nginx-light \
 libnginx-mod-http-lua lua-resty-core libclang-rt-14-dev wrk curl sqlite3 procps python3 openssl time prometheus \
-python3-botocore"
+python3-botocore kcat"
 
 want="$BUILD_PKGS"
 [ "${1:-build}" = test ] && want="$want $TEST_PKGS"

@@ -68,6 +68,21 @@ local SCHEMA = {
   { name = "metrics", section = {
     { name = "listen", kind = "string" },
   } },
+  { name = "kafka", section = {
+    { name = "brokers", kind = "string" },
+    { name = "client_id", kind = "string" },
+    { name = "sasl", section = {
+      { name = "mechanism", kind = "enum", values = { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" } },
+      { name = "username", kind = "string" },
+      { name = "password", kind = "secret" },
+    } },
+    { name = "ssl", section = {
+      { name = "enabled", kind = "boolean" },
+      { name = "ca", kind = "path" },
+    } },
+    { name = "properties", kind = "map" },
+    { name = "wait_ms", kind = "integer", min = 100, default = 30000 },
+  } },
   { name = "lua", section = {
     { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
     { name = "handler_budget_ms", kind = "integer", min = 0, default = 1000 },
@@ -237,6 +252,30 @@ local function check_value(ctx, spec, path, v)
   elseif kind == "boolean" then
     if type(v) ~= "boolean" then return want("true or false") end
     return v
+  elseif kind == "secret" then
+    -- a reference, never the secret itself: tide.yaml is read by many and
+    -- lands in repositories; the value is read when it is used
+    if type(v) ~= "string" or not (v:match("^env:[%a_][%w_]*$") or v:match("^file:.")) then
+      return bad("must say where the secret is: \"env:VARIABLE\" or \"file:/path/to/file\" "
+                 .. "(the secret itself never goes in the configuration)")
+    end
+    local file = v:match("^file:(.+)$")
+    if file then return "file:" .. resolve_path(file, ctx.base, spec) end
+    return v
+  elseif kind == "map" then
+    if type(v) ~= "table" or is_list(v, ctx.lines ~= nil) then return want("a mapping of names to values") end
+    local out = {}
+    for k, x in pairs(v) do
+      if type(k) ~= "string" then return bad("keys must be names") end
+      if type(x) == "boolean" then x = tostring(x)
+      elseif type(x) == "number" then x = (x == math.floor(x)) and string.format("%.0f", x) or tostring(x) end
+      if type(x) ~= "string" then
+        return nil, config_error(ctx.source, line_of(ctx, path), path, path .. "." .. k
+          .. " must be a string, a number or true/false (got " .. type_name(x, ctx.lines ~= nil) .. ")")
+      end
+      out[k] = x
+    end
+    return out
   elseif kind == "integer" then
     if type(v) ~= "number" then return want("an integer") end
     if v ~= v or v == math.huge or v == -math.huge or v ~= math.floor(v) then
@@ -312,17 +351,11 @@ local function check_level(ctx, t, level, prefix, out)
   return true
 end
 
-local function defaults(ctx)
+local function defaults(ctx, level)
   local cfg = {}
-  for _, spec in ipairs(SCHEMA) do
+  for _, spec in ipairs(level or SCHEMA) do
     if spec.section then
-      local s = {}
-      for _, k in ipairs(spec.section) do
-        if k.default ~= nil then
-          s[k.name] = k.kind == "path" and resolve_path(k.default, ctx.base, k) or k.default
-        end
-      end
-      cfg[spec.name] = s
+      cfg[spec.name] = defaults(ctx, spec.section)
     elseif spec.default ~= nil then
       cfg[spec.name] = spec.kind == "path" and resolve_path(spec.default, ctx.base, spec) or spec.default
     end

@@ -94,6 +94,8 @@ function M.open(opts)
   metrics.instrument_repository(repository, cfg.log and cfg.log.level == "debug" and log or nil)
   metrics.know("aggregate", registry)
   metrics.know("projection", projections)
+  -- sinks make their publishers from this configuration when first used
+  require("tide.sink").configure(cfg, log)
   if store.client then metrics.usage(store.client) end
   return { cfg = cfg, store = store, registry = registry, projections = projections, repository = repository,
            log = log }

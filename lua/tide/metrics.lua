@@ -194,6 +194,14 @@ local F = {
   leases_held = family("gauge", "tide_leases_held", "Leases this process holds.", { "projection" }),
   takeovers = family("counter", "tide_lease_takeovers_total",
     "Leases this process took from another owner (expired or stolen).", { "projection" }),
+  sink_messages = family("counter", "tide_sink_messages_published_total",
+    "Messages a sink published whose delivery report succeeded.", { "projection" }),
+  sink_failures = family("counter", "tide_sink_delivery_failures_total",
+    "Messages whose delivery report failed (the batch is published again from the checkpoint).", { "projection" }),
+  sink_in_flight = family("gauge", "tide_sink_messages_in_flight",
+    "Messages handed to the Kafka producer and not yet reported."),
+  sink_duration = family("histogram", "tide_sink_publish_duration_seconds",
+    "Time from publishing a sink's batch to the last delivery report of its messages.", { "projection" }, LATENCY),
   reloads = family("counter", "tide_reloads_total", "Hot reloads of modules, by outcome.", { "kind", "outcome" }),
   module_info = family("gauge", "tide_module_info", "The modules running, with their version (value 1).",
     { "kind", "name", "version" }),
@@ -418,6 +426,28 @@ end
 function M.projection_error(projection)
   if not M.enabled then return end
   add(F.proj_errors, 1, projection_label(projection))
+end
+
+-- Sinks (tide.sink.kafka): delivered and failed messages, the messages in
+-- flight (one producer per process), a batch's time to its last report.
+function M.sink_published(projection, n)
+  if not M.enabled then return end
+  add(F.sink_messages, n, projection_label(projection))
+end
+
+function M.sink_failed(projection, n)
+  if not M.enabled then return end
+  add(F.sink_failures, n, projection_label(projection))
+end
+
+function M.sink_in_flight(n)
+  if not M.enabled then return end
+  set(F.sink_in_flight, n)
+end
+
+function M.sink_publish_duration(projection, seconds)
+  if not M.enabled then return end
+  observe(F.sink_duration, seconds, projection_label(projection))
 end
 
 function M.projection_lag_events(projection, n)

@@ -13,6 +13,10 @@
 --   balances.after_batch = function(ctx) end
 --   return balances
 --
+-- A sink (tide.sink) is a projection whose effect is publishing: it has
+-- `sink = { kind = "kafka", topic = "..." }` and an optional
+-- `publish(event)` instead of tables and handlers.
+--
 -- subscribe: with `aggregates` only, every event of those aggregates; with
 -- `events` only, those event types of any aggregate; with both, those types
 -- of those aggregates.
@@ -95,6 +99,17 @@ function M.from_source(name, source, path, opts)
     local serr
     events, serr = string_set(sub.events, "subscribe.events")
     if not events then return nil, path .. ": " .. serr end
+  end
+
+  -- a sink publishes what it reads (tide.sink): no tables, no handlers
+  if mod.sink ~= nil then
+    local spec, serr = require("tide.sink").check(mod, name, path)
+    if not spec then return nil, serr end
+    return setmetatable({
+      name = name, path = path, module = mod, tables = {}, sink = spec,
+      version = core.sha256_hex(source):sub(1, 16),
+      aggregates = aggs, events = events,
+    }, Projection)
   end
 
   -- tables
@@ -196,6 +211,7 @@ end
 -- only moves the stream's position).
 function Projection:handler(event_type)
   local mod = self.module
+  if self.sink then return mod.publish or true end
   if mod.handle then return mod.handle end
   return mod.handlers[event_type]
 end

@@ -30,6 +30,9 @@
 --      guards (_tide[stream] = version, _rev), and a put, update or delete
 --      for (stream, v) on an item whose _tide[stream] >= v is ignored,
 --   5. returns the plan: the items changed, the new positions, counts.
+-- A sink (tide.sink) takes steps 1 and 2 as they are, then publishes the
+-- batch's events in order and returns once their delivery reports
+-- succeeded: its plan has positions and no items.
 -- A handler (or hook, or prefetch) that raises stops the batch: apply
 -- returns nil, err with the event and the traceback, and nothing of the
 -- batch is kept.
@@ -631,6 +634,17 @@ function Projector:apply_once(events)
       run[#run + 1] = ev
     end
     ::continue::
+  end
+  if proj.sink then
+    -- a sink (tide.sink): publish the batch in order and return once every
+    -- delivery report succeeded; the plan holds only the positions
+    if #run > 0 then
+      local n, perr = require("tide.sink").publish(proj, run, new_error)
+      if not n then return nil, perr end
+      plan.published = n
+    end
+    plan.applied = #run
+    return plan
   end
   local prefetch = proj.module.prefetch
   if prefetch and #run > 0 then

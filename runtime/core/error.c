@@ -39,6 +39,8 @@ const char *tide_error_name(int code)
     case TIDE_EBUSY: return "EBUSY";
     case TIDE_ESTORE: return "ESTORE";
     case TIDE_ESCHEMA: return "ESCHEMA";
+    case TIDE_EKAFKA: return "EKAFKA";
+    case TIDE_EFULL: return "EFULL";
     default: return "EUNKNOWN";
     }
 }

@@ -24,6 +24,8 @@ enum tide_error_code {
     TIDE_EBUSY = -10,    /* store: the file stayed locked beyond the busy timeout */
     TIDE_ESTORE = -11,   /* store: any other SQLite failure (I/O, corrupt, full) */
     TIDE_ESCHEMA = -12,  /* store: the file is not a tide store, or a newer one */
+    TIDE_EKAFKA = -13,   /* librdkafka refused a configuration or a message */
+    TIDE_EFULL = -14,    /* a bounded queue is full: wait for it to drain, then retry */
 };
 
 struct tide_error {

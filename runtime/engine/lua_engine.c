@@ -15,5 +15,6 @@ int luaopen_tide_engine(lua_State *L)
     tide_lua_open_clock(L);
     tide_lua_open_fd(L);
     tide_lua_open_httpd(L);
+    tide_lua_open_kafka(L);
     return 1;
 }

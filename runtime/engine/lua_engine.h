@@ -17,6 +17,7 @@ void tide_lua_open_signals(lua_State *L); /* signals: a signalfd (lua_signals.c 
 void tide_lua_open_clock(lua_State *L);   /* now, wall_ms (lua_clock.c) */
 void tide_lua_open_fd(lua_State *L);      /* read: one read(2) (lua_fd.c) */
 void tide_lua_open_httpd(lua_State *L);   /* httpd, process: /metrics (lua_httpd.c over httpd.c) */
+void tide_lua_open_kafka(lua_State *L);   /* kafka: the sinks' producer (lua_kafka.c over kafka.c) */
 
 /* Pushes the module table. Returns 1. */
 int luaopen_tide_engine(lua_State *L);

@@ -26,6 +26,7 @@ local DEFAULTS = {
   snapshots = { every = 100 },
   log = { level = "info", format = "text" },
   metrics = {},
+  kafka = { sasl = {}, ssl = {}, wait_ms = 30000 },
   lua = { gc_pause = 400, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
 }
 
@@ -154,6 +155,11 @@ describe("tide.config", function()
         snapshots = { every = 0 },
         log = { level = "warn", format = "json" },
         metrics = { listen = "127.0.0.1:9464" },
+        kafka = { brokers = "b-1.kafka:9096,b-2.kafka:9096", client_id = "tide-prod",
+                  sasl = { mechanism = "SCRAM-SHA-512", username = "tide",
+                           password = "file:" .. FIXTURES .. "secrets/kafka-password" },
+                  ssl = { enabled = true, ca = FIXTURES .. "certs/ca.pem" },
+                  properties = { ["linger.ms"] = "10", ["compression.type"] = "zstd" }, wait_ms = 5000 },
         lua = { gc_pause = 250, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
       }, cfg)
     end)

@@ -50,6 +50,9 @@ end
 --   (tide.projection.parking).
 function M.runner(app, proj, opts)
   opts = opts or {}
+  -- TIDE_TEST_LEASE_MS: the specs' short leases, so that a SIGKILLed
+  -- worker's are taken over in a second, not in 10 or 30
+  opts.lease_ms = opts.lease_ms or tonumber(os.getenv("TIDE_TEST_LEASE_MS") or "")
   local parking = require("tide.projection.parking").for_app(app)
   -- every line of the runner names its projection as a field, as the
   -- metrics label it (docs/operations.md)
