@@ -80,7 +80,8 @@ function M.group_runner(app, projs, opts)
   if not is_dynamodb(app) or #projs == 0 then return nil end
   return require("tide.projection.runner.streams").new(streams_opts(app, {
     client = app.store.client, store = app.store, backend = M.backend(app), projections = projs,
-    group = "*", aggregates = app.registry, owner = opts.owner, lease_ms = opts.lease_ms, log = opts.log,
+    group = "*", aggregates = app.registry, owner = opts.owner, log = opts.log,
+    lease_ms = opts.lease_ms or tonumber(os.getenv("TIDE_TEST_LEASE_MS") or ""),
     new_projector = streams_projector(require("tide.projection.parking").for_app(app)),
   }))
 end
