@@ -71,7 +71,7 @@ local function wait_more(bootstrap, n)
 end
 
 local function status_of(dir)
-  local out = stores.tide(dir, "status", nil, true)
+  local out = stores.tide(dir, "status --json", nil, true)
   for line in out:gmatch("[^\n]+") do
     local r = cjson.decode(line)
     if r.projection == "account_events" then return r.status or r end
