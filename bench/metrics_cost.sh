@@ -18,7 +18,12 @@
 # and the median of the turns' on/off ratios. Off and on take turns (off
 # first in odd turns, on first in even ones), so that a noisy minute of the
 # shared machine lands on both; on DynamoDB each turn has a fresh DynamoDB
-# Local. Target: on within 3% of off. CPU times have GNU time's 10 ms
+# Local. Target: on within 3% of off. --concurrency is the number of
+# accounts, so that no two commands of one stream are in flight together:
+# each deposit is then exactly one write in both modes (with more in
+# flight, how many commands share a write depends on the server's timing,
+# and that moves the CPU per command by more than the metrics do); the
+# requests per command of both modes are printed to show it. CPU times have GNU time's 10 ms
 # resolution: the runs are long enough for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,9 +60,9 @@ commands() { # deposits -> NDJSON
 # run STORE MODE SIZE TURN CFG: one measured tide batch; appends
 # "store mode size turn cpu" to $tmp/times.
 run() {
-  local store=$1 mode=$2 size=$3 turn=$4 cfg=$5 in="$tmp/$1.$3.ndjson" out="$tmp/out.ndjson" args="" scraper=""
+  local store=$1 mode=$2 size=$3 turn=$4 cfg=$5 in="$tmp/$1.$3.ndjson" out="$tmp/out.ndjson" args="--concurrency $ACCOUNTS --stats" scraper=""
   if [ "$mode" = on ]; then
-    args="--metrics 127.0.0.1:0"
+    args="$args --metrics 127.0.0.1:0"
   fi
   /usr/bin/time -f '%U %S' -o "$tmp/time" "$TIDE" batch --config "$cfg" $args <"$in" >"$out" 2>"$tmp/err" &
   local pid=$!
@@ -83,6 +88,9 @@ run() {
   bad=$(grep -vc '^{"ok":true' "$out" || true)
   [ "$bad" = 0 ] || { note "$store $mode: $bad commands failed: $(grep -m1 -v '^{"ok":true' "$out")"; exit 1; }
   echo "$store $mode $size $turn $(awk '{ print $1 + $2 }' "$tmp/time")" >>"$tmp/times"
+  local reqs
+  reqs=$(grep -o '"requests_total":[0-9]*' "$tmp/err" | cut -d: -f2 || true)
+  [ -n "$reqs" ] && echo "$store $mode $size $reqs" >>"$tmp/requests"
 }
 
 sqlite_cfg() { # name -> a tide.yaml on a fresh SQLite file
@@ -103,6 +111,7 @@ ddb_cfg() { # prefix -> a tide.yaml whose tables exist and are empty
 
 : >"$tmp/times"
 : >"$tmp/scrapes"
+: >"$tmp/requests"
 commands "$SMALL" >"$tmp/sqlite.small.ndjson"
 commands "$LARGE" >"$tmp/sqlite.large.ndjson"
 commands "$DSMALL" >"$tmp/dynamodb.small.ndjson"
@@ -172,6 +181,11 @@ awk -v turns="$TURNS" -v S="$SMALL" -v L="$LARGE" -v DS="$DSMALL" -v DL="$DLARGE
         median(off, n), median(on, n), d, (d <= 3 ? "(target: within 3%: met)" : "(target: within 3%: NOT MET)")
     }
   }' "$tmp/times"
+if [ -s "$tmp/requests" ]; then
+  echo "DynamoDB requests per command (large runs, all turns): $(awk -v L="$DLARGE" -v A="$ACCOUNTS" '
+    $1 == "dynamodb" && $3 == "large" { r[$2] += $4; n[$2]++ }
+    END { printf "off %.3f, on %.3f", r["off"] / n["off"] / (L + A), r["on"] / n["on"] / (L + A) }' "$tmp/requests")"
+fi
 echo "the recording calls on their own (bench/metrics_calls.lua; a command adds one metrics.command and two"
 echo "  clock reads, each DynamoDB request one metrics.dynamodb_result):"
 "$TIDE" script bench/metrics_calls.lua | sed 's/^/  /'
