@@ -59,7 +59,7 @@ run_suite() {
   tools/servers.sh stop "$state/servers-$label" >/dev/null 2>&1
   # busted: "N successes / N failures / N errors / N pending : T seconds"
   local line s f e
-  line=$(grep -aE '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -1)
+  line=$(grep -aE '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -1)
   s=$(grep -oE '[0-9]+ success' <<<"$line" | grep -oE '[0-9]+')
   f=$(grep -oE '[0-9]+ failure' <<<"$line" | grep -oE '[0-9]+')
   e=$(grep -oE '[0-9]+ error' <<<"$line" | grep -oE '[0-9]+')
