@@ -581,7 +581,7 @@ describe("hot reload", function()
       local broken = {}
       local path = dir .. "/aggregates/account.lua"
       local styles = { "in_place", "write_then_rename", "delete_then_create", "in_place", "write_then_rename" }
-      local nvalid, nbroken = 0, 0
+      local nvalid, nbroken, ninplace = 0, 0, 0
       for i = 1, 50 do
         local source
         -- every 4th version is broken (all five kinds in turn); the last is valid
@@ -595,7 +595,9 @@ describe("hot reload", function()
           order[version_of(source)] = i
           nvalid = nvalid + 1
         end
-        PATTERNS[styles[i % #styles + 1]](path, source)
+        local style = styles[i % #styles + 1]
+        if style == "in_place" then ninplace = ninplace + 1 end
+        PATTERNS[style](path, source)
         sleep_ms(40 + (i % 3) * 10)
       end
       local final = version_of(valid(1050))
@@ -638,8 +640,11 @@ describe("hot reload", function()
       for v in log:gmatch("reloaded from [^\n]- %(version (%x+)") do
         assert.is_not_nil(order[v], "reloaded an unknown or broken version " .. v)
       end
+      -- at most one per broken version, plus one per in-place rewrite: a
+      -- file rewritten in place can be read half-written on a busy machine
+      -- (reported, the running version kept, the whole file loaded next)
       local failed = select(2, log:gsub("not reloaded", ""))
-      assert.is_true(failed >= 1 and failed <= nbroken, log)
+      assert.is_true(failed >= 1 and failed <= nbroken + ninplace, log)
       -- every command appended exactly once: a stream's last version is its number of commands
       local per_stream, last_version = {}, {}
       for _, l in ipairs(lines) do
