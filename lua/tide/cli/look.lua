@@ -10,7 +10,6 @@
 --   look.fail(cmd, message, status [, usage]) -> status (one line on stderr)
 --   look.open(opts) -> app | nil, err   the configuration's app, store ready
 --   look.count(text, what) -> positive integer | nil, message
-local result = require "tide.result"
 local C = require "tide.cli.common"
 
 local M = {}
@@ -57,24 +56,8 @@ function M.parse(args, options)
   return opts, pos
 end
 
-local function stdout_failed(err)
-  if not tostring(err):find("Broken pipe", 1, true) then
-    io.stderr:write("tide: cannot write the output: ", tostring(err), "\n")
-  end
-  os.exit(M.EXIT.handler_error)
-end
-
-function M.out(line)
-  local ok, err = io.stdout:write(line, "\n")
-  if not ok then stdout_failed(err) end
-end
-
-function M.flush()
-  local ok, err = io.stdout:flush()
-  if not ok then stdout_failed(err) end
-end
-
-function M.json(v) return result.json(v, "handler_error") end
+-- output lines and their JSON, as every command writes them
+M.out, M.flush, M.json = C.out, C.flush_out, C.json
 
 function M.fail(cmd, message, status, usage)
   io.stderr:write("tide ", cmd, ": ", tostring(message), "\n")
@@ -90,14 +73,6 @@ function M.count(text, what)
   return n
 end
 
-function M.open(opts)
-  local app, err = require("tide").open{ config = opts.config }
-  if not app then return nil, err end
-  if app.cfg.store ~= "dynamodb" then
-    local ok, ierr = app.store:init()
-    if not ok then return nil, ierr end
-  end
-  return app
-end
+function M.open(opts) return C.open_app(opts) end
 
 return M
