@@ -42,6 +42,13 @@ function helpers.dynalite_endpoint()
   return os.getenv("TIDE_TEST_DYNALITE_ENDPOINT")
 end
 
+-- A TCP port free on 127.0.0.1 now (the kernel's choice), for a server a
+-- spec starts.
+function helpers.free_port()
+  local out = helpers.run([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']])
+  return assert(tonumber(out:match("%d+")), "no free port")
+end
+
 function helpers.read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end

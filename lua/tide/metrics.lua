@@ -202,6 +202,11 @@ local F = {
     "Messages handed to the Kafka producer and not yet reported."),
   sink_duration = family("histogram", "tide_sink_publish_duration_seconds",
     "Time from publishing a sink's batch to the last delivery report of its messages.", { "projection" }, LATENCY),
+  creds_expiry = family("gauge", "tide_aws_credentials_expiry_timestamp_seconds",
+    "When the AWS credentials in use expire (seconds since the epoch); no series for keys that never expire.",
+    { "provider" }),
+  creds_refreshes = family("counter", "tide_aws_credentials_refreshes_total",
+    "Fetches of AWS credentials from their provider, by outcome (ok, failed).", { "provider", "outcome" }),
   reloads = family("counter", "tide_reloads_total", "Hot reloads of modules, by outcome.", { "kind", "outcome" }),
   module_info = family("gauge", "tide_module_info", "The modules running, with their version (value 1).",
     { "kind", "name", "version" }),
@@ -525,6 +530,37 @@ function M.remove_collector(fn)
   end
 end
 
+-- AWS credentials: the sources (tide.credentials) whose keys are in use;
+-- the expiry gauge is read from them at scrape time, so keys another
+-- nginx worker fetched (read from the shared dict) count too.
+local credential_sources = setmetatable({}, { __mode = "k" })
+function M.credentials_source(src)
+  credential_sources[src] = true
+end
+
+-- One fetch of credentials from `provider` (a refresh, or the first).
+function M.credentials_fetch(provider, ok)
+  if not M.enabled then return end
+  add(F.creds_refreshes, 1, provider or "unknown", ok and "ok" or "failed")
+end
+
+local function credentials_collector()
+  local by = {}
+  for src in pairs(credential_sources) do
+    local c = src.creds
+    if c and c.expiration then
+      local p = c.provider or "unknown"
+      if not by[p] or c.expiration < by[p] then by[p] = c.expiration end
+    end
+  end
+  for _, x in ipairs(F.creds_expiry.list) do x.gone = true end
+  for p, e in pairs(by) do
+    local x = cell(F.creds_expiry, p)
+    x.gone = nil
+    set(F.creds_expiry, e, p)
+  end
+end
+
 -- Lag from the positions recorded above, against the wall clock now.
 local function lag_collector(now_s)
   for p, by in pairs(positions) do
@@ -637,6 +673,7 @@ function M.render()
     modules_collector()
     usage_collector()
   end
+  credentials_collector()
   for _, fn in ipairs(collectors) do
     local cok, cerr = pcall(fn)
     if not cok then lines[#lines + 1] = "# a collector failed: " .. tostring(cerr):gsub("\n", " ") end
@@ -701,6 +738,7 @@ function M.reset()
   positions = {}
   collectors = {}
   usage_clients = setmetatable({}, { __mode = "k" })
+  credential_sources = setmetatable({}, { __mode = "k" })
   known = {}
   build_labels = nil
   dict = nil

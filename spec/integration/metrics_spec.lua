@@ -19,10 +19,7 @@ local function tool(cmd)
   return helpers.run("env -u LD_PRELOAD " .. cmd)
 end
 
-local function free_port()
-  local out = helpers.run([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']])
-  return assert(tonumber(out:match("%d+")), "no free port")
-end
+local free_port = helpers.free_port
 
 -- GET url -> status, body (status 0 when nothing answered)
 local function get(url)
@@ -157,6 +154,34 @@ describe("tide batch --metrics", function()
     local printed = 0
     for _ in helpers.read_file(dir .. "/tide.out"):gmatch("[^\n]+") do printed = printed + 1 end
     assert.equal(#lines, printed)
+  end)
+
+  it("tide project NAME --metrics serves the projection's figures while it runs", function()
+    local pdir = stores.cli_dir("sqlite", { "projections: " .. ROOT .. "/projections" })
+    local lines = {}
+    for i = 1, 30 do
+      lines[i] = cjson.encode{ aggregate = "account", id = "p" .. (i % 3), command = (i <= 3)
+        and { type = "Open", owner = "o" } or { type = "Deposit", amount = 1 } }
+    end
+    local out, status = stores.tide(pdir, "batch", table.concat(lines, "\n") .. "\n")
+    assert.equal(0, status, out)
+    local port = free_port()
+    local pstop = start_tide(pdir, "project balances --metrics 127.0.0.1:" .. port, nil, true)
+    local ok, err = pcall(function()
+      local page = wait_until("the projection's events on the page", function()
+        local st, body = get("http://127.0.0.1:" .. port .. "/metrics")
+        return st == 200 and samples(body, "tide_projection_events_total")['{projection="balances"}'] == 30 and body
+      end)
+      assert.equal(200, (get("http://127.0.0.1:" .. port .. "/ready")))
+      assert.equal(0, samples(page, "tide_projection_lag_events")['{projection="balances"}'])
+      local pst, pout = promtool_check(pdir, page)
+      assert.equal(0, pst, pout)
+    end)
+    local code = pstop()
+    local log = helpers.read_file(pdir .. "/tide.log") or ""
+    os.execute("rm -rf " .. q(pdir))
+    assert(ok, tostring(err) .. "\n" .. log)
+    assert.equal("0", code, log)
   end)
 
   it("refuses an address it cannot listen on, naming it", function()

@@ -17,10 +17,7 @@ local REQ = [[{ method = "POST", host = "dynamodb.eu-west-1.amazonaws.com", path
 local CREDS = [[{ access_key_id = "AKIDEXAMPLE", secret_access_key = "secret", session_token = "tok" }]]
 local OPTS = [[{ region = "eu-west-1", service = "dynamodb", time = 1700000000 }]]
 
-local function free_port()
-  local out = helpers.run([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']])
-  return assert(tonumber(out:match("%d+")), "no free port")
-end
+local free_port = helpers.free_port
 
 describe("tide.core in nginx", function()
   local prefix, port

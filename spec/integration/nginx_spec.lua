@@ -34,10 +34,7 @@ local function http(method, url, body, headers)
   return resp.status, cjson.decode(resp.body) or resp.body, resp.headers, resp.body
 end
 
-local function free_port()
-  local out = helpers.run([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']])
-  return assert(tonumber(out:match("%d+")), "no free port")
-end
+local free_port = helpers.free_port
 
 -- Starts the site in dir/site against config; returns its URL. Stops it
 -- again if it did not come up, so a failed setup leaves nothing running.

@@ -30,11 +30,24 @@ function commands.project(opts, pos)
     end
   end
   local runner = host.runner(app, p, { log = log })
+  local flag = { stop = false }
+  local started = false
+  local msrv, merr = start_metrics(app, opts, function()
+    if flag.stop then return false, "stopping" end
+    if not started then return false, "projection '" .. p.name .. "' not started" end
+    return true
+  end)
+  if msrv == false then
+    return fail("project", opts, terror.new{ kind = "invalid", message = "--metrics: " .. tostring(merr) }, app, EXIT.usage)
+  end
+  local function stop_metrics() if msrv then msrv:stop() end end
   local ok, err = runner:start()
-  if not ok then return fail("project", opts, err, app, EXIT.store) end
+  if not ok then stop_metrics(); return fail("project", opts, err, app, EXIT.store) end
+  started = true
   if opts.until_caught_up then
     local res
     res, err = runner:run_until_caught_up{ wait_for_lease = true }
+    stop_metrics()
     if res == nil then
       runner:stop() -- the lease goes back: the next run need not wait for it
       if retries > 1 and type(err) == "table" and err.message then
@@ -47,10 +60,10 @@ function commands.project(opts, pos)
     out(json{ ok = true, projection = p.name, handled = res.handled })
     return EXIT.ok
   end
-  local flag = { stop = false }
   local sig = stop_on_signals(flag, app.log)
   ok, err = runner:run(flag)
   if sig then sig:stop() end
+  stop_metrics()
   if ok == nil and err then return fail("project", opts, err, app, EXIT.store) end
   return EXIT.ok
 end
@@ -268,9 +281,10 @@ Exit status: 0 stopped by a signal; 2 bad configuration or no projection
 can run; 5 stopped before every projection could start (store failure).]] },
   project = { run = commands.project, summary = "run one projection (until caught up, or as a daemon)",
     options = { { "--until-caught-up", nil, "stop, exit 0, once everything written before the start is applied" },
+                { "--metrics", "ADDR", "serve /metrics, /health and /ready on ADDR (e.g. 127.0.0.1:9464)" },
                 { "--json", nil, "the error line as JSON" } },
     usage = [[
-usage: tide project [--config FILE] [--until-caught-up] NAME
+usage: tide project [--config FILE] [--until-caught-up] [--metrics ADDR] NAME
 
 Runs the projection NAME. With --until-caught-up it stops once everything
 written before it started has been applied; a handler failing 5 times in
@@ -283,6 +297,7 @@ Examples:
   tide project balances --until-caught-up
   tide project balances --until-caught-up --json    # the error as JSON
   tide project balances
+  tide project balances --metrics 127.0.0.1:9465
 
 Output (stdout): {"ok":true,"projection":"balances","handled":N} once
 caught up. An error: one line on stderr, the handler's traceback (your

@@ -39,6 +39,7 @@ local clock = require "tide.clock"
 local parse = require "tide.credentials.parse"
 local files = require "tide.credentials.files"
 local providers = require "tide.credentials.providers"
+local metrics = require "tide.metrics"
 
 local M = {}
 M.parse, M.files, M.providers = parse, files, providers
@@ -109,6 +110,7 @@ function M.new(opts)
   self.failures = 0
   self.next_try = 0
   self.refreshes = 0
+  metrics.credentials_source(self)
   return self
 end
 
@@ -226,6 +228,7 @@ function Source:fetch()
     return nil, terror.new{ kind = "internal", type = "LuaError", message = "credentials: " .. tostring(creds) }
   end
   if creds and report then self.provider = report.provider end
+  metrics.credentials_fetch(creds and report and report.provider or self.provider, creds ~= nil)
   return creds, report
 end
 
