@@ -1,5 +1,6 @@
 -- The projection commands of the tide CLI: project --until-caught-up, read,
--- status, replay, and run as a daemon stopped by SIGTERM, on both stores.
+-- status, replay, and run as a daemon stopped by SIGTERM, a catch-up
+-- stopped by SIGINT, on both stores.
 local helpers = require "helpers"
 local stores = require "stores"
 local cjson = require "cjson"
@@ -37,7 +38,9 @@ stores.each(function(kind)
     end)
     teardown(function()
       -- a daemon left behind by a failed spec must not outlive the suite
-      helpers.run("test -f " .. q(dir .. "/run.pid") .. " && kill -9 $(cat " .. q(dir .. "/run.pid") .. ") 2>/dev/null")
+      for _, name in ipairs{ "run", "hold", "catch" } do
+        helpers.run("test -f " .. q(dir .. "/" .. name .. ".pid") .. " && kill -9 $(cat " .. q(dir .. "/" .. name .. ".pid") .. ") 2>/dev/null")
+      end
       os.execute("rm -rf " .. q(dir))
     end)
 
@@ -119,6 +122,42 @@ stores.each(function(kind)
       local text = helpers.read_file(log)
       assert.matches('"msg":"SIGTERM: finishing the batch, then stopping"', text, 1, true)
       assert.matches('"msg":"projection stopped"', text, 1, true)
+    end)
+
+    it("stops --until-caught-up on SIGINT (exit 130) while it waits for a crashed worker's lease", function()
+      local env = "TIDE_TEST_LEASE_MS=60000 " .. stores.CLI_ENV
+      local function background(name, args)
+        local inner = "echo $$ > " .. name .. ".pid; exec env " .. env .. q(helpers.tide_bin) .. " " .. args
+        helpers.run("cd " .. q(dir) .. " && (sh -c " .. q(inner) .. " > " .. name .. ".out 2> " .. name
+          .. ".err; echo $? > " .. name .. ".exit) > /dev/null 2>&1 & true")
+      end
+      local function wait_for(what, fn)
+        for _ = 1, 600 do
+          if fn() then return end
+          os.execute("sleep 0.1")
+        end
+        error("gave up waiting for " .. what)
+      end
+      -- a worker holds the owners projection's lease, then crashes
+      background("hold", "project owners")
+      exec(dir, "p9", { type = "Open", owner = "zed" })
+      wait_for("the worker to apply an event", function() return select(2, tide_out(dir, "read owners zed")) == 0 end)
+      helpers.run("kill -9 $(cat " .. q(dir .. "/hold.pid") .. ")")
+      -- the catch-up waits for that lease (a minute); its /ready says when
+      -- it has started (its signal handler is set by then)
+      local port = helpers.free_port()
+      background("catch", "project owners --until-caught-up --metrics 127.0.0.1:" .. port)
+      wait_for("the catch-up to start", function()
+        assert.is_nil(helpers.read_file(dir .. "/catch.exit"), helpers.read_file(dir .. "/catch.err"))
+        return helpers.run("env -u LD_PRELOAD curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:" .. port
+          .. "/ready") == "200"
+      end)
+      helpers.run("kill -INT $(cat " .. q(dir .. "/catch.pid") .. ")")
+      wait_for("the catch-up to exit", function() return helpers.read_file(dir .. "/catch.exit") end)
+      local err = helpers.read_file(dir .. "/catch.err")
+      assert.equal("130", (helpers.read_file(dir .. "/catch.exit"):gsub("%s+", "")), err)
+      assert.matches("Interrupted: stopped before caught up (0 ", err, 1, true)
+      assert.equal("", helpers.read_file(dir .. "/catch.out"))
     end)
   end)
 end)

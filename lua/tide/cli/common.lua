@@ -10,13 +10,14 @@ local M = {}
 
 -- Exit statuses (also in runtime/cli/cli.h and the README).
 M.EXIT = { ok = 0, handler_error = 1, usage = 2, rejected = 3, conflict = 4, store = 5, not_found = 6,
-           idempotency_mismatch = 7 }
+           idempotency_mismatch = 7, interrupted = 130 }
 
 M.EXIT_OF_KIND = {
   invalid = M.EXIT.usage, rejected = M.EXIT.rejected, conflict = M.EXIT.conflict,
   store = M.EXIT.store, handler_error = M.EXIT.handler_error,
   too_many_events = M.EXIT.handler_error, event_too_large = M.EXIT.handler_error,
   not_found = M.EXIT.not_found, idempotency_mismatch = M.EXIT.idempotency_mismatch,
+  interrupted = M.EXIT.interrupted,
 }
 local EXIT_OF_KIND = M.EXIT_OF_KIND
 

@@ -45,8 +45,12 @@ function commands.project(opts, pos)
   if not ok then stop_metrics(); return fail("project", opts, err, app, EXIT.store) end
   started = true
   if opts.until_caught_up then
+    -- SIGINT/SIGTERM: the batch in flight is finished and checkpointed,
+    -- the lease given back, exit 130
+    local sig = stop_on_signals(flag, log)
     local res
-    res, err = runner:run_until_caught_up{ wait_for_lease = true }
+    res, err = runner:run_until_caught_up{ wait_for_lease = true, stop = flag }
+    if sig then sig:stop() end
     stop_metrics()
     if res == nil then
       runner:stop() -- the lease goes back: the next run need not wait for it
@@ -304,5 +308,6 @@ caught up. An error: one line on stderr, the handler's traceback (your
 frames; tide's with --debug) under it.
 
 Exit status: 0 ok; 1 a handler failed; 2 unknown projection or bad
-configuration; 5 store failure.]] },
+configuration; 5 store failure; 130 --until-caught-up stopped by SIGINT
+or SIGTERM before caught up (what was applied is checkpointed).]] },
 }

@@ -18,13 +18,14 @@
 --   }
 --   r:start()                -> true | nil, err   (the read-model tables)
 --   r:step()                 -> n events read (0: caught up) | nil, err
---   r:run_until_caught_up{max_failures = 5} -> {handled = n} | nil, err
+--   r:run_until_caught_up{max_failures = 5, stop = flag} -> {handled = n} | nil, err
 --       steps until the feed's last position at the call is reached; after a
 --       failed batch it backs off (sched.sleep inside the scheduler) and
 --       retries the same batch, up to max_failures times in a row; with
 --       wait_for_lease = true a lease held by another owner is waited
 --       for until it runs out (a crashed worker's), and given up on if
---       it is renewed meanwhile (a live worker's): err.type "LeaseHeld"
+--       it is renewed meanwhile (a live worker's): err.type "LeaseHeld";
+--       stop (as run's) ends it between batches: err.type "Interrupted"
 --   r:run(stop, {idle = 0.2}) -> true
 --       steps until stop says so or r:stop() is called, sleeping `idle`
 --       seconds when caught up; failures back off and retry without limit;
@@ -259,8 +260,13 @@ function Runner:run_until_caught_up(opts)
   local target, err = self.store:last_position()
   if not target then return nil, err end
   local total, in_a_row, waited_for = 0, 0, nil
+  local function interrupted()
+    return nil, terror.new{ kind = "interrupted", type = "Interrupted", projection = self.name,
+                            message = ("stopped before caught up (%d events handled)"):format(total) }
+  end
   while true do
     if self.held and self.position and self.position >= target then return { handled = total } end
+    if runner.should_stop(opts.stop) then return interrupted() end
     local n, serr = self:step()
     if n then
       in_a_row = 0
@@ -282,7 +288,13 @@ function Runner:run_until_caught_up(opts)
         local left = cp and (cp.lease_until - cp.now) or self.lease_ms
         self.log("info", "waiting for the lease of another owner to run out", { projection = self.name,
           holder = serr.holder, ms = left })
-        self.sleep(math.max(left, 0) / 1000 + 0.05)
+        local wait = math.max(left, 0) / 1000 + 0.05
+        while wait > 0 do
+          if runner.should_stop(opts.stop) then return interrupted() end
+          local d = math.min(0.1, wait)
+          self.sleep(d)
+          wait = wait - d
+        end
       else
       in_a_row = in_a_row + 1
       if in_a_row >= max_failures then return nil, serr end

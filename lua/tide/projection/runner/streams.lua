@@ -1136,7 +1136,9 @@ function Runner:kill()
   while self.running do self:sleep(0.02) end
 end
 
--- r:run_until_caught_up{timeout=} -> stats | nil, err
+-- r:run_until_caught_up{timeout=, stop=} -> stats | nil, err
+-- stop (a function or a {stop=} flag, as run's) ends it early with an
+-- Interrupted error, the batches in flight finished and checkpointed.
 -- Takes every shard it can (no fair share) and runs until each shard
 -- listed at the start is caught up for every projection: closed shards
 -- read to their end, open ones until GetRecords has come back empty
@@ -1192,6 +1194,12 @@ function Runner:run_until_caught_up(opts)
     return true
   end
   local ok, rerr = self:run(function()
+    if runner.should_stop(opts.stop) then
+      failure = terror.new{ kind = "interrupted", type = "Interrupted", projection = self.name,
+                            message = ("stopped before caught up (%d records handled)"):format(
+                              self.stats.records - records_before) }
+      return true
+    end
     if self:now() - t0 > timeout then
       failure = self:err("Timeout", string.format("not caught up after %g s", timeout))
       return true
