@@ -47,8 +47,9 @@
 --   leases:record_listing(describer, ids, created_ms) -> lease | nil, err
 --   leases:take(observed [, force])    -> lease | nil, err (LeaseLost when it moved)
 --   leases:renew(lease)                -> lease | nil, err
---   leases:checkpoint(lease, cps [, handled]) -> lease | nil, err   cps: {name = seq} or one seq;
---                                        handled: {name = events applied since the last one}
+--   leases:checkpoint(lease, cps [, handled [, finish]]) -> lease | nil, err   cps: {name = seq} or one seq;
+--                                        handled: {name = events applied since the last one};
+--                                        finish: the lease-level SHARD_END in the same write
 --   leases:finish(lease)               -> lease | nil, err   (lease-level SHARD_END)
 --   leases:release(lease [, handoff])  -> true | nil, err
 --   leases:request_handoff(observed)   -> lease | nil, err
@@ -332,7 +333,11 @@ end
 -- Also a heartbeat, and it clears those projections' errors.
 -- handled (optional): {name = events applied since the last checkpoint},
 -- added to the lease's running counts (`tide status` sums them).
-function Leases:checkpoint(lease, cps, handled)
+-- finish (optional): the last projections reach SHARD_END with this
+-- checkpoint: the lease-level SHARD_END (see finish) goes in the same
+-- write, so no worker can stop between the two and leave the shard's
+-- children waiting.
+function Leases:checkpoint(lease, cps, handled, finish)
   if type(cps) == "string" then cps = { [self.projection] = cps } end
   if type(cps) ~= "table" then error("leases:checkpoint: cps must be {name = sequence number}", 2) end
   local now = self.clock_ms()
@@ -359,6 +364,11 @@ function Leases:checkpoint(lease, cps, handled)
       adds[#adds + 1] = h .. " " .. hv
     end
   end
+  if finish then
+    names["#fin"], names["#end"], values[":fin"] = "checkpoint", "ended", M.SHARD_END
+    sets[#sets + 1] = "#fin = :fin"
+    sets[#sets + 1] = "#end = :u"
+  end
   local update = "SET " .. table.concat(sets, ", ") .. (#removes > 0 and (" REMOVE " .. table.concat(removes, ", ")) or "")
     .. (#adds > 0 and (" ADD " .. table.concat(adds, ", ")) or "")
   local l, err = self:update(lease, "checkpointing", update, table.concat(conds, " AND "), names, values)
@@ -374,7 +384,8 @@ function Leases:checkpoint(lease, cps, handled)
       local have = cur.cps[name]
       if have == nil or M.before(M.pad(have), M.pad(cps[name])) then moved[name] = cps[name] end
     end
-    if next(moved) then return self:checkpoint(lease, moved, handled) end
+    if next(moved) then return self:checkpoint(lease, moved, handled, finish) end
+    if finish then return self:finish(lease) end
     return self:renew(lease)
   end
   return nil, err

@@ -586,14 +586,24 @@ function Runner:checkpoint(st, names, seq)
     if ps and (ps.unrecorded or 0) > 0 then handled[name] = ps.unrecorded end
   end
   if next(cps) == nil then return true end
+  -- the last projections reaching SHARD_END: the lease's own SHARD_END
+  -- in the same write (a worker stopped between two writes would leave a
+  -- shard that no projection reads any more and its children waiting)
+  local finish = seq == SHARD_END
+  if finish then
+    for _, p in ipairs(self.projections) do
+      if not cps[p.name] and st.cps[p.name] ~= SHARD_END then finish = false end
+    end
+  end
   st.failures = 0
   while true do
     if not self:may_write(st) then return false end
     if self.stopping and self:now() > (self.stop_deadline or math.huge) then return false end
     local sent = self:now()
-    local l, cerr = self.leases:checkpoint(st.lease, cps, handled)
+    local l, cerr = self.leases:checkpoint(st.lease, cps, handled, finish)
     if l then
       beat_ok(st, l, sent)
+      if finish then st.lease_done = true end
       for name in pairs(cps) do
         st.cps[name] = seq
         local ps = st.procs[name]
@@ -808,12 +818,30 @@ function Runner:shard_loop(st)
       end
     end
     if all_end then
-      if self:may_write(st) then
-        local sent = self:now()
-        local l = self.leases:finish(st.lease)
-        if l then beat_ok(st, l, sent); st.state = "done"; self.changed = true end
+      if st.lease_done then
+        st.state = "done"
+        self.changed = true
+        return
       end
-      return
+      -- a lease whose projections ended under an earlier holder that
+      -- stopped before writing the lease's SHARD_END: written now,
+      -- retried until done, the lease is lost, or stopping
+      if not self:may_write(st) then return end
+      local sent = self:now()
+      local l, ferr = self.leases:finish(st.lease)
+      if l then
+        beat_ok(st, l, sent)
+        st.state = "done"
+        self.changed = true
+        return
+      end
+      if ferr.type == "LeaseLost" then
+        st.lost = true
+        return
+      end
+      self.log("warn", string.format("shard %s: finishing the lease failed, retrying: %s", st.shard, tostring(ferr)))
+      self:backoff(st)
+      goto continue
     end
     -- nothing left to read here for any projection (finished, or waiting
     -- for a rebuild): give the shard back
@@ -826,6 +854,7 @@ function Runner:shard_loop(st)
       local d = math.max(0.01, math.min(until_t - self:now(), 0.05))
       self:sleep(d)
     end
+    ::continue::
   end
 end
 
@@ -910,13 +939,18 @@ function Runner:eligible(list, by)
       elseif l.parent_done or l.decision == "skip-parent" then ok = true
       elseif by[p] then ok = by[p].checkpoint == SHARD_END
       else ok = false end   -- parent unknown here: wait (see status), never skip
-      -- a shard where every projection needs a rebuild is not read
+      -- a shard where every projection needs a rebuild is not read; one
+      -- where every projection is at SHARD_END but the lease is not (its
+      -- holder stopped between the two: an earlier version, or a finish
+      -- that failed) is taken to write the lease's SHARD_END, which its
+      -- children wait for
       if ok then
-        local live = false
+        local live, ended = false, true
         for _, proj in ipairs(self.projections) do
           if l.errors[proj.name] ~= REBUILD and l.cps[proj.name] ~= SHARD_END then live = true end
+          if l.cps[proj.name] ~= SHARD_END then ended = false end
         end
-        ok = live
+        ok = live or ended
       end
       if ok then eligible[l.shard] = true end
     end
