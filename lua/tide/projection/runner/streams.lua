@@ -36,6 +36,8 @@
 --
 -- Leases expire by their heartbeat: a lease whose (owner, counter, beat)
 -- has not changed for lease_ms on this worker's monotonic clock is taken.
+-- Heartbeats (renewals) go from a thread of their own, never behind the
+-- coordinator's balance round.
 -- The holder stops writing (fencing) once its own monotonic clock says
 -- lease_ms - fence_margin_ms have passed since it sent its last successful
 -- heartbeat (renewal, checkpoint or take).
@@ -235,13 +237,18 @@ function Runner:refresh_tree()
     local list = self.leases:list()
     if list then self:observe(list) end
   end
+  -- a lease for each shard new to this worker that the last lease list
+  -- did not have (another worker may have made it already); several in
+  -- flight (after a split of 64 shards: 128 PutItems)
+  local new = {}
   for _, id in ipairs(tree.order) do
-    -- a lease for each shard new to this worker that the last lease list
-    -- did not have (another worker may have made it already)
     if not (self.known and self.known[id]) and not (self.lease_by_shard and self.lease_by_shard[id]) then
-      local ok, lerr = self.leases:ensure(id, tree.by_id[id].parent)
-      if not ok then return nil, lerr end
+      new[#new + 1] = id
     end
+  end
+  if #new > 0 then
+    local lerr = self.client:run_parallel(new, function(id) return self.leases:ensure(id, tree.by_id[id].parent) end)
+    if lerr then return nil, lerr end
   end
   self.known = {}
   for _, id in ipairs(tree.order) do self.known[id] = true end
@@ -1107,16 +1114,35 @@ function Runner:run(stop, opts)
 end
 
 function Runner:loop(stop)
-  local last_renew, last_balance = -math.huge, -math.huge
+  local last_balance = -math.huge
   local tick = math.min(self.renew_s / 2, 0.5)
+  -- Heartbeats in a thread of their own (as the KCL's lease renewer):
+  -- they never wait behind a balance round (the lease Query, takes, a
+  -- describer's DescribeStream and lease creation), which on a busy host
+  -- can take longer than the fence margin.
+  local looping = true
+  local renewer = self.client:spawn(function()
+    local rtick = math.min(self.renew_s / 4, 0.25)
+    while looping and not (self.stopping or self.killed) do
+      local rok, rerr = xpcall(self.renew_all, debug.traceback, self)
+      if not rok then self.log("error", "projection '" .. self.name .. "': renewing leases failed: " .. tostring(rerr)) end
+      local t0 = self:now()
+      while looping and self:now() - t0 < rtick and not (self.stopping or self.killed) do
+        self:sleep(math.min(0.05, rtick))
+      end
+    end
+  end)
+  local ok, err = xpcall(self.loop_body, debug.traceback, self, stop, tick, last_balance)
+  looping = false
+  self.client:wait(renewer)
+  if not ok then error(err, 0) end
+end
+
+function Runner:loop_body(stop, tick, last_balance)
   while not (self.stopping or self.killed or should_stop(stop)) do
     local now = self:now()
     local changed = self.changed
     self.changed = false
-    if now - last_renew >= tick then
-      self:renew_all()
-      last_renew = now
-    end
     -- the lease list, and with it DescribeStream's shard list (see
     -- describer_turn); looked at every 0.2 s until there is one
     if now - last_balance >= (self.tree and self.balance_s or 0.2) or changed then
