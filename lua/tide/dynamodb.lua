@@ -385,6 +385,11 @@ end
 -- operation by name, with the codec's marshalling and the retry policy.
 -- opts.decode: function(body) -> result | nil, message, used instead of
 -- core.decode_response on a 200 response.
+-- opts.gate: function() -> true | nil, err, called before every attempt,
+-- the retries included: a falsy answer ends the request there with that
+-- error (type "Cancelled" when it gives none). A writer whose right to
+-- write can lapse (a lease) checks it before each send, so a retry after
+-- a backoff is never sent on a right that ran out meanwhile.
 function Client:call(op, params, opts)
   if type(op) ~= "string" then error("call: op must be a string", 2) end
   if type(params) ~= "table" then error("call: params must be a table (" .. op .. ")", 2) end
@@ -423,7 +428,15 @@ function Client:send(op, params, body, opts)
   local requests = usage.requests
   local t0 = metrics.enabled and mono()
   local renewed = false
+  local gate = opts and opts.gate
   while true do
+    if gate then
+      local open, gerr = gate()
+      if not open then
+        return nil, gerr or new_error{ type = "Cancelled", status = 0, op = op, table = tname, attempts = attempt,
+                                       retryable = false, message = op .. " not sent: its gate is closed" }
+      end
+    end
     attempt = attempt + 1
     requests[op] = (requests[op] or 0) + 1
     local result, err = self:attempt(target, endpoint, body, op, tname, opts and opts.decode)
@@ -484,7 +497,9 @@ function Client:get_item(params)
   return self:call("GetItem", params)
 end
 
-function Client:put_item(params)
+-- put_item, update_item, delete_item (params [, opts]): opts as for call
+-- (opts.gate).
+function Client:put_item(params, opts)
   check_params("put_item", params)
   if type(params.Item) ~= "table" then error("put_item: params.Item must be a table", 2) end
   local body, size = self:encode("PutItem", params)
@@ -493,17 +508,17 @@ function Client:put_item(params)
     local err = item_too_large("PutItem", params.TableName, params.Item)
     if err then return nil, err end
   end
-  return self:send("PutItem", params, body)
+  return self:send("PutItem", params, body, opts)
 end
 
-function Client:update_item(params)
+function Client:update_item(params, opts)
   check_params("update_item", params)
-  return self:call("UpdateItem", params)
+  return self:call("UpdateItem", params, opts)
 end
 
-function Client:delete_item(params)
+function Client:delete_item(params, opts)
   check_params("delete_item", params)
-  return self:call("DeleteItem", params)
+  return self:call("DeleteItem", params, opts)
 end
 
 ------------------------------------------------------------------------
@@ -658,7 +673,8 @@ local function count_items(request_items)
   return n
 end
 
--- client:batch_write(request_items) -> {requests=N, batches=N} | nil, err
+-- client:batch_write(request_items [, opts]) -> {requests=N, batches=N} | nil, err
+-- (opts.gate as for call: checked before every request and every resend)
 -- request_items as for BatchWriteItem ({[table] = {{PutRequest={Item=}}, ...}})
 -- of any length: split into requests of at most 25 items, sent
 -- batch_concurrency at a time; UnprocessedItems are resent with backoff.
@@ -666,7 +682,7 @@ end
 -- oversized or unencodable item means nothing is written. (25 items of at
 -- most 400 KB stay under BatchWriteItem's 16 MB, so the count bounds a request.)
 -- On failure err.unprocessed holds what was not written (in the same shape).
-function Client:batch_write(request_items)
+function Client:batch_write(request_items, opts)
   if type(request_items) ~= "table" then error("batch_write: request_items must be a table", 2) end
   local names = {}
   for name in pairs(request_items) do names[#names + 1] = name end
@@ -710,10 +726,10 @@ function Client:batch_write(request_items)
     while true do
       local res, cerr
       if body then
-        res, cerr = self:send("BatchWriteItem", chunk.params, body)
+        res, cerr = self:send("BatchWriteItem", chunk.params, body, opts)
         body = nil
       else
-        res, cerr = self:call("BatchWriteItem", { RequestItems = ri })
+        res, cerr = self:call("BatchWriteItem", { RequestItems = ri }, opts)
       end
       if not res then
         for name, reqs in pairs(ri) do

@@ -116,11 +116,13 @@ stores.each(function(kind)
       assert.same({ amount = 5 }, evs[2].data)
     end)
 
-    if kind == "sqlite" then
+    do
+      -- on DynamoDB one runner reads each shard for every projection: a
+      -- projection added or removed restarts it with the new set
       it("tide run starts a projection added to the folder and stops a removed one", function()
         local pdir = helpers.read_file(dir .. "/pdir")
-        local pid = assert(tonumber(helpers.run(("cd %s && %s run > run.out 2> run.err & echo $!")
-          :format(q(dir), q(helpers.tide_bin))):match("%d+")))
+        local pid = assert(tonumber(helpers.run(("cd %s && %s%s run > run.out 2> run.err & echo $!")
+          :format(q(dir), stores.CLI_ENV, q(helpers.tide_bin))):match("%d+")))
         local function wait_log(pattern)
           for _ = 1, 300 do
             local log = helpers.read_file(dir .. "/run.err") or ""
@@ -134,12 +136,28 @@ stores.each(function(kind)
           helpers.write_file(pdir .. "/later.lua", (BAD:gsub("opened", "later")):format(
             'ctx:put("later", { id = event.id })'))
           wait_log('"msg":"projection started","projection":"later"')
+          if kind == "dynamodb" then
+            -- the group runner was restarted with both (one reader per shard)
+            assert.matches('"msg":"projections changed: restarting the shard readers with the new set"',
+                           helpers.read_file(dir .. "/run.err"))
+          end
           for _ = 1, 200 do
             local out = tide3(dir, "read later o1")
             if out ~= "" then break end
             helpers.run("sleep 0.05")
           end
           assert.equal("o1", cjson.decode((tide3(dir, "read later o1"))).id)
+          if kind == "dynamodb" then
+            -- a new version of a projection (its source changed) restarts the group too
+            local restarts = '"msg":"projections changed: restarting the shard readers with the new set"'
+            helpers.write_file(pdir .. "/later.lua", (BAD:gsub("opened", "later")):format(
+              'ctx:put("later", { id = event.id, v = 2 })'))
+            for _ = 1, 300 do
+              if count(helpers.read_file(dir .. "/run.err") or "", restarts:gsub("%p", "%%%0")) >= 2 then break end
+              helpers.run("sleep 0.05")
+            end
+            assert.equal(2, count(helpers.read_file(dir .. "/run.err") or "", restarts:gsub("%p", "%%%0")))
+          end
           os.remove(pdir .. "/later.lua")
           wait_log('"msg":"projection stopped","projection":"later"')
         end)

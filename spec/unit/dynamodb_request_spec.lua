@@ -109,6 +109,45 @@ describe("DynamoDB client request bodies", function()
     assert.same({ "x-amzn-requestid" }, seen[1].response_headers)
   end)
 
+  it("asks a write's gate before every attempt, the retries included, and stops when it closes", function()
+    local sent, open = 0, true
+    local transport = {
+      request = function()
+        sent = sent + 1
+        -- the first attempt fails as a busy service does; the writer's
+        -- right to write (a lease) runs out during the backoff
+        open = false
+        return { status = 500, headers = {},
+                 body = '{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"busy"}' }
+      end,
+      sleep = function() end,
+    }
+    local db = assert(dynamodb.new{ endpoint = "http://127.0.0.1:1", region = "us-east-1",
+                                    credentials = CREDS, transport = transport, max_attempts = 5 })
+    local asked = 0
+    local gate = function()
+      asked = asked + 1
+      if open then return true end
+      return nil, { type = "Fenced", message = "the lease may have passed" }
+    end
+    local res, err = db:put_item({ TableName = "t", Item = ITEM }, { gate = gate })
+    assert.is_nil(res)
+    assert.equal("Fenced", err.type)
+    assert.equal(1, sent)
+    assert.equal(2, asked)
+    -- the same for batch_write's requests and resends; a gate with no error gives "Cancelled"
+    sent, open = 0, true
+    res, err = db:batch_write({ t = { { PutRequest = { Item = ITEM } } } }, { gate = function() return open end })
+    assert.is_nil(res)
+    assert.equal("Cancelled", err.type)
+    assert.equal(1, sent)
+    -- without a gate, the retries go on as before
+    sent, open = 0, true
+    res, err = db:put_item{ TableName = "t", Item = ITEM }
+    assert.is_nil(res)
+    assert.equal(5, sent)
+  end)
+
   it("reports the request id of an error response through the engine transport", function()
     srv:script{ { status = 400, headers = { ["Content-Type"] = "application/x-amz-json-1.0" },
                   body = '{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"bad"}' } }

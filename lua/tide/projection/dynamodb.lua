@@ -203,9 +203,20 @@ local function fenced_error(name)
   return err("Fenced", "the lease may have passed to another worker: not writing", { projection = name })
 end
 
+-- The client options of a fenced write: the fence is asked before every
+-- attempt, the client's retries included (a retry after a backoff is
+-- never sent once the lease may have passed to another worker).
+local function gated(fence, name)
+  if not fence then return nil end
+  return { gate = function()
+    if fence() then return true end
+    return nil, fenced_error(name)
+  end }
+end
+
 local function conditional(self, name, pi, fence)
-  if fence and not fence() then return nil, fenced_error(name) end
   local s = self:spec(pi.table)
+  local opts = gated(fence, name)
   local names, values, cond
   if pi.expected_rev == false or pi.expected_rev == nil then
     cond = "attribute_not_exists(#k)"
@@ -217,13 +228,14 @@ local function conditional(self, name, pi, fence)
   end
   local item, res, e = stored_item(s, pi), nil, nil
   if item then
-    res, e = self.client:put_item{ TableName = s.table, Item = item,
-      ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
+    res, e = self.client:put_item({ TableName = s.table, Item = item,
+      ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }, opts)
   else
-    res, e = self.client:delete_item{ TableName = s.table, Key = { [s.key] = pi.key },
-      ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }
+    res, e = self.client:delete_item({ TableName = s.table, Key = { [s.key] = pi.key },
+      ConditionExpression = cond, ExpressionAttributeNames = names, ExpressionAttributeValues = values }, opts)
   end
   if res then return true end
+  if e.type == "Fenced" then return nil, e end
   if e.type == "ConditionalCheckFailedException" then
     return nil, err("Conflict", string.format("item '%s' of '%s' changed since it was read (expected revision %s)",
       tostring(pi.key), pi.table, tostring(pi.expected_rev or "none")),
@@ -258,20 +270,24 @@ function Backend:write_positions(name, positions, fence)
   for stream, version in pairs(positions or {}) do list[#list + 1] = { stream, version } end
   if #list == 0 then return true end
   if fence and not fence() then return nil, fenced_error(name) end
+  local opts = gated(fence, name)
   if not self.fenced then
     local pos = {}
     for i, sv in ipairs(list) do
       pos[i] = { PutRequest = { Item = { projection = name, stream = sv[1], version = sv[2] } } }
     end
-    local res, e = db:batch_write{ [self.positions_table] = pos }
-    if not res then return nil, leases.wrap(e, "writing positions", { projection = name }) end
+    local res, e = db:batch_write({ [self.positions_table] = pos }, opts)
+    if not res then
+      if e.type == "Fenced" then return nil, e end
+      return nil, leases.wrap(e, "writing positions", { projection = name })
+    end
     return true
   end
   local perr = db:run_parallel(list, function(sv)
-    if fence and not fence() then return nil, fenced_error(name) end
-    local _, e = db:update_item{ TableName = self.positions_table, Key = { projection = name, stream = sv[1] },
+    local _, e = db:update_item({ TableName = self.positions_table, Key = { projection = name, stream = sv[1] },
       UpdateExpression = "SET #v = :v", ConditionExpression = "attribute_not_exists(#v) OR #v < :v",
-      ExpressionAttributeNames = { ["#v"] = "version" }, ExpressionAttributeValues = { [":v"] = sv[2] } }
+      ExpressionAttributeNames = { ["#v"] = "version" }, ExpressionAttributeValues = { [":v"] = sv[2] } }, opts)
+    if e and e.type == "Fenced" then return nil, e end
     if e and e.type ~= "ConditionalCheckFailedException" then
       return nil, leases.wrap(e, "writing the position of " .. sv[1], { projection = name })
     end
@@ -287,7 +303,8 @@ end
 -- items and the positions are separate writes, and a worker that dies
 -- between them leaves events to deliver again, which the guards must still
 -- see through (docs/projections.md, "Idempotency and order").
--- opts.fence: a function called before each request is sent; false stops
+-- opts.fence: a function called before each request is sent, the
+-- client's retries included (the client's opts.gate); false stops
 -- the write there (nil, {type="Fenced"}): the runner's own-clock lease check.
 function Backend:write(name, plan, _, opts)
   if type(plan) ~= "table" then error("write: plan must be a table", 2) end
@@ -312,10 +329,7 @@ function Backend:write(name, plan, _, opts)
   -- Batch items in a thread of their own while the conditional ones go.
   local th
   if nbatch > 0 then
-    th = db:spawn(function()
-      if fence and not fence() then return nil, fenced_error(name) end
-      return db:batch_write(batch)
-    end)
+    th = db:spawn(function() return db:batch_write(batch, gated(fence, name)) end)
   end
   local cerr
   if #cond > 0 then
@@ -327,7 +341,8 @@ function Backend:write(name, plan, _, opts)
       e = err("LuaError", tostring(res), { projection = name })
     end
     if not (ok and res) and not cerr then
-      cerr = leases.wrap(e, "writing read-model items", { projection = name })
+      cerr = (type(e) == "table" and e.type == "Fenced") and e
+        or leases.wrap(e, "writing read-model items", { projection = name })
     end
   end
   if cerr then return nil, cerr end

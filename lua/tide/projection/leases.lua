@@ -47,8 +47,9 @@
 --   leases:record_listing(describer, ids, created_ms) -> lease | nil, err
 --   leases:take(observed [, force])    -> lease | nil, err (LeaseLost when it moved)
 --   leases:renew(lease)                -> lease | nil, err
---   leases:checkpoint(lease, cps [, handled]) -> lease | nil, err   cps: {name = seq} or one seq;
---                                        handled: {name = events applied since the last one}
+--   leases:checkpoint(lease, cps [, handled [, finish]]) -> lease | nil, err   cps: {name = seq} or one seq;
+--                                        handled: {name = events applied since the last one};
+--                                        finish: the lease-level SHARD_END in the same write
 --   leases:finish(lease)               -> lease | nil, err   (lease-level SHARD_END)
 --   leases:release(lease [, handoff])  -> true | nil, err
 --   leases:request_handoff(observed)   -> lease | nil, err
@@ -313,12 +314,18 @@ function Leases:take(lease, force)
 end
 
 -- Asks the holder to hand the shard over (graceful: it checkpoints, then
--- releases it to us). Conditioned on what we observed, so it is one request.
+-- releases it to us). Conditioned on the holder we observed (its owner
+-- and counter), not on its heartbeat: a busy shard's holder checkpoints
+-- several times a second, and a request conditioned on the beat the thief
+-- saw in its lease list a moment before nearly always failed on a loaded
+-- host, so balancing stalled.
 function Leases:request_handoff(lease)
+  if not lease.owner then
+    return nil, self:err("LeaseLost", "asking for a handoff: the lease has no holder", lease.shard)
+  end
   local names = { ["#o"] = "owner", ["#h"] = "handoff" }
-  local values = { [":me"] = self.owner }
-  local cond = observed(lease, names, values)
-  return self:update(lease, "asking for a handoff", "SET #h = :me", cond, names, values)
+  local values = { [":me"] = self.owner, [":old"] = lease.owner }
+  return self:update(lease, "asking for a handoff", "SET #h = :me", "#c = :c AND #o = :old", names, values)
 end
 
 function Leases:renew(lease)
@@ -332,7 +339,11 @@ end
 -- Also a heartbeat, and it clears those projections' errors.
 -- handled (optional): {name = events applied since the last checkpoint},
 -- added to the lease's running counts (`tide status` sums them).
-function Leases:checkpoint(lease, cps, handled)
+-- finish (optional): the last projections reach SHARD_END with this
+-- checkpoint: the lease-level SHARD_END (see finish) goes in the same
+-- write, so no worker can stop between the two and leave the shard's
+-- children waiting.
+function Leases:checkpoint(lease, cps, handled, finish)
   if type(cps) == "string" then cps = { [self.projection] = cps } end
   if type(cps) ~= "table" then error("leases:checkpoint: cps must be {name = sequence number}", 2) end
   local now = self.clock_ms()
@@ -359,6 +370,11 @@ function Leases:checkpoint(lease, cps, handled)
       adds[#adds + 1] = h .. " " .. hv
     end
   end
+  if finish then
+    names["#fin"], names["#end"], values[":fin"] = "checkpoint", "ended", M.SHARD_END
+    sets[#sets + 1] = "#fin = :fin"
+    sets[#sets + 1] = "#end = :u"
+  end
   local update = "SET " .. table.concat(sets, ", ") .. (#removes > 0 and (" REMOVE " .. table.concat(removes, ", ")) or "")
     .. (#adds > 0 and (" ADD " .. table.concat(adds, ", ")) or "")
   local l, err = self:update(lease, "checkpointing", update, table.concat(conds, " AND "), names, values)
@@ -374,7 +390,8 @@ function Leases:checkpoint(lease, cps, handled)
       local have = cur.cps[name]
       if have == nil or M.before(M.pad(have), M.pad(cps[name])) then moved[name] = cps[name] end
     end
-    if next(moved) then return self:checkpoint(lease, moved, handled) end
+    if next(moved) then return self:checkpoint(lease, moved, handled, finish) end
+    if finish then return self:finish(lease) end
     return self:renew(lease)
   end
   return nil, err

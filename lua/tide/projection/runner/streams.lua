@@ -36,6 +36,8 @@
 --
 -- Leases expire by their heartbeat: a lease whose (owner, counter, beat)
 -- has not changed for lease_ms on this worker's monotonic clock is taken.
+-- Heartbeats (renewals) go from a thread of their own, never behind the
+-- coordinator's balance round.
 -- The holder stops writing (fencing) once its own monotonic clock says
 -- lease_ms - fence_margin_ms have passed since it sent its last successful
 -- heartbeat (renewal, checkpoint or take).
@@ -235,13 +237,18 @@ function Runner:refresh_tree()
     local list = self.leases:list()
     if list then self:observe(list) end
   end
+  -- a lease for each shard new to this worker that the last lease list
+  -- did not have (another worker may have made it already); several in
+  -- flight (after a split of 64 shards: 128 PutItems)
+  local new = {}
   for _, id in ipairs(tree.order) do
-    -- a lease for each shard new to this worker that the last lease list
-    -- did not have (another worker may have made it already)
     if not (self.known and self.known[id]) and not (self.lease_by_shard and self.lease_by_shard[id]) then
-      local ok, lerr = self.leases:ensure(id, tree.by_id[id].parent)
-      if not ok then return nil, lerr end
+      new[#new + 1] = id
     end
+  end
+  if #new > 0 then
+    local lerr = self.client:run_parallel(new, function(id) return self.leases:ensure(id, tree.by_id[id].parent) end)
+    if lerr then return nil, lerr end
   end
   self.known = {}
   for _, id in ipairs(tree.order) do self.known[id] = true end
@@ -586,14 +593,24 @@ function Runner:checkpoint(st, names, seq)
     if ps and (ps.unrecorded or 0) > 0 then handled[name] = ps.unrecorded end
   end
   if next(cps) == nil then return true end
+  -- the last projections reaching SHARD_END: the lease's own SHARD_END
+  -- in the same write (a worker stopped between two writes would leave a
+  -- shard that no projection reads any more and its children waiting)
+  local finish = seq == SHARD_END
+  if finish then
+    for _, p in ipairs(self.projections) do
+      if not cps[p.name] and st.cps[p.name] ~= SHARD_END then finish = false end
+    end
+  end
   st.failures = 0
   while true do
     if not self:may_write(st) then return false end
     if self.stopping and self:now() > (self.stop_deadline or math.huge) then return false end
     local sent = self:now()
-    local l, cerr = self.leases:checkpoint(st.lease, cps, handled)
+    local l, cerr = self.leases:checkpoint(st.lease, cps, handled, finish)
     if l then
       beat_ok(st, l, sent)
+      if finish then st.lease_done = true end
       for name in pairs(cps) do
         st.cps[name] = seq
         local ps = st.procs[name]
@@ -808,12 +825,30 @@ function Runner:shard_loop(st)
       end
     end
     if all_end then
-      if self:may_write(st) then
-        local sent = self:now()
-        local l = self.leases:finish(st.lease)
-        if l then beat_ok(st, l, sent); st.state = "done"; self.changed = true end
+      if st.lease_done then
+        st.state = "done"
+        self.changed = true
+        return
       end
-      return
+      -- a lease whose projections ended under an earlier holder that
+      -- stopped before writing the lease's SHARD_END: written now,
+      -- retried until done, the lease is lost, or stopping
+      if not self:may_write(st) then return end
+      local sent = self:now()
+      local l, ferr = self.leases:finish(st.lease)
+      if l then
+        beat_ok(st, l, sent)
+        st.state = "done"
+        self.changed = true
+        return
+      end
+      if ferr.type == "LeaseLost" then
+        st.lost = true
+        return
+      end
+      self.log("warn", string.format("shard %s: finishing the lease failed, retrying: %s", st.shard, tostring(ferr)))
+      self:backoff(st)
+      goto continue
     end
     -- nothing left to read here for any projection (finished, or waiting
     -- for a rebuild): give the shard back
@@ -826,6 +861,7 @@ function Runner:shard_loop(st)
       local d = math.max(0.01, math.min(until_t - self:now(), 0.05))
       self:sleep(d)
     end
+    ::continue::
   end
 end
 
@@ -910,13 +946,18 @@ function Runner:eligible(list, by)
       elseif l.parent_done or l.decision == "skip-parent" then ok = true
       elseif by[p] then ok = by[p].checkpoint == SHARD_END
       else ok = false end   -- parent unknown here: wait (see status), never skip
-      -- a shard where every projection needs a rebuild is not read
+      -- a shard where every projection needs a rebuild is not read; one
+      -- where every projection is at SHARD_END but the lease is not (its
+      -- holder stopped between the two: an earlier version, or a finish
+      -- that failed) is taken to write the lease's SHARD_END, which its
+      -- children wait for
       if ok then
-        local live = false
+        local live, ended = false, true
         for _, proj in ipairs(self.projections) do
           if l.errors[proj.name] ~= REBUILD and l.cps[proj.name] ~= SHARD_END then live = true end
+          if l.cps[proj.name] ~= SHARD_END then ended = false end
         end
-        ok = live
+        ok = live or ended
       end
       if ok then eligible[l.shard] = true end
     end
@@ -1073,16 +1114,35 @@ function Runner:run(stop, opts)
 end
 
 function Runner:loop(stop)
-  local last_renew, last_balance = -math.huge, -math.huge
+  local last_balance = -math.huge
   local tick = math.min(self.renew_s / 2, 0.5)
+  -- Heartbeats in a thread of their own (as the KCL's lease renewer):
+  -- they never wait behind a balance round (the lease Query, takes, a
+  -- describer's DescribeStream and lease creation), which on a busy host
+  -- can take longer than the fence margin.
+  local looping = true
+  local renewer = self.client:spawn(function()
+    local rtick = math.min(self.renew_s / 4, 0.25)
+    while looping and not (self.stopping or self.killed) do
+      local rok, rerr = xpcall(self.renew_all, debug.traceback, self)
+      if not rok then self.log("error", "projection '" .. self.name .. "': renewing leases failed: " .. tostring(rerr)) end
+      local t0 = self:now()
+      while looping and self:now() - t0 < rtick and not (self.stopping or self.killed) do
+        self:sleep(math.min(0.05, rtick))
+      end
+    end
+  end)
+  local ok, err = xpcall(self.loop_body, debug.traceback, self, stop, tick, last_balance)
+  looping = false
+  self.client:wait(renewer)
+  if not ok then error(err, 0) end
+end
+
+function Runner:loop_body(stop, tick, last_balance)
   while not (self.stopping or self.killed or should_stop(stop)) do
     local now = self:now()
     local changed = self.changed
     self.changed = false
-    if now - last_renew >= tick then
-      self:renew_all()
-      last_renew = now
-    end
     -- the lease list, and with it DescribeStream's shard list (see
     -- describer_turn); looked at every 0.2 s until there is one
     if now - last_balance >= (self.tree and self.balance_s or 0.2) or changed then
