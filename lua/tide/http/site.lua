@@ -16,6 +16,7 @@
 -- through tide.http.api.
 local api = require "tide.http.api"
 local core = require "tide.core"
+local cjson = require "cjson.safe"
 local terror = require "tide.error"
 local tlog = require "tide.log"
 
@@ -51,9 +52,13 @@ end
 -- atomically and deleted by its holder; it expires after LANE_TURN_S should
 -- a worker die holding it. The dict also keeps the last version written of
 -- each stream, so a worker whose cached state is behind catches up before
--- deciding instead of losing a write. Without the dict (an nginx.conf of
--- an older tide), workers write as separate processes do.
+-- deciding instead of losing a write, and the events of the last write of
+-- each stream (up to SHARED_EVENTS_BYTES of them), so that catch-up is
+-- usually no read at all: the next worker applies what the previous one
+-- wrote. Without the dict (an nginx.conf of an older tide), workers write
+-- as separate processes do.
 local LANE_TURN_S = 30
+local SHARED_EVENTS_BYTES = 64 * 1024
 local function ngx_host_lanes()
   local dict = ngx.shared.tide_streams
   if not dict then return nil end
@@ -76,16 +81,36 @@ local function ngx_host_lanes()
         step = math.min(step * 2, 0.004)
       end
     end,
-    leave = function(stream, version)
+    leave = function(stream, version, written)
       if version then
         local known = dict:get("v:" .. stream)
-        if not known or known < version then dict:set("v:" .. stream, version) end
+        if not known or known < version then
+          dict:set("v:" .. stream, version)
+          -- the events of this write, for the next worker's catch-up
+          local text = written and cjson.encode{ written.first, written.events }
+          if text and #text <= SHARED_EVENTS_BYTES then
+            dict:set("e:" .. stream, text)
+          else
+            dict:delete("e:" .. stream)
+          end
+        end
       end
       local key = "t:" .. stream
       if held[stream] and dict:get(key) == held[stream] then dict:delete(key) end
       held[stream] = nil
     end,
     version = function(stream) return dict:get("v:" .. stream) end,
+    -- -> the stored events after..upto when the last write left exactly those
+    events = function(stream, after, upto)
+      local text = dict:get("e:" .. stream)
+      local w = text and cjson.decode(text)
+      if type(w) ~= "table" or w[1] ~= after + 1 or type(w[2]) ~= "table" or after + #w[2] ~= upto then return nil end
+      local out = {}
+      for i, e in ipairs(w[2]) do
+        out[i] = { version = after + i, type = e.type, data = e.data, meta = e.meta, format = e.format }
+      end
+      return out
+    end,
   }
 end
 
