@@ -12,6 +12,8 @@
 #   bench/hot_streams.sh            (from the project root; make bench runs it)
 #   BENCH_HOT_DEPOSITS=2000         deposits of the hot-stream runs
 #   BENCH_HOT_WRITER_DEPOSITS=400   deposits of each many-writers process
+#   BENCH_HOT_TURNS=3               hot-stream turns (one at a time and batched
+#                                   alternating; medians: the machine is shared)
 #
 # Every run gets tables of its own (a new table prefix, `tide init`), or a
 # new SQLite file. DynamoDB Local is started for this script and stopped
@@ -23,6 +25,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEPOSITS=${BENCH_HOT_DEPOSITS:-2000}
 WRITER_DEPOSITS=${BENCH_HOT_WRITER_DEPOSITS:-400}
+TURNS=${BENCH_HOT_TURNS:-3}
 TIDE=$ROOT/build/tide
 export AWS_ACCESS_KEY_ID=tidebench AWS_SECRET_ACCESS_KEY=tidebenchsecret
 unset AWS_SESSION_TOKEN AWS_PROFILE LD_PRELOAD
@@ -86,29 +89,42 @@ check_all_ok() { # stats file, expected commands
 }
 
 echo "Hot stream: $DEPOSITS deposits on one account, tide batch (commands waiting on the stream share a write)"
-echo "against the same deposits one at a time (--concurrency 1: one write per round trip)"
-printf '  %-10s %-22s %10s %10s %8s %9s %11s %11s\n' store mode "commands/s" seconds writes "req/cmd" "RCU/cmd" "WCU/cmd"
+echo "against the same deposits one at a time (--concurrency 1: one write per round trip); $TURNS turns,"
+echo "one at a time and batched in turns (batched first in even turns), each run on tables of its own;"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '  %-10s %4s %-14s %10s %8s %8s %9s %11s %11s
+' store turn mode "commands/s" seconds writes "req/cmd" "RCU/cmd" "WCU/cmd"
 deposits "$DEPOSITS" 1 >"$tmp/hot.ndjson"
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 for store in dynamodb sqlite; do
-  declare -A rate=()
-  for mode in floor batched; do
-    cfg=$(config "$store")
-    open_accounts "$cfg" 1
-    args=()
-    [ "$mode" = floor ] && args=(--concurrency 1)
-    "$TIDE" batch --config "$cfg" --stats "${args[@]}" <"$tmp/hot.ndjson" >/dev/null 2>"$tmp/stats"
-    check_all_ok "$tmp/stats" "$DEPOSITS"
-    rate[$mode]=$(stat "$tmp/stats" commands_per_second)
-    printf '  %-10s %-22s %10.0f %10.2f %8s %9.3f %11.3f %11.3f\n' "$store" \
-      "$([ "$mode" = floor ] && echo "one at a time" || echo "batched")" "${rate[$mode]}" \
-      "$(stat "$tmp/stats" seconds)" "$(stat "$tmp/stats" writes)" \
-      "$(stat "$tmp/stats" dynamodb.requests_per_command)" "$(stat "$tmp/stats" dynamodb.read_units_per_command)" \
-      "$(stat "$tmp/stats" dynamodb.write_units_per_command)"
+  ratios="" floors="" batcheds=""
+  for ((turn = 1; turn <= TURNS; turn++)); do
+    declare -A rate=()
+    modes="floor batched"
+    [ $((turn % 2)) = 0 ] && modes="batched floor"
+    for mode in $modes; do
+      cfg=$(config "$store")
+      open_accounts "$cfg" 1
+      args=()
+      [ "$mode" = floor ] && args=(--concurrency 1)
+      "$TIDE" batch --config "$cfg" --stats "${args[@]}" <"$tmp/hot.ndjson" >/dev/null 2>"$tmp/stats"
+      check_all_ok "$tmp/stats" "$DEPOSITS"
+      rate[$mode]=$(stat "$tmp/stats" commands_per_second)
+      printf '  %-10s %4d %-14s %10.0f %8.2f %8s %9.3f %11.3f %11.3f\n' "$store" "$turn" \
+        "$([ "$mode" = floor ] && echo "one at a time" || echo "batched")" "${rate[$mode]}" \
+        "$(stat "$tmp/stats" seconds)" "$(stat "$tmp/stats" writes)" \
+        "$(stat "$tmp/stats" dynamodb.requests_per_command)" "$(stat "$tmp/stats" dynamodb.read_units_per_command)" \
+        "$(stat "$tmp/stats" dynamodb.write_units_per_command)"
+    done
+    ratios="$ratios $(awk -v b="${rate[batched]}" -v f="${rate[floor]}" 'BEGIN { printf "%.2f", b / f }')"
+    floors="$floors ${rate[floor]}" batcheds="$batcheds ${rate[batched]}"
+    unset rate
   done
-  awk -v b="${rate[batched]}" -v f="${rate[floor]}" -v s="$store" \
-    'BEGIN { printf "  %s: batched = %.1f x the one-at-a-time floor (target: at least 3 x)\n", s, b / f }'
-  unset rate
+  awk -v r="$(echo "$ratios" | median)" -v f="$(echo "$floors" | median)" -v b="$(echo "$batcheds" | median)" \
+    -v s="$store" -v all="$ratios" \
+    'BEGIN { printf "  %s: batched = %.1f x the one-at-a-time floor (median of the turns%s; medians %.0f vs %.0f commands/s; target: at least 3 x)\n", s, r, all, b, f }'
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
 echo "Many writers: 4 writer processes x $WRITER_DEPOSITS deposits on the same 8 accounts, against 1 process"

@@ -56,6 +56,22 @@ sum_balances() { # url
   curl -sS "${urls[@]}" | grep -o '"balance":[0-9]*' | awk -F: '{ s += $2; n++ } END { printf "%d %d\n", s, n }'
 }
 
+# Waits until the balances stop changing (the requests in flight when wrk
+# closed its connections finish in nginx; with p99 over a second a fixed
+# pause was too short and counted the warm-up's last deposits in the run),
+# then prints them as sum_balances does.
+settled_balances() { # url
+  local prev cur i
+  prev=$(sum_balances "$1")
+  for ((i = 0; i < 40; i++)); do
+    sleep 0.5
+    cur=$(sum_balances "$1")
+    [ "$cur" = "$prev" ] && break
+    prev=$cur
+  done
+  echo "$cur"
+}
+
 run_wrk() { # url seconds
   wrk -t"$THREADS" -c"$CONNS" -d"${2}s" --timeout 10s --latency -s bench/wrk_deposit.lua "$1" -- "$ACCOUNTS" 1 acc- \
     2>"$tmp/wrk.err"
@@ -96,16 +112,14 @@ YAML
 
   note "workers=$w: warm-up, ${WARM} s of deposits (not measured)"
   run_wrk "$url" "$WARM" >/dev/null
-  sleep 1
-  read -r base n < <(sum_balances "$url")
+  read -r base n < <(settled_balances "$url")
   [ "$n" = "$ACCOUNTS" ] || { note "read $n of $ACCOUNTS balances before the run"; return 1; }
 
   note "workers=$w: wrk -t$THREADS -c$CONNS -d${DUR}s on POST /aggregates/account/{id}"
   out=$(run_wrk "$url" "$DUR")
   res=$(grep '^WRK_RESULT ' <<<"$out" | sed 's/^WRK_RESULT //')
   [ -n "$res" ] || { note "wrk printed no result: $out $(cat "$tmp/wrk.err")"; return 1; }
-  sleep 1  # requests in flight when wrk closed its connections finish in nginx
-  read -r final n < <(sum_balances "$url")
+  read -r final n < <(settled_balances "$url")  # requests in flight when wrk closed its connections finish
   [ "$n" = "$ACCOUNTS" ] || { note "read $n of $ACCOUNTS balances after the run"; return 1; }
   ok=$(node -pe 'JSON.parse(process.argv[1]).ok' "$res")
 

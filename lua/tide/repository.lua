@@ -74,8 +74,12 @@ M.sched_parking = sched_parking
 --   | nil, err (it may time out), wake=function(waiter)} (see "Lanes" below).
 --   host_lanes: {enter=function(stream) -> true | nil, err (waits for this
 --   process's turn on the stream among the host's processes),
---   leave=function(stream, version_written_or_nil), version=function(stream)
---   -> the last version any of them wrote, or nil}: optional.
+--   leave=function(stream, version_written_or_nil, written_or_nil),
+--   version=function(stream) -> the last version any of them wrote, or nil,
+--   events=function(stream, after, upto) -> the stored events after..upto
+--   (what another process left), or nil}: optional. written: {first=, events=
+--   the stored events of this turn's last write} (enough for the next
+--   process's catch-up without a read).
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.registry) ~= "table" then
     error("repository.new: opts.store and opts.registry are required", 2)
@@ -90,6 +94,7 @@ function M.new(opts)
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
     lanes = {},
+    written = {}, -- stream -> {first=, events=} of the last write in a host turn (host_lanes)
     contention_by_stream = {}, contention_count = 0,
     snapshot_every = opts.snapshot_every or 100,
     sleep = opts.sleep or default_sleep(),
@@ -409,13 +414,18 @@ end
 -- events cannot be applied here: the caller reloads). conflict: the
 -- store's Conflict error, whose err.found (the events the refused write
 -- met) spares the read when err.found_all says the stream ends there, and
--- shortens it otherwise.
-function Repository:catch_up(agg, stream, rec, conflict)
+-- shortens it otherwise. trust_found (a batch's first lost write): when
+-- the refused transaction found two or more events, they are taken as
+-- the whole of what was missing, without a read: the other writer's batch
+-- is usually no longer than ours; when it was, the next write is refused
+-- too, with the events after them, and that catch-up reads (one refused
+-- write instead of the Query; the writes' conditions keep it correct).
+function Repository:catch_up(agg, stream, rec, conflict, trust_found)
   local stored
   local found = type(conflict) == "table" and conflict.found
   if found and found[1] and found[1].version == rec.version + 1 then
     stored = found
-    if not conflict.found_all then
+    if not conflict.found_all and not (trust_found and #found > 1) then
       local more, err = self.store:load(stream, found[#found].version)
       if not more then return nil, err end
       stored = {}
@@ -530,7 +540,14 @@ function Repository:run_batch(jobs, take_queued, lane)
       njobs = #jobs
     end
     if not rec then
+      local loads = self.stats.loads
       rec, lerr = self:record(agg, stream)
+      if rec and take_queued and self.stats.loads ~= loads then
+        -- the load took a round trip: the commands queued meanwhile join
+        -- this batch (one write instead of two)
+        take_queued(lane, jobs)
+        njobs = #jobs
+      end
       if not rec then
         for _, job in ipairs(jobs) do
           local e = setmetatable({}, getmetatable(lerr))
@@ -544,7 +561,10 @@ function Repository:run_batch(jobs, take_queued, lane)
       if known and known > rec.version then
         -- another process of this host wrote since: catch up first rather
         -- than lose the write
-        local caught = self:catch_up(agg, stream, rec)
+        -- (from the events that process left in the host's shared memory
+        -- when they are exactly the ones missing: no read)
+        local shared = self.host_lanes.events and self.host_lanes.events(stream, rec.version, known)
+        local caught = self:catch_up(agg, stream, rec, shared and { found = shared, found_all = true })
         if caught then
           put_record(self, stream, caught)
           rec = caught
@@ -603,7 +623,10 @@ function Repository:run_batch(jobs, take_queued, lane)
       local last
       last, err = self.store:append(stream, rec.version, events)
       ok = last ~= nil
-      if ok then self.stats.writes = self.stats.writes + 1 end
+      if ok then
+        self.stats.writes = self.stats.writes + 1
+        if self.host_lanes then self.written[stream] = { first = rec.version + 1, events = events } end
+      end
     end
     if ok then
       if nevents > 0 then
@@ -654,7 +677,7 @@ function Repository:run_batch(jobs, take_queued, lane)
     self.stats.conflicts = self.stats.conflicts + 1
     self:contended(stream, mono() - started)
     local behind = rec.version
-    rec = self:catch_up(agg, stream, rec, err)
+    rec = self:catch_up(agg, stream, rec, err, writes == 0)
     if rec then
       put_record(self, stream, rec)
     else
@@ -738,16 +761,20 @@ function Repository:execute(name, id, command, opts)
   local batching = self.batching
   if job.agg.batching ~= nil then batching = job.agg.batching end
   local jobs = { job }
-  if batching then take_queued(lane, jobs) end
   local hl = self.host_lanes
   local ok, ntaken
   local entered, herr = true, nil
   if hl then entered, herr = hl.enter(stream) end
+  -- (after the wait for the host's turn: what queued meanwhile joins)
+  if batching then take_queued(lane, jobs) end
   if entered then
     ok, ntaken = pcall(self.run_batch, self, jobs, batching and take_queued or nil, lane)
     if hl then
       local rec = self.cache:get(stream)
-      hl.leave(stream, rec and rec.version)
+      local written = self.written[stream]
+      self.written[stream] = nil
+      if not (rec and written and written.first + #written.events - 1 == rec.version) then written = nil end
+      hl.leave(stream, rec and rec.version, written)
     end
   else
     ok, ntaken = true, #jobs

@@ -219,6 +219,15 @@ stores.each(function(kind)
           assert(mine:execute("tally", "x", { type = "Add", n = 1 }))
           assert.equal(2, mine.stats.catch_ups)
           assert.equal(1 + 10 + 100 + 101 + 102 + 3, assert(mine:state("tally", "x")).state.value)
+          -- a transaction that finds two or more events and nothing free
+          -- takes them as all it missed: no read, and the next write wins
+          assert(theirs:execute("tally", "x", { type = "Triple", n = 1 }))
+          queries = store.client.usage.requests.Query or 0
+          res = assert(mine:execute("tally", "x", { type = "Triple", n = 10 }))
+          assert.equal(14, res.version)
+          assert.equal(3, mine.stats.catch_ups)
+          assert.equal(queries, store.client.usage.requests.Query or 0)
+          assert.equal(1 + 10 + 100 + 101 + 102 + 3 + 6 + 33, assert(mine:state("tally", "x")).state.value)
           store:close()
           other_store:close()
         end)

@@ -16,6 +16,7 @@
 -- through tide.http.api.
 local api = require "tide.http.api"
 local core = require "tide.core"
+local cjson = require "cjson.safe"
 local terror = require "tide.error"
 local tlog = require "tide.log"
 
@@ -51,41 +52,93 @@ end
 -- atomically and deleted by its holder; it expires after LANE_TURN_S should
 -- a worker die holding it. The dict also keeps the last version written of
 -- each stream, so a worker whose cached state is behind catches up before
--- deciding instead of losing a write. Without the dict (an nginx.conf of
--- an older tide), workers write as separate processes do.
+-- deciding instead of losing a write, and the events of the last write of
+-- each stream (up to SHARED_EVENTS_BYTES of them), so that catch-up is
+-- usually no read at all: the next worker applies what the previous one
+-- wrote. Without the dict (an nginx.conf of an older tide), workers write
+-- as separate processes do.
 local LANE_TURN_S = 30
+local SHARED_EVENTS_BYTES = 64 * 1024
+local WAIT_STEP_S = 0.002 -- the longest pause between a waiting worker's tries
+local DEFER_S = 2 * WAIT_STEP_S -- what the worker that just left a turn gives a waiting one
 local function ngx_host_lanes()
   local dict = ngx.shared.tide_streams
   if not dict then return nil end
   local pid, turns = ngx.worker.pid(), 0
   local held = {} -- stream -> our token
+  local left, nleft = {}, 0 -- stream -> when we last left its turn (until we enter it again)
   return {
     enter = function(stream)
       turns = turns + 1
-      local token, key = pid .. ":" .. turns, "t:" .. stream
+      local token, key, wkey = pid .. ":" .. turns, "t:" .. stream, "w:" .. stream
       local deadline, step = ngx.now() + LANE_WAIT_S, 0.001
+      -- Turns alternate: a worker that just had this stream's turn lets a
+      -- waiting worker take it first (else it would win every time: the
+      -- waiter is asleep between its tries, and its clients starve).
+      local last = left[stream]
+      if last then
+        left[stream], nleft = nil, nleft - 1
+        if ngx.now() - last < 1 and (dict:get(wkey) or 0) > 0 then ngx.sleep(DEFER_S) end
+      end
+      local waiting = false
       while true do
         local ok, err = dict:add(key, token, LANE_TURN_S)
         if ok then
           held[stream] = token
+          if waiting then dict:incr(wkey, -1) end
           return true
         end
-        if err ~= "exists" then return nil, "the tide_streams shared dict: " .. tostring(err) end
-        if ngx.now() > deadline then return nil, "another worker held the stream's turn for " .. LANE_WAIT_S .. " s" end
+        if err ~= "exists" then
+          if waiting then dict:incr(wkey, -1) end
+          return nil, "the tide_streams shared dict: " .. tostring(err)
+        end
+        if ngx.now() > deadline then
+          if waiting then dict:incr(wkey, -1) end
+          return nil, "another worker held the stream's turn for " .. LANE_WAIT_S .. " s"
+        end
+        if not waiting then
+          waiting = true
+          dict:incr(wkey, 1, 0)
+        end
         ngx.sleep(step)
-        step = math.min(step * 2, 0.004)
+        step = math.min(step * 2, WAIT_STEP_S)
       end
     end,
-    leave = function(stream, version)
+    leave = function(stream, version, written)
       if version then
         local known = dict:get("v:" .. stream)
-        if not known or known < version then dict:set("v:" .. stream, version) end
+        if not known or known < version then
+          dict:set("v:" .. stream, version)
+          -- the events of this write, for the next worker's catch-up
+          local text = written and cjson.encode{ written.first, written.events }
+          if text and #text <= SHARED_EVENTS_BYTES then
+            dict:set("e:" .. stream, text)
+          else
+            dict:delete("e:" .. stream)
+          end
+        end
       end
       local key = "t:" .. stream
       if held[stream] and dict:get(key) == held[stream] then dict:delete(key) end
       held[stream] = nil
+      if not left[stream] then
+        if nleft >= 10000 then left, nleft = {}, 0 end
+        nleft = nleft + 1
+      end
+      left[stream] = ngx.now()
     end,
     version = function(stream) return dict:get("v:" .. stream) end,
+    -- -> the stored events after..upto when the last write left exactly those
+    events = function(stream, after, upto)
+      local text = dict:get("e:" .. stream)
+      local w = text and cjson.decode(text)
+      if type(w) ~= "table" or w[1] ~= after + 1 or type(w[2]) ~= "table" or after + #w[2] ~= upto then return nil end
+      local out = {}
+      for i, e in ipairs(w[2]) do
+        out[i] = { version = after + i, type = e.type, data = e.data, meta = e.meta, format = e.format }
+      end
+      return out
+    end,
   }
 end
 
