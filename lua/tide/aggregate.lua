@@ -203,6 +203,22 @@ function Aggregate:check_command(cmd)
   return true
 end
 
+-- "account.commands.Deposit": what a budgeted call is named, made once per
+-- type (not a new string per command).
+local function call_name(self, kind, t)
+  local names = self.call_names
+  if not names then
+    names = { commands = {}, events = {} }
+    self.call_names = names
+  end
+  local n = names[kind][t]
+  if not n then
+    n = self.name .. "." .. kind .. "." .. t
+    names[kind][t] = n
+  end
+  return n
+end
+
 -- Runs the handler. Returns:
 --   events (a list of flat event tables, possibly empty)
 --   nil, "rejected", reason    -- the domain said no
@@ -210,7 +226,7 @@ end
 --                                     traceback) or broke the contract
 function Aggregate:decide(state, cmd, ctx)
   local handler = self.module.commands[cmd.type]
-  local ok, r1, r2 = budget.call(self.name .. ".commands." .. cmd.type, sandbox.traceback, handler, state, cmd, ctx)
+  local ok, r1, r2 = budget.call(call_name(self, "commands", cmd.type), sandbox.traceback, handler, state, cmd, ctx)
   if not ok then
     return nil, "handler_error", ("%s.%s raised: %s"):format(self.name, cmd.type, tostring(r1))
   end
@@ -256,7 +272,7 @@ function Aggregate:apply(state, event)
     return nil, ("no applier for event '%s' in aggregate '%s': add %s.events.%s")
       :format(tostring(event.type), self.name, self.name, tostring(event.type))
   end
-  local ok, out = budget.call(self.name .. ".events." .. event.type, sandbox.traceback, applier, state, event)
+  local ok, out = budget.call(call_name(self, "events", event.type), sandbox.traceback, applier, state, event)
   if not ok then return nil, ("%s.events.%s raised: %s"):format(self.name, event.type, tostring(out)) end
   if type(out) ~= "table" then
     return nil, ("%s.events.%s returned %s: an applier must return the new state (end it with `return state`)")

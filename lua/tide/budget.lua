@@ -109,6 +109,17 @@ local function finish(b, key, ok, ...)
   return false, e
 end
 
+-- The error handler of a budgeted call (one function for all: a closure
+-- per call was a trace abort per command): the call's record is the
+-- running thread's.
+local function on_error(e)
+  if getmetatable(e) == Timeout then return e end
+  local b = active[running() or MAIN]
+  -- tide's own error handler runs with the budget paused
+  b.paused_at = b.paused_at or live_ms()
+  return b.handler(e)
+end
+
 function M.call(what, handler, fn, ...)
   local key = running() or MAIN
   if M.ms <= 0 or active[key] then
@@ -118,15 +129,10 @@ function M.call(what, handler, fn, ...)
       return handler(e)
     end, ...)
   end
-  local b = { deadline = live_ms() + M.ms, what = what, limit = M.ms }
+  local b = { deadline = live_ms() + M.ms, what = what, limit = M.ms, handler = handler }
   active[key] = b
   arm()
-  return finish(b, key, xpcall(fn, function(e)
-    if getmetatable(e) == Timeout then return e end
-    -- tide's own error handler runs with the budget paused
-    b.paused_at = b.paused_at or live_ms()
-    return handler(e)
-  end, ...))
+  return finish(b, key, xpcall(fn, on_error, ...))
 end
 
 local function resume(b, ...)

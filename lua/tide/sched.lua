@@ -157,11 +157,14 @@ local function current_thread(name)
   return th
 end
 
--- Queue th to be resumed with the given values.
+-- Queue th to be resumed with the given values: the thread in q[i], its
+-- values in q.args[i] (false for none, the common case: no table made).
 local function make_ready(th, ...)
   local q = loop.ready
-  q.last = q.last + 1
-  q[q.last] = { th = th, args = pack(...) }
+  local i = q.last + 1
+  q.last = i
+  q[i] = th
+  q.args[i] = select("#", ...) > 0 and pack(...) or false
 end
 
 local finish
@@ -214,11 +217,17 @@ finish = function(th, ok, results)
   end
 end
 
-local function new_thread(fn, args)
+-- Every thread's coroutine runs this body: the function and its arguments
+-- come with the first resume (no closure made per thread).
+local function thread_body(fn, ...)
+  return xpcall(fn, on_error_handler, ...)
+end
+
+-- A thread not started yet: the first resume (step) passes fn and its
+-- arguments.
+local function new_thread()
   local th = setmetatable({ status = "running", loop = loop }, Thread)
-  th.co = co_create(function()
-    return xpcall(fn, on_error_handler, unpack(args, 1, args.n))
-  end)
+  th.co = co_create(thread_body)
   loop.by_co[th.co] = th
   loop.live = loop.live + 1
   return th
@@ -228,9 +237,9 @@ function M.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("sched.spawn: fn must be a function", 2)
   end
-  local parent = current_thread("spawn")
-  local th = new_thread(fn, pack(...))
-  step(th)
+  current_thread("spawn")
+  local th = new_thread()
+  step(th, fn, ...)
   -- the spawned thread ran first; the parent goes on at once
   return th
 end
@@ -496,11 +505,17 @@ local function run_ready(L)
   -- only what was ready when this pass began: a thread that yields again
   -- (sleep(0)) waits for the next pass, after I/O got a chance
   local last = q.last
+  local qargs = q.args
   while q.first <= last do
-    local item = q[q.first]
-    q[q.first] = nil
-    q.first = q.first + 1
-    step(item.th, unpack(item.args, 1, item.args.n))
+    local i = q.first
+    local th, args = q[i], qargs[i]
+    q[i], qargs[i] = nil, nil
+    q.first = i + 1
+    if args then
+      step(th, unpack(args, 1, args.n))
+    else
+      step(th)
+    end
     if L.main.status == "failed" then
       return
     end
@@ -583,7 +598,7 @@ function M.run(fn, ...)
     error("sched.run: already running (use sched.spawn inside a run)", 2)
   end
   local L = {
-    ready = { first = 1, last = 0 },
+    ready = { first = 1, last = 0, args = {} },
     timers = {},
     seq = 0,
     waiting = {},
@@ -597,8 +612,8 @@ function M.run(fn, ...)
   }
   loop = L
   local ok, err = pcall(function(...)
-    L.main = new_thread(fn, pack(...))
-    make_ready(L.main)
+    L.main = new_thread()
+    make_ready(L.main, fn, ...)
     drive(L)
   end, ...)
   loop = nil

@@ -64,6 +64,8 @@ local function write_batch_stats(lines, outcomes, seconds, rstats, store)
   io.stderr:write(core.json_encode{ stats = st }, "\n")
 end
 
+local ID_FIELDS = { "correlation_id", "causation_id" }
+
 -- Severity order for batch's exit status: the worst failure wins.
 local SEVERITY = { [0] = 0, [3] = 1, [7] = 2, [4] = 3, [2] = 4, [1] = 5, [5] = 6 }
 
@@ -99,22 +101,31 @@ function commands.batch(opts, pos)
     if SEVERITY[code] > SEVERITY[status] then status = code end
   end
   local pending = {}   -- line number -> thread, until its result is printed
-  local results = {}   -- line number -> {line, code}, done but not yet printed
+  local results, codes = {}, {} -- line number -> result line, exit code: done but not yet printed
   local next_out, n = 1, 0
+
+  -- stdout is flushed once per turn of the scheduler, after the threads
+  -- that were ready (a group commit wakes a hundred at once) have printed
+  -- (not once per line): by a thread that yields once, then flushes.
+  local flusher
+  local function flush_soon()
+    sched.sleep(0)
+    flush_out()
+    flusher = nil
+  end
 
   -- Prints every result that is ready in input order, as soon as it is:
   -- a live producer sees each answer without waiting for the window.
   local function emit(i, line, code)
-    results[i] = { line, code }
+    results[i], codes[i] = line, code
     if i ~= next_out then return end
     while results[next_out] do
-      local r = results[next_out]
-      results[next_out], pending[next_out] = nil, nil
-      out(r[1])
-      note(r[2])
+      out(results[next_out])
+      note(codes[next_out])
+      results[next_out], codes[next_out], pending[next_out] = nil, nil, nil
       next_out = next_out + 1
     end
-    flush_out()
+    if not flusher then flusher = sched.spawn(flush_soon) end
   end
 
   local outcomes = {} -- "ok" or an error kind -> count
@@ -129,14 +140,17 @@ function commands.batch(opts, pos)
         ("line %d: needs \"aggregate\" (string), \"id\" (string) and \"command\" (object)"):format(lineno)),
         EXIT.usage
     end
-    for _, f in ipairs{ "correlation_id", "causation_id" } do
-      local v = req[f]
-      local ierr = v ~= nil and (type(v) ~= "string" and ("\"" .. f .. "\" must be a string")
-                                 or require("tide.input").id_error(v, f))
-      if ierr then return error_line("invalid", ("line %d: %s"):format(lineno, ierr)), EXIT.usage end
+    local corr, caus = req.correlation_id, req.causation_id
+    if corr ~= nil or caus ~= nil then
+      for _, f in ipairs(ID_FIELDS) do
+        local v = req[f]
+        local ierr = v ~= nil and (type(v) ~= "string" and ("\"" .. f .. "\" must be a string")
+                                   or require("tide.input").id_error(v, f))
+        if ierr then return error_line("invalid", ("line %d: %s"):format(lineno, ierr)), EXIT.usage end
+      end
     end
     local res, xerr = repo:execute(req.aggregate, req.id, req.command,
-      { correlation_id = req.correlation_id, causation_id = req.causation_id })
+      (corr ~= nil or caus ~= nil) and { correlation_id = corr, causation_id = caus } or nil)
     if res then
       tally(res.duplicate and "duplicate" or "ok")
       return ok_result(res), EXIT.ok
@@ -165,7 +179,7 @@ function commands.batch(opts, pos)
       -- Commands of one stream are decided in the order they reach the
       -- repository, which is the order of the lines: each thread calls it
       -- before its first yield, and threads start in the order spawned.
-      local req, derr = decode_object(text, "line " .. n)
+      local req, derr = decode_object(text, n) -- named "line n" in its error
       local th = sched.spawn(command_thread, req, derr, n)
       if next_out <= n then pending[n] = th end
     end
