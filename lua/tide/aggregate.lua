@@ -36,12 +36,14 @@ local Aggregate = {}
 Aggregate.__index = Aggregate
 M.Aggregate = Aggregate
 
+local new_tab = require "table.new"
+
 -- A deep copy that keeps metatables (core.list, tide.number...).
 local function deep_copy(v, depth)
   if type(v) ~= "table" then return v end
   depth = (depth or 0) + 1
   if depth > 64 then error("state nested more than 64 levels deep (or a cycle)", 0) end
-  local c = {}
+  local c = new_tab(#v, 4) -- room for a small state's keys: no rehash at 1, 2 and 4
   for k, x in pairs(v) do c[k] = deep_copy(x, depth) end
   return setmetatable(c, getmetatable(v))
 end

@@ -44,10 +44,10 @@ local function text_error(s, what, max, extra_rule)
   if type(s) ~= "string" then return what .. " must be a string, got " .. type(s) end
   if s == "" then return what .. " must not be empty" end
   if #s > max then return ("%s is %d bytes, over the %d-byte limit"):format(what, #s, max) end
-  local ok, bad = M.utf8(s)
-  if not ok then return ("%s is not valid UTF-8 (byte %d)"):format(what, bad + 1) end
-  local c = s:find("[%z\1-\31\127]")
-  if c then return ("%s holds a control character (byte %d)"):format(what, c) end
+  -- UTF-8 first, then control characters: one pass in C
+  local rc = lib.tide_ffi_text_check(s, #s, at)
+  if rc == 1 then return ("%s is not valid UTF-8 (byte %d)"):format(what, at[0] + 1) end
+  if rc == 2 then return ("%s holds a control character (byte %d)"):format(what, at[0] + 1) end
   if extra_rule then return extra_rule(s) end
 end
 
@@ -101,7 +101,8 @@ end
 function M.decode_object(text, what)
   local v, derr = M.decode(text, what)
   if v == nil then return nil, derr or (named(what) .. " must be a JSON object") end
-  if type(v) ~= "table" or #v > 0 or text:match("^%s*%[") then
+  -- an empty table is {} or []: only then does the text tell them apart
+  if type(v) ~= "table" or #v > 0 or (next(v) == nil and text:match("^%s*%[")) then
     return nil, named(what) .. " must be a JSON object"
   end
   return v

@@ -25,6 +25,9 @@ local terror = require "tide.error"
 
 local mono = clock.mono
 local byte = string.byte
+-- Tables that get their keys one by one are made with room for a few
+-- (an empty table rehashes at 1, 2 and 4 keys).
+local new_tab = require "table.new"
 
 local M = {}
 
@@ -326,7 +329,7 @@ function Repository:prepare(name, id, command, opts)
   end
   opts = opts or NO_OPTS
   local command_id = command.id or core.random_hex(16)
-  local cmd = {}
+  local cmd = new_tab(0, 4)
   for k, v in pairs(command) do
     if k ~= "id" then cmd[k] = v end
   end
@@ -362,7 +365,7 @@ function Repository:decide(job, state, version, now)
         :format(job.name, ctype, #events, M.MAX_EVENTS), fields_of(job))
     return nil
   end
-  local stored, out = {}, {}
+  local stored, out = new_tab(#events, 0), new_tab(#events, 0)
   for i, e in ipairs(events) do
     local perr
     state, perr = agg:apply(state, e)
@@ -370,7 +373,7 @@ function Repository:decide(job, state, version, now)
       job.err = new_error("handler_error", perr, fields_of(job))
       return nil
     end
-    local data = {}
+    local data = new_tab(0, 4)
     for k, val in pairs(e) do if k ~= "type" then data[k] = val end end
     local format = self.store.data_format
     local data_text, derr = stream_mod.encode_data(data, format)

@@ -34,8 +34,19 @@ M.json = json
 -- a string with nothing json_encode would escape or replace (control
 -- characters, '"', '\\', bytes past ASCII) is itself in quotes; an
 -- integer is its digits (json_encode writes integers below 1e17 so).
+-- Streams and event types repeat: their JSON is remembered (up to
+-- QUOTED_MAX strings, then forgotten all at once).
+local QUOTED_MAX = 4096
+local quoted, nquoted = {}, 0
 local function json_string(s, fk)
-  if type(s) == "string" and not find(s, '[%z\1-\31"\\\128-\255]') then return '"' .. s .. '"' end
+  local q = quoted[s]
+  if q then return q end
+  if type(s) == "string" and not find(s, '[%z\1-\31"\\\128-\255]') then
+    q = '"' .. s .. '"'
+    if nquoted >= QUOTED_MAX then quoted, nquoted = {}, 0 end
+    quoted[s], nquoted = q, nquoted + 1
+    return q
+  end
   return json(s, fk)
 end
 local function json_integer(n, fk)
@@ -51,11 +62,16 @@ function M.error(kind, message, extra, fallback_kind)
   return '{"ok":false,"error":' .. json(e, fallback_kind) .. "}"
 end
 
+local function event_json(ev, fk)
+  return '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}"
+end
+
 local function events_json(events, fk)
+  if events and #events == 1 then return "[" .. event_json(events[1], fk) .. "]" end -- (no table of one part)
   local parts = {}
   for i, ev in ipairs(events or {}) do
-    parts[i] = '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
-      .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}"
+    parts[i] = event_json(ev, fk)
   end
   return "[" .. concat(parts, ",") .. "]"
 end

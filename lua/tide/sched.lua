@@ -59,6 +59,7 @@ local traceback = debug.traceback
 local select, type, error, tostring, setmetatable, unpack =
   select, type, error, tostring, setmetatable, unpack or table.unpack
 local floor, ceil, huge = math.floor, math.ceil, math.huge
+local new_tab = require "table.new"
 
 local M = {}
 
@@ -226,7 +227,10 @@ end
 -- A thread not started yet: the first resume (step) passes fn and its
 -- arguments.
 local function new_thread()
-  local th = setmetatable({ status = "running", loop = loop }, Thread)
+  -- room for the fields a thread gains as it runs (co, ok, results,
+  -- suspended, waiters...): no rehash as they are added
+  local th = setmetatable(new_tab(0, 8), Thread)
+  th.status, th.loop = "running", loop
   th.co = co_create(thread_body)
   loop.by_co[th.co] = th
   loop.live = loop.live + 1
@@ -519,6 +523,11 @@ local function run_ready(L)
     if L.main.status == "failed" then
       return
     end
+  end
+  if q.first > q.last then
+    -- drained: start again at 1, so the queue stays in the array part
+    -- (ever-growing indices would all be new keys of the hash part)
+    q.first, q.last = 1, 0
   end
 end
 

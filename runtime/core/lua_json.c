@@ -146,11 +146,11 @@ static int key_cmp(const void *a, const void *b)
     return strcmp(*x, *y);
 }
 
-/* Objects of up to SMALL_OBJECT keys (events, metadata, results: nearly
- * all of them) keep their keys and values on the Lua stack while they are
- * written, sorted by an insertion sort over a C array: no table of keys,
- * no userdata, no lookup of each value again by its name. Larger ones
- * take the general path below. */
+/* Flat objects (no table among their values) of up to SMALL_OBJECT keys:
+ * an event's data and metadata, nearly every command's. They keep their
+ * keys and values on the Lua stack while they are written, sorted by an
+ * insertion sort over a C array: no table of keys, no userdata, no lookup
+ * of each value again by its name. Others take the general path below. */
 #define SMALL_OBJECT 24
 
 struct key_ref {
@@ -166,8 +166,8 @@ static int key_less(const struct key_ref *a, const struct key_ref *b)
     return c < 0 || (c == 0 && a->len < b->len);
 }
 
-/* 1 when written, 0 when the table is too large for this path (nothing
- * written, the stack as it was), -1 on error. */
+/* 1 when written, 0 when the table is not for this path (nothing written,
+ * the stack as it was), -1 on error. */
 static int put_small_object(struct out *o, int idx)
 {
     lua_State *L = o->L;
@@ -183,7 +183,7 @@ static int put_small_object(struct out *o, int idx)
             o->error = "a table with both string and other keys cannot be written as JSON";
             return -1;
         }
-        if (n == SMALL_OBJECT) {
+        if (n == SMALL_OBJECT || lua_type(L, -1) == LUA_TTABLE) {
             lua_settop(L, base);
             return 0;
         }

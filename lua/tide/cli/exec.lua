@@ -7,6 +7,8 @@ local C = require "tide.cli.common"
 local EXIT, EXIT_OF_KIND = C.EXIT, C.EXIT_OF_KIND
 local out, flush_out, fail_usage, open_app, error_line, error_result, ok_result, start_reload, start_metrics, input_lines, decode_object = C.out, C.flush_out, C.fail_usage, C.open_app, C.error_line, C.error_result, C.ok_result, C.start_reload, C.start_metrics, C.input_lines, C.decode_object
 
+local byte = string.byte
+
 local commands = {}
 
 function commands.exec(opts, pos)
@@ -173,7 +175,7 @@ function commands.batch(opts, pos)
     if text == false then
       emit(n, error_line("invalid", ("line %d is %d bytes, over the %d-byte limit (commands.max_line_bytes): "
         .. "skipped"):format(n, long, max_line)), EXIT.usage)
-    elseif text:match("^%s*$") then
+    elseif byte(text) ~= 123 and text:match("^%s*$") then -- ('{': not blank, no pattern run)
       emit(n, error_line("invalid", "line " .. n .. " is empty"), EXIT.usage)
     else
       -- Commands of one stream are decided in the order they reach the
