@@ -133,6 +133,38 @@ local function heap_pop(h)
   return top
 end
 
+-- ---- the threads waiting for a request, by request id ----------------------
+--
+-- Request ids only grow. In a plain table each is a new key and its nil
+-- stays behind, so the table rehashes every few requests when the number
+-- in flight sits just under a power of two (64 accounts, 64 in flight:
+-- a rehash per request). A ring of WAIT_RING slots indexed by the id
+-- keeps them in the array part; an id whose slot is taken by another
+-- (more than WAIT_RING in flight) waits in the overflow table.
+local WAIT_RING = 1024
+
+local function waiting_put(L, id, th)
+  local slot = id % WAIT_RING + 1
+  if L.wait_ids[slot] == false then
+    L.wait_ids[slot], L.wait_ths[slot] = id, th
+  else
+    L.waiting[id] = th
+  end
+end
+
+-- -> the thread waiting for id (removed), or nil
+local function waiting_take(L, id)
+  local slot = id % WAIT_RING + 1
+  if L.wait_ids[slot] == id then
+    local th = L.wait_ths[slot]
+    L.wait_ids[slot], L.wait_ths[slot] = false, false
+    return th
+  end
+  local th = L.waiting[id]
+  if th then L.waiting[id] = nil end
+  return th
+end
+
 -- ---- threads ---------------------------------------------------------------
 
 local Thread = {}
@@ -329,7 +361,7 @@ function M.request(req)
   if not id then
     return nil, err
   end
-  loop.waiting[id] = th
+  waiting_put(loop, id, th)
   local c = co_yield(PARKED)
   if c.error then
     return nil, c.error
@@ -589,9 +621,8 @@ local function drive(L)
       end
       for i = 1, #done do
         local c = done[i]
-        local th = L.waiting[c.id]
+        local th = waiting_take(L, c.id)
         if th then
-          L.waiting[c.id] = nil
           make_ready(th, c)
         end
       end
@@ -610,7 +641,8 @@ function M.run(fn, ...)
     ready = { first = 1, last = 0, args = {} },
     timers = {},
     seq = 0,
-    waiting = {},
+    waiting = {},  -- request id -> thread, for ids whose ring slot was taken
+    wait_ids = {}, wait_ths = {}, -- the ring (see waiting_put)
     fdwait = {},   -- fd -> the thread in wait_readable
     nfd = 0,
     watched = {},  -- fd -> true: in the engine's epoll set (sched.watch)
@@ -619,6 +651,7 @@ function M.run(fn, ...)
     uncollected = {},
     on_error = config.on_error or default_on_error,
   }
+  for i = 1, WAIT_RING do L.wait_ids[i], L.wait_ths[i] = false, false end
   loop = L
   local ok, err = pcall(function(...)
     L.main = new_thread()

@@ -102,8 +102,18 @@ function commands.batch(opts, pos)
   local function note(code)
     if SEVERITY[code] > SEVERITY[status] then status = code end
   end
-  local pending = {}   -- line number -> thread, until its result is printed
-  local results, codes = {}, {} -- line number -> result line, exit code: done but not yet printed
+  -- At most `window` lines are unprinted at a time (next_out..n): they
+  -- live in rings of RING slots (a power of two above the window), in the
+  -- tables' array part. Keyed by line number, every line was a new key of
+  -- their hash part, and they rehashed every few lines once the lines in
+  -- flight sat just under a power of two.
+  local RING = 64
+  while RING <= window do RING = RING * 2 end
+  if RING > 65536 then RING = nil end -- a huge window: keyed by line number
+  local function slot(i) return RING and (i - 1) % RING + 1 or i end
+  local new_tab = require "table.new"
+  local pending = new_tab(RING or 0, 0) -- slot -> thread, until its result is printed
+  local results, codes = new_tab(RING or 0, 0), new_tab(RING or 0, 0) -- slot -> result line, exit code: done, not yet printed
   local next_out, n = 1, 0
 
   -- stdout is flushed once per turn of the scheduler, after the threads
@@ -119,13 +129,17 @@ function commands.batch(opts, pos)
   -- Prints every result that is ready in input order, as soon as it is:
   -- a live producer sees each answer without waiting for the window.
   local function emit(i, line, code)
-    results[i], codes[i] = line, code
+    local s = slot(i)
+    assert(results[s] == nil, "tide batch: result slot in use")
+    results[s], codes[s] = line, code
     if i ~= next_out then return end
-    while results[next_out] do
-      out(results[next_out])
-      note(codes[next_out])
-      results[next_out], codes[next_out], pending[next_out] = nil, nil, nil
+    s = slot(next_out)
+    while results[s] do
+      out(results[s])
+      note(codes[s])
+      results[s], codes[s], pending[s] = nil, nil, nil
       next_out = next_out + 1
+      s = slot(next_out)
     end
     if not flusher then flusher = sched.spawn(flush_soon) end
   end
@@ -183,12 +197,13 @@ function commands.batch(opts, pos)
       -- before its first yield, and threads start in the order spawned.
       local req, derr = decode_object(text, n) -- named "line n" in its error
       local th = sched.spawn(command_thread, req, derr, n)
-      if next_out <= n then pending[n] = th end
+      if next_out <= n then pending[slot(n)] = th end
     end
-    while n - next_out + 1 >= window and pending[next_out] do sched.wait(pending[next_out]) end
+    while n - next_out + 1 >= window and pending[slot(next_out)] do sched.wait(pending[slot(next_out)]) end
   end
   while next_out <= n do
-    if pending[next_out] then sched.wait(pending[next_out]) else sched.sleep(0) end
+    local th = next_out <= n and pending[slot(next_out)]
+    if th then sched.wait(th) else sched.sleep(0) end
   end
   if watcher then watcher:stop() end
   if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end
