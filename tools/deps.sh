@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_PKGS="gcc make pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev \
 libssl-dev nettle-dev libyaml-dev libyajl-dev libjsmn-dev libsqlite3-dev libmicrohttpd-dev librdkafka-dev lua-cjson lua-expat"
-TEST_PKGS="lua-busted openjdk-17-jre-headless nodejs npm nginx-light \
+TEST_PKGS="lua-busted valgrind openjdk-17-jre-headless nodejs npm nginx-light \
 libnginx-mod-http-lua lua-resty-core libclang-rt-14-dev wrk curl sqlite3 procps python3 openssl time prometheus \
 python3-botocore kcat"
 

@@ -36,12 +36,14 @@ local Aggregate = {}
 Aggregate.__index = Aggregate
 M.Aggregate = Aggregate
 
+local new_tab = require "table.new"
+
 -- A deep copy that keeps metatables (core.list, tide.number...).
 local function deep_copy(v, depth)
   if type(v) ~= "table" then return v end
   depth = (depth or 0) + 1
   if depth > 64 then error("state nested more than 64 levels deep (or a cycle)", 0) end
-  local c = {}
+  local c = new_tab(#v, 4) -- room for a small state's keys: no rehash at 1, 2 and 4
   for k, x in pairs(v) do c[k] = deep_copy(x, depth) end
   return setmetatable(c, getmetatable(v))
 end
@@ -203,6 +205,22 @@ function Aggregate:check_command(cmd)
   return true
 end
 
+-- "account.commands.Deposit": what a budgeted call is named, made once per
+-- type (not a new string per command).
+local function call_name(self, kind, t)
+  local names = self.call_names
+  if not names then
+    names = { commands = {}, events = {} }
+    self.call_names = names
+  end
+  local n = names[kind][t]
+  if not n then
+    n = self.name .. "." .. kind .. "." .. t
+    names[kind][t] = n
+  end
+  return n
+end
+
 -- Runs the handler. Returns:
 --   events (a list of flat event tables, possibly empty)
 --   nil, "rejected", reason    -- the domain said no
@@ -210,7 +228,7 @@ end
 --                                     traceback) or broke the contract
 function Aggregate:decide(state, cmd, ctx)
   local handler = self.module.commands[cmd.type]
-  local ok, r1, r2 = budget.call(self.name .. ".commands." .. cmd.type, sandbox.traceback, handler, state, cmd, ctx)
+  local ok, r1, r2 = budget.call(call_name(self, "commands", cmd.type), sandbox.traceback, handler, state, cmd, ctx)
   if not ok then
     return nil, "handler_error", ("%s.%s raised: %s"):format(self.name, cmd.type, tostring(r1))
   end
@@ -256,7 +274,7 @@ function Aggregate:apply(state, event)
     return nil, ("no applier for event '%s' in aggregate '%s': add %s.events.%s")
       :format(tostring(event.type), self.name, self.name, tostring(event.type))
   end
-  local ok, out = budget.call(self.name .. ".events." .. event.type, sandbox.traceback, applier, state, event)
+  local ok, out = budget.call(call_name(self, "events", event.type), sandbox.traceback, applier, state, event)
   if not ok then return nil, ("%s.events.%s raised: %s"):format(self.name, event.type, tostring(out)) end
   if type(out) ~= "table" then
     return nil, ("%s.events.%s returned %s: an applier must return the new state (end it with `return state`)")

@@ -40,8 +40,33 @@ M.COUNT = 1000   -- interpreted instructions between two looks at the clock
 M.ms = 1000
 
 local MAIN = {}           -- the key of the main thread (coroutine.running() is nil there)
-local active = {}         -- thread -> {deadline, what, limit, expired, paused_at}
+local active = {}         -- thread -> {deadline, what, limit, expired, paused_at, handler}
 local nactive = 0
+-- The first call running sits in a slot of its own, the others in active:
+-- nearly always one runs at a time, and a table keyed by a new coroutine
+-- per command keeps adding keys (and rehashing) for nothing.
+local slot_key, slot_b = nil, nil
+
+local function get_active(key)
+  if key == slot_key then return slot_b end
+  return active[key]
+end
+
+local function set_active(key, b)
+  if slot_key == nil then
+    slot_key, slot_b = key, b
+  else
+    active[key] = b
+  end
+end
+
+local function clear_active(key)
+  if key == slot_key then
+    slot_key, slot_b = nil, nil
+  else
+    active[key] = nil
+  end
+end
 local user_sources = {}   -- chunkname -> true: code the budget may stop
 
 local Timeout = {}
@@ -67,7 +92,7 @@ function M.is_user_source(chunkname) return user_sources[chunkname] == true end
 
 local hook
 hook = function()
-  local b = active[running() or MAIN]
+  local b = get_active(running() or MAIN)
   if not b or b.paused_at then return end
   if not b.expired then
     if live_ms() < b.deadline then return end
@@ -94,14 +119,14 @@ local function disarm(b)
     sethook()
   elseif b.expired then
     -- another thread's budget still runs: back to the plain count
-    local any_expired = false
+    local any_expired = slot_b ~= nil and slot_b.expired or false
     for _, x in pairs(active) do if x.expired then any_expired = true end end
     if not any_expired then sethook(hook, "", M.COUNT) end
   end
 end
 
 local function finish(b, key, ok, ...)
-  active[key] = nil
+  clear_active(key)
   disarm(b)
   if ok then return true, ... end
   local e = ...
@@ -109,24 +134,30 @@ local function finish(b, key, ok, ...)
   return false, e
 end
 
+-- The error handler of a budgeted call (one function for all: a closure
+-- per call was a trace abort per command): the call's record is the
+-- running thread's.
+local function on_error(e)
+  if getmetatable(e) == Timeout then return e end
+  local b = get_active(running() or MAIN)
+  -- tide's own error handler runs with the budget paused
+  b.paused_at = b.paused_at or live_ms()
+  return b.handler(e)
+end
+
 function M.call(what, handler, fn, ...)
   local key = running() or MAIN
-  if M.ms <= 0 or active[key] then
+  if M.ms <= 0 or get_active(key) then
     -- off, or nested in a budgeted call (which keeps counting)
     return xpcall(fn, function(e)
       if getmetatable(e) == Timeout then return e end
       return handler(e)
     end, ...)
   end
-  local b = { deadline = live_ms() + M.ms, what = what, limit = M.ms }
-  active[key] = b
+  local b = { deadline = live_ms() + M.ms, what = what, limit = M.ms, handler = handler }
+  set_active(key, b)
   arm()
-  return finish(b, key, xpcall(fn, function(e)
-    if getmetatable(e) == Timeout then return e end
-    -- tide's own error handler runs with the budget paused
-    b.paused_at = b.paused_at or live_ms()
-    return handler(e)
-  end, ...))
+  return finish(b, key, xpcall(fn, on_error, ...))
 end
 
 local function resume(b, ...)
@@ -138,7 +169,7 @@ local function resume(b, ...)
 end
 
 function M.io(fn, ...)
-  local b = active[running() or MAIN]
+  local b = get_active(running() or MAIN)
   if not b or b.paused_at then return fn(...) end
   b.paused_at = live_ms()
   return resume(b, fn(...))

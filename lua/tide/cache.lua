@@ -55,13 +55,23 @@ end
 -- cache:put(key, value [, bytes]): bytes defaults to an estimate.
 function Cache:put(key, value, bytes)
   bytes = bytes or estimate(value)
-  self:drop(key)
-  if bytes > self.max_bytes then return end -- never evict everything for one value
-  local node = { key = key, value = value, bytes = bytes }
-  self.map[key] = node
-  push_front(self, node)
-  self.bytes = self.bytes + bytes
-  self.count = self.count + 1
+  local node = self.map[key]
+  if node and bytes <= self.max_bytes then
+    -- a new value for a key it has (a stream's record after each write):
+    -- the node is kept, moved to the front
+    unlink(node)
+    push_front(self, node)
+    self.bytes = self.bytes - node.bytes + bytes
+    node.value, node.bytes = value, bytes
+  else
+    self:drop(key)
+    if bytes > self.max_bytes then return end -- never evict everything for one value
+    node = { key = key, value = value, bytes = bytes }
+    self.map[key] = node
+    push_front(self, node)
+    self.bytes = self.bytes + bytes
+    self.count = self.count + 1
+  end
   while self.bytes > self.max_bytes do
     local last = self.head.prev
     self:drop(last.key)

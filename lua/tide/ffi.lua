@@ -71,6 +71,7 @@ if not pcall(ffi.typeof, "struct tide_ffi_layout") then
                             struct tide_ffi_sigv4_out *out, struct tide_error *err);
 
     int tide_ffi_utf8_check(const char *s, size_t len, double *bad);
+    int tide_ffi_text_check(const char *s, size_t len, double *at);
     int tide_ffi_json_check(const char *s, size_t len, double *offset, struct tide_error *err);
 
     struct tide_timeval { long tv_sec; long tv_usec; };

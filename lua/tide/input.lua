@@ -7,6 +7,8 @@
 --   input.utf8(s)                         -> true | nil, offset (0-based byte)
 --   input.decode(text [, what])           -> value | nil, message
 --   input.decode_object(text [, what])    -> table | nil, message
+--     (what: the text's name in messages, "the input" by default; a
+--     number n names it "line n")
 --
 -- Ids and names become keys (the stream "<aggregate>#<id>", DynamoDB's
 -- partition key, the read models' keys) and are printed in JSON: they are
@@ -42,10 +44,10 @@ local function text_error(s, what, max, extra_rule)
   if type(s) ~= "string" then return what .. " must be a string, got " .. type(s) end
   if s == "" then return what .. " must not be empty" end
   if #s > max then return ("%s is %d bytes, over the %d-byte limit"):format(what, #s, max) end
-  local ok, bad = M.utf8(s)
-  if not ok then return ("%s is not valid UTF-8 (byte %d)"):format(what, bad + 1) end
-  local c = s:find("[%z\1-\31\127]")
-  if c then return ("%s holds a control character (byte %d)"):format(what, c) end
+  -- UTF-8 first, then control characters: one pass in C
+  local rc = lib.tide_ffi_text_check(s, #s, at)
+  if rc == 1 then return ("%s is not valid UTF-8 (byte %d)"):format(what, at[0] + 1) end
+  if rc == 2 then return ("%s holds a control character (byte %d)"):format(what, at[0] + 1) end
   if extra_rule then return extra_rule(s) end
 end
 
@@ -58,9 +60,10 @@ function M.command_id_error(id)
 end
 
 function M.name_error(name, what)
-  return text_error(name, what or "the aggregate name", M.MAX_NAME_BYTES, function(s)
-    if s:find("#", 1, true) then return (what or "the aggregate name") .. " must not hold '#'" end
-  end)
+  what = what or "the aggregate name"
+  local e = text_error(name, what, M.MAX_NAME_BYTES)
+  if e then return e end
+  if name:find("#", 1, true) then return what .. " must not hold '#'" end
 end
 
 -- line and column (1-based) of a 0-based byte offset in text
@@ -76,25 +79,31 @@ local function position(text, offset)
 end
 M.position = position
 
+-- what: the text's name in messages, or a line number n ("line n")
+local function named(what)
+  if what == nil then return "the input" end
+  if type(what) == "number" then return "line " .. what end
+  return what
+end
+
 function M.decode(text, what)
-  what = what or "the input"
-  if type(text) ~= "string" then return nil, what .. " must be JSON text" end
+  if type(text) ~= "string" then return nil, named(what) .. " must be JSON text" end
   if lib.tide_ffi_json_check(text, #text, at, err) ~= 0 then
     local line, col = position(text, at[0])
     local where = text:find("\n", 1, true) and ("line %d, column %d"):format(line, col) or ("column " .. col)
-    return nil, ("%s is not valid JSON: %s: %s"):format(what, where, tffi.message(err))
+    return nil, ("%s is not valid JSON: %s: %s"):format(named(what), where, tffi.message(err))
   end
   local v, derr = cjson.decode(text)
-  if v == nil and derr then return nil, what .. " is not valid JSON: " .. tostring(derr) end
+  if v == nil and derr then return nil, named(what) .. " is not valid JSON: " .. tostring(derr) end
   return v
 end
 
 function M.decode_object(text, what)
-  what = what or "the input"
   local v, derr = M.decode(text, what)
-  if v == nil then return nil, derr or (what .. " must be a JSON object") end
-  if type(v) ~= "table" or #v > 0 or text:match("^%s*%[") then
-    return nil, what .. " must be a JSON object"
+  if v == nil then return nil, derr or (named(what) .. " must be a JSON object") end
+  -- an empty table is {} or []: only then does the text tell them apart
+  if type(v) ~= "table" or #v > 0 or (next(v) == nil and text:match("^%s*%[")) then
+    return nil, named(what) .. " must be a JSON object"
   end
   return v
 end

@@ -24,6 +24,10 @@ local stream_mod = require "tide.stream"
 local terror = require "tide.error"
 
 local mono = clock.mono
+local byte = string.byte
+-- Tables that get their keys one by one are made with room for a few
+-- (an empty table rehashes at 1, 2 and 4 keys).
+local new_tab = require "table.new"
 
 local M = {}
 
@@ -118,15 +122,6 @@ end
 -- Serialization: data and snapshot state as AttributeValue JSON (lossless
 -- for every tide value: 38-digit numbers, binary, sets, lists vs maps),
 -- metadata as plain JSON.
-
--- format: the store's (store.data_format; tide.stream.encode_data)
-local function encode_data(event, format)
-  local data = {}
-  for k, v in pairs(event) do
-    if k ~= "type" then data[k] = v end
-  end
-  return stream_mod.encode_data(data, format)
-end
 
 local decode_event = stream_mod.decode_event
 M.decode_payload = stream_mod.decode_payload
@@ -317,6 +312,8 @@ end
 local BATCH_EVENTS = M.MAX_EVENTS - 1
 local BATCH_BYTES = 4 * 1000 * 1000
 
+local NO_OPTS = {}
+
 -- Checks a command and makes it a job for a lane; -> job | nil, err
 function Repository:prepare(name, id, command, opts)
   local iderr = check_id(id, name)
@@ -335,9 +332,9 @@ function Repository:prepare(name, id, command, opts)
     local cerr = input.command_id_error(command.id)
     if cerr then return nil, new_error("invalid", cerr, { stream = stream, command = command.type }) end
   end
-  opts = opts or {}
+  opts = opts or NO_OPTS
   local command_id = command.id or core.random_hex(16)
-  local cmd = {}
+  local cmd = new_tab(0, 4)
   for k, v in pairs(command) do
     if k ~= "id" then cmd[k] = v end
   end
@@ -373,7 +370,7 @@ function Repository:decide(job, state, version, now)
         :format(job.name, ctype, #events, M.MAX_EVENTS), fields_of(job))
     return nil
   end
-  local stored, out = {}, {}
+  local stored, out = new_tab(#events, 0), new_tab(#events, 0)
   for i, e in ipairs(events) do
     local perr
     state, perr = agg:apply(state, e)
@@ -381,7 +378,10 @@ function Repository:decide(job, state, version, now)
       job.err = new_error("handler_error", perr, fields_of(job))
       return nil
     end
-    local data_text, derr = encode_data(e, self.store.data_format)
+    local data = new_tab(0, 4)
+    for k, val in pairs(e) do if k ~= "type" then data[k] = val end end
+    local format = self.store.data_format
+    local data_text, derr = stream_mod.encode_data(data, format)
     if not data_text then
       job.err = new_error("invalid", ("event %d (%s) cannot be stored: %s"):format(i, e.type, derr), fields_of(job))
       return nil
@@ -402,9 +402,9 @@ function Repository:decide(job, state, version, now)
     end
     s.bytes = size
     stored[i] = s
-    local data = {}
-    for k, val in pairs(e) do if k ~= "type" then data[k] = val end end
-    out[i] = { version = v, type = e.type, data = data, meta = meta, meta_text = s.meta }
+    -- plain JSON data (the embedded store's) is the result's text as well
+    out[i] = { version = v, type = e.type, data = data, meta = meta, meta_text = s.meta,
+               data_text = format == "json" and byte(data_text) == 123 and data_text or nil }
   end
   return state, stored, out
 end

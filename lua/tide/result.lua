@@ -11,10 +11,12 @@
 -- "ok" comes first, as people read it: json_encode sorts keys, so the top
 -- level is assembled here. An event's meta is the text the repository
 -- stored (meta_text, written by the same json_encode) when it has one,
--- rather than encoded again.
+-- rather than encoded again; its data likewise (data_text), when the
+-- store keeps plain JSON.
 local core = require "tide.core"
 
 local json_encode, concat, ipairs, pairs, tostring = core.json_encode, table.concat, ipairs, pairs, tostring
+local find, format, type, floor = string.find, string.format, type, math.floor
 
 local M = {}
 
@@ -28,6 +30,30 @@ local function json(v, fallback_kind)
 end
 M.json = json
 
+-- The stream, type and version of every result, without a call into C:
+-- a string with nothing json_encode would escape or replace (control
+-- characters, '"', '\\', bytes past ASCII) is itself in quotes; an
+-- integer is its digits (json_encode writes integers below 1e17 so).
+-- Streams and event types repeat: their JSON is remembered (up to
+-- QUOTED_MAX strings, then forgotten all at once).
+local QUOTED_MAX = 4096
+local quoted, nquoted = {}, 0
+local function json_string(s, fk)
+  local q = quoted[s]
+  if q then return q end
+  if type(s) == "string" and not find(s, '[%z\1-\31"\\\128-\255]') then
+    q = '"' .. s .. '"'
+    if nquoted >= QUOTED_MAX then quoted, nquoted = {}, 0 end
+    quoted[s], nquoted = q, nquoted + 1
+    return q
+  end
+  return json(s, fk)
+end
+local function json_integer(n, fk)
+  if type(n) == "number" and n == floor(n) and n >= 0 and n < 1e15 then return format("%d", n) end
+  return json(n, fk)
+end
+
 function M.error(kind, message, extra, fallback_kind)
   local e = { kind = kind, message = tostring(message) }
   for k, v in pairs(extra or {}) do
@@ -36,18 +62,23 @@ function M.error(kind, message, extra, fallback_kind)
   return '{"ok":false,"error":' .. json(e, fallback_kind) .. "}"
 end
 
+local function event_json(ev, fk)
+  return '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}"
+end
+
 local function events_json(events, fk)
+  if events and #events == 1 then return "[" .. event_json(events[1], fk) .. "]" end -- (no table of one part)
   local parts = {}
   for i, ev in ipairs(events or {}) do
-    parts[i] = '{"data":' .. json(ev.data, fk) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
-      .. ',"type":' .. json(ev.type, fk) .. ',"version":' .. json(ev.version, fk) .. "}"
+    parts[i] = event_json(ev, fk)
   end
   return "[" .. concat(parts, ",") .. "]"
 end
 
 function M.ok(res, fallback_kind)
   local fk = fallback_kind
-  return '{"ok":true,"stream":' .. json(res.stream, fk) .. ',"version":' .. json(res.version, fk)
+  return '{"ok":true,"stream":' .. json_string(res.stream, fk) .. ',"version":' .. json_integer(res.version, fk)
     .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. events_json(res.events, fk) .. "}"
 end
 

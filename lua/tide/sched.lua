@@ -59,6 +59,7 @@ local traceback = debug.traceback
 local select, type, error, tostring, setmetatable, unpack =
   select, type, error, tostring, setmetatable, unpack or table.unpack
 local floor, ceil, huge = math.floor, math.ceil, math.huge
+local new_tab = require "table.new"
 
 local M = {}
 
@@ -132,6 +133,38 @@ local function heap_pop(h)
   return top
 end
 
+-- ---- the threads waiting for a request, by request id ----------------------
+--
+-- Request ids only grow. In a plain table each is a new key and its nil
+-- stays behind, so the table rehashes every few requests when the number
+-- in flight sits just under a power of two (64 accounts, 64 in flight:
+-- a rehash per request). A ring of WAIT_RING slots indexed by the id
+-- keeps them in the array part; an id whose slot is taken by another
+-- (more than WAIT_RING in flight) waits in the overflow table.
+local WAIT_RING = 1024
+
+local function waiting_put(L, id, th)
+  local slot = id % WAIT_RING + 1
+  if L.wait_ids[slot] == false then
+    L.wait_ids[slot], L.wait_ths[slot] = id, th
+  else
+    L.waiting[id] = th
+  end
+end
+
+-- -> the thread waiting for id (removed), or nil
+local function waiting_take(L, id)
+  local slot = id % WAIT_RING + 1
+  if L.wait_ids[slot] == id then
+    local th = L.wait_ths[slot]
+    L.wait_ids[slot], L.wait_ths[slot] = false, false
+    return th
+  end
+  local th = L.waiting[id]
+  if th then L.waiting[id] = nil end
+  return th
+end
+
 -- ---- threads ---------------------------------------------------------------
 
 local Thread = {}
@@ -157,11 +190,14 @@ local function current_thread(name)
   return th
 end
 
--- Queue th to be resumed with the given values.
+-- Queue th to be resumed with the given values: the thread in q[i], its
+-- values in q.args[i] (false for none, the common case: no table made).
 local function make_ready(th, ...)
   local q = loop.ready
-  q.last = q.last + 1
-  q[q.last] = { th = th, args = pack(...) }
+  local i = q.last + 1
+  q.last = i
+  q[i] = th
+  q.args[i] = select("#", ...) > 0 and pack(...) or false
 end
 
 local finish
@@ -214,11 +250,20 @@ finish = function(th, ok, results)
   end
 end
 
-local function new_thread(fn, args)
-  local th = setmetatable({ status = "running", loop = loop }, Thread)
-  th.co = co_create(function()
-    return xpcall(fn, on_error_handler, unpack(args, 1, args.n))
-  end)
+-- Every thread's coroutine runs this body: the function and its arguments
+-- come with the first resume (no closure made per thread).
+local function thread_body(fn, ...)
+  return xpcall(fn, on_error_handler, ...)
+end
+
+-- A thread not started yet: the first resume (step) passes fn and its
+-- arguments.
+local function new_thread()
+  -- room for the fields a thread gains as it runs (co, ok, results,
+  -- suspended, waiters...): no rehash as they are added
+  local th = setmetatable(new_tab(0, 8), Thread)
+  th.status, th.loop = "running", loop
+  th.co = co_create(thread_body)
   loop.by_co[th.co] = th
   loop.live = loop.live + 1
   return th
@@ -228,9 +273,9 @@ function M.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("sched.spawn: fn must be a function", 2)
   end
-  local parent = current_thread("spawn")
-  local th = new_thread(fn, pack(...))
-  step(th)
+  current_thread("spawn")
+  local th = new_thread()
+  step(th, fn, ...)
   -- the spawned thread ran first; the parent goes on at once
   return th
 end
@@ -316,7 +361,7 @@ function M.request(req)
   if not id then
     return nil, err
   end
-  loop.waiting[id] = th
+  waiting_put(loop, id, th)
   local c = co_yield(PARKED)
   if c.error then
     return nil, c.error
@@ -496,14 +541,25 @@ local function run_ready(L)
   -- only what was ready when this pass began: a thread that yields again
   -- (sleep(0)) waits for the next pass, after I/O got a chance
   local last = q.last
+  local qargs = q.args
   while q.first <= last do
-    local item = q[q.first]
-    q[q.first] = nil
-    q.first = q.first + 1
-    step(item.th, unpack(item.args, 1, item.args.n))
+    local i = q.first
+    local th, args = q[i], qargs[i]
+    q[i], qargs[i] = nil, nil
+    q.first = i + 1
+    if args then
+      step(th, unpack(args, 1, args.n))
+    else
+      step(th)
+    end
     if L.main.status == "failed" then
       return
     end
+  end
+  if q.first > q.last then
+    -- drained: start again at 1, so the queue stays in the array part
+    -- (ever-growing indices would all be new keys of the hash part)
+    q.first, q.last = 1, 0
   end
 end
 
@@ -565,9 +621,8 @@ local function drive(L)
       end
       for i = 1, #done do
         local c = done[i]
-        local th = L.waiting[c.id]
+        local th = waiting_take(L, c.id)
         if th then
-          L.waiting[c.id] = nil
           make_ready(th, c)
         end
       end
@@ -583,10 +638,11 @@ function M.run(fn, ...)
     error("sched.run: already running (use sched.spawn inside a run)", 2)
   end
   local L = {
-    ready = { first = 1, last = 0 },
+    ready = { first = 1, last = 0, args = {} },
     timers = {},
     seq = 0,
-    waiting = {},
+    waiting = {},  -- request id -> thread, for ids whose ring slot was taken
+    wait_ids = {}, wait_ths = {}, -- the ring (see waiting_put)
     fdwait = {},   -- fd -> the thread in wait_readable
     nfd = 0,
     watched = {},  -- fd -> true: in the engine's epoll set (sched.watch)
@@ -595,10 +651,11 @@ function M.run(fn, ...)
     uncollected = {},
     on_error = config.on_error or default_on_error,
   }
+  for i = 1, WAIT_RING do L.wait_ids[i], L.wait_ths[i] = false, false end
   loop = L
   local ok, err = pcall(function(...)
-    L.main = new_thread(fn, pack(...))
-    make_ready(L.main)
+    L.main = new_thread()
+    make_ready(L.main, fn, ...)
     drive(L)
   end, ...)
   loop = nil

@@ -14,6 +14,23 @@ int tide_ffi_utf8_check(const char *s, size_t len, double *bad)
     return rc;
 }
 
+int tide_ffi_text_check(const char *s, size_t len, double *at)
+{
+    size_t bad = 0;
+    if (tide_utf8_check(s, len, &bad) != 0) {
+        *at = (double)bad;
+        return 1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F) {
+            *at = (double)i;
+            return 2;
+        }
+    }
+    return 0;
+}
+
 int tide_ffi_json_check(const char *s, size_t len, double *offset, struct tide_error *err)
 {
     size_t at = 0;

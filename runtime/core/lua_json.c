@@ -78,19 +78,29 @@ static void put_number(struct out *o, double x)
 {
     char buf[32];
     if (x == floor(x) && fabs(x) < 1e17) {
-        /* integer formatting: %.0f goes through glibc's float printer,
-         * several times slower, and versions and timestamps are integers */
-        if (x == 0 && signbit(x))
-            snprintf(buf, sizeof(buf), "-0");
-        else
-            snprintf(buf, sizeof(buf), "%lld", (long long)x);
-    } else {
-        /* shortest of %.15g..%.17g that reads back as the same double */
-        for (int prec = 15; prec <= 17; prec++) {
-            snprintf(buf, sizeof(buf), "%.*g", prec, x);
-            if (strtod(buf, NULL) == x)
-                break;
+        /* integer formatting by hand: versions, timestamps and amounts are
+         * integers, and snprintf's format parsing cost more than the digits */
+        if (x == 0 && signbit(x)) {
+            add_str(o, "-0");
+            return;
         }
+        long long v = (long long)x;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        char *end = buf + sizeof(buf), *p = end;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (v < 0)
+            *--p = '-';
+        tide_json_add(o->b, p, (size_t)(end - p));
+        return;
+    }
+    /* shortest of %.15g..%.17g that reads back as the same double */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            break;
     }
     add_str(o, buf);
 }
@@ -136,8 +146,79 @@ static int key_cmp(const void *a, const void *b)
     return strcmp(*x, *y);
 }
 
+/* Flat objects (no table among their values) of up to SMALL_OBJECT keys:
+ * an event's data and metadata, nearly every command's. They keep their
+ * keys and values on the Lua stack while they are written, sorted by an
+ * insertion sort over a C array: no table of keys, no userdata, no lookup
+ * of each value again by its name. Others take the general path below. */
+#define SMALL_OBJECT 24
+
+struct key_ref {
+    const char *s;
+    size_t len;
+    int value; /* stack index of the value */
+};
+
+static int key_less(const struct key_ref *a, const struct key_ref *b)
+{
+    /* byte order, as strcmp (and the general path) sorts */
+    int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+    return c < 0 || (c == 0 && a->len < b->len);
+}
+
+/* 1 when written, 0 when the table is not for this path (nothing written,
+ * the stack as it was), -1 on error. */
+static int put_small_object(struct out *o, int idx)
+{
+    lua_State *L = o->L;
+    if (!lua_checkstack(L, 2 * SMALL_OBJECT + 4))
+        return 0;
+    int base = lua_gettop(L);
+    struct key_ref keys[SMALL_OBJECT];
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { // [.., k1, v1, ..., k, v]
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_settop(L, base);
+            o->error = "a table with both string and other keys cannot be written as JSON";
+            return -1;
+        }
+        if (n == SMALL_OBJECT || lua_type(L, -1) == LUA_TTABLE) {
+            lua_settop(L, base);
+            return 0;
+        }
+        /* the key string is the table's own (anchored by it) */
+        struct key_ref k = {.value = lua_gettop(L)};
+        k.s = lua_tolstring(L, -2, &k.len);
+        int i = n++;
+        while (i > 0 && key_less(&k, &keys[i - 1])) {
+            keys[i] = keys[i - 1];
+            i--;
+        }
+        keys[i] = k;
+        lua_pushvalue(L, -2); // [.., k, v, k]: lua_next goes on from the copy
+    }
+    add_char(o, '{');
+    for (int i = 0; i < n; i++) {
+        if (i)
+            add_char(o, ',');
+        put_string(o, keys[i].s, keys[i].len);
+        add_char(o, ':');
+        if (put_value(o, keys[i].value) < 0) {
+            lua_settop(L, base);
+            return -1;
+        }
+    }
+    add_char(o, '}');
+    lua_settop(L, base);
+    return 1;
+}
+
 static int put_object(struct out *o, int idx)
 {
+    int small = put_small_object(o, idx);
+    if (small != 0)
+        return small < 0 ? -1 : 0;
     lua_State *L = o->L;
     /* Collect the keys in a Lua array (so they stay anchored), sort them by
      * byte order with qsort over their C strings. */

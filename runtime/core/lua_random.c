@@ -5,15 +5,48 @@
 
 #include <lauxlib.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <string.h>
 
 #define RANDOM_MAX_BYTES 256
+
+/* core.random_hex draws from a pool of CSPRNG bytes refilled 4 KiB at a
+ * time: a command id per command asked RAND_bytes for 16 bytes each time,
+ * and each such call costs about as much as the 4 KiB (OpenSSL's DRBG
+ * locks, looks up its parameters and checks the pid per call). The pool is
+ * per thread, and emptied in a forked child (pthread_atfork), so that no
+ * two processes hand out the same bytes. */
+#define POOL_BYTES 4096
+#define POOL_MAX_TAKE 64
+static _Thread_local unsigned char pool[POOL_BYTES];
+static _Thread_local size_t pool_left;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_forget(void) { pool_left = 0; }
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_forget); }
+
+static int pool_take(unsigned char *out, size_t n)
+{
+    pthread_once(&pool_once, pool_init);
+    if (pool_left < n) {
+        if (RAND_bytes(pool, POOL_BYTES) != 1)
+            return 0;
+        pool_left = POOL_BYTES;
+    }
+    unsigned char *p = pool + (POOL_BYTES - pool_left);
+    memcpy(out, p, n);
+    memset(p, 0, n); /* handed out once */
+    pool_left -= n;
+    return 1;
+}
 
 static int push_random(lua_State *L, int hex)
 {
     lua_Integer n = luaL_checkinteger(L, 1);
     luaL_argcheck(L, n > 0 && n <= RANDOM_MAX_BYTES, 1, "must be 1..256 bytes");
     unsigned char buf[RANDOM_MAX_BYTES];
-    if (RAND_bytes(buf, (int)n) != 1)
+    int ok = hex && n <= POOL_MAX_TAKE ? pool_take(buf, (size_t)n) : RAND_bytes(buf, (int)n);
+    if (ok != 1)
         return luaL_error(L, "random_bytes: OpenSSL RAND_bytes failed");
     if (!hex) {
         lua_pushlstring(L, (const char *)buf, (size_t)n);

@@ -107,6 +107,12 @@ int tide_ffi_sigv4_sign(struct tide_sigv4_signer *s, const struct tide_ffi_sigv4
  * offset of the first invalid byte. */
 int tide_ffi_utf8_check(const char *s, size_t len, double *bad);
 
+/* An id or a name: returns 0 when s[0..len) is valid UTF-8 without control
+ * characters (U+0000..U+001F, U+007F); 1 when it is not valid UTF-8 (*at:
+ * the offset of the first invalid byte), else 2 (*at: the offset of the
+ * first control character). */
+int tide_ffi_text_check(const char *s, size_t len, double *at);
+
 /* Returns 0 when s[0..len) is exactly one strict JSON value, else a
  * negative TIDE_E* code with err's message and *offset the byte offset
  * (0-based) where the text stops being JSON. */

@@ -7,6 +7,8 @@ local C = require "tide.cli.common"
 local EXIT, EXIT_OF_KIND = C.EXIT, C.EXIT_OF_KIND
 local out, flush_out, fail_usage, open_app, error_line, error_result, ok_result, start_reload, start_metrics, input_lines, decode_object = C.out, C.flush_out, C.fail_usage, C.open_app, C.error_line, C.error_result, C.ok_result, C.start_reload, C.start_metrics, C.input_lines, C.decode_object
 
+local byte = string.byte
+
 local commands = {}
 
 function commands.exec(opts, pos)
@@ -64,6 +66,8 @@ local function write_batch_stats(lines, outcomes, seconds, rstats, store)
   io.stderr:write(core.json_encode{ stats = st }, "\n")
 end
 
+local ID_FIELDS = { "correlation_id", "causation_id" }
+
 -- Severity order for batch's exit status: the worst failure wins.
 local SEVERITY = { [0] = 0, [3] = 1, [7] = 2, [4] = 3, [2] = 4, [1] = 5, [5] = 6 }
 
@@ -98,23 +102,46 @@ function commands.batch(opts, pos)
   local function note(code)
     if SEVERITY[code] > SEVERITY[status] then status = code end
   end
-  local pending = {}   -- line number -> thread, until its result is printed
-  local results = {}   -- line number -> {line, code}, done but not yet printed
+  -- At most `window` lines are unprinted at a time (next_out..n): they
+  -- live in rings of RING slots (a power of two above the window), in the
+  -- tables' array part. Keyed by line number, every line was a new key of
+  -- their hash part, and they rehashed every few lines once the lines in
+  -- flight sat just under a power of two.
+  local RING = 64
+  while RING <= window do RING = RING * 2 end
+  if RING > 65536 then RING = nil end -- a huge window: keyed by line number
+  local function slot(i) return RING and (i - 1) % RING + 1 or i end
+  local new_tab = require "table.new"
+  local pending = new_tab(RING or 0, 0) -- slot -> thread, until its result is printed
+  local results, codes = new_tab(RING or 0, 0), new_tab(RING or 0, 0) -- slot -> result line, exit code: done, not yet printed
   local next_out, n = 1, 0
+
+  -- stdout is flushed once per turn of the scheduler, after the threads
+  -- that were ready (a group commit wakes a hundred at once) have printed
+  -- (not once per line): by a thread that yields once, then flushes.
+  local flusher
+  local function flush_soon()
+    sched.sleep(0)
+    flush_out()
+    flusher = nil
+  end
 
   -- Prints every result that is ready in input order, as soon as it is:
   -- a live producer sees each answer without waiting for the window.
   local function emit(i, line, code)
-    results[i] = { line, code }
+    local s = slot(i)
+    assert(results[s] == nil, "tide batch: result slot in use")
+    results[s], codes[s] = line, code
     if i ~= next_out then return end
-    while results[next_out] do
-      local r = results[next_out]
-      results[next_out], pending[next_out] = nil, nil
-      out(r[1])
-      note(r[2])
+    s = slot(next_out)
+    while results[s] do
+      out(results[s])
+      note(codes[s])
+      results[s], codes[s], pending[s] = nil, nil, nil
       next_out = next_out + 1
+      s = slot(next_out)
     end
-    flush_out()
+    if not flusher then flusher = sched.spawn(flush_soon) end
   end
 
   local outcomes = {} -- "ok" or an error kind -> count
@@ -129,14 +156,17 @@ function commands.batch(opts, pos)
         ("line %d: needs \"aggregate\" (string), \"id\" (string) and \"command\" (object)"):format(lineno)),
         EXIT.usage
     end
-    for _, f in ipairs{ "correlation_id", "causation_id" } do
-      local v = req[f]
-      local ierr = v ~= nil and (type(v) ~= "string" and ("\"" .. f .. "\" must be a string")
-                                 or require("tide.input").id_error(v, f))
-      if ierr then return error_line("invalid", ("line %d: %s"):format(lineno, ierr)), EXIT.usage end
+    local corr, caus = req.correlation_id, req.causation_id
+    if corr ~= nil or caus ~= nil then
+      for _, f in ipairs(ID_FIELDS) do
+        local v = req[f]
+        local ierr = v ~= nil and (type(v) ~= "string" and ("\"" .. f .. "\" must be a string")
+                                   or require("tide.input").id_error(v, f))
+        if ierr then return error_line("invalid", ("line %d: %s"):format(lineno, ierr)), EXIT.usage end
+      end
     end
     local res, xerr = repo:execute(req.aggregate, req.id, req.command,
-      { correlation_id = req.correlation_id, causation_id = req.causation_id })
+      (corr ~= nil or caus ~= nil) and { correlation_id = corr, causation_id = caus } or nil)
     if res then
       tally(res.duplicate and "duplicate" or "ok")
       return ok_result(res), EXIT.ok
@@ -159,20 +189,21 @@ function commands.batch(opts, pos)
     if text == false then
       emit(n, error_line("invalid", ("line %d is %d bytes, over the %d-byte limit (commands.max_line_bytes): "
         .. "skipped"):format(n, long, max_line)), EXIT.usage)
-    elseif text:match("^%s*$") then
+    elseif byte(text) ~= 123 and text:match("^%s*$") then -- ('{': not blank, no pattern run)
       emit(n, error_line("invalid", "line " .. n .. " is empty"), EXIT.usage)
     else
       -- Commands of one stream are decided in the order they reach the
       -- repository, which is the order of the lines: each thread calls it
       -- before its first yield, and threads start in the order spawned.
-      local req, derr = decode_object(text, "line " .. n)
+      local req, derr = decode_object(text, n) -- named "line n" in its error
       local th = sched.spawn(command_thread, req, derr, n)
-      if next_out <= n then pending[n] = th end
+      if next_out <= n then pending[slot(n)] = th end
     end
-    while n - next_out + 1 >= window and pending[next_out] do sched.wait(pending[next_out]) end
+    while n - next_out + 1 >= window and pending[slot(next_out)] do sched.wait(pending[slot(next_out)]) end
   end
   while next_out <= n do
-    if pending[next_out] then sched.wait(pending[next_out]) else sched.sleep(0) end
+    local th = next_out <= n and pending[slot(next_out)]
+    if th then sched.wait(th) else sched.sleep(0) end
   end
   if watcher then watcher:stop() end
   if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end

@@ -45,6 +45,7 @@
 -- Blocking: SQLite calls are synchronous. A writer that waits for another
 -- process's lock blocks its whole process (up to busy_timeout_ms).
 local sqlite = require "tide.sqlite"
+local new_tab = require "table.new"
 local terror = require "tide.error"
 
 local type, error, tostring, setmetatable, pcall, floor =
@@ -339,7 +340,9 @@ function Store:append(stream, expected_version, events)
     error("store:append: expected_version must be a non-negative integer", 2)
   end
   check_events(events)
-  local item = { stream = stream, expected = expected_version, events = events }
+  -- room for th, result and err too: no rehash when they are set
+  local item = new_tab(0, 8)
+  item.stream, item.expected, item.events = stream, expected_version, events
   local sched = get_sched()
   if not (sched and sched.running()) then
     commit_group(self, { item })
