@@ -63,7 +63,7 @@ HEADERS   := $(wildcard runtime/*/*.h)
 ENG_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_buffer.o lua_handle.o)
 SQL_CORE  := $(addprefix $(BUILD)/obj/runtime/core/,error.o lua_handle.o)
 
-.PHONY: all deps test-deps run test test-asan bench install clean
+.PHONY: all deps test-deps bench-deps run test test-asan bench install clean
 
 all: $(BUILD)/tide $(BUILD)/lua/tide/core.so $(BUILD)/lua/tide/engine.so $(BUILD)/lua/tide/sqlite.so \
      $(BUILD)/test/codec_test $(BUILD)/test/kafka_mock
@@ -75,6 +75,9 @@ deps:
 
 test-deps:
 	@$(DEPS) test
+
+bench-deps:
+	@$(DEPS) bench
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
@@ -126,7 +129,7 @@ test-asan: test-deps
 	@tools/test.sh --asan-only
 
 # bench/run.sh builds first (make, after the deps step).
-bench: test-deps
+bench: bench-deps
 	@bench/run.sh
 
 # The example nginx site (examples/nginx/) on loopback, in build/nginx:

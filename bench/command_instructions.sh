@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 STORE=${1:-sqlite}
-command -v valgrind >/dev/null || { echo "bench: valgrind is missing (tools/deps.sh test)" >&2; exit 1; }
+command -v valgrind >/dev/null || { echo "bench: valgrind is missing (tools/deps.sh bench)" >&2; exit 1; }
 [ -x build/tide ] || { echo "bench: run make first" >&2; exit 1; }
 case $STORE in
   sqlite) SMALL=${BENCH_INS_SMALL:-1000} LARGE=${BENCH_INS_LARGE:-5000} ACCOUNTS=100 ;;

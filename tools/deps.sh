@@ -1,17 +1,22 @@
 #!/bin/sh
 # Installs what tide needs to build, run and test, when it is missing.
-# Usage: tools/deps.sh [build|test]   (test adds the servers the suite starts)
+# Usage: tools/deps.sh [build|test|bench]   (test adds the servers the suite
+# starts; bench adds the tools only benchmarks use)
 set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_PKGS="gcc make pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev \
 libssl-dev nettle-dev libyaml-dev libyajl-dev libjsmn-dev libsqlite3-dev libmicrohttpd-dev librdkafka-dev lua-cjson lua-expat"
-TEST_PKGS="lua-busted valgrind openjdk-17-jre-headless nodejs npm nginx-light \
+TEST_PKGS="lua-busted openjdk-17-jre-headless nodejs npm nginx-light \
 libnginx-mod-http-lua lua-resty-core libclang-rt-14-dev wrk curl sqlite3 procps python3 openssl time prometheus \
 python3-botocore kcat"
+BENCH_PKGS="valgrind"
 
 want="$BUILD_PKGS"
-[ "${1:-build}" = test ] && want="$want $TEST_PKGS"
+case "${1:-build}" in
+  test) want="$want $TEST_PKGS" ;;
+  bench) want="$want $TEST_PKGS $BENCH_PKGS" ;;
+esac
 
 # Some machines carry Node.js from another packaging (nodesource's nodejs
 # ships npm itself): a working command is as good as Debian's package.
@@ -51,6 +56,6 @@ if [ -n "$missing" ]; then
     || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing; }
 fi
 
-if [ "${1:-build}" = test ]; then
+if [ "${1:-build}" != build ]; then
   tools/fetch-npm.sh
 fi

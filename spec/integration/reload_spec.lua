@@ -377,7 +377,13 @@ describe("hot reload", function()
       PATTERNS.write_then_rename(dir .. "/aggregates/account.lua", valid(rev))
       PATTERNS.in_place(dir .. "/aggregates/account.lua", valid(rev))
       sleep_ms(SETTLE_MS)
-      assert.equal(0, srv:count("reload", mark), srv:log():sub(mark + 1))
+      local log = srv:log():sub(mark + 1)
+      assert.equal(0, srv:count("reloaded from", mark), log)
+      -- on a loaded machine the in-place write can be read half-written:
+      -- reported once, then its whole content found the same as what runs
+      local broken = srv:count("not reloaded", mark)
+      assert.is_true(broken <= 1, log)
+      assert.equal(broken, srv:count("is valid again, and the same as version", mark), log)
     end)
 
     it("ignores other files of the folder (editor temporaries, non-modules)", function()
