@@ -8,8 +8,10 @@
 #   BENCH_DDB_CMD_LARGE=3200            deposits of the large run
 #   BENCH_DDB_CMD_ACCOUNTS=64           accounts (one Open each, first; the deposits round-robin)
 #   BENCH_DDB_CMD_TURNS=3               turns, medians reported
-#   BENCH_DDB_CMD_QUERY=0               1: also the SDK Querying the stream every command
-#                                       (the issue's anchor; slow: minutes more)
+#   BENCH_DDB_CMD_QUERY=1               the SDK also Querying the stream every command: the
+#                                       issue's anchor, which the target is judged on (0: skip it,
+#                                       saves about two minutes; the target line then uses the
+#                                       SDK sending tide's requests)
 #
 # Each turn starts a DynamoDB Local of its own (tools/servers.sh
 # --dynamodb-only) and stops it at the end: DynamoDB Local slows down with
@@ -31,7 +33,7 @@ SMALL=${BENCH_DDB_CMD_SMALL:-640}
 LARGE=${BENCH_DDB_CMD_LARGE:-3200}
 ACCOUNTS=${BENCH_DDB_CMD_ACCOUNTS:-64}
 TURNS=${BENCH_DDB_CMD_TURNS:-3}
-QUERY=${BENCH_DDB_CMD_QUERY:-0}
+QUERY=${BENCH_DDB_CMD_QUERY:-1}
 TIDE=$ROOT/build/tide
 export NODE_PATH="$ROOT/.deps/node_modules"
 export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
@@ -174,8 +176,13 @@ for (const c of ["tide", "sdk", "sdk-query"]) {
   console.log(`${label[c].padEnd(46)} ${pad(f1(x.marg), 20)} ${pad(f1(x.whole), 17)} ${pad(x.rate.toFixed(0), 7)}  ${x.margs.map(f1).join(" ")}`);
 }
 const t = fig.tide, s = fig.sdk, q = fig["sdk-query"];
-if (q) console.log(`SDK Query-every-command / tide: ${(q.marg / t.marg).toFixed(1)}x (the issue's anchor, whose SDK Queried every command)`);
-const ratio = s.marg / t.marg;
-console.log(`SDK/tide per turn: ${s.margs.map((v, i) => (v / t.margs[i]).toFixed(1)).join(" ")}`);
-console.log(`target: tide <= 1/10 of the SDK: tide ${f1(t.marg)} us vs SDK ${f1(s.marg)} us per command = 1/${ratio.toFixed(1)} (${t.marg * 10 <= s.marg ? "met" : "NOT MET"})`);
+const perTurn = (x) => x.margs.map((v, i) => (v / t.margs[i]).toFixed(1)).join(" ");
+// The target (issue 13) is judged against the SDK doing Query + fold +
+// PutItem every command; the SDK sending tide's own requests (a cache the
+// SDK does not have) is the stricter comparison, printed next to it.
+console.log(`SDK with tide's requests / tide: 1/${(s.marg / t.marg).toFixed(1)} (per turn ${perTurn(s)})`);
+const a = q || s;
+if (q) console.log(`SDK Query-every-command / tide: 1/${(q.marg / t.marg).toFixed(1)} (per turn ${perTurn(q)})`);
+console.log(`target: tide <= 1/10 of the SDK ${q ? "doing Query + fold + PutItem every command" : "sending tide's requests (BENCH_DDB_CMD_QUERY=0)"}: ` +
+  `tide ${f1(t.marg)} us vs SDK ${f1(a.marg)} us per command = 1/${(a.marg / t.marg).toFixed(1)} (${t.marg * 10 <= a.marg ? "met" : "NOT MET"})`);
 JS
