@@ -167,6 +167,10 @@ for _, k in ipairs(counts) do
   end
   local secs = sched.now() - t0
   local r = { workers = k, events = EVENTS, seconds = secs, records_per_s = EVENTS / secs }
+  -- shards whose worker went past its fence in the catch-up (a heartbeat
+  -- late by more than lease_ms / 3: the host's load): paused, then resumed
+  -- or taken by another worker
+  r.fences = tonumber(sh("cat " .. q(dir) .. "/w*.log | grep -c 'stopping writes' || true"):match("%d+")) or 0
   -- every DynamoDB request of the workers (read models, positions, leases,
   -- events table reads), less the bench's own scans while it waited
   r.requests = prefix_calls(prefix) - calls0
@@ -211,8 +215,8 @@ for _, r in ipairs(results) do
   print(string.format("64 shards, %d worker(s): %.0f records/s (%.2fx the 1-worker run of this bench), %.1f s for %d events;"
     .. " lease table %.1f requests/s per worker (idle)", r.workers, r.records_per_s, r.records_per_s / base.records_per_s,
     r.seconds, r.events, r.lease_requests_per_s_per_worker))
-  print(string.format("  %d worker(s): %d DynamoDB requests in the catch-up (%.2f per record), %.0f requests/s",
-    r.workers, r.requests, r.requests / r.events, r.requests_per_s))
+  print(string.format("  %d worker(s): %d DynamoDB requests in the catch-up (%.2f per record), %.0f requests/s;"
+    .. " %d shard pauses past the fence", r.workers, r.requests, r.requests / r.events, r.requests_per_s, r.fences))
   if r.takeover_s_KILL then
     print(string.format("takeover of a worker's shards (lease_ms %d): after SIGKILL %.1f s, after SIGTERM %.1f s",
       LEASE_MS, r.takeover_s_KILL, r.takeover_s_TERM))

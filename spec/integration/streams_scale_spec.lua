@@ -334,6 +334,67 @@ describe("the streams runner on the stand-in", function()
     assert(ok, err)
   end)
 
+  it("pauses a shard whose heartbeats stop past the fence, and resumes it without a new take when a renewal"
+     .. " lands (nobody took the lease)", function()
+    local own = standin.start{ upstream = helpers.dynamodb_endpoint(), shards = 4 }
+    local ok, err = pcall(run, function()
+      -- DynamoDB through the stand-in too: it simulates the lease table's outage
+      local db = assert(dynamodb.new{ endpoint = own.url, streams_endpoint = own.url, region = "us-east-1",
+                                      credentials = CREDS, base_delay = 0.005, max_attempts = 2 })
+      local store = fresh_store(db, "si_fence")
+      open_many(store, "f", 8, 2)
+      local proj = assert(projection.load_file(BALANCES, "balances"))
+      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
+      local logs = {}
+      local r = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
+                             poll_ms = 20, max_poll_ms = 100,
+                             log = function(_, msg) logs[#logs + 1] = msg end }
+      assert(r:start())
+      local th = sched.spawn(function() return r:run() end)
+      local function balance(id)
+        local res = db:get_item{ TableName = store.prefix .. "rm_balances", Key = { id = id }, ConsistentRead = true }
+        return res and res.Item and res.Item.balance
+      end
+      local function wait_balances(want)
+        local t0 = sched.now()
+        while sched.now() - t0 < 30 do
+          local all = true
+          for i = 1, 8 do if balance("f" .. i) ~= want then all = false break end end
+          if all then return end
+          sched.sleep(0.1)
+        end
+        error("balances not " .. want .. " after 30 s")
+      end
+      wait_balances(2)
+      local held = {}
+      for shard, st in pairs(r.state) do if not st.finished then held[shard] = st end end
+      local n_held = 0
+      for _ in pairs(held) do n_held = n_held + 1 end
+      assert.equal(4, n_held)
+      -- no heartbeat can land for 2.5 lease times: every shard passes its
+      -- fence (2/3 of lease_ms); a deposit on each account meanwhile
+      own:control("Outage", { TableName = store.prefix .. "leases", Seconds = 2.5 })
+      for i = 1, 8 do
+        assert(store:append("account#f" .. i, 2, { { type = "Deposited", data = core.encode_value{ amount = 3 },
+                                                     meta = "{}" } }))
+      end
+      wait_balances(5)
+      r:stop()
+      assert(sched.wait(th))
+      assert.is_true(r.stats.fenced >= 1, "no shard was fenced: " .. table.concat(logs, "\n"))
+      assert.is_true(r.stats.resumed >= 1, "no shard resumed: " .. table.concat(logs, "\n"))
+      -- the same workers' states, never dropped and taken again
+      for shard, st in pairs(held) do
+        assert.is_true(st == r.state[shard], "shard " .. shard .. " was dropped and taken again")
+      end
+      local text = table.concat(logs, "\n")
+      assert.matches("stopping writes", text, 1, true)
+      assert.matches("resuming from the checkpoints", text, 1, true)
+    end)
+    own:stop()
+    assert(ok, err)
+  end)
+
   it("keeps the other projections going while one fails on a shard, then lets it catch up", function()
     local own = standin.start{ upstream = helpers.dynamodb_endpoint(), shards = 4 }
     local ok, err = pcall(run, function()

@@ -155,7 +155,8 @@ function M.new(opts)
     new_projector = opts.new_projector,
     state = {},        -- shard id -> worker state
     seen = {},         -- shard id -> {owner=, counter=, beat=, at=} as this worker observed it
-    stats = { records = 0, events = 0, batches = 0, conflicts = 0, retries = 0, steals = 0, handoffs = 0 },
+    stats = { records = 0, events = 0, batches = 0, conflicts = 0, retries = 0, steals = 0, handoffs = 0,
+              fenced = 0, resumed = 0 },
     handled = {},      -- projection name -> records checkpointed
   }, Runner)
   self.by_name = {}
@@ -376,16 +377,31 @@ local function beat_ok(st, l, sent_at)
 end
 
 -- May this worker still write for the shard? Its own monotonic clock says
--- whether the lease may have passed to someone else.
+-- whether the lease may have passed to someone else. A fenced shard is
+-- paused, not dropped: its renewals go on, and one that succeeds (it is
+-- conditioned on the counter, so nobody took the lease meanwhile) makes
+-- the lease ours again for lease_ms on every other worker's clock, and
+-- the shard resumes from its checkpoints (as the KCL's renewer, which
+-- keeps renewing a lease it stopped counting as held).
 function Runner:may_write(st)
   if self.killed or st.lost then return false end
-  if self:now() - (st.beat_sent or -math.huge) >= self.fence_s then
+  local since = self:now() - (st.beat_sent or -math.huge)
+  if since >= self.fence_s then
     if not st.fenced then
       st.fenced = true
+      st.fenced_at = self:now()
+      self.stats.fenced = self.stats.fenced + 1
       self.log("warn", string.format("shard %s: no heartbeat for %.1f s: the lease may have passed to another"
-        .. " worker; stopping writes", st.shard, self:now() - (st.beat_sent or 0)))
+        .. " worker; stopping writes", st.shard, since))
     end
     return false
+  end
+  if st.fenced then
+    st.fenced = false
+    st.resume = true
+    self.stats.resumed = self.stats.resumed + 1
+    self.log("info", string.format("shard %s: heartbeat again after %.1f s without writing: the lease is still"
+      .. " ours; resuming from the checkpoints", st.shard, self:now() - (st.fenced_at or self:now())))
   end
   return true
 end
@@ -394,7 +410,28 @@ end
 -- One shard: reading
 
 local function halted(self, st)
-  return self.killed or st.lost or st.fenced
+  return self.killed or st.lost
+end
+
+-- Back to the checkpoints after a pause (fenced mid-batch: what was
+-- applied and not checkpointed is read and applied again; the projectors
+-- skip what they already wrote).
+local function rewind(self, st)
+  st.resume = false
+  st.main = { pos = nil }
+  st.idle_until = nil
+  for name, ps in pairs(st.procs) do
+    if not ps.attached and ps.cursor then ps.cursor = { pos = cp_of(st, name) } end
+    pcall(ps.projector.reset, ps.projector)
+  end
+end
+
+-- A turn that stopped because the shard is fenced: wait for a renewal
+-- (true), or give the shard up when the lease is gone or the worker is
+-- stopping (false).
+function Runner:paused(st)
+  if halted(self, st) or self.stopping then return false end
+  return st.fenced == true
 end
 
 -- The stored checkpoint of projection `name` on the shard (padded) or nil.
@@ -795,6 +832,13 @@ function Runner:shard_loop(st)
   end
   while not halted(self, st) do
     if self.stopping then break end
+    if st.fenced then
+      -- paused: the renewals go on in their own thread; one that lands
+      -- unfences the shard (may_write), a lost lease ends it
+      if self:may_write(st) then rewind(self, st) else self:sleep(0.05) end
+      goto continue
+    end
+    if st.resume then rewind(self, st) end
     if st.lease.handoff and st.lease.handoff ~= self.owner then
       -- asked to hand the shard over: the batch is checkpointed; release
       st.handing_off = true
@@ -804,14 +848,20 @@ function Runner:shard_loop(st)
     end
     local busy = false
     if not st.main.done and next(attached(st)) and (st.idle_until or 0) <= self:now() then
-      if not self:main_turn(st) then return end
+      if not self:main_turn(st) then
+        if self:paused(st) then goto continue end
+        return
+      end
       busy = true
     end
     -- detached projections, one due per turn
     for name, ps in pairs(st.procs) do
       if not ps.attached and not ps.rebuild and st.cps[name] ~= SHARD_END and (ps.retry_at or 0) <= self:now() then
-        if halted(self, st) or self.stopping then break end
-        if not self:catchup_turn(st, name) then return end
+        if halted(self, st) or self.stopping or st.fenced then break end
+        if not self:catchup_turn(st, name) then
+          if self:paused(st) then goto continue end
+          return
+        end
         busy = true
         break
       end
@@ -833,7 +883,7 @@ function Runner:shard_loop(st)
       -- a lease whose projections ended under an earlier holder that
       -- stopped before writing the lease's SHARD_END: written now,
       -- retried until done, the lease is lost, or stopping
-      if not self:may_write(st) then return end
+      if not self:may_write(st) then goto continue end
       local sent = self:now()
       local l, ferr = self.leases:finish(st.lease)
       if l then
@@ -1077,7 +1127,7 @@ function Runner:renew_all()
   local due = {}
   local now = self:now()
   for _, st in pairs(self.state) do
-    if not st.finished and not st.lost and not st.fenced and now - (st.beat_sent or -math.huge) >= self.renew_s then
+    if not st.finished and not st.lost and now - (st.beat_sent or -math.huge) >= self.renew_s then
       due[#due + 1] = st
     end
   end
