@@ -1066,16 +1066,24 @@ function Runner:balance()
       end
     end
   else
-    -- each worker looks at the leases from its own random place, so
-    -- workers that start together take different shards
+    -- each worker looks at the leases in its own random order, so workers
+    -- that start together mostly take different shards (from a random
+    -- place in the list, their runs of 8 overlapped: most takes collided)
     local order, n = {}, #list
-    local k = n > 0 and math.random(n) or 1
-    for i = 1, n do order[i] = list[(k + i - 2) % n + 1] end
+    for i = 1, n do
+      local j = math.random(i)
+      order[i] = order[j]
+      order[j] = list[i]
+    end
     plan = shards.plan{ owner = self.owner, leases = order, eligible = eligible, running = running,
                         max_takes = self.max_takes or 8,
                         may_steal = now - (self.last_steal or -math.huge) >= self.steal_s }
   end
-  for _, l in ipairs(plan.takes) do
+  -- the takes in parallel; one lost to another worker (it took the lease
+  -- first) leaves this worker under its share: the next round comes soon
+  -- (0.2 s, not balance_ms), while free leases are left
+  local lost = 0
+  self.client:run_parallel(plan.takes, function(l)
     if not self.state[l.shard] and not self.stopping then
       local sent = self:now()
       local nl, terr = self.leases:take(l)
@@ -1084,11 +1092,14 @@ function Runner:balance()
                                        l.owner and (" from " .. tostring(l.owner)) or ""))
         self:start_shard(nl, sent)
         if l.owner and l.owner ~= self.owner then self:each_projection(metrics.lease_takeover) end
-      elseif terr.type ~= "LeaseLost" then
-        self.log("warn", "taking a lease failed: " .. tostring(terr))
+      else
+        lost = lost + 1
+        if terr.type ~= "LeaseLost" then self.log("warn", "taking a lease failed: " .. tostring(terr)) end
       end
     end
-  end
+    return true
+  end)
+  self.balance_soon = lost > 0 or (#plan.takes > 0 and #plan.takes >= (self.max_takes or 8))
   local steal = plan.steal
   if steal and not self.stopping then
     self.last_steal = now
@@ -1195,7 +1206,8 @@ function Runner:loop_body(stop, tick, last_balance)
     self.changed = false
     -- the lease list, and with it DescribeStream's shard list (see
     -- describer_turn); looked at every 0.2 s until there is one
-    if now - last_balance >= (self.tree and self.balance_s or 0.2) or changed then
+    local period = (self.tree and not self.balance_soon) and self.balance_s or 0.2
+    if now - last_balance >= period or changed then
       local ok, err = self:balance()
       if not ok then self.log("warn", tostring(err)) end
       last_balance = now
