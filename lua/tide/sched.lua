@@ -190,14 +190,20 @@ local function current_thread(name)
   return th
 end
 
--- Queue th to be resumed with the given values: the thread in q[i], its
--- values in q.args[i] (false for none, the common case: no table made).
+-- Queue th to be resumed with the given values: the thread in
+-- ready_th[i], its values in ready_args[i] (false for none, the common
+-- case: no table made); q = loop.ready holds only first and last. The
+-- arrays have no other keys: with first and last among the threads, every
+-- rehash of the queue moved their slots in its hash part, and each move
+-- failed the guards of every trace through here (a new side trace each
+-- time: a third of the JIT's traces, each one two mprotect(2) calls).
 local function make_ready(th, ...)
-  local q = loop.ready
+  local L = loop
+  local q = L.ready
   local i = q.last + 1
   q.last = i
-  q[i] = th
-  q.args[i] = select("#", ...) > 0 and pack(...) or false
+  L.ready_th[i] = th
+  L.ready_args[i] = select("#", ...) > 0 and pack(...) or false
 end
 
 local finish
@@ -489,7 +495,9 @@ function M.lines(fd, opts)
   local chunk, pos, eof = "", 1, false
   local parts, plen, skipping = {}, 0, false
   local concat = table.concat
-  local function take(piece_len, last_piece)
+  -- the line ends with chunk:sub(from, to) (no closure per line: each was
+  -- a trace abort, NYI FNEW)
+  local function take(piece_len, from, to)
     local total = plen + piece_len
     if skipping or (max and total > max) then
       parts, plen, skipping = {}, 0, false
@@ -497,9 +505,9 @@ function M.lines(fd, opts)
     end
     local line
     if plen == 0 then
-      line = last_piece()
+      line = chunk:sub(from, to)
     else
-      parts[#parts + 1] = last_piece()
+      parts[#parts + 1] = chunk:sub(from, to)
       line = concat(parts)
       parts, plen = {}, 0
     end
@@ -511,7 +519,7 @@ function M.lines(fd, opts)
       if nl then
         local from = pos
         pos = nl + 1
-        return take(nl - from, function() return chunk:sub(from, nl - 1) end)
+        return take(nl - from, from, nl - 1)
       end
       local rest = #chunk - pos + 1
       if rest > 0 then
@@ -525,7 +533,7 @@ function M.lines(fd, opts)
       chunk, pos = "", 1
       if eof then
         if plen == 0 and not skipping then return nil end
-        return take(0, function() return "" end)
+        return take(0, 1, 0)
       end
       local data, err = M.read(fd, READ_BYTES)
       if not data then error("sched.lines: " .. tostring(err), 2) end
@@ -537,15 +545,14 @@ end
 -- ---- the loop --------------------------------------------------------------
 
 local function run_ready(L)
-  local q = L.ready
+  local q, qth, qargs = L.ready, L.ready_th, L.ready_args
   -- only what was ready when this pass began: a thread that yields again
   -- (sleep(0)) waits for the next pass, after I/O got a chance
   local last = q.last
-  local qargs = q.args
   while q.first <= last do
     local i = q.first
-    local th, args = q[i], qargs[i]
-    q[i], qargs[i] = nil, nil
+    local th, args = qth[i], qargs[i]
+    qth[i], qargs[i] = nil, nil
     q.first = i + 1
     if args then
       step(th, unpack(args, 1, args.n))
@@ -638,7 +645,9 @@ function M.run(fn, ...)
     error("sched.run: already running (use sched.spawn inside a run)", 2)
   end
   local L = {
-    ready = { first = 1, last = 0, args = {} },
+    ready = { first = 1, last = 0 }, -- the queue's bounds (see make_ready)
+    ready_th = new_tab(256, 0), ready_args = new_tab(256, 0),
+    main = false, current = false, engine = false, -- (set later: no rehash of L then)
     timers = {},
     seq = 0,
     waiting = {},  -- request id -> thread, for ids whose ring slot was taken
