@@ -156,8 +156,8 @@ local function fast_check(compiled, skip)
   end
   if skip ~= NOSKIP then
     local extra = {}
-    for field in pairs(skip) do
-      if compiled.fields[field] == nil then extra[#extra + 1] = field end
+    for field, on in pairs(skip) do
+      if on and compiled.fields[field] == nil then extra[#extra + 1] = field end
     end
     table.sort(extra, function(a, b) return tostring(a) < tostring(b) end)
     for _, field in ipairs(extra) do
@@ -183,7 +183,20 @@ function M.validate(compiled, record, skip)
   local key = skip or NOSKIP
   local check = fast[key]
   if check == nil then
-    check = fast_check(compiled, key) or false
+    -- another table with the same names shares the check (made once)
+    local names = {}
+    if key ~= NOSKIP then
+      for k, on in pairs(key) do
+        if on then names[#names + 1] = type(k) .. ":" .. tostring(k) end
+      end
+      table.sort(names)
+    end
+    local sig = "skip:" .. table.concat(names, "\0")
+    check = compiled[sig]
+    if check == nil then
+      check = fast_check(compiled, key) or false
+      compiled[sig] = check
+    end
     fast[key] = check
   end
   if check and check(record) then return true end
