@@ -207,6 +207,10 @@ local function make_ready(th, ...)
 end
 
 local finish
+-- What a thread's body yields when its function returned (see thread_body),
+-- and how many idle coroutines a loop keeps.
+local FINISHED = setmetatable({}, { __tostring = function() return "sched.finished" end })
+local POOL_MAX = 1024
 
 -- Resumes th with the values and handles the outcome. Runs from the loop or
 -- nested from spawn; either way th's body is inside xpcall, so errors come
@@ -214,14 +218,23 @@ local finish
 -- What a resume returned, taken as arguments: a table is made only when
 -- the thread finished (every command resumes a few times; packing each
 -- resume's results was a twentieth of a command's CPU).
+local function finished(th, ok, ...)
+  finish(th, ok, pack(...))
+  -- the coroutine is back in its body's loop: the next thread may use it
+  local pool = loop.pool
+  if #pool < POOL_MAX then pool[#pool + 1] = th.co end
+end
+
 local function after_resume(th, prev, resumed, first, ...)
   loop.current = prev
   if not resumed then
     -- only a bug in this file gets here (the body runs in xpcall)
     finish(th, false, pack(first))
+  elseif first == FINISHED then
+    -- then xpcall's ok and the results
+    finished(th, ...)
   elseif co_status(th.co) == "dead" then
-    -- first = xpcall's ok, then the results
-    finish(th, first, pack(...))
+    finish(th, false, pack("sched: a thread's coroutine ended outside its body"))
   elseif first ~= PARKED then
     -- a bare coroutine.yield() from user code: treat it as sleep(0)
     make_ready(th)
@@ -257,9 +270,14 @@ finish = function(th, ok, results)
 end
 
 -- Every thread's coroutine runs this body: the function and its arguments
--- come with the first resume (no closure made per thread).
+-- come with the first resume (no closure made per thread). When the
+-- function returns, the body yields FINISHED and the results, and waits
+-- for the next thread's function: a coroutine serves thread after thread
+-- (a new one per command, with a stack grown twice on the command path
+-- and freed by the collector, cost a command several thousand
+-- instructions). A coroutine that ends otherwise is never reused.
 local function thread_body(fn, ...)
-  return xpcall(fn, on_error_handler, ...)
+  return thread_body(co_yield(FINISHED, xpcall(fn, on_error_handler, ...)))
 end
 
 -- A thread not started yet: the first resume (step) passes fn and its
@@ -269,7 +287,14 @@ local function new_thread()
   -- suspended, waiters...): no rehash as they are added
   local th = setmetatable(new_tab(0, 8), Thread)
   th.status, th.loop = "running", loop
-  th.co = co_create(thread_body)
+  local pool = loop.pool
+  local n = #pool
+  if n > 0 then
+    th.co = pool[n]
+    pool[n] = nil
+  else
+    th.co = co_create(thread_body)
+  end
   loop.by_co[th.co] = th
   loop.live = loop.live + 1
   return th
@@ -648,6 +673,7 @@ function M.run(fn, ...)
     ready = { first = 1, last = 0 }, -- the queue's bounds (see make_ready)
     ready_th = new_tab(256, 0), ready_args = new_tab(256, 0),
     main = false, current = false, engine = false, -- (set later: no rehash of L then)
+    pool = new_tab(256, 0), -- coroutines waiting for a thread (see thread_body)
     timers = {},
     seq = 0,
     waiting = {},  -- request id -> thread, for ids whose ring slot was taken
