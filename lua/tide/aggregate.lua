@@ -44,7 +44,10 @@ local function deep_copy(v, depth)
   depth = (depth or 0) + 1
   if depth > 64 then error("state nested more than 64 levels deep (or a cycle)", 0) end
   local c = new_tab(#v, 4) -- room for a small state's keys: no rehash at 1, 2 and 4
-  for k, x in pairs(v) do c[k] = deep_copy(x, depth) end
+  for k, x in pairs(v) do
+    if type(x) == "table" then x = deep_copy(x, depth) end -- (no call per plain value)
+    c[k] = x
+  end
   return setmetatable(c, getmetatable(v))
 end
 M.deep_copy = deep_copy
@@ -185,6 +188,11 @@ function Aggregate:upcast(event_type, data, from)
   return data
 end
 
+-- The fields of a command and of an event that are not their payload (one
+-- table each: schema.validate makes its fast check once per such table).
+local NOT_COMMAND_FIELDS = { type = true, id = true }
+local NOT_EVENT_FIELDS = { type = true }
+
 -- Validates a command against its schema; returns true or nil, message.
 function Aggregate:check_command(cmd)
   local ctype = cmd.type
@@ -199,7 +207,7 @@ function Aggregate:check_command(cmd)
   end
   local compiled = self.command_schemas[ctype]
   if compiled then
-    local ok, err = schema.validate(compiled, cmd, { type = true, id = true })
+    local ok, err = schema.validate(compiled, cmd, NOT_COMMAND_FIELDS)
     if not ok then return nil, ctype .. ": " .. err end
   end
   return true
@@ -253,7 +261,7 @@ function Aggregate:decide(state, cmd, ctx)
     end
     local compiled = self.event_schemas[e.type]
     if compiled then
-      local vok, verr = schema.validate(compiled, e, { type = true })
+      local vok, verr = schema.validate(compiled, e, NOT_EVENT_FIELDS)
       if not vok then
         return nil, "handler_error", ("%s.%s returned an invalid %s event: %s"):format(self.name, cmd.type, e.type, verr)
       end

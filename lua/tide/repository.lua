@@ -147,6 +147,17 @@ local function command_span(rec, id)
   return rec.commands[id] or (rec.older and rec.older[id])
 end
 
+-- Every record has the same keys, set in the same order (older and
+-- older_order false until the first generation is full): a record that
+-- gained keys later had another shape, and every compiled trace reading
+-- records took a side exit for it (new side traces, long after warm-up).
+local function new_record(version, state, commands, order, older, older_order, module_version)
+  local r = new_tab(0, 8)
+  r.version, r.state, r.commands, r.order = version, state or false, commands, order
+  r.older, r.older_order, r.module_version = older or false, older_order or false, module_version or false
+  return r
+end
+
 -- span: {first, last, fingerprint (of the command: idempotency_mismatch;
 -- nil for events written before tide recorded it)}
 local function remember_command(rec, id, first, last, fp)
@@ -177,7 +188,7 @@ end
 
 function Repository:load_record(agg, stream)
   self.stats.loads = self.stats.loads + 1
-  local rec = { version = 0, commands = {}, order = {} }
+  local rec = new_record(0, false, {}, {})
   local snap, serr = self.store:get_snapshot(stream)
   if snap == nil then
     return nil, new_error("store", "loading the snapshot failed: " .. tostring(serr), { stream = stream, cause = serr })
@@ -438,8 +449,7 @@ function Repository:catch_up(agg, stream, rec, conflict, trust_found)
     if not stored then return nil, err end
   end
   local state = aggregate.deep_copy(rec.state)
-  local new = { version = rec.version, commands = rec.commands, order = rec.order,
-                older = rec.older, older_order = rec.older_order, module_version = agg.version }
+  local new = new_record(rec.version, false, rec.commands, rec.order, rec.older, rec.older_order, agg.version)
   for _, s in ipairs(stored) do
     if s.version ~= new.version + 1 then return nil end
     local ev = decode_event(agg, s)
@@ -633,8 +643,7 @@ function Repository:run_batch(jobs, take_queued, lane)
         -- The new record takes over the recent command ids (copying 128 of
         -- them per command was a tenth of a command's CPU).
         local old = rec
-        local new = { version = version, state = state, commands = rec.commands, order = rec.order,
-                      older = rec.older, older_order = rec.older_order, module_version = agg.version }
+        local new = new_record(version, state, rec.commands, rec.order, rec.older, rec.older_order, agg.version)
         for i = 1, ntaken do
           local job = jobs[i]
           if job.out then remember_command(new, job.command_id, job.first, job.first + #job.out - 1, job.fp) end

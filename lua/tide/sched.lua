@@ -190,17 +190,27 @@ local function current_thread(name)
   return th
 end
 
--- Queue th to be resumed with the given values: the thread in q[i], its
--- values in q.args[i] (false for none, the common case: no table made).
+-- Queue th to be resumed with the given values: the thread in
+-- ready_th[i], its values in ready_args[i] (false for none, the common
+-- case: no table made); q = loop.ready holds only first and last. The
+-- arrays have no other keys: with first and last among the threads, every
+-- rehash of the queue moved their slots in its hash part, and each move
+-- failed the guards of every trace through here (a new side trace each
+-- time: a third of the JIT's traces, each one two mprotect(2) calls).
 local function make_ready(th, ...)
-  local q = loop.ready
+  local L = loop
+  local q = L.ready
   local i = q.last + 1
   q.last = i
-  q[i] = th
-  q.args[i] = select("#", ...) > 0 and pack(...) or false
+  L.ready_th[i] = th
+  L.ready_args[i] = select("#", ...) > 0 and pack(...) or false
 end
 
 local finish
+-- What a thread's body yields when its function returned (see thread_body),
+-- and how many idle coroutines a loop keeps.
+local FINISHED = setmetatable({}, { __tostring = function() return "sched.finished" end })
+local POOL_MAX = 1024
 
 -- Resumes th with the values and handles the outcome. Runs from the loop or
 -- nested from spawn; either way th's body is inside xpcall, so errors come
@@ -208,14 +218,23 @@ local finish
 -- What a resume returned, taken as arguments: a table is made only when
 -- the thread finished (every command resumes a few times; packing each
 -- resume's results was a twentieth of a command's CPU).
+local function finished(th, ok, ...)
+  finish(th, ok, pack(...))
+  -- the coroutine is back in its body's loop: the next thread may use it
+  local pool = loop.pool
+  if #pool < POOL_MAX then pool[#pool + 1] = th.co end
+end
+
 local function after_resume(th, prev, resumed, first, ...)
   loop.current = prev
   if not resumed then
     -- only a bug in this file gets here (the body runs in xpcall)
     finish(th, false, pack(first))
+  elseif first == FINISHED then
+    -- then xpcall's ok and the results
+    finished(th, ...)
   elseif co_status(th.co) == "dead" then
-    -- first = xpcall's ok, then the results
-    finish(th, first, pack(...))
+    finish(th, false, pack("sched: a thread's coroutine ended outside its body"))
   elseif first ~= PARKED then
     -- a bare coroutine.yield() from user code: treat it as sleep(0)
     make_ready(th)
@@ -251,9 +270,14 @@ finish = function(th, ok, results)
 end
 
 -- Every thread's coroutine runs this body: the function and its arguments
--- come with the first resume (no closure made per thread).
+-- come with the first resume (no closure made per thread). When the
+-- function returns, the body yields FINISHED and the results, and waits
+-- for the next thread's function: a coroutine serves thread after thread
+-- (a new one per command, with a stack grown twice on the command path
+-- and freed by the collector, cost a command several thousand
+-- instructions). A coroutine that ends otherwise is never reused.
 local function thread_body(fn, ...)
-  return xpcall(fn, on_error_handler, ...)
+  return thread_body(co_yield(FINISHED, xpcall(fn, on_error_handler, ...)))
 end
 
 -- A thread not started yet: the first resume (step) passes fn and its
@@ -263,7 +287,14 @@ local function new_thread()
   -- suspended, waiters...): no rehash as they are added
   local th = setmetatable(new_tab(0, 8), Thread)
   th.status, th.loop = "running", loop
-  th.co = co_create(thread_body)
+  local pool = loop.pool
+  local n = #pool
+  if n > 0 then
+    th.co = pool[n]
+    pool[n] = nil
+  else
+    th.co = co_create(thread_body)
+  end
   loop.by_co[th.co] = th
   loop.live = loop.live + 1
   return th
@@ -489,7 +520,9 @@ function M.lines(fd, opts)
   local chunk, pos, eof = "", 1, false
   local parts, plen, skipping = {}, 0, false
   local concat = table.concat
-  local function take(piece_len, last_piece)
+  -- the line ends with chunk:sub(from, to) (no closure per line: each was
+  -- a trace abort, NYI FNEW)
+  local function take(piece_len, from, to)
     local total = plen + piece_len
     if skipping or (max and total > max) then
       parts, plen, skipping = {}, 0, false
@@ -497,9 +530,9 @@ function M.lines(fd, opts)
     end
     local line
     if plen == 0 then
-      line = last_piece()
+      line = chunk:sub(from, to)
     else
-      parts[#parts + 1] = last_piece()
+      parts[#parts + 1] = chunk:sub(from, to)
       line = concat(parts)
       parts, plen = {}, 0
     end
@@ -511,7 +544,7 @@ function M.lines(fd, opts)
       if nl then
         local from = pos
         pos = nl + 1
-        return take(nl - from, function() return chunk:sub(from, nl - 1) end)
+        return take(nl - from, from, nl - 1)
       end
       local rest = #chunk - pos + 1
       if rest > 0 then
@@ -525,7 +558,7 @@ function M.lines(fd, opts)
       chunk, pos = "", 1
       if eof then
         if plen == 0 and not skipping then return nil end
-        return take(0, function() return "" end)
+        return take(0, 1, 0)
       end
       local data, err = M.read(fd, READ_BYTES)
       if not data then error("sched.lines: " .. tostring(err), 2) end
@@ -537,15 +570,14 @@ end
 -- ---- the loop --------------------------------------------------------------
 
 local function run_ready(L)
-  local q = L.ready
+  local q, qth, qargs = L.ready, L.ready_th, L.ready_args
   -- only what was ready when this pass began: a thread that yields again
   -- (sleep(0)) waits for the next pass, after I/O got a chance
   local last = q.last
-  local qargs = q.args
   while q.first <= last do
     local i = q.first
-    local th, args = q[i], qargs[i]
-    q[i], qargs[i] = nil, nil
+    local th, args = qth[i], qargs[i]
+    qth[i], qargs[i] = nil, nil
     q.first = i + 1
     if args then
       step(th, unpack(args, 1, args.n))
@@ -638,7 +670,10 @@ function M.run(fn, ...)
     error("sched.run: already running (use sched.spawn inside a run)", 2)
   end
   local L = {
-    ready = { first = 1, last = 0, args = {} },
+    ready = { first = 1, last = 0 }, -- the queue's bounds (see make_ready)
+    ready_th = new_tab(256, 0), ready_args = new_tab(256, 0),
+    main = false, current = false, engine = false, -- (set later: no rehash of L then)
+    pool = new_tab(256, 0), -- coroutines waiting for a thread (see thread_body)
     timers = {},
     seq = 0,
     waiting = {},  -- request id -> thread, for ids whose ring slot was taken

@@ -97,10 +97,113 @@ local function check_value(field, spec, v)
   end
 end
 
+-- The fast check of a compiled schema (with one `skip` set): a function
+-- made once, from generated code, that returns true only for a record the
+-- full check below accepts, and false when unsure (a field missing or of a
+-- wrong type, an unknown field, a value with a metatable): then the full
+-- check runs and gives the answer and its message. It has no loop (the
+-- fields are unrolled, unknown fields found by counting the keys with
+-- table.nkeys), so the JIT compiles it into the caller's trace: a loop
+-- over the fields was an "inner loop in root trace" abort, the most
+-- frequent of a command's path.
+local nkeys_ok, nkeys = pcall(require, "table.nkeys")
+local NOSKIP = {}
+
+local function fast_check(compiled, skip)
+  if not nkeys_ok then return nil end
+  local K, nk = {}, 0
+  local function const(v) nk = nk + 1; K[nk] = v; return ("K[%d]"):format(nk) end
+  local src = { "local K, nkeys, type, floor, getmetatable = ...\nreturn function(r)\nlocal n, v = 0, nil\n" }
+  local function add(s) src[#src + 1] = s end
+  local names = {}
+  for field in pairs(compiled.fields) do names[#names + 1] = field end
+  table.sort(names)
+  for _, field in ipairs(names) do
+    local spec = compiled.fields[field]
+    local want = spec.type
+    add(("v = r[%q]\nif v == nil then\n"):format(field))
+    add(spec.optional and "" or "return false\n")
+    add("else\nn = n + 1\n")
+    if want == "string" or want == "boolean" then
+      add(("if type(v) ~= %q then return false end\n"):format(want))
+    elseif want == "number" then
+      add("if type(v) ~= \"number\" then return false end\n")
+    elseif want == "integer" then
+      add("if type(v) ~= \"number\" or v ~= floor(v) or v <= -2^53 or v >= 2^53 then return false end\n")
+    elseif want == "table" then
+      add("if type(v) ~= \"table\" or getmetatable(v) ~= nil then return false end\n")
+    elseif want == "array" then
+      add("if type(v) ~= \"table\" or getmetatable(v) ~= nil or (#v == 0 and nkeys(v) > 0) then return false end\n")
+    end -- "any": every value
+    if (spec.min and type(spec.min) ~= "number") or (spec.max and type(spec.max) ~= "number")
+      or (spec.enum and type(spec.enum) ~= "table") then
+      return nil -- the full check says what is wrong
+    end
+    if spec.min then
+      add(("if type(v) == \"number\" and v < %s then return false end\n"):format(const(spec.min)))
+    end
+    if spec.max then
+      add(("if type(v) == \"number\" and v > %s then return false end\n"):format(const(spec.max)))
+    end
+    if spec.enum then
+      local set = {}
+      for _, allowed in ipairs(spec.enum) do
+        if allowed == allowed then set[allowed] = true end
+      end
+      add(("if not %s[v] then return false end\n"):format(const(set)))
+    end
+    add("end\n")
+  end
+  if skip ~= NOSKIP then
+    local extra = {}
+    for field, on in pairs(skip) do
+      if on and compiled.fields[field] == nil then extra[#extra + 1] = field end
+    end
+    table.sort(extra, function(a, b) return tostring(a) < tostring(b) end)
+    for _, field in ipairs(extra) do
+      if type(field) ~= "string" then return nil end
+      add(("if r[%q] ~= nil then n = n + 1 end\n"):format(field))
+    end
+  end
+  add("return nkeys(r) == n\nend\n")
+  local chunk = assert(load(table.concat(src), "=tide.schema(fast check)"))
+  return chunk(K, nkeys, type, math.floor, getmetatable)
+end
+
 -- Validates a record (command or event payload) against a compiled schema.
--- `skip` names fields that are not payload (e.g. { type = true, id = true }).
+-- `skip` names fields that are not payload (e.g. { type = true, id = true });
+-- pass the same table every time (the fast check is made once per skip).
 -- Returns true or nil, message naming the field.
 function M.validate(compiled, record, skip)
+  local fast = compiled.fast
+  if not fast then
+    fast = setmetatable({}, { __mode = "k" })
+    compiled.fast = fast
+  end
+  local key = skip or NOSKIP
+  local check = fast[key]
+  if check == nil then
+    -- another table with the same names shares the check (made once)
+    local names = {}
+    if key ~= NOSKIP then
+      for k, on in pairs(key) do
+        if on then names[#names + 1] = type(k) .. ":" .. tostring(k) end
+      end
+      table.sort(names)
+    end
+    local sig = "skip:" .. table.concat(names, "\0")
+    check = compiled[sig]
+    if check == nil then
+      check = fast_check(compiled, key) or false
+      compiled[sig] = check
+    end
+    fast[key] = check
+  end
+  if check and check(record) then return true end
+  return M.full_validate(compiled, record, skip)
+end
+
+function M.full_validate(compiled, record, skip)
   -- unknown fields first: a misspelt field is also a missing one, and the
   -- "did you mean" names the fix
   for field in pairs(record) do

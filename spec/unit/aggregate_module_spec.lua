@@ -96,6 +96,42 @@ describe("schemas", function()
   end)
 end)
 
+describe("schema fast checks", function()
+  it("answer as the full check does, for every kind of field and value", function()
+    local specs = {
+      { amount = { type = "integer", min = 1, max = 100 } },
+      { owner = "string", note = "string?", n = "number", t = "table", a = "array", b = "boolean", x = "any" },
+      { kind = { type = "string", enum = { "a", "b" } }, v = { type = "any", min = 0 } },
+      {},
+    }
+    local values = { 1, 0, 1.5, 2 ^ 53, -2 ^ 53, 0 / 0, "a", "", true, false, {}, { 1 }, { a = 1 },
+                     setmetatable({}, { __name = "integer" }), 100, 101 }
+    local skips = { { type = true, id = true }, { type = true }, false, { ["1"] = true }, { [1] = true },
+                    { type = false, zzz = true } }
+    local checked = 0
+    for _, spec in ipairs(specs) do
+      local c = assert(schema.compile(spec))
+      local fields = { "type", "id", "zzz", 1 }
+      for f in pairs(spec) do fields[#fields + 1] = f end
+      table.sort(fields, function(x, y) return tostring(x) < tostring(y) end)
+      for seed = 1, 400 do
+        local r, k = {}, seed
+        for _, f in ipairs(fields) do
+          k = (k * 1103515245 + 12345) % 2147483648
+          if k % 5 < 3 then r[f] = values[k % #values + 1] end
+        end
+        local skip = skips[seed % #skips + 1] or nil
+        local a1, a2 = schema.validate(c, r, skip)
+        local b1, b2 = schema.full_validate(c, r, skip)
+        assert.equal(b1, a1)
+        assert.equal(b2, a2)
+        checked = checked + 1
+      end
+    end
+    assert.equal(1600, checked)
+  end)
+end)
+
 describe("the state cache", function()
   it("evicts the least recently used values beyond its byte budget", function()
     local c = cache.new(1000)

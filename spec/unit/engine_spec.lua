@@ -373,6 +373,32 @@ describe("tide.sched", function()
     assert.is_true(after)
   end)
 
+  it("a coroutine that served a thread serves the next, after a result or an error", function()
+    run(function()
+      local seen = {}
+      for i = 1, 3 do
+        local th = sched.spawn(function(k)
+          seen[#seen + 1] = coroutine.running()
+          assert.equal(seen[#seen], coroutine.running())
+          sched.sleep(0)
+          if k == 2 then error("thread " .. k .. " failed") end
+          return k, nil
+        end, i)
+        local res = { n = select("#", sched.wait(th)), sched.wait(th) }
+        if i == 2 then
+          assert.is_false(res[1])
+          assert.matches("thread 2 failed", res[2])
+        else
+          assert.same({ n = 3, true, i, nil }, res)
+        end
+      end
+      -- one coroutine, reused: each thread saw it as its own while it ran
+      assert.equal(seen[1], seen[2])
+      assert.equal(seen[2], seen[3])
+      assert.equal("suspended", coroutine.status(seen[1]))
+    end)
+  end)
+
   it("keeps error objects that are not strings", function()
     run(function()
       local obj = { code = 7 }

@@ -287,35 +287,38 @@ local function apply(db, item)
   return nil, err
 end
 
+-- Every append of group gets err: none is reported as written.
+local function fail_all(group, err)
+  for i = 1, #group do
+    local item = group[i]
+    item.result, item.err = nil, wrap(err, item.stream)
+  end
+end
+
 -- Runs the appends of group in one transaction; sets item.result/item.err.
+-- (No closure made per group: each was a trace abort, NYI FNEW.)
 local function commit_group(self, group)
   local db, stats, n = self.db, self.stats, #group
   stats.transactions = stats.transactions + 1
   if n > stats.largest_group then
     stats.largest_group = n
   end
-  local function fail_all(err)
-    for i = 1, n do
-      local item = group[i]
-      item.result, item.err = nil, wrap(err, item.stream)
-    end
-  end
   local ok, err = db:begin()
   if not ok then
-    return fail_all(err)
+    return fail_all(group, err)
   end
   for i = 1, n do
     local item = group[i]
     local res, aerr, gone = apply(db, item)
     if gone then
-      return fail_all(aerr)
+      return fail_all(group, aerr)
     end
     item.result, item.err = res, aerr
   end
   ok, err = db:commit()
   if not ok then
     db:rollback()
-    return fail_all(err)
+    return fail_all(group, err)
   end
   for i = 1, n do
     local item = group[i]
