@@ -59,16 +59,59 @@ end
 -- as separate processes do.
 local LANE_TURN_S = 30
 local SHARED_EVENTS_BYTES = 64 * 1024
+local SHARED_TTL_S = 300 -- a stream's last version, kept while it is written
+local SHARED_EVENTS_TTL_S = 5 -- a write's events, kept for the catch-ups that follow it
 local WAIT_STEP_S = 0.002 -- the longest pause between a waiting worker's tries
 local DEFER_S = 2 * WAIT_STEP_S -- what the worker that just left a turn gives a waiting one
+--
+-- Forwarding (tide.repository, "Forwarding"): a worker whose commands for a
+-- stream arrive while another worker holds its turn pushes them, as one
+-- message, on the stream's queue ("q:" .. stream, a list) under a ticket
+-- of its own, and polls for the holder's reply ("r:" .. ticket). The
+-- holder pops the queue when it gathers its batch; whoever first adds
+-- "k:" .. ticket owns the message: the holder (its pid: it will reply),
+-- or the sender taking it back when no holder is left to take it (0), or
+-- a holder that cannot run it (-1: another module version, after a
+-- reload). A holder that died after claiming is seen by its pid: the
+-- sender then runs the commands itself, with the same command ids.
+-- Every key expires (FORWARD_TTL_S): nothing is left behind by a worker
+-- that dies or a sender that stopped waiting. The polling stops when the
+-- reply comes: an idle host does not poll.
+local FORWARD_TTL_S = 2 * LANE_WAIT_S
+local FORWARD_STEP_S = 0.001 -- the first pause of a sender polling for its reply
+local FORWARD_STEP_MAX_S = 0.004
+local alive = (function()
+  local ok, tffi = pcall(require, "tide.ffi")
+  return ok and tffi.alive or function() return true end
+end)()
+
+local function holder_pid(token)
+  return tonumber(type(token) == "string" and token:match("^(%d+):") or nil)
+end
+
 local function ngx_host_lanes()
   local dict = ngx.shared.tide_streams
   if not dict then return nil end
   local pid, turns = ngx.worker.pid(), 0
+  local tickets = 0
+  local nonce = core.random_hex(4) -- tickets stay unique when a pid is used again
+  -- A turn held by a worker that no longer exists is dropped (else the
+  -- stream would wait for its expiry). Not atomic with the check: a new
+  -- holder's turn dropped by mistake costs the two a conflict, not
+  -- correctness (the writes are conditional).
+  local function dead_holder(key)
+    local token = dict:get(key)
+    local p = holder_pid(token)
+    if p and p ~= pid and not alive(p) then
+      if dict:get(key) == token then dict:delete(key) end
+      return true
+    end
+    return false
+  end
   local held = {} -- stream -> our token
   local left, nleft = {}, 0 -- stream -> when we last left its turn (until we enter it again)
   return {
-    enter = function(stream)
+    enter = function(stream, forward)
       turns = turns + 1
       local token, key, wkey = pid .. ":" .. turns, "t:" .. stream, "w:" .. stream
       local deadline, step = ngx.now() + LANE_WAIT_S, 0.001
@@ -92,13 +135,21 @@ local function ngx_host_lanes()
           if waiting then dict:incr(wkey, -1) end
           return nil, "the tide_streams shared dict: " .. tostring(err)
         end
+        if forward then
+          if not dead_holder(key) then
+            if waiting then dict:incr(wkey, -1) end
+            return "held"
+          end
+        elseif step >= WAIT_STEP_S and dead_holder(key) then
+          step = 0.001
+        end
         if ngx.now() > deadline then
           if waiting then dict:incr(wkey, -1) end
           return nil, "another worker held the stream's turn for " .. LANE_WAIT_S .. " s"
         end
         if not waiting then
           waiting = true
-          dict:incr(wkey, 1, 0)
+          dict:incr(wkey, 1, 0, LANE_TURN_S)
         end
         ngx.sleep(step)
         step = math.min(step * 2, WAIT_STEP_S)
@@ -108,13 +159,12 @@ local function ngx_host_lanes()
       if version then
         local known = dict:get("v:" .. stream)
         if not known or known < version then
-          dict:set("v:" .. stream, version)
-          -- the events of this write, for the next worker's catch-up
-          local text = written and cjson.encode{ written.first, written.events }
+          dict:set("v:" .. stream, version, SHARED_TTL_S)
+          -- the events of this write, for the next worker's catch-up (never
+          -- evicting another key for them: safe_set)
+          local text = written and cjson.encode(written.events)
           if text and #text <= SHARED_EVENTS_BYTES then
-            dict:set("e:" .. stream, text)
-          else
-            dict:delete("e:" .. stream)
+            dict:safe_set("e:" .. stream .. ":" .. written.first, text, SHARED_EVENTS_TTL_S)
           end
         end
       end
@@ -128,15 +178,72 @@ local function ngx_host_lanes()
       left[stream] = ngx.now()
     end,
     version = function(stream) return dict:get("v:" .. stream) end,
-    -- -> the stored events after..upto when the last write left exactly those
-    events = function(stream, after, upto)
-      local text = dict:get("e:" .. stream)
-      local w = text and cjson.decode(text)
-      if type(w) ~= "table" or w[1] ~= after + 1 or type(w[2]) ~= "table" or after + #w[2] ~= upto then return nil end
-      local out = {}
-      for i, e in ipairs(w[2]) do
-        out[i] = { version = after + i, type = e.type, data = e.data, meta = e.meta, format = e.format }
+    -- Forwarding (see above): the sender's side.
+    forward = function(stream, text)
+      tickets = tickets + 1
+      local ticket = pid .. ":" .. nonce .. ":" .. tickets
+      local qkey, kkey, rkey, tkey = "q:" .. stream, "k:" .. ticket, "r:" .. ticket, "t:" .. stream
+      local len, err = dict:rpush(qkey, ticket .. " " .. text)
+      if not len then return nil, "error", err end
+      dict:expire(qkey, FORWARD_TTL_S)
+      local deadline, step = ngx.now() + LANE_WAIT_S, FORWARD_STEP_S
+      while true do
+        ngx.sleep(step)
+        local reply = dict:get(rkey)
+        if reply then
+          dict:delete(rkey)
+          dict:delete(kkey)
+          return reply
+        end
+        local owner = dict:get(kkey)
+        if owner == nil then
+          -- not taken yet: take it back when nobody holds the turn to take it
+          local token = dict:get(tkey)
+          local late = ngx.now() > deadline
+          if late or not token or not alive(holder_pid(token) or pid) then
+            if dict:add(kkey, 0, FORWARD_TTL_S) then
+              return nil, late and "timeout" or "withdrawn"
+            end
+          end
+        elseif owner == -1 then
+          dict:delete(kkey)
+          return nil, "refused"
+        elseif owner > 0 and not alive(owner) then
+          dict:delete(kkey)
+          return nil, "lost"
+        elseif ngx.now() > deadline then
+          return nil, "timeout"
+        end
+        step = math.min(step * 2, FORWARD_STEP_MAX_S)
       end
+    end,
+    -- The holder's side: the next message of stream's queue.
+    take = function(stream)
+      local item = dict:lpop("q:" .. stream)
+      if not item then return nil end
+      local sp = item:find(" ", 1, true)
+      return item:sub(1, sp - 1), item:sub(sp + 1)
+    end,
+    claim = function(ticket) return (dict:add("k:" .. ticket, pid, FORWARD_TTL_S)) == true end,
+    refuse = function(ticket) dict:add("k:" .. ticket, -1, FORWARD_TTL_S) end,
+    reply = function(ticket, text)
+      local ok, err = dict:set("r:" .. ticket, text, FORWARD_TTL_S)
+      if not ok then log("error", "tide_streams: a forwarded command's outcome was not stored: " .. tostring(err)) end
+    end,
+    -- -> the stored events after..upto when the writes the workers left
+    -- hold all of them
+    events = function(stream, after, upto)
+      local out, v = {}, after
+      while v < upto do
+        local text = dict:get("e:" .. stream .. ":" .. (v + 1))
+        local w = text and cjson.decode(text)
+        if type(w) ~= "table" or #w == 0 then return nil end
+        for _, e in ipairs(w) do
+          v = v + 1
+          out[#out + 1] = { version = v, type = e.type, data = e.data, meta = e.meta, format = e.format }
+        end
+      end
+      if v ~= upto then return nil end
       return out
     end,
   }
