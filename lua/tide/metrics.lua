@@ -307,10 +307,10 @@ function M.instrument_repository(repo, debug_log)
   end
   -- commands this worker took from the others (nginx: tide.repository's forwarding)
   local take_forwarded = repo.take_forwarded
-  repo.take_forwarded = function(self, jobs)
+  repo.take_forwarded = function(self, jobs, agg, stream)
     local n = #jobs
-    take_forwarded(self, jobs)
-    if M.enabled and #jobs > n then add(F.forwarded, #jobs - n, (bounded_aggregate(jobs[1].name))) end
+    take_forwarded(self, jobs, agg, stream)
+    if M.enabled and #jobs > n then add(F.forwarded, #jobs - n, (bounded_aggregate(jobs[n + 1].name))) end
   end
   return repo
 end

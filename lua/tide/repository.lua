@@ -83,15 +83,16 @@ M.sched_parking = sched_parking
 --   events=function(stream, after, upto) -> the stored events after..upto
 --   (what another process left), or nil}: optional. written: {first=, events=
 --   the stored events of this turn's last write} (enough for the next
---   process's catch-up without a read). Forwarding (optional, all four or
---   none): enter(stream, true) -> "held" when another process holds the
+--   process's catch-up without a read). Forwarding (optional, all of these
+--   or none): enter(stream, true) -> "held" when another process holds the
 --   turn; forward(stream, text) -> the holder's reply text | nil, why
 --   ("withdrawn": nobody took it, the turn is free again; "refused": the
 --   holder runs another module version; "lost": the holder died after
 --   taking it; "timeout"; "error"), waiting for it; take(stream) -> ticket,
 --   text of the next forwarded message | nil; claim(ticket) -> true (ours
 --   to answer) | false (its sender withdrew it); refuse(ticket);
---   reply(ticket, text). See "Forwarding" below.
+--   reply(ticket, text); pending(stream) -> true when messages wait for
+--   stream. See "Forwarding" below.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.registry) ~= "table" then
     error("repository.new: opts.store and opts.registry are required", 2)
@@ -744,6 +745,7 @@ end
 -- only when small (FORWARD_BYTES) and only for batching aggregates.
 
 local FORWARD_BYTES = 64 * 1024
+local LINGER_BATCHES = 4
 
 -- The commands of jobs[from..] as one message (lossless: tide values).
 local function encode_jobs(jobs)
@@ -798,12 +800,10 @@ local function decode_outcome(job, o)
 end
 
 -- The holder's side: moves the forwarded commands waiting for stream
--- (of jobs[1]'s aggregate and module version) to the end of jobs, each
+-- (of agg, the aggregate of its module version) to the end of jobs, each
 -- with fwd = its message {ticket=, jobs=}, while the batch has room.
-function Repository:take_forwarded(jobs)
+function Repository:take_forwarded(jobs, agg, stream)
   local hl = self.host_lanes
-  local first = jobs[1]
-  local agg, stream = first.agg, first.stream
   while #jobs < BATCH_EVENTS do
     local ticket, text = hl.take(stream)
     if not ticket then return end
@@ -925,99 +925,128 @@ function Repository:execute(name, id, command, opts)
     lanes[stream] = lane
   end
   local jobs = { job }
-  local ok, ntaken
-  local entered, herr = true, nil
-  while hl do
-    entered, herr = hl.enter(stream, forwarding)
-    if entered ~= "held" then break end
-    -- another process holds the stream's turn: its batch takes ours
-    if batching then take_queued(lane, jobs) end
-    lane.forwarding = true
-    local n, why = self:forward(stream, jobs)
-    lane.forwarding = nil
-    if n and n > 0 then
-      ok, ntaken, entered = true, n, "forwarded"
-      break
-    end
-    if why == "timeout" then
-      entered, herr = nil, "no answer from the process holding its turn (the commands may have been "
-        .. "applied: send them again with the same command ids)"
-      break
-    end
-    -- withdrawn (the turn is free) or not taken: try again; refused or
-    -- lost (the holder died: the commands run here, with the same ids)
-    if why and why ~= "withdrawn" then forwarding = false end
-  end
-  local take = batching and take_queued or nil
-  if take and forwarding then
-    -- the holder takes the other processes' forwarded commands too
-    take = function(l, js)
-      take_queued(l, js)
-      self:take_forwarded(js)
-    end
-  end
-  -- (after the wait for the host's turn: what queued meanwhile joins)
-  if take and entered ~= "forwarded" then take(lane, jobs) end
-  if entered == "forwarded" then
-    -- done by the holder
-  elseif entered then
-    ok, ntaken = pcall(self.run_batch, self, jobs, take, lane)
-    if hl then
-      local rec = self.cache:get(stream)
-      local written = self.written[stream]
-      self.written[stream] = nil
-      if not (rec and written and written.first + #written.events - 1 == rec.version) then written = nil end
-      hl.leave(stream, rec and rec.version, written)
-    end
-  else
-    ok, ntaken = true, #jobs
-    for _, j in ipairs(jobs) do
-      j.res, j.err = nil, new_error("store", "waiting for the stream's turn among this host's processes failed: "
-                                    .. tostring(herr), fields_of(j))
-    end
-  end
-  if not ok then
-    local msg = tostring(ntaken)
-    ntaken = #jobs
-    for _, j in ipairs(jobs) do
-      j.res, j.err = nil, new_error("handler_error", "the command could not be run: " .. msg, fields_of(j))
-    end
-  end
-  -- forwarded commands: every message taken is answered, once
-  local replies
-  for i = 2, #jobs do
-    local j = jobs[i]
-    local msg = j.fwd
-    if msg then
-      replies = replies or {}
-      if not replies[msg] then
-        replies[msg] = new_tab(#msg.jobs, 0)
-        replies[#replies + 1] = msg
+  local lingering = 0
+  while true do
+    local ok, ntaken
+    local entered, herr = true, nil
+    if lingering > 0 then
+      -- still leading: the commands other processes forwarded meanwhile
+      entered = hl.enter(stream, true)
+      if entered ~= true then break end -- another process took the turn: they are its
+      self:take_forwarded(jobs, job.agg, stream)
+      if #jobs == 0 then
+        hl.leave(stream)
+        break
       end
-      local out = replies[msg]
-      out[#out + 1] = encode_outcome(j, i <= ntaken)
     end
-  end
-  if replies then
-    for _, msg in ipairs(replies) do
-      local text = core.encode_value(replies[msg])
-      hl.reply(msg.ticket, text or core.encode_value{ { x = { kind = "store", message = "the outcome cannot be encoded" } } })
+    while hl and lingering == 0 do
+      entered, herr = hl.enter(stream, forwarding)
+      if entered ~= "held" then break end
+      -- another process holds the stream's turn: its batch takes ours
+      if batching then take_queued(lane, jobs) end
+      lane.forwarding = true
+      local n, why = self:forward(stream, jobs)
+      lane.forwarding = nil
+      if n and n > 0 then
+        ok, ntaken, entered = true, n, "forwarded"
+        break
+      end
+      if why == "timeout" then
+        entered, herr = nil, "no answer from the process holding its turn (the commands may have been "
+          .. "applied: send them again with the same command ids)"
+        break
+      end
+      -- withdrawn (the turn is free) or not taken: try again; refused or
+      -- lost (the holder died: the commands run here, with the same ids)
+      if why and why ~= "withdrawn" then forwarding = false end
     end
-  end
-  -- jobs not taken (past the limits of one write) go back to the front of the queue, in order
-  for i = #jobs, ntaken + 1, -1 do
-    if not jobs[i].fwd then
-      lane.head = lane.head - 1
-      lane[lane.head] = jobs[i]
-      jobs[i].taken = nil
+    local take = batching and take_queued or nil
+    if take and forwarding then
+      -- the holder takes the other processes' forwarded commands too
+      take = function(l, js)
+        take_queued(l, js)
+        self:take_forwarded(js, js[1].agg, stream)
+      end
     end
-  end
-  for i = 2, ntaken do
-    local j = jobs[i]
-    if not j.fwd then
-      j.done = true
-      parking.wake(j.waiter)
+    -- (after the wait for the host's turn: what queued meanwhile joins)
+    if take and entered ~= "forwarded" then take(lane, jobs) end
+    if entered == "forwarded" then
+      -- done by the holder
+    elseif entered then
+      ok, ntaken = pcall(self.run_batch, self, jobs, take, lane)
+      if hl then
+        local rec = self.cache:get(stream)
+        local written = self.written[stream]
+        self.written[stream] = nil
+        if not (rec and written and written.first + #written.events - 1 == rec.version) then written = nil end
+        hl.leave(stream, rec and rec.version, written)
+      end
+    else
+      ok, ntaken = true, #jobs
+      for _, j in ipairs(jobs) do
+        j.res, j.err = nil, new_error("store", "waiting for the stream's turn among this host's processes failed: "
+                                      .. tostring(herr), fields_of(j))
+      end
     end
+    if not ok then
+      local msg = tostring(ntaken)
+      ntaken = #jobs
+      for _, j in ipairs(jobs) do
+        j.res, j.err = nil, new_error("handler_error", "the command could not be run: " .. msg, fields_of(j))
+      end
+    end
+    -- forwarded commands: every message taken is answered, once
+    local replies
+    for i = 1, #jobs do
+      local j = jobs[i]
+      local msg = j.fwd
+      if msg then
+        replies = replies or {}
+        if not replies[msg] then
+          replies[msg] = new_tab(#msg.jobs, 0)
+          replies[#replies + 1] = msg
+        end
+        local out = replies[msg]
+        out[#out + 1] = encode_outcome(j, i <= ntaken)
+      end
+    end
+    if replies then
+      for _, msg in ipairs(replies) do
+        local text = core.encode_value(replies[msg])
+        hl.reply(msg.ticket, text or core.encode_value{ { x = { kind = "store", message = "the outcome cannot be encoded" } } })
+      end
+    end
+    -- jobs not taken (past the limits of one write) go back to the front of the queue, in order
+    for i = #jobs, ntaken + 1, -1 do
+      if not jobs[i].fwd then
+        lane.head = lane.head - 1
+        lane[lane.head] = jobs[i]
+        jobs[i].taken = nil
+      end
+    end
+    for i = 1, ntaken do
+      local j = jobs[i]
+      if not j.fwd and j ~= job then
+        j.done = true
+        parking.wake(j.waiter)
+      end
+    end
+    -- The batch answered: when nothing of this process waits for the
+    -- stream but others forwarded commands meanwhile, lead one more batch
+    -- for them (at most LINGER_BATCHES: this command's own answer waits)
+    -- rather than leave the stream idle until one of them notices the turn
+    -- is free.
+    if not (entered == true and forwarding and lingering < LINGER_BATCHES and hl.pending(stream)) then break end
+    local waiting = false
+    for k = lane.head, lane.n do
+      if lane[k] and not lane[k].abandoned then
+        waiting = true
+        break
+      end
+    end
+    if waiting then break end
+    lingering = lingering + 1
+    jobs = {}
   end
   -- hand the lane to the first command still waiting, or close it
   local head = lane.head

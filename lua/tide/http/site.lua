@@ -224,6 +224,7 @@ local function ngx_host_lanes()
       local sp = item:find(" ", 1, true)
       return item:sub(1, sp - 1), item:sub(sp + 1)
     end,
+    pending = function(stream) return (dict:llen("q:" .. stream) or 0) > 0 end,
     claim = function(ticket) return (dict:add("k:" .. ticket, pid, FORWARD_TTL_S)) == true end,
     refuse = function(ticket) dict:add("k:" .. ticket, -1, FORWARD_TTL_S) end,
     reply = function(ticket, text)
