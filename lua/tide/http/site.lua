@@ -78,8 +78,8 @@ local DEFER_S = 2 * WAIT_STEP_S -- what the worker that just left a turn gives a
 -- that dies or a sender that stopped waiting. The polling stops when the
 -- reply comes: an idle host does not poll.
 local FORWARD_TTL_S = 2 * LANE_WAIT_S
-local FORWARD_STEP_S = 0.001 -- the first pause of a sender polling for its reply
-local FORWARD_STEP_MAX_S = 0.004
+local FORWARD_STEP_S = 0.001 -- how often a worker waiting for replies reads its inbox
+local FORWARD_CHECK_S = 0.005 -- how often it checks on each unanswered ticket
 local alive = (function()
   local ok, tffi = pcall(require, "tide.ffi")
   return ok and tffi.alive or function() return true end
@@ -92,6 +92,8 @@ end
 local function ngx_host_lanes()
   local dict = ngx.shared.tide_streams
   if not dict then return nil end
+  local semaphore = require "ngx.semaphore"
+  local poll
   local pid, turns = ngx.worker.pid(), 0
   local tickets = 0
   local nonce = core.random_hex(4) -- tickets stay unique when a pid is used again
@@ -110,6 +112,71 @@ local function ngx_host_lanes()
   end
   local held = {} -- stream -> our token
   local left, nleft = {}, 0 -- stream -> when we last left its turn (until we enter it again)
+
+  -- The tickets this worker forwarded and waits for, and their poller: one
+  -- timer that runs while any is waiting. It reads the worker's inbox (the
+  -- tickets answered: the holder pushes each after its reply) every
+  -- FORWARD_STEP_S, and checks each unanswered ticket every
+  -- FORWARD_CHECK_S: taken back (withdrawn) when no worker holds its turn
+  -- any more, given up ("lost") when the worker that claimed it is gone,
+  -- "timeout" past its deadline.
+  local inbox_id = pid .. ":" .. nonce
+  local inbox = "i:" .. inbox_id
+  local waiting, nwaiting, polling = {}, 0, false
+  local function settle(ticket, w, outcome, reply)
+    w.outcome, w.reply = outcome, reply
+    waiting[ticket] = nil
+    nwaiting = nwaiting - 1
+    w.sema:post(1)
+  end
+  local function check(ticket, w, now)
+    local rkey, kkey = "r:" .. ticket, "k:" .. ticket
+    local reply = dict:get(rkey)
+    if reply then
+      dict:delete(rkey)
+      dict:delete(kkey)
+      return settle(ticket, w, "reply", reply)
+    end
+    local owner = dict:get(kkey)
+    if owner == nil then
+      -- not taken yet: take it back when nobody holds the turn to take it
+      local token = dict:get("t:" .. w.stream)
+      local late = now > w.deadline
+      if late or not token or not alive(holder_pid(token) or pid) then
+        if dict:add(kkey, 0, FORWARD_TTL_S) then return settle(ticket, w, late and "timeout" or "withdrawn") end
+        return check(ticket, w, now) -- claimed meanwhile
+      end
+    elseif owner == -1 then
+      dict:delete(kkey)
+      return settle(ticket, w, "refused")
+    elseif owner > 0 and not alive(owner) then
+      dict:delete(kkey)
+      return settle(ticket, w, "lost")
+    elseif now > w.deadline then
+      return settle(ticket, w, "timeout")
+    end
+  end
+  -- (a reload's old worker keeps polling until its last waiter is
+  -- answered: its requests are still in flight)
+  poll = function()
+    while nwaiting > 0 do
+      while true do
+        local ticket = dict:lpop(inbox)
+        if not ticket then break end
+        local w = waiting[ticket]
+        if w then check(ticket, w, ngx.now()) end
+      end
+      local now = ngx.now()
+      for ticket, w in pairs(waiting) do
+        if now >= w.next_check then
+          w.next_check = now + FORWARD_CHECK_S
+          check(ticket, w, now)
+        end
+      end
+      if nwaiting > 0 then ngx.sleep(FORWARD_STEP_S) end
+    end
+    polling = false
+  end
   return {
     enter = function(stream, forward)
       turns = turns + 1
@@ -181,41 +248,31 @@ local function ngx_host_lanes()
     -- Forwarding (see above): the sender's side.
     forward = function(stream, text)
       tickets = tickets + 1
-      local ticket = pid .. ":" .. nonce .. ":" .. tickets
-      local qkey, kkey, rkey, tkey = "q:" .. stream, "k:" .. ticket, "r:" .. ticket, "t:" .. stream
-      local len, err = dict:rpush(qkey, ticket .. " " .. text)
+      local ticket = inbox_id .. ":" .. tickets
+      local len, err = dict:rpush("q:" .. stream, ticket .. " " .. text)
       if not len then return nil, "error", err end
-      dict:expire(qkey, FORWARD_TTL_S)
-      local deadline, step = ngx.now() + LANE_WAIT_S, FORWARD_STEP_S
-      while true do
-        ngx.sleep(step)
-        local reply = dict:get(rkey)
-        if reply then
-          dict:delete(rkey)
-          dict:delete(kkey)
-          return reply
+      dict:expire("q:" .. stream, FORWARD_TTL_S)
+      local w = { sema = semaphore.new(0), stream = stream, deadline = ngx.now() + LANE_WAIT_S, next_check = 0 }
+      waiting[ticket] = w
+      nwaiting = nwaiting + 1
+      if not polling then
+        polling = true
+        local ok, terr = ngx.timer.at(0, poll)
+        if not ok then
+          polling = false
+          log("error", "tide_streams: the forwarding poller did not start: " .. tostring(terr))
         end
-        local owner = dict:get(kkey)
-        if owner == nil then
-          -- not taken yet: take it back when nobody holds the turn to take it
-          local token = dict:get(tkey)
-          local late = ngx.now() > deadline
-          if late or not token or not alive(holder_pid(token) or pid) then
-            if dict:add(kkey, 0, FORWARD_TTL_S) then
-              return nil, late and "timeout" or "withdrawn"
-            end
-          end
-        elseif owner == -1 then
-          dict:delete(kkey)
-          return nil, "refused"
-        elseif owner > 0 and not alive(owner) then
-          dict:delete(kkey)
-          return nil, "lost"
-        elseif ngx.now() > deadline then
-          return nil, "timeout"
-        end
-        step = math.min(step * 2, FORWARD_STEP_MAX_S)
       end
+      while not w.outcome do
+        -- the poller posts when the reply came or the ticket needs us
+        if not w.sema:wait(LANE_WAIT_S + 1) and not w.outcome then w.outcome = "timeout" end
+      end
+      if waiting[ticket] then
+        waiting[ticket] = nil
+        nwaiting = nwaiting - 1
+      end
+      if w.outcome == "reply" then return w.reply end
+      return nil, w.outcome
     end,
     -- The holder's side: the next message of stream's queue.
     take = function(stream)
@@ -229,7 +286,14 @@ local function ngx_host_lanes()
     refuse = function(ticket) dict:add("k:" .. ticket, -1, FORWARD_TTL_S) end,
     reply = function(ticket, text)
       local ok, err = dict:set("r:" .. ticket, text, FORWARD_TTL_S)
-      if not ok then log("error", "tide_streams: a forwarded command's outcome was not stored: " .. tostring(err)) end
+      if not ok then
+        log("error", "tide_streams: a forwarded command's outcome was not stored: " .. tostring(err))
+        return
+      end
+      -- tell the sender's poller (its inbox: the ticket up to the last ':')
+      local inbox = "i:" .. ticket:match("^(.*):%d+$")
+      dict:rpush(inbox, ticket)
+      dict:expire(inbox, FORWARD_TTL_S)
     end,
     -- -> the stored events after..upto when the writes the workers left
     -- hold all of them
