@@ -969,7 +969,7 @@ function Repository:execute(name, id, command, opts)
       end
     end
     -- (after the wait for the host's turn: what queued meanwhile joins)
-    if take and entered ~= "forwarded" then take(lane, jobs) end
+    if take and entered == true then take(lane, jobs) end
     if entered == "forwarded" then
       -- done by the holder
     elseif entered then
