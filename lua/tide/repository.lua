@@ -716,13 +716,6 @@ function Repository:run_batch(jobs, take_queued, lane)
   return njobs
 end
 
--- repository:execute(aggregate_name, id, command [, opts]) -> result | nil, err
---   command: {type=, id= (optional command id), ...fields}
---   opts: {causation_id=, correlation_id=}
---   result: {ok=true, stream=, version=, events={{version=, type=, data=, meta=}...}, duplicate=}
---   err.kind: "invalid" (bad command or module), "rejected" (the domain said
---   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
---   "too_many_events", "event_too_large", "store" (store or network failure)
 ------------------------------------------------------------------------
 -- Forwarding: the processes of one host (nginx workers, host_lanes) take
 -- turns on a stream, and a process whose commands arrive while another
@@ -747,7 +740,7 @@ end
 local FORWARD_BYTES = 64 * 1024
 local LINGER_BATCHES = 4
 
--- The commands of jobs[from..] as one message (lossless: tide values).
+-- The commands of jobs as one message (lossless: tide values).
 local function encode_jobs(jobs)
   local list = new_tab(#jobs, 0)
   for i = 1, #jobs do
@@ -854,6 +847,13 @@ function Repository:forward(stream, jobs)
   return n
 end
 
+-- repository:execute(aggregate_name, id, command [, opts]) -> result | nil, err
+--   command: {type=, id= (optional command id), ...fields}
+--   opts: {causation_id=, correlation_id=}
+--   result: {ok=true, stream=, version=, events={{version=, type=, data=, meta=}...}, duplicate=}
+--   err.kind: "invalid" (bad command or module), "rejected" (the domain said
+--   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
+--   "too_many_events", "event_too_large", "store" (store or network failure)
 -- Moves the commands queued on lane (of jobs[1]'s module version, in
 -- arrival order, up to the first of another) to the end of jobs.
 local function take_queued(lane, jobs)

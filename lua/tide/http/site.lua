@@ -50,11 +50,12 @@ end
 -- The workers of this host take turns on a stream (tide.repository's
 -- host_lanes): a turn is a key in the tide_streams shared dict, added
 -- atomically and deleted by its holder; it expires after LANE_TURN_S should
--- a worker die holding it. The dict also keeps the last version written of
--- each stream, so a worker whose cached state is behind catches up before
--- deciding instead of losing a write, and the events of the last write of
--- each stream (up to SHARED_EVENTS_BYTES of them), so that catch-up is
--- usually no read at all: the next worker applies what the previous one
+-- a worker die holding it (or sooner: a waiting worker drops the turn of a
+-- pid that no longer exists). The dict also keeps the last version written
+-- of each stream, so a worker whose cached state is behind catches up
+-- before deciding instead of losing a write, and the events of each write
+-- (up to SHARED_EVENTS_BYTES, for SHARED_EVENTS_TTL_S), so that catch-up is
+-- usually no read at all: the next worker applies what the previous ones
 -- wrote. Without the dict (an nginx.conf of an older tide), workers write
 -- as separate processes do.
 local LANE_TURN_S = 30
