@@ -144,8 +144,8 @@ local function ngx_host_lanes()
       local token = dict:get("t:" .. w.stream)
       local late = now > w.deadline
       if late or not token or not alive(holder_pid(token) or pid) then
+        -- (else a holder claimed it meanwhile: its answer comes)
         if dict:add(kkey, 0, FORWARD_TTL_S) then return settle(ticket, w, late and "timeout" or "withdrawn") end
-        return check(ticket, w, now) -- claimed meanwhile
       end
     elseif owner == -1 then
       dict:delete(kkey)
@@ -159,7 +159,7 @@ local function ngx_host_lanes()
   end
   -- (a reload's old worker keeps polling until its last waiter is
   -- answered: its requests are still in flight)
-  poll = function()
+  local function poll_loop()
     while nwaiting > 0 do
       while true do
         local ticket = dict:lpop(inbox)
@@ -176,7 +176,15 @@ local function ngx_host_lanes()
       end
       if nwaiting > 0 then ngx.sleep(FORWARD_STEP_S) end
     end
+  end
+  poll = function()
+    local ok, err = pcall(poll_loop)
     polling = false
+    if not ok then
+      -- the waiters still waiting get their answers from the next poller
+      -- (started by the next forward) or time out
+      log("error", "tide_streams: the forwarding poller failed: " .. tostring(err))
+    end
   end
   return {
     enter = function(stream, forward)
