@@ -72,6 +72,16 @@ settled_balances() { # url
   echo "$cur"
 }
 
+# DynamoDB requests of the site by operation, and the commands forwarded to
+# a stream's turn holder, from its /metrics (all workers): "writes reads forwarded"
+ddb_requests() { # url
+  curl -sS "$1/metrics" | awk '
+    /^tide_dynamodb_requests_total/ && /operation="(PutItem|TransactWriteItems)"/ { w += $NF }
+    /^tide_dynamodb_requests_total/ && /operation="(Query|GetItem)"/ { r += $NF }
+    /^tide_forwarded_commands_total/ { f += $NF }
+    END { printf "%d %d %d\n", w, r, f }'
+}
+
 run_wrk() { # url seconds
   wrk -t"$THREADS" -c"$CONNS" -d"${2}s" --timeout 10s --latency -s bench/wrk_deposit.lua "$1" -- "$ACCOUNTS" 1 acc- \
     2>"$tmp/wrk.err"
@@ -116,7 +126,9 @@ YAML
   [ "$n" = "$ACCOUNTS" ] || { note "read $n of $ACCOUNTS balances before the run"; return 1; }
 
   note "workers=$w: wrk -t$THREADS -c$CONNS -d${DUR}s on POST /aggregates/account/{id}"
+  ddb0=$(ddb_requests "$url")
   out=$(run_wrk "$url" "$DUR")
+  ddb1=$(ddb_requests "$url")
   res=$(grep '^WRK_RESULT ' <<<"$out" | sed 's/^WRK_RESULT //')
   [ -n "$res" ] || { note "wrk printed no result: $out $(cat "$tmp/wrk.err")"; return 1; }
   read -r final n < <(settled_balances "$url")  # requests in flight when wrk closed its connections finish
@@ -138,8 +150,8 @@ YAML
 
   BENCH_RPS_FILE="$tmp/rps" BENCH_WORKERS="$w" BENCH_COND="$(nproc) cores, ${cpu_model:-unknown CPU}; nginx $nginx_version, worker_processes $w ($workers), DynamoDB Local (in-memory) on 127.0.0.1 on the same cores" \
   node - "$res" "$base" "$final" "$after_batch" "$ok" "$batch_ok" "$batch_rc" "$t0" "$t1" \
-         "$ACCOUNTS" "$THREADS" "$CONNS" "$WARM" "$DUR" <<'JS'
-const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1, accounts, threads, conns, warm, dur] = process.argv.slice(2);
+         "$ACCOUNTS" "$THREADS" "$CONNS" "$WARM" "$DUR" "$ddb0" "$ddb1" <<'JS'
+const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1, accounts, threads, conns, warm, dur, ddb0, ddb1] = process.argv.slice(2);
 const r = JSON.parse(res);
 const applied = Number(fin) - Number(base);
 const inflight = applied - r.ok;
@@ -157,6 +169,11 @@ console.log("nginx + wrk:  " + r.rps.toFixed(0) + " requests/s, latency p50 " + 
 console.log("  responses: " + r.ok + " x 200, " + r.non_2xx + " other; socket errors: " + errs + " " + JSON.stringify(r.errors));
 console.log("  balances read back through GET /aggregates: +" + applied + " = " + r.ok + " acknowledged" +
   (inflight ? " + " + inflight + " in flight when wrk closed its connections (completed by nginx, never read)" : ""));
+const [w0, r0, f0] = ddb0.split(" ").map(Number), [w1, r1, f1] = ddb1.split(" ").map(Number);
+const wpc = (w1 - w0) / Math.max(1, r.requests);
+console.log("  DynamoDB requests per request: " + wpc.toFixed(3) + " writes (PutItem, TransactWriteItems), " +
+  ((r1 - r0) / Math.max(1, r.requests)).toFixed(3) + " reads (Query, GetItem); commands forwarded to the worker " +
+  "holding their stream's turn: " + (100 * (f1 - f0) / Math.max(1, r.requests)).toFixed(0) + "%");
 console.log("tide batch:   " + (Number(batchOk) / secs).toFixed(0) + " commands/s (" + batchOk + " of " + ok + " ok in " +
   secs.toFixed(2) + " s); balances +" + batchApplied);
 const fail = [];
@@ -166,7 +183,7 @@ if (inflight > Number(conns)) fail.push(inflight + " more deposits applied than 
 if (Number(batchRc) !== 0 || Number(batchOk) !== Number(ok)) fail.push("tide batch: " + (Number(ok) - Number(batchOk)) + " commands failed");
 if (batchApplied !== Number(batchOk)) fail.push("tide batch: balances moved by " + batchApplied + ", not " + batchOk);
 console.log(fail.length ? "RESULT: FAILED: " + fail.join("; ") : "RESULT: no errors, no lost deposits");
-require("fs").appendFileSync(process.env.BENCH_RPS_FILE, `${process.env.BENCH_WORKERS} ${r.rps.toFixed(0)} ${r.p99_ms.toFixed(1)}\n`);
+require("fs").appendFileSync(process.env.BENCH_RPS_FILE, `${process.env.BENCH_WORKERS} ${r.rps.toFixed(0)} ${r.p99_ms.toFixed(1)} ${wpc.toFixed(3)}\n`);
 process.exit(fail.length ? 1 : 0);
 JS
 }
@@ -177,7 +194,8 @@ for w in ${BENCH_WRK_WORKERS:-1 auto}; do
 done
 if [ "$(wc -l <"$tmp/rps" 2>/dev/null || echo 0)" -gt 1 ]; then
   echo ""
-  echo "workers, requests/s, p99 ms: $(awk '{ printf "%s%s: %s/s p99 %s ms", (NR > 1 ? "; " : ""), $1, $2, $3 }' "$tmp/rps")"
+  echo "workers, requests/s, p99 ms, DynamoDB writes/request: $(awk '{ printf "%s%s: %s/s p99 %s ms %s w/req", (NR > 1 ? "; " : ""), $1, $2, $3, $4 }' "$tmp/rps")"
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   awk '{ if (NR > 1 && $2 < prev) bad = 1; prev = $2 } END {
     print "more workers never serve fewer requests/s: " (bad ? "NOT MET" : "met") }' "$tmp/rps"
 fi

@@ -28,6 +28,7 @@
 --   tffi.spawn(argv)      -- posix_spawnp(3) with stdout on a pipe (stdin
 --                         -- from /dev/null, stderr inherited): pid, read fd | nil, msg
 --   tffi.kill(pid, sig), tffi.waitpid(pid [, nohang]) -> pid | 0, status | nil, msg
+--   tffi.alive(pid)       -- false only when no process has that id (kill(pid, 0): ESRCH)
 --   tffi.close(fd)
 --
 -- Nothing reached from here calls back into Lua or yields: what backs a
@@ -192,6 +193,11 @@ function M.spawn(argv)
 end
 
 function M.kill(pid, sig) return ffi.C.kill(pid, sig or 9) end
+
+local ESRCH = 3
+function M.alive(pid)
+  return ffi.C.kill(pid, 0) == 0 or ffi.errno() ~= ESRCH
+end
 
 function M.waitpid(pid, nohang)
   local st = ffi.new("int[1]")

@@ -170,6 +170,9 @@ local LATENCY = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 local F = {
   commands = family("counter", "tide_commands_total", "Commands run, by outcome.",
     { "aggregate", "command", "outcome" }),
+  forwarded = family("counter", "tide_forwarded_commands_total",
+    "Commands another worker of this host forwarded to this one, holding their stream's turn, which decided "
+    .. "them and wrote them with its own.", { "aggregate" }),
   command_duration = family("histogram", "tide_command_duration_seconds",
     "Time to run a command, from the start to its outcome.", { "aggregate" }, LATENCY),
   ddb_requests = family("counter", "tide_dynamodb_requests_total",
@@ -301,6 +304,13 @@ function M.instrument_repository(repo, debug_log)
         stream = res and res.stream or type(err) == "table" and err.stream or nil, duration_ms = dt * 1000 })
     end
     return res, err
+  end
+  -- commands this worker took from the others (nginx: tide.repository's forwarding)
+  local take_forwarded = repo.take_forwarded
+  repo.take_forwarded = function(self, jobs, agg, stream)
+    local n = #jobs
+    take_forwarded(self, jobs, agg, stream)
+    if M.enabled and #jobs > n then add(F.forwarded, #jobs - n, (bounded_aggregate(jobs[n + 1].name))) end
   end
   return repo
 end

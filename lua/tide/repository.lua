@@ -83,7 +83,16 @@ M.sched_parking = sched_parking
 --   events=function(stream, after, upto) -> the stored events after..upto
 --   (what another process left), or nil}: optional. written: {first=, events=
 --   the stored events of this turn's last write} (enough for the next
---   process's catch-up without a read).
+--   process's catch-up without a read). Forwarding (optional, all of these
+--   or none): enter(stream, true) -> "held" when another process holds the
+--   turn; forward(stream, text) -> the holder's reply text | nil, why
+--   ("withdrawn": nobody took it, the turn is free again; "refused": the
+--   holder runs another module version; "lost": the holder died after
+--   taking it; "timeout"; "error"), waiting for it; take(stream) -> ticket,
+--   text of the next forwarded message | nil; claim(ticket) -> true (ours
+--   to answer) | false (its sender withdrew it); refuse(ticket);
+--   reply(ticket, text); pending(stream) -> true when messages wait for
+--   stream. See "Forwarding" below.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.store) ~= "table" or type(opts.registry) ~= "table" then
     error("repository.new: opts.store and opts.registry are required", 2)
@@ -707,6 +716,137 @@ function Repository:run_batch(jobs, take_queued, lane)
   return njobs
 end
 
+------------------------------------------------------------------------
+-- Forwarding: the processes of one host (nginx workers, host_lanes) take
+-- turns on a stream, and a process whose commands arrive while another
+-- holds the turn forwards them to the holder (through the host's shared
+-- memory) instead of waiting for the turn: the holder takes them into its
+-- batch (take_forwarded, at the points where it takes its own queued
+-- commands), decides them with its own, writes all their events in one
+-- write and replies each command's outcome, which the sender returns as
+-- its own. So a hot stream's writes carry every worker's commands, as if
+-- one process served the host.
+--
+-- Exactly once: a forwarded message is answered by whoever claims it
+-- first (host_lanes.claim: an atomic add in the shared dict); its sender
+-- claims it back (withdraws it) when no holder took it and the turn is
+-- free again. A holder that dies after claiming it ("lost") leaves the
+-- outcome unknown: the sender runs the same commands itself with the same
+-- command ids, so a command the dead holder did write is found as a
+-- duplicate (its write, if it landed, is at a version the sender's write
+-- must read past first: the conditional append). A message is forwarded
+-- only when small (FORWARD_BYTES) and only for batching aggregates.
+
+local FORWARD_BYTES = 64 * 1024
+local LINGER_BATCHES = 4
+
+-- The commands of jobs as one message (lossless: tide values).
+local function encode_jobs(jobs)
+  local list = new_tab(#jobs, 0)
+  for i = 1, #jobs do
+    local j = jobs[i]
+    list[i] = { n = j.name, i = j.id, c = j.cmd, k = j.command_id, f = j.fp, r = j.correlation_id,
+                z = j.causation_id, v = j.agg.version }
+  end
+  return core.encode_value(list)
+end
+
+-- A job's outcome, to reply: the result's events as the sender returns
+-- them (the data's JSON text too, so its response has the same bytes),
+-- or the error's fields; {n = true} when it was not taken (past the
+-- limits of the holder's write: the sender sends it again).
+local ERROR_FIELDS = { "kind", "message", "stream", "command", "aggregate", "command_id" }
+local function encode_outcome(job, taken)
+  if not taken then return { n = true } end
+  local res = job.res
+  if res then
+    local evs = new_tab(#res.events, 0)
+    for k, ev in ipairs(res.events) do
+      evs[k] = { v = ev.version, t = ev.type, d = ev.data, m = ev.meta_text or core.json_encode(ev.meta),
+                 j = ev.data_text or core.json_encode(ev.data) }
+    end
+    return { s = res.stream, v = res.version, u = res.duplicate or nil, e = evs }
+  end
+  local e, x = job.err or {}, {}
+  for _, f in ipairs(ERROR_FIELDS) do
+    if type(e[f]) == "string" then x[f] = e[f] end
+  end
+  if type(e.type) == "string" then x.type = e.type end
+  x.kind, x.message = x.kind or "store", x.message or tostring(job.err)
+  return { x = x }
+end
+
+-- -> true when o (a decoded outcome) was taken, setting job.res or job.err
+local function decode_outcome(job, o)
+  if type(o) ~= "table" or o.n then return false end
+  if type(o.x) == "table" then
+    job.err = terror.new(o.x)
+    return true
+  end
+  local events = new_tab(type(o.e) == "table" and #o.e or 0, 0)
+  for k, e in ipairs(type(o.e) == "table" and o.e or {}) do
+    events[k] = { version = e.v, type = e.t, data = e.d or {}, meta = cjson.decode(e.m or "{}") or {},
+                  meta_text = e.m, data_text = e.j }
+  end
+  job.res = result_of(o.s, o.v, events, o.u and true or false)
+  return true
+end
+
+-- The holder's side: moves the forwarded commands waiting for stream
+-- (of agg, the aggregate of its module version) to the end of jobs, each
+-- with fwd = its message {ticket=, jobs=}, while the batch has room.
+function Repository:take_forwarded(jobs, agg, stream)
+  local hl = self.host_lanes
+  while #jobs < BATCH_EVENTS do
+    local ticket, text = hl.take(stream)
+    if not ticket then return end
+    local list = core.decode_value(text)
+    local fit = type(list) == "table" and #list > 0
+    if fit then
+      for _, m in ipairs(list) do
+        if type(m) ~= "table" or m.v ~= agg.version or type(m.n) ~= "string" or type(m.i) ~= "string"
+            or self.registry:get(m.n) ~= agg or stream_of(m.n, m.i) ~= stream or type(m.c) ~= "table" then
+          fit = false
+          break
+        end
+      end
+    end
+    if not fit then
+      hl.refuse(ticket)
+    elseif hl.claim(ticket) then
+      local msg = { ticket = ticket, jobs = new_tab(#list, 0) }
+      for k, m in ipairs(list) do
+        local j = { agg = agg, name = m.n, id = m.i, stream = stream, cmd = m.c, command_id = m.k, fp = m.f,
+                    correlation_id = m.r, causation_id = m.z, fwd = msg }
+        msg.jobs[k] = j
+        jobs[#jobs + 1] = j
+      end
+      self.stats.forwarded_in = (self.stats.forwarded_in or 0) + #list
+    end
+  end
+end
+
+-- The sender's side: forwards jobs to the process holding stream's turn
+-- and waits for the outcomes; -> how many of jobs (from the first) got one
+-- | nil, why (host_lanes.forward's).
+function Repository:forward(stream, jobs)
+  local text = encode_jobs(jobs)
+  if not text or #text > FORWARD_BYTES then return nil, "refused" end
+  local reply, why = self.host_lanes.forward(stream, text)
+  if not reply then return nil, why end
+  local list = core.decode_value(reply)
+  if type(list) ~= "table" then return nil, "lost" end
+  local n = 0
+  for i = 1, #jobs do
+    local job = jobs[i]
+    job.res, job.err = nil, nil
+    if not decode_outcome(job, list[i]) then break end
+    n = i
+  end
+  self.stats.forwarded_out = (self.stats.forwarded_out or 0) + n
+  return n
+end
+
 -- repository:execute(aggregate_name, id, command [, opts]) -> result | nil, err
 --   command: {type=, id= (optional command id), ...fields}
 --   opts: {causation_id=, correlation_id=}
@@ -737,8 +877,25 @@ function Repository:execute(name, id, command, opts)
   self.stats.commands = self.stats.commands + 1
   local stream = job.stream
   local lanes, parking = self.lanes, self.parking
-  -- a lane: {head=, n=} with the queue in lane[head..n]
+  local batching = self.batching
+  if job.agg.batching ~= nil then batching = job.agg.batching end
+  local hl = self.host_lanes
+  local forwarding = hl and hl.forward and batching
+  -- a lane: {head=, n=} with the queue in lane[head..n]; lane.forwarding
+  -- while its leader waits for another process's write of its commands
   local lane = lanes[stream]
+  while lane and lane.forwarding and forwarding do
+    -- that process takes this command as well, now (not after the
+    -- leader's reply: its next batch may well start before)
+    local n, why = self:forward(stream, { job })
+    if n == 1 then return job.res, job.err end
+    if why == "timeout" then
+      return nil, new_error("store", "no answer from the process holding the stream's turn (the command may "
+        .. "have been applied: send it again with the same command id)", fields_of(job))
+    end
+    if why and why ~= "withdrawn" then forwarding = false end
+    lane = lanes[stream]
+  end
   if lane then
     local waiter = parking and parking.new()
     if not waiter then
@@ -767,48 +924,129 @@ function Repository:execute(name, id, command, opts)
     lane = { head = 1, n = 0 }
     lanes[stream] = lane
   end
-  local batching = self.batching
-  if job.agg.batching ~= nil then batching = job.agg.batching end
   local jobs = { job }
-  local hl = self.host_lanes
-  local ok, ntaken
-  local entered, herr = true, nil
-  if hl then entered, herr = hl.enter(stream) end
-  -- (after the wait for the host's turn: what queued meanwhile joins)
-  if batching then take_queued(lane, jobs) end
-  if entered then
-    ok, ntaken = pcall(self.run_batch, self, jobs, batching and take_queued or nil, lane)
-    if hl then
-      local rec = self.cache:get(stream)
-      local written = self.written[stream]
-      self.written[stream] = nil
-      if not (rec and written and written.first + #written.events - 1 == rec.version) then written = nil end
-      hl.leave(stream, rec and rec.version, written)
+  local lingering = 0
+  while true do
+    local ok, ntaken
+    local entered, herr = true, nil
+    if lingering > 0 then
+      -- still leading: the commands other processes forwarded meanwhile
+      entered = hl.enter(stream, true)
+      if entered ~= true then break end -- another process took the turn: they are its
+      self:take_forwarded(jobs, job.agg, stream)
+      if #jobs == 0 then
+        hl.leave(stream)
+        break
+      end
     end
-  else
-    ok, ntaken = true, #jobs
-    for _, j in ipairs(jobs) do
-      j.res, j.err = nil, new_error("store", "waiting for the stream's turn among this host's processes failed: "
-                                    .. tostring(herr), fields_of(j))
+    while hl and lingering == 0 do
+      entered, herr = hl.enter(stream, forwarding)
+      if entered ~= "held" then break end
+      -- another process holds the stream's turn: its batch takes ours
+      if batching then take_queued(lane, jobs) end
+      lane.forwarding = true
+      local n, why = self:forward(stream, jobs)
+      lane.forwarding = nil
+      if n and n > 0 then
+        ok, ntaken, entered = true, n, "forwarded"
+        break
+      end
+      if why == "timeout" then
+        entered, herr = nil, "no answer from the process holding its turn (the commands may have been "
+          .. "applied: send them again with the same command ids)"
+        break
+      end
+      -- withdrawn (the turn is free) or not taken: try again; refused or
+      -- lost (the holder died: the commands run here, with the same ids)
+      if why and why ~= "withdrawn" then forwarding = false end
     end
-  end
-  if not ok then
-    local msg = tostring(ntaken)
-    ntaken = #jobs
-    for _, j in ipairs(jobs) do
-      j.res, j.err = nil, new_error("handler_error", "the command could not be run: " .. msg, fields_of(j))
+    local take = batching and take_queued or nil
+    if take and forwarding then
+      -- the holder takes the other processes' forwarded commands too
+      take = function(l, js)
+        take_queued(l, js)
+        self:take_forwarded(js, js[1].agg, stream)
+      end
     end
-  end
-  -- jobs not taken (past the limits of one write) go back to the front of the queue, in order
-  for i = #jobs, ntaken + 1, -1 do
-    lane.head = lane.head - 1
-    lane[lane.head] = jobs[i]
-    jobs[i].taken = nil
-  end
-  for i = 2, ntaken do
-    local j = jobs[i]
-    j.done = true
-    parking.wake(j.waiter)
+    -- (after the wait for the host's turn: what queued meanwhile joins)
+    if take and entered == true then take(lane, jobs) end
+    if entered == "forwarded" then
+      -- done by the holder
+    elseif entered then
+      ok, ntaken = pcall(self.run_batch, self, jobs, take, lane)
+      if hl then
+        local rec = self.cache:get(stream)
+        local written = self.written[stream]
+        self.written[stream] = nil
+        if not (rec and written and written.first + #written.events - 1 == rec.version) then written = nil end
+        hl.leave(stream, rec and rec.version, written)
+      end
+    else
+      ok, ntaken = true, #jobs
+      for _, j in ipairs(jobs) do
+        j.res, j.err = nil, new_error("store", "waiting for the stream's turn among this host's processes failed: "
+                                      .. tostring(herr), fields_of(j))
+      end
+    end
+    if not ok then
+      local msg = tostring(ntaken)
+      ntaken = #jobs
+      for _, j in ipairs(jobs) do
+        j.res, j.err = nil, new_error("handler_error", "the command could not be run: " .. msg, fields_of(j))
+      end
+    end
+    -- forwarded commands: every message taken is answered, once
+    local replies
+    for i = 1, #jobs do
+      local j = jobs[i]
+      local msg = j.fwd
+      if msg then
+        replies = replies or {}
+        if not replies[msg] then
+          replies[msg] = new_tab(#msg.jobs, 0)
+          replies[#replies + 1] = msg
+        end
+        local out = replies[msg]
+        out[#out + 1] = encode_outcome(j, i <= ntaken)
+      end
+    end
+    if replies then
+      for _, msg in ipairs(replies) do
+        local text = core.encode_value(replies[msg])
+        hl.reply(msg.ticket, text or core.encode_value{ { x = { kind = "store", message = "the outcome cannot be encoded" } } })
+      end
+    end
+    -- jobs not taken (past the limits of one write) go back to the front of the queue, in order
+    for i = #jobs, ntaken + 1, -1 do
+      if not jobs[i].fwd then
+        lane.head = lane.head - 1
+        lane[lane.head] = jobs[i]
+        jobs[i].taken = nil
+      end
+    end
+    for i = 1, ntaken do
+      local j = jobs[i]
+      if not j.fwd and j ~= job then
+        j.done = true
+        parking.wake(j.waiter)
+      end
+    end
+    -- The batch answered: when nothing of this process waits for the
+    -- stream but others forwarded commands meanwhile, lead one more batch
+    -- for them (at most LINGER_BATCHES: this command's own answer waits)
+    -- rather than leave the stream idle until one of them notices the turn
+    -- is free.
+    if not (entered == true and forwarding and lingering < LINGER_BATCHES and hl.pending(stream)) then break end
+    local waiting = false
+    for k = lane.head, lane.n do
+      if lane[k] and not lane[k].abandoned then
+        waiting = true
+        break
+      end
+    end
+    if waiting then break end
+    lingering = lingering + 1
+    jobs = {}
   end
   -- hand the lane to the first command still waiting, or close it
   local head = lane.head

@@ -479,19 +479,35 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
       local url = start_site(dir, config, "TIDE_NGINX_WORKERS=4")
       assert.equal(200, (http("POST", url .. "/aggregates/account/hot", '{"type":"Open","owner":"ada"}')))
       -- 32 clients, each 25 deposits, a new connection per request: the
-      -- kernel spreads the connections over the 4 workers
-      local statuses, pids = {}, {}
+      -- kernel spreads the connections over the 4 workers. Each deposit
+      -- has its own command id and amount, and its response must be its
+      -- own (a command another worker decided comes back to the request
+      -- that sent it), at a version of its own.
+      local statuses, pids, mixed, versions, byversion = {}, {}, {}, {}, {}
+      local function deposit(n)
+        local resp = sched.request{ method = "POST", url = url .. "/aggregates/account/hot",
+          body = ('{"type":"Deposit","amount":%d,"id":"dep-%d"}'):format(n, n),
+          headers = { Connection = "close" }, timeout_ms = 60000 }
+        local body = resp and cjson.decode(resp.body)
+        local ev = type(body) == "table" and type(body.events) == "table" and body.events[1]
+        if ev and not (#body.events == 1 and ev.meta.command_id == "dep-" .. n and ev.data.amount == n
+                       and ev.version == body.version) then
+          mixed[#mixed + 1] = resp.body
+        end
+        return resp and resp.status or 0, body, resp and resp.body
+      end
       sched.run(function()
         local threads = {}
         for c = 1, 32 do
           threads[c] = sched.spawn(function()
             for i = 1, 25 do
-              local resp = sched.request{ method = "POST", url = url .. "/aggregates/account/hot",
-                body = ('{"type":"Deposit","amount":%d}'):format((c - 1) * 25 + i),
-                headers = { Connection = "close" }, timeout_ms = 60000 }
-              local status = resp and resp.status or 0
+              local status, body, raw = deposit((c - 1) * 25 + i)
               statuses[status] = (statuses[status] or 0) + 1
-              if status ~= 200 then statuses.last = resp and resp.body end
+              if status ~= 200 then statuses.last = raw end
+              if status == 200 then
+                versions[body.version] = (versions[body.version] or 0) + 1
+                byversion[body.version] = (c - 1) * 25 + i
+              end
             end
           end)
         end
@@ -504,15 +520,37 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
         end
       end)
       assert.equal(800, statuses[200], cjson.encode(statuses))
+      assert.same({}, mixed)
+      for v = 2, 801 do assert.equal(1, versions[v], "version " .. v) end
+      -- the workers forwarded commands to the one holding the stream's
+      -- turn (tide.repository, "Forwarding"): counted by the holder
+      local _, _, _, page = http("GET", url .. "/metrics")
+      local forwarded = tonumber(page:match('tide_forwarded_commands_total{aggregate="account"} (%d+)')) or 0
+      assert.is_true(forwarded > 0, "no command was forwarded")
+      -- sent again with their ids (of the stream's last 128 commands, which
+      -- it remembers): the original results, nothing appended
+      sched.run(function()
+        for _, v in ipairs({ 801, 760, 700 }) do
+          local status, body = deposit(byversion[v])
+          assert.equal(200, status)
+          assert.is_true(body.duplicate)
+          assert.equal(v, body.version)
+        end
+      end)
       local _, st = http("GET", url .. "/aggregates/account/hot")
       assert.equal(800 * 801 / 2, st.state.balance)
       assert.equal(801, st.version)
       local out, code = sh("build/tide events --config " .. q(config) .. " account hot")
       assert.equal(0, code, out)
-      local v = 0
+      local v, ids = 0, {}
       for l in out:gmatch("[^\n]+") do
         v = v + 1
-        assert.equal(v, cjson.decode(l).version)
+        local ev = cjson.decode(l)
+        assert.equal(v, ev.version)
+        local id = ev.meta.command_id
+        assert.is_nil(ids[id], id)
+        ids[id] = true
+        if v > 1 then assert.equal("dep-" .. ev.data.amount, id) end
       end
       assert.equal(801, v)
       local n = 0
@@ -521,3 +559,74 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
     end)
   end)
 end
+
+describe("4 nginx workers on one hot account, one of them killed", function()
+  it("every deposit applied exactly once: the senders of a dead holder's commands run them again", function()
+    local desc = { endpoint = assert(helpers.dynamodb_endpoint()), prefix = helpers.unique("ngxkill") .. "_",
+                   default_attempts = true }
+    local dir, config = project("dynamodb", desc)
+    finally(function()
+      stop_site(dir)
+      os.execute("rm -rf " .. q(dir))
+    end)
+    local url = start_site(dir, config, "TIDE_NGINX_WORKERS=4")
+    assert.equal(200, (http("POST", url .. "/aggregates/account/hot", '{"type":"Open","owner":"ada"}')))
+    -- 16 clients x 15 deposits, each with its own command id; a request
+    -- that fails (its worker was killed, or it timed out) is sent again
+    -- with the same id until it gets its 200
+    local sent, done, killed, retried = {}, 0, nil, 0
+    sched.run(function()
+      local threads = {}
+      for c = 1, 16 do
+        threads[c] = sched.spawn(function()
+          for i = 1, 15 do
+            local n = (c - 1) * 15 + i
+            for _ = 1, 20 do
+              local resp = sched.request{ method = "POST", url = url .. "/aggregates/account/hot",
+                body = ('{"type":"Deposit","amount":%d,"id":"k-%d"}'):format(n, n),
+                headers = { Connection = "close" }, timeout_ms = 30000 }
+              if resp and resp.status == 200 then
+                sent[n] = cjson.decode(resp.body).version
+                break
+              end
+              retried = retried + 1
+              sched.sleep(0.05)
+            end
+            done = done + 1
+          end
+        end)
+      end
+      -- a quarter of the way through, kill the worker that answers /health
+      threads[#threads + 1] = sched.spawn(function()
+        while done < 60 do sched.sleep(0.01) end
+        local resp = sched.request{ method = "GET", url = url .. "/health", headers = { Connection = "close" } }
+        killed = resp and cjson.decode(resp.body).worker
+        if killed then os.execute("kill -9 " .. killed) end
+      end)
+      sched.wait_all(threads)
+    end)
+    assert.is_number(killed)
+    local n = 0
+    for _ in pairs(sent) do n = n + 1 end
+    assert.equal(240, n)
+    local _, st = http("GET", url .. "/aggregates/account/hot")
+    assert.equal(240 * 241 / 2, st.state.balance)
+    assert.equal(241, st.version)
+    local out, code = sh("build/tide events --config " .. q(config) .. " account hot")
+    assert.equal(0, code, out)
+    local v, ids = 0, {}
+    for l in out:gmatch("[^\n]+") do
+      v = v + 1
+      local ev = cjson.decode(l)
+      assert.equal(v, ev.version)
+      if v > 1 then
+        local id = ev.meta.command_id
+        assert.is_nil(ids[id], id)
+        ids[id] = true
+        assert.equal("k-" .. ev.data.amount, id)
+        assert.equal(v, sent[ev.data.amount])
+      end
+    end
+    assert.equal(241, v)
+  end)
+end)

@@ -50,25 +50,144 @@ end
 -- The workers of this host take turns on a stream (tide.repository's
 -- host_lanes): a turn is a key in the tide_streams shared dict, added
 -- atomically and deleted by its holder; it expires after LANE_TURN_S should
--- a worker die holding it. The dict also keeps the last version written of
--- each stream, so a worker whose cached state is behind catches up before
--- deciding instead of losing a write, and the events of the last write of
--- each stream (up to SHARED_EVENTS_BYTES of them), so that catch-up is
--- usually no read at all: the next worker applies what the previous one
+-- a worker die holding it (or sooner: a waiting worker drops the turn of a
+-- pid that no longer exists). The dict also keeps the last version written
+-- of each stream, so a worker whose cached state is behind catches up
+-- before deciding instead of losing a write, and the events of each write
+-- (up to SHARED_EVENTS_BYTES, for SHARED_EVENTS_TTL_S), so that catch-up is
+-- usually no read at all: the next worker applies what the previous ones
 -- wrote. Without the dict (an nginx.conf of an older tide), workers write
 -- as separate processes do.
 local LANE_TURN_S = 30
 local SHARED_EVENTS_BYTES = 64 * 1024
+local SHARED_TTL_S = 300 -- a stream's last version, kept while it is written
+local SHARED_EVENTS_TTL_S = 5 -- a write's events, kept for the catch-ups that follow it
 local WAIT_STEP_S = 0.002 -- the longest pause between a waiting worker's tries
 local DEFER_S = 2 * WAIT_STEP_S -- what the worker that just left a turn gives a waiting one
+--
+-- Forwarding (tide.repository, "Forwarding"): a worker whose commands for a
+-- stream arrive while another worker holds its turn pushes them, as one
+-- message, on the stream's queue ("q:" .. stream, a list) under a ticket
+-- of its own, and polls for the holder's reply ("r:" .. ticket). The
+-- holder pops the queue when it gathers its batch; whoever first adds
+-- "k:" .. ticket owns the message: the holder (its pid: it will reply),
+-- or the sender taking it back when no holder is left to take it (0), or
+-- a holder that cannot run it (-1: another module version, after a
+-- reload). A holder that died after claiming is seen by its pid: the
+-- sender then runs the commands itself, with the same command ids.
+-- Every key expires (FORWARD_TTL_S): nothing is left behind by a worker
+-- that dies or a sender that stopped waiting. The polling stops when the
+-- reply comes: an idle host does not poll.
+local FORWARD_TTL_S = 2 * LANE_WAIT_S
+local FORWARD_STEP_S = 0.001 -- how often a worker waiting for replies reads its inbox
+local FORWARD_CHECK_S = 0.005 -- how often it checks on each unanswered ticket
+local alive = (function()
+  local ok, tffi = pcall(require, "tide.ffi")
+  return ok and tffi.alive or function() return true end
+end)()
+
+local function holder_pid(token)
+  return tonumber(type(token) == "string" and token:match("^(%d+):") or nil)
+end
+
 local function ngx_host_lanes()
   local dict = ngx.shared.tide_streams
   if not dict then return nil end
+  local semaphore = require "ngx.semaphore"
+  local poll
   local pid, turns = ngx.worker.pid(), 0
+  local tickets = 0
+  local nonce = core.random_hex(4) -- tickets stay unique when a pid is used again
+  -- A turn held by a worker that no longer exists is dropped (else the
+  -- stream would wait for its expiry). Not atomic with the check: a new
+  -- holder's turn dropped by mistake costs the two a conflict, not
+  -- correctness (the writes are conditional).
+  local function dead_holder(key)
+    local token = dict:get(key)
+    local p = holder_pid(token)
+    if p and p ~= pid and not alive(p) then
+      if dict:get(key) == token then dict:delete(key) end
+      return true
+    end
+    return false
+  end
   local held = {} -- stream -> our token
   local left, nleft = {}, 0 -- stream -> when we last left its turn (until we enter it again)
+
+  -- The tickets this worker forwarded and waits for, and their poller: one
+  -- timer that runs while any is waiting. It reads the worker's inbox (the
+  -- tickets answered: the holder pushes each after its reply) every
+  -- FORWARD_STEP_S, and checks each unanswered ticket every
+  -- FORWARD_CHECK_S: taken back (withdrawn) when no worker holds its turn
+  -- any more, given up ("lost") when the worker that claimed it is gone,
+  -- "timeout" past its deadline.
+  local inbox_id = pid .. ":" .. nonce
+  local inbox = "i:" .. inbox_id
+  local waiting, nwaiting, polling = {}, 0, false
+  local function settle(ticket, w, outcome, reply)
+    w.outcome, w.reply = outcome, reply
+    waiting[ticket] = nil
+    nwaiting = nwaiting - 1
+    w.sema:post(1)
+  end
+  local function check(ticket, w, now)
+    local rkey, kkey = "r:" .. ticket, "k:" .. ticket
+    local reply = dict:get(rkey)
+    if reply then
+      dict:delete(rkey)
+      dict:delete(kkey)
+      return settle(ticket, w, "reply", reply)
+    end
+    local owner = dict:get(kkey)
+    if owner == nil then
+      -- not taken yet: take it back when nobody holds the turn to take it
+      local token = dict:get("t:" .. w.stream)
+      local late = now > w.deadline
+      if late or not token or not alive(holder_pid(token) or pid) then
+        -- (else a holder claimed it meanwhile: its answer comes)
+        if dict:add(kkey, 0, FORWARD_TTL_S) then return settle(ticket, w, late and "timeout" or "withdrawn") end
+      end
+    elseif owner == -1 then
+      dict:delete(kkey)
+      return settle(ticket, w, "refused")
+    elseif owner > 0 and not alive(owner) then
+      dict:delete(kkey)
+      return settle(ticket, w, "lost")
+    elseif now > w.deadline then
+      return settle(ticket, w, "timeout")
+    end
+  end
+  -- (a reload's old worker keeps polling until its last waiter is
+  -- answered: its requests are still in flight)
+  local function poll_loop()
+    while nwaiting > 0 do
+      while true do
+        local ticket = dict:lpop(inbox)
+        if not ticket then break end
+        local w = waiting[ticket]
+        if w then check(ticket, w, ngx.now()) end
+      end
+      local now = ngx.now()
+      for ticket, w in pairs(waiting) do
+        if now >= w.next_check then
+          w.next_check = now + FORWARD_CHECK_S
+          check(ticket, w, now)
+        end
+      end
+      if nwaiting > 0 then ngx.sleep(FORWARD_STEP_S) end
+    end
+  end
+  poll = function()
+    local ok, err = pcall(poll_loop)
+    polling = false
+    if not ok then
+      -- the waiters still waiting get their answers from the next poller
+      -- (started by the next forward) or time out
+      log("error", "tide_streams: the forwarding poller failed: " .. tostring(err))
+    end
+  end
   return {
-    enter = function(stream)
+    enter = function(stream, forward)
       turns = turns + 1
       local token, key, wkey = pid .. ":" .. turns, "t:" .. stream, "w:" .. stream
       local deadline, step = ngx.now() + LANE_WAIT_S, 0.001
@@ -92,13 +211,21 @@ local function ngx_host_lanes()
           if waiting then dict:incr(wkey, -1) end
           return nil, "the tide_streams shared dict: " .. tostring(err)
         end
+        if forward then
+          if not dead_holder(key) then
+            if waiting then dict:incr(wkey, -1) end
+            return "held"
+          end
+        elseif step >= WAIT_STEP_S and dead_holder(key) then
+          step = 0.001
+        end
         if ngx.now() > deadline then
           if waiting then dict:incr(wkey, -1) end
           return nil, "another worker held the stream's turn for " .. LANE_WAIT_S .. " s"
         end
         if not waiting then
           waiting = true
-          dict:incr(wkey, 1, 0)
+          dict:incr(wkey, 1, 0, LANE_TURN_S)
         end
         ngx.sleep(step)
         step = math.min(step * 2, WAIT_STEP_S)
@@ -108,13 +235,12 @@ local function ngx_host_lanes()
       if version then
         local known = dict:get("v:" .. stream)
         if not known or known < version then
-          dict:set("v:" .. stream, version)
-          -- the events of this write, for the next worker's catch-up
-          local text = written and cjson.encode{ written.first, written.events }
+          dict:set("v:" .. stream, version, SHARED_TTL_S)
+          -- the events of this write, for the next worker's catch-up (never
+          -- evicting another key for them: safe_set)
+          local text = written and cjson.encode(written.events)
           if text and #text <= SHARED_EVENTS_BYTES then
-            dict:set("e:" .. stream, text)
-          else
-            dict:delete("e:" .. stream)
+            dict:safe_set("e:" .. stream .. ":" .. written.first, text, SHARED_EVENTS_TTL_S)
           end
         end
       end
@@ -128,15 +254,70 @@ local function ngx_host_lanes()
       left[stream] = ngx.now()
     end,
     version = function(stream) return dict:get("v:" .. stream) end,
-    -- -> the stored events after..upto when the last write left exactly those
-    events = function(stream, after, upto)
-      local text = dict:get("e:" .. stream)
-      local w = text and cjson.decode(text)
-      if type(w) ~= "table" or w[1] ~= after + 1 or type(w[2]) ~= "table" or after + #w[2] ~= upto then return nil end
-      local out = {}
-      for i, e in ipairs(w[2]) do
-        out[i] = { version = after + i, type = e.type, data = e.data, meta = e.meta, format = e.format }
+    -- Forwarding (see above): the sender's side.
+    forward = function(stream, text)
+      tickets = tickets + 1
+      local ticket = inbox_id .. ":" .. tickets
+      local len, err = dict:rpush("q:" .. stream, ticket .. " " .. text)
+      if not len then return nil, "error", err end
+      dict:expire("q:" .. stream, FORWARD_TTL_S)
+      local w = { sema = semaphore.new(0), stream = stream, deadline = ngx.now() + LANE_WAIT_S, next_check = 0 }
+      waiting[ticket] = w
+      nwaiting = nwaiting + 1
+      if not polling then
+        polling = true
+        local ok, terr = ngx.timer.at(0, poll)
+        if not ok then
+          polling = false
+          log("error", "tide_streams: the forwarding poller did not start: " .. tostring(terr))
+        end
       end
+      while not w.outcome do
+        -- the poller posts when the reply came or the ticket needs us
+        if not w.sema:wait(LANE_WAIT_S + 1) and not w.outcome then w.outcome = "timeout" end
+      end
+      if waiting[ticket] then
+        waiting[ticket] = nil
+        nwaiting = nwaiting - 1
+      end
+      if w.outcome == "reply" then return w.reply end
+      return nil, w.outcome
+    end,
+    -- The holder's side: the next message of stream's queue.
+    take = function(stream)
+      local item = dict:lpop("q:" .. stream)
+      if not item then return nil end
+      local sp = item:find(" ", 1, true)
+      return item:sub(1, sp - 1), item:sub(sp + 1)
+    end,
+    pending = function(stream) return (dict:llen("q:" .. stream) or 0) > 0 end,
+    claim = function(ticket) return (dict:add("k:" .. ticket, pid, FORWARD_TTL_S)) == true end,
+    refuse = function(ticket) dict:add("k:" .. ticket, -1, FORWARD_TTL_S) end,
+    reply = function(ticket, text)
+      local ok, err = dict:set("r:" .. ticket, text, FORWARD_TTL_S)
+      if not ok then
+        log("error", "tide_streams: a forwarded command's outcome was not stored: " .. tostring(err))
+        return
+      end
+      -- tell the sender's poller (its inbox: the ticket up to the last ':')
+      local inbox = "i:" .. ticket:match("^(.*):%d+$")
+      dict:rpush(inbox, ticket)
+      dict:expire(inbox, FORWARD_TTL_S)
+    end,
+    -- -> the stored events after..upto when the writes the workers left
+    -- hold all of them
+    events = function(stream, after, upto)
+      local out, v = {}, after
+      while v < upto do
+        local text = dict:get("e:" .. stream .. ":" .. (v + 1))
+        local w = text and cjson.decode(text)
+        if type(w) ~= "table" or #w == 0 then return nil end
+        for _, e in ipairs(w) do
+          v = v + 1
+          out[#out + 1] = { version = v, type = e.type, data = e.data, meta = e.meta, format = e.format }
+        end
+      end
+      if v ~= upto then return nil end
       return out
     end,
   }
