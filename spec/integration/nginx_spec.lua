@@ -460,6 +460,24 @@ end
 
 ------------------------------------------------------------------------
 
+-- Account "hot"'s events as `tide events` lists them: versions 1..n with
+-- no gap, every command id once; check(ev, id, v) for each deposit (v > 1).
+local function assert_hot_events(config, n, check)
+  local out, code = sh("build/tide events --config " .. q(config) .. " account hot")
+  assert.equal(0, code, out)
+  local v, ids = 0, {}
+  for l in out:gmatch("[^\n]+") do
+    v = v + 1
+    local ev = cjson.decode(l)
+    assert.equal(v, ev.version)
+    local id = ev.meta.command_id
+    assert.is_nil(ids[id], id)
+    ids[id] = true
+    if v > 1 then check(ev, id, v) end
+  end
+  assert.equal(n, v)
+end
+
 for _, kind in ipairs({ "sqlite", "dynamodb" }) do
   describe("4 nginx workers on one hot account, " .. kind .. " store", function()
     it("take 800 concurrent deposits: all succeed, the balance is exact, no gap", function()
@@ -540,19 +558,7 @@ for _, kind in ipairs({ "sqlite", "dynamodb" }) do
       local _, st = http("GET", url .. "/aggregates/account/hot")
       assert.equal(800 * 801 / 2, st.state.balance)
       assert.equal(801, st.version)
-      local out, code = sh("build/tide events --config " .. q(config) .. " account hot")
-      assert.equal(0, code, out)
-      local v, ids = 0, {}
-      for l in out:gmatch("[^\n]+") do
-        v = v + 1
-        local ev = cjson.decode(l)
-        assert.equal(v, ev.version)
-        local id = ev.meta.command_id
-        assert.is_nil(ids[id], id)
-        ids[id] = true
-        if v > 1 then assert.equal("dep-" .. ev.data.amount, id) end
-      end
-      assert.equal(801, v)
+      assert_hot_events(config, 801, function(ev, id) assert.equal("dep-" .. ev.data.amount, id) end)
       local n = 0
       for _ in pairs(pids) do n = n + 1 end
       assert.is_true(n >= 2, "the requests reached " .. n .. " worker(s)")
@@ -612,21 +618,9 @@ describe("4 nginx workers on one hot account, one of them killed", function()
     local _, st = http("GET", url .. "/aggregates/account/hot")
     assert.equal(240 * 241 / 2, st.state.balance)
     assert.equal(241, st.version)
-    local out, code = sh("build/tide events --config " .. q(config) .. " account hot")
-    assert.equal(0, code, out)
-    local v, ids = 0, {}
-    for l in out:gmatch("[^\n]+") do
-      v = v + 1
-      local ev = cjson.decode(l)
-      assert.equal(v, ev.version)
-      if v > 1 then
-        local id = ev.meta.command_id
-        assert.is_nil(ids[id], id)
-        ids[id] = true
-        assert.equal("k-" .. ev.data.amount, id)
-        assert.equal(v, sent[ev.data.amount])
-      end
-    end
-    assert.equal(241, v)
+    assert_hot_events(config, 241, function(ev, id, v)
+      assert.equal("k-" .. ev.data.amount, id)
+      assert.equal(v, sent[ev.data.amount])
+    end)
   end)
 end)
