@@ -228,6 +228,19 @@ describe("projections on DynamoDB", function()
         assert.matches("balances", text, 1, true)
         assert.matches("shard-2", text, 1, true)
         assert.matches(prefix .. "leases", text, 1, true)
+        assert.equal("w1", eb.current.owner)               -- the refusal shows who holds it
+        assert.equal(la.counter, eb.current.counter)
+        -- the same take sent again (its first answer lost, the client's retry
+        -- refused) finds the lease ours at the next counter: it is taken
+        local again, aerr = a:take(seen)
+        assert.is_nil(aerr)
+        assert.same({ "w1", la.counter, la.beat }, { again.owner, again.counter, again.beat })
+        -- a checkpoint sent again after it landed is no lost lease either
+        local cp = assert(a:checkpoint(la, "100000000000000000007"))
+        local cp2, cerr = a:checkpoint(la, "100000000000000000007")
+        assert.is_nil(cerr)
+        assert.equal("100000000000000000007", cp2.checkpoint)
+        assert.equal(cp.counter, cp2.counter)
       end)
     end)
 

@@ -257,8 +257,13 @@ function Leases:get(shard)
 end
 
 -- An UpdateItem on the lease conditioned on the holder's counter (and the
--- owner, or the observed state for a take). A failed condition is LeaseLost.
-function Leases:update(lease, what, update, cond, names, values)
+-- owner, or the observed state for a take). A failed condition is LeaseLost,
+-- with err.current: the lease as the refusal found it (ALL_OLD; nil when
+-- the item is gone). landed(current) (optional) says whether that state is
+-- this very update's own, applied by an attempt whose answer was lost (a
+-- timeout, a 5xx after the write) before the client's retry was refused:
+-- then the update succeeded and current is returned.
+function Leases:update(lease, what, update, cond, names, values, landed)
   names["#c"] = "counter"
   values[":c"] = lease.counter
   self.requests = self.requests + 1
@@ -270,12 +275,17 @@ function Leases:update(lease, what, update, cond, names, values)
     ExpressionAttributeNames = names,
     ExpressionAttributeValues = values,
     ReturnValues = "ALL_NEW",
+    ReturnValuesOnConditionCheckFailure = "ALL_OLD",
   }
   if res then return from_item(res.Attributes) end
   if err.type == "ConditionalCheckFailedException" then
-    return nil, self:err("LeaseLost",
+    local current = err.item and from_item(err.item) or nil
+    if current and landed and landed(self, lease, current) then return current end
+    local lost = self:err("LeaseLost",
       string.format("%s: the lease (counter %d) was taken by another worker or changed", what, lease.counter),
       lease.shard, err)
+    lost.current = current
+    return nil, lost
   end
   return nil, self:wrap(err, what, lease.shard)
 end
@@ -294,6 +304,13 @@ local function observed(lease, names, values)
   return "#c = :c AND #b = :b AND attribute_not_exists(#o)"
 end
 
+-- A refused take whose lease is ours at the next counter: only our own take
+-- from the counter we observed makes that state (owner ids are unique per
+-- worker), so its first attempt landed and the retry was refused.
+local function took(self, observed_lease, current)
+  return current.owner == self.owner and current.counter == observed_lease.counter + 1
+end
+
 -- Takes a free lease, or one whose heartbeat stopped (the caller judged
 -- it by its own clock): conditioned on the state observed. force: a live
 -- lease whose holder did not hand it over (conditioned on its counter and
@@ -310,7 +327,7 @@ function Leases:take(lease, force)
     cond = observed(lease, names, values)
   end
   return self:update(lease, "taking the lease", "SET #o = :me, #c = #c + :one, #b = #b + :one REMOVE #h",
-                     cond, names, values)
+                     cond, names, values, took)
 end
 
 -- Asks the holder to hand the shard over (graceful: it checkpoints, then
@@ -379,9 +396,15 @@ function Leases:checkpoint(lease, cps, handled, finish)
     .. (#adds > 0 and (" ADD " .. table.concat(adds, ", ")) or "")
   local l, err = self:update(lease, "checkpointing", update, table.concat(conds, " AND "), names, values)
   if l or err.type ~= "LeaseLost" then return l, err end
-  -- Failed: lost, or a checkpoint that would not move forward. Look.
-  local cur, gerr = self:get(lease.shard)
-  if cur == nil then return nil, gerr end
+  -- Failed: lost, or a checkpoint that would not move forward (also a
+  -- retry refused after its first attempt landed). Look at the refusal's
+  -- copy of the lease, or read it when the answer had none.
+  local cur = err.current
+  if not cur then
+    local gerr
+    cur, gerr = self:get(lease.shard)
+    if cur == nil then return nil, gerr end
+  end
   if cur and cur.owner == self.owner and cur.counter == lease.counter then
     -- still ours: at least one stored checkpoint is at or past ours; write
     -- those that are behind, one by one
