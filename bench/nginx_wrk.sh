@@ -82,6 +82,28 @@ ddb_requests() { # url
     END { printf "%d %d %d\n", w, r, f }'
 }
 
+# CPU seconds (user + system) of a process and all its descendants, from
+# /proc: nginx's master and workers, or DynamoDB Local's java under npm.
+tree_cpu() { # pid
+  local tick
+  tick=$(getconf CLK_TCK)
+  # cat, not awk on the files: a process that exits between the glob and
+  # the read would end mawk's run
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" -v tick="$tick" '
+    {
+      pid = $1; line = $0; sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " ")
+      parent[pid] = f[2]; cpu[pid] = f[12] + f[13]
+    }
+    END {
+      for (p in cpu) {
+        q = p
+        for (d = 0; d < 64 && q != "" && q != 0 && q != root; d++) q = parent[q]
+        if (q == root) s += cpu[p]
+      }
+      printf "%.2f\n", s / tick
+    }'
+}
+
 run_wrk() { # url seconds
   wrk -t"$THREADS" -c"$CONNS" -d"${2}s" --timeout 10s --latency -s bench/wrk_deposit.lua "$1" -- "$ACCOUNTS" 1 acc- \
     2>"$tmp/wrk.err"
@@ -127,7 +149,12 @@ YAML
 
   note "workers=$w: wrk -t$THREADS -c$CONNS -d${DUR}s on POST /aggregates/account/{id}"
   ddb0=$(ddb_requests "$url")
+  local ngx_pid ddb_pid cpu0 cpu1
+  ngx_pid=$(cat "$site/logs/nginx.pid")
+  ddb_pid=$(cat "$tmp/servers-$w/dynamodb-local.pid")
+  cpu0="$(tree_cpu "$ngx_pid") $(tree_cpu "$ddb_pid")"
   out=$(run_wrk "$url" "$DUR")
+  cpu1="$(tree_cpu "$ngx_pid") $(tree_cpu "$ddb_pid")"
   ddb1=$(ddb_requests "$url")
   res=$(grep '^WRK_RESULT ' <<<"$out" | sed 's/^WRK_RESULT //')
   [ -n "$res" ] || { note "wrk printed no result: $out $(cat "$tmp/wrk.err")"; return 1; }
@@ -150,8 +177,8 @@ YAML
 
   BENCH_RPS_FILE="$tmp/rps" BENCH_WORKERS="$w" BENCH_COND="$(nproc) cores, ${cpu_model:-unknown CPU}; nginx $nginx_version, worker_processes $w ($workers), DynamoDB Local (in-memory) on 127.0.0.1 on the same cores" \
   node - "$res" "$base" "$final" "$after_batch" "$ok" "$batch_ok" "$batch_rc" "$t0" "$t1" \
-         "$ACCOUNTS" "$THREADS" "$CONNS" "$WARM" "$DUR" "$ddb0" "$ddb1" <<'JS'
-const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1, accounts, threads, conns, warm, dur, ddb0, ddb1] = process.argv.slice(2);
+         "$ACCOUNTS" "$THREADS" "$CONNS" "$WARM" "$DUR" "$ddb0" "$ddb1" "$cpu0" "$cpu1" <<'JS'
+const [res, base, fin, afterBatch, ok, batchOk, batchRc, t0, t1, accounts, threads, conns, warm, dur, ddb0, ddb1, cpu0, cpu1] = process.argv.slice(2);
 const r = JSON.parse(res);
 const applied = Number(fin) - Number(base);
 const inflight = applied - r.ok;
@@ -174,6 +201,11 @@ const wpc = (w1 - w0) / Math.max(1, r.requests);
 console.log("  DynamoDB requests per request: " + wpc.toFixed(3) + " writes (PutItem, TransactWriteItems), " +
   ((r1 - r0) / Math.max(1, r.requests)).toFixed(3) + " reads (Query, GetItem); commands forwarded to the worker " +
   "holding their stream's turn: " + (100 * (f1 - f0) / Math.max(1, r.requests)).toFixed(0) + "%");
+const [n0, d0] = cpu0.split(" ").map(Number), [n1, d1] = cpu1.split(" ").map(Number);
+const ngxCpu = 1e3 * (n1 - n0) / Math.max(1, r.requests), ddbCpu = 1e3 * (d1 - d0) / Math.max(1, r.requests);
+console.log("  CPU per request (user + system, /proc): nginx (all workers) " + ngxCpu.toFixed(3) + " ms, DynamoDB Local " +
+  ddbCpu.toFixed(3) + " ms; of the window's " + (Number(dur) * require("os").cpus().length).toFixed(0) + " CPU-seconds: nginx " +
+  (n1 - n0).toFixed(1) + ", DynamoDB Local " + (d1 - d0).toFixed(1));
 console.log("tide batch:   " + (Number(batchOk) / secs).toFixed(0) + " commands/s (" + batchOk + " of " + ok + " ok in " +
   secs.toFixed(2) + " s); balances +" + batchApplied);
 const fail = [];
@@ -183,7 +215,7 @@ if (inflight > Number(conns)) fail.push(inflight + " more deposits applied than 
 if (Number(batchRc) !== 0 || Number(batchOk) !== Number(ok)) fail.push("tide batch: " + (Number(ok) - Number(batchOk)) + " commands failed");
 if (batchApplied !== Number(batchOk)) fail.push("tide batch: balances moved by " + batchApplied + ", not " + batchOk);
 console.log(fail.length ? "RESULT: FAILED: " + fail.join("; ") : "RESULT: no errors, no lost deposits");
-require("fs").appendFileSync(process.env.BENCH_RPS_FILE, `${process.env.BENCH_WORKERS} ${r.rps.toFixed(0)} ${r.p99_ms.toFixed(1)} ${wpc.toFixed(3)}\n`);
+require("fs").appendFileSync(process.env.BENCH_RPS_FILE, `${process.env.BENCH_WORKERS} ${r.rps.toFixed(0)} ${r.p99_ms.toFixed(1)} ${wpc.toFixed(3)} ${ngxCpu.toFixed(3)} ${ddbCpu.toFixed(3)}\n`);
 process.exit(fail.length ? 1 : 0);
 JS
 }
@@ -194,7 +226,8 @@ for w in ${BENCH_WRK_WORKERS:-1 auto}; do
 done
 if [ "$(wc -l <"$tmp/rps" 2>/dev/null || echo 0)" -gt 1 ]; then
   echo ""
-  echo "workers, requests/s, p99 ms, DynamoDB writes/request: $(awk '{ printf "%s%s: %s/s p99 %s ms %s w/req", (NR > 1 ? "; " : ""), $1, $2, $3, $4 }' "$tmp/rps")"
+  echo "workers, requests/s, p99 ms, DynamoDB writes/request, CPU ms/request of nginx and of DynamoDB Local:"
+  echo "  $(awk '{ printf "%s%s: %s/s p99 %s ms %s w/req, CPU nginx %s ms ddb %s ms", (NR > 1 ? "; " : ""), $1, $2, $3, $4, $5, $6 }' "$tmp/rps")"
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   awk '{ if (NR > 1 && $2 < prev) bad = 1; prev = $2 } END {
     print "more workers never serve fewer requests/s: " (bad ? "NOT MET" : "met") }' "$tmp/rps"
