@@ -79,7 +79,14 @@ local DEFER_S = 2 * WAIT_STEP_S -- what the worker that just left a turn gives a
 -- that dies or a sender that stopped waiting. The polling stops when the
 -- reply comes: an idle host does not poll.
 local FORWARD_TTL_S = 2 * LANE_WAIT_S
-local FORWARD_STEP_S = 0.001 -- how often a worker waiting for replies reads its inbox
+-- How often a worker waiting for replies reads its inbox: every
+-- FORWARD_STEP_S after a reply came, the pause doubling while none comes,
+-- up to FORWARD_STEP_MAX_S. A holder's write takes milliseconds, and every
+-- pause is a timer and a context switch: polling each millisecond cost a
+-- 4-worker host about a quarter of a core in wake-ups (perf: epoll_wait
+-- and the scheduler), taken from the rest of the machine.
+local FORWARD_STEP_S = 0.001
+local FORWARD_STEP_MAX_S = 0.008
 local FORWARD_CHECK_S = 0.005 -- how often it checks on each unanswered ticket
 local alive = (function()
   local ok, tffi = pcall(require, "tide.ffi")
@@ -130,6 +137,17 @@ local function ngx_host_lanes()
     nwaiting = nwaiting - 1
     w.sema:post(1)
   end
+  -- alive(pid) once per pid in a pass of the poller, not once per ticket
+  -- (a kill(2) each: dozens of tickets wait on the same holder)
+  local seen_alive = {}
+  local function is_alive(p)
+    local a = seen_alive[p]
+    if a == nil then
+      a = alive(p)
+      seen_alive[p] = a
+    end
+    return a
+  end
   local function check(ticket, w, now)
     local rkey, kkey = "r:" .. ticket, "k:" .. ticket
     local reply = dict:get(rkey)
@@ -143,14 +161,14 @@ local function ngx_host_lanes()
       -- not taken yet: take it back when nobody holds the turn to take it
       local token = dict:get("t:" .. w.stream)
       local late = now > w.deadline
-      if late or not token or not alive(holder_pid(token) or pid) then
+      if late or not token or not is_alive(holder_pid(token) or pid) then
         -- (else a holder claimed it meanwhile: its answer comes)
         if dict:add(kkey, 0, FORWARD_TTL_S) then return settle(ticket, w, late and "timeout" or "withdrawn") end
       end
     elseif owner == -1 then
       dict:delete(kkey)
       return settle(ticket, w, "refused")
-    elseif owner > 0 and not alive(owner) then
+    elseif owner > 0 and not is_alive(owner) then
       dict:delete(kkey)
       return settle(ticket, w, "lost")
     elseif now > w.deadline then
@@ -160,21 +178,25 @@ local function ngx_host_lanes()
   -- (a reload's old worker keeps polling until its last waiter is
   -- answered: its requests are still in flight)
   local function poll_loop()
+    local step = FORWARD_STEP_S / 2 -- (doubled before the first pause)
     while nwaiting > 0 do
+      step = math.min(step * 2, FORWARD_STEP_MAX_S)
       while true do
         local ticket = dict:lpop(inbox)
         if not ticket then break end
+        step = FORWARD_STEP_S
         local w = waiting[ticket]
         if w then check(ticket, w, ngx.now()) end
       end
       local now = ngx.now()
+      seen_alive = {}
       for ticket, w in pairs(waiting) do
         if now >= w.next_check then
           w.next_check = now + FORWARD_CHECK_S
           check(ticket, w, now)
         end
       end
-      if nwaiting > 0 then ngx.sleep(FORWARD_STEP_S) end
+      if nwaiting > 0 then ngx.sleep(step) end
     end
   end
   poll = function()
