@@ -39,7 +39,7 @@ pc         = $(pc_ok)$(shell pkg-config $(1) $(2))
 PC_CFLAGS  = $(eval PC_CFLAGS := $$(call pc,--cflags,$$(PKGS)))$(PC_CFLAGS)
 LIBS_CORE  = $(eval LIBS_CORE := $$(call pc,--libs,openssl nettle yajl yaml-0.1) -lm)$(LIBS_CORE)
 LIBS_ENG   = $(eval LIBS_ENG := $$(call pc,--libs,libcurl libmicrohttpd rdkafka) -lm)$(LIBS_ENG)
-LIBS_SQL   = $(eval LIBS_SQL := $$(call pc,--libs,sqlite3))$(LIBS_SQL)
+LIBS_SQL   = $(eval LIBS_SQL := $$(call pc,--libs,sqlite3) -lpthread)$(LIBS_SQL)
 LIBS_CLI   = $(eval LIBS_CLI := $$(call pc,--libs,$$(PKGS)) -lm -ldl -lpthread)$(LIBS_CLI)
 
 CFLAGS    += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) \

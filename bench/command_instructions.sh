@@ -65,12 +65,18 @@ run() { # deposits -> callgrind output in $tmp/$1
       "$TIDE_TEST_DYNAMODB_ENDPOINT" "$n" "$ROOT" >"$d/tide.yaml"
   fi
   build/tide init --config "$d/tide.yaml" >/dev/null
-  valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" build/tide-prof batch --stats \
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$d/cg.out" build/tide-prof batch --stats \
     --concurrency "$ACCOUNTS" --config "$d/tide.yaml" <"$d/commands.ndjson" >"$d/results.ndjson" 2>"$d/log"
   local bad
   bad=$(grep -vc '^{"ok":true' "$d/results.ndjson" || true)
   [ "$bad" = 0 ] || { echo "bench: $bad commands failed: $(grep -m1 -v '^{"ok":true' "$d/results.ndjson")" >&2; exit 1; }
-  callgrind_annotate --auto=no --threshold=100 "$d/cg.out" >"$d/functions.txt"
+  # one file per thread: cg.out-01 is the main (Lua) thread, the others
+  # the embedded store's writer thread and libraries' threads
+  callgrind_annotate --auto=no --threshold=100 "$d/cg.out-01" >"$d/functions.txt"
+  : >"$d/other.txt"
+  for f in "$d"/cg.out-*; do
+    [ "$f" = "$d/cg.out-01" ] || callgrind_annotate --auto=no --threshold=100 "$f" >>"$d/other.txt"
+  done
 }
 run "$SMALL"
 run "$LARGE"
@@ -80,7 +86,8 @@ echo "  valgrind callgrind, build/tide-prof (LuaJIT linked statically); marginal
 if [ "$STORE" = dynamodb ]; then
   echo "  requests per command (--stats): $(grep -o '"requests_per_command":[0-9.]*' "$tmp/$LARGE/log" | cut -d: -f2)"
 fi
-python3 - "$tmp/$SMALL/functions.txt" "$tmp/$LARGE/functions.txt" "$((LARGE - SMALL))" <<'EOF'
+python3 - "$tmp/$SMALL/functions.txt" "$tmp/$LARGE/functions.txt" "$((LARGE - SMALL))" \
+  "$tmp/$SMALL/other.txt" "$tmp/$LARGE/other.txt" <<'EOF'
 import re, sys
 # part: a pattern of the function (or object) names it takes, first match wins
 PARTS = [
@@ -111,6 +118,10 @@ def load(path):
             d[m.group(2)] = d.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
     return d
 a, b, n = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3])
+oa, ob = load(sys.argv[4]), load(sys.argv[5])
+main_total = (sum(b.values()) - sum(a.values())) / n
+for k, v in oa.items(): a[k] = a.get(k, 0) + v
+for k, v in ob.items(): b[k] = b.get(k, 0) + v
 tot = {}
 for k in set(a) | set(b):
     v = (b.get(k, 0) - a.get(k, 0)) / n
@@ -122,4 +133,6 @@ for k, v in sorted(tot.items(), key=lambda x: -x[1]):
     if abs(v) >= 50:
         print("%-36s %12.0f %5.1f%%" % (k, v, 100 * v / s))
 print("%-36s %12.0f" % ("total", s))
+print("%-36s %12.0f" % ("  of which the main (Lua) thread", main_total))
+print("%-36s %12.0f" % ("  of which other threads (the writer)", s - main_total))
 EOF

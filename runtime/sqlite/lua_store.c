@@ -32,20 +32,33 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lua_handle.h"
 #include "store.h"
+#include "writer.h"
 
 #define DB_MT "tide.sqlite.db"
 
 struct db {
-    struct tide_store *s;
+    struct tide_store *s; /* first: the handle (NULL once closed) */
+    struct tide_store_writer *w; /* the writer thread, once started */
+    int anchors;          /* registry ref of {seq = item} while queued */
 };
 
+static struct db *check_handle(lua_State *L)
+{
+    return tide_lua_handle_check(L, DB_MT, "tide.sqlite: the store is closed");
+}
+
+/* The store, for a use on this thread: the writer's open group is
+ * committed and the writer idle first (writer.h). */
 static struct tide_store *check_db(lua_State *L)
 {
-    struct db *d = tide_lua_handle_check(L, DB_MT, "tide.sqlite: the store is closed");
+    struct db *d = check_handle(L);
+    if (d->w != NULL)
+        tide_store_writer_quiesce(d->w);
     return d->s;
 }
 
@@ -183,9 +196,28 @@ static int l_open(lua_State *L)
     }
 
 SIMPLE(l_init, tide_store_init)
-SIMPLE(l_begin, tide_store_begin)
-SIMPLE(l_commit, tide_store_commit)
-SIMPLE(l_rollback, tide_store_rollback)
+
+/* begin/commit/rollback: the caller's own transaction; the writer thread
+ * starts no group while one is open. */
+#define TX(name, fn)                                                \
+    static int name(lua_State *L)                                   \
+    {                                                               \
+        struct db *d = check_handle(L);                             \
+        struct tide_store *s = check_db(L);                         \
+        struct tide_error err;                                      \
+        tide_error_clear(&err);                                     \
+        int rc = fn(s, &err);                                       \
+        if (d->w != NULL)                                           \
+            tide_store_writer_main_tx(d->w, tide_store_in_transaction(s)); \
+        if (rc < 0)                                                 \
+            return push_fail(L, &err);                              \
+        lua_pushboolean(L, 1);                                      \
+        return 1;                                                   \
+    }
+
+TX(l_begin, tide_store_begin)
+TX(l_commit, tide_store_commit)
+TX(l_rollback, tide_store_rollback)
 SIMPLE(l_savepoint, tide_store_savepoint)
 SIMPLE(l_release, tide_store_release)
 SIMPLE(l_rollback_to, tide_store_rollback_to)
@@ -451,6 +483,203 @@ static int l_query(lua_State *L)
     return 2;
 }
 
+/* ---- group commit: appends as one C call, on the writer thread ----------- */
+
+/* An append item {stream=, expected=, events={{type=, data=, meta=}...}}
+ * or a snapshot item {snapshot=true, stream=, version=, state=, meta=} at
+ * idx as a new struct tide_store_append (malloc'd with its events; free
+ * it with free_append) whose strings are borrowed from the item: keep it
+ * anchored. Raises on wrong types before allocating anything. */
+static struct tide_store_append *make_append(lua_State *L, int idx)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int top = lua_gettop(L);
+    size_t slen;
+    lua_getfield(L, idx, "stream"); // [.., stream]
+    const char *stream = check_string(L, -1, "stream", &slen);
+    lua_getfield(L, idx, "snapshot"); // [.., stream, snapshot]
+    int snapshot = lua_toboolean(L, -1);
+    struct tide_store_append *a;
+    if (snapshot) {
+        lua_getfield(L, idx, "version"); // [.., stream, snapshot, version]
+        int64_t version = check_int(L, -1, "version", 0);
+        lua_getfield(L, idx, "state");   // [.., version, state]
+        lua_getfield(L, idx, "meta");    // [.., version, state, meta]
+        size_t stlen, mlen;
+        const char *state = opt_string(L, -2, "state", &stlen);
+        const char *meta = opt_string(L, -1, "meta", &mlen);
+        a = calloc(1, sizeof(*a));
+        if (a == NULL)
+            luaL_error(L, "tide.sqlite: out of memory");
+        a->snapshot = 1;
+        a->expected = version;
+        a->state = state;
+        a->state_len = stlen;
+        a->meta = meta;
+        a->meta_len = mlen;
+    } else {
+        lua_getfield(L, idx, "expected"); // [.., stream, snapshot, expected]
+        int64_t expected = check_int(L, -1, "expected", 0);
+        lua_getfield(L, idx, "events");   // [.., expected, events]
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int ev = lua_gettop(L);
+        size_t n = lua_objlen(L, ev);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, ev, (int)i); // [.., events, e]
+            if (!lua_istable(L, -1))
+                luaL_error(L, "tide.sqlite: append: events[%d] must be a table", (int)i);
+            size_t len;
+            event_field(L, -1, (int)i, "type", 0, &len); // [.., events, e, type]
+            event_field(L, -2, (int)i, "data", 1, &len); // [.., events, e, type, data]
+            event_field(L, -3, (int)i, "meta", 1, &len); // [.., events, e, type, data, meta]
+            lua_pop(L, 4);                               // [.., events]
+        }
+        a = calloc(1, sizeof(*a) + n * sizeof(struct tide_store_event));
+        if (a == NULL)
+            luaL_error(L, "tide.sqlite: out of memory");
+        struct tide_store_event *events = (struct tide_store_event *)(a + 1);
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, ev, (int)i + 1); // [.., events, e]
+            /* the strings stay alive: the events table holds them */
+            events[i].type = event_field(L, -1, (int)i + 1, "type", 0, &events[i].type_len);
+            events[i].data = event_field(L, -2, (int)i + 1, "data", 1, &events[i].data_len);
+            events[i].meta = event_field(L, -3, (int)i + 1, "meta", 1, &events[i].meta_len);
+            lua_pop(L, 4); // [.., events]
+        }
+        a->expected = expected;
+        a->events = events;
+        a->nevents = n;
+    }
+    a->stream = stream;
+    a->stream_len = slen;
+    a->current = -1;
+    lua_settop(L, top);
+    return a;
+}
+
+static void free_append(struct tide_store_append *a)
+{
+    free(a->message);
+    free(a);
+}
+
+/* Writes a's outcome into the item table at idx: done = true, and result =
+ * the last version, or code ("ECONFLICT"...), message and, for a Conflict
+ * found by the version check, current_version. */
+static void set_outcome(lua_State *L, int idx, const struct tide_store_append *a)
+{
+    if (a->code == 0) {
+        lua_pushnumber(L, (lua_Number)a->last);
+        lua_setfield(L, idx, "result");
+    } else {
+        lua_pushstring(L, tide_store_error_name(a->code));
+        lua_setfield(L, idx, "code");
+        if (a->message != NULL) {
+            lua_pushstring(L, a->message);
+            lua_setfield(L, idx, "message");
+        }
+        if (a->current >= 0) {
+            lua_pushnumber(L, (lua_Number)a->current);
+            lua_setfield(L, idx, "current_version");
+        }
+    }
+    lua_pushboolean(L, 1);
+    lua_setfield(L, idx, "done");
+}
+
+// db:append_now(item): the item's append (or snapshot) in a transaction of
+// its own, now; sets the item's outcome (see set_outcome).
+static int l_append_now(lua_State *L)
+{
+    struct tide_store *s = check_db(L);
+    struct tide_store_append *a = make_append(L, 2);
+    tide_store_append_group(s, a, 1, NULL);
+    set_outcome(L, 2, a);
+    free_append(a);
+    return 0;
+}
+
+// db:writer_start(group_max) -> fd | nil, err: starts the writer thread (once).
+static int l_writer_start(lua_State *L)
+{
+    struct db *d = check_handle(L);
+    int64_t group_max = check_int(L, 2, "group_max", 1);
+    if (d->w == NULL) {
+        struct tide_error err;
+        tide_error_clear(&err);
+        if (tide_store_writer_new(&d->w, d->s, group_max > 0x7fffffff ? 0x7fffffff : (int)group_max, &err) < 0)
+            return push_fail(L, &err);
+        lua_newtable(L);
+        d->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pushinteger(L, tide_store_writer_fd(d->w));
+    return 1;
+}
+
+static struct db *check_writer(lua_State *L)
+{
+    struct db *d = check_handle(L);
+    if (d->w == NULL)
+        luaL_error(L, "tide.sqlite: the writer thread is not started (db:writer_start)");
+    return d;
+}
+
+// db:enqueue(item): queues the item's append (or snapshot) for the writer
+// thread; db:collect sets its outcome once its group ended.
+static int l_enqueue(lua_State *L)
+{
+    struct db *d = check_writer(L);
+    struct tide_store_append *a = make_append(L, 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors); // [db, item, anchors]
+    uint64_t seq = tide_store_writer_add(d->w, a);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (int)seq); // anchors[seq] = item
+    return 0;
+}
+
+// db:close_group(): COMMIT once what is queued is in.
+static int l_close_group(lua_State *L)
+{
+    tide_store_writer_close_group(check_writer(L)->w);
+    return 0;
+}
+
+/* Sets the outcome of every finished append into its item and drops its
+ * anchor. stats: where {transactions, largest group} go. Returns how many. */
+static int collect(lua_State *L, struct db *d, int64_t stats[2])
+{
+    struct tide_store_append *a = tide_store_writer_take(d->w, stats);
+    int n = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors); // [.., anchors]
+    while (a != NULL) {
+        struct tide_store_append *next = a->next;
+        lua_rawgeti(L, -1, (int)a->seq); // [.., anchors, item]
+        if (lua_istable(L, -1))
+            set_outcome(L, lua_gettop(L), a);
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawseti(L, -2, (int)a->seq);
+        free_append(a);
+        a = next;
+        n++;
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+// db:collect() -> finished, transactions, largest_group: the outcomes of
+// the appends whose group ended, into their items.
+static int l_collect(lua_State *L)
+{
+    struct db *d = check_writer(L);
+    int64_t stats[2] = {0, 0};
+    int n = collect(L, d, stats);
+    lua_pushinteger(L, n);
+    lua_pushnumber(L, (lua_Number)stats[0]);
+    lua_pushnumber(L, (lua_Number)stats[1]);
+    return 3;
+}
+
 static int l_path(lua_State *L)
 {
     lua_pushstring(L, tide_store_path(check_db(L)));
@@ -460,6 +689,16 @@ static int l_path(lua_State *L)
 // db:close(); also __gc. Closing twice is fine.
 static int l_close(lua_State *L)
 {
+    struct db *d = luaL_checkudata(L, 1, DB_MT);
+    if (d->w != NULL) {
+        /* closed groups commit; an open one fails: its leader has not
+         * asked for COMMIT yet. Every queued item gets its outcome. */
+        tide_store_writer_stop(d->w, "group commit failed: tide.sqlite: the store is closed");
+        collect(L, d, NULL);
+        tide_store_writer_delete(d->w);
+        d->w = NULL;
+        luaL_unref(L, LUA_REGISTRYINDEX, d->anchors);
+    }
     tide_store_close(tide_lua_handle_close(L, DB_MT));
     return 0;
 }
@@ -491,6 +730,11 @@ static const luaL_Reg db_methods[] = {
     {"put_snapshot", l_put_snapshot},
     {"exec", l_exec},
     {"query", l_query},
+    {"append_now", l_append_now},
+    {"writer_start", l_writer_start},
+    {"enqueue", l_enqueue},
+    {"close_group", l_close_group},
+    {"collect", l_collect},
     {"path", l_path},
     {"close", l_close},
     {NULL, NULL},

@@ -745,3 +745,91 @@ const char *tide_store_error_name(int code)
     default: return tide_error_name(code);
     }
 }
+
+/* ---- groups of appends ------------------------------------------------- */
+
+void tide_store_append_fail(struct tide_store_append *a, int code, const char *message)
+{
+    free(a->message);
+    a->code = code;
+    a->current = -1;
+    a->message = strdup(message ? message : "");
+}
+
+static int apply_fail(struct tide_store *s, struct tide_store_append *a, const struct tide_error *e,
+                      int single, struct tide_error *err)
+{
+    if (!tide_store_in_transaction(s)) {
+        if (err != NULL && err != e)
+            *err = *e;
+        return e->code < 0 ? e->code : TIDE_ESTORE;
+    }
+    if (!single) {
+        tide_store_rollback_to(s, NULL);
+        tide_store_release(s, NULL);
+    }
+    tide_store_append_fail(a, e->code, e->message);
+    return 0;
+}
+
+int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct tide_error *err)
+{
+    struct tide_error e;
+    tide_error_clear(&e);
+    a->current = -1;
+    if (a->snapshot) {
+        if (tide_store_put_snapshot(s, a->stream, a->stream_len, a->expected, a->state, a->state_len,
+                                    a->meta, a->meta_len, &e) < 0)
+            return apply_fail(s, a, &e, 1, err);
+        a->code = 0;
+        a->last = a->expected;
+        return 0;
+    }
+    int64_t current = 0;
+    if (tide_store_max_version(s, a->stream, a->stream_len, &current, &e) < 0)
+        return apply_fail(s, a, &e, 1, err);
+    if (current != a->expected) {
+        free(a->message);
+        a->message = NULL;
+        a->code = TIDE_ECONFLICT;
+        a->current = current;
+        return 0;
+    }
+    /* One event is one INSERT, which SQLite undoes by itself when it fails;
+     * several need a savepoint, so that a failure keeps none of them. */
+    int single = a->nevents == 1;
+    if (!single && tide_store_savepoint(s, &e) < 0)
+        return apply_fail(s, a, &e, 1, err);
+    for (size_t i = 0; i < a->nevents; i++) {
+        struct tide_store_event ev = a->events[i];
+        ev.stream = a->stream;
+        ev.stream_len = a->stream_len;
+        ev.version = a->expected + 1 + (int64_t)i;
+        if (tide_store_insert_event(s, &ev, &e) < 0)
+            return apply_fail(s, a, &e, single, err);
+    }
+    if (!single && tide_store_release(s, &e) < 0)
+        return apply_fail(s, a, &e, 0, err);
+    a->code = 0;
+    a->last = a->expected + (int64_t)a->nevents;
+    return 0;
+}
+
+int tide_store_append_group(struct tide_store *s, struct tide_store_append *items, size_t n,
+                            struct tide_error *err)
+{
+    struct tide_error e;
+    tide_error_clear(&e);
+    int ret = tide_store_begin(s, &e);
+    for (size_t i = 0; ret == 0 && i < n; i++)
+        ret = tide_store_apply(s, &items[i], &e);
+    if (ret == 0 && (ret = tide_store_commit(s, &e)) < 0)
+        tide_store_rollback(s, NULL);
+    if (ret < 0) {
+        for (size_t i = 0; i < n; i++)
+            tide_store_append_fail(&items[i], e.code, e.message);
+        if (err != NULL)
+            *err = e;
+    }
+    return ret;
+}

@@ -137,6 +137,50 @@ int tide_store_max_version(struct tide_store *s, const char *stream, size_t stre
 int tide_store_insert_event(struct tide_store *s, const struct tide_store_event *ev,
                             struct tide_error *err);
 
+/* One append of a group (tide_store_append_group, the writer thread of
+ * writer.h): events[0..nevents-1] (their stream and version are ignored)
+ * after version expected of stream. Or, with snapshot set, a
+ * tide_store_put_snapshot of stream at version `expected` with state and
+ * meta. Every pointer is borrowed until the outcome is set. */
+struct tide_store_append {
+    const char *stream;
+    size_t stream_len;
+    int64_t expected;
+    const struct tide_store_event *events;
+    size_t nevents;
+    int snapshot;
+    const char *state, *meta; /* snapshot only; NULL for SQL NULL */
+    size_t state_len, meta_len;
+    /* the outcome */
+    int code;        /* 0, or the TIDE_E* of the failure */
+    int64_t last;    /* code 0: the stream's last version now */
+    int64_t current; /* a Conflict found by the version check: the stream's
+                      * version (the message is then NULL); else -1 */
+    char *message;   /* a failure's message (malloc'd; the caller frees it), or NULL */
+    /* for the writer's queues */
+    uint64_t seq;
+    struct tide_store_append *next;
+};
+
+/* Sets a's outcome to the failure code/message (a copy of message). */
+void tide_store_append_fail(struct tide_store_append *a, int code, const char *message);
+
+/* Runs one append (or snapshot) inside the open write transaction: checks
+ * that the stream is at a->expected (else a Conflict with a->current),
+ * inserts its events (several in a savepoint, so that a failure keeps none
+ * of them) and sets a's outcome.
+ * @retval 0 a's outcome is set (success or its own failure); < 0 (err
+ * filled) when the transaction itself is gone (SQLite ended it after an
+ * I/O error): the whole group fails. */
+int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct tide_error *err);
+
+/* Runs items[0..n-1] in one write transaction: BEGIN IMMEDIATE, each with
+ * tide_store_apply, COMMIT. If BEGIN or COMMIT fails, or the transaction is
+ * gone, every item gets that failure (none is written).
+ * @retval 0 committed (each item has its own outcome); < 0 the group failed. */
+int tide_store_append_group(struct tide_store *s, struct tide_store_append *items, size_t n,
+                            struct tide_error *err);
+
 /* Start a read: the events of stream with version > after_version in
  * ascending version order (load), or every event with position >
  * after_position in position order, at most limit of them (read_all).

@@ -111,6 +111,10 @@ end
 local Store = {}
 Store.__index = Store
 
+-- The metatable of tide.sqlite's own connections (a connection wrapped by
+-- a caller takes the Lua write path).
+local DB_META
+
 -- tide.sched when this is the tide process, else false (nginx, plain LuaJIT).
 local sched_mod
 local function get_sched()
@@ -147,12 +151,19 @@ function M.new(opts)
   if not db then
     return nil, wrap(err)
   end
+  DB_META = DB_META or getmetatable(db)
   local self = setmetatable({
     db = db,
     path = path,
     data_format = "json", -- event data as plain JSON (tide.stream.encode_data)
     group_max = group_max,
-    queue = nil, -- the group being gathered, while its leader yields
+    queue = nil, -- the group being gathered, while its leader yields (a wrapped connection)
+    fd = nil, -- the writer thread's descriptor, once started
+    gathering = false, -- an append of this turn will close the group
+    pump = nil, -- the thread that watches fd for the others
+    parked = {}, -- items whose threads wait for their outcome
+    transactions0 = 0, -- transactions before the writer thread's
+    closed = false,
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
   }, Store)
   -- a file of schema 1 holds AttributeValue JSON: made plain on open
@@ -337,16 +348,10 @@ local function result_of(item)
   return nil, item.err
 end
 
-function Store:append(stream, expected_version, events)
-  check_stream("append", stream)
-  if not is_int(expected_version, 0) then
-    error("store:append: expected_version must be a non-negative integer", 2)
-  end
-  check_events(events)
-  -- room for th, result and err too: no rehash when they are set
-  local item = new_tab(0, 8)
-  item.stream, item.expected, item.events = stream, expected_version, events
-  local sched = get_sched()
+-- The store's write path through a connection that is not tide.sqlite's
+-- own handle (one wrapped by a caller): the group's transaction in Lua,
+-- through the connection's methods.
+local function append_wrapped(self, item, sched)
   if not (sched and sched.running()) then
     commit_group(self, { item })
     return result_of(item)
@@ -385,6 +390,141 @@ function Store:append(stream, expected_version, events)
   return result_of(item)
 end
 
+-- ---- the writer thread (tide.sqlite's db:enqueue / db:collect) ---------------
+
+local ERROR_TYPE = { ECONFLICT = "Conflict", EBUSY = "Busy" }
+
+-- The outcome the binding set on a finished item: last_version | nil, err
+-- (the errors the Lua path makes, field for field).
+local function outcome(self, item)
+  local stats = self.stats
+  local last = item.result
+  if last then
+    stats.appends = stats.appends + 1
+    return last
+  end
+  local stream, err = item.stream, nil
+  local current = item.current_version
+  if current then
+    err = new_error("Conflict", string.format("stream is at version %d, not at the expected %d",
+      current, item.expected), stream)
+    err.current_version = current
+  else
+    local code = item.code
+    err = new_error(ERROR_TYPE[code] or "StoreError", item.message, stream, code)
+  end
+  if err.type == "Conflict" and not item.snapshot then
+    stats.conflicts = stats.conflicts + 1
+  end
+  return nil, err
+end
+
+-- Takes the writer's finished items (their outcome into them) and wakes
+-- the threads that waited for them.
+local function collect(self)
+  local _, transactions, largest = self.db:collect()
+  local stats = self.stats
+  stats.transactions, stats.largest_group = self.transactions0 + transactions,
+    largest > stats.largest_group and largest or stats.largest_group
+  local parked, keep = self.parked, 0
+  local sched = get_sched()
+  for i = 1, #parked do
+    local item = parked[i]
+    parked[i] = nil
+    if item.done then
+      sched.wakeup(item.th)
+    else
+      keep = keep + 1
+      parked[keep] = item
+    end
+  end
+end
+
+-- Waits (yielding) until item is done. One waiting thread (the pump)
+-- watches the writer's descriptor and collects for all; the others park.
+local function await(self, item, sched)
+  while not item.done do
+    if self.pump or self.closed then
+      item.th = sched.current()
+      local parked = self.parked
+      parked[#parked + 1] = item
+      sched.suspend()
+    else
+      self.pump = sched.current()
+      sched.wait_readable(self.fd)
+      self.pump = nil
+      if self.closed then break end
+      collect(self)
+    end
+  end
+  -- hand the pump over to a thread still waiting
+  if not self.pump then
+    local parked = self.parked
+    local n = #parked
+    if n > 0 then
+      local next_item = parked[n]
+      parked[n] = nil
+      sched.wakeup(next_item.th)
+    end
+  end
+end
+
+-- Queues item on the writer thread, joins the group gathered in this turn
+-- of the scheduler, and waits for its outcome.
+local function append_writer(self, item, sched)
+  if self.closed then
+    return nil, new_error("StoreError", "group commit failed: tide.sqlite: the store is closed", item.stream)
+  end
+  local db = self.db
+  local fd = self.fd
+  if not fd then
+    local err
+    fd, err = db:writer_start(self.group_max)
+    if not fd then return nil, wrap(err, item.stream) end
+    self.fd = fd
+  end
+  db:enqueue(item)
+  if not self.gathering then
+    -- the first append of this turn: the others of the turn join its
+    -- group; then COMMIT
+    self.gathering = true
+    sched.sleep(0)
+    self.gathering = false
+    if not self.closed then db:close_group() end
+  end
+  await(self, item, sched)
+  if not item.done then
+    return nil, new_error("StoreError", "group commit failed: tide.sqlite: the store is closed", item.stream)
+  end
+  return outcome(self, item)
+end
+
+function Store:append(stream, expected_version, events)
+  check_stream("append", stream)
+  if not is_int(expected_version, 0) then
+    error("store:append: expected_version must be a non-negative integer", 2)
+  end
+  check_events(events)
+  -- room for the outcome's fields too: no rehash when they are set
+  local item = new_tab(0, 8)
+  item.stream, item.expected, item.events = stream, expected_version, events
+  local sched = get_sched()
+  local db = self.db
+  if getmetatable(db) ~= DB_META then
+    return append_wrapped(self, item, sched)
+  end
+  if sched and sched.running() then
+    return append_writer(self, item, sched)
+  end
+  -- outside a scheduler (plain LuaJIT, nginx): a transaction of its own
+  db:append_now(item)
+  local stats = self.stats
+  self.transactions0 = self.transactions0 + 1
+  stats.transactions = stats.transactions + 1
+  if stats.largest_group < 1 then stats.largest_group = 1 end
+  return outcome(self, item)
+end
+
 function Store:load(stream, after_version)
   check_stream("load", stream)
   after_version = after_version or 0
@@ -421,6 +561,15 @@ function Store:put_snapshot(stream, version, state_text, meta_text)
   end
   if meta_text ~= nil and type(meta_text) ~= "string" then
     error("store:put_snapshot: meta must be JSON text (a string) or nil", 2)
+  end
+  local sched = get_sched()
+  if self.fd and sched and sched.running() and getmetatable(self.db) == DB_META then
+    -- the writer thread runs: the snapshot joins the group of this turn
+    -- (a transaction of its own would wait for the writer first)
+    local item = { snapshot = true, stream = stream, version = version, state = state_text, meta = meta_text }
+    local last, err = append_writer(self, item, sched)
+    if not last then return nil, err end
+    return true
   end
   local ok, err = self.db:put_snapshot(stream, version, state_text, meta_text)
   if not ok then
@@ -482,8 +631,26 @@ function Store:list_streams(aggregate, opts)
   return out, #rows > limit
 end
 
+-- Closes the file. Appends whose group was closed (COMMIT asked) are
+-- committed first; the appends of a group still gathering fail (their
+-- leader had not asked for COMMIT yet): their threads get the error.
 function Store:close()
+  if self.closed then return end
+  self.closed = true
   self.db:close()
+  if self.fd then
+    local sched = get_sched()
+    if self.pump then
+      sched.wakeup(self.pump)
+      self.pump = nil
+    end
+    local parked = self.parked
+    for i = #parked, 1, -1 do
+      local item = parked[i]
+      parked[i] = nil
+      sched.wakeup(item.th)
+    end
+  end
 end
 
 return M

@@ -1,0 +1,154 @@
+-- Specs for the embedded store's writer thread (runtime/sqlite/writer.c):
+-- inside tide.sched, appends run on a thread of their own, in the group's
+-- one transaction, while the Lua thread goes on. What must hold whatever
+-- the threads' timing: a conflict fails only its own append; a failed
+-- COMMIT fails every member and writes nothing; a read never sees an
+-- append that is not committed; closing the store while a group is in
+-- flight commits what its leader closed and fails what was still
+-- gathering, and leaves no thread behind (the ASan/LSan run checks that).
+-- (sqlite_store_spec.lua has the group-commit specs both paths share.)
+local helpers = require "helpers"
+local store_mod = require "tide.store.sqlite"
+local sched = require "tide.sched"
+
+local dirs = {}
+local function new_store(opts)
+  local dir = helpers.tmpdir()
+  dirs[#dirs + 1] = dir
+  opts = opts or {}
+  opts.path = dir .. "/tide.db"
+  local store = assert(store_mod.new(opts))
+  assert(store:init())
+  return store, opts.path
+end
+
+local function ev(type_, data)
+  return { type = type_ or "Happened", data = data or "{}", meta = "{}" }
+end
+
+teardown(function()
+  for _, d in ipairs(dirs) do helpers.run("rm -rf " .. helpers.shell_quote(d)) end
+end)
+
+describe("the SQLite store's writer thread", function()
+  it("runs a group's appends on the writer thread: a conflict fails only its own, with current_version", function()
+    local store = new_store()
+    assert.equal(2, store:append("shared", 0, { ev("A"), ev("B") })) -- before any scheduler: synchronous
+    local results = sched.run(function()
+      local threads = {}
+      for i = 1, 30 do
+        threads[#threads + 1] = sched.spawn(function() return store:append("own#" .. i, 0, { ev(), ev() }) end)
+      end
+      threads[#threads + 1] = sched.spawn(function() return store:append("shared", 1, { ev("Stale") }) end)
+      return sched.wait_all(threads)
+    end)
+    assert.truthy(store.fd, "the writer thread was not used")
+    for i = 1, 30 do assert.equal(2, results[i][2]) end
+    local err = results[31][3]
+    assert.equal("Conflict", err.type)
+    assert.equal("conflict", err.kind)
+    assert.equal(2, err.current_version)
+    assert.equal("stream is at version 2, not at the expected 1", err.message)
+    assert.equal(31, store.stats.appends) -- the first append too
+    assert.equal(1, store.stats.conflicts)
+    assert.equal(2, #store:load("shared", 0))
+    store:close()
+  end)
+
+  it("when COMMIT fails, every append of the group gets the error and nothing is written", function()
+    local store = new_store()
+    -- a real failing COMMIT: a deferred foreign key that an insert's
+    -- trigger breaks is only checked at COMMIT
+    assert(store.db:exec("PRAGMA foreign_keys = ON; CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+      .. " CREATE TABLE child (pid INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+      .. " CREATE TRIGGER breaks AFTER INSERT ON events WHEN NEW.stream = 's#3'"
+      .. " BEGIN INSERT INTO child VALUES (42); END;"))
+    local results = sched.run(function()
+      local threads = {}
+      for i = 1, 10 do
+        threads[i] = sched.spawn(function() return store:append("s#" .. i, 0, { ev() }) end)
+      end
+      return sched.wait_all(threads)
+    end)
+    for i = 1, 10 do
+      assert.is_nil(results[i][2])
+      local err = results[i][3]
+      assert.equal("StoreError", err.type)
+      assert.equal("s#" .. i, err.stream)
+      assert.matches("FOREIGN KEY constraint failed", err.message)
+    end
+    assert.same({}, store:read_all(0, 100))
+    assert.equal(0, store.stats.appends)
+    -- the connection is usable again
+    assert(store.db:exec("DROP TRIGGER breaks"))
+    assert.equal(1, sched.run(function() return store:append("s#3", 0, { ev() }) end))
+    store:close()
+  end)
+
+  it("a read during a group sees only committed appends, and every one it sees is reported written", function()
+    local store = new_store()
+    local seen, results = nil, nil
+    results = sched.run(function()
+      local threads = {}
+      for i = 1, 40 do
+        threads[i] = sched.spawn(function() return store:append("s#" .. i, 0, { ev("E", '{"i":' .. i .. '}') }) end)
+        if i == 20 then
+          -- in the same turn, with half the group queued on the writer
+          threads[#threads + 1] = sched.spawn(function() seen = assert(store:read_all(0, 1000)); return true end)
+        end
+      end
+      return sched.wait_all(threads)
+    end)
+    for _, r in ipairs(results) do assert.is_true(r[1]); assert.truthy(r[2], tostring(r[3])) end
+    for _, e in ipairs(seen) do
+      assert.equal(1, e.version)
+    end
+    assert.is_true(#seen <= 40)
+    assert.equal(40, #store:read_all(0, 1000))
+    -- a snapshot through the writer, read back at once
+    assert.is_true(sched.run(function() return store:put_snapshot("s#1", 1, '{"n":1}') end))
+    assert.equal('{"n":1}', store:get_snapshot("s#1").state)
+    store:close()
+  end)
+
+  it("closing the store while a closed group is in flight commits it; a gathering one fails", function()
+    local store, path = new_store()
+    local results = sched.run(function()
+      local threads = {}
+      for i = 1, 20 do
+        threads[i] = sched.spawn(function() return store:append("s#" .. i, 0, { ev() }) end)
+      end
+      -- runs after the leader closed the group (both wait one turn; the
+      -- leader was first)
+      threads[#threads + 1] = sched.spawn(function() sched.sleep(0); store:close(); return true end)
+      return sched.wait_all(threads)
+    end)
+    for i = 1, 20 do assert.equal(1, results[i][2], tostring(results[i][3])) end
+    local again = assert(store_mod.new{ path = path })
+    assert.equal(20, #again:read_all(0, 100))
+    -- and one still gathering: none of it is reported written
+    local gathering = sched.run(function()
+      local threads = {}
+      for i = 1, 5 do
+        threads[i] = sched.spawn(function() return again:append("g#" .. i, 0, { ev() }) end)
+      end
+      again:close()
+      return sched.wait_all(threads)
+    end)
+    for i = 1, 5 do
+      assert.is_nil(gathering[i][2])
+      assert.matches("store is closed", gathering[i][3].message)
+    end
+    local third = assert(store_mod.new{ path = path })
+    assert.equal(20, #third:read_all(0, 100))
+    third:close()
+  end)
+
+  it("a store with a writer thread that is never closed is closed by the garbage collector", function()
+    local store = new_store()
+    sched.run(function() assert(store:append("s", 0, { ev() })) end)
+    store = nil -- luacheck: ignore
+    collectgarbage()
+    collectgarbage()
+  end)
+end)
