@@ -587,18 +587,6 @@ static void set_outcome(lua_State *L, int idx, const struct tide_store_append *a
     lua_setfield(L, idx, "done");
 }
 
-// db:append_now(item): the item's append (or snapshot) in a transaction of
-// its own, now; sets the item's outcome (see set_outcome).
-static int l_append_now(lua_State *L)
-{
-    struct tide_store *s = check_db(L);
-    struct tide_store_append *a = make_append(L, 2);
-    tide_store_append_group(s, a, 1, NULL);
-    set_outcome(L, 2, a);
-    free_append(a);
-    return 0;
-}
-
 // db:writer_start(group_max) -> fd | nil, err: starts the writer thread (once).
 static int l_writer_start(lua_State *L)
 {
@@ -730,7 +718,6 @@ static const luaL_Reg db_methods[] = {
     {"put_snapshot", l_put_snapshot},
     {"exec", l_exec},
     {"query", l_query},
-    {"append_now", l_append_now},
     {"writer_start", l_writer_start},
     {"enqueue", l_enqueue},
     {"close_group", l_close_group},

@@ -814,22 +814,3 @@ int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct t
     a->last = a->expected + (int64_t)a->nevents;
     return 0;
 }
-
-int tide_store_append_group(struct tide_store *s, struct tide_store_append *items, size_t n,
-                            struct tide_error *err)
-{
-    struct tide_error e;
-    tide_error_clear(&e);
-    int ret = tide_store_begin(s, &e);
-    for (size_t i = 0; ret == 0 && i < n; i++)
-        ret = tide_store_apply(s, &items[i], &e);
-    if (ret == 0 && (ret = tide_store_commit(s, &e)) < 0)
-        tide_store_rollback(s, NULL);
-    if (ret < 0) {
-        for (size_t i = 0; i < n; i++)
-            tide_store_append_fail(&items[i], e.code, e.message);
-        if (err != NULL)
-            *err = e;
-    }
-    return ret;
-}

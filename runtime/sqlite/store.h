@@ -174,13 +174,6 @@ void tide_store_append_fail(struct tide_store_append *a, int code, const char *m
  * I/O error): the whole group fails. */
 int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct tide_error *err);
 
-/* Runs items[0..n-1] in one write transaction: BEGIN IMMEDIATE, each with
- * tide_store_apply, COMMIT. If BEGIN or COMMIT fails, or the transaction is
- * gone, every item gets that failure (none is written).
- * @retval 0 committed (each item has its own outcome); < 0 the group failed. */
-int tide_store_append_group(struct tide_store *s, struct tide_store_append *items, size_t n,
-                            struct tide_error *err);
-
 /* Start a read: the events of stream with version > after_version in
  * ascending version order (load), or every event with position >
  * after_position in position order, at most limit of them (read_all).

@@ -15,6 +15,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/* Queued appends that wake the writer (see tide_store_writer_add). */
+#define WAKE_BATCH 32
+
 struct list {
     struct tide_store_append *head, *tail;
 };
@@ -30,6 +33,7 @@ struct tide_store_writer {
     struct list queue;   /* queued, not yet applied */
     struct list tx;      /* applied in the open group */
     struct list done;    /* outcome final, not yet taken */
+    int queued;          /* appends in queue */
     int tx_open, tx_failed, tx_n, active, main_tx, stop;
     struct tide_error tx_err;
     uint64_t seq, tx_last, close_upto;
@@ -110,6 +114,7 @@ static void apply_next(struct tide_store_writer *w)
 {
     struct tide_store_append *a = w->queue.head;
     w->queue.head = a->next;
+    w->queued--;
     if (w->queue.head == NULL)
         w->queue.tail = NULL;
     int begin = !w->tx_open;
@@ -155,6 +160,7 @@ static void *run(void *arg)
                 for (struct tide_store_append *a = head; a != NULL; a = a->next)
                     tide_store_append_fail(a, TIDE_ESTORE, w->why);
                 splice(&w->done, &w->queue);
+                w->queued = 0;
                 notify(w);
             } else {
                 break;
@@ -213,7 +219,11 @@ uint64_t tide_store_writer_add(struct tide_store_writer *w, struct tide_store_ap
     pthread_mutex_lock(&w->mu);
     a->seq = ++w->seq;
     push(&w->queue, a);
-    pthread_cond_signal(&w->work);
+    /* the writer is woken once per WAKE_BATCH appends (and by a close),
+     * not per append: a wake-up per append cost two futex calls and a
+     * context switch each, more than the append itself */
+    if (++w->queued >= WAKE_BATCH)
+        pthread_cond_signal(&w->work);
     pthread_mutex_unlock(&w->mu);
     return a->seq;
 }

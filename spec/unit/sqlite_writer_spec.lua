@@ -17,6 +17,7 @@ local function new_store(opts)
   dirs[#dirs + 1] = dir
   opts = opts or {}
   opts.path = dir .. "/tide.db"
+  opts.writer_thread = true
   local store = assert(store_mod.new(opts))
   assert(store:init())
   return store, opts.path
@@ -124,7 +125,7 @@ describe("the SQLite store's writer thread", function()
       return sched.wait_all(threads)
     end)
     for i = 1, 20 do assert.equal(1, results[i][2], tostring(results[i][3])) end
-    local again = assert(store_mod.new{ path = path })
+    local again = assert(store_mod.new{ path = path, writer_thread = true })
     assert.equal(20, #again:read_all(0, 100))
     -- and one still gathering: none of it is reported written
     local gathering = sched.run(function()

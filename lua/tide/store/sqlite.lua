@@ -140,6 +140,7 @@ function M.new(opts)
   if opts.synchronous ~= nil and opts.synchronous ~= "normal" and opts.synchronous ~= "full" then
     error('tide.store.sqlite.new: synchronous must be "normal" or "full"', 2)
   end
+  if opts.writer_thread == nil then opts.writer_thread = os.getenv("TIDE_SQLITE_WRITER") == "1" end
   local group_max = opts.group_max or DEFAULT_GROUP_MAX
   if not is_int(group_max, 1) then
     error("tide.store.sqlite.new: group_max must be a positive integer", 2)
@@ -162,8 +163,9 @@ function M.new(opts)
     gathering = false, -- an append of this turn will close the group
     pump = nil, -- the thread that watches fd for the others
     parked = {}, -- items whose threads wait for their outcome
-    transactions0 = 0, -- transactions before the writer thread's
+    writer_transactions = 0, -- the writer thread's transactions counted in stats
     closed = false,
+    writer_thread = opts.writer_thread,
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
   }, Store)
   -- a file of schema 1 holds AttributeValue JSON: made plain on open
@@ -348,10 +350,10 @@ local function result_of(item)
   return nil, item.err
 end
 
--- The store's write path through a connection that is not tide.sqlite's
--- own handle (one wrapped by a caller): the group's transaction in Lua,
--- through the connection's methods.
-local function append_wrapped(self, item, sched)
+-- Group commit on the Lua thread: the group's leader runs its transaction
+-- through the connection's methods (db:begin, db:max_version, ...). Also
+-- the path of a connection wrapped by a caller (not tide.sqlite's own).
+local function append_lua(self, item, sched)
   if not (sched and sched.running()) then
     commit_group(self, { item })
     return result_of(item)
@@ -424,8 +426,10 @@ end
 local function collect(self)
   local _, transactions, largest = self.db:collect()
   local stats = self.stats
-  stats.transactions, stats.largest_group = self.transactions0 + transactions,
-    largest > stats.largest_group and largest or stats.largest_group
+  -- the writer's counts are its own since it started: add what is new
+  stats.transactions = stats.transactions + transactions - self.writer_transactions
+  self.writer_transactions = transactions
+  if largest > stats.largest_group then stats.largest_group = largest end
   local parked, keep = self.parked, 0
   local sched = get_sched()
   for i = 1, #parked do
@@ -511,18 +515,12 @@ function Store:append(stream, expected_version, events)
   local sched = get_sched()
   local db = self.db
   if getmetatable(db) ~= DB_META then
-    return append_wrapped(self, item, sched)
+    return append_lua(self, item, sched)
   end
-  if sched and sched.running() then
+  if self.writer_thread and sched and sched.running() then
     return append_writer(self, item, sched)
   end
-  -- outside a scheduler (plain LuaJIT, nginx): a transaction of its own
-  db:append_now(item)
-  local stats = self.stats
-  self.transactions0 = self.transactions0 + 1
-  stats.transactions = stats.transactions + 1
-  if stats.largest_group < 1 then stats.largest_group = 1 end
-  return outcome(self, item)
+  return append_lua(self, item, sched)
 end
 
 function Store:load(stream, after_version)
@@ -563,7 +561,7 @@ function Store:put_snapshot(stream, version, state_text, meta_text)
     error("store:put_snapshot: meta must be JSON text (a string) or nil", 2)
   end
   local sched = get_sched()
-  if self.fd and sched and sched.running() and getmetatable(self.db) == DB_META then
+  if self.fd and self.writer_thread and sched and sched.running() and getmetatable(self.db) == DB_META then
     -- the writer thread runs: the snapshot joins the group of this turn
     -- (a transaction of its own would wait for the writer first)
     local item = { snapshot = true, stream = stream, version = version, state = state_text, meta = meta_text }
