@@ -25,6 +25,7 @@ local SCHEMA = {
     { name = "path", kind = "path", default = "./tide.db", sqlite = true },
     { name = "busy_timeout_ms", kind = "integer", min = 0, default = 10000 },
     { name = "synchronous", kind = "enum", values = { "normal", "full" }, default = "normal" },
+    { name = "writer_thread", kind = "boolean" },
   } },
   { name = "dynamodb", section = {
     { name = "region", kind = "string" },

@@ -70,7 +70,7 @@ function M.open(opts)
     local s = cfg.sqlite
     local serr
     store, serr = require("tide.store.sqlite").new{ path = s.path, busy_timeout_ms = s.busy_timeout_ms,
-                                                    synchronous = s.synchronous }
+                                                    synchronous = s.synchronous, writer_thread = s.writer_thread }
     if not store then return nil, serr end
   end
   local log = opts.log or require("tide.log").from_config(cfg, { format = opts.log_format })

@@ -6,6 +6,7 @@
 --     busy_timeout_ms = 10000,     -- how long a writer waits for another's lock
 --     synchronous = "normal",      -- or "full" (see Durability)
 --     group_max = 512,             -- appends per shared transaction
+--     writer_thread = false,       -- group commit on a thread of its own (below)
 --   }
 --   assert(store:init())
 --   store:append(stream, expected_version, events) -> last_version | nil, err
@@ -38,12 +39,37 @@
 -- the connection in the middle of it. Outside a scheduler (plain LuaJIT,
 -- nginx), each append commits on its own.
 --
+-- With writer_thread = true (tide.yaml: sqlite.writer_thread), the group's
+-- transaction runs on a thread of its own (runtime/sqlite/writer.c): each
+-- append is queued there as its command is decided (one call into C) and
+-- runs at once in the open transaction, while the Lua thread goes on with
+-- the other commands; the first append of a turn asks for COMMIT after
+-- that turn (sched.sleep(0)), and its threads wait for the outcome without
+-- blocking the process (one of them watches the writer's eventfd with
+-- sched.wait_readable and wakes the others). The same rules hold: a
+-- savepoint per append of several events, a Conflict fails only its own
+-- append (with current_version), a failed BEGIN or COMMIT fails every
+-- append of the group, nothing is reported written before its COMMIT
+-- succeeded, Busy stays retryable, group_max appends per transaction at
+-- most. A snapshot (put_snapshot) joins the group as well. Any other use
+-- of the connection on the Lua thread (load, get_snapshot, read_all, the
+-- projection backend's queries) first commits the open group and waits
+-- for the writer to be idle (the time of the appends still queued): a read
+-- never sees an append that is not committed. close() commits the groups
+-- whose COMMIT was asked and fails (StoreError "group commit failed: ...
+-- the store is closed") the appends of a group still gathering. Outside a
+-- scheduler, appends stay synchronous on the calling thread. It pays when
+-- the process has a core to spare for the writer (bench/README.md, "The
+-- writer thread").
+
 -- Durability: WAL mode with synchronous = "normal" survives a crash of the
 -- process; a power loss or OS crash can lose the last transactions (never
 -- corrupt the file). "full" fsyncs at every commit: one fsync per group.
 --
 -- Blocking: SQLite calls are synchronous. A writer that waits for another
--- process's lock blocks its whole process (up to busy_timeout_ms).
+-- process's lock blocks its whole process (up to busy_timeout_ms); with
+-- the writer thread, only that thread waits (and the Lua thread, if it
+-- reads meanwhile).
 local sqlite = require "tide.sqlite"
 local new_tab = require "table.new"
 local terror = require "tide.error"
@@ -140,7 +166,9 @@ function M.new(opts)
   if opts.synchronous ~= nil and opts.synchronous ~= "normal" and opts.synchronous ~= "full" then
     error('tide.store.sqlite.new: synchronous must be "normal" or "full"', 2)
   end
-  if opts.writer_thread == nil then opts.writer_thread = os.getenv("TIDE_SQLITE_WRITER") == "1" end
+  if opts.writer_thread ~= nil and type(opts.writer_thread) ~= "boolean" then
+    error("tide.store.sqlite.new: writer_thread must be a boolean", 2)
+  end
   local group_max = opts.group_max or DEFAULT_GROUP_MAX
   if not is_int(group_max, 1) then
     error("tide.store.sqlite.new: group_max must be a positive integer", 2)
@@ -165,7 +193,7 @@ function M.new(opts)
     parked = {}, -- items whose threads wait for their outcome
     writer_transactions = 0, -- the writer thread's transactions counted in stats
     closed = false,
-    writer_thread = opts.writer_thread,
+    writer_thread = opts.writer_thread or false,
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
   }, Store)
   -- a file of schema 1 holds AttributeValue JSON: made plain on open
