@@ -7,6 +7,8 @@
 #   bench/command_instructions.sh [sqlite|dynamodb]   (from the project root; after make)
 #   BENCH_INS_SMALL / BENCH_INS_LARGE   deposits of the two runs (sqlite: 1000 / 5000
 #                                       over 100 accounts; dynamodb: 640 / 3200 over 64)
+#   BENCH_INS_WRITER=true               sqlite: with sqlite.writer_thread (group commit on
+#                                       a thread of its own: counted apart, "other threads")
 #
 # The marginal count per command is (large run - small run) / (LARGE - SMALL):
 # start-up, the JIT's warm-up and the first load of each stream cancel out.
@@ -59,7 +61,8 @@ run() { # deposits -> callgrind output in $tmp/$1
       printf "{\"aggregate\":\"account\",\"id\":\"a%d\",\"command\":{\"type\":\"Deposit\",\"amount\":%d}}\n", j % a + 1, j
   }' >"$d/commands.ndjson"
   if [ "$STORE" = sqlite ]; then
-    printf 'store: sqlite\nsqlite:\n  path: %s/tide.db\n  synchronous: normal\naggregates: %s/aggregates\n' "$d" "$ROOT" >"$d/tide.yaml"
+    printf 'store: sqlite\nsqlite:\n  path: %s/tide.db\n  synchronous: normal\n  writer_thread: %s\naggregates: %s/aggregates\n' \
+      "$d" "${BENCH_INS_WRITER:-false}" "$ROOT" >"$d/tide.yaml"
   else
     printf 'store: dynamodb\ndynamodb:\n  endpoint: %s\n  region: us-east-1\n  table_prefix: ins%s_\naggregates: %s/aggregates\n' \
       "$TIDE_TEST_DYNAMODB_ENDPOINT" "$n" "$ROOT" >"$d/tide.yaml"
