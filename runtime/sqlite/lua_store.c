@@ -45,6 +45,9 @@ struct db {
     struct tide_store *s; /* first: the handle (NULL once closed) */
     struct tide_store_writer *w; /* the writer thread, once started */
     int anchors;          /* registry ref of {seq = item} while queued */
+    struct tide_store *r; /* with the writer: a second connection for reads */
+    struct tide_store_options opts; /* what r is opened with */
+    int main_tx;          /* the caller's own transaction is open on s */
 };
 
 static struct db *check_handle(lua_State *L)
@@ -60,6 +63,18 @@ static struct tide_store *check_db(lua_State *L)
     if (d->w != NULL)
         tide_store_writer_quiesce(d->w);
     return d->s;
+}
+
+/* The connection for a read (load, read_all, get_snapshot): with the
+ * writer thread, the second connection, which sees only what is committed
+ * (WAL) and waits for nobody; else, or inside the caller's own
+ * transaction (whose writes it must see), the store's. */
+static struct tide_store *check_reader(lua_State *L)
+{
+    struct db *d = check_handle(L);
+    if (d->r != NULL && !d->main_tx)
+        return d->r;
+    return check_db(L);
 }
 
 static const char *type_of(int code)
@@ -177,6 +192,7 @@ static int l_open(lua_State *L)
     struct db *d = tide_lua_handle_new(L, sizeof(*d), DB_MT); // [.., db]
     struct tide_error err;
     tide_error_clear(&err);
+    d->opts = opts;
     if (tide_store_open(&d->s, path, &opts, &err) < 0)
         return push_fail(L, &err);
     return 1;
@@ -207,8 +223,9 @@ SIMPLE(l_init, tide_store_init)
         struct tide_error err;                                      \
         tide_error_clear(&err);                                     \
         int rc = fn(s, &err);                                       \
+        d->main_tx = tide_store_in_transaction(s);                  \
         if (d->w != NULL)                                           \
-            tide_store_writer_main_tx(d->w, tide_store_in_transaction(s)); \
+            tide_store_writer_main_tx(d->w, d->main_tx);            \
         if (rc < 0)                                                 \
             return push_fail(L, &err);                              \
         lua_pushboolean(L, 1);                                      \
@@ -331,7 +348,7 @@ static int push_rows(lua_State *L, struct tide_store *s)
 // db:load(stream, after_version) -> events | nil, err
 static int l_load(lua_State *L)
 {
-    struct tide_store *s = check_db(L);
+    struct tide_store *s = check_reader(L);
     size_t len;
     const char *stream = check_string(L, 2, "stream", &len);
     int64_t after = lua_isnoneornil(L, 3) ? 0 : check_int(L, 3, "after_version", 0);
@@ -345,7 +362,7 @@ static int l_load(lua_State *L)
 // db:read_all(after_position, limit) -> events | nil, err
 static int l_read_all(lua_State *L)
 {
-    struct tide_store *s = check_db(L);
+    struct tide_store *s = check_reader(L);
     int64_t after = check_int(L, 2, "after_position", 0);
     int64_t limit = check_int(L, 3, "limit", 1);
     struct tide_error err;
@@ -358,7 +375,7 @@ static int l_read_all(lua_State *L)
 // db:get_snapshot(stream) -> {version=, state=, meta=} | false | nil, err
 static int l_get_snapshot(lua_State *L)
 {
-    struct tide_store *s = check_db(L);
+    struct tide_store *s = check_reader(L);
     size_t len;
     const char *stream = check_string(L, 2, "stream", &len);
     struct tide_error err;
@@ -599,6 +616,11 @@ static int l_writer_start(lua_State *L)
             return push_fail(L, &err);
         lua_newtable(L);
         d->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+        /* reads on a connection of their own: they neither wait for the
+         * writer nor end its group early (without one, they go on s) */
+        const char *path = tide_store_path(d->s);
+        if (strcmp(path, ":memory:") == 0 || tide_store_open(&d->r, path, &d->opts, &err) < 0)
+            d->r = NULL; /* a database in memory is this connection's alone */
     }
     lua_pushinteger(L, tide_store_writer_fd(d->w));
     return 1;
@@ -686,6 +708,8 @@ static int l_close(lua_State *L)
         tide_store_writer_delete(d->w);
         d->w = NULL;
         luaL_unref(L, LUA_REGISTRYINDEX, d->anchors);
+        tide_store_close(d->r);
+        d->r = NULL;
     }
     tide_store_close(tide_lua_handle_close(L, DB_MT));
     return 0;

@@ -16,7 +16,8 @@
  *
  * The connection: the writer uses it only between tide_store_writer_add
  * and the end of that group. Before any other use of the store the main
- * thread calls tide_store_writer_quiesce, which commits the open group at
+ * thread (the binding, lua_store.c, which reads events and snapshots on a
+ * second connection instead) calls tide_store_writer_quiesce, which commits the open group at
  * once and waits until the writer is idle (a few appends' time), so that a
  * read never sees an uncommitted append; and tide_store_writer_main_tx(w,
  * 1) while the caller holds its own transaction (db:begin ... db:commit):

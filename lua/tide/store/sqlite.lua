@@ -51,11 +51,13 @@
 -- append (with current_version), a failed BEGIN or COMMIT fails every
 -- append of the group, nothing is reported written before its COMMIT
 -- succeeded, Busy stays retryable, group_max appends per transaction at
--- most. A snapshot (put_snapshot) joins the group as well. Any other use
--- of the connection on the Lua thread (load, get_snapshot, read_all, the
--- projection backend's queries) first commits the open group and waits
--- for the writer to be idle (the time of the appends still queued): a read
--- never sees an append that is not committed. close() commits the groups
+-- most. A snapshot (put_snapshot) joins the group as well. load,
+-- get_snapshot and read_all go through a second connection (WAL: it sees
+-- only committed transactions, and waits for no writer); any other use of
+-- the connection on the Lua thread (the projection backend's queries,
+-- last_position, list_streams, begin/commit) first commits the open group
+-- and waits for the writer to be idle (the time of the appends still
+-- queued). So a read never sees an append that is not committed. close() commits the groups
 -- whose COMMIT was asked and fails (StoreError "group commit failed: ...
 -- the store is closed") the appends of a group still gathering. Outside a
 -- scheduler, appends stay synchronous on the calling thread. It pays when
