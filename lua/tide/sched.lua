@@ -31,6 +31,8 @@
 -- * sched.now() -> monotonic seconds (works anywhere).
 -- * sched.current() -> the current thread or nil; sched.suspend() parks it
 --   until sched.wakeup(th, ...), whose values suspend returns.
+--   sched.alive(th) -> true for a thread of the run in progress that has
+--   not ended.
 -- * sched.wait_readable(fd [, timeout]) -> true when fd is readable (or
 --   hung up), false after timeout seconds; sched.wakeup ends it early with
 --   its own values. One thread per fd. The fd joins the engine's poll, so
@@ -415,6 +417,12 @@ end
 function M.current()
   local co = co_running()
   return co and loop and loop.by_co[co] or nil
+end
+
+-- true when th is a thread of the sched.run in progress that has not
+-- ended (not one of an earlier run, abandoned when that run failed).
+function M.alive(th)
+  return loop ~= nil and getmetatable(th) == Thread and th.loop == loop and th.status == "running"
 end
 
 -- Parks the current thread until another calls sched.wakeup(th, ...);

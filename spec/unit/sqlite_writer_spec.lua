@@ -151,6 +151,26 @@ describe("the SQLite store's writer thread", function()
     third:close()
   end)
 
+  it("an append after a sched.run that failed in the middle of a group completes", function()
+    local store = new_store()
+    local ok = pcall(sched.run, function()
+      for i = 1, 3 do sched.spawn(function() return store:append("x#" .. i, 0, { ev() }) end) end
+      error("the run fails while its group gathers")
+    end)
+    assert.is_false(ok)
+    -- the abandoned gatherer never closes its group: the next one does
+    local a, b = sched.run(function()
+      local t1 = sched.spawn(function() return store:append("y", 0, { ev() }) end)
+      local t2 = sched.spawn(function() return store:append("y", 1, { ev() }) end)
+      local _, r1 = sched.wait(t1)
+      local _, r2 = sched.wait(t2)
+      return r1, r2
+    end)
+    assert.equal(1, a)
+    assert.equal(2, b)
+    store:close()
+  end)
+
   it("a store with a writer thread that is never closed is closed by the garbage collector", function()
     local store = new_store()
     sched.run(function() assert(store:append("s", 0, { ev() })) end)

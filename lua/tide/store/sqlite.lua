@@ -190,7 +190,7 @@ function M.new(opts)
     group_max = group_max,
     queue = nil, -- the group being gathered, while its leader yields (a wrapped connection)
     fd = nil, -- the writer thread's descriptor, once started
-    gathering = false, -- an append of this turn will close the group
+    gathering = nil, -- the thread that will close the group of this turn
     pump = nil, -- the thread that watches fd for the others
     parked = {}, -- items whose threads wait for their outcome
     writer_transactions = 0, -- the writer thread's transactions counted in stats
@@ -478,7 +478,8 @@ end
 -- watches the writer's descriptor and collects for all; the others park.
 local function await(self, item, sched)
   while not item.done do
-    if self.pump or self.closed then
+    local pump = self.pump
+    if (pump and sched.alive(pump)) or self.closed then
       item.th = sched.current()
       local parked = self.parked
       parked[#parked + 1] = item
@@ -492,13 +493,13 @@ local function await(self, item, sched)
     end
   end
   -- hand the pump over to a thread still waiting
-  if not self.pump then
+  if not (self.pump and sched.alive(self.pump)) then
+    -- (threads of an earlier, failed sched.run are dropped: nobody waits)
     local parked = self.parked
-    local n = #parked
-    if n > 0 then
+    for n = #parked, 1, -1 do
       local next_item = parked[n]
       parked[n] = nil
-      sched.wakeup(next_item.th)
+      if sched.wakeup(next_item.th) then break end
     end
   end
 end
@@ -518,12 +519,14 @@ local function append_writer(self, item, sched)
     self.fd = fd
   end
   db:enqueue(item)
-  if not self.gathering then
+  local gathering = self.gathering
+  if not (gathering and sched.alive(gathering)) then
     -- the first append of this turn: the others of the turn join its
-    -- group; then COMMIT
-    self.gathering = true
+    -- group; then COMMIT (a gatherer of an earlier sched.run that failed
+    -- never will: this one closes its group too)
+    self.gathering = sched.current()
     sched.sleep(0)
-    self.gathering = false
+    self.gathering = nil
     if not self.closed then db:close_group() end
   end
   await(self, item, sched)
