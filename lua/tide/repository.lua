@@ -113,7 +113,10 @@ function M.new(opts)
     sleep = opts.sleep or default_sleep(),
     clock_ms = opts.clock_ms or clock.wall_ms,
     log = opts.log or function() end,
-    stats = { commands = 0, conflicts = 0, catch_ups = 0, writes = 0, loads = 0, snapshots = 0, duplicates = 0 },
+    -- catch_up_reads: catch-ups that read the stream; guessed_catch_ups:
+    -- those that took a refused write's events as all they missed
+    stats = { commands = 0, conflicts = 0, catch_ups = 0, catch_up_reads = 0, guessed_catch_ups = 0, writes = 0,
+              loads = 0, snapshots = 0, duplicates = 0 },
   }, Repository)
 end
 
@@ -279,9 +282,10 @@ function Repository:original_result(agg, stream, span)
 end
 
 local function item_bytes(stream, version, ev)
-  -- the DynamoDB item: attribute names + values (version as a number)
+  -- the DynamoDB item: attribute names + values (version as a number;
+  -- "last" + a number on an append's last event)
   return #"stream" + #stream + #"version" + #tostring(version) + #"type" + #ev.type
-    + #"data" + #ev.data + #"meta" + #ev.meta
+    + #"data" + #ev.data + #"meta" + #ev.meta + #"last" + 3
 end
 
 function Repository:maybe_snapshot(agg, stream, old_version, rec)
@@ -430,22 +434,36 @@ function Repository:decide(job, state, version, now)
 end
 
 -- A conflict: the stream moved past rec. Applies only the events after
--- rec.version to a copy of its state; -> the caught-up record | nil (the
--- events cannot be applied here: the caller reloads). conflict: the
--- store's Conflict error, whose err.found (the events the refused write
--- met) spares the read when err.found_all says the stream ends there, and
--- shortens it otherwise. trust_found (a batch's first lost write): when
--- the refused transaction found two or more events, they are taken as
--- the whole of what was missing, without a read: the other writer's batch
--- is usually no longer than ours; when it was, the next write is refused
--- too, with the events after them, and that catch-up reads (one refused
--- write instead of the Query; the writes' conditions keep it correct).
-function Repository:catch_up(agg, stream, rec, conflict, trust_found)
-  local stored
+-- rec.version to a copy of its state; -> the caught-up record, and true
+-- when it took the refused write's events as all it missed without
+-- knowing it (a guess) | nil (the events cannot be applied here: the
+-- caller reloads).
+--
+-- conflict: the store's Conflict error. Its err.found, the events the
+-- refused write met at its versions, spares the read when they connect
+-- to rec.version (the first is rec.version + 1) and
+--  - err.found_all says the stream ends there (a later version of the
+--    refused write was free), or
+--  - guess is set and the last of them ends the append that wrote it
+--    (the store marks an append's last event, `last`): the stream often
+--    ends there too, and when it does not, the next write is refused and
+--    shows what followed, in one request, as the read would have. Either
+--    way every event applied is the one stored at its version, and the
+--    next write is conditioned on the version after it: a wrong guess
+--    costs a refused write, never a wrong decision.
+-- Otherwise it reads (a consistent Query) past the found events, or past
+-- rec.version when they do not connect.
+function Repository:catch_up(agg, stream, rec, conflict, guess)
+  local stored, guessed
   local found = type(conflict) == "table" and conflict.found
   if found and found[1] and found[1].version == rec.version + 1 then
     stored = found
-    if not conflict.found_all and not (trust_found and #found > 1) then
+    if conflict.found_all then
+      -- the whole of it
+    elseif guess and found[#found].last then
+      guessed = true
+    else
+      self.stats.catch_up_reads = self.stats.catch_up_reads + 1
       local more, err = self.store:load(stream, found[#found].version)
       if not more then return nil, err end
       stored = {}
@@ -453,6 +471,7 @@ function Repository:catch_up(agg, stream, rec, conflict, trust_found)
       for i = 1, #more do stored[#stored + 1] = more[i] end
     end
   else
+    self.stats.catch_up_reads = self.stats.catch_up_reads + 1
     local err
     stored, err = self.store:load(stream, rec.version)
     if not stored then return nil, err end
@@ -470,8 +489,17 @@ function Repository:catch_up(agg, stream, rec, conflict, trust_found)
   end
   new.state = state
   self.stats.catch_ups = self.stats.catch_ups + 1
-  return new
+  if guessed then self.stats.guessed_catch_ups = self.stats.guessed_catch_ups + 1 end
+  return new, guessed or false
 end
+
+-- Guessed catch-ups in a row a batch may make: when the write after a
+-- guess is refused too, the guess was wrong (the stream had moved further:
+-- a cached record stale by several appends, or writes landing faster
+-- than ours), and the next catch-up reads all of it at once. So a stale
+-- record costs at most one refused write more than a read would have,
+-- and a write lost to one other append costs only its refusal.
+local MAX_GUESSES = 1
 
 -- Contention: the streams this process lost a write on lately, with how
 -- long that write took (about one round trip to the store, rtt).
@@ -553,6 +581,8 @@ function Repository:run_batch(jobs, take_queued, lane)
   -- up with yet) is not lost, only retried, up to COLLISIONS_PER_ATTEMPT
   -- times max_attempts writes in all.
   local lost, writes = 0, 0
+  -- guessed catch-ups in a row (see MAX_GUESSES)
+  local guesses = 0
   for attempt = 1, math.huge do
     if attempt > 1 and take_queued then
       take_queued(lane, jobs)
@@ -695,7 +725,9 @@ function Repository:run_batch(jobs, take_queued, lane)
     self.stats.conflicts = self.stats.conflicts + 1
     self:contended(stream, mono() - started)
     local behind = rec.version
-    rec = self:catch_up(agg, stream, rec, err, writes == 0)
+    local guessed
+    rec, guessed = self:catch_up(agg, stream, rec, err, guesses < MAX_GUESSES)
+    guesses = guessed == true and guesses + 1 or 0
     if rec then
       put_record(self, stream, rec)
     else

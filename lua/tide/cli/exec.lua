@@ -51,6 +51,7 @@ local function write_batch_stats(lines, outcomes, seconds, rstats, store)
     lines = lines, commands = commands, outcomes = outcomes, seconds = seconds,
     commands_per_second = seconds > 0 and commands / seconds or 0,
     writes = rstats.writes, conflicts = rstats.conflicts, catch_ups = rstats.catch_ups,
+    catch_up_reads = rstats.catch_up_reads, guessed_catch_ups = rstats.guessed_catch_ups,
     loads = rstats.loads, snapshots = rstats.snapshots,
   }
   local client = store.client
