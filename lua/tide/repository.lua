@@ -574,6 +574,11 @@ function Repository:run_batch(jobs, take_queued, lane)
     -- it too. A fresh batch waits its turn behind their retries (see
     -- Repository:retry_pause).
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
+    -- what queued meanwhile joins this batch (one write instead of two)
+    if take_queued then
+      take_queued(lane, jobs)
+      njobs = #jobs
+    end
   end
   -- lost: writes that lost to another writer's (the catch-up found new
   -- events): at most max_attempts. A write that met another writer's
