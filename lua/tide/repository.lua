@@ -107,6 +107,7 @@ function M.new(opts)
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
     lanes = {},
+    gathering = false, -- the snapshot reads gathering for one request (snapshot_of)
     written = {}, -- stream -> {first=, events=} of the last write in a host turn (host_lanes)
     contention_by_stream = {}, contention_count = 0,
     snapshot_every = opts.snapshot_every or 100,
@@ -116,7 +117,7 @@ function M.new(opts)
     -- catch_up_reads: catch-ups that read the stream; guessed_catch_ups:
     -- those that took a refused write's events as all they missed
     stats = { commands = 0, conflicts = 0, catch_ups = 0, catch_up_reads = 0, guessed_catch_ups = 0, writes = 0,
-              loads = 0, snapshots = 0, duplicates = 0 },
+              loads = 0, snapshots = 0, duplicates = 0, snapshot_reads_shared = 0 },
   }, Repository)
 end
 
@@ -198,10 +199,57 @@ local function recent_commands(rec)
   return ids
 end
 
+-- Snapshot reads that start in the same turn of the host's loop (a
+-- process beginning on many streams at once: `tide batch`'s first lines, a
+-- burst of requests) share one request when the store reads several at
+-- once (store:get_snapshots, DynamoDB's BatchGetItem): the first load
+-- yields once (the host's sleep(0)), the loads that start meanwhile park
+-- on its read, and one read answers them all; alone, it reads as before.
+local SNAPSHOTS_TOGETHER = 100
+
+function Repository:snapshot_of(stream)
+  local store, parking = self.store, self.parking
+  local gather = self.gathering
+  if not store.get_snapshots or not parking or (gather and #gather >= SNAPSHOTS_TOGETHER) then
+    return store:get_snapshot(stream)
+  end
+  if gather then
+    local waiter = parking.new()
+    if not waiter then return store:get_snapshot(stream) end
+    local slot = { stream = stream, waiter = waiter }
+    gather[#gather + 1] = slot
+    while not slot.done do
+      if not parking.wait(waiter) then break end
+    end
+    if slot.done then return slot.snap, slot.err end
+    slot.abandoned = true -- the wait failed (nginx's is bounded): read alone
+    return store:get_snapshot(stream)
+  end
+  gather = { { stream = stream } }
+  self.gathering = gather
+  self.sleep(0)
+  self.gathering = nil
+  if #gather == 1 then return store:get_snapshot(stream) end
+  local streams = new_tab(#gather, 0)
+  for i = 1, #gather do streams[i] = gather[i].stream end
+  local snaps, err = store:get_snapshots(streams)
+  for i = 2, #gather do
+    local slot = gather[i]
+    if not slot.abandoned then
+      slot.done = true
+      if snaps then slot.snap = snaps[slot.stream] else slot.snap, slot.err = nil, err end
+      parking.wake(slot.waiter)
+    end
+  end
+  if not snaps then return nil, err end
+  self.stats.snapshot_reads_shared = self.stats.snapshot_reads_shared + #gather - 1
+  return snaps[stream]
+end
+
 function Repository:load_record(agg, stream)
   self.stats.loads = self.stats.loads + 1
   local rec = new_record(0, false, {}, {})
-  local snap, serr = self.store:get_snapshot(stream)
+  local snap, serr = self:snapshot_of(stream)
   if snap == nil then
     return nil, new_error("store", "loading the snapshot failed: " .. tostring(serr), { stream = stream, cause = serr })
   end

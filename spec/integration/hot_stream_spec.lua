@@ -284,6 +284,44 @@ stores.each(function(kind)
           other_store:close()
         end)
       end)
+
+      it("reads the snapshots of loads that start together in one request", function()
+        local reg = aggregate.registry(helpers.root .. "/aggregates")
+        reg:add(assert(aggregate.from_source("tally", TALLY, "tally.lua")))
+        sched.run(function()
+          local store, desc = stores.open_dynamodb()
+          local other_store = stores.open_dynamodb(desc.prefix)
+          -- t1 and t2 with a snapshot at version 2 (t1 an event past it), t3..t5 without
+          local theirs = repository.new{ store = other_store, registry = reg, snapshot_every = 2 }
+          for i = 1, 5 do
+            assert(theirs:execute("tally", "t" .. i, { type = "Add", n = i }))
+            if i <= 2 then assert(theirs:execute("tally", "t" .. i, { type = "Add", n = 10 })) end
+          end
+          assert(theirs:execute("tally", "t1", { type = "Add", n = 1000 }))
+          assert.equal(2, theirs.stats.snapshots)
+          local mine = repository.new{ store = store, registry = reg }
+          local used = store.client.usage.requests
+          local gets, batches = used.GetItem or 0, used.BatchGetItem or 0
+          local threads = {}
+          for i = 1, 5 do
+            threads[i] = sched.spawn(function() return mine:execute("tally", "t" .. i, { type = "Add", n = 100 }) end)
+          end
+          local want = { 1111, 112, 103, 104, 105 }
+          for i = 1, 5 do
+            local ok, res = sched.wait(threads[i])
+            assert.is_true(ok)
+            assert.equal(want[i], assert(res).version and mine.cache:get("tally#t" .. i).state.value)
+          end
+          assert.equal(gets, used.GetItem or 0)
+          assert.equal(batches + 1, used.BatchGetItem)
+          assert.equal(4, mine.stats.snapshot_reads_shared)
+          -- one load alone reads its snapshot as before
+          assert.equal(1111, assert(mine:state("tally", "t1")).state.value)
+          assert.equal(gets + 1, used.GetItem)
+          store:close()
+          other_store:close()
+        end)
+      end)
     end
   end)
 end)

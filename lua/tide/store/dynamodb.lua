@@ -16,6 +16,7 @@
 --   store:append(stream, expected_version, events) -> last_version | nil, err
 --   store:load(stream, after_version)              -> events | nil, err
 --   store:get_snapshot(stream)                     -> snapshot | false | nil, err
+--   store:get_snapshots(streams)                   -> {[stream] = snapshot | false} | nil, err
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
 --   store:list_streams(aggregate, {limit=, after=}) -> streams, more, cost | nil, err
 --   store:close()
@@ -546,6 +547,32 @@ function Store:get_snapshot(stream)
   local item = res.Item
   if not item then return false end
   return { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+end
+
+-- store:get_snapshots(streams) -> {[stream] = snapshot | false} | nil, err
+-- The snapshots of several streams (as get_snapshot's), in one consistent
+-- BatchGetItem per 100 streams (the repository's loads that start
+-- together share it).
+function Store:get_snapshots(streams)
+  if type(streams) ~= "table" then error("get_snapshots: streams must be a list", 2) end
+  local keys, out = {}, {}
+  for _, stream in ipairs(streams) do
+    check_stream("get_snapshots", stream)
+    if out[stream] == nil then
+      out[stream] = false
+      keys[#keys + 1] = { stream = stream }
+    end
+  end
+  if #keys == 0 then return out end
+  local tname = self.snapshots_table
+  local res, err = self.client:batch_get({ [tname] = { Keys = keys, ConsistentRead = true } }, { consumed = true })
+  if not res then return nil, wrap(err, nil, tname, "reading snapshots") end
+  for _, item in ipairs(res.Responses[tname] or {}) do
+    if out[item.stream] == false then
+      out[item.stream] = { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+    end
+  end
+  return out
 end
 
 -- store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
