@@ -318,6 +318,23 @@ stores.each(function(kind)
           -- one load alone reads its snapshot as before
           assert.equal(1111, assert(mine:state("tally", "t1")).state.value)
           assert.equal(gets + 1, used.GetItem)
+          -- credentials that may not BatchGetItem (an older IAM policy):
+          -- one GetItem per stream, from then on
+          local real = store.client
+          local denied = 0
+          store.client = setmetatable({ batch_get = function()
+            denied = denied + 1
+            return nil, { type = "AccessDeniedException", message = "not authorized to perform BatchGetItem" }
+          end }, { __index = real })
+          for _ = 1, 2 do
+            local snaps = assert(store:get_snapshots({ "tally#t1", "tally#t2", "tally#t3" }))
+            assert.equal(2, snaps["tally#t1"].version)
+            assert.equal(2, snaps["tally#t2"].version)
+            assert.is_false(snaps["tally#t3"])
+          end
+          assert.equal(1, denied)
+          assert.equal(gets + 7, used.GetItem)
+          store.client = real
           store:close()
           other_store:close()
         end)

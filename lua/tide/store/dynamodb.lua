@@ -552,7 +552,9 @@ end
 -- store:get_snapshots(streams) -> {[stream] = snapshot | false} | nil, err
 -- The snapshots of several streams (as get_snapshot's), in one consistent
 -- BatchGetItem per 100 streams (the repository's loads that start
--- together share it).
+-- together share it). Where the credentials may not BatchGetItem (an IAM
+-- policy written for an older tide: AccessDeniedException), one GetItem
+-- each, from then on.
 function Store:get_snapshots(streams)
   if type(streams) ~= "table" then error("get_snapshots: streams must be a list", 2) end
   local keys, out = {}, {}
@@ -565,7 +567,21 @@ function Store:get_snapshots(streams)
   end
   if #keys == 0 then return out end
   local tname = self.snapshots_table
-  local res, err = self.client:batch_get({ [tname] = { Keys = keys, ConsistentRead = true } }, { consumed = true })
+  local res, err
+  if not self.batch_get_denied then
+    res, err = self.client:batch_get({ [tname] = { Keys = keys, ConsistentRead = true } }, { consumed = true })
+    if not res and type(err) == "table" and err.type == "AccessDeniedException" then
+      self.batch_get_denied = true
+    end
+  end
+  if self.batch_get_denied then
+    for _, k in ipairs(keys) do
+      local snap, serr = self:get_snapshot(k.stream)
+      if snap == nil then return nil, serr end
+      out[k.stream] = snap
+    end
+    return out
+  end
   if not res then return nil, wrap(err, nil, tname, "reading snapshots") end
   for _, item in ipairs(res.Responses[tname] or {}) do
     if out[item.stream] == false then
