@@ -3,8 +3,9 @@
 -- execute = load (cached state, or latest snapshot + the events after it,
 -- upcast) -> decide (the aggregate's handler) -> append with optimistic
 -- concurrency (the store refuses a version that exists). On a conflict
--- only the events after the decided-on version are read and applied to the
--- cached state (a catch-up), and the command is decided again, a bounded
+-- only the events after the decided-on version are applied to the cached
+-- state (a catch-up: from the refused write's answer when it shows them,
+-- see catch_up, else read), and the command is decided again, a bounded
 -- number of times (commands.max_attempts) with a jittered pause growing
 -- with each attempt. Commands waiting on one stream share one write (see
 -- "Lanes").
