@@ -7,7 +7,10 @@
 #     trip, the floor); on DynamoDB Local and on the embedded store.
 #  2. many writers: the same deposits on 8 accounts by 4 writer processes
 #     at once against 1 process: DynamoDB requests per command, read and
-#     write capacity units per command (what the bill is made of).
+#     write capacity units per command (what the bill is made of); the
+#     conflicts, and of their catch-ups those that read the stream (reads)
+#     and those that took the refused write's events as all they missed
+#     (guessed; docs/dynamodb-layout.md).
 #
 #   bench/hot_streams.sh            (from the project root; make bench runs it)
 #   BENCH_HOT_DEPOSITS=2000         deposits of the hot-stream runs
@@ -129,7 +132,8 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "Many writers: 4 writer processes x $WRITER_DEPOSITS deposits on the same 8 accounts, against 1 process"
 echo "doing the same $((4 * WRITER_DEPOSITS)) deposits (DynamoDB Local)"
-printf '  %-12s %9s %10s %10s %9s %11s %11s\n' writers commands conflicts "catch-ups" "req/cmd" "RCU/cmd" "WCU/cmd"
+printf '  %-12s %9s %10s %10s %7s %8s %9s %11s %11s\n' writers commands conflicts "catch-ups" reads guessed "req/cmd" \
+  "RCU/cmd" "WCU/cmd"
 deposits "$WRITER_DEPOSITS" 8 >"$tmp/w.ndjson"
 for _ in 1 2 3 4; do cat "$tmp/w.ndjson"; done >"$tmp/w4.ndjson"
 declare -A per=()
@@ -147,20 +151,22 @@ for writers in 1 4; do
     done
     wait
   fi
-  cmds=0 conflicts=0 catchups=0 req=0 rcu=0 wcu=0
+  cmds=0 conflicts=0 catchups=0 reads=0 guessed=0 req=0 rcu=0 wcu=0
   for f in "${files[@]}"; do
     c=$(stat "$f" commands)
     check_all_ok "$f" "$c"
     cmds=$((cmds + c))
     conflicts=$((conflicts + $(stat "$f" conflicts)))
     catchups=$((catchups + $(stat "$f" catch_ups)))
+    reads=$((reads + $(stat "$f" catch_up_reads)))
+    guessed=$((guessed + $(stat "$f" guessed_catch_ups)))
     req=$(awk -v a="$req" -v b="$(stat "$f" dynamodb.requests_total)" 'BEGIN { print a + b }')
     rcu=$(awk -v a="$rcu" -v b="$(stat "$f" dynamodb.read_units)" 'BEGIN { print a + b }')
     wcu=$(awk -v a="$wcu" -v b="$(stat "$f" dynamodb.write_units)" 'BEGIN { print a + b }')
   done
   per[$writers]=$(awk -v r="$req" -v c="$cmds" 'BEGIN { print r / c }')
-  printf '  %-12s %9d %10d %10d %9.3f %11.3f %11.3f\n' "$writers process$([ "$writers" = 1 ] || echo es)" \
-    "$cmds" "$conflicts" "$catchups" "${per[$writers]}" \
+  printf '  %-12s %9d %10d %10d %7d %8d %9.3f %11.3f %11.3f\n' "$writers process$([ "$writers" = 1 ] || echo es)" \
+    "$cmds" "$conflicts" "$catchups" "$reads" "$guessed" "${per[$writers]}" \
     "$(awk -v u="$rcu" -v c="$cmds" 'BEGIN { print u / c }')" "$(awk -v u="$wcu" -v c="$cmds" 'BEGIN { print u / c }')"
 done
 awk -v a="${per[4]}" -v b="${per[1]}" \

@@ -104,13 +104,18 @@ function M.batch_processes(dir, count, input, args)
 end
 
 -- Checks that the stream `account#id` in dir's store holds versions
--- 1..last, each once.
+-- 1..last, each once, and no command's events twice (each command id in
+-- one run of versions).
 function M.assert_versions(dir, id, last)
-  local versions = {}
+  local versions, commands = {}, {}
   for _, l in ipairs(helpers.lines((M.tide(dir, "events account " .. id, nil, true)))) do
-    local v = require("cjson").decode(l).version
+    local ev = require("cjson").decode(l)
+    local v = ev.version
     assert(not versions[v], "duplicate version " .. v)
     versions[v] = true
+    local c = ev.meta.command_id
+    assert(c and (not commands[c] or commands[c] == v - 1), "command " .. tostring(c) .. " again at version " .. v)
+    commands[c] = v
   end
   for v = 1, last do assert(versions[v], "missing version " .. v) end
   assert(not versions[last + 1], "a version past " .. last)

@@ -761,10 +761,11 @@ function Client:batch_write(request_items, opts)
   return { requests = total, batches = #chunks }
 end
 
--- client:batch_get(request_items) -> {Responses={[table]={items...}}} | nil, err
+-- client:batch_get(request_items [, opts]) -> {Responses={[table]={items...}}} | nil, err
 -- request_items as for BatchGetItem ({[table] = {Keys={...}, ...}}), any
 -- number of keys: split by 100 keys, UnprocessedKeys resent with backoff.
-function Client:batch_get(request_items)
+-- opts.consumed: ask for ReturnConsumedCapacity = TOTAL (client.usage).
+function Client:batch_get(request_items, opts)
   if type(request_items) ~= "table" then error("batch_get: request_items must be a table", 2) end
   local flat = {}
   local names = {}
@@ -798,7 +799,8 @@ function Client:batch_get(request_items)
     end
     local round = 0
     while true do
-      local res, cerr = self:call("BatchGetItem", { RequestItems = ri })
+      local res, cerr = self:call("BatchGetItem", { RequestItems = ri,
+                                                    ReturnConsumedCapacity = opts and opts.consumed and "TOTAL" or nil })
       if not res then return false, cerr end
       for name, list in pairs(res.Responses or {}) do
         for _, item in ipairs(list) do table.insert(responses[name], item) end

@@ -3,8 +3,9 @@
 -- execute = load (cached state, or latest snapshot + the events after it,
 -- upcast) -> decide (the aggregate's handler) -> append with optimistic
 -- concurrency (the store refuses a version that exists). On a conflict
--- only the events after the decided-on version are read and applied to the
--- cached state (a catch-up), and the command is decided again, a bounded
+-- only the events after the decided-on version are applied to the cached
+-- state (a catch-up: from the refused write's answer when it shows them,
+-- see catch_up, else read), and the command is decided again, a bounded
 -- number of times (commands.max_attempts) with a jittered pause growing
 -- with each attempt. Commands waiting on one stream share one write (see
 -- "Lanes").
@@ -107,13 +108,17 @@ function M.new(opts)
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
     lanes = {},
+    gathering = false, -- the snapshot reads gathering for one request (snapshot_of)
     written = {}, -- stream -> {first=, events=} of the last write in a host turn (host_lanes)
     contention_by_stream = {}, contention_count = 0,
     snapshot_every = opts.snapshot_every or 100,
     sleep = opts.sleep or default_sleep(),
     clock_ms = opts.clock_ms or clock.wall_ms,
     log = opts.log or function() end,
-    stats = { commands = 0, conflicts = 0, catch_ups = 0, writes = 0, loads = 0, snapshots = 0, duplicates = 0 },
+    -- catch_up_reads: catch-ups that read the stream; guessed_catch_ups:
+    -- those that took a refused write's events as all they missed
+    stats = { commands = 0, conflicts = 0, catch_ups = 0, catch_up_reads = 0, guessed_catch_ups = 0, writes = 0,
+              loads = 0, snapshots = 0, duplicates = 0, snapshot_reads_shared = 0 },
   }, Repository)
 end
 
@@ -195,10 +200,57 @@ local function recent_commands(rec)
   return ids
 end
 
+-- Snapshot reads that start in the same turn of the host's loop (a
+-- process beginning on many streams at once: `tide batch`'s first lines, a
+-- burst of requests) share one request when the store reads several at
+-- once (store:get_snapshots, DynamoDB's BatchGetItem): the first load
+-- yields once (the host's sleep(0)), the loads that start meanwhile park
+-- on its read, and one read answers them all; alone, it reads as before.
+local SNAPSHOTS_TOGETHER = 100
+
+function Repository:snapshot_of(stream)
+  local store, parking = self.store, self.parking
+  local gather = self.gathering
+  if not store.get_snapshots or not parking or (gather and #gather >= SNAPSHOTS_TOGETHER) then
+    return store:get_snapshot(stream)
+  end
+  if gather then
+    local waiter = parking.new()
+    if not waiter then return store:get_snapshot(stream) end
+    local slot = { stream = stream, waiter = waiter }
+    gather[#gather + 1] = slot
+    while not slot.done do
+      if not parking.wait(waiter) then break end
+    end
+    if slot.done then return slot.snap, slot.err end
+    slot.abandoned = true -- the wait failed (nginx's is bounded): read alone
+    return store:get_snapshot(stream)
+  end
+  gather = { { stream = stream } }
+  self.gathering = gather
+  self.sleep(0)
+  self.gathering = nil
+  if #gather == 1 then return store:get_snapshot(stream) end
+  local streams = new_tab(#gather, 0)
+  for i = 1, #gather do streams[i] = gather[i].stream end
+  local snaps, err = store:get_snapshots(streams)
+  for i = 2, #gather do
+    local slot = gather[i]
+    if not slot.abandoned then
+      slot.done = true
+      if snaps then slot.snap = snaps[slot.stream] else slot.snap, slot.err = nil, err end
+      parking.wake(slot.waiter)
+    end
+  end
+  if not snaps then return nil, err end
+  self.stats.snapshot_reads_shared = self.stats.snapshot_reads_shared + #gather - 1
+  return snaps[stream]
+end
+
 function Repository:load_record(agg, stream)
   self.stats.loads = self.stats.loads + 1
   local rec = new_record(0, false, {}, {})
-  local snap, serr = self.store:get_snapshot(stream)
+  local snap, serr = self:snapshot_of(stream)
   if snap == nil then
     return nil, new_error("store", "loading the snapshot failed: " .. tostring(serr), { stream = stream, cause = serr })
   end
@@ -279,9 +331,10 @@ function Repository:original_result(agg, stream, span)
 end
 
 local function item_bytes(stream, version, ev)
-  -- the DynamoDB item: attribute names + values (version as a number)
+  -- the DynamoDB item: attribute names + values (version as a number;
+  -- "last" + a number on an append's last event)
   return #"stream" + #stream + #"version" + #tostring(version) + #"type" + #ev.type
-    + #"data" + #ev.data + #"meta" + #ev.meta
+    + #"data" + #ev.data + #"meta" + #ev.meta + #"last" + 3
 end
 
 function Repository:maybe_snapshot(agg, stream, old_version, rec)
@@ -430,22 +483,36 @@ function Repository:decide(job, state, version, now)
 end
 
 -- A conflict: the stream moved past rec. Applies only the events after
--- rec.version to a copy of its state; -> the caught-up record | nil (the
--- events cannot be applied here: the caller reloads). conflict: the
--- store's Conflict error, whose err.found (the events the refused write
--- met) spares the read when err.found_all says the stream ends there, and
--- shortens it otherwise. trust_found (a batch's first lost write): when
--- the refused transaction found two or more events, they are taken as
--- the whole of what was missing, without a read: the other writer's batch
--- is usually no longer than ours; when it was, the next write is refused
--- too, with the events after them, and that catch-up reads (one refused
--- write instead of the Query; the writes' conditions keep it correct).
-function Repository:catch_up(agg, stream, rec, conflict, trust_found)
-  local stored
+-- rec.version to a copy of its state; -> the caught-up record, and true
+-- when it took the refused write's events as all it missed without
+-- knowing it (a guess) | nil (the events cannot be applied here: the
+-- caller reloads).
+--
+-- conflict: the store's Conflict error. Its err.found, the events the
+-- refused write met at its versions, spares the read when they connect
+-- to rec.version (the first is rec.version + 1) and
+--  - err.found_all says the stream ends there (a later version of the
+--    refused write was free), or
+--  - guess is set and the last of them ends the append that wrote it
+--    (the store marks an append's last event, `last`): the stream often
+--    ends there too, and when it does not, the next write is refused and
+--    shows what followed, in one request, as the read would have. Either
+--    way every event applied is the one stored at its version, and the
+--    next write is conditioned on the version after it: a wrong guess
+--    costs a refused write, never a wrong decision.
+-- Otherwise it reads (a consistent Query) past the found events, or past
+-- rec.version when they do not connect.
+function Repository:catch_up(agg, stream, rec, conflict, guess)
+  local stored, guessed
   local found = type(conflict) == "table" and conflict.found
   if found and found[1] and found[1].version == rec.version + 1 then
     stored = found
-    if not conflict.found_all and not (trust_found and #found > 1) then
+    if conflict.found_all then
+      -- the whole of it
+    elseif guess and found[#found].last then
+      guessed = true
+    else
+      self.stats.catch_up_reads = self.stats.catch_up_reads + 1
       local more, err = self.store:load(stream, found[#found].version)
       if not more then return nil, err end
       stored = {}
@@ -453,6 +520,7 @@ function Repository:catch_up(agg, stream, rec, conflict, trust_found)
       for i = 1, #more do stored[#stored + 1] = more[i] end
     end
   else
+    self.stats.catch_up_reads = self.stats.catch_up_reads + 1
     local err
     stored, err = self.store:load(stream, rec.version)
     if not stored then return nil, err end
@@ -470,8 +538,17 @@ function Repository:catch_up(agg, stream, rec, conflict, trust_found)
   end
   new.state = state
   self.stats.catch_ups = self.stats.catch_ups + 1
-  return new
+  if guessed then self.stats.guessed_catch_ups = self.stats.guessed_catch_ups + 1 end
+  return new, guessed or false
 end
+
+-- Guessed catch-ups in a row a batch may make: when the write after a
+-- guess is refused too, the guess was wrong (the stream had moved further:
+-- a cached record stale by several appends, or writes landing faster
+-- than ours), and the next catch-up reads all of it at once. So a stale
+-- record costs at most one refused write more than a read would have,
+-- and a write lost to one other append costs only its refusal.
+local MAX_GUESSES = 1
 
 -- Contention: the streams this process lost a write on lately, with how
 -- long that write took (about one round trip to the store, rtt).
@@ -546,6 +623,11 @@ function Repository:run_batch(jobs, take_queued, lane)
     -- it too. A fresh batch waits its turn behind their retries (see
     -- Repository:retry_pause).
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
+    -- what queued meanwhile joins this batch (one write instead of two)
+    if take_queued then
+      take_queued(lane, jobs)
+      njobs = #jobs
+    end
   end
   -- lost: writes that lost to another writer's (the catch-up found new
   -- events): at most max_attempts. A write that met another writer's
@@ -553,6 +635,8 @@ function Repository:run_batch(jobs, take_queued, lane)
   -- up with yet) is not lost, only retried, up to COLLISIONS_PER_ATTEMPT
   -- times max_attempts writes in all.
   local lost, writes = 0, 0
+  -- guessed catch-ups in a row (see MAX_GUESSES)
+  local guesses = 0
   for attempt = 1, math.huge do
     if attempt > 1 and take_queued then
       take_queued(lane, jobs)
@@ -695,7 +779,9 @@ function Repository:run_batch(jobs, take_queued, lane)
     self.stats.conflicts = self.stats.conflicts + 1
     self:contended(stream, mono() - started)
     local behind = rec.version
-    rec = self:catch_up(agg, stream, rec, err, writes == 0)
+    local guessed
+    rec, guessed = self:catch_up(agg, stream, rec, err, guesses < MAX_GUESSES)
+    guesses = guessed == true and guesses + 1 or 0
     if rec then
       put_record(self, stream, rec)
     else

@@ -51,7 +51,8 @@ local function write_batch_stats(lines, outcomes, seconds, rstats, store)
     lines = lines, commands = commands, outcomes = outcomes, seconds = seconds,
     commands_per_second = seconds > 0 and commands / seconds or 0,
     writes = rstats.writes, conflicts = rstats.conflicts, catch_ups = rstats.catch_ups,
-    loads = rstats.loads, snapshots = rstats.snapshots,
+    catch_up_reads = rstats.catch_up_reads, guessed_catch_ups = rstats.guessed_catch_ups,
+    loads = rstats.loads, snapshots = rstats.snapshots, snapshot_reads_shared = rstats.snapshot_reads_shared,
   }
   local client = store.client
   if client and client.usage_totals then

@@ -4,7 +4,9 @@
 -- (layout, reasons and costs: docs/dynamodb-layout.md):
 --
 --   <prefix>events     stream (S, partition) + version (N, sort),
---                      type (S), data (S, JSON text), meta (S, JSON text);
+--                      type (S), data (S, JSON text), meta (S, JSON text),
+--                      last (N, on the last event of each append only: how
+--                      many events that append wrote);
 --                      DynamoDB Streams view NEW_IMAGE (the projections' feed)
 --   <prefix>snapshots  stream (S, partition), version (N), state (S), meta (S)
 --
@@ -14,6 +16,7 @@
 --   store:append(stream, expected_version, events) -> last_version | nil, err
 --   store:load(stream, after_version)              -> events | nil, err
 --   store:get_snapshot(stream)                     -> snapshot | false | nil, err
+--   store:get_snapshots(streams)                   -> {[stream] = snapshot | false} | nil, err
 --   store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
 --   store:list_streams(aggregate, {limit=, after=}) -> streams, more, cost | nil, err
 --   store:close()
@@ -28,6 +31,11 @@
 -- A Conflict may carry err.found: the events another writer stored from
 -- expected_version+1 on, as load returns them (from the refused write's
 -- answer: no read), and err.found_all = true when the stream ends there.
+-- Each found event has `last` = the number of events of the append it
+-- came from when it is that append's last event (else nil): found events
+-- ending on one end at a boundary between appends, and the stream may
+-- well end there too (the caller may take them as all it missed, and let
+-- the next conditional write tell it otherwise).
 -- Wrong argument types raise.
 --
 -- The client belongs to the caller: it is used from whatever coroutine calls
@@ -60,8 +68,9 @@ local function event_size_bound(stream, etype, data, meta)
     or (meta ~= nil and utf8_check(meta, #meta, utf8_at) ~= 0) then
     return nil
   end
-  -- "stream" + "version" + "type" [+ "data"] [+ "meta"]
-  return 6 + #stream + 7 + 21 + 4 + #etype + (data and 4 + #data or 0) + (meta and 4 + #meta or 0)
+  -- "stream" + "version" + "type" [+ "data"] [+ "meta"] + "last" (a number
+  -- below 101, on an append's last event)
+  return 6 + #stream + 7 + 21 + 4 + #etype + (data and 4 + #data or 0) + (meta and 4 + #meta or 0) + 4 + 21
 end
 
 -- At most this many events per append: one TransactWriteItems.
@@ -330,7 +339,8 @@ end
 local function found_events(expected, cause, checked)
   local out = {}
   local function event_of(item)
-    return { version = tonumber(tostring(item.version)), type = item.type, data = item.data, meta = item.meta }
+    return { version = tonumber(tostring(item.version)), type = item.type, data = item.data, meta = item.meta,
+             last = item.last ~= nil and tonumber(tostring(item.last)) or nil }
   end
   if cause.item then
     out[1] = event_of(cause.item)
@@ -399,7 +409,9 @@ end
 -- events: list of {type=, data=<json text>, meta=<json text>}; they get
 -- versions expected_version+1 .. expected_version+#events, all or none.
 -- One event: PutItem; 2..100: one TransactWriteItems; each Put carries
--- attribute_not_exists(version): the optimistic-concurrency check.
+-- attribute_not_exists(version): the optimistic-concurrency check. The
+-- last event's item also gets last = #events (a refused writer that finds
+-- it learns where this append ended: see err.found above).
 -- An empty list writes nothing and returns expected_version. A nil data
 -- or meta is stored as a missing attribute (and loads as nil), as the
 -- SQLite store keeps NULL; the repository always gives both.
@@ -436,7 +448,8 @@ function Store:append(stream, expected_version, events)
   for i = 1, n do
     local e = events[i]
     local version = expected_version + i
-    local item = { stream = stream, version = version, type = e.type, data = e.data, meta = e.meta }
+    local item = { stream = stream, version = version, type = e.type, data = e.data, meta = e.meta,
+                   last = i == n and n or nil }
     local size, serr = event_size_bound(stream, e.type, e.data, e.meta), nil
     if size and size <= limits.item_bytes then
       bounded = true
@@ -534,6 +547,48 @@ function Store:get_snapshot(stream)
   local item = res.Item
   if not item then return false end
   return { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+end
+
+-- store:get_snapshots(streams) -> {[stream] = snapshot | false} | nil, err
+-- The snapshots of several streams (as get_snapshot's), in one consistent
+-- BatchGetItem per 100 streams (the repository's loads that start
+-- together share it). Where the credentials may not BatchGetItem (an IAM
+-- policy written for an older tide: AccessDeniedException), one GetItem
+-- each, from then on.
+function Store:get_snapshots(streams)
+  if type(streams) ~= "table" then error("get_snapshots: streams must be a list", 2) end
+  local keys, out = {}, {}
+  for _, stream in ipairs(streams) do
+    check_stream("get_snapshots", stream)
+    if out[stream] == nil then
+      out[stream] = false
+      keys[#keys + 1] = { stream = stream }
+    end
+  end
+  if #keys == 0 then return out end
+  local tname = self.snapshots_table
+  local res, err
+  if not self.batch_get_denied then
+    res, err = self.client:batch_get({ [tname] = { Keys = keys, ConsistentRead = true } }, { consumed = true })
+    if not res and type(err) == "table" and err.type == "AccessDeniedException" then
+      self.batch_get_denied = true
+    end
+  end
+  if self.batch_get_denied then
+    for _, k in ipairs(keys) do
+      local snap, serr = self:get_snapshot(k.stream)
+      if snap == nil then return nil, serr end
+      out[k.stream] = snap
+    end
+    return out
+  end
+  if not res then return nil, wrap(err, nil, tname, "reading snapshots") end
+  for _, item in ipairs(res.Responses[tname] or {}) do
+    if out[item.stream] == false then
+      out[item.stream] = { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+    end
+  end
+  return out
 end
 
 -- store:put_snapshot(stream, version, state_text, meta_text) -> true | nil, err
