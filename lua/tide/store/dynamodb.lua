@@ -331,6 +331,18 @@ local function outcome_unknown(cause)
     or (cause.status or 0) >= 500
 end
 
+-- A stored event item as load returns it (last: on an append's last
+-- event, when the item was read whole: a refused write's answer).
+local function event_of(item)
+  return { version = tonumber(tostring(item.version)), type = item.type, data = item.data, meta = item.meta,
+           last = item.last ~= nil and tonumber(tostring(item.last)) or nil }
+end
+
+-- A snapshot item as get_snapshot returns it.
+local function snapshot_of(item)
+  return { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+end
+
 -- What a refused append learnt of the stream: the events another writer
 -- stored at the versions it tried (each Put asks for the item its
 -- condition found), from expected+1 on, and whether the stream is known to
@@ -338,10 +350,6 @@ end
 -- repository catch up without reading the stream again.
 local function found_events(expected, cause, checked)
   local out = {}
-  local function event_of(item)
-    return { version = tonumber(tostring(item.version)), type = item.type, data = item.data, meta = item.meta,
-             last = item.last ~= nil and tonumber(tostring(item.last)) or nil }
-  end
   if cause.item then
     out[1] = event_of(cause.item)
     return out, false
@@ -527,8 +535,7 @@ function Store:load(stream, after_version)
   } do
     if not page then return nil, wrap(err, stream, self.events_table, "loading events") end
     for _, item in ipairs(page.Items or {}) do
-      out[#out + 1] = { version = tonumber(tostring(item.version)), type = item.type,
-                        data = item.data, meta = item.meta }
+      out[#out + 1] = event_of(item)
     end
   end
   return out
@@ -546,7 +553,7 @@ function Store:get_snapshot(stream)
   if not res then return nil, wrap(err, stream, self.snapshots_table, "reading the snapshot") end
   local item = res.Item
   if not item then return false end
-  return { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+  return snapshot_of(item)
 end
 
 -- store:get_snapshots(streams) -> {[stream] = snapshot | false} | nil, err
@@ -585,7 +592,7 @@ function Store:get_snapshots(streams)
   if not res then return nil, wrap(err, nil, tname, "reading snapshots") end
   for _, item in ipairs(res.Responses[tname] or {}) do
     if out[item.stream] == false then
-      out[item.stream] = { version = tonumber(tostring(item.version)), state = item.state, meta = item.meta }
+      out[item.stream] = snapshot_of(item)
     end
   end
   return out

@@ -60,9 +60,9 @@
 -- queued). So a read never sees an append that is not committed. close() commits the groups
 -- whose COMMIT was asked and fails (StoreError "group commit failed: ...
 -- the store is closed") the appends of a group still gathering. Outside a
--- scheduler, appends stay synchronous on the calling thread. It pays when
--- the process has a core to spare for the writer (bench/README.md, "The
--- writer thread").
+-- scheduler, appends stay synchronous on the calling thread. Measured on
+-- 2 cores it is not a steady gain (bench/README.md, "The fourth round:
+-- group commit on a writer thread"): hence off by default.
 
 -- Durability: WAL mode with synchronous = "normal" survives a crash of the
 -- process; a power loss or OS crash can lose the last transactions (never
@@ -504,12 +504,21 @@ local function await(self, item, sched)
   end
 end
 
+-- Whether the appends of this call go to the writer thread: asked for,
+-- inside the scheduler, on tide.sqlite's own connection (a connection
+-- wrapped by a caller takes the Lua path).
+local function uses_writer(self, sched)
+  return self.writer_thread and sched and sched.running() and getmetatable(self.db) == DB_META
+end
+
+local function closed_error(stream)
+  return new_error("StoreError", "group commit failed: tide.sqlite: the store is closed", stream)
+end
+
 -- Queues item on the writer thread, joins the group gathered in this turn
 -- of the scheduler, and waits for its outcome.
 local function append_writer(self, item, sched)
-  if self.closed then
-    return nil, new_error("StoreError", "group commit failed: tide.sqlite: the store is closed", item.stream)
-  end
+  if self.closed then return nil, closed_error(item.stream) end
   local db = self.db
   local fd = self.fd
   if not fd then
@@ -530,9 +539,7 @@ local function append_writer(self, item, sched)
     if not self.closed then db:close_group() end
   end
   await(self, item, sched)
-  if not item.done then
-    return nil, new_error("StoreError", "group commit failed: tide.sqlite: the store is closed", item.stream)
-  end
+  if not item.done then return nil, closed_error(item.stream) end
   return outcome(self, item)
 end
 
@@ -546,11 +553,7 @@ function Store:append(stream, expected_version, events)
   local item = new_tab(0, 8)
   item.stream, item.expected, item.events = stream, expected_version, events
   local sched = get_sched()
-  local db = self.db
-  if getmetatable(db) ~= DB_META then
-    return append_lua(self, item, sched)
-  end
-  if self.writer_thread and sched and sched.running() then
+  if uses_writer(self, sched) then
     return append_writer(self, item, sched)
   end
   return append_lua(self, item, sched)
@@ -594,7 +597,7 @@ function Store:put_snapshot(stream, version, state_text, meta_text)
     error("store:put_snapshot: meta must be JSON text (a string) or nil", 2)
   end
   local sched = get_sched()
-  if self.fd and self.writer_thread and sched and sched.running() and getmetatable(self.db) == DB_META then
+  if self.fd and uses_writer(self, sched) then
     -- the writer thread runs: the snapshot joins the group of this turn
     -- (a transaction of its own would wait for the writer first)
     local item = { snapshot = true, stream = stream, version = version, state = state_text, meta = meta_text }
