@@ -17,10 +17,11 @@
 #   BENCH_HOT_WRITER_DEPOSITS=400   deposits of each many-writers process
 #   BENCH_HOT_TURNS=3               hot-stream turns (one at a time and batched
 #                                   alternating; medians: the machine is shared)
+#   BENCH_HOT_CEILING_ITEMS=1000    items of each row of DynamoDB Local's own ceiling
+#                                   (bench/dynamodb_local_ceiling.py, after the turns)
 #
-# Every run gets tables of its own (a new table prefix, `tide init`), or a
-# new SQLite file. DynamoDB Local is started for this script and stopped
-# after it. Capacity units are as DynamoDB Local reports them
+# Every run gets tables of its own (a new table prefix, `tide init`) in a
+# DynamoDB Local started for it (see fresh_dynamodb), or a new SQLite file. Capacity units are as DynamoDB Local reports them
 # (ReturnConsumedCapacity = TOTAL); AWS bills a transactional write at
 # twice the units of a plain one (docs/dynamodb-layout.md).
 set -euo pipefail
@@ -29,6 +30,7 @@ ROOT=$PWD
 DEPOSITS=${BENCH_HOT_DEPOSITS:-2000}
 WRITER_DEPOSITS=${BENCH_HOT_WRITER_DEPOSITS:-400}
 TURNS=${BENCH_HOT_TURNS:-3}
+CEILING_ITEMS=${BENCH_HOT_CEILING_ITEMS:-1000}
 TIDE=$ROOT/build/tide
 export AWS_ACCESS_KEY_ID=tidebench AWS_SECRET_ACCESS_KEY=tidebenchsecret
 unset AWS_SESSION_TOKEN AWS_PROFILE LD_PRELOAD
@@ -42,10 +44,20 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-tools/servers.sh start "$tmp/servers" --dynamodb-only >/dev/null
-# shellcheck disable=SC1091
-. "$tmp/servers/env"
-E=$TIDE_TEST_DYNAMODB_ENDPOINT
+# A DynamoDB Local of its own for every DynamoDB run: on a table with a
+# stream, each item it writes costs it more CPU as the stream records of
+# its whole life pile up (bench/dynamodb_local_ceiling.py), so a run in a
+# server that wrote before is slower for that alone.
+fresh_dynamodb() {
+  tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true
+  tools/servers.sh start "$tmp/servers" --dynamodb-only >/dev/null
+  # shellcheck disable=SC1091
+  . "$tmp/servers/env"
+  E=$TIDE_TEST_DYNAMODB_ENDPOINT
+  # its JIT warmed first (a cold JVM made the first seconds of a run
+  # several times slower), on tables without a stream
+  python3 bench/dynamodb_local_ceiling.py "$E" "$(cat "$tmp/servers/dynamodb-local.pid")" 2000 --warm-only
+}
 
 config() { # store -> path of a tide.yaml on a fresh store (called in $(...): the count is kept in a file)
   local n
@@ -93,7 +105,8 @@ check_all_ok() { # stats file, expected commands
 
 echo "Hot stream: $DEPOSITS deposits on one account, tide batch (commands waiting on the stream share a write)"
 echo "against the same deposits one at a time (--concurrency 1: one write per round trip); $TURNS turns,"
-echo "one at a time and batched in turns (batched first in even turns), each run on tables of its own;"
+echo "one at a time and batched in turns (batched first in even turns), each run on tables of its own"
+echo "(on DynamoDB, in a DynamoDB Local of its own);"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '  %-10s %4s %-14s %10s %8s %8s %9s %11s %11s
 ' store turn mode "commands/s" seconds writes "req/cmd" "RCU/cmd" "WCU/cmd"
@@ -106,6 +119,7 @@ for store in dynamodb sqlite; do
     modes="floor batched"
     [ $((turn % 2)) = 0 ] && modes="batched floor"
     for mode in $modes; do
+      [ "$store" = dynamodb ] && fresh_dynamodb
       cfg=$(config "$store")
       open_accounts "$cfg" 1
       args=()
@@ -126,6 +140,18 @@ for store in dynamodb sqlite; do
   awk -v r="$(echo "$ratios" | median)" -v f="$(echo "$floors" | median)" -v b="$(echo "$batcheds" | median)" \
     -v s="$store" -v all="$ratios" \
     'BEGIN { printf "  %s: batched = %.1f x the one-at-a-time floor (median of the turns%s; medians %.0f vs %.0f commands/s; target: at least 3 x)\n", s, r, all, b, f }'
+  if [ "$store" = dynamodb ]; then
+    # What DynamoDB Local itself writes at best, in a server as fresh as
+    # the runs', with an independent client
+    fresh_dynamodb
+    python3 bench/dynamodb_local_ceiling.py "$E" "$(cat "$tmp/servers/dynamodb-local.pid")" "$CEILING_ITEMS" \
+      | tee "$tmp/ceiling" | grep -v '^CEILING' | sed 's/^/  /'
+    read -r no_stream with_stream < <(sed -n 's/^CEILING no_stream=\([0-9]*\) with_stream=\([0-9]*\)/\1 \2/p' "$tmp/ceiling")
+    awk -v f="$(echo "$floors" | median)" -v ns="$no_stream" -v ws="$with_stream" 'BEGIN {
+      printf "  3 x the floor is %.0f events/s; DynamoDB Local writes at most %.0f items/s on a table with a stream\n", 3 * f, ws
+      printf "  (as tide init makes the events table) and %.0f without: %s\n", ns,
+        (3 * f > ws ? "the target is past what DynamoDB Local itself can write here" : "within its reach") }'
+  fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -138,6 +164,7 @@ deposits "$WRITER_DEPOSITS" 8 >"$tmp/w.ndjson"
 for _ in 1 2 3 4; do cat "$tmp/w.ndjson"; done >"$tmp/w4.ndjson"
 declare -A per=()
 for writers in 1 4; do
+  fresh_dynamodb
   cfg=$(config dynamodb)
   open_accounts "$cfg" 8
   if [ "$writers" = 1 ]; then
