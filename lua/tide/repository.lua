@@ -406,14 +406,19 @@ function Repository:prepare(name, id, command, opts)
     if cerr then return nil, new_error("invalid", cerr, { stream = stream, command = command.type }) end
   end
   opts = opts or NO_OPTS
-  local command_id = command.id or core.random_hex(16)
-  local cmd = new_tab(0, 4)
-  for k, v in pairs(command) do
-    if k ~= "id" then cmd[k] = v end
+  local command_id, cmd, fp = command.id, command, nil
+  if command_id ~= nil then
+    -- the handler sees the command without its id
+    cmd = new_tab(0, 4)
+    for k, v in pairs(command) do
+      if k ~= "id" then cmd[k] = v end
+    end
+    -- the command's fingerprint (type and fields, keys sorted): the same
+    -- command id sent with another command is an idempotency_mismatch
+    fp = core.sha256_hex(core.json_encode(cmd)):sub(1, 16)
+  else
+    command_id = core.random_hex(16)
   end
-  -- the command's fingerprint (type and fields, keys sorted): the same
-  -- command id sent with another command is an idempotency_mismatch
-  local fp = command.id ~= nil and core.sha256_hex(core.json_encode(cmd)):sub(1, 16) or nil
   return { agg = agg, name = name, id = id, stream = stream, cmd = cmd, command_id = command_id, fp = fp,
            correlation_id = opts.correlation_id or command_id, causation_id = opts.causation_id }
 end
