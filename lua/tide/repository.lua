@@ -330,11 +330,21 @@ function Repository:original_result(agg, stream, span)
   return result_of(stream, span[2], events, true)
 end
 
-local function item_bytes(stream, version, ev)
-  -- the DynamoDB item: attribute names + values (version as a number;
-  -- "last" + a number on an append's last event)
-  return #"stream" + #stream + #"version" + #tostring(version) + #"type" + #ev.type
-    + #"data" + #ev.data + #"meta" + #ev.meta + #"last" + 3
+-- The DynamoDB item: attribute names + values (version as a number;
+-- "last" + a number on an append's last event). The version's length is
+-- counted, not written out (a string per event), below 1e14, where
+-- tostring gives its digits.
+local ITEM_NAMES = #"stream" + #"version" + #"type" + #"data" + #"meta" + #"last" + 3
+local function item_bytes(stream, version, etype, data_text, meta_text)
+  local digits
+  if version < 1e14 then
+    digits = 1
+    local p = 10
+    while version >= p do digits, p = digits + 1, p * 10 end
+  else
+    digits = #tostring(version)
+  end
+  return ITEM_NAMES + #stream + digits + #etype + #data_text + #meta_text
 end
 
 function Repository:maybe_snapshot(agg, stream, old_version, rec)
@@ -406,14 +416,19 @@ function Repository:prepare(name, id, command, opts)
     if cerr then return nil, new_error("invalid", cerr, { stream = stream, command = command.type }) end
   end
   opts = opts or NO_OPTS
-  local command_id = command.id or core.random_hex(16)
-  local cmd = new_tab(0, 4)
-  for k, v in pairs(command) do
-    if k ~= "id" then cmd[k] = v end
+  local command_id, cmd, fp = command.id, command, nil
+  if command_id ~= nil then
+    -- the handler sees the command without its id
+    cmd = new_tab(0, 4)
+    for k, v in pairs(command) do
+      if k ~= "id" then cmd[k] = v end
+    end
+    -- the command's fingerprint (type and fields, keys sorted): the same
+    -- command id sent with another command is an idempotency_mismatch
+    fp = core.sha256_hex(core.json_encode(cmd)):sub(1, 16)
+  else
+    command_id = core.random_hex(16)
   end
-  -- the command's fingerprint (type and fields, keys sorted): the same
-  -- command id sent with another command is an idempotency_mismatch
-  local fp = command.id ~= nil and core.sha256_hex(core.json_encode(cmd)):sub(1, 16) or nil
   return { agg = agg, name = name, id = id, stream = stream, cmd = cmd, command_id = command_id, fp = fp,
            correlation_id = opts.correlation_id or command_id, causation_id = opts.causation_id }
 end
@@ -465,15 +480,15 @@ function Repository:decide(job, state, version, now)
       causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
       handler = agg.version, index = i, count = #events, command_hash = job.fp,
     }
-    local s = { type = e.type, data = data_text, meta = core.json_encode(meta), format = self.store.data_format }
-    local size = item_bytes(job.stream, v, s)
+    local meta_text = core.json_encode(meta)
+    local size = item_bytes(job.stream, v, e.type, data_text, meta_text)
     if size > core.limits.item_bytes then
       job.err = new_error("event_too_large",
         ("event %d (%s) would be %d bytes stored, over the %d-byte item limit"):format(
           i, e.type, size, core.limits.item_bytes), fields_of(job))
       return nil
     end
-    s.bytes = size
+    local s = { type = e.type, data = data_text, meta = meta_text, format = format, bytes = size }
     stored[i] = s
     -- plain JSON data (the embedded store's) is the result's text as well
     out[i] = { version = v, type = e.type, data = data, meta = meta, meta_text = s.meta,

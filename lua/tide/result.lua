@@ -62,24 +62,25 @@ function M.error(kind, message, extra, fallback_kind)
   return '{"ok":false,"error":' .. json(e, fallback_kind) .. "}"
 end
 
-local function event_json(ev, fk)
-  return '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
-    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}"
-end
-
-local function events_json(events, fk)
-  if events and #events == 1 then return "[" .. event_json(events[1], fk) .. "]" end -- (no table of one part)
-  local parts = {}
-  for i, ev in ipairs(events or {}) do
-    parts[i] = event_json(ev, fk)
-  end
-  return "[" .. concat(parts, ",") .. "]"
+-- An event's JSON between before and after, in one concatenation (a
+-- command's one event is written straight into its result line: no
+-- string of its own, nor of the list around it).
+local function event_json(ev, fk, before, after)
+  return before .. '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}" .. after
 end
 
 function M.ok(res, fallback_kind)
   local fk = fallback_kind
-  return '{"ok":true,"stream":' .. json_string(res.stream, fk) .. ',"version":' .. json_integer(res.version, fk)
-    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":' .. events_json(res.events, fk) .. "}"
+  local head = '{"ok":true,"stream":' .. json_string(res.stream, fk) .. ',"version":' .. json_integer(res.version, fk)
+    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":['
+  local events = res.events
+  if events and #events == 1 then return event_json(events[1], fk, head, "]}") end
+  local parts = {}
+  for i, ev in ipairs(events or {}) do
+    parts[i] = event_json(ev, fk, "", "")
+  end
+  return head .. concat(parts, ",") .. "]}"
 end
 
 function M.state(st, fallback_kind)

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool tide_json_reserve(struct tide_json_buf *b, size_t more)
+bool tide_json_grow(struct tide_json_buf *b, size_t more)
 {
     if (b->oom)
         return false;
@@ -30,23 +30,6 @@ bool tide_json_reserve(struct tide_json_buf *b, size_t more)
     }
     b->p = p;
     b->cap = cap;
-    return true;
-}
-
-bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n)
-{
-    if (!tide_json_reserve(b, n))
-        return false;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return true;
-}
-
-bool tide_json_addc(struct tide_json_buf *b, char c)
-{
-    if (!tide_json_reserve(b, 1))
-        return false;
-    b->p[b->len++] = c;
     return true;
 }
 

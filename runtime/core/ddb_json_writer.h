@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 /* An appending output buffer. Start zeroed; free p with free(). Every
  * append returns false (and sets oom) when out of memory; later appends are
@@ -21,10 +22,35 @@ struct tide_json_buf {
     bool oom;
 };
 
-bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n);
-/* Makes room for more bytes at p + len (for writing in place). */
-bool tide_json_reserve(struct tide_json_buf *b, size_t more);
-bool tide_json_addc(struct tide_json_buf *b, char c);
+/* The growing part of tide_json_reserve (out of line: rare). */
+bool tide_json_grow(struct tide_json_buf *b, size_t more);
+
+/* Makes room for more bytes at p + len (for writing in place). Inline, as
+ * are the appends: the encoders call them per key and value, and a call
+ * into another file each time was a tenth of json_encode's cost. */
+static inline bool tide_json_reserve(struct tide_json_buf *b, size_t more)
+{
+    if (!b->oom && more <= b->cap - b->len)
+        return true;
+    return tide_json_grow(b, more);
+}
+
+static inline bool tide_json_add(struct tide_json_buf *b, const char *s, size_t n)
+{
+    if (!tide_json_reserve(b, n))
+        return false;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return true;
+}
+
+static inline bool tide_json_addc(struct tide_json_buf *b, char c)
+{
+    if (!tide_json_reserve(b, 1))
+        return false;
+    b->p[b->len++] = c;
+    return true;
+}
 
 /* Appends s[0..n) (valid UTF-8, may contain NUL) as a JSON string, quoted
  * and escaped exactly as jansson's compact dump does: \" \\ \b \f \n \r \t,

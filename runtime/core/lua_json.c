@@ -161,9 +161,14 @@ struct key_ref {
 
 static int key_less(const struct key_ref *a, const struct key_ref *b)
 {
-    /* byte order, as strcmp (and the general path) sorts */
-    int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
-    return c < 0 || (c == 0 && a->len < b->len);
+    /* byte order, as strcmp (and the general path) sorts; a loop, not
+     * memcmp: keys are short, and the call cost more than the compare */
+    size_t n = a->len < b->len ? a->len : b->len;
+    const unsigned char *x = (const unsigned char *)a->s, *y = (const unsigned char *)b->s;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i];
+    return a->len < b->len;
 }
 
 /* 1 when written, 0 when the table is not for this path (nothing written,
