@@ -304,16 +304,17 @@ function Watcher:loop()
       if not next_at or p.at < next_at then next_at = p.at end
     end
     local timeout = next_at and math.max(0, next_at - sched.now()) or nil
-    local r = sched.wait_readable(fd, timeout)
+    sched.wait_readable(fd, timeout)
     if self.stopped then break end
-    if r == true then
-      local events, err = self.w:read()
-      if not events then
-        self:log("error", "reading file-system events failed: " .. tostring(err), {})
-        sched.sleep(1) -- not a hot loop if it keeps failing
-      else
-        for i = 1, #events do self:handle(events[i]) end
-      end
+    -- Read on a timeout too (the fd does not block): a write that began
+    -- after the wait ended (a truncation on the busy machine) must postpone
+    -- its file, not let the file be read half-written.
+    local events, err = self.w:read()
+    if not events then
+      self:log("error", "reading file-system events failed: " .. tostring(err), {})
+      sched.sleep(1) -- not a hot loop if it keeps failing
+    else
+      for i = 1, #events do self:handle(events[i]) end
     end
     local now = sched.now()
     local due = {}
