@@ -105,7 +105,7 @@ PARTS = [
     ("SQLite", r"sqlite"),
     ("libcurl", r"curl"),
     ("SigV4 (SHA-256, HMAC)", r"(sigv4|nettle|sha256|hmac)"),
-    ("JSON decode (yajl, lua-cjson)", r"(yajl|cjson|input_check|ffi_input|fpconv|strtod)"),
+    ("JSON decode (yajl, lua-cjson)", r"(yajl|cjson|input_check|ffi_input|lua_input|fpconv|strtod)"),
     ("json_encode (tide C)", r"(lua_json|ddb_json_writer)"),
     ("tide's codec (DynamoDB JSON, guards)", r"(ddb_|lua_decode|lua_encode|lua_codec|json_arena|lua_buffer)"),
     ("Lua C API", r"(lua_|luaL_|index2adr)"),

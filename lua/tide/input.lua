@@ -14,16 +14,22 @@
 -- partition key, the read models' keys) and are printed in JSON: they are
 -- valid UTF-8 with no control characters (U+0000..U+001F, U+007F), within
 -- the documented limits (README, "Limits"). JSON is strict (RFC 8259):
--- yajl checks the text first (no 0x10, 007, +5, 5., NaN, Infinity,
--- trailing garbage or NUL bytes; strings valid UTF-8), then lua-cjson
--- builds the values; a message names the line and column (1-based, bytes).
+-- yajl reads the text (no 0x10, 007, +5, 5., NaN, Infinity, trailing
+-- garbage or NUL bytes; strings valid UTF-8) and builds the values as it
+-- goes (core.decode_input), the values lua-cjson gives; a message names the
+-- line and column (1-based, bytes). The few texts that yajl takes and
+-- lua-cjson reads otherwise (a lone surrogate escape, \f between tokens,
+-- nesting over 1000 levels, a string left open after the value:
+-- runtime/core/lua_input.c) go to lua-cjson, as all did before.
 local ffi = require "ffi"
 local tffi = require "tide.ffi"
+local core = require "tide.core"
 local cjson = require("cjson.safe").new()
 
 cjson.decode_invalid_numbers(false)
 
 local lib, type, tostring = tffi.lib, type, tostring
+local decode_input = core.decode_input
 
 local M = {}
 
@@ -32,7 +38,6 @@ M.MAX_COMMAND_ID_BYTES = 256   -- a command id (kept in every event's metadata a
 M.MAX_NAME_BYTES = 128         -- an aggregate's name
 
 local at = ffi.new("double[1]")
-local err = tffi.new_error()
 
 -- true | nil, offset of the first byte that is not valid UTF-8
 function M.utf8(s)
@@ -88,12 +93,14 @@ end
 
 function M.decode(text, what)
   if type(text) ~= "string" then return nil, named(what) .. " must be JSON text" end
-  if lib.tide_ffi_json_check(text, #text, at, err) ~= 0 then
-    local line, col = position(text, at[0])
+  local v, derr, offset = decode_input(text)
+  if v ~= nil then return v end
+  if derr then
+    local line, col = position(text, offset)
     local where = text:find("\n", 1, true) and ("line %d, column %d"):format(line, col) or ("column " .. col)
-    return nil, ("%s is not valid JSON: %s: %s"):format(named(what), where, tffi.message(err))
+    return nil, ("%s is not valid JSON: %s: %s"):format(named(what), where, derr)
   end
-  local v, derr = cjson.decode(text)
+  v, derr = cjson.decode(text)
   if v == nil and derr then return nil, named(what) .. " is not valid JSON: " .. tostring(derr) end
   return v
 end

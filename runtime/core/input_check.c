@@ -65,13 +65,9 @@ static const yajl_callbacks NUMBERS = {
     .yajl_double = on_double,
 };
 
-int tide_json_check(const char *s, size_t n, size_t *offset, struct tide_error *err)
+int tide_json_parse(yajl_handle h, const char *s, size_t n, size_t *offset,
+                    struct tide_error *err)
 {
-    /* Only the grammar is checked (and, by yajl's default, that strings
-     * are valid UTF-8) and the numbers' range. */
-    yajl_handle h = yajl_alloc(&NUMBERS, NULL, NULL);
-    if (h == NULL)
-        return tide_error_set(err, TIDE_ENOMEM, "out of memory");
     const unsigned char *text = (const unsigned char *)s;
     yajl_status st = yajl_parse(h, text, n);
     size_t at = yajl_get_bytes_consumed(h);
@@ -79,29 +75,40 @@ int tide_json_check(const char *s, size_t n, size_t *offset, struct tide_error *
         st = yajl_complete_parse(h);
         at = n;
     }
-    int rc = 0;
-    if (st != yajl_status_ok) {
-        /* yajl counts the byte that broke the rule as consumed */
-        if (at > 0 && at <= n && st == yajl_status_error)
-            at--;
-        const void *nul = memchr(s, '\0', n);
-        if (nul != NULL && (size_t)((const char *)nul - s) <= at) {
-            at = (size_t)((const char *)nul - s);
-            rc = tide_error_set(err, TIDE_EINVAL, "a NUL byte");
-        } else {
-            unsigned char *msg = yajl_get_error(h, 0, text, n);
-            const char *m = msg != NULL ? (const char *)msg : "invalid JSON";
-            /* "lexical error: invalid char in json text.\n" -> its first line */
-            size_t len = strcspn(m, "\n");
-            while (len > 0 && (m[len - 1] == '.' || m[len - 1] == ' '))
-                len--;
-            rc = tide_error_set(err, TIDE_EINVAL, "%.*s", (int)len, m);
-            if (msg != NULL)
-                yajl_free_error(h, msg);
-        }
-        if (offset != NULL)
-            *offset = at;
+    if (st == yajl_status_ok)
+        return 0;
+    int rc;
+    /* yajl counts the byte that broke the rule as consumed */
+    if (at > 0 && at <= n && st == yajl_status_error)
+        at--;
+    const void *nul = memchr(s, '\0', n);
+    if (nul != NULL && (size_t)((const char *)nul - s) <= at) {
+        at = (size_t)((const char *)nul - s);
+        rc = tide_error_set(err, TIDE_EINVAL, "a NUL byte");
+    } else {
+        unsigned char *msg = yajl_get_error(h, 0, text, n);
+        const char *m = msg != NULL ? (const char *)msg : "invalid JSON";
+        /* "lexical error: invalid char in json text.\n" -> its first line */
+        size_t len = strcspn(m, "\n");
+        while (len > 0 && (m[len - 1] == '.' || m[len - 1] == ' '))
+            len--;
+        rc = tide_error_set(err, TIDE_EINVAL, "%.*s", (int)len, m);
+        if (msg != NULL)
+            yajl_free_error(h, msg);
     }
+    if (offset != NULL)
+        *offset = at;
+    return rc;
+}
+
+int tide_json_check(const char *s, size_t n, size_t *offset, struct tide_error *err)
+{
+    /* Only the grammar is checked (and, by yajl's default, that strings
+     * are valid UTF-8) and the numbers' range. */
+    yajl_handle h = yajl_alloc(&NUMBERS, NULL, NULL);
+    if (h == NULL)
+        return tide_error_set(err, TIDE_ENOMEM, "out of memory");
+    int rc = tide_json_parse(h, s, n, offset, err);
     yajl_free(h);
     return rc;
 }

@@ -31,6 +31,9 @@ static void close_parsers(struct guard *g)
     if (g->nested != NULL)
         tide_ddb_decoder_close(g->nested);
     tide_ddb_records_reader_close(&g->records);
+    if (g->input != NULL)
+        yajl_free(g->input);
+    g->input = NULL;
     tide_json_arena_reset(&g->arena);
 }
 

@@ -78,6 +78,7 @@ struct guard {
     struct tide_ddb_decoder *dec;   /* decode_response's, decode_value's (malloc) */
     struct tide_ddb_decoder *nested; /* tide_codec_decode_nested's (malloc) */
     struct tide_ddb_records_reader records; /* decode_stream_records' */
+    yajl_handle input;              /* decode_input's parser (lua_input.c) */
     uintptr_t frame;                /* see above */
     const void *mt[UV_GUARD - 1];   /* the metatables UV_LIST..UV_NUMBER, for
                                        the encoder's checks */

@@ -16,6 +16,7 @@ int luaopen_tide_core(lua_State *L)
     tide_lua_open_yaml(L);
     tide_lua_open_fs(L);
     tide_lua_open_json(L);
+    tide_lua_open_input(L);
     tide_lua_open_sign(L);
     return 1;
 }

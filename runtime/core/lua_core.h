@@ -18,6 +18,7 @@ void tide_lua_open_random(lua_State *L);  /* random_bytes, random_hex (lua_rando
 void tide_lua_open_yaml(lua_State *L);    /* yaml_decode (lua_yaml.c) */
 void tide_lua_open_fs(lua_State *L);      /* list_dir, stat (lua_fs.c) */
 void tide_lua_open_json(lua_State *L);    /* json_encode (lua_json.c) */
+void tide_lua_open_input(lua_State *L);   /* decode_input (lua_input.c) */
 /* sign: a new instance of lua/tide/sigv4.lua (a signer of its own, through
  * the FFI), which reads request buffers: opened after the codec, whose
  * buffer metatable it is given (lua_sigv4.c). Raises when tide's Lua

@@ -9,7 +9,8 @@
  * tide.number as its decimal text, object keys sorted (stable output),
  * and follows the codec's conventions: core.null is null, a table marked
  * with core.list is an array even when empty, an empty plain table is {}.
- * Parsing stays with lua-cjson (and the codec's decoder on yajl).
+ * Parsing is elsewhere: the codec's decoder on yajl, core.decode_input
+ * (lua_input.c, on yajl) for tide's input, lua-cjson for the rest.
  */
 #include "lua_codec.h"
 #include "lua_core.h"
