@@ -7,6 +7,10 @@
 #   bench/command_instructions.sh [sqlite|dynamodb]   (from the project root; after make)
 #   BENCH_INS_SMALL / BENCH_INS_LARGE   deposits of the two runs (sqlite: 1000 / 5000
 #                                       over 100 accounts; dynamodb: 640 / 3200 over 64)
+#   BENCH_INS_ACCOUNTS=N               accounts the deposits go round (default 100 on sqlite,
+#                                       64 on dynamodb); 1 is the hot stream: every command
+#                                       queues on one stream's lane and is decided in batches
+#                                       (--concurrency stays at the default window, 256)
 #   BENCH_INS_WRITER=true               sqlite: with sqlite.writer_thread (group commit on
 #                                       a thread of its own: counted apart, "other threads")
 #
@@ -27,10 +31,15 @@ STORE=${1:-sqlite}
 command -v valgrind >/dev/null || { echo "bench: valgrind is missing (tools/deps.sh bench)" >&2; exit 1; }
 [ -x build/tide ] || { echo "bench: run make first" >&2; exit 1; }
 case $STORE in
-  sqlite) SMALL=${BENCH_INS_SMALL:-1000} LARGE=${BENCH_INS_LARGE:-5000} ACCOUNTS=100 ;;
-  dynamodb) SMALL=${BENCH_INS_SMALL:-640} LARGE=${BENCH_INS_LARGE:-3200} ACCOUNTS=64 ;;
+  sqlite) SMALL=${BENCH_INS_SMALL:-1000} LARGE=${BENCH_INS_LARGE:-5000} ACCOUNTS=${BENCH_INS_ACCOUNTS:-100} ;;
+  dynamodb) SMALL=${BENCH_INS_SMALL:-640} LARGE=${BENCH_INS_LARGE:-3200} ACCOUNTS=${BENCH_INS_ACCOUNTS:-64} ;;
   *) echo "usage: bench/command_instructions.sh [sqlite|dynamodb]" >&2; exit 2 ;;
 esac
+# --concurrency = accounts (one command in flight per stream); on one
+# account (the hot stream) the default window, 256, so that commands wait on
+# the stream's lane and are decided in batches
+CONCURRENCY=$ACCOUNTS
+[ "$ACCOUNTS" -gt 1 ] || CONCURRENCY=256
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench-ins.XXXXXX")
 cleanup() { tools/servers.sh stop "$tmp/servers" >/dev/null 2>&1 || true; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -69,7 +78,7 @@ run() { # deposits -> callgrind output in $tmp/$1
   fi
   build/tide init --config "$d/tide.yaml" >/dev/null
   valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$d/cg.out" build/tide-prof batch --stats \
-    --concurrency "$ACCOUNTS" --config "$d/tide.yaml" <"$d/commands.ndjson" >"$d/results.ndjson" 2>"$d/log"
+    --concurrency "$CONCURRENCY" --config "$d/tide.yaml" <"$d/commands.ndjson" >"$d/results.ndjson" 2>"$d/log"
   local bad
   bad=$(grep -vc '^{"ok":true' "$d/results.ndjson" || true)
   [ "$bad" = 0 ] || { echo "bench: $bad commands failed: $(grep -m1 -v '^{"ok":true' "$d/results.ndjson")" >&2; exit 1; }
@@ -84,7 +93,7 @@ run() { # deposits -> callgrind output in $tmp/$1
 run "$SMALL"
 run "$LARGE"
 
-echo "conditions: tide batch --concurrency $ACCOUNTS, $STORE store, $ACCOUNTS Opens then deposits over $ACCOUNTS accounts;"
+echo "conditions: tide batch --concurrency $CONCURRENCY, $STORE store, $ACCOUNTS Opens then deposits over $ACCOUNTS accounts;"
 echo "  valgrind callgrind, build/tide-prof (LuaJIT linked statically); marginal = ($LARGE-deposit run - $SMALL-deposit run) / $((LARGE - SMALL))"
 if [ "$STORE" = dynamodb ]; then
   echo "  requests per command (--stats): $(grep -o '"requests_per_command":[0-9.]*' "$tmp/$LARGE/log" | cut -d: -f2)"

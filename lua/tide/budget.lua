@@ -125,9 +125,14 @@ local function disarm(b)
   end
 end
 
+-- A finished call's record, for the next call (nothing holds a record
+-- past its call: a table less per handler and per applier).
+local spare = nil
+
 local function finish(b, key, ok, ...)
   clear_active(key)
   disarm(b)
+  spare = b
   if ok then return true, ... end
   local e = ...
   if getmetatable(e) == Timeout then return false, e.message end
@@ -154,7 +159,14 @@ function M.call(what, handler, fn, ...)
       return handler(e)
     end, ...)
   end
-  local b = { deadline = live_ms() + M.ms, what = what, limit = M.ms, handler = handler }
+  local b = spare
+  if b then
+    spare = nil
+    b.deadline, b.what, b.limit, b.handler = live_ms() + M.ms, what, M.ms, handler
+    b.expired, b.paused_at = nil, nil
+  else
+    b = { deadline = live_ms() + M.ms, what = what, limit = M.ms, handler = handler, expired = nil, paused_at = nil }
+  end
   set_active(key, b)
   arm()
   return finish(b, key, xpcall(fn, on_error, ...))

@@ -29,6 +29,9 @@ local byte = string.byte
 -- Tables that get their keys one by one are made with room for a few
 -- (an empty table rehashes at 1, 2 and 4 keys).
 local new_tab = require "table.new"
+local strbuf = require "string.buffer"
+local floor = math.floor
+local NO_IDS = {}
 
 local M = {}
 
@@ -347,6 +350,75 @@ local function item_bytes(stream, version, etype, data_text, meta_text)
   return ITEM_NAMES + #stream + digits + #etype + #data_text + #meta_text
 end
 
+-- A snapshot's meta: {"commands":[[id,first,last(,fingerprint)]...],
+-- "handler":..,"snapshot_version":..} (json_encode's text: keys sorted),
+-- the last RECENT_COMMANDS ids oldest first. The commands' part is written
+-- straight into a buffer (a table per command and a list made and walked
+-- per snapshot were most of a hot stream's snapshot, one per batch), when
+-- every id and fingerprint is plain text (no byte json_encode escapes or
+-- replaces) and every version an integer below 1e14 (written as
+-- json_encode writes it); otherwise by json_encode, as before.
+local snap_buf, text_buf = strbuf.new(), strbuf.new()
+local text_check = require("tide.ffi").lib.tide_ffi_text_check
+local check_at = require("ffi").new("double[1]")
+
+-- whether json_encode writes s as it is: valid UTF-8, no control
+-- character, no '"' nor a backslash (one pass in C, two plain finds)
+local function is_plain(s)
+  return text_check(s, #s, check_at) == 0 and not s:find('"', 1, true) and not s:find("\\", 1, true)
+end
+
+local function is_version(v)
+  return type(v) == "number" and v >= 0 and v < 1e14 and v == floor(v)
+end
+
+-- -> how many entries buf holds now | false (not plain: json_encode's turn)
+local function put_commands(buf, texts, rec, list, from, to, n)
+  if not n then return false end
+  for i = from, to do
+    local id = list[i]
+    local c = command_span(rec, id)
+    local first, last, fp = c[1], c[2], c[3]
+    if type(id) ~= "string" or not is_version(first) or not is_version(last)
+        or (fp ~= nil and type(fp) ~= "string") then
+      return false
+    end
+    buf:put(n == 0 and '["' or ',["', id, '",', first, ',', last)
+    if fp then
+      buf:put(',"', fp, '"]')
+      texts:put(id, fp)
+    else
+      buf:put("]")
+      texts:put(id)
+    end
+    n = n + 1
+  end
+  return n
+end
+
+local function snapshot_meta(agg, rec)
+  local older, order = rec.older_order or NO_IDS, rec.order
+  local no, nn = #older, #order
+  local keep = M.RECENT_COMMANDS
+  local buf, texts = snap_buf:reset(), text_buf:reset()
+  buf:put('{"commands":[')
+  local n = put_commands(buf, texts, rec, older, math.max(1, no + nn - keep + 1), no, 0)
+  n = put_commands(buf, texts, rec, order, math.max(1, nn - keep + 1), nn, n)
+  local plain = n and is_plain(texts:tostring())
+  if plain then
+    local tail = core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version }
+    buf:put("],", tail:sub(2))
+    return buf:tostring()
+  end
+  local cmds = {}
+  for _, id in ipairs(recent_commands(rec)) do
+    local c = command_span(rec, id)
+    cmds[#cmds + 1] = { id, c[1], c[2], c[3] }
+  end
+  return core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version,
+                           commands = core.list(cmds) }
+end
+
 function Repository:maybe_snapshot(agg, stream, old_version, rec)
   local every = agg.snapshot_every or self.snapshot_every
   if not every or every <= 0 then return end
@@ -356,13 +428,7 @@ function Repository:maybe_snapshot(agg, stream, old_version, rec)
     self.log("warn", "snapshot skipped: the state cannot be encoded", { stream = stream, error = err })
     return
   end
-  local cmds = {}
-  for _, id in ipairs(recent_commands(rec)) do
-    local c = command_span(rec, id)
-    cmds[#cmds + 1] = { id, c[1], c[2], c[3] }
-  end
-  local meta = core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version,
-                                 commands = core.list(cmds) }
+  local meta = snapshot_meta(agg, rec)
   local ok, perr = self.store:put_snapshot(stream, rec.version, state_text, meta)
   if ok then
     self.stats.snapshots = self.stats.snapshots + 1
