@@ -407,7 +407,7 @@ local function snapshot_meta(agg, rec)
   local plain = n and is_plain(texts:tostring())
   if plain then
     local tail = core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version }
-    buf:put("],", tail:sub(2))
+    if tail == "{}" then buf:put("]}") else buf:put("],", tail:sub(2)) end -- (no version fields: {"commands":[..]})
     return buf:tostring()
   end
   local cmds = {}
