@@ -91,9 +91,21 @@ function helpers.unique(prefix)
   return string.format("%s_%d_%d_%d", prefix or "t", os.time(), counter, math.random(1, 1e6))
 end
 
+-- Every folder tmpdir makes is removed when the spec process ends (its Lua
+-- state closes: busted exits with os.exit(code, true)), so that a run
+-- leaves nothing in /tmp; a spec may remove its own sooner.
+local made = {}
+local sweeper = newproxy(true)
+getmetatable(sweeper).__gc = function()
+  if #made > 0 then os.execute("rm -rf '" .. table.concat(made, "' '") .. "'") end
+end
+helpers._tmpdir_sweeper = sweeper -- (anchored for the life of the process)
+
 function helpers.tmpdir()
   local out = helpers.run("mktemp -d /tmp/tide-spec.XXXXXX")
-  return (out:gsub("%s+$", ""))
+  local dir = out:gsub("%s+$", "")
+  made[#made + 1] = dir
+  return dir
 end
 
 -- Runs Lua code in a child luajit started through `env`, for what depends
