@@ -171,7 +171,9 @@ describe("fuzz (" .. SECONDS .. " s per target, seed " .. SEED .. ")", function(
       local t = {}
       for i = 1, n do t[i] = ndjson_line() end
       if random(10) == 1 then t[random(n)] = ("y"):rep(70000) end -- over max_line_bytes
-      local text = table.concat(t, "\n")
+      -- every line ends with a newline: an empty last line is a line too
+      -- (without it, a file ending in "\n" has one line less than t)
+      local text = table.concat(t, "\n") .. "\n"
       helpers.write_file(file, text)
       local ls = run("batch --concurrency " .. random(1, 64), file)
       assert(#ls == n, ("batch printed %d lines for %d"):format(#ls, n))
