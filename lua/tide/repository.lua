@@ -31,7 +31,6 @@ local byte = string.byte
 local new_tab = require "table.new"
 local strbuf = require "string.buffer"
 local floor = math.floor
-local NO_IDS = {}
 
 local M = {}
 
@@ -372,18 +371,18 @@ local function is_version(v)
   return type(v) == "number" and v >= 0 and v < 1e14 and v == floor(v)
 end
 
--- -> how many entries buf holds now | false (not plain: json_encode's turn)
-local function put_commands(buf, texts, rec, list, from, to, n)
-  if not n then return false end
-  for i = from, to do
-    local id = list[i]
+-- Writes the commands of ids into buf (their text into texts, for one
+-- check at the end) -> true | false (not plain: json_encode's turn)
+local function put_commands(buf, texts, rec, ids)
+  for i = 1, #ids do
+    local id = ids[i]
     local c = command_span(rec, id)
     local first, last, fp = c[1], c[2], c[3]
     if type(id) ~= "string" or not is_version(first) or not is_version(last)
         or (fp ~= nil and type(fp) ~= "string") then
       return false
     end
-    buf:put(n == 0 and '["' or ',["', id, '",', first, ',', last)
+    buf:put(i == 1 and '["' or ',["', id, '",', first, ',', last)
     if fp then
       buf:put(',"', fp, '"]')
       texts:put(id, fp)
@@ -391,27 +390,21 @@ local function put_commands(buf, texts, rec, list, from, to, n)
       buf:put("]")
       texts:put(id)
     end
-    n = n + 1
   end
-  return n
+  return true
 end
 
 local function snapshot_meta(agg, rec)
-  local older, order = rec.older_order or NO_IDS, rec.order
-  local no, nn = #older, #order
-  local keep = M.RECENT_COMMANDS
+  local ids = recent_commands(rec)
   local buf, texts = snap_buf:reset(), text_buf:reset()
   buf:put('{"commands":[')
-  local n = put_commands(buf, texts, rec, older, math.max(1, no + nn - keep + 1), no, 0)
-  n = put_commands(buf, texts, rec, order, math.max(1, nn - keep + 1), nn, n)
-  local plain = n and is_plain(texts:tostring())
-  if plain then
+  if put_commands(buf, texts, rec, ids) and is_plain(texts:tostring()) then
     local tail = core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version }
     if tail == "{}" then buf:put("]}") else buf:put("],", tail:sub(2)) end -- (no version fields: {"commands":[..]})
     return buf:tostring()
   end
   local cmds = {}
-  for _, id in ipairs(recent_commands(rec)) do
+  for _, id in ipairs(ids) do
     local c = command_span(rec, id)
     cmds[#cmds + 1] = { id, c[1], c[2], c[3] }
   end
