@@ -502,7 +502,7 @@ static int l_query(lua_State *L)
 
 /* ---- group commit: appends as one C call, on the writer thread ----------- */
 
-/* An append item {stream=, expected=, events={{type=, data=, meta=}...}}
+/* An append item {stream=, expected=, reached=, events={{type=, data=, meta=}...}}
  * or a snapshot item {snapshot=true, stream=, version=, state=, meta=} at
  * idx as a new struct tide_store_append (malloc'd with its events; free
  * it with free_append) whose strings are borrowed from the item: keep it
@@ -564,6 +564,8 @@ static struct tide_store_append *make_append(lua_State *L, int idx)
             lua_pop(L, 4); // [.., events]
         }
         a->expected = expected;
+        lua_getfield(L, idx, "reached"); // [.., events, reached]
+        a->reached = lua_toboolean(L, -1);
         a->events = events;
         a->nevents = n;
     }

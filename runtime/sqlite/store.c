@@ -772,6 +772,16 @@ static int apply_fail(struct tide_store *s, struct tide_store_append *a, const s
     return 0;
 }
 
+/* a's outcome: the stream is at version current, not at a->expected */
+static int conflict_at(struct tide_store_append *a, int64_t current)
+{
+    free(a->message);
+    a->message = NULL;
+    a->code = TIDE_ECONFLICT;
+    a->current = current;
+    return 0;
+}
+
 int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct tide_error *err)
 {
     struct tide_error e;
@@ -786,14 +796,13 @@ int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct t
         return 0;
     }
     int64_t current = 0;
-    if (tide_store_max_version(s, a->stream, a->stream_len, &current, &e) < 0)
-        return apply_fail(s, a, &e, 1, err);
-    if (current != a->expected) {
-        free(a->message);
-        a->message = NULL;
-        a->code = TIDE_ECONFLICT;
-        a->current = current;
-        return 0;
+    /* (an empty append has no insert to meet the constraint: it reads) */
+    int reached = a->reached && a->nevents > 0;
+    if (!reached) {
+        if (tide_store_max_version(s, a->stream, a->stream_len, &current, &e) < 0)
+            return apply_fail(s, a, &e, 1, err);
+        if (current != a->expected)
+            return conflict_at(a, current);
     }
     /* One event is one INSERT, which SQLite undoes by itself when it fails;
      * several need a savepoint, so that a failure keeps none of them. */
@@ -805,8 +814,19 @@ int tide_store_apply(struct tide_store *s, struct tide_store_append *a, struct t
         ev.stream = a->stream;
         ev.stream_len = a->stream_len;
         ev.version = a->expected + 1 + (int64_t)i;
-        if (tide_store_insert_event(s, &ev, &e) < 0)
-            return apply_fail(s, a, &e, single, err);
+        if (tide_store_insert_event(s, &ev, &e) < 0) {
+            /* a reached stream whose next version exists: another append
+             * came first; the outcome is the version check's Conflict */
+            if (!(reached && e.code == TIDE_ECONFLICT))
+                return apply_fail(s, a, &e, single, err);
+            if (!single) {
+                tide_store_rollback_to(s, NULL);
+                tide_store_release(s, NULL);
+            }
+            if (tide_store_max_version(s, a->stream, a->stream_len, &current, &e) < 0)
+                return apply_fail(s, a, &e, 1, err);
+            return conflict_at(a, current);
+        }
     }
     if (!single && tide_store_release(s, &e) < 0)
         return apply_fail(s, a, &e, 0, err);

@@ -146,6 +146,11 @@ struct tide_store_append {
     const char *stream;
     size_t stream_len;
     int64_t expected;
+    /* the caller knows the stream has reached version `expected` (this
+     * process saw it committed; versions are never removed): then the
+     * (stream, version) UNIQUE constraint alone decides the condition, and
+     * the version is read only when an insert meets it */
+    int reached;
     const struct tide_store_event *events;
     size_t nevents;
     int snapshot;
@@ -166,7 +171,8 @@ struct tide_store_append {
 void tide_store_append_fail(struct tide_store_append *a, int code, const char *message);
 
 /* Runs one append (or snapshot) inside the open write transaction: checks
- * that the stream is at a->expected (else a Conflict with a->current),
+ * that the stream is at a->expected (else a Conflict with a->current;
+ * with a->reached, by inserting: see struct tide_store_append),
  * inserts its events (several in a savepoint, so that a failure keeps none
  * of them) and sets a's outcome.
  * @retval 0 a's outcome is set (success or its own failure); < 0 (err

@@ -331,6 +331,42 @@ describe("tide.store.sqlite", function()
       assert.same({}, store:load("account#9", 0))
     end)
 
+    it("checks a stream it saw committed by its insert alone, with the same Conflict when another writer came first", function()
+      local path = new_path()
+      local a = new_store{ path = path }
+      local b = new_store{ path = path }
+      assert.equal(2, a:append("s", 0, { ev("A"), ev("B") }))
+      assert.equal(2, a.reached.s) -- its own append: the next one expecting 2 reads no version
+      assert.equal(3, b:append("s", 2, { ev("C") }))
+      for _, events in ipairs{ { ev("X") }, { ev("X"), ev("Y") } } do
+        local v, err = a:append("s", 2, events)
+        assert.is_nil(v)
+        assert.equal("Conflict", err.type)
+        assert.equal(3, err.current_version)
+        assert.matches("at version 3, not at the expected 2", err.message)
+        assert.is_false(a.db:in_transaction())
+      end
+      -- a load tells it too
+      assert.same({ "A", "B", "C" }, (function(evs)
+        local t = {} for i, e in ipairs(evs) do t[i] = e.type end return t end)(a:load("s", 0)))
+      assert.equal(3, a.reached.s)
+      assert.equal(4, b:append("s", 3, { ev("D") }))
+      local v, err = a:append("s", 3, { ev("E") })
+      assert.is_nil(v)
+      assert.equal(4, err.current_version)
+      assert.equal(5, a:append("s", 4, { ev("E") }))
+      -- a stream it never saw is read first; so is one expected past what it saw
+      assert.equal(1, b:append("t", 0, { ev() }))
+      v, err = a:append("t", 1, { ev() })
+      assert.equal(2, v, tostring(err))
+      v, err = a:append("s", 9, { ev("Gap") })
+      assert.is_nil(v)
+      assert.equal(5, err.current_version)
+      assert.equal(5, #a:load("s", 0))
+      a:close()
+      b:close()
+    end)
+
     it("writes all events of an append or none", function()
       assert.equal(2, store:append("s", 0, { ev("A"), ev("B") }))
       -- stale writer: its three events would be versions 2..4; 2 exists

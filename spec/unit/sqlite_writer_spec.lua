@@ -56,6 +56,34 @@ describe("the SQLite store's writer thread", function()
     store:close()
   end)
 
+  it("an append to a stream it saw committed meets another writer's version as the same Conflict", function()
+    local store, path = new_store()
+    local other = assert(store_mod.new{ path = path })
+    local results = sched.run(function()
+      local first = { store:append("s", 0, { ev("A") }) } -- expected 0: no version read
+      assert.equal(1, store.reached.s)
+      assert.equal(2, other:append("s", 1, { ev("B") }))
+      local stale1 = { store:append("s", 1, { ev("X") }) }
+      local stale2 = { store:append("s", 1, { ev("X"), ev("Y") }) }
+      local next_ = { store:append("s", 2, { ev("C") }) }
+      return { first, stale1, stale2, next_ }
+    end)
+    assert.truthy(store.fd, "the writer thread was not used")
+    assert.equal(1, results[1][1])
+    for i = 2, 3 do
+      local err = results[i][2]
+      assert.equal("Conflict", err.type)
+      assert.equal(2, err.current_version)
+      assert.equal("stream is at version 2, not at the expected 1", err.message)
+    end
+    assert.equal(3, results[4][1])
+    local types = {}
+    for i, e in ipairs(store:load("s", 0)) do types[i] = e.type end
+    assert.same({ "A", "B", "C" }, types)
+    other:close()
+    store:close()
+  end)
+
   it("when COMMIT fails, every append of the group gets the error and nothing is written", function()
     local store = new_store()
     -- a real failing COMMIT: a deferred foreign key that an insert's

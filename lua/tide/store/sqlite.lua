@@ -196,6 +196,7 @@ function M.new(opts)
     writer_transactions = 0, -- the writer thread's transactions counted in stats
     closed = false,
     writer_thread = opts.writer_thread or false,
+    reached = {}, nreached = 0, -- see note_reached
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0 },
   }, Store)
   -- a file of schema 1 holds AttributeValue JSON: made plain on open
@@ -287,20 +288,55 @@ function Store:migrate()
   return true
 end
 
+-- The expected-version check. Versions are dense and never removed, so
+-- once this process saw a stream committed at version v, an append
+-- expecting v or less needs no read: inserting version expected + 1
+-- succeeds exactly when the stream is at expected, and meets the
+-- (stream, version) UNIQUE constraint otherwise; only then is the version
+-- read, for the Conflict's current_version. A stream not seen yet (or seen
+-- only below expected) is read first, as every append was (a `SELECT
+-- version ... LIMIT 1` per append: about 4k of a command's 15k SQLite
+-- instructions). reached: stream -> the highest version this store saw
+-- committed (its own appends, its loads); at most REACHED_MAX streams,
+-- then forgotten (each costs one read again).
+local REACHED_MAX = 65536
+
+local function note_reached(self, stream, version)
+  local reached = self.reached
+  local known = reached[stream]
+  if known then
+    if version > known then reached[stream] = version end
+    return
+  end
+  if self.nreached >= REACHED_MAX then
+    reached = {}
+    self.reached, self.nreached = reached, 0
+  end
+  reached[stream] = version
+  self.nreached = self.nreached + 1
+end
+
+local function conflict_at(stream, current, expected)
+  local err = new_error("Conflict", string.format("stream is at version %d, not at the expected %d",
+    current, expected), stream)
+  err.current_version = current
+  return err
+end
+
 -- Runs one append inside the open transaction (several events: in a savepoint).
 -- Returns last_version | nil, err, plus true when the transaction itself is
 -- gone (SQLite ended it after an I/O error).
 local function apply(db, item)
   local stream, expected, events = item.stream, item.expected, item.events
-  local current, err = db:max_version(stream)
-  if not current then
-    return nil, wrap(err, stream), not db:in_transaction()
-  end
-  if current ~= expected then
-    err = new_error("Conflict", string.format("stream is at version %d, not at the expected %d",
-      current, expected), stream)
-    err.current_version = current
-    return nil, err
+  local current, err
+  if not item.reached then
+    current, err = db:max_version(stream)
+    if not current then
+      return nil, wrap(err, stream), not db:in_transaction()
+    end
+    if current ~= expected then
+      return nil, conflict_at(stream, current, expected)
+    end
   end
   -- One event is one INSERT, which SQLite undoes by itself when it fails;
   -- several need a savepoint, so that a failure keeps none of them.
@@ -326,6 +362,14 @@ local function apply(db, item)
   if not single then
     db:rollback_to()
     db:release()
+  end
+  if item.reached and err.type == "Conflict" then
+    -- the stream moved past expected (see note_reached): where is it?
+    current, err = db:max_version(stream)
+    if not current then
+      return nil, wrap(err, stream), not db:in_transaction()
+    end
+    return nil, conflict_at(stream, current, expected)
   end
   return nil, err
 end
@@ -367,6 +411,7 @@ local function commit_group(self, group)
     local item = group[i]
     if item.result then
       stats.appends = stats.appends + 1
+      note_reached(self, item.stream, item.result)
     elseif item.err.type == "Conflict" then
       stats.conflicts = stats.conflicts + 1
     end
@@ -433,6 +478,7 @@ local function outcome(self, item)
   local last = item.result
   if last then
     stats.appends = stats.appends + 1
+    if not item.snapshot then note_reached(self, item.stream, last) end
     return last
   end
   local stream, err = item.stream, nil
@@ -552,6 +598,10 @@ function Store:append(stream, expected_version, events)
   -- room for the outcome's fields too: no rehash when they are set
   local item = new_tab(0, 8)
   item.stream, item.expected, item.events = stream, expected_version, events
+  -- (with events: an empty append has no insert to meet the constraint;
+  -- on tide.sqlite's own connection: a wrapped one keeps its own checks)
+  item.reached = #events > 0 and (expected_version == 0 or (self.reached[stream] or -1) >= expected_version)
+    and getmetatable(self.db) == DB_META
   local sched = get_sched()
   if uses_writer(self, sched) then
     return append_writer(self, item, sched)
@@ -569,10 +619,12 @@ function Store:load(stream, after_version)
   if not events then
     return nil, wrap(err, stream)
   end
-  for i = 1, #events do
+  local n = #events
+  for i = 1, n do
     local ev = events[i]
     ev.position, ev.stream, ev.format = nil, nil, "json"
   end
+  if n > 0 then note_reached(self, stream, events[n].version) end
   return events
 end
 
