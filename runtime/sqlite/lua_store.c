@@ -281,35 +281,38 @@ static const char *event_field(lua_State *L, int ev, int i, const char *name, in
 static int l_insert_events(lua_State *L)
 {
     struct tide_store *s = check_db(L);
-    struct tide_store_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.stream = check_string(L, 2, "stream", &ev.stream_len);
+    size_t stream_len;
+    const char *stream = check_string(L, 2, "stream", &stream_len);
     int64_t first = check_int(L, 3, "first_version", 1);
     luaL_checktype(L, 4, LUA_TTABLE);
     int n = (int)lua_objlen(L, 4);
-    /* check every event before writing any: a raise must not leave half an
-     * append behind */
+    /* every event is read and checked before any is written (a raise must
+     * not leave half an append behind), into a stack array for the usual
+     * few, else a userdata (freed by the collector, even after a raise);
+     * the strings stay alive in the events table, argument 4 */
+    struct tide_store_event few[8];
+    struct tide_store_event *evs = few;
+    if (n > 8)
+        evs = lua_newuserdata(L, (size_t)n * sizeof(*evs)); // [.., scratch]
+    int top = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 4, i); // [.., ev]
         if (!lua_istable(L, -1))
             return luaL_error(L, "tide.sqlite: insert_events: events[%d] must be a table", i);
-        size_t len;
-        event_field(L, -1, i, "type", 0, &len);      // [.., ev, type]
-        event_field(L, -2, i, "data", 1, &len);      // [.., ev, type, data]
-        event_field(L, -3, i, "meta", 1, &len);      // [.., ev, type, data, meta]
-        lua_pop(L, 4);                               // [..]
+        struct tide_store_event *ev = &evs[i - 1];
+        memset(ev, 0, sizeof(*ev));
+        ev->stream = stream;
+        ev->stream_len = stream_len;
+        ev->version = first + i - 1;
+        ev->type = event_field(L, -1, i, "type", 0, &ev->type_len); // [.., ev, type]
+        ev->data = event_field(L, -2, i, "data", 1, &ev->data_len); // [.., ev, type, data]
+        ev->meta = event_field(L, -3, i, "meta", 1, &ev->meta_len); // [.., ev, type, data, meta]
+        lua_settop(L, top);
     }
     struct tide_error err;
     tide_error_clear(&err);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 4, i); // [s, stream, first, events, ev]
-        ev.version = first + i - 1;
-        ev.type = event_field(L, 5, i, "type", 0, &ev.type_len); // [.., ev, type]
-        ev.data = event_field(L, 5, i, "data", 1, &ev.data_len); // [.., ev, type, data]
-        ev.meta = event_field(L, 5, i, "meta", 1, &ev.meta_len); // [.., ev, type, data, meta]
-        int rc = tide_store_insert_event(s, &ev, &err);
-        lua_settop(L, 4); // [s, stream, first, events]
-        if (rc < 0)
+    for (int i = 0; i < n; i++) {
+        if (tide_store_insert_event(s, &evs[i], &err) < 0)
             return push_fail(L, &err);
     }
     lua_pushboolean(L, 1);
