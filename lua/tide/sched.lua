@@ -183,9 +183,18 @@ local function on_error_handler(err)
   return err
 end
 
+-- The thread whose coroutine runs now: loop.current (step sets it around
+-- each resume), unless the code runs in a coroutine of its own inside it.
+-- (A weak table from coroutine to thread, set and cleared per thread and
+-- looked up per call, cost more.)
+local function running_thread()
+  local th = loop and loop.current
+  if th and th.co == co_running() then return th end
+  return nil
+end
+
 local function current_thread(name)
-  local co = co_running()
-  local th = co and loop and loop.by_co[co]
+  local th = running_thread()
   if not th then
     error("sched." .. name .. " called outside sched.run", 3)
   end
@@ -213,6 +222,8 @@ local finish
 -- and how many idle coroutines a loop keeps.
 local FINISHED = setmetatable({}, { __tostring = function() return "sched.finished" end })
 local POOL_MAX = 1024
+-- The results of every thread that returned nothing (never modified).
+local NO_RESULTS = { n = 0 }
 
 -- Resumes th with the values and handles the outcome. Runs from the loop or
 -- nested from spawn; either way th's body is inside xpcall, so errors come
@@ -221,7 +232,8 @@ local POOL_MAX = 1024
 -- the thread finished (every command resumes a few times; packing each
 -- resume's results was a twentieth of a command's CPU).
 local function finished(th, ok, ...)
-  finish(th, ok, pack(...))
+  -- most threads (every command's) return nothing: one shared table for them
+  finish(th, ok, select("#", ...) == 0 and NO_RESULTS or pack(...))
   -- the coroutine is back in its body's loop: the next thread may use it
   local pool = loop.pool
   if #pool < POOL_MAX then pool[#pool + 1] = th.co end
@@ -235,9 +247,13 @@ local function after_resume(th, prev, resumed, first, ...)
   elseif first == FINISHED then
     -- then xpcall's ok and the results
     finished(th, ...)
+  elseif first == PARKED then
+    -- the common case, first: its coroutine is alive (thread_body never
+    -- returns), no co_status call needed
+    return
   elseif co_status(th.co) == "dead" then
     finish(th, false, pack("sched: a thread's coroutine ended outside its body"))
-  elseif first ~= PARKED then
+  else
     -- a bare coroutine.yield() from user code: treat it as sleep(0)
     make_ready(th)
   end
@@ -254,7 +270,6 @@ finish = function(th, ok, results)
   th.status = ok and "done" or "failed"
   th.ok = ok
   th.results = results
-  L.by_co[th.co] = nil
   L.live = L.live - 1
   if th == L.main then
     return
@@ -297,7 +312,6 @@ local function new_thread()
   else
     th.co = co_create(thread_body)
   end
-  loop.by_co[th.co] = th
   loop.live = loop.live + 1
   return th
 end
@@ -409,14 +423,12 @@ end
 
 -- True inside a scheduler thread.
 function M.running()
-  local co = co_running()
-  return (co and loop and loop.by_co[co]) ~= nil
+  return running_thread() ~= nil
 end
 
 -- The current scheduler thread, or nil outside one.
 function M.current()
-  local co = co_running()
-  return co and loop and loop.by_co[co] or nil
+  return running_thread()
 end
 
 -- true when th is a thread of the sched.run in progress that has not
@@ -689,7 +701,6 @@ function M.run(fn, ...)
     fdwait = {},   -- fd -> the thread in wait_readable
     nfd = 0,
     watched = {},  -- fd -> true: in the engine's epoll set (sched.watch)
-    by_co = setmetatable({}, { __mode = "k" }),
     live = 0,
     uncollected = {},
     on_error = config.on_error or default_on_error,
