@@ -246,8 +246,12 @@ local function finished(th, ok, ...)
   -- most threads (every command's) return nothing: one shared table for them
   finish(th, ok, select("#", ...) == 0 and NO_RESULTS or pack(...))
   -- the coroutine is back in its body's loop: the next thread may use it
-  local pool = loop.pool
-  if #pool < POOL_MAX then pool[#pool + 1] = th[CO] end
+  local L = loop
+  local n = L.npool
+  if n < POOL_MAX then
+    n = n + 1
+    L.pool[n], L.npool = th[CO], n
+  end
 end
 
 local function after_resume(th, prev, resumed, first, ...)
@@ -314,11 +318,10 @@ local function new_thread()
   local th = setmetatable(new_tab(THREAD_FIELDS, 0), Thread)
   th[STATUS], th[LOOP] = "running", loop
   th[OK], th[RESULTS], th[WAITERS], th[COLLECTED], th[SUSPENDED], th[FDWAIT] = false, false, false, false, false, false
-  local pool = loop.pool
-  local n = #pool
+  local pool, n = loop.pool, loop.npool
   if n > 0 then
     th[CO] = pool[n]
-    pool[n] = nil
+    pool[n], loop.npool = nil, n - 1
   else
     th[CO] = co_create(thread_body)
   end
@@ -706,6 +709,7 @@ function M.run(fn, ...)
     ready_th = new_tab(256, 0), ready_args = new_tab(256, 0),
     main = false, current = false, engine = false, -- (set later: no rehash of L then)
     pool = new_tab(256, 0), -- coroutines waiting for a thread (see thread_body)
+    npool = 0, -- how many: #pool searched the array's free half on every call
     timers = {},
     seq = 0,
     waiting = {},  -- request id -> thread, for ids whose ring slot was taken
