@@ -623,10 +623,19 @@ local function run_ready(L)
       return
     end
   end
-  if q.first > q.last then
-    -- drained: start again at 1, so the queue stays in the array part
-    -- (ever-growing indices would all be new keys of the hash part)
-    q.first, q.last = 1, 0
+  -- Start again at 1, so the queue stays in the array part (ever-growing
+  -- indices would all be new keys of the hash part), drained or not: in
+  -- tide batch a pass never ended drained (a thread queued during it, a
+  -- group commit's leader after sleep(0), waits for the next), so what is
+  -- left moves to the front.
+  local from, to = q.first, q.last
+  if from > 1 then
+    for i = from, to do
+      local j = i - from + 1
+      qth[j], qargs[j] = qth[i], qargs[i]
+      qth[i], qargs[i] = nil, nil
+    end
+    q.first, q.last = 1, to - from + 1
   end
 end
 
