@@ -62,23 +62,31 @@ function M.error(kind, message, extra, fallback_kind)
   return '{"ok":false,"error":' .. json(e, fallback_kind) .. "}"
 end
 
--- An event's JSON between before and after, in one concatenation (a
--- command's one event is written straight into its result line: no
--- string of its own, nor of the list around it).
-local function event_json(ev, fk, before, after)
-  return before .. '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
-    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}" .. after
+-- An event's JSON (M.ok writes a command's one event straight into its
+-- result line instead).
+local function event_json(ev, fk)
+  return '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}"
 end
 
 function M.ok(res, fallback_kind)
   local fk = fallback_kind
-  local head = '{"ok":true,"stream":' .. json_string(res.stream, fk) .. ',"version":' .. json_integer(res.version, fk)
-    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":['
+  local stream, version = json_string(res.stream, fk), json_integer(res.version, fk)
+  local duplicate = res.duplicate and ',"duplicate":true' or ""
   local events = res.events
-  if events and #events == 1 then return event_json(events[1], fk, head, "]}") end
+  if events and #events == 1 then
+    -- the whole line in one concatenation (no string for its head, nor
+    -- for the event); the event's version is the result's: the same digits
+    local ev = events[1]
+    return '{"ok":true,"stream":' .. stream .. ',"version":' .. version .. duplicate .. ',"events":[{"data":'
+      .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+      .. ',"type":' .. json_string(ev.type, fk) .. ',"version":'
+      .. (ev.version == res.version and version or json_integer(ev.version, fk)) .. "}]}"
+  end
+  local head = '{"ok":true,"stream":' .. stream .. ',"version":' .. version .. duplicate .. ',"events":['
   local parts = {}
   for i, ev in ipairs(events or {}) do
-    parts[i] = event_json(ev, fk, "", "")
+    parts[i] = event_json(ev, fk)
   end
   return head .. concat(parts, ",") .. "]}"
 end

@@ -169,10 +169,21 @@ end
 
 -- ---- threads ---------------------------------------------------------------
 
+-- A thread's fields are in its array part, by these indices: one
+-- allocation per thread (the array is inside the table), no key hashed or
+-- inserted as it runs (named keys in a hash part cost a command's thread
+-- a few hundred instructions more). Every slot holds a value (false for
+-- none): a read never reaches __index, which serves th.status to callers.
+local STATUS, LOOP, CO, OK, RESULTS, WAITERS, COLLECTED, SUSPENDED, FDWAIT = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local THREAD_FIELDS = 9
+
 local Thread = {}
-Thread.__index = Thread
+Thread.__index = function(th, k)
+  if k == "status" then return th[STATUS] end
+  return nil
+end
 Thread.__tostring = function(th)
-  return "sched.thread (" .. th.status .. ")"
+  return "sched.thread (" .. th[STATUS] .. ")"
 end
 
 local function on_error_handler(err)
@@ -183,9 +194,18 @@ local function on_error_handler(err)
   return err
 end
 
+-- The thread whose coroutine runs now: loop.current (step sets it around
+-- each resume), unless the code runs in a coroutine of its own inside it.
+-- (A weak table from coroutine to thread, set and cleared per thread and
+-- looked up per call, cost more.)
+local function running_thread()
+  local th = loop and loop.current
+  if th and th[CO] == co_running() then return th end
+  return nil
+end
+
 local function current_thread(name)
-  local co = co_running()
-  local th = co and loop and loop.by_co[co]
+  local th = running_thread()
   if not th then
     error("sched." .. name .. " called outside sched.run", 3)
   end
@@ -213,6 +233,8 @@ local finish
 -- and how many idle coroutines a loop keeps.
 local FINISHED = setmetatable({}, { __tostring = function() return "sched.finished" end })
 local POOL_MAX = 1024
+-- The results of every thread that returned nothing (never modified).
+local NO_RESULTS = { n = 0 }
 
 -- Resumes th with the values and handles the outcome. Runs from the loop or
 -- nested from spawn; either way th's body is inside xpcall, so errors come
@@ -221,10 +243,15 @@ local POOL_MAX = 1024
 -- the thread finished (every command resumes a few times; packing each
 -- resume's results was a twentieth of a command's CPU).
 local function finished(th, ok, ...)
-  finish(th, ok, pack(...))
+  -- most threads (every command's) return nothing: one shared table for them
+  finish(th, ok, select("#", ...) == 0 and NO_RESULTS or pack(...))
   -- the coroutine is back in its body's loop: the next thread may use it
-  local pool = loop.pool
-  if #pool < POOL_MAX then pool[#pool + 1] = th.co end
+  local L = loop
+  local n = L.npool
+  if n < POOL_MAX then
+    n = n + 1
+    L.pool[n], L.npool = th[CO], n
+  end
 end
 
 local function after_resume(th, prev, resumed, first, ...)
@@ -235,9 +262,13 @@ local function after_resume(th, prev, resumed, first, ...)
   elseif first == FINISHED then
     -- then xpcall's ok and the results
     finished(th, ...)
-  elseif co_status(th.co) == "dead" then
+  elseif first == PARKED then
+    -- the common case, first: its coroutine is alive (thread_body never
+    -- returns), no co_status call needed
+    return
+  elseif co_status(th[CO]) == "dead" then
     finish(th, false, pack("sched: a thread's coroutine ended outside its body"))
-  elseif first ~= PARKED then
+  else
     -- a bare coroutine.yield() from user code: treat it as sleep(0)
     make_ready(th)
   end
@@ -246,23 +277,22 @@ end
 local function step(th, ...)
   local prev = loop.current
   loop.current = th
-  after_resume(th, prev, co_resume(th.co, ...))
+  after_resume(th, prev, co_resume(th[CO], ...))
 end
 
 finish = function(th, ok, results)
   local L = loop
-  th.status = ok and "done" or "failed"
-  th.ok = ok
-  th.results = results
-  L.by_co[th.co] = nil
+  th[STATUS] = ok and "done" or "failed"
+  th[OK] = ok
+  th[RESULTS] = results
   L.live = L.live - 1
   if th == L.main then
     return
   end
-  local waiters = th.waiters
-  th.waiters = nil
+  local waiters = th[WAITERS]
+  th[WAITERS] = false
   if waiters and #waiters > 0 then
-    th.collected = true
+    th[COLLECTED] = true
     for i = 1, #waiters do
       make_ready(waiters[i], th)
     end
@@ -285,19 +315,16 @@ end
 -- A thread not started yet: the first resume (step) passes fn and its
 -- arguments.
 local function new_thread()
-  -- room for the fields a thread gains as it runs (co, ok, results,
-  -- suspended, waiters...): no rehash as they are added
-  local th = setmetatable(new_tab(0, 8), Thread)
-  th.status, th.loop = "running", loop
-  local pool = loop.pool
-  local n = #pool
+  local th = setmetatable(new_tab(THREAD_FIELDS, 0), Thread)
+  th[STATUS], th[LOOP] = "running", loop
+  th[OK], th[RESULTS], th[WAITERS], th[COLLECTED], th[SUSPENDED], th[FDWAIT] = false, false, false, false, false, false
+  local pool, n = loop.pool, loop.npool
   if n > 0 then
-    th.co = pool[n]
-    pool[n] = nil
+    th[CO] = pool[n]
+    pool[n], loop.npool = nil, n - 1
   else
-    th.co = co_create(thread_body)
+    th[CO] = co_create(thread_body)
   end
-  loop.by_co[th.co] = th
   loop.live = loop.live + 1
   return th
 end
@@ -314,11 +341,12 @@ function M.spawn(fn, ...)
 end
 
 local function results_of(th)
-  th.collected = true
-  if th.ok then
-    return true, unpack(th.results, 1, th.results.n)
+  th[COLLECTED] = true
+  local results = th[RESULTS]
+  if th[OK] then
+    return true, unpack(results, 1, results.n)
   end
-  return false, th.results[1]
+  return false, results[1]
 end
 
 function M.wait(th)
@@ -326,15 +354,16 @@ function M.wait(th)
   if getmetatable(th) ~= Thread then
     error("sched.wait: expected a thread from sched.spawn", 2)
   end
-  if th.loop ~= loop then
+  if th[LOOP] ~= loop then
     error("sched.wait: the thread belongs to another sched.run", 2)
   end
   if th == self then
     error("sched.wait: a thread cannot wait for itself", 2)
   end
-  if th.status == "running" then
-    th.waiters = th.waiters or {}
-    th.waiters[#th.waiters + 1] = self
+  if th[STATUS] == "running" then
+    local waiters = th[WAITERS] or {}
+    th[WAITERS] = waiters
+    waiters[#waiters + 1] = self
     co_yield(PARKED)
   end
   return results_of(th)
@@ -409,20 +438,18 @@ end
 
 -- True inside a scheduler thread.
 function M.running()
-  local co = co_running()
-  return (co and loop and loop.by_co[co]) ~= nil
+  return running_thread() ~= nil
 end
 
 -- The current scheduler thread, or nil outside one.
 function M.current()
-  local co = co_running()
-  return co and loop and loop.by_co[co] or nil
+  return running_thread()
 end
 
 -- true when th is a thread of the sched.run in progress that has not
 -- ended (not one of an earlier run, abandoned when that run failed).
 function M.alive(th)
-  return loop ~= nil and getmetatable(th) == Thread and th.loop == loop and th.status == "running"
+  return loop ~= nil and getmetatable(th) == Thread and th[LOOP] == loop and th[STATUS] == "running"
 end
 
 -- Parks the current thread until another calls sched.wakeup(th, ...);
@@ -431,7 +458,7 @@ end
 -- something wakes it, or sched.run reports a deadlock.
 function M.suspend()
   local th = current_thread("suspend")
-  th.suspended = true
+  th[SUSPENDED] = true
   return co_yield(PARKED)
 end
 
@@ -442,15 +469,15 @@ function M.wakeup(th, ...)
   if getmetatable(th) ~= Thread then
     error("sched.wakeup: expected a thread", 2)
   end
-  if not th.suspended or th.loop ~= loop then
+  if not th[SUSPENDED] or th[LOOP] ~= loop then
     return false
   end
-  if th.fdwait then
+  if th[FDWAIT] then
     -- parked in wait_readable: withdraw its fd and timer first
-    th.fdwait(nil, pack(...))
+    th[FDWAIT](nil, pack(...))
     return true
   end
-  th.suspended = nil
+  th[SUSPENDED] = false
   make_ready(th, ...)
   return true
 end
@@ -477,7 +504,7 @@ function M.wait_readable(fd, timeout)
     L.fdwait[fd] = nil
     L.nfd = L.nfd - 1
     if timer then timer.cancelled = true end
-    th.fdwait, th.suspended = nil, nil
+    th[FDWAIT], th[SUSPENDED] = false, false
     if values then
       make_ready(th, unpack(values, 1, values.n))
     else
@@ -486,8 +513,8 @@ function M.wait_readable(fd, timeout)
   end
   L.fdwait[fd] = th
   L.nfd = L.nfd + 1
-  th.fdwait = done
-  th.suspended = true
+  th[FDWAIT] = done
+  th[SUSPENDED] = true
   if timeout then
     L.seq = L.seq + 1
     timer = { at = now() + timeout, seq = L.seq, th = th, fdwait = done }
@@ -592,14 +619,23 @@ local function run_ready(L)
     else
       step(th)
     end
-    if L.main.status == "failed" then
+    if L.main[STATUS] == "failed" then
       return
     end
   end
-  if q.first > q.last then
-    -- drained: start again at 1, so the queue stays in the array part
-    -- (ever-growing indices would all be new keys of the hash part)
-    q.first, q.last = 1, 0
+  -- Start again at 1, so the queue stays in the array part (ever-growing
+  -- indices would all be new keys of the hash part), drained or not: in
+  -- tide batch a pass never ended drained (a thread queued during it, a
+  -- group commit's leader after sleep(0), waits for the next), so what is
+  -- left moves to the front.
+  local from, to = q.first, q.last
+  if from > 1 then
+    for i = from, to do
+      local j = i - from + 1
+      qth[j], qargs[j] = qth[i], qargs[i]
+      qth[i], qargs[i] = nil, nil
+    end
+    q.first, q.last = 1, to - from + 1
   end
 end
 
@@ -620,7 +656,7 @@ end
 local function drive(L)
   while true do
     run_ready(L)
-    if L.main.status == "failed" then return end
+    if L.main[STATUS] == "failed" then return end
     if L.live == 0 then return end
     fire_timers(L)
     local q = L.ready
@@ -656,7 +692,7 @@ local function drive(L)
       if ready then
         for i = 1, #ready do
           local th = L.fdwait[ready[i]]
-          if th and th.fdwait then th.fdwait(true) end
+          if th and th[FDWAIT] then th[FDWAIT](true) end
         end
       end
       for i = 1, #done do
@@ -682,6 +718,7 @@ function M.run(fn, ...)
     ready_th = new_tab(256, 0), ready_args = new_tab(256, 0),
     main = false, current = false, engine = false, -- (set later: no rehash of L then)
     pool = new_tab(256, 0), -- coroutines waiting for a thread (see thread_body)
+    npool = 0, -- how many: #pool searched the array's free half on every call
     timers = {},
     seq = 0,
     waiting = {},  -- request id -> thread, for ids whose ring slot was taken
@@ -689,7 +726,6 @@ function M.run(fn, ...)
     fdwait = {},   -- fd -> the thread in wait_readable
     nfd = 0,
     watched = {},  -- fd -> true: in the engine's epoll set (sched.watch)
-    by_co = setmetatable({}, { __mode = "k" }),
     live = 0,
     uncollected = {},
     on_error = config.on_error or default_on_error,
@@ -707,8 +743,8 @@ function M.run(fn, ...)
   end
   for i = 1, #L.uncollected do
     local th = L.uncollected[i]
-    if not th.collected then
-      local rok, rerr = pcall(L.on_error, th.results[1])
+    if not th[COLLECTED] then
+      local rok, rerr = pcall(L.on_error, th[RESULTS][1])
       if not rok then
         io.stderr:write("tide.sched: on_error failed: ", tostring(rerr), "\n")
       end
@@ -718,10 +754,11 @@ function M.run(fn, ...)
     error(err, 0)
   end
   local m = L.main
-  if not m.ok then
-    error(m.results[1], 0)
+  if not m[OK] then
+    error(m[RESULTS][1], 0)
   end
-  return unpack(m.results, 1, m.results.n)
+  local results = m[RESULTS]
+  return unpack(results, 1, results.n)
 end
 
 return M
