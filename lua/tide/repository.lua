@@ -300,6 +300,13 @@ function Repository:load_record(agg, stream)
   return rec
 end
 
+-- Puts a stream's record in the cache, sized by its state and its ids
+-- (no table made for a missing older generation: this runs per write).
+local function put_record(self, stream, rec)
+  local older = rec.older_order
+  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + (older and #older or 0)))
+end
+
 -- The record of a stream: from the cache, or loaded.
 function Repository:record(agg, stream)
   local rec = self.cache:get(stream)
@@ -308,7 +315,7 @@ function Repository:record(agg, stream)
   rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
   rec.module_version = agg.version
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+  put_record(self, stream, rec)
   return rec
 end
 
@@ -677,8 +684,19 @@ function Repository:contention(stream)
   return hot
 end
 
-local function put_record(self, stream, rec)
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+
+-- Clears what an earlier attempt left on a job, only the fields it has:
+-- storing nil under a key a table lacks adds the key, and a job's keys
+-- (prepare's 9, then waiter, taken, out, first, res, done) would outgrow
+-- the 16 its table has room for (a rehash per command).
+local function clear_outcome(job)
+  if job.res ~= nil then job.res = nil end
+  if job.err ~= nil then job.err = nil end
+  if job.same_as ~= nil then job.same_as = nil end
+  if job.span ~= nil then job.span = nil end
+  if job.out ~= nil then job.out = nil end
+  if job.first ~= nil then job.first = nil end
+  if job.at ~= nil then job.at = nil end
 end
 
 -- Runs jobs (all on one stream, of one aggregate) as one batch: sets
@@ -754,7 +772,7 @@ function Repository:run_batch(jobs, take_queued, lane)
     local seen -- command id -> the job of this batch that carries it
     for i = 1, njobs do
       local job = jobs[i]
-      job.res, job.err, job.same_as, job.span, job.out, job.first, job.at = nil, nil, nil, nil, nil, nil, nil
+      clear_outcome(job)
       local span = command_span(rec, job.command_id)
       local orig = not span and seen and seen[job.command_id]
       local fp = span and span[3] or (orig and orig.fp)
@@ -836,7 +854,9 @@ function Repository:run_batch(jobs, take_queued, lane)
       end
       for i = 1, ntaken do
         local job = jobs[i]
-        job.out, job.span, job.same_as = nil, nil, nil
+        if job.out ~= nil then job.out = nil end
+        if job.span ~= nil then job.span = nil end
+        if job.same_as ~= nil then job.same_as = nil end
       end
       return ntaken
     end
@@ -1240,7 +1260,7 @@ function Repository:state(name, id)
   local rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
   rec.module_version = agg.version
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+  put_record(self, stream, rec)
   return { state = rec.state, version = rec.version, stream = stream }
 end
 
