@@ -48,7 +48,9 @@ local function deep_copy(v, depth)
     if type(x) == "table" then x = deep_copy(x, depth) end -- (no call per plain value)
     c[k] = x
   end
-  return setmetatable(c, getmetatable(v))
+  -- (not a tail call: a trace cannot return to a lower frame from setmetatable)
+  setmetatable(c, getmetatable(v))
+  return c
 end
 M.deep_copy = deep_copy
 

@@ -703,7 +703,8 @@ end
 -- job.res or job.err on each it takes. Returns how many it took: jobs
 -- past the limits of one write are left for the next batch. With
 -- take_queued and lane (batching), a retry after a conflict also takes
--- what was queued meanwhile: one write instead of two.
+-- what was queued meanwhile: one write instead of two (take_queued(lane,
+-- jobs, repository)).
 function Repository:run_batch(jobs, take_queued, lane)
   local first = jobs[1]
   local agg, stream = first.agg, first.stream
@@ -717,7 +718,7 @@ function Repository:run_batch(jobs, take_queued, lane)
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
     -- what queued meanwhile joins this batch (one write instead of two)
     if take_queued then
-      take_queued(lane, jobs)
+      take_queued(lane, jobs, self)
       njobs = #jobs
     end
   end
@@ -731,7 +732,7 @@ function Repository:run_batch(jobs, take_queued, lane)
   local guesses = 0
   for attempt = 1, math.huge do
     if attempt > 1 and take_queued then
-      take_queued(lane, jobs)
+      take_queued(lane, jobs, self)
       njobs = #jobs
     end
     if not rec then
@@ -740,7 +741,7 @@ function Repository:run_batch(jobs, take_queued, lane)
       if rec and take_queued and self.stats.loads ~= loads then
         -- the load took a round trip: the commands queued meanwhile join
         -- this batch (one write instead of two)
-        take_queued(lane, jobs)
+        take_queued(lane, jobs, self)
         njobs = #jobs
       end
       if not rec then
@@ -1051,6 +1052,14 @@ local function take_queued(lane, jobs)
   lane.head = head
 end
 
+-- take_queued, and then the commands other processes forwarded (a
+-- function of its own, not a closure per command: execute creates none,
+-- so the JIT can compile it)
+local function take_queued_and_forwarded(lane, jobs, repo)
+  take_queued(lane, jobs)
+  repo:take_forwarded(jobs, jobs[1].agg, jobs[1].stream)
+end
+
 function Repository:execute(name, id, command, opts)
   local job, perr = self:prepare(name, id, command, opts)
   if not job then return nil, perr end
@@ -1141,15 +1150,10 @@ function Repository:execute(name, id, command, opts)
       if why and why ~= "withdrawn" then forwarding = false end
     end
     local take = batching and take_queued or nil
-    if take and forwarding then
-      -- the holder takes the other processes' forwarded commands too
-      take = function(l, js)
-        take_queued(l, js)
-        self:take_forwarded(js, js[1].agg, stream)
-      end
-    end
+    -- the holder takes the other processes' forwarded commands too
+    if take and forwarding then take = take_queued_and_forwarded end
     -- (after the wait for the host's turn: what queued meanwhile joins)
-    if take and entered == true then take(lane, jobs) end
+    if take and entered == true then take(lane, jobs, self) end
     if entered == "forwarded" then
       -- done by the holder
     elseif entered then
