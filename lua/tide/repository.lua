@@ -110,6 +110,7 @@ function M.new(opts)
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
     lanes = {},
+    spare_lanes = {}, -- closed lanes, for the next streams (see execute)
     gathering = false, -- the snapshot reads gathering for one request (snapshot_of)
     written = {}, -- stream -> {first=, events=} of the last write in a host turn (host_lanes)
     contention_by_stream = {}, contention_count = 0,
@@ -505,27 +506,31 @@ local function fields_of(job)
   return { stream = job.stream, command = job.cmd.type, aggregate = job.name, command_id = job.command_id }
 end
 
--- Decides one job against state (a copy it may keep) at version; -> the
--- new state, the events to store and their results | nil (job.err set).
-function Repository:decide(job, state, version, now)
+-- Decides one job against state (a copy it may keep) at version, putting
+-- the events to store in events after its first nevents (the batch's
+-- list: no list per job); -> the new state, how many events and their
+-- bytes, and the events' results | nil (job.err set; events may hold some
+-- of them past nevents).
+function Repository:decide(job, state, version, now, events, nevents)
   local agg, cmd = job.agg, job.cmd
   local ctype = cmd.type
   local ctx = { aggregate = job.name, id = job.id, stream = job.stream, version = version, now = now,
                 command_id = job.command_id, correlation_id = job.correlation_id,
                 causation_id = job.causation_id }
-  local events, kind, msg = agg:decide(state, cmd, ctx)
-  if not events then
+  local decided, kind, msg = agg:decide(state, cmd, ctx)
+  if not decided then
     job.err = new_error(kind, msg, fields_of(job))
     return nil
   end
-  if #events > M.MAX_EVENTS then
+  local n = #decided
+  if n > M.MAX_EVENTS then
     job.err = new_error("too_many_events",
       ("%s.%s returned %d events; one command may append at most %d (one DynamoDB transaction)")
-        :format(job.name, ctype, #events, M.MAX_EVENTS), fields_of(job))
+        :format(job.name, ctype, n, M.MAX_EVENTS), fields_of(job))
     return nil
   end
-  local stored, out = new_tab(#events, 0), new_tab(#events, 0)
-  for i, e in ipairs(events) do
+  local out, bytes = new_tab(n, 0), 0
+  for i, e in ipairs(decided) do
     local perr
     state, perr = agg:apply(state, e)
     if not state then
@@ -544,7 +549,7 @@ function Repository:decide(job, state, version, now)
     local meta = {
       command_id = job.command_id, command = ctype, correlation_id = ctx.correlation_id,
       causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
-      handler = agg.version, index = i, count = #events, command_hash = job.fp,
+      handler = agg.version, index = i, count = n, command_hash = job.fp,
     }
     local meta_text = core.json_encode(meta)
     local size = item_bytes(job.stream, v, e.type, data_text, meta_text)
@@ -555,12 +560,13 @@ function Repository:decide(job, state, version, now)
       return nil
     end
     local s = { type = e.type, data = data_text, meta = meta_text, format = format, bytes = size }
-    stored[i] = s
+    events[nevents + i] = s
+    bytes = bytes + size
     -- plain JSON data (the embedded store's) is the result's text as well
     out[i] = { version = v, type = e.type, data = data, meta = meta, meta_text = s.meta,
                data_text = format == "json" and byte(data_text) == 123 and data_text or nil }
   end
-  return state, stored, out
+  return state, n, bytes, out
 end
 
 -- A conflict: the stream moved past rec. Applies only the events after
@@ -769,7 +775,7 @@ function Repository:run_batch(jobs, take_queued, lane)
     end
     -- decide every job in turn against the state the one before left
     local state, version, now = rec.state, rec.version, self.clock_ms()
-    local events, nevents, nbytes, ntaken = nil, 0, 0, njobs
+    local events, nevents, nbytes, ntaken = new_tab(njobs, 0), 0, 0, njobs
     local seen -- command id -> the job of this batch that carries it
     for i = 1, njobs do
       local job = jobs[i]
@@ -786,19 +792,18 @@ function Repository:run_batch(jobs, take_queued, lane)
       elseif orig then
         job.same_as = orig
       else
-        local new_state, stored, out = self:decide(job, aggregate.deep_copy(state), version, now)
-        if new_state then
-          local n, bytes = #stored, 0
-          for k = 1, n do bytes = bytes + stored[k].bytes end
-          if nevents > 0 and (nevents + n > BATCH_EVENTS or nbytes + bytes > BATCH_BYTES) then
-            ntaken = i - 1
-            break
+        local new_state, n, bytes, out = self:decide(job, aggregate.deep_copy(state), version, now, events, nevents)
+        if not new_state then
+          -- (the events it put before it failed)
+          for k = nevents + 1, nevents + M.MAX_EVENTS do
+            if events[k] == nil then break end
+            events[k] = nil
           end
-          if nevents == 0 then
-            events = stored
-          else
-            for k = 1, n do events[nevents + k] = stored[k] end
-          end
+        elseif nevents > 0 and (nevents + n > BATCH_EVENTS or nbytes + bytes > BATCH_BYTES) then
+          for k = nevents + 1, nevents + n do events[k] = nil end
+          ntaken = i - 1
+          break
+        else
           nevents, nbytes = nevents + n, nbytes + bytes
           state, version = new_state, version + n
           if n > 0 then
@@ -919,6 +924,8 @@ end
 -- only when small (FORWARD_BYTES) and only for batching aggregates.
 
 local FORWARD_BYTES = 64 * 1024
+-- closed lanes kept for reuse (about the commands in flight at once)
+local LANES_KEPT = 256
 local LINGER_BATCHES = 4
 
 -- The commands of jobs as one message (lossless: tide values).
@@ -1070,8 +1077,10 @@ function Repository:execute(name, id, command, opts)
   if job.agg.batching ~= nil then batching = job.agg.batching end
   local hl = self.host_lanes
   local forwarding = hl and hl.forward and batching
-  -- a lane: {head=, n=} with the queue in lane[head..n]; lane.forwarding
-  -- while its leader waits for another process's write of its commands
+  -- a lane: {head=, n=, jobs=} with the queue in lane[head..n]; jobs: the
+  -- list its leader decides in a batch (empty between leaders);
+  -- lane.forwarding while its leader waits for another process's write of
+  -- its commands
   local lane = lanes[stream]
   while lane and lane.forwarding and forwarding do
     -- that process takes this command as well, now (not after the
@@ -1110,10 +1119,20 @@ function Repository:execute(name, id, command, opts)
     if job.done then return job.res, job.err end
     -- handed the lane: lead it
   else
-    lane = { head = 1, n = 0 }
+    -- a lane closed earlier, when there is one (a command on a quiet
+    -- stream would make a lane and a list per command)
+    local spare = self.spare_lanes
+    local nspare = #spare
+    if nspare > 0 then
+      lane = spare[nspare]
+      spare[nspare] = nil
+    else
+      lane = { head = 1, n = 0, jobs = {} }
+    end
     lanes[stream] = lane
   end
-  local jobs = { job }
+  local jobs = lane.jobs
+  jobs[1] = job
   local lingering = 0
   while true do
     local ok, ntaken
@@ -1230,8 +1249,9 @@ function Repository:execute(name, id, command, opts)
     end
     if waiting then break end
     lingering = lingering + 1
-    jobs = {}
+    for k = #jobs, 1, -1 do jobs[k] = nil end
   end
+  for k = #jobs, 1, -1 do jobs[k] = nil end
   -- hand the lane to the first command still waiting, or close it
   local head = lane.head
   while head <= lane.n and lane[head].abandoned do
@@ -1248,6 +1268,11 @@ function Repository:execute(name, id, command, opts)
     parking.wake(nxt.waiter)
   else
     lanes[stream] = nil
+    local spare = self.spare_lanes
+    if #spare < LANES_KEPT then
+      lane.head, lane.n = 1, 0
+      spare[#spare + 1] = lane
+    end
   end
   return job.res, job.err
 end
