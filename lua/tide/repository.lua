@@ -168,11 +168,10 @@ end
 -- older_order false until the first generation is full): a record that
 -- gained keys later had another shape, and every compiled trace reading
 -- records took a side exit for it (new side traces, long after warm-up).
+-- (A constructor: its keys come with the table, none is added one by one.)
 local function new_record(version, state, commands, order, older, older_order, module_version)
-  local r = new_tab(0, 8)
-  r.version, r.state, r.commands, r.order = version, state or false, commands, order
-  r.older, r.older_order, r.module_version = older or false, older_order or false, module_version or false
-  return r
+  return { version = version, state = state or false, commands = commands, order = order, older = older or false,
+           older_order = older_order or false, module_version = module_version or false }
 end
 
 -- span: {first, last, fingerprint (of the command: idempotency_mismatch;
@@ -323,8 +322,11 @@ end
 ------------------------------------------------------------------------
 -- Commands
 
+-- core.list's metatable, set here without a call into C per result
+local LIST = getmetatable(core.list())
+
 local function result_of(stream, version, events, duplicate)
-  return { ok = true, stream = stream, version = version, events = core.list(events), duplicate = duplicate }
+  return { ok = true, stream = stream, version = version, events = setmetatable(events, LIST), duplicate = duplicate }
 end
 
 function Repository:original_result(agg, stream, span)
