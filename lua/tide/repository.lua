@@ -155,43 +155,68 @@ end
 -- Records: the state of a stream with its version and recent command ids.
 
 -- A record remembers the ids of at least its last RECENT_COMMANDS commands
--- (up to twice that) in two generations, each a map id -> {first, last}
--- (the versions of its events) and the ids in the order they came: when
--- the newer one is full it becomes the older and the oldest is dropped
--- whole. No id is ever removed one by one (a hash table that loses a key
--- per command rehashes often: a tenth of a command's CPU).
+-- (up to twice that) in two generations, each the ids in the order they
+-- came (order), a map id -> its place k in order (commands), and each
+-- command's span in spans[3k-2..3k]: the first and last versions of its
+-- events and its fingerprint (of the command: idempotency_mismatch; false
+-- for events written before tide recorded it), three slots of one list
+-- rather than a table per command. When the newer generation is full it
+-- becomes the older and the oldest is dropped whole. No id is ever
+-- removed one by one (a hash table that loses a key per command rehashes
+-- often: a tenth of a command's CPU).
+
+-- -> the first and last versions of the command id's events and its
+-- fingerprint (or nil), | nil when the record does not know the id
 local function command_span(rec, id)
-  return rec.commands[id] or (rec.older and rec.older[id])
+  local k, spans = rec.commands[id], rec.spans
+  if not k then
+    k, spans = rec.older and rec.older[id], rec.older_spans
+    if not k then return nil end
+  end
+  k = 3 * k
+  return spans[k - 2], spans[k - 1], spans[k] or nil
 end
 
--- Every record has the same keys, set in the same order (older and
--- older_order false until the first generation is full): a record that
+-- Every record has the same keys, set in the same order (older,
+-- older_order and older_spans false until the first generation is full): a record that
 -- gained keys later had another shape, and every compiled trace reading
 -- records took a side exit for it (new side traces, long after warm-up).
 -- (A constructor: its keys come with the table, none is added one by one.)
-local function new_record(version, state, commands, order, older, older_order, module_version)
-  return { version = version, state = state or false, commands = commands, order = order, older = older or false,
-           older_order = older_order or false, module_version = module_version or false }
+local function new_record(version, state, commands, order, spans, older, older_order, older_spans, module_version)
+  return { version = version, state = state or false, commands = commands, order = order, spans = spans,
+           older = older or false, older_order = older_order or false, older_spans = older_spans or false,
+           module_version = module_version or false }
 end
 
--- span: {first, last, fingerprint (of the command: idempotency_mismatch;
--- nil for events written before tide recorded it)}
+-- The record's copy of rec's generations (a new record takes them over).
+local function next_record(rec, version, state, module_version)
+  return new_record(version, state, rec.commands, rec.order, rec.spans, rec.older, rec.older_order, rec.older_spans,
+                    module_version)
+end
+
 local function remember_command(rec, id, first, last, fp)
   if not id then return end
-  local c = command_span(rec, id)
-  if c then
-    c[1], c[2] = math.min(c[1], first), math.max(c[2], last)
-    c[3] = c[3] or fp
+  local k, spans = rec.commands[id], rec.spans
+  if not k then
+    k, spans = rec.older and rec.older[id], rec.older_spans
+  end
+  if k then
+    k = 3 * k
+    spans[k - 2], spans[k - 1] = math.min(spans[k - 2], first), math.max(spans[k - 1], last)
+    spans[k] = spans[k] or fp or false
     return
   end
   local order = rec.order
   if #order >= M.RECENT_COMMANDS then
-    rec.older, rec.older_order = rec.commands, order
+    rec.older, rec.older_order, rec.older_spans = rec.commands, order, rec.spans
     order = {}
-    rec.commands, rec.order = {}, order
+    rec.commands, rec.order, rec.spans = {}, order, {}
   end
-  order[#order + 1] = id
-  rec.commands[id] = { first, last, fp }
+  k = #order + 1
+  order[k] = id
+  rec.commands[id] = k
+  spans = rec.spans
+  spans[3 * k - 2], spans[3 * k - 1], spans[3 * k] = first, last, fp or false
 end
 
 -- The last RECENT_COMMANDS remembered ids, oldest first.
@@ -251,7 +276,7 @@ end
 
 function Repository:load_record(agg, stream)
   self.stats.loads = self.stats.loads + 1
-  local rec = new_record(0, false, {}, {})
+  local rec = new_record(0, false, {}, {}, {})
   local snap, serr = self:snapshot_of(stream)
   if snap == nil then
     return nil, new_error("store", "loading the snapshot failed: " .. tostring(serr), { stream = stream, cause = serr })
@@ -386,8 +411,7 @@ end
 local function put_commands(buf, texts, rec, ids)
   for i = 1, #ids do
     local id = ids[i]
-    local c = command_span(rec, id)
-    local first, last, fp = c[1], c[2], c[3]
+    local first, last, fp = command_span(rec, id)
     if type(id) ~= "string" or not is_version(first) or not is_version(last)
         or (fp ~= nil and type(fp) ~= "string") then
       return false
@@ -415,8 +439,8 @@ local function snapshot_meta(agg, rec)
   end
   local cmds = {}
   for _, id in ipairs(ids) do
-    local c = command_span(rec, id)
-    cmds[#cmds + 1] = { id, c[1], c[2], c[3] }
+    local first, last, fp = command_span(rec, id)
+    cmds[#cmds + 1] = { id, first, last, fp }
   end
   return core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version,
                            commands = core.list(cmds) }
@@ -615,7 +639,7 @@ function Repository:catch_up(agg, stream, rec, conflict, guess)
     if not stored then return nil, err end
   end
   local state = aggregate.deep_copy(rec.state)
-  local new = new_record(rec.version, false, rec.commands, rec.order, rec.older, rec.older_order, agg.version)
+  local new = next_record(rec, rec.version, false, agg.version)
   for _, s in ipairs(stored) do
     if s.version ~= new.version + 1 then return nil end
     local ev = decode_event(agg, s)
@@ -782,15 +806,15 @@ function Repository:run_batch(jobs, take_queued, lane)
     for i = 1, njobs do
       local job = jobs[i]
       clear_outcome(job)
-      local span = command_span(rec, job.command_id)
-      local orig = not span and seen and seen[job.command_id]
-      local fp = span and span[3] or (orig and orig.fp)
+      local span_first, span_last, span_fp = command_span(rec, job.command_id)
+      local orig = not span_first and seen and seen[job.command_id]
+      local fp = span_first and span_fp or (orig and orig.fp)
       if fp and job.fp and fp ~= job.fp then
         job.err = new_error("idempotency_mismatch", ("command id %s was used for a different command "
           .. "(version %d of the stream): a command id names one command; send a new id for a new command")
-          :format(job.command_id, span and span[1] or orig.first), fields_of(job))
-      elseif span then
-        job.span = span
+          :format(job.command_id, span_first or orig.first), fields_of(job))
+      elseif span_first then
+        job.span = { span_first, span_last } -- (a duplicate's: original_result reads its events)
       elseif orig then
         job.same_as = orig
       else
@@ -836,7 +860,7 @@ function Repository:run_batch(jobs, take_queued, lane)
         -- The new record takes over the recent command ids (copying 128 of
         -- them per command was a tenth of a command's CPU).
         local old = rec
-        local new = new_record(version, state, rec.commands, rec.order, rec.older, rec.older_order, agg.version)
+        local new = next_record(rec, version, state, agg.version)
         for i = 1, ntaken do
           local job = jobs[i]
           if job.out then remember_command(new, job.command_id, job.first, job.first + #job.out - 1, job.fp) end
