@@ -532,6 +532,10 @@ local function fields_of(job)
   return { stream = job.stream, command = job.cmd.type, aggregate = job.name, command_id = job.command_id }
 end
 
+-- The list aggregate:decide returns a handler's single event in, lent
+-- anew (emptied) for each job: read before the next job is decided.
+local one_event = {}
+
 -- Decides one job against state (a copy it may keep) at version, putting
 -- the events to store in events after its first nevents (the batch's
 -- list: no list per job); -> the new state, how many events and their
@@ -543,7 +547,8 @@ function Repository:decide(job, state, version, now, events, nevents)
   local ctx = { aggregate = job.name, id = job.id, stream = job.stream, version = version, now = now,
                 command_id = job.command_id, correlation_id = job.correlation_id,
                 causation_id = job.causation_id }
-  local decided, kind, msg = agg:decide(state, cmd, ctx)
+  one_event[1] = nil
+  local decided, kind, msg = agg:decide(state, cmd, ctx, one_event)
   if not decided then
     job.err = new_error(kind, msg, fields_of(job))
     return nil
