@@ -237,8 +237,7 @@ end
 --   nil, "handler_error", message  -- the handler raised (message has the
 --                                     traceback) or broke the contract
 -- one (optional): an empty list the caller lends for a handler's single
--- event, returned holding it (no list made per command); the caller empties
--- it when done with the events.
+-- event, returned holding it (no list made per command).
 function Aggregate:decide(state, cmd, ctx, one)
   local handler = self.module.commands[cmd.type]
   local ok, r1, r2 = budget.call(call_name(self, "commands", cmd.type), sandbox.traceback, handler, state, cmd, ctx)

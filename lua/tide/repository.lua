@@ -178,9 +178,10 @@ local function command_span(rec, id)
 end
 
 -- Every record has the same keys, set in the same order (older,
--- older_order and older_spans false until the first generation is full): a record that
--- gained keys later had another shape, and every compiled trace reading
--- records took a side exit for it (new side traces, long after warm-up).
+-- older_order and older_spans false until the first generation is full):
+-- a record that gained keys later had another shape, and every compiled
+-- trace reading records took a side exit for it (new side traces, long
+-- after warm-up).
 -- (A constructor: its keys come with the table, none is added one by one.)
 local function new_record(version, state, commands, order, spans, older, older_order, older_spans, module_version)
   return { version = version, state = state or false, commands = commands, order = order, spans = spans,
