@@ -48,7 +48,9 @@ local function deep_copy(v, depth)
     if type(x) == "table" then x = deep_copy(x, depth) end -- (no call per plain value)
     c[k] = x
   end
-  return setmetatable(c, getmetatable(v))
+  -- (not a tail call: a trace cannot return to a lower frame from setmetatable)
+  setmetatable(c, getmetatable(v))
+  return c
 end
 M.deep_copy = deep_copy
 
@@ -234,7 +236,9 @@ end
 --   nil, "rejected", reason    -- the domain said no
 --   nil, "handler_error", message  -- the handler raised (message has the
 --                                     traceback) or broke the contract
-function Aggregate:decide(state, cmd, ctx)
+-- one (optional): an empty list the caller lends for a handler's single
+-- event, returned holding it (no list made per command).
+function Aggregate:decide(state, cmd, ctx, one)
   local handler = self.module.commands[cmd.type]
   local ok, r1, r2 = budget.call(call_name(self, "commands", cmd.type), sandbox.traceback, handler, state, cmd, ctx)
   if not ok then
@@ -249,7 +253,11 @@ function Aggregate:decide(state, cmd, ctx)
     return nil, "handler_error", ("%s.%s returned a %s: return an event {type=...}, a list of events, "
       .. "or nil and a reason"):format(self.name, cmd.type, type(r1))
   end
-  local events = r1.type ~= nil and { r1 } or r1
+  local events = r1
+  if r1.type ~= nil then
+    events = one or {}
+    events[1] = r1
+  end
   for i, e in ipairs(events) do
     if type(e) ~= "table" or type(e.type) ~= "string" then
       return nil, "handler_error", ("%s.%s: event %d must be a table with a string field 'type'")

@@ -110,6 +110,7 @@ function M.new(opts)
     parking = opts.parking or sched_parking(),
     host_lanes = opts.host_lanes,
     lanes = {},
+    spare_lanes = {}, -- closed lanes, for the next streams (see execute)
     gathering = false, -- the snapshot reads gathering for one request (snapshot_of)
     written = {}, -- stream -> {first=, events=} of the last write in a host turn (host_lanes)
     contention_by_stream = {}, contention_count = 0,
@@ -154,44 +155,69 @@ end
 -- Records: the state of a stream with its version and recent command ids.
 
 -- A record remembers the ids of at least its last RECENT_COMMANDS commands
--- (up to twice that) in two generations, each a map id -> {first, last}
--- (the versions of its events) and the ids in the order they came: when
--- the newer one is full it becomes the older and the oldest is dropped
--- whole. No id is ever removed one by one (a hash table that loses a key
--- per command rehashes often: a tenth of a command's CPU).
+-- (up to twice that) in two generations, each the ids in the order they
+-- came (order), a map id -> its place k in order (commands), and each
+-- command's span in spans[3k-2..3k]: the first and last versions of its
+-- events and its fingerprint (of the command: idempotency_mismatch; false
+-- for events written before tide recorded it), three slots of one list
+-- rather than a table per command. When the newer generation is full it
+-- becomes the older and the oldest is dropped whole. No id is ever
+-- removed one by one (a hash table that loses a key per command rehashes
+-- often: a tenth of a command's CPU).
+
+-- -> the first and last versions of the command id's events and its
+-- fingerprint (or nil), | nil when the record does not know the id
 local function command_span(rec, id)
-  return rec.commands[id] or (rec.older and rec.older[id])
+  local k, spans = rec.commands[id], rec.spans
+  if not k then
+    k, spans = rec.older and rec.older[id], rec.older_spans
+    if not k then return nil end
+  end
+  k = 3 * k
+  return spans[k - 2], spans[k - 1], spans[k] or nil
 end
 
--- Every record has the same keys, set in the same order (older and
--- older_order false until the first generation is full): a record that
--- gained keys later had another shape, and every compiled trace reading
--- records took a side exit for it (new side traces, long after warm-up).
-local function new_record(version, state, commands, order, older, older_order, module_version)
-  local r = new_tab(0, 8)
-  r.version, r.state, r.commands, r.order = version, state or false, commands, order
-  r.older, r.older_order, r.module_version = older or false, older_order or false, module_version or false
-  return r
+-- Every record has the same keys, set in the same order (older,
+-- older_order and older_spans false until the first generation is full):
+-- a record that gained keys later had another shape, and every compiled
+-- trace reading records took a side exit for it (new side traces, long
+-- after warm-up).
+-- (A constructor: its keys come with the table, none is added one by one.)
+local function new_record(version, state, commands, order, spans, older, older_order, older_spans, module_version)
+  return { version = version, state = state or false, commands = commands, order = order, spans = spans,
+           older = older or false, older_order = older_order or false, older_spans = older_spans or false,
+           module_version = module_version or false }
 end
 
--- span: {first, last, fingerprint (of the command: idempotency_mismatch;
--- nil for events written before tide recorded it)}
+-- The record's copy of rec's generations (a new record takes them over).
+local function next_record(rec, version, state, module_version)
+  return new_record(version, state, rec.commands, rec.order, rec.spans, rec.older, rec.older_order, rec.older_spans,
+                    module_version)
+end
+
 local function remember_command(rec, id, first, last, fp)
   if not id then return end
-  local c = command_span(rec, id)
-  if c then
-    c[1], c[2] = math.min(c[1], first), math.max(c[2], last)
-    c[3] = c[3] or fp
+  local k, spans = rec.commands[id], rec.spans
+  if not k then
+    k, spans = rec.older and rec.older[id], rec.older_spans
+  end
+  if k then
+    k = 3 * k
+    spans[k - 2], spans[k - 1] = math.min(spans[k - 2], first), math.max(spans[k - 1], last)
+    spans[k] = spans[k] or fp or false
     return
   end
   local order = rec.order
   if #order >= M.RECENT_COMMANDS then
-    rec.older, rec.older_order = rec.commands, order
+    rec.older, rec.older_order, rec.older_spans = rec.commands, order, rec.spans
     order = {}
-    rec.commands, rec.order = {}, order
+    rec.commands, rec.order, rec.spans = {}, order, {}
   end
-  order[#order + 1] = id
-  rec.commands[id] = { first, last, fp }
+  k = #order + 1
+  order[k] = id
+  rec.commands[id] = k
+  spans = rec.spans
+  spans[3 * k - 2], spans[3 * k - 1], spans[3 * k] = first, last, fp or false
 end
 
 -- The last RECENT_COMMANDS remembered ids, oldest first.
@@ -251,7 +277,7 @@ end
 
 function Repository:load_record(agg, stream)
   self.stats.loads = self.stats.loads + 1
-  local rec = new_record(0, false, {}, {})
+  local rec = new_record(0, false, {}, {}, {})
   local snap, serr = self:snapshot_of(stream)
   if snap == nil then
     return nil, new_error("store", "loading the snapshot failed: " .. tostring(serr), { stream = stream, cause = serr })
@@ -300,6 +326,13 @@ function Repository:load_record(agg, stream)
   return rec
 end
 
+-- Puts a stream's record in the cache, sized by its state and its ids
+-- (no table made for a missing older generation: this runs per write).
+local function put_record(self, stream, rec)
+  local older = rec.older_order
+  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + (older and #older or 0)))
+end
+
 -- The record of a stream: from the cache, or loaded.
 function Repository:record(agg, stream)
   local rec = self.cache:get(stream)
@@ -308,15 +341,18 @@ function Repository:record(agg, stream)
   rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
   rec.module_version = agg.version
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+  put_record(self, stream, rec)
   return rec
 end
 
 ------------------------------------------------------------------------
 -- Commands
 
+-- core.list's metatable, set here without a call into C per result
+local LIST = getmetatable(core.list())
+
 local function result_of(stream, version, events, duplicate)
-  return { ok = true, stream = stream, version = version, events = core.list(events), duplicate = duplicate }
+  return { ok = true, stream = stream, version = version, events = setmetatable(events, LIST), duplicate = duplicate }
 end
 
 function Repository:original_result(agg, stream, span)
@@ -376,8 +412,7 @@ end
 local function put_commands(buf, texts, rec, ids)
   for i = 1, #ids do
     local id = ids[i]
-    local c = command_span(rec, id)
-    local first, last, fp = c[1], c[2], c[3]
+    local first, last, fp = command_span(rec, id)
     if type(id) ~= "string" or not is_version(first) or not is_version(last)
         or (fp ~= nil and type(fp) ~= "string") then
       return false
@@ -405,8 +440,8 @@ local function snapshot_meta(agg, rec)
   end
   local cmds = {}
   for _, id in ipairs(ids) do
-    local c = command_span(rec, id)
-    cmds[#cmds + 1] = { id, c[1], c[2], c[3] }
+    local first, last, fp = command_span(rec, id)
+    cmds[#cmds + 1] = { id, first, last, fp }
   end
   return core.json_encode{ snapshot_version = agg.snapshot_version, handler = agg.version,
                            commands = core.list(cmds) }
@@ -498,27 +533,36 @@ local function fields_of(job)
   return { stream = job.stream, command = job.cmd.type, aggregate = job.name, command_id = job.command_id }
 end
 
--- Decides one job against state (a copy it may keep) at version; -> the
--- new state, the events to store and their results | nil (job.err set).
-function Repository:decide(job, state, version, now)
+-- The list aggregate:decide returns a handler's single event in, lent
+-- anew (emptied) for each job: read before the next job is decided.
+local one_event = {}
+
+-- Decides one job against state (a copy it may keep) at version, putting
+-- the events to store in events after its first nevents (the batch's
+-- list: no list per job); -> the new state, how many events and their
+-- bytes, and the events' results | nil (job.err set; events may hold some
+-- of them past nevents).
+function Repository:decide(job, state, version, now, events, nevents)
   local agg, cmd = job.agg, job.cmd
   local ctype = cmd.type
   local ctx = { aggregate = job.name, id = job.id, stream = job.stream, version = version, now = now,
                 command_id = job.command_id, correlation_id = job.correlation_id,
                 causation_id = job.causation_id }
-  local events, kind, msg = agg:decide(state, cmd, ctx)
-  if not events then
+  one_event[1] = nil
+  local decided, kind, msg = agg:decide(state, cmd, ctx, one_event)
+  if not decided then
     job.err = new_error(kind, msg, fields_of(job))
     return nil
   end
-  if #events > M.MAX_EVENTS then
+  local n = #decided
+  if n > M.MAX_EVENTS then
     job.err = new_error("too_many_events",
       ("%s.%s returned %d events; one command may append at most %d (one DynamoDB transaction)")
-        :format(job.name, ctype, #events, M.MAX_EVENTS), fields_of(job))
+        :format(job.name, ctype, n, M.MAX_EVENTS), fields_of(job))
     return nil
   end
-  local stored, out = new_tab(#events, 0), new_tab(#events, 0)
-  for i, e in ipairs(events) do
+  local out, bytes = new_tab(n, 0), 0
+  for i, e in ipairs(decided) do
     local perr
     state, perr = agg:apply(state, e)
     if not state then
@@ -537,7 +581,7 @@ function Repository:decide(job, state, version, now)
     local meta = {
       command_id = job.command_id, command = ctype, correlation_id = ctx.correlation_id,
       causation_id = ctx.causation_id, timestamp = now, schema = agg:schema_version(e.type),
-      handler = agg.version, index = i, count = #events, command_hash = job.fp,
+      handler = agg.version, index = i, count = n, command_hash = job.fp,
     }
     local meta_text = core.json_encode(meta)
     local size = item_bytes(job.stream, v, e.type, data_text, meta_text)
@@ -548,12 +592,13 @@ function Repository:decide(job, state, version, now)
       return nil
     end
     local s = { type = e.type, data = data_text, meta = meta_text, format = format, bytes = size }
-    stored[i] = s
+    events[nevents + i] = s
+    bytes = bytes + size
     -- plain JSON data (the embedded store's) is the result's text as well
     out[i] = { version = v, type = e.type, data = data, meta = meta, meta_text = s.meta,
                data_text = format == "json" and byte(data_text) == 123 and data_text or nil }
   end
-  return state, stored, out
+  return state, n, bytes, out
 end
 
 -- A conflict: the stream moved past rec. Applies only the events after
@@ -600,7 +645,7 @@ function Repository:catch_up(agg, stream, rec, conflict, guess)
     if not stored then return nil, err end
   end
   local state = aggregate.deep_copy(rec.state)
-  local new = new_record(rec.version, false, rec.commands, rec.order, rec.older, rec.older_order, agg.version)
+  local new = next_record(rec, rec.version, false, agg.version)
   for _, s in ipairs(stored) do
     if s.version ~= new.version + 1 then return nil end
     local ev = decode_event(agg, s)
@@ -677,15 +722,27 @@ function Repository:contention(stream)
   return hot
 end
 
-local function put_record(self, stream, rec)
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+
+-- Clears what an earlier attempt left on a job, only the fields it has:
+-- storing nil under a key a table lacks adds the key, and a job's keys
+-- (prepare's 9, then waiter, taken, out, first, res, done) would outgrow
+-- the 16 its table has room for (a rehash per command).
+local function clear_outcome(job)
+  if job.res ~= nil then job.res = nil end
+  if job.err ~= nil then job.err = nil end
+  if job.same_as ~= nil then job.same_as = nil end
+  if job.span ~= nil then job.span = nil end
+  if job.out ~= nil then job.out = nil end
+  if job.first ~= nil then job.first = nil end
+  if job.at ~= nil then job.at = nil end
 end
 
 -- Runs jobs (all on one stream, of one aggregate) as one batch: sets
 -- job.res or job.err on each it takes. Returns how many it took: jobs
 -- past the limits of one write are left for the next batch. With
 -- take_queued and lane (batching), a retry after a conflict also takes
--- what was queued meanwhile: one write instead of two.
+-- what was queued meanwhile: one write instead of two (take_queued(lane,
+-- jobs, repository)).
 function Repository:run_batch(jobs, take_queued, lane)
   local first = jobs[1]
   local agg, stream = first.agg, first.stream
@@ -699,7 +756,7 @@ function Repository:run_batch(jobs, take_queued, lane)
     self.sleep(math.random() * math.min(self.max_backoff, FRESH_TURN * hot.rtt))
     -- what queued meanwhile joins this batch (one write instead of two)
     if take_queued then
-      take_queued(lane, jobs)
+      take_queued(lane, jobs, self)
       njobs = #jobs
     end
   end
@@ -713,7 +770,7 @@ function Repository:run_batch(jobs, take_queued, lane)
   local guesses = 0
   for attempt = 1, math.huge do
     if attempt > 1 and take_queued then
-      take_queued(lane, jobs)
+      take_queued(lane, jobs, self)
       njobs = #jobs
     end
     if not rec then
@@ -722,7 +779,7 @@ function Repository:run_batch(jobs, take_queued, lane)
       if rec and take_queued and self.stats.loads ~= loads then
         -- the load took a round trip: the commands queued meanwhile join
         -- this batch (one write instead of two)
-        take_queued(lane, jobs)
+        take_queued(lane, jobs, self)
         njobs = #jobs
       end
       if not rec then
@@ -750,36 +807,35 @@ function Repository:run_batch(jobs, take_queued, lane)
     end
     -- decide every job in turn against the state the one before left
     local state, version, now = rec.state, rec.version, self.clock_ms()
-    local events, nevents, nbytes, ntaken = nil, 0, 0, njobs
+    local events, nevents, nbytes, ntaken = new_tab(njobs, 0), 0, 0, njobs
     local seen -- command id -> the job of this batch that carries it
     for i = 1, njobs do
       local job = jobs[i]
-      job.res, job.err, job.same_as, job.span, job.out, job.first, job.at = nil, nil, nil, nil, nil, nil, nil
-      local span = command_span(rec, job.command_id)
-      local orig = not span and seen and seen[job.command_id]
-      local fp = span and span[3] or (orig and orig.fp)
+      clear_outcome(job)
+      local span_first, span_last, span_fp = command_span(rec, job.command_id)
+      local orig = not span_first and seen and seen[job.command_id]
+      local fp = span_first and span_fp or (orig and orig.fp)
       if fp and job.fp and fp ~= job.fp then
         job.err = new_error("idempotency_mismatch", ("command id %s was used for a different command "
           .. "(version %d of the stream): a command id names one command; send a new id for a new command")
-          :format(job.command_id, span and span[1] or orig.first), fields_of(job))
-      elseif span then
-        job.span = span
+          :format(job.command_id, span_first or orig.first), fields_of(job))
+      elseif span_first then
+        job.span = { span_first, span_last } -- (a duplicate's: original_result reads its events)
       elseif orig then
         job.same_as = orig
       else
-        local new_state, stored, out = self:decide(job, aggregate.deep_copy(state), version, now)
-        if new_state then
-          local n, bytes = #stored, 0
-          for k = 1, n do bytes = bytes + stored[k].bytes end
-          if nevents > 0 and (nevents + n > BATCH_EVENTS or nbytes + bytes > BATCH_BYTES) then
-            ntaken = i - 1
-            break
+        local new_state, n, bytes, out = self:decide(job, aggregate.deep_copy(state), version, now, events, nevents)
+        if not new_state then
+          -- (the events it put before it failed)
+          for k = nevents + 1, nevents + M.MAX_EVENTS do
+            if events[k] == nil then break end
+            events[k] = nil
           end
-          if nevents == 0 then
-            events = stored
-          else
-            for k = 1, n do events[nevents + k] = stored[k] end
-          end
+        elseif nevents > 0 and (nevents + n > BATCH_EVENTS or nbytes + bytes > BATCH_BYTES) then
+          for k = nevents + 1, nevents + n do events[k] = nil end
+          ntaken = i - 1
+          break
+        else
           nevents, nbytes = nevents + n, nbytes + bytes
           state, version = new_state, version + n
           if n > 0 then
@@ -810,7 +866,7 @@ function Repository:run_batch(jobs, take_queued, lane)
         -- The new record takes over the recent command ids (copying 128 of
         -- them per command was a tenth of a command's CPU).
         local old = rec
-        local new = new_record(version, state, rec.commands, rec.order, rec.older, rec.older_order, agg.version)
+        local new = next_record(rec, version, state, agg.version)
         for i = 1, ntaken do
           local job = jobs[i]
           if job.out then remember_command(new, job.command_id, job.first, job.first + #job.out - 1, job.fp) end
@@ -836,7 +892,9 @@ function Repository:run_batch(jobs, take_queued, lane)
       end
       for i = 1, ntaken do
         local job = jobs[i]
-        job.out, job.span, job.same_as = nil, nil, nil
+        if job.out ~= nil then job.out = nil end
+        if job.span ~= nil then job.span = nil end
+        if job.same_as ~= nil then job.same_as = nil end
       end
       return ntaken
     end
@@ -898,6 +956,8 @@ end
 -- only when small (FORWARD_BYTES) and only for batching aggregates.
 
 local FORWARD_BYTES = 64 * 1024
+-- closed lanes kept for reuse (about the commands in flight at once)
+local LANES_KEPT = 256
 local LINGER_BATCHES = 4
 
 -- The commands of jobs as one message (lossless: tide values).
@@ -1031,6 +1091,14 @@ local function take_queued(lane, jobs)
   lane.head = head
 end
 
+-- take_queued, and then the commands other processes forwarded (a
+-- function of its own, not a closure per command: execute creates none,
+-- so the JIT can compile it)
+local function take_queued_and_forwarded(lane, jobs, repo)
+  take_queued(lane, jobs)
+  repo:take_forwarded(jobs, jobs[1].agg, jobs[1].stream)
+end
+
 function Repository:execute(name, id, command, opts)
   local job, perr = self:prepare(name, id, command, opts)
   if not job then return nil, perr end
@@ -1041,8 +1109,10 @@ function Repository:execute(name, id, command, opts)
   if job.agg.batching ~= nil then batching = job.agg.batching end
   local hl = self.host_lanes
   local forwarding = hl and hl.forward and batching
-  -- a lane: {head=, n=} with the queue in lane[head..n]; lane.forwarding
-  -- while its leader waits for another process's write of its commands
+  -- a lane: {head=, n=, jobs=} with the queue in lane[head..n]; jobs: the
+  -- list its leader decides in a batch (empty between leaders);
+  -- lane.forwarding while its leader waits for another process's write of
+  -- its commands
   local lane = lanes[stream]
   while lane and lane.forwarding and forwarding do
     -- that process takes this command as well, now (not after the
@@ -1081,10 +1151,20 @@ function Repository:execute(name, id, command, opts)
     if job.done then return job.res, job.err end
     -- handed the lane: lead it
   else
-    lane = { head = 1, n = 0 }
+    -- a lane closed earlier, when there is one (a command on a quiet
+    -- stream would make a lane and a list per command)
+    local spare = self.spare_lanes
+    local nspare = #spare
+    if nspare > 0 then
+      lane = spare[nspare]
+      spare[nspare] = nil
+    else
+      lane = { head = 1, n = 0, jobs = {} }
+    end
     lanes[stream] = lane
   end
-  local jobs = { job }
+  local jobs = lane.jobs
+  jobs[1] = job
   local lingering = 0
   while true do
     local ok, ntaken
@@ -1121,15 +1201,10 @@ function Repository:execute(name, id, command, opts)
       if why and why ~= "withdrawn" then forwarding = false end
     end
     local take = batching and take_queued or nil
-    if take and forwarding then
-      -- the holder takes the other processes' forwarded commands too
-      take = function(l, js)
-        take_queued(l, js)
-        self:take_forwarded(js, js[1].agg, stream)
-      end
-    end
+    -- the holder takes the other processes' forwarded commands too
+    if take and forwarding then take = take_queued_and_forwarded end
     -- (after the wait for the host's turn: what queued meanwhile joins)
-    if take and entered == true then take(lane, jobs) end
+    if take and entered == true then take(lane, jobs, self) end
     if entered == "forwarded" then
       -- done by the holder
     elseif entered then
@@ -1206,8 +1281,9 @@ function Repository:execute(name, id, command, opts)
     end
     if waiting then break end
     lingering = lingering + 1
-    jobs = {}
+    for k = #jobs, 1, -1 do jobs[k] = nil end
   end
+  for k = #jobs, 1, -1 do jobs[k] = nil end
   -- hand the lane to the first command still waiting, or close it
   local head = lane.head
   while head <= lane.n and lane[head].abandoned do
@@ -1224,6 +1300,11 @@ function Repository:execute(name, id, command, opts)
     parking.wake(nxt.waiter)
   else
     lanes[stream] = nil
+    local spare = self.spare_lanes
+    if #spare < LANES_KEPT then
+      lane.head, lane.n = 1, 0
+      spare[#spare + 1] = lane
+    end
   end
   return job.res, job.err
 end
@@ -1240,7 +1321,7 @@ function Repository:state(name, id)
   local rec, err = self:load_record(agg, stream)
   if not rec then return nil, err end
   rec.module_version = agg.version
-  self.cache:put(stream, rec, cache_mod.estimate(rec.state) + 64 * (#rec.order + #(rec.older_order or {})))
+  put_record(self, stream, rec)
   return { state = rec.state, version = rec.version, stream = stream }
 end
 
