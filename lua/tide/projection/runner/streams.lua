@@ -466,6 +466,18 @@ function Runner:may_have_trimmed(st)
   return self.stream_created_ms ~= nil and now - self.stream_created_ms > self.retention_ms
 end
 
+-- Can no record of the stream have been trimmed yet? When it is younger
+-- than its retention (DynamoDB Streams trims records after 24 hours):
+-- then a TrimmedDataAccessException cannot mean lost records. DynamoDB
+-- Local answers one now and then for a stream a few seconds old (a
+-- GetRecords on an iterator taken before the shard's first records:
+-- aws-sdk-java#2923); taken at its word, it marked a new projection
+-- `rebuild needed` at its first read. Unknown age: no.
+function Runner:stream_too_young_to_trim()
+  local created = self.stream_created_ms
+  return created ~= nil and clock.wall_ms() - created < self.retention_ms
+end
+
 -- An iterator for a cursor: after its position, or TRIM_HORIZON.
 function Runner:iterator(st, cur)
   -- a worker that never described knows the stream from DescribeTable
@@ -501,13 +513,26 @@ function Runner:backoff(st)
   end
 end
 
+-- A TrimmedDataAccessException of a stream younger than its retention:
+-- logged, and the read is tried again (a fresh iterator) after a backoff.
+function Runner:spurious_trim(st, cur, op, err)
+  self.log("warn", string.format("shard %s: %s answered %s on a stream younger than its retention (no record"
+    .. " can have been trimmed): reading again", st.shard, op, tostring(err)))
+  cur.iter = nil
+  self:backoff(st)
+  return "retry"
+end
+
 -- Reads one page for a cursor. Returns "records", batch | "empty" | "end",
 -- batch | "trimmed" | "retry".
 function Runner:read(st, cur)
   if not cur.iter then
     local it, err = self:iterator(st, cur)
     if not it then
-      if err.type == "TrimmedDataAccessException" then return "trimmed" end
+      if err.type == "TrimmedDataAccessException" then
+        if self:stream_too_young_to_trim() then return self:spurious_trim(st, cur, "GetShardIterator", err) end
+        return "trimmed"
+      end
       self.log("warn", string.format("shard %s: GetShardIterator failed: %s", st.shard, tostring(err)))
       self:backoff(st)
       return "retry"
@@ -521,6 +546,7 @@ function Runner:read(st, cur)
     if gerr.type == "ExpiredIteratorException" then
       self.log("info", "iterator expired on shard " .. st.shard .. ": renewing it from the checkpoint")
     elseif gerr.type == "TrimmedDataAccessException" then
+      if self:stream_too_young_to_trim() then return self:spurious_trim(st, cur, "GetRecords", gerr) end
       return "trimmed"
     else
       self.log("warn", string.format("shard %s: GetRecords failed: %s", st.shard, tostring(gerr)))
