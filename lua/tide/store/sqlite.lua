@@ -484,9 +484,7 @@ local function outcome(self, item)
   local stream, err = item.stream, nil
   local current = item.current_version
   if current then
-    err = new_error("Conflict", string.format("stream is at version %d, not at the expected %d",
-      current, item.expected), stream)
-    err.current_version = current
+    err = conflict_at(stream, current, item.expected)
   else
     local code = item.code
     err = new_error(ERROR_TYPE[code] or "StoreError", item.message, stream, code)
