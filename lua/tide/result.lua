@@ -62,31 +62,30 @@ function M.error(kind, message, extra, fallback_kind)
   return '{"ok":false,"error":' .. json(e, fallback_kind) .. "}"
 end
 
--- An event's JSON (M.ok writes a command's one event straight into its
--- result line instead).
-local function event_json(ev, fk)
-  return '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
-    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. json_integer(ev.version, fk) .. "}"
+-- An event's JSON between before and after, in one concatenation (a
+-- command's one event is written straight into its result line: no
+-- string of its own, nor of the list around it); version: its version's
+-- text when the caller has it already.
+local function event_json(ev, fk, before, after, version)
+  return before .. '{"data":' .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
+    .. ',"type":' .. json_string(ev.type, fk) .. ',"version":' .. (version or json_integer(ev.version, fk)) .. "}"
+    .. after
 end
 
 function M.ok(res, fallback_kind)
   local fk = fallback_kind
-  local stream, version = json_string(res.stream, fk), json_integer(res.version, fk)
-  local duplicate = res.duplicate and ',"duplicate":true' or ""
+  local version = json_integer(res.version, fk)
+  local head = '{"ok":true,"stream":' .. json_string(res.stream, fk) .. ',"version":' .. version
+    .. (res.duplicate and ',"duplicate":true' or "") .. ',"events":['
   local events = res.events
   if events and #events == 1 then
-    -- the whole line in one concatenation (no string for its head, nor
-    -- for the event); the event's version is the result's: the same digits
+    -- (a single event's version is the result's: the same digits)
     local ev = events[1]
-    return '{"ok":true,"stream":' .. stream .. ',"version":' .. version .. duplicate .. ',"events":[{"data":'
-      .. (ev.data_text or json(ev.data, fk)) .. ',"meta":' .. (ev.meta_text or json(ev.meta, fk))
-      .. ',"type":' .. json_string(ev.type, fk) .. ',"version":'
-      .. (ev.version == res.version and version or json_integer(ev.version, fk)) .. "}]}"
+    return event_json(ev, fk, head, "]}", ev.version == res.version and version or nil)
   end
-  local head = '{"ok":true,"stream":' .. stream .. ',"version":' .. version .. duplicate .. ',"events":['
   local parts = {}
   for i, ev in ipairs(events or {}) do
-    parts[i] = event_json(ev, fk)
+    parts[i] = event_json(ev, fk, "", "")
   end
   return head .. concat(parts, ",") .. "]}"
 end
