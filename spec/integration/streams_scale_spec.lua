@@ -295,6 +295,16 @@ local backend_mod = require "tide.projection.dynamodb"
 local streams = require "tide.projection.runner.streams"
 local BALANCES = helpers.root .. "/projections/balances.lua"
 
+-- A runner of the balances projection on store's stream (log: a function
+-- of level and message, default none; backend: another runner's, already
+-- started, default a new one).
+local function balances_runner(db, store, log, backend)
+  local proj = assert(projection.load_file(BALANCES, "balances"))
+  backend = backend or backend_mod.new{ client = db, table_prefix = store.prefix }
+  return streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
+                      poll_ms = 20, max_poll_ms = 100, log = log or function() end }
+end
+
 describe("the streams runner on the stand-in", function()
   it("marks `rebuild needed` when a projection starts from TRIM_HORIZON on a stream older than its retention,"
      .. " and goes on after a reset", function()
@@ -304,10 +314,7 @@ describe("the streams runner on the stand-in", function()
       local store = fresh_store(db, "si_rebuild")
       open_many(store, "r", 8, 2)
       own:control("Advance", { Seconds = 25 * 3600 })
-      local proj = assert(projection.load_file(BALANCES, "balances"))
-      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
-      local r = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
-                             poll_ms = 20, max_poll_ms = 100, log = function() end }
+      local r = balances_runner(db, store)
       assert(r:start())
       -- it stops at the first shard marked; the others are marked as it
       -- starts them again (none is ever read past the trimmed records)
@@ -329,8 +336,7 @@ describe("the streams runner on the stand-in", function()
       assert.equal(4, marked)
       -- `tide replay` resets the projection to "TRIM_HORIZON, the trimmed part covered"
       assert(r.leases:reset("balances"))
-      local r2 = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
-                              poll_ms = 20, max_poll_ms = 100, log = function() end }
+      local r2 = balances_runner(db, store, nil, r.backend)
       assert(r2:run_until_caught_up{ timeout = 30 })
     end)
     own:stop()
@@ -345,12 +351,10 @@ describe("the streams runner on the stand-in", function()
       local store = fresh_store(db, "si_spurious")
       open_many(store, "q", 8, 2)
       own:control("SpuriousTrim", { Count = 3 })
-      local proj = assert(projection.load_file(BALANCES, "balances"))
-      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
       local warnings = {}
-      local r = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
-                             poll_ms = 20, max_poll_ms = 100,
-                             log = function(level, msg) if level == "warn" then warnings[#warnings + 1] = msg end end }
+      local r = balances_runner(db, store, function(level, msg)
+        if level == "warn" then warnings[#warnings + 1] = msg end
+      end)
       assert(r:start())
       assert(r:run_until_caught_up{ timeout = 30 })
       for _, sh in ipairs(assert(r:status()).shards) do
@@ -376,12 +380,8 @@ describe("the streams runner on the stand-in", function()
                                       credentials = CREDS, base_delay = 0.005, max_attempts = 2 })
       local store = fresh_store(db, "si_fence")
       open_many(store, "f", 8, 2)
-      local proj = assert(projection.load_file(BALANCES, "balances"))
-      local backend = backend_mod.new{ client = db, table_prefix = store.prefix }
       local logs = {}
-      local r = streams.new{ client = db, store = store, backend = backend, projection = proj, lease_ms = 1000,
-                             poll_ms = 20, max_poll_ms = 100,
-                             log = function(_, msg) logs[#logs + 1] = msg end }
+      local r = balances_runner(db, store, function(_, msg) logs[#logs + 1] = msg end)
       assert(r:start())
       local th = sched.spawn(function() return r:run() end)
       local function balance(id)
