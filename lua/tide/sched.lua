@@ -31,6 +31,7 @@
 -- * sched.now() -> monotonic seconds (works anywhere).
 -- * sched.current() -> the current thread or nil; sched.suspend() parks it
 --   until sched.wakeup(th, ...), whose values suspend returns.
+--   sched.idle() -> true when no other thread is ready to run now.
 --   sched.alive(th) -> true for a thread of the run in progress that has
 --   not ended.
 -- * sched.wait_readable(fd [, timeout]) -> true when fd is readable (or
@@ -439,6 +440,14 @@ end
 -- True inside a scheduler thread.
 function M.running()
   return running_thread() ~= nil
+end
+
+-- True when no other thread is ready to run now: a primitive may then do
+-- its work on the spot rather than hand it to another OS thread, as
+-- nothing would run meanwhile (the SQLite store's writer thread).
+function M.idle()
+  local q = loop and loop.ready
+  return q == nil or q.first > q.last
 end
 
 -- The current scheduler thread, or nil outside one.

@@ -20,6 +20,9 @@
  *       rows changed by it when it writes. A UNIQUE/PRIMARY KEY violation
  *       fails with type "Conflict".
  *   db:path()  db:close()
+ *   db:writer_start(group_max)  db:enqueue(item)  db:close_group()  db:run_here(max)
+ *   db:collect()                        -- the writer thread (below)
+ *   sqlite.cpus() -> n                  -- CPUs this process may run on
  *
  * Failures that happen in normal operation return nil, err with err a
  * tide.error: type "Conflict" | "Busy" | "StoreError", kind "conflict" or
@@ -32,6 +35,7 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,7 +48,7 @@
 struct db {
     struct tide_store *s; /* first: the handle (NULL once closed) */
     struct tide_store_writer *w; /* the writer thread, once started */
-    int anchors;          /* registry ref of {seq = item} while queued */
+    int anchors;          /* registry ref of {[a->anchor] = item} while queued */
     struct tide_store *r; /* with the writer: a second connection for reads */
     struct tide_store_options opts; /* what r is opened with */
     int main_tx;          /* the caller's own transaction is open on s */
@@ -646,9 +650,12 @@ static int l_enqueue(lua_State *L)
     struct db *d = check_writer(L);
     struct tide_store_append *a = make_append(L, 2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors); // [db, item, anchors]
-    uint64_t seq = tide_store_writer_add(d->w, a);
+    /* a reference, not the ever-growing seq, as the key: references are
+     * reused, so the anchors stay a small array instead of a hash of new
+     * keys that rehashes as the appends go by */
     lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, (int)seq); // anchors[seq] = item
+    a->anchor = luaL_ref(L, -2); // anchors[a->anchor] = item
+    tide_store_writer_add(d->w, a);
     return 0;
 }
 
@@ -657,6 +664,18 @@ static int l_close_group(lua_State *L)
 {
     tide_store_writer_close_group(check_writer(L)->w);
     return 0;
+}
+
+// db:run_here(max) -> true when the group was committed on this thread (the
+// writer idle, at most max appends queued: see tide_store_writer_run_here;
+// db:collect then takes the outcomes), false when it is left to the writer
+// (then db:close_group).
+static int l_run_here(lua_State *L)
+{
+    struct db *d = check_writer(L);
+    int64_t max = check_int(L, 2, "max", 0);
+    lua_pushboolean(L, tide_store_writer_run_here(d->w, max > 0x7fffffff ? 0x7fffffff : (int)max));
+    return 1;
 }
 
 /* Sets the outcome of every finished append into its item and drops its
@@ -668,12 +687,11 @@ static int collect(lua_State *L, struct db *d, int64_t stats[2])
     lua_rawgeti(L, LUA_REGISTRYINDEX, d->anchors); // [.., anchors]
     while (a != NULL) {
         struct tide_store_append *next = a->next;
-        lua_rawgeti(L, -1, (int)a->seq); // [.., anchors, item]
+        lua_rawgeti(L, -1, a->anchor); // [.., anchors, item]
         if (lua_istable(L, -1))
             set_outcome(L, lua_gettop(L), a);
         lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_rawseti(L, -2, (int)a->seq);
+        luaL_unref(L, -1, a->anchor);
         free_append(a);
         a = next;
         n++;
@@ -750,11 +768,24 @@ static const luaL_Reg db_methods[] = {
     {"writer_start", l_writer_start},
     {"enqueue", l_enqueue},
     {"close_group", l_close_group},
+    {"run_here", l_run_here},
     {"collect", l_collect},
     {"path", l_path},
     {"close", l_close},
     {NULL, NULL},
 };
+
+// sqlite.cpus() -> the CPUs this process may run on (its affinity mask;
+// 1 when it cannot be read): whether a writer thread has a core of its own.
+static int l_cpus(lua_State *L)
+{
+    cpu_set_t set;
+    int n = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        n = CPU_COUNT(&set);
+    lua_pushinteger(L, n);
+    return 1;
+}
 
 int luaopen_tide_sqlite(lua_State *L)
 {
@@ -762,6 +793,8 @@ int luaopen_tide_sqlite(lua_State *L)
     lua_newtable(L); // [M]
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
+    lua_pushcfunction(L, l_cpus);
+    lua_setfield(L, -2, "cpus");
     lua_pushinteger(L, TIDE_STORE_SCHEMA_VERSION);
     lua_setfield(L, -2, "schema_version");
     lua_pushinteger(L, TIDE_STORE_BUSY_TIMEOUT_MS);

@@ -164,6 +164,7 @@ struct tide_store_append {
     char *message;   /* a failure's message (malloc'd; the caller frees it), or NULL */
     /* for the writer's queues */
     uint64_t seq;
+    int anchor; /* the Lua binding's reference to the item it came from */
     struct tide_store_append *next;
 };
 

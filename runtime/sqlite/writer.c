@@ -35,6 +35,7 @@ struct tide_store_writer {
     struct list done;    /* outcome final, not yet taken */
     int queued;          /* appends in queue */
     int tx_open, tx_failed, tx_n, active, main_tx, stop;
+    int here; /* the calling thread runs a group (tide_store_writer_run_here) */
     struct tide_error tx_err;
     uint64_t seq, tx_last, close_upto;
     int64_t transactions, largest;
@@ -148,6 +149,11 @@ static void *run(void *arg)
     struct tide_store_writer *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
+        if (w->here) {
+            /* the group is the calling thread's until it ends */
+            pthread_cond_wait(&w->work, &w->mu);
+            continue;
+        }
         struct tide_store_append *head = w->queue.head;
         int closed = head == NULL || head->seq > w->close_upto;
         if (w->tx_open && (w->tx_n >= w->group_max || (w->tx_last <= w->close_upto && closed))) {
@@ -165,7 +171,10 @@ static void *run(void *arg)
             } else {
                 break;
             }
-        } else if (head != NULL && (w->tx_open || !w->main_tx)) {
+        } else if (head != NULL && (w->tx_open || (!w->main_tx && (!closed || w->queued >= WAKE_BATCH)))) {
+            /* a new group starts when asked to commit or WAKE_BATCH appends
+             * wait, not at a lone append that tide_store_writer_run_here
+             * may still run on the caller's thread */
             apply_next(w);
         } else {
             pthread_cond_broadcast(&w->idle);
@@ -234,6 +243,25 @@ void tide_store_writer_close_group(struct tide_store_writer *w)
     w->close_upto = w->seq;
     pthread_cond_signal(&w->work);
     pthread_mutex_unlock(&w->mu);
+}
+
+int tide_store_writer_run_here(struct tide_store_writer *w, int max)
+{
+    pthread_mutex_lock(&w->mu);
+    int here = !w->stop && !w->here && !w->tx_open && !w->active && !w->main_tx && w->queue.head != NULL &&
+               w->queued <= max;
+    if (here) {
+        w->here = 1;
+        w->close_upto = w->seq;
+        while (w->queue.head != NULL && w->tx_n < w->group_max)
+            apply_next(w);
+        end_group(w, 1);
+        w->here = 0;
+        if (w->queue.head != NULL)
+            pthread_cond_signal(&w->work); /* past group_max: the rest is the writer's */
+    }
+    pthread_mutex_unlock(&w->mu);
+    return here;
 }
 
 void tide_store_writer_quiesce(struct tide_store_writer *w)

@@ -50,6 +50,16 @@ uint64_t tide_store_writer_add(struct tide_store_writer *w, struct tide_store_ap
 /* Asks for a COMMIT once every append queued so far is applied. */
 void tide_store_writer_close_group(struct tide_store_writer *w);
 
+/* Closes the group by running it on the calling thread when that is the
+ * cheaper way: the writer idle (no group open, nothing being applied, no
+ * caller's transaction) and at most `max` appends queued. The group runs
+ * as the writer would run it (same transaction, same outcomes, then the
+ * done list and the eventfd), without the two wake-ups of handing it
+ * over: for a caller with nothing else to do meanwhile (one command at a
+ * time). Returns 1 when it ran the group here, else 0 (nothing done:
+ * call tide_store_writer_close_group). */
+int tide_store_writer_run_here(struct tide_store_writer *w, int max);
+
 /* Commits the open group now and waits until the writer no longer uses the
  * connection (nothing queued, no transaction open). */
 void tide_store_writer_quiesce(struct tide_store_writer *w);

@@ -199,6 +199,64 @@ describe("the SQLite store's writer thread", function()
     store:close()
   end)
 
+  it("a lone append with nothing else to run commits on the calling thread; appends ready together go to the writer",
+    function()
+    local store = new_store()
+    -- one at a time, as `tide batch --concurrency 1` sends them
+    local versions = sched.run(function()
+      local out = {}
+      for v = 1, 3 do out[v] = store:append("lone", v - 1, { ev("E") }) end
+      return out
+    end)
+    assert.truthy(store.fd, "the writer thread was not started")
+    assert.same({ 1, 2, 3 }, versions)
+    assert.equal(3, store.stats.groups_here)
+    assert.equal(3, store.stats.transactions)
+    -- a conflict met on the calling thread is the same Conflict
+    local last, err = sched.run(function() return store:append("lone", 1, { ev("X"), ev("Y") }) end)
+    assert.is_nil(last)
+    assert.equal("Conflict", err.type)
+    assert.equal(3, err.current_version)
+    assert.equal("stream is at version 3, not at the expected 1", err.message)
+    assert.equal(4, store.stats.groups_here)
+    -- ten ready in the same turn: one group, on the writer thread
+    local results = sched.run(function()
+      local threads = {}
+      for i = 1, 10 do
+        threads[i] = sched.spawn(function() return store:append("many#" .. i, 0, { ev() }) end)
+      end
+      return sched.wait_all(threads)
+    end)
+    for i = 1, 10 do assert.equal(1, results[i][2], tostring(results[i][3])) end
+    assert.equal(4, store.stats.groups_here)
+    assert.equal(5, store.stats.transactions)
+    assert.equal(10, store.stats.largest_group)
+    local types = {}
+    for _, e in ipairs(store:load("lone", 0)) do types[#types + 1] = e.type end
+    assert.same({ "E", "E", "E" }, types)
+    assert.equal(13, #store:read_all(0, 100))
+    store:close()
+  end)
+
+  it("is on by default when the process may run on two CPUs or more (its affinity mask)", function()
+    local cpus = require("tide.sqlite").cpus()
+    assert.is_true(cpus >= 1 and math.floor(cpus) == cpus)
+    local dir = helpers.tmpdir()
+    dirs[#dirs + 1] = dir
+    local default = assert(store_mod.new{ path = dir .. "/d.db" })
+    assert.equal(cpus >= 2, default.writer_thread)
+    local off = assert(store_mod.new{ path = dir .. "/d.db", writer_thread = false })
+    assert.is_false(off.writer_thread)
+    default:close()
+    off:close()
+    -- a process pinned to one CPU sees one
+    local out, status = helpers.run("taskset -c 0 env LUA_CPATH="
+      .. helpers.shell_quote(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;")
+      .. [[ luajit -e 'io.write(require("tide.sqlite").cpus())' 2>&1]])
+    assert.equal(0, status, out)
+    assert.equal("1", out)
+  end)
+
   it("a store with a writer thread that is never closed is closed by the garbage collector", function()
     local store = new_store()
     sched.run(function() assert(store:append("s", 0, { ev() })) end)
