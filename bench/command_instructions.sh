@@ -11,8 +11,9 @@
 #                                       64 on dynamodb); 1 is the hot stream: every command
 #                                       queues on one stream's lane and is decided in batches
 #                                       (--concurrency stays at the default window, 256)
-#   BENCH_INS_WRITER=true               sqlite: with sqlite.writer_thread (group commit on
-#                                       a thread of its own: counted apart, "other threads")
+#   BENCH_INS_WRITER=true|false         sqlite: sqlite.writer_thread (unset: the default, on
+#                                       with two CPUs or more; the writer thread is counted
+#                                       apart, "other threads")
 #
 # The marginal count per command is (large run - small run) / (LARGE - SMALL):
 # start-up, the JIT's warm-up and the first load of each stream cancel out.
@@ -70,8 +71,10 @@ run() { # deposits -> callgrind output in $tmp/$1
       printf "{\"aggregate\":\"account\",\"id\":\"a%d\",\"command\":{\"type\":\"Deposit\",\"amount\":%d}}\n", j % a + 1, j
   }' >"$d/commands.ndjson"
   if [ "$STORE" = sqlite ]; then
-    printf 'store: sqlite\nsqlite:\n  path: %s/tide.db\n  synchronous: normal\n  writer_thread: %s\naggregates: %s/aggregates\n' \
-      "$d" "${BENCH_INS_WRITER:-false}" "$ROOT" >"$d/tide.yaml"
+    local writer=""
+    [ -n "${BENCH_INS_WRITER:-}" ] && writer="  writer_thread: $BENCH_INS_WRITER"$'\n'
+    printf 'store: sqlite\nsqlite:\n  path: %s/tide.db\n  synchronous: normal\n%saggregates: %s/aggregates\n' \
+      "$d" "$writer" "$ROOT" >"$d/tide.yaml"
   else
     printf 'store: dynamodb\ndynamodb:\n  endpoint: %s\n  region: us-east-1\n  table_prefix: ins%s_\naggregates: %s/aggregates\n' \
       "$TIDE_TEST_DYNAMODB_ENDPOINT" "$n" "$ROOT" >"$d/tide.yaml"

@@ -3,9 +3,11 @@
  *
  * The main thread (the tide process's Lua) queues appends with
  * tide_store_writer_add as its commands decide them; the writer thread
- * runs them at once in an open write transaction (BEGIN IMMEDIATE on the
- * first, then tide_store_apply each), while the main thread goes on
- * deciding. tide_store_writer_close_group asks it to COMMIT once every
+ * runs them in an open write transaction (BEGIN IMMEDIATE on the first,
+ * then tide_store_apply each), while the main thread goes on deciding. A
+ * group begins once its COMMIT is asked or WAKE_BATCH appends wait (so
+ * that tide_store_writer_run_here can still take a lone append), then
+ * takes the appends as they come. tide_store_writer_close_group asks it to COMMIT once every
  * append queued so far is in (the group's leader calls it after one turn of
  * the scheduler); a group also commits when it holds group_max appends.
  * When a group's transaction ends, its appends' outcomes are final (if

@@ -486,6 +486,23 @@ describe("tide.sched", function()
     assert.same({ "a1", "b1", "a2", "b2", "a3", "b3" }, log)
   end)
 
+  it("idle() says whether another thread is ready to run now", function()
+    local seen = {}
+    assert.is_true(sched.idle()) -- outside a run
+    run(function()
+      seen.alone = sched.idle()
+      local other = sched.spawn(function() sched.sleep(0) end) -- ready again after its first yield
+      seen.with_ready = sched.idle()
+      sched.wait(other)
+      local parked = sched.spawn(function() sched.suspend() end) -- parked: not ready
+      seen.with_parked = sched.idle()
+      sched.wakeup(parked)
+      seen.after_wakeup = sched.idle()
+      sched.wait(parked)
+    end)
+    assert.same({ alone = true, with_ready = false, with_parked = true, after_wakeup = false }, seen)
+  end)
+
   it("wait_all returns each thread's outcome", function()
     run(function()
       local ths = {

@@ -6,7 +6,8 @@
 --     busy_timeout_ms = 10000,     -- how long a writer waits for another's lock
 --     synchronous = "normal",      -- or "full" (see Durability)
 --     group_max = 512,             -- appends per shared transaction
---     writer_thread = false,       -- group commit on a thread of its own (below)
+--     writer_thread = nil,         -- group commit on a thread of its own (below);
+--                                  -- nil: when the process may run on 2 CPUs or more
 --   }
 --   assert(store:init())
 --   store:append(stream, expected_version, events) -> last_version | nil, err
@@ -17,9 +18,10 @@
 --   store:last_position() -> the highest position (0 for an empty store) | nil, err
 --   store:list_streams(aggregate, {limit=, after=}) -> {{stream=, id=, version=}...}, more | nil, err
 --   store:close()
---   store.stats = {appends=, transactions=, conflicts=, largest_group=}
+--   store.stats = {appends=, transactions=, conflicts=, largest_group=, groups_here=}
 --     appends written, write transactions begun, appends that failed with a
---     Conflict, the most appends one transaction carried
+--     Conflict, the most appends one transaction carried, groups the writer
+--     thread left to the Lua thread (a lone append: below)
 --
 -- Errors are tide.errors {kind=, type=, message=, stream=, retryable=, code=}
 -- (kind "conflict" for a Conflict, else "store"); type is "Conflict" (the
@@ -39,12 +41,17 @@
 -- the connection in the middle of it. Outside a scheduler (plain LuaJIT,
 -- nginx), each append commits on its own.
 --
--- With writer_thread = true (tide.yaml: sqlite.writer_thread), the group's
+-- With writer_thread = true (tide.yaml: sqlite.writer_thread; unset, it is
+-- true when the process may run on two CPUs or more), the group's
 -- transaction runs on a thread of its own (runtime/sqlite/writer.c): each
 -- append is queued there as its command is decided (one call into C) and
--- runs at once in the open transaction, while the Lua thread goes on with
+-- runs in the open transaction (a group begins once COMMIT is asked or 32
+-- appends wait, and takes the rest as they come), while the Lua thread goes on with
 -- the other commands; the first append of a turn asks for COMMIT after
--- that turn (sched.sleep(0)), and its threads wait for the outcome without
+-- that turn (sched.sleep(0)), or, when it is the only append queued and
+-- no other thread is ready to run (one command at a time), commits it on
+-- the Lua thread (db:run_here: the hand-over would only add two thread
+-- wake-ups to its wait); the threads wait for the outcome without
 -- blocking the process (one of them watches the writer's eventfd with
 -- sched.wait_readable and wakes the others). The same rules hold: a
 -- savepoint per append of several events, a Conflict fails only its own
@@ -60,9 +67,8 @@
 -- queued). So a read never sees an append that is not committed. close() commits the groups
 -- whose COMMIT was asked and fails (StoreError "group commit failed: ...
 -- the store is closed") the appends of a group still gathering. Outside a
--- scheduler, appends stay synchronous on the calling thread. Measured on
--- 2 cores it is not a steady gain (bench/README.md, "The fourth round:
--- group commit on a writer thread"): hence off by default.
+-- scheduler, appends stay synchronous on the calling thread. Measured in
+-- bench/README.md ("The fourth round", "The seventh round").
 
 -- Durability: WAL mode with synchronous = "normal" survives a crash of the
 -- process; a power loss or OS crash can lose the last transactions (never
@@ -193,6 +199,8 @@ function M.new(opts)
     gathering = nil, -- the thread that will close the group of this turn
     pump = nil, -- the thread that watches fd for the others
     parked = {}, -- items whose threads wait for their outcome
+    woken = {}, -- collect's list of the finished ones, in queue order
+    order = 0, -- appends queued on the writer thread so far (item.order)
     writer_transactions = 0, -- the writer thread's transactions counted in stats
     closed = false,
     -- unset: on when the process may run on two CPUs or more (the
@@ -506,26 +514,56 @@ local function collect(self)
   stats.transactions = stats.transactions + transactions - self.writer_transactions
   self.writer_transactions = transactions
   if largest > stats.largest_group then stats.largest_group = largest end
-  local parked, keep = self.parked, 0
-  local sched = get_sched()
+  local parked, keep, done, ndone = self.parked, 0, self.woken, 0
   for i = 1, #parked do
     local item = parked[i]
     parked[i] = nil
     if item.done then
-      sched.wakeup(item.th)
+      -- in the order the appends were queued (insertion: nearly sorted)
+      local k = ndone
+      while k > 0 and done[k].order > item.order do
+        done[k + 1] = done[k]
+        k = k - 1
+      end
+      done[k + 1] = item
+      ndone = ndone + 1
     else
       keep = keep + 1
       parked[keep] = item
     end
   end
+  local sched = get_sched()
+  for i = 1, ndone do
+    sched.wakeup(done[i].th)
+    done[i] = nil
+  end
+end
+
+-- The parked item queued first (removed from parked), or nil.
+local function take_first_parked(parked)
+  local n = #parked
+  if n == 0 then return nil end
+  local at = 1
+  for i = 2, n do
+    if parked[i].order < parked[at].order then at = i end
+  end
+  local item = parked[at]
+  for i = at, n - 1 do parked[i] = parked[i + 1] end
+  parked[n] = nil
+  return item
 end
 
 -- Waits (yielding) until item is done. One waiting thread (the pump)
 -- watches the writer's descriptor and collects for all; the others park.
+-- The pump is the first append of its group (the one that gathered it),
+-- and the others wake in the order they were queued: a group's threads go
+-- on in the order of the Lua path's (its leader first, then the members),
+-- so the events of the next groups land in the same order too.
 local function await(self, item, sched)
   while not item.done do
-    local pump = self.pump
-    if (pump and sched.alive(pump)) or self.closed then
+    local pump, gathering = self.pump, self.gathering
+    if (pump and sched.alive(pump)) or self.closed
+      or (gathering and gathering ~= sched.current() and sched.alive(gathering)) then
       item.th = sched.current()
       local parked = self.parked
       parked[#parked + 1] = item
@@ -538,14 +576,13 @@ local function await(self, item, sched)
       collect(self)
     end
   end
-  -- hand the pump over to a thread still waiting
+  -- hand the pump over to the thread still waiting that queued first
   if not (self.pump and sched.alive(self.pump)) then
     -- (threads of an earlier, failed sched.run are dropped: nobody waits)
     local parked = self.parked
-    for n = #parked, 1, -1 do
-      local next_item = parked[n]
-      parked[n] = nil
-      if sched.wakeup(next_item.th) then break end
+    while true do
+      local next_item = take_first_parked(parked)
+      if not next_item or sched.wakeup(next_item.th) then break end
     end
   end
 end
@@ -573,6 +610,8 @@ local function append_writer(self, item, sched)
     if not fd then return nil, wrap(err, item.stream) end
     self.fd = fd
   end
+  local order = self.order + 1
+  self.order, item.order = order, order
   db:enqueue(item)
   local gathering = self.gathering
   if not (gathering and sched.alive(gathering)) then
