@@ -238,6 +238,24 @@ describe("the SQLite store's writer thread", function()
     store:close()
   end)
 
+  it("groups run here and on the writer thread in turn never leave a waiting thread behind", function()
+    -- a group run on the Lua thread collects the outcomes of a group the
+    -- writer ended meanwhile: the thread that waited for that one must
+    -- still wake (it did not, once: a hang, hence the child and timeout)
+    local dir = helpers.tmpdir()
+    dirs[#dirs + 1] = dir
+    local q = helpers.shell_quote
+    local out, status = helpers.run(("cd %s && timeout 120 env LUA_PATH=%s LUA_CPATH=%s luajit %s %s 2000 2>&1")
+      :format(q(helpers.root), q(helpers.root .. "/lua/?.lua;" .. helpers.root .. "/lua/?/init.lua;;"),
+              q(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;"), "spec/fixtures/writer_rounds.lua",
+              q(dir .. "/rounds.db")))
+    assert.equal(0, status, out)
+    local transactions, here = out:match("^ok (%d+) (%d+)")
+    assert.truthy(transactions, out)
+    -- both ways were taken
+    assert.is_true(tonumber(here) > 0 and tonumber(transactions) > tonumber(here), out)
+  end)
+
   it("is on by default when the process may run on two CPUs or more (its affinity mask)", function()
     local cpus = require("tide.sqlite").cpus()
     assert.is_true(cpus >= 1 and math.floor(cpus) == cpus)

@@ -537,6 +537,10 @@ local function collect(self)
     sched.wakeup(done[i].th)
     done[i] = nil
   end
+  -- collected by another thread (a group run here): the pump, waiting for
+  -- a descriptor this read has just drained, looks at its item again
+  local pump = self.pump
+  if pump and pump ~= sched.current() then sched.wakeup(pump) end
 end
 
 -- The parked item queued first (removed from parked), or nil.
