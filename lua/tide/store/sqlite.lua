@@ -197,8 +197,7 @@ function M.new(opts)
     fd = nil, -- the writer thread's descriptor, once started
     gathering = nil, -- the thread that will close the group of this turn
     pump = nil, -- the thread that watches fd for the others
-    parked = {}, -- items whose threads wait for their outcome
-    woken = {}, -- collect's list of the finished ones, in queue order
+    parked = {}, -- items whose threads wait for their outcome, in queue order
     order = 0, -- appends queued on the writer thread so far (item.order)
     writer_transactions = 0, -- the writer thread's transactions counted in stats
     closed = false,
@@ -511,28 +510,17 @@ local function collect(self)
   stats.transactions = stats.transactions + transactions - self.writer_transactions
   self.writer_transactions = transactions
   if largest > stats.largest_group then stats.largest_group = largest end
-  local parked, keep, done, ndone = self.parked, 0, self.woken, 0
+  local parked, keep = self.parked, 0
+  local sched = get_sched()
   for i = 1, #parked do
     local item = parked[i]
     parked[i] = nil
     if item.done then
-      -- in the order the appends were queued (insertion: nearly sorted)
-      local k = ndone
-      while k > 0 and done[k].order > item.order do
-        done[k + 1] = done[k]
-        k = k - 1
-      end
-      done[k + 1] = item
-      ndone = ndone + 1
+      sched.wakeup(item.th) -- (in queue order: parked is)
     else
       keep = keep + 1
       parked[keep] = item
     end
-  end
-  local sched = get_sched()
-  for i = 1, ndone do
-    sched.wakeup(done[i].th)
-    done[i] = nil
   end
   -- collected by another thread (a group run here): the pump, waiting for
   -- a descriptor this read has just drained, looks at its item again
@@ -540,18 +528,18 @@ local function collect(self)
   if pump and pump ~= sched.current() then sched.wakeup(pump) end
 end
 
--- The parked item queued first (removed from parked), or nil.
-local function take_first_parked(parked)
-  local n = #parked
-  if n == 0 then return nil end
-  local at = 1
-  for i = 2, n do
-    if parked[i].order < parked[at].order then at = i end
+-- Parks the current thread until item is done (or the pump's turn comes):
+-- parked stays in queue order (items nearly always arrive in it).
+local function park(self, item, sched)
+  item.th = sched.current()
+  local parked = self.parked
+  local k = #parked
+  while k > 0 and parked[k].order > item.order do
+    parked[k + 1] = parked[k]
+    k = k - 1
   end
-  local item = parked[at]
-  for i = at, n - 1 do parked[i] = parked[i + 1] end
-  parked[n] = nil
-  return item
+  parked[k + 1] = item
+  sched.suspend()
 end
 
 -- Waits (yielding) until item is done. One waiting thread (the pump)
@@ -565,10 +553,7 @@ local function await(self, item, sched)
     local pump, gathering = self.pump, self.gathering
     if (pump and sched.alive(pump)) or self.closed
       or (gathering and gathering ~= sched.current() and sched.alive(gathering)) then
-      item.th = sched.current()
-      local parked = self.parked
-      parked[#parked + 1] = item
-      sched.suspend()
+      park(self, item, sched)
     else
       self.pump = sched.current()
       sched.wait_readable(self.fd)
@@ -581,9 +566,8 @@ local function await(self, item, sched)
   if not (self.pump and sched.alive(self.pump)) then
     -- (threads of an earlier, failed sched.run are dropped: nobody waits)
     local parked = self.parked
-    while true do
-      local next_item = take_first_parked(parked)
-      if not next_item or sched.wakeup(next_item.th) then break end
+    while #parked > 0 do
+      if sched.wakeup(table.remove(parked, 1).th) then break end
     end
   end
 end
