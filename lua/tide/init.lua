@@ -29,7 +29,8 @@ M.version = require("tide.core").version
 --   opts.log_format as the format when the configuration sets none).
 -- app.log is the logger, for the host's own lines.
 -- In the tide process (no opts.transport), it also sets the Lua
--- collector's pause to cfg.lua.gc_pause; nginx's VM is left as it is.
+-- collector's pause to cfg.lua.gc_pause and the JIT's thresholds to
+-- cfg.lua.jit_hotloop and jit_hotexit; nginx's VM is left as it is.
 -- The user-code budget and the sandbox's print for cfg (tide.budget and
 -- tide.sandbox are per Lua VM: the last configuration opened wins).
 function M.user_code(cfg, log)
@@ -52,8 +53,12 @@ function M.open(opts)
     cfg, err = config.load{ file = opts.config }
     if not cfg then return nil, err end
   end
-  if not opts.transport and cfg.lua and cfg.lua.gc_pause then
-    collectgarbage("setpause", cfg.lua.gc_pause)
+  local l = cfg.lua
+  if not opts.transport and l then
+    if l.gc_pause then collectgarbage("setpause", l.gc_pause) end
+    if jit and l.jit_hotloop and l.jit_hotexit then
+      jit.opt.start("hotloop=" .. l.jit_hotloop, "hotexit=" .. l.jit_hotexit)
+    end
   end
   local store
   if cfg.store == "dynamodb" then

@@ -42,13 +42,19 @@ int tide_cmd_lua(int argc, char **argv);
  * lua.gc_pause says otherwise (LuaJIT's own default is 200). */
 #define TIDE_GC_PAUSE_DEFAULT 400
 
+/* LuaJIT's thresholds in a tide process until tide.yaml's lua.jit_hotloop
+ * and lua.jit_hotexit say otherwise (LuaJIT's own: 56 and 10). */
+#define TIDE_JIT_HOTLOOP_DEFAULT 1000
+#define TIDE_JIT_HOTEXIT_DEFAULT 100
+
 /* Creates a LuaJIT state ready for tide code: standard libraries opened,
  * `tide.core`, `tide.engine` and `tide.sqlite` in package.preload (the
  * copies linked into this binary), package.path/cpath pointing at the project's lua/ next to
  * the executable and at the installed TIDE_LUA_LDIR/TIDE_LUA_CDIR (unless
  * LUA_PATH/LUA_CPATH are set), os.exit closing the state before the
- * process exits (so leak checkers see a clean heap), and the collector's
- * pause at TIDE_GC_PAUSE_DEFAULT.
+ * process exits (so leak checkers see a clean heap), the collector's
+ * pause at TIDE_GC_PAUSE_DEFAULT and the JIT's thresholds at
+ * TIDE_JIT_HOTLOOP_DEFAULT and TIDE_JIT_HOTEXIT_DEFAULT.
  * Returns the state (caller owns it: lua_close), or NULL after printing
  * "tide: <why>" to stderr. */
 lua_State *tide_cli_lua_new(void);

@@ -157,6 +157,20 @@ static int setup_state(lua_State *L)
     lua_pushcclosure(L, exit_closing_state, 1);  // [os, exit_closing_state]
     lua_setfield(L, -2, "exit");                 // [os]
     lua_pop(L, 1);                               // []
+
+    /* A command runs through many short paths, each a few times: at
+     * LuaJIT's own thresholds the first thousands of commands compile
+     * hundreds of traces and side traces (each two mprotect calls, whose
+     * TLB flush interrupts every core), which a run of a few thousand
+     * commands never earns back. tide.yaml's lua.jit_hotloop and
+     * lua.jit_hotexit set them (docs/configuration.md). */
+    lua_getglobal(L, "jit");                     // [jit]
+    lua_getfield(L, -1, "opt");                  // [jit, opt]
+    lua_getfield(L, -1, "start");                // [jit, opt, start]
+    lua_pushfstring(L, "hotloop=%d", TIDE_JIT_HOTLOOP_DEFAULT);
+    lua_pushfstring(L, "hotexit=%d", TIDE_JIT_HOTEXIT_DEFAULT);
+    lua_call(L, 2, 0);                           // [jit, opt]
+    lua_pop(L, 2);                               // []
     return 0;
 }
 

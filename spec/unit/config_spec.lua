@@ -27,7 +27,8 @@ local DEFAULTS = {
   log = { level = "info", format = "text" },
   metrics = {},
   kafka = { sasl = {}, ssl = {}, wait_ms = 30000 },
-  lua = { gc_pause = 400, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
+  lua = { gc_pause = 400, jit_hotloop = 1000, jit_hotexit = 100, handler_budget_ms = 1000, sandbox_aggregates = true,
+          sandbox_projections = true },
 }
 
 -- assert_fields(cfg, {["sqlite.path"] = want, ...}): each dotted key path of
@@ -160,7 +161,8 @@ describe("tide.config", function()
                            password = "file:" .. FIXTURES .. "secrets/kafka-password" },
                   ssl = { enabled = true, ca = FIXTURES .. "certs/ca.pem" },
                   properties = { ["linger.ms"] = "10", ["compression.type"] = "zstd" }, wait_ms = 5000 },
-        lua = { gc_pause = 250, handler_budget_ms = 1000, sandbox_aggregates = true, sandbox_projections = true },
+        lua = { gc_pause = 250, jit_hotloop = 500, jit_hotexit = 50, handler_budget_ms = 1000, sandbox_aggregates = true,
+                sandbox_projections = true },
       }, cfg)
     end)
 
@@ -399,6 +401,8 @@ describe("tide.config", function()
         { "snapshots:\n  every: .inf\n", "2: snapshots.every must be an integer (got inf)" },
         { "lua:\n  gc_pause: 50\n", "2: lua.gc_pause must be at least 100 (got 50)" },
         { "lua:\n  gc_pause: 20000\n", "2: lua.gc_pause must be at most 10000 (got 20000)" },
+        { "lua:\n  jit_hotloop: 0\n", "2: lua.jit_hotloop must be at least 1 (got 0)" },
+        { "lua:\n  jit_hotexit: 255\n", "2: lua.jit_hotexit must be at most 200 (got 255)" },
       }
       assert.equal("", assert(config.from_table{ dynamodb = { table_prefix = "" } }).dynamodb.table_prefix)
     end)
@@ -512,19 +516,28 @@ end)
 describe("tide.open", function()
   local tide = require "tide"
 
-  -- {description, transport given to tide.open, the pause after it (lua.gc_pause is 300, the pause before 200)}
+  -- {description, transport given to tide.open, the pause after it (lua.gc_pause is 300, the pause before 200),
+  --  the JIT options it sets (lua.jit_hotloop is 700, lua.jit_hotexit 70)}
   for _, case in ipairs{
-    { "sets the collector's pause to lua.gc_pause in the tide process", nil, 300 },
-    { "leaves the pause of a host that brings its own transport (nginx) alone", {}, 200 },
+    { "sets the collector's pause and the JIT's thresholds to lua.gc_pause, lua.jit_hotloop and lua.jit_hotexit "
+      .. "in the tide process", nil, 300, { "hotloop=700", "hotexit=70" } },
+    { "leaves the pause and the JIT of a host that brings its own transport (nginx) alone", {}, 200, {} },
   } do
     it(case[1], function()
       local dir = helpers.tmpdir()
       local cfg = assert(config.from_table({ sqlite = { path = dir .. "/tide.db" }, aggregates = helpers.root .. "/aggregates",
-                                             projections = helpers.root .. "/projections", lua = { gc_pause = 300 } }, "test"))
+                                             projections = helpers.root .. "/projections",
+                                             lua = { gc_pause = 300, jit_hotloop = 700, jit_hotexit = 70 } }, "test"))
       local before = collectgarbage("setpause", 200)
-      local app = assert(tide.open{ cfg = cfg, transport = case[2] })
+      -- jit.opt.start has no reading side: what it is called with is recorded
+      local start, set = jit.opt.start, {}
+      jit.opt.start = function(...) for _, o in ipairs{ ... } do set[#set + 1] = o end end
+      local ok, app = pcall(tide.open, { cfg = cfg, transport = case[2] })
+      jit.opt.start = start
+      assert.is_true(ok, tostring(app))
       assert.equal(case[3], collectgarbage("setpause", before))
-      app.store:close()
+      assert.same(case[4], set)
+      assert(app).store:close()
       helpers.run("rm -rf " .. q(dir))
     end)
   end
