@@ -86,8 +86,10 @@ local SCHEMA = {
   } },
   { name = "lua", section = {
     { name = "gc_pause", kind = "integer", min = 100, max = 10000, default = 400 },
-    -- (hotexit: LuaJIT counts exits in a byte, 255 its "done" mark; from 253
-    -- up a trace of a pairs loop in tide's sandbox set-up looped for ever)
+    -- (hotexit: LuaJIT counts exits in a byte and stops at 255: from 253 up
+    -- it never tried the side trace at the end of a pairs loop in the
+    -- sandbox's set-up, an exit Debian 12's LuaJIT does not get past without
+    -- one, and the process looped for ever)
     { name = "jit_hotloop", kind = "integer", min = 1, max = 10000, default = 1000 },
     { name = "jit_hotexit", kind = "integer", min = 1, max = 200, default = 100 },
     { name = "handler_budget_ms", kind = "integer", min = 0, default = 1000 },
