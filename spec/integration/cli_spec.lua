@@ -109,6 +109,17 @@ stores.each(function(kind)
       assert.equal(dep.version + 1, wd.version)
     end)
 
+    it("keeps up to 1024 lines in flight on the embedded store and 256 on DynamoDB unless --concurrency says", function()
+      local input = cjson.encode{ aggregate = "account", id = "w1", command = { type = "Open", owner = "o" } } .. "\n"
+      -- {arguments, the window, the exit status: w1 opens once, the second Open is rejected}
+      for _, case in ipairs{ { "batch --stats", kind == "sqlite" and 1024 or 256, 0 }, { "batch --stats --concurrency 7", 7, 3 } } do
+        local out, status = tide(dir, case[1], input)
+        assert.equal(case[3], status, out)
+        local ls = lines(out)
+        assert.equal(case[2], cjson.decode(ls[#ls]).stats.window, out)
+      end
+    end)
+
     it("has --help on every command", function()
       for _, c in ipairs{ "init", "exec", "batch", "events", "state" } do
         local out, status = tide(dir, c .. " --help")

@@ -45,10 +45,10 @@ end
 -- tide batch --stats: one JSON line on stderr. What the repository did
 -- (writes, conflicts, catch-ups) and, on DynamoDB, what the service
 -- billed (client.usage: capacity units of the answers).
-local function write_batch_stats(lines, outcomes, seconds, rstats, store)
+local function write_batch_stats(lines, outcomes, seconds, rstats, store, window)
   local commands = rstats.commands
   local st = {
-    lines = lines, commands = commands, outcomes = outcomes, seconds = seconds,
+    lines = lines, commands = commands, outcomes = outcomes, seconds = seconds, window = window,
     commands_per_second = seconds > 0 and commands / seconds or 0,
     writes = rstats.writes, conflicts = rstats.conflicts, catch_ups = rstats.catch_ups,
     catch_up_reads = rstats.catch_up_reads, guessed_catch_ups = rstats.guessed_catch_ups,
@@ -69,13 +69,21 @@ end
 
 local ID_FIELDS = { "correlation_id", "causation_id" }
 
+-- Lines in flight by default. On DynamoDB each stream in flight is a
+-- request in flight. On the embedded store a line in flight costs only
+-- memory, and the more there are, the more the group commit takes: 1024
+-- lines over 100 streams made 59 transactions of 20,100 commands where 256
+-- made 235, each writing a page of the streams' index per stream it
+-- touches (11% less wall time: bench/README.md, "A wider window").
+local DEFAULT_WINDOW = { dynamodb = 256, sqlite = 1024 }
+
 -- Severity order for batch's exit status: the worst failure wins.
 local SEVERITY = { [0] = 0, [3] = 1, [7] = 2, [4] = 3, [2] = 4, [1] = 5, [5] = 6 }
 
 function commands.batch(opts, pos)
   if #pos > 0 then return fail_usage("batch", "unexpected argument '" .. pos[1] .. "'") end
-  local window = tonumber(opts.concurrency or 256)
-  if not window or window < 1 or window ~= math.floor(window) then
+  local window = opts.concurrency and tonumber(opts.concurrency)
+  if opts.concurrency and (not window or window < 1 or window ~= math.floor(window)) then
     return fail_usage("batch", "--concurrency must be a positive integer")
   end
   local app, err = open_app(opts)
@@ -83,6 +91,7 @@ function commands.batch(opts, pos)
     C.report("batch", opts, err)
     return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or EXIT.usage
   end
+  window = window or DEFAULT_WINDOW[app.cfg.store] or DEFAULT_WINDOW.dynamodb
   local repo = app.repository
   local ready = { ok = app.cfg.store ~= "dynamodb", why = "the events table has not answered yet" }
   local msrv, merr = start_metrics(app, opts, function() return ready.ok, ready.why end)
@@ -207,7 +216,7 @@ function commands.batch(opts, pos)
     if th then sched.wait(th) else sched.sleep(0) end
   end
   if watcher then watcher:stop() end
-  if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store) end
+  if opts.stats then write_batch_stats(n, outcomes, clock.mono() - started, repo.stats, app.store, window) end
   if msrv then msrv:stop() end
   app.store:close()
   return status
@@ -240,7 +249,7 @@ Exit status: 0 ok; 1 handler error; 2 bad input (JSON, unknown aggregate
 or command, schema); 3 rejected by the domain; 4 conflict after the
 retries; 5 store or network failure; 7 idempotency mismatch.]] },
   batch = { run = commands.batch, summary = "run NDJSON commands from stdin concurrently, one result line each",
-    options = { { "--concurrency", "N", "at most N commands in flight (default 256)" },
+    options = { { "--concurrency", "N", "at most N commands in flight (default 1024 on the embedded store, 256 on DynamoDB)" },
                 { "--stats", nil, "at the end, one JSON line of figures on stderr" },
                 { "--metrics", "ADDR", "serve /metrics, /health and /ready on ADDR while it runs" } },
     usage = [[
@@ -262,7 +271,8 @@ Examples:
 
 Output (stdout): one result line per input line. --stats: at the end, one
 JSON line on stderr with the counts by outcome, the writes, conflicts and
-catch-ups, and on DynamoDB the requests and capacity units, per command too.
+catch-ups, the window (--concurrency), and on DynamoDB the requests and
+capacity units, per command too.
 
 Exit status: 0 every command succeeded; else the worst failure's status
 (5 store > 1 handler > 2 input > 4 conflict > 7 idempotency > 3 rejected).]] },
