@@ -1075,15 +1075,20 @@ end
 --   no), "conflict" (after max_attempts), "handler_error" (a handler raised),
 --   "too_many_events", "event_too_large", "store" (store or network failure)
 -- Moves the commands queued on lane (of jobs[1]'s module version, in
--- arrival order, up to the first of another) to the end of jobs.
+-- arrival order, up to the first of another) to the end of jobs, until
+-- jobs holds as many commands as one write may carry events: a batch
+-- decides at most that many, and the rest went back to the queue after
+-- each write (with a thousand lines queued on a hot stream, most of a
+-- batch's work).
 local function take_queued(lane, jobs)
   local agg = jobs[1].agg
-  local head = lane.head
-  while head <= lane.n and (lane[head].abandoned or lane[head].agg == agg) do
+  local head, njobs = lane.head, #jobs
+  while njobs < BATCH_EVENTS and head <= lane.n and (lane[head].abandoned or lane[head].agg == agg) do
     local j = lane[head]
     if not j.abandoned then
       j.taken = true
-      jobs[#jobs + 1] = j
+      njobs = njobs + 1
+      jobs[njobs] = j
     end
     lane[head] = false
     head = head + 1
