@@ -1077,9 +1077,8 @@ end
 -- Moves the commands queued on lane (of jobs[1]'s module version, in
 -- arrival order, up to the first of another) to the end of jobs, until
 -- jobs holds as many commands as one write may carry events: a batch
--- decides at most that many, and the rest went back to the queue after
--- each write (with a thousand lines queued on a hot stream, most of a
--- batch's work).
+-- decides no more than that, and what it took past it would only go back
+-- to the queue after the write.
 local function take_queued(lane, jobs)
   local agg = jobs[1].agg
   local head, njobs = lane.head, #jobs

@@ -80,8 +80,8 @@ local SEVERITY = { [0] = 0, [3] = 1, [7] = 2, [4] = 3, [2] = 4, [1] = 5, [5] = 6
 
 function commands.batch(opts, pos)
   if #pos > 0 then return fail_usage("batch", "unexpected argument '" .. pos[1] .. "'") end
-  local window = opts.concurrency and tonumber(opts.concurrency)
-  if opts.concurrency and (not window or window < 1 or window ~= math.floor(window)) then
+  local window = tonumber(opts.concurrency or DEFAULT_WINDOW)
+  if not window or window < 1 or window ~= math.floor(window) then
     return fail_usage("batch", "--concurrency must be a positive integer")
   end
   local app, err = open_app(opts)
@@ -89,7 +89,6 @@ function commands.batch(opts, pos)
     C.report("batch", opts, err)
     return (type(err) == "table" and EXIT_OF_KIND[err.kind]) or EXIT.usage
   end
-  window = window or DEFAULT_WINDOW
   local repo = app.repository
   local ready = { ok = app.cfg.store ~= "dynamodb", why = "the events table has not answered yet" }
   local msrv, merr = start_metrics(app, opts, function() return ready.ok, ready.why end)

@@ -65,9 +65,11 @@
 -- queued). So a read never sees an append that is not committed. close() commits the groups
 -- whose COMMIT was asked and fails (StoreError "group commit failed: ...
 -- the store is closed") the appends of a group still gathering. Outside a
--- scheduler, appends stay synchronous on the calling thread. Measured on
--- 2 cores it is not a gain (bench/README.md, "The fourth round" and "The
--- seventh round": the same wall time for more CPU): hence off by default.
+-- scheduler, appends stay synchronous on the calling thread. Off by
+-- default: on 2 cores it measured the same wall time for more CPU
+-- (bench/README.md, "The seventh round"), then 12% less wall time for 6%
+-- more CPU after session 14's changes ("Where session 14 left the
+-- targets"); not settled.
 
 -- Durability: WAL mode with synchronous = "normal" survives a crash of the
 -- process; a power loss or OS crash can lose the last transactions (never
