@@ -11,8 +11,9 @@
 #                                       64 on dynamodb); 1 is the hot stream: every command
 #                                       queues on one stream's lane and is decided in batches
 #                                       (--concurrency stays at the default window, 256)
-#   BENCH_INS_WRITER=true               sqlite: with sqlite.writer_thread (group commit on
-#                                       a thread of its own: counted apart, "other threads")
+#   BENCH_INS_WRITER=true|false         sqlite: sqlite.writer_thread (unset: the default, on
+#                                       with two CPUs or more; the writer thread is counted
+#                                       apart, "other threads")
 #
 # The marginal count per command is (large run - small run) / (LARGE - SMALL):
 # start-up, the JIT's warm-up and the first load of each stream cancel out.

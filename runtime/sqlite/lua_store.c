@@ -22,6 +22,7 @@
  *   db:path()  db:close()
  *   db:writer_start(group_max)  db:enqueue(item)  db:close_group()  db:run_here(max)
  *   db:collect()                        -- the writer thread (below)
+ *   sqlite.cpus() -> n                  -- CPUs this process may run on
  *
  * Failures that happen in normal operation return nil, err with err a
  * tide.error: type "Conflict" | "Busy" | "StoreError", kind "conflict" or
@@ -34,6 +35,7 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -773,12 +775,26 @@ static const luaL_Reg db_methods[] = {
     {NULL, NULL},
 };
 
+// sqlite.cpus() -> the CPUs this process may run on (its affinity mask;
+// 1 when it cannot be read): whether a writer thread has a core of its own.
+static int l_cpus(lua_State *L)
+{
+    cpu_set_t set;
+    int n = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        n = CPU_COUNT(&set);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
 int luaopen_tide_sqlite(lua_State *L)
 {
     tide_lua_handle_type(L, DB_MT, db_methods, l_close, l_tostring); // []
     lua_newtable(L); // [M]
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
+    lua_pushcfunction(L, l_cpus);
+    lua_setfield(L, -2, "cpus");
     lua_pushinteger(L, TIDE_STORE_SCHEMA_VERSION);
     lua_setfield(L, -2, "schema_version");
     lua_pushinteger(L, TIDE_STORE_BUSY_TIMEOUT_MS);

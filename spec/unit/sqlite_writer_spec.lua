@@ -256,6 +256,25 @@ describe("the SQLite store's writer thread", function()
     assert.is_true(tonumber(here) > 0 and tonumber(transactions) > tonumber(here), out)
   end)
 
+  it("is on by default when the process may run on two CPUs or more (its affinity mask)", function()
+    local cpus = require("tide.sqlite").cpus()
+    assert.is_true(cpus >= 1 and math.floor(cpus) == cpus)
+    local dir = helpers.tmpdir()
+    dirs[#dirs + 1] = dir
+    local default = assert(store_mod.new{ path = dir .. "/d.db" })
+    assert.equal(cpus >= 2, default.writer_thread)
+    local off = assert(store_mod.new{ path = dir .. "/d.db", writer_thread = false })
+    assert.is_false(off.writer_thread)
+    default:close()
+    off:close()
+    -- a process pinned to one CPU sees one
+    local out, status = helpers.run("taskset -c 0 env LUA_CPATH="
+      .. helpers.shell_quote(helpers.root .. "/" .. helpers.build .. "/lua/?.so;;")
+      .. [[ luajit -e 'io.write(require("tide.sqlite").cpus())' 2>&1]])
+    assert.equal(0, status, out)
+    assert.equal("1", out)
+  end)
+
   it("a store with a writer thread that is never closed is closed by the garbage collector", function()
     local store = new_store()
     sched.run(function() assert(store:append("s", 0, { ev() })) end)

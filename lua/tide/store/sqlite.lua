@@ -6,7 +6,8 @@
 --     busy_timeout_ms = 10000,     -- how long a writer waits for another's lock
 --     synchronous = "normal",      -- or "full" (see Durability)
 --     group_max = 512,             -- appends per shared transaction
---     writer_thread = false,       -- group commit on a thread of its own (below)
+--     writer_thread = nil,         -- group commit on a thread of its own (below);
+--                                  -- nil: when the process may run on 2 CPUs or more
 --   }
 --   assert(store:init())
 --   store:append(stream, expected_version, events) -> last_version | nil, err
@@ -40,7 +41,8 @@
 -- the connection in the middle of it. Outside a scheduler (plain LuaJIT,
 -- nginx), each append commits on its own.
 --
--- With writer_thread = true (tide.yaml: sqlite.writer_thread), the group's
+-- With writer_thread = true (tide.yaml: sqlite.writer_thread; unset, it is
+-- true when the process may run on two CPUs or more), the group's
 -- transaction runs on a thread of its own (runtime/sqlite/writer.c): each
 -- append is queued there as its command is decided (one call into C) and
 -- runs in the open transaction (a group begins once COMMIT is asked or 32
@@ -65,11 +67,9 @@
 -- queued). So a read never sees an append that is not committed. close() commits the groups
 -- whose COMMIT was asked and fails (StoreError "group commit failed: ...
 -- the store is closed") the appends of a group still gathering. Outside a
--- scheduler, appends stay synchronous on the calling thread. Off by
--- default: on 2 cores it measured the same wall time for more CPU
--- (bench/README.md, "The seventh round"), then 12% less wall time for 6%
--- more CPU after session 14's changes ("Where session 14 left the
--- targets"); not settled.
+-- scheduler, appends stay synchronous on the calling thread. Measured in
+-- bench/README.md ("The fourth round", "The seventh round", "The writer
+-- thread as the default").
 
 -- Durability: WAL mode with synchronous = "normal" survives a crash of the
 -- process; a power loss or OS crash can lose the last transactions (never
@@ -203,7 +203,9 @@ function M.new(opts)
     order = 0, -- appends queued on the writer thread so far (item.order)
     writer_transactions = 0, -- the writer thread's transactions counted in stats
     closed = false,
-    writer_thread = opts.writer_thread or false,
+    -- unset: on when the process may run on two CPUs or more (the
+    -- writer then has a core of its own)
+    writer_thread = opts.writer_thread == nil and sqlite.cpus() >= 2 or opts.writer_thread == true,
     reached = {}, nreached = 0, -- see note_reached
     stats = { appends = 0, transactions = 0, conflicts = 0, largest_group = 0, groups_here = 0 },
   }, Store)
