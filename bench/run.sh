@@ -350,7 +350,7 @@ rm -rf "$sdir"
 
 section "DynamoDB Streams at scale: tide run workers on 64 virtual shards (the Streams stand-in)" bench/streams_fleet.sh
 bench/nginx_wrk.sh || { note "bench/nginx_wrk.sh failed"; status=1; }
-hot_nginx() { BENCH_WRK_ACCOUNTS=4 BENCH_WRK_WORKERS="1 2 4" bench/nginx_wrk.sh; }
+hot_nginx() { BENCH_WRK_ACCOUNTS=4 BENCH_WRK_WORKERS="1 2 4" BENCH_WRK_TURNS=${BENCH_WRK_TURNS:-3} bench/nginx_wrk.sh; }
 section "nginx with 1, 2 and 4 workers on 4 hot accounts (wrk, DynamoDB Local)" hot_nginx
 echo ""; echo "== Hot reload: file write -> first command served by the new version =="; build/tide script bench/reload_latency.lua "${BENCH_RELOADS:-50}" || { note "bench/reload_latency.lua failed"; status=1; }
 exit $status
