@@ -27,35 +27,14 @@ import os
 import sys
 import time
 
-import botocore.session
+from dynamodb_local import COND, client as new_client, cpu_seconds, events_table, item
 
 endpoint, pid = sys.argv[1], sys.argv[2]
 items = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
 # --warm-only: the rows without a stream, nothing printed: warms the JVM of a
 # fresh server (its JIT) without leaving stream records behind
 warm_only = "--warm-only" in sys.argv[4:]
-client = botocore.session.get_session().create_client(
-    "dynamodb", region_name="us-east-1", endpoint_url=endpoint,
-    aws_access_key_id="tidebench", aws_secret_access_key="tidebenchsecret")
-tick = os.sysconf("SC_CLK_TCK")
-META = '{"causation_id":null,"command":"Deposit","command_id":"' + "f" * 32 + '","correlation_id":"' + "f" * 32 \
-    + '","count":1,"handler":"' + "0" * 16 + '","index":1,"schema":1,"timestamp":1796600000000}'
-COND = {"ConditionExpression": "attribute_not_exists(#v)", "ExpressionAttributeNames": {"#v": "version"},
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-
-
-def cpu_seconds():
-    with open("/proc/%s/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / tick
-
-
-def item(stream, version, last):
-    it = {"stream": {"S": stream}, "version": {"N": str(version)}, "type": {"S": "Deposited"},
-          "data": {"S": '{"amount":1}'}, "meta": {"S": META}}
-    if last:
-        it["last"] = {"N": str(last)}
-    return it
+client = new_client(endpoint)
 
 
 def write(table, stream, start, n, per):
@@ -73,19 +52,6 @@ def write(table, stream, start, n, per):
     return v
 
 
-def table(name, with_stream):
-    params = dict(TableName=name, BillingMode="PAY_PER_REQUEST",
-                  KeySchema=[{"AttributeName": "stream", "KeyType": "HASH"},
-                             {"AttributeName": "version", "KeyType": "RANGE"}],
-                  AttributeDefinitions=[{"AttributeName": "stream", "AttributeType": "S"},
-                                        {"AttributeName": "version", "AttributeType": "N"}])
-    if with_stream:
-        params["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
-    client.create_table(**params)
-    client.get_waiter("table_exists").wait(TableName=name)
-    return name
-
-
 best = {}  # table kind -> the highest items/s of its rows
 stamp = "%d_%d" % (os.getpid(), int(time.time()))
 out = (lambda *a: None) if warm_only else print
@@ -93,13 +59,13 @@ out("DynamoDB Local's own ceiling (botocore, one request at a time, %d items on 
       " CPU of DynamoDB Local's java process):" % items)
 out("  %-14s %-22s %10s %14s" % ("table", "writes", "items/s", "CPU ms/item"))
 for with_stream in (False,) if warm_only else (False, True):
-    name = table("ceiling_%s_%s" % ("stream" if with_stream else "plain", stamp), with_stream)
+    name = events_table(client, "ceiling_%s_%s" % ("stream" if with_stream else "plain", stamp), with_stream)
     for per in (1, 25, 99):
         stream = "account#p%d" % per
         v = write(name, stream, 0, max(per, items // 10), per)  # warm-up
-        c0, t0 = cpu_seconds(), time.time()
+        c0, t0 = cpu_seconds(pid), time.time()
         write(name, stream, v, items, per)
-        wall, cpu = time.time() - t0, cpu_seconds() - c0
+        wall, cpu = time.time() - t0, cpu_seconds(pid) - c0
         kind = "with_stream" if with_stream else "no_stream"
         best[kind] = max(best.get(kind, 0), items / wall)
         what = "PutItem, one at a time" if per == 1 else "TransactWriteItems x %d" % per

@@ -22,42 +22,18 @@ import os
 import sys
 import time
 
-import botocore.session
+from dynamodb_local import COND, client, cpu_seconds, events_table, item
 
 endpoint, pid = sys.argv[1], sys.argv[2]
 items = int(sys.argv[3]) if len(sys.argv) > 3 else 4000
 per = int(sys.argv[4]) if len(sys.argv) > 4 else 8
 counts = [int(c) for c in sys.argv[5:]] or [1, 2, 4]
-tick = os.sysconf("SC_CLK_TCK")
-META = '{"causation_id":null,"command":"Deposit","command_id":"' + "f" * 32 + '","correlation_id":"' + "f" * 32 \
-    + '","count":1,"handler":"' + "0" * 16 + '","index":1,"schema":1,"timestamp":1796600000000}'
-COND = {"ConditionExpression": "attribute_not_exists(#v)", "ExpressionAttributeNames": {"#v": "version"}}
-
-
-def client():
-    return botocore.session.get_session().create_client(
-        "dynamodb", region_name="us-east-1", endpoint_url=endpoint,
-        aws_access_key_id="tidebench", aws_secret_access_key="tidebenchsecret")
-
-
-def cpu_seconds():
-    with open("/proc/%s/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / tick
-
-
-def item(stream, version, last):
-    it = {"stream": {"S": stream}, "version": {"N": str(version)}, "type": {"S": "Deposited"},
-          "data": {"S": '{"amount":1}'}, "meta": {"S": META}}
-    if last:
-        it["last"] = {"N": str(last)}
-    return it
 
 
 def writer(args):
     """One client process: n items on its own stream, per items a request."""
     table, stream, n, start_at = args
-    c = client()
+    c = client(endpoint)
     while time.time() < start_at:  # all clients begin together
         time.sleep(0.001)
     v = 0
@@ -71,15 +47,8 @@ def writer(args):
 
 
 def main():
-    c = client()
-    name = "concurrency_%d_%d" % (os.getpid(), int(time.time()))
-    c.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                   KeySchema=[{"AttributeName": "stream", "KeyType": "HASH"},
-                              {"AttributeName": "version", "KeyType": "RANGE"}],
-                   AttributeDefinitions=[{"AttributeName": "stream", "AttributeType": "S"},
-                                         {"AttributeName": "version", "AttributeType": "N"}],
-                   StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
-    c.get_waiter("table_exists").wait(TableName=name)
+    c = client(endpoint)
+    name = events_table(c, "concurrency_%d_%d" % (os.getpid(), int(time.time())), True)
     print("DynamoDB Local's CPU per item by clients writing at once (botocore; %d items a run, TransactWriteItems"
           " of %d, table with a stream, each client on streams of its own, one request at a time):" % (items, per))
     print("  %-8s %-5s %10s %14s" % ("clients", "run", "items/s", "CPU ms/item"))
@@ -91,9 +60,9 @@ def main():
             seen[n] = seen.get(n, 0) + 1
             share = items // n
             jobs = [(name, "run%d#%d" % (r, i), share, time.time() + 0.2) for i in range(n)]
-            c0, t0 = cpu_seconds(), time.time() + 0.2
+            c0, t0 = cpu_seconds(pid), time.time() + 0.2
             done = sum(pool.map(writer, jobs))
-            wall, cpu = time.time() - t0, cpu_seconds() - c0
+            wall, cpu = time.time() - t0, cpu_seconds(pid) - c0
             print("  %-8d %-5d %10.0f %14.3f" % (n, seen[n], done / wall, cpu * 1000 / done))
     c.delete_table(TableName=name)
 
